@@ -1,0 +1,99 @@
+"""The tables. Times are UNIX seconds (float) so that bulk SQL can compare them cheaply."""
+
+from __future__ import annotations
+
+from sqlalchemy import Index
+from sqlmodel import Field, SQLModel
+
+SCHEMA_VERSION = 1
+
+
+class Meta(SQLModel, table=True):
+    key: str = Field(primary_key=True)
+    value: str
+
+
+class Job(SQLModel, table=True):
+    __table_args__ = (Index("ix_job_status_id", "status", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    recipe_path: str | None = None
+    status: str = "waiting"
+    system: bool = False
+    submitted_by: str = ""
+    submitted_at: float = 0.0
+    started_at: float | None = None
+    ended_at: float | None = None
+    parent_id: int | None = Field(default=None, foreign_key="job.id", index=True)
+    parent_task_id: int | None = None
+    call_mode: str | None = None
+    orphaned: bool = False
+    canceled_by: str | None = None
+    canceled_at: float | None = None
+    cancel_reason: str | None = None
+    aborted_by: str | None = None
+    aborted_at: float | None = None
+    error: str | None = None
+
+
+class Task(SQLModel, table=True):
+    __table_args__ = (
+        Index("ix_task_job_status", "job_id", "status"),
+        Index("ix_task_status_id", "status", "id"),
+        Index("ix_task_server_status", "server", "status"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="job.id")
+    seq: int = 0
+    name: str
+    action: str
+    params: str = "{}"  # JSON
+    status: str = "waiting"
+    server: str | None = None
+    attempt: int = 1
+    max_attempts: int = 3
+    progress_done: float = 0
+    progress_total: float | None = None
+    progress_unit: str | None = None
+    message: str | None = None
+    error: str | None = None
+    output: str | None = None  # tail of a shell command's output
+    approval: str | None = None  # "approved" / "rejected", written by the operator
+    approval_by: str | None = None
+    child_job_id: int | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+
+
+class TaskDep(SQLModel, table=True):
+    __table_args__ = (Index("ix_taskdep_dep", "dep_id"),)
+
+    task_id: int = Field(foreign_key="task.id", primary_key=True)
+    dep_id: int = Field(foreign_key="task.id", primary_key=True)
+
+
+class Server(SQLModel, table=True):
+    name: str = Field(primary_key=True)
+    slots: int = 4
+    status: str = "offline"  # online, draining, restarting, offline
+    drain_deadline: float | None = None
+    restart_job_id: int | None = None  # the job whose enhanced abort asked for the restart
+    lease_owner: str | None = None  # "host:pid:nonce" of the engine serving it
+    heartbeat_at: float | None = None
+
+
+class Event(SQLModel, table=True):
+    __table_args__ = (Index("ix_event_job", "job_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: float
+    job_id: int | None = None
+    task_id: int | None = None
+    server: str | None = None
+    kind: str = "status"  # status, request, approval, server, note
+    from_status: str | None = None
+    to_status: str | None = None
+    actor: str = ""
+    reason: str | None = None
