@@ -54,6 +54,7 @@ class TaskContext:
         self._run_thread = run_thread
         self._cancel = asyncio.Event()
         self.aborting = False
+        self.abandoned = False  # a restart or shutdown gave up on this run
         self.in_unmanaged_wait = False
         # Written by the action, flushed by the engine in its next batch.
         self.progress_done: float = 0
@@ -110,6 +111,8 @@ class TaskContext:
             return await asyncio.shield(fut)
         except asyncio.CancelledError:
             self.aborting = True
+            if self.abandoned:
+                raise  # the thread runs on alone; its result is never read
             try:
                 await asyncio.shield(fut)
             except BaseException:  # noqa: BLE001 - the result is discarded either way

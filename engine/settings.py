@@ -31,7 +31,9 @@ def put(conn: Connection, key: str, value: str) -> None:
             if float(value) <= 0:
                 raise ValueError
         except ValueError:
-            raise SettingError(f"setting {key}: expected a positive number, got {value!r}") from None
+            raise SettingError(
+                f"setting {key}: expected a positive number, got {value!r}"
+            ) from None
     conn.exec_driver_sql(
         "INSERT INTO meta(key, value) VALUES (?, ?) "
         "ON CONFLICT(key) DO UPDATE SET value=excluded.value",

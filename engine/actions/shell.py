@@ -1,0 +1,162 @@
+"""`shell`: run a command (argv, no shell) in its own process group, keeping its output tail."""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import os
+import signal
+from collections import deque
+from typing import Any
+
+from engine.actions._tasks import cancel_and_wait
+from engine.actions.base import Action, Param
+from engine.context import ActionError, TaskCanceled, TaskContext
+
+TAIL_LINES = 20
+TAIL_CHARS = 4000
+_READ_SIZE = 65536
+
+
+class _Tail:
+    """The last lines of a merged stdout+stderr stream, as the console shows them."""
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._lines: deque[str] = deque(maxlen=TAIL_LINES)
+        self._partial = ""
+
+    def feed(self, data: bytes, final: bool = False) -> None:
+        text = self._partial + self._decoder.decode(data, final)
+        parts = text.replace("\r\n", "\n").split("\n")
+        self._partial = parts.pop()
+        for line in parts:
+            # A progress bar redraws with "\r": only its last state is worth keeping.
+            self._lines.append(line.rsplit("\r", 1)[-1])
+        # A line with no newline (a runaway progress bar) must not grow without bound.
+        self._partial = self._partial[-TAIL_CHARS:]
+
+    @property
+    def text(self) -> str:
+        lines = list(self._lines)
+        if self._partial:
+            lines.append(self._partial.rsplit("\r", 1)[-1])
+        return "\n".join(lines)[-TAIL_CHARS:]
+
+    @property
+    def last_line(self) -> str:
+        for line in reversed(self.text.split("\n")):
+            if line.strip():
+                return line.strip()
+        return ""
+
+
+async def _pump(stream: asyncio.StreamReader, tail: _Tail, ctx: TaskContext) -> None:
+    while data := await stream.read(_READ_SIZE):
+        tail.feed(data)
+        ctx.output(tail.text)
+        if tail.last_line:
+            ctx.log(tail.last_line)
+    tail.feed(b"", final=True)
+    ctx.output(tail.text)
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    # The group may already be gone (everything exited): nothing left to signal.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+async def _reap(proc: asyncio.subprocess.Process, waiter: asyncio.Future[Any]) -> None:
+    """After SIGKILL: wait for the process to exit, even through a repeated abort.
+
+    ``proc.wait()`` also waits for the output pipe to close, which a grandchild that
+    left the process group could hold open forever; so wait on the exit status, and
+    give the pipe only a moment.
+    """
+    while True:
+        try:
+            if proc.returncode is None:
+                await asyncio.sleep(0.02)
+                continue
+            await asyncio.wait({waiter}, timeout=1.0)
+            return
+        except asyncio.CancelledError:
+            continue  # already being aborted: the group is killed, keep reaping
+
+
+async def run(ctx: TaskContext, command: list[str], on_cancel: str, cwd: str | None) -> str:
+    if cwd is None and ctx.recipe_path:
+        cwd = os.path.dirname(os.path.abspath(ctx.recipe_path))
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *command,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            cwd=cwd,
+            # Its own session, hence its own process group: cancel and abort signal the
+            # whole group, so children the command started stop with it.
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise ActionError(f"cannot run {command[0]!r}: {exc.strerror or exc}") from exc
+    pgid = proc.pid
+    ctx.log(f"started pid {proc.pid}")
+    assert proc.stdout is not None
+    tail = _Tail()
+    reader = asyncio.ensure_future(_pump(proc.stdout, tail, ctx))
+    waiter = asyncio.ensure_future(proc.wait())
+    terminated = False
+    try:
+        if on_cancel == "terminate":
+            cancel = asyncio.ensure_future(ctx.wait_cancel())
+            try:
+                await asyncio.wait({waiter, cancel}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                await cancel_and_wait(cancel)
+            if not waiter.done():
+                terminated = True
+                ctx.log("cancel requested: sent SIGTERM, waiting for the command to exit")
+                _signal_group(pgid, signal.SIGTERM)
+        rc = await asyncio.shield(waiter)
+        await asyncio.shield(reader)
+    except asyncio.CancelledError:
+        _signal_group(pgid, signal.SIGKILL)
+        await _reap(proc, waiter)
+        await cancel_and_wait(reader, waiter)
+        raise
+    if terminated and rc != 0:
+        raise TaskCanceled("terminated by SIGTERM on cancel")
+    last = tail.last_line
+    if rc != 0:
+        if rc < 0:
+            status = f"killed by {signal.Signals(-rc).name}"
+        else:
+            status = f"exit status {rc}"
+        raise ActionError(f"{status}: {last}" if last else status)
+    return last or "exit status 0"
+
+
+def _check(params: dict[str, Any]) -> tuple[str, str] | None:
+    if not params["command"]:
+        return "command", "must not be empty"
+    if not params["command"][0]:
+        return "command", "the program name must not be empty"
+    return None
+
+
+ACTION = Action(
+    name="shell",
+    run=run,
+    params=(
+        Param("command", list),
+        Param("on_cancel", str, required=False, default="terminate",
+              choices=("terminate", "finish")),
+        Param("cwd", str, required=False, default=None, is_path=True),
+    ),
+    long=True,
+    doc="Run a command (argv list, no shell) in its own process group; keep its output tail.",
+    check=_check,
+)

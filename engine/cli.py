@@ -1,0 +1,343 @@
+"""The command line. Database modules are imported inside each command, so that
+``batchdeck --help`` answers without loading SQLAlchemy.
+
+Exit codes: 0 done, 1 refused (the reason on stderr), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+
+ConsoleRunner = Callable[[argparse.Namespace], int]
+
+
+class Fail(Exception):
+    """A refusal or bad input, printed as one line on stderr."""
+
+    def __init__(self, message: str, code: int = EXIT_REFUSED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _job_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"JOB must be a job id (a number), got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"JOB must be a positive job id, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    db = argparse.ArgumentParser(add_help=False)
+    db.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS,
+                    help="database file (default: $BATCHDECK_DB or ./batchdeck.db)")
+    p = argparse.ArgumentParser(
+        prog="batchdeck", parents=[db],
+        description="Watch, cancel and abort batch jobs. With no command: open the console.",
+        epilog="Exit codes: 0 done, 1 refused (reason on stderr), 2 bad usage.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def cmd(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[db], help=help, description=help)
+
+    c = cmd("console", "open the console (the default); runs the engine inside it unless "
+                       "`batchdeck serve` already serves this database")
+    c.add_argument("--server", action="append", metavar="NAME[:SLOTS]",
+                   help="servers for the embedded engine (repeatable; default batch-01:4)")
+    d = cmd("demo", "open the console on a fresh demo database that shows every feature")
+    d.add_argument("--dir", default="./batchdeck-demo",
+                   help="where the demo database and recipes go (default ./batchdeck-demo)")
+    s = cmd("serve", "run the engine headless; consoles and commands on the same database "
+                     "control it")
+    s.add_argument("--server", action="append", metavar="NAME[:SLOTS]",
+                   help="a server to run (repeatable; default batch-01:4)")
+    s.add_argument("--poll", type=float, default=0.05, metavar="SECONDS",
+                   help="how often to look for requests from other processes (default 0.05)")
+    s = cmd("submit", "submit a recipe; prints the new job's id")
+    s.add_argument("recipe", metavar="RECIPE.toml")
+    s.add_argument("--system", action="store_true", help="mark the job as a system job")
+    s = cmd("list", "list jobs, newest first")
+    s.add_argument("--status", action="append", metavar="S",
+                   help="only jobs in this status (snake case; repeatable)")
+    s.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s = cmd("show", "show a job: fields, tasks, children, events")
+    s.add_argument("job", type=_job_id, metavar="JOB")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s = cmd("cancel", "cancel a job gracefully: no new tasks, running tasks wind down")
+    s.add_argument("job", type=_job_id, metavar="JOB")
+    s.add_argument("--reason", metavar="TEXT", help="your words, added to the reason for cancel")
+    s.add_argument("--with-children", action="store_true",
+                   help="cancel the job and every job it called")
+    s = cmd("abort", "force-stop a job's Canceling tasks (cancels an Executing job first)")
+    s.add_argument("job", type=_job_id, metavar="JOB")
+    s.add_argument("--enhanced", action="store_true",
+                   help="also restart the servers running them (other jobs there are disrupted)")
+    s.add_argument("--yes", action="store_true",
+                   help="do it; without --yes, print what would be stopped and exit 1")
+    for name, what in (("hold", "hold a Waiting job (Withhold)"),
+                       ("release", "release a held job")):
+        cmd(name, what).add_argument("job", type=_job_id, metavar="JOB")
+    for name, what in (("approve", "approve an approval task"),
+                       ("reject", "reject an approval task")):
+        s = cmd(name, what)
+        s.add_argument("job", type=_job_id, metavar="JOB")
+        s.add_argument("task", metavar="TASK", help="task name or id")
+    s = cmd("recipes", "recipe tools")
+    rsub = s.add_subparsers(dest="recipes_command", metavar="check", required=True)
+    rc = rsub.add_parser("check", parents=[db], help="validate a recipe file or a directory")
+    rc.add_argument("path", metavar="PATH")
+    s = cmd("settings", "show settings, or set one: settings KEY VALUE")
+    s.add_argument("key", nargs="?")
+    s.add_argument("value", nargs="?")
+    return p
+
+
+def _store(args: argparse.Namespace, create: bool = True) -> Any:
+    from engine.db import DatabaseError, open_store
+
+    try:
+        return open_store(getattr(args, "db", None), create=create)
+    except DatabaseError as exc:
+        raise Fail(str(exc)) from None
+
+
+def _reader(args: argparse.Namespace) -> Any:
+    from engine.db import DatabaseError, default_db_path
+    from engine.query import Reader
+
+    path = getattr(args, "db", None) or default_db_path()
+    try:
+        return Reader(path)
+    except DatabaseError as exc:
+        raise Fail(str(exc)) from None
+
+
+def _actor() -> str:
+    from engine.identity import current_actor
+
+    return current_actor()
+
+
+def _control(fn_name: str, args: argparse.Namespace, **kw: Any) -> int:
+    from engine import control
+
+    store = _store(args)
+    try:
+        print(getattr(control, fn_name)(store, args.job, actor=_actor(), **kw))
+    except control.Refused as exc:
+        raise Fail(str(exc)) from None
+    return EXIT_OK
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from engine.recipes import RecipeError, load_recipe
+    from engine.submit import submit
+
+    try:
+        recipe = load_recipe(args.recipe)
+    except RecipeError as exc:
+        raise Fail(str(exc)) from None
+    print(submit(_store(args), recipe, actor=_actor(), system=True if args.system else None))
+    return EXIT_OK
+
+
+def _run(coro_fn: Callable[[Any], Any], args: argparse.Namespace) -> Any:
+    import asyncio
+
+    async def go() -> Any:
+        reader = _reader(args)
+        try:
+            return await coro_fn(reader)
+        finally:
+            await reader.close()
+
+    return asyncio.run(go())
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from engine.statuses import LABELS
+
+    for s in args.status or []:
+        if s not in LABELS:
+            raise Fail(f"--status {s!r}: unknown status (known: {', '.join(LABELS)})", EXIT_USAGE)
+    page = _run(lambda r: r.list_jobs(0, args.limit, statuses=args.status, with_total=False),
+                args)
+    if args.json:
+        print(json.dumps([j.to_json() for j in page.rows], indent=2))
+        return EXIT_OK
+    from engine.text_views import job_table
+
+    print(job_table(page.rows))
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    detail = _run(lambda r: r.job_detail(args.job), args)
+    if detail is None:
+        raise Fail(f"Job {args.job} does not exist")
+    if args.json:
+        print(json.dumps(detail.to_json(), indent=2))
+        return EXIT_OK
+    from engine.text_views import job_detail_text
+
+    print(job_detail_text(detail))
+    return EXIT_OK
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    fn = "cancel_with_children" if args.with_children else "cancel"
+    return _control(fn, args, reason=args.reason)
+
+
+def cmd_abort(args: argparse.Namespace) -> int:
+    from engine import control
+
+    store = _store(args)
+    try:
+        plan = control.abort_preview(store, args.job, enhanced=args.enhanced)
+        if not args.yes:
+            from engine.text_views import abort_plan_text
+
+            print(abort_plan_text(plan))
+            print("Nothing done: add --yes to abort.", file=sys.stderr)
+            return EXIT_REFUSED
+        print(control.abort(store, args.job, actor=_actor(), enhanced=args.enhanced))
+    except control.Refused as exc:
+        raise Fail(str(exc)) from None
+    return EXIT_OK
+
+
+def cmd_approval(args: argparse.Namespace) -> int:
+    from engine import control
+
+    store = _store(args)
+    try:
+        print(control.decide_approval(store, args.job, args.task,
+                                      approve=args.command == "approve", actor=_actor()))
+    except control.Refused as exc:
+        raise Fail(str(exc)) from None
+    return EXIT_OK
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from engine.recipes import check_path
+
+    results = check_path(args.path)
+    if not results:
+        raise Fail(f"{args.path}: no recipe files (*.toml) found")
+    bad = 0
+    for path, error in results:
+        if error:
+            bad += 1
+            print(error, file=sys.stderr)
+        else:
+            print(f"{path}: ok")
+    return EXIT_REFUSED if bad else EXIT_OK
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    from engine import settings
+
+    store = _store(args)
+    try:
+        if args.key is None:
+            with store.read() as conn:
+                for k, v in settings.all_settings(conn).items():
+                    print(f"{k} = {v}")
+        elif args.value is None:
+            with store.read() as conn:
+                print(settings.get(conn, args.key))
+        else:
+            with store.write() as conn:
+                settings.put(conn, args.key, args.value)
+            print(f"{args.key} = {args.value}")
+    except settings.SettingError as exc:
+        raise Fail(str(exc), EXIT_USAGE) from None
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from engine.batch import LeaseRefused
+    from engine.db import DatabaseError, default_db_path
+    from engine.runtime import Engine, parse_servers
+
+    try:
+        servers = parse_servers(args.server)
+    except ValueError as exc:
+        raise Fail(str(exc), EXIT_USAGE) from None
+    path = getattr(args, "db", None) or default_db_path()
+
+    async def serve() -> None:
+        engine = Engine(path, servers, poll_interval=args.poll)
+        await engine.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(sig, stop.set)
+        names = ", ".join(f"{n} ({k} slots)" for n, k in servers.items())
+        print(f"serving {names} on {path}; pid {engine.owner.split(':')[1]}; "
+              "Ctrl-C to stop", flush=True)
+        await stop.wait()
+        print("stopping: running tasks go back to Ready", flush=True)
+        await engine.stop()
+
+    try:
+        asyncio.run(serve())
+    except LeaseRefused as exc:
+        raise Fail(str(exc)) from None
+    except DatabaseError as exc:
+        raise Fail(str(exc)) from None
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "serve": cmd_serve,
+    "submit": cmd_submit,
+    "list": cmd_list,
+    "show": cmd_show,
+    "cancel": cmd_cancel,
+    "abort": cmd_abort,
+    "hold": lambda a: _control("hold", a),
+    "release": lambda a: _control("release", a),
+    "approve": cmd_approval,
+    "reject": cmd_approval,
+    "recipes": cmd_recipes,
+    "settings": cmd_settings,
+}
+
+
+def main(argv: Sequence[str] | None = None, console: ConsoleRunner | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = args.command or "console"
+    if command in ("console", "demo"):
+        if console is None:
+            print("batchdeck: the console is not available in this build", file=sys.stderr)
+            return EXIT_USAGE
+        if not hasattr(args, "server"):
+            args.server = None
+        args.command = command
+        return console(args)
+    try:
+        return COMMANDS[command](args)
+    except Fail as exc:
+        print(f"batchdeck {command}: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return EXIT_REFUSED
+
+
+def run() -> None:
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Plain-text renderings for the command line (the console draws its own widgets)."""
+
+from __future__ import annotations
+
+import time
+
+from engine.control import AbortPlan, PlanTask
+from engine.format import clock, duration, label, progress, stamp
+from engine.query import EventView, JobDetail, JobView
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def job_progress(job: JobView) -> str:
+    return f"{job.tasks_done}/{job.tasks_total}" if job.tasks_total else ""
+
+
+def job_table(jobs: list[JobView], now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    if not jobs:
+        return "no jobs"
+    return _table(
+        ["ID", "STATUS", "NAME", "TASKS", "SERVERS", "STARTED", "DURATION", "BY"],
+        [[str(j.id), label(j.status) + (" (system)" if j.system else ""), j.name,
+          job_progress(j), ",".join(j.servers), clock(j.started_at, now),
+          duration(j.duration(now)), j.submitted_by] for j in jobs],
+    )
+
+
+def job_detail_text(d: JobDetail, now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    j = d.job
+    fields = [
+        ("Job", f"{j.id} {j.name}" + (" (system)" if j.system else "")),
+        ("Status", label(j.status)),
+        ("Submitted", f"{stamp(j.submitted_at)} by {j.submitted_by}"),
+        ("Started", stamp(j.started_at)),
+        ("Ended", stamp(j.ended_at)),
+        ("Duration", duration(j.duration(now))),
+    ]
+    if j.parent_id:
+        fields.append(("Parent", f"job {j.parent_id} ({j.call_mode})"
+                       + (" - orphaned" if j.orphaned else "")))
+    if j.cancel_reason:
+        fields += [("Reason for cancel", j.cancel_reason),
+                   ("Canceled", f"{stamp(j.canceled_at)} by {j.canceled_by}")]
+    if j.aborted_by:
+        fields.append(("Aborted", f"{stamp(j.aborted_at)} by {j.aborted_by}"))
+    if j.error:
+        fields.append(("Error", j.error))
+    out = [f"{k + ':':<19}{v}" for k, v in fields]
+    out += ["", _table(
+        ["TASK", "STATUS", "SERVER", "TRY", "PROGRESS", "STARTED", "DURATION", "MESSAGE"],
+        [[t.name, label(t.status), t.server or "-", str(t.attempt),
+          progress(t.progress_done, t.progress_total, t.progress_unit),
+          clock(t.started_at, now), duration(t.duration(now)), (t.error or t.message or "")]
+         for t in d.tasks],
+    )]
+    if d.children:
+        out += ["", "Children:"] + [
+            f"  {c.id} {c.name} {label(c.status)} ({c.call_mode})"
+            + (" orphaned" if c.orphaned else "") for c in d.children]
+    if d.events:
+        names = {t.id: t.name for t in d.tasks}
+        out += ["", "Events:"] + [f"  {stamp(e.at)}  {event_text(e, names)}" for e in d.events]
+    return "\n".join(out)
+
+
+def event_text(e: EventView, task_names: dict[int, str]) -> str:
+    """One line of the audit log: who, what moved, why."""
+    what = f"task {task_names.get(e.task_id, e.task_id)}" if e.task_id else (
+        f"server {e.server}" if e.kind == "server" else "job")
+    move = f" {label(e.from_status or '')} -> {label(e.to_status or '')}" if e.to_status else ""
+    why = f": {e.reason}" if e.reason else ""
+    return f"{e.actor}: {what}{move}{why}"
+
+
+def plan_task_line(t: PlanTask, now: float) -> str:
+    running = duration(now - t.started_at) if t.started_at else "-"
+    prog = progress(t.progress_done, t.progress_total, t.progress_unit) or "no progress reported"
+    return f"{t.name} on {t.server or '-'}, running {running}, {prog}"
+
+
+def abort_plan_text(plan: AbortPlan, now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    kind = "Enhanced abort" if plan.enhanced else "Abort"
+    lines = [f"{kind} of job {plan.job.id} {plan.job.name} ({label(plan.job.status)})",
+             "Aborting is unsafe: it can leave orphaned or incomplete data."]
+    if plan.cancel_first:
+        lines.append("The job is Executing: it will be canceled first (not-started tasks "
+                     "become Didn't run).")
+    lines.append(f"Tasks to force-stop ({len(plan.tasks)}):")
+    lines += [f"  {plan_task_line(t, now)}" for t in plan.tasks] or ["  (none)"]
+    if plan.enhanced:
+        lines.append(f"Servers to restart: {', '.join(plan.servers) or '(none)'} "
+                     f"(drain up to {duration(plan.drain_seconds)})")
+        lines.append(f"Other jobs disrupted ({len(plan.disrupted)}):")
+        lines += [f"  job {d.id} {d.name}: {', '.join(d.tasks)}" for d in plan.disrupted] or [
+            "  (none)"]
+    return "\n".join(lines)
