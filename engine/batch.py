@@ -179,7 +179,15 @@ def tick(conn: Connection, inp: TickIn) -> TickOut:
     write_progress(conn, inp.progress)
     apply_outcomes(conn, inp.outcomes, at=inp.at)
     out = TickOut()
-    out.claimed = claim(conn, inp.free, at=inp.at)
+    if inp.servers:
+        for name, status, deadline, job_id in conn.exec_driver_sql(
+            f"SELECT name, status, drain_deadline, restart_job_id FROM server "
+            f"WHERE name IN {IN_IDS}", (json.dumps(inp.servers),),
+        ):
+            out.servers[name] = (status, deadline, job_id)
+    # A drain written since the engine last looked must stop claims in this very batch.
+    free = {s: n for s, n in inp.free.items() if out.servers.get(s, ("online",))[0] == "online"}
+    out.claimed = claim(conn, free, at=inp.at)
     running = inp.running + [c.task_id for c in out.claimed]
     if running:
         for tid, status, approval, by in conn.exec_driver_sql(
@@ -187,12 +195,6 @@ def tick(conn: Connection, inp: TickIn) -> TickOut:
             (ids_json(running),),
         ):
             out.task_state[tid] = (status, approval, by)
-    if inp.servers:
-        for name, status, deadline, job_id in conn.exec_driver_sql(
-            f"SELECT name, status, drain_deadline, restart_job_id FROM server "
-            f"WHERE name IN {IN_IDS}", (json.dumps(inp.servers),),
-        ):
-            out.servers[name] = (status, deadline, job_id)
     if inp.watched_jobs:
         for jid, status in conn.exec_driver_sql(
             f"SELECT id, status FROM job WHERE id IN {IN_IDS}", (ids_json(inp.watched_jobs),)

@@ -7,6 +7,7 @@ refused ``submit`` can print it as is.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -222,11 +223,12 @@ def _task(raw: dict, index: int, base_dir: Path) -> TaskSpec:
 def _params(action: Action, task: str, given: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     schema = {p.name: p for p in action.params}
     out: dict[str, Any] = {}
+    passed_through: dict[str, Any] = {}
     for key, value in given.items():
         if key in schema:
             continue
         if action.extra.get("open_params"):
-            out[key] = value  # handed to the user's function as is
+            passed_through[key] = value  # handed to the user's function as is
             continue
         known = ", ".join([*TASK_FIELDS, *schema]) or "none"
         raise _Problem(task, key, f"unknown parameter for action {action.name!r} "
@@ -239,6 +241,7 @@ def _params(action: Action, task: str, given: dict[str, Any], base_dir: Path) ->
                 else param.default
             continue
         out[param.name] = _param_value(param, task, given[param.name], base_dir)
+    out.update(passed_through)
     if action.check is not None:
         found = action.check(out)
         if found is not None:
@@ -254,6 +257,8 @@ def _param_value(param: Param, task: str, value: Any, base_dir: Path) -> Any:
     if isinstance(value, int) and not isinstance(value, bool) and float in kinds \
             and int not in kinds:
         value = float(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _Problem(task, param.name, f"expected a finite number, got {value}")
     if param.choices and value not in param.choices:
         options = ", ".join(repr(c) for c in param.choices)
         raise _Problem(task, param.name, f"expected one of {options}, got {_show(value)}")

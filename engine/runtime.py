@@ -132,8 +132,9 @@ class Engine:
         for r in runners:
             self._detach(r)
         await self._await_runners(runners, RESTART_GRACE_S)
-        outcomes = [batch.Outcome(r.ctx.task_id, "interrupted",
-                                  reason="interrupted: engine stopped") for r in runners]
+        # A clean stop is not the task's failure: it runs again, whatever its attempts.
+        outcomes = [batch.Outcome(r.ctx.task_id, "interrupted", reason="interrupted: engine "
+                                  "stopped", requeue_always=True) for r in runners]
         at = self.clock()
 
         def final(conn: Any) -> None:

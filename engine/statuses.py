@@ -115,8 +115,8 @@ def resolve_outcome(current: str, outcome: str, *, attempts_left: bool = True) -
     ``interrupted`` means the engine stopped the run without anyone asking (a server
     restart of another job's abort, or the engine shutting down).
     """
-    if current in TASK_TERMINAL:
-        return None
+    if current not in TASK_RUNNING:
+        return None  # not running (settled, or never started): there is no run to report
     if current == T.ABORTING:
         return T.ABORTED  # abort wins: the result of the run is discarded
     if outcome == "interrupted":

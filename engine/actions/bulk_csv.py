@@ -48,11 +48,12 @@ def _records(reader: Iterator[list[str]]) -> Iterator[list[str]]:
     return (row for row in reader if row)  # blank lines are not rows
 
 
-async def _count_rows(path: str, delimiter: str) -> int:
+async def _count_rows(path: str, delimiter: str, key: str) -> int:
+    """Data rows in the file, after checking its header (before touching the database)."""
     count = 0
     with _open_csv(path) as fh:
         rows = _records(csv.reader(fh, delimiter=delimiter))
-        next(rows, None)  # the header
+        _check_header(path, next(rows, None), key)
         for _ in rows:
             count += 1
             if count % _COUNT_YIELD == 0:
@@ -88,7 +89,18 @@ def _upsert_sql(table: str, header: list[str], key: str) -> str:
 
 async def run_import(ctx: TaskContext, file: str, database: str, table: str, key: str,
                      chunk_rows: int, delimiter: str, rows_per_second: float | None) -> str:
-    total = await _count_rows(file, delimiter)
+    try:
+        return await _import(ctx, file, database, table, key, chunk_rows, delimiter,
+                             rows_per_second)
+    except csv.Error as exc:
+        raise ActionError(f"{file}: not readable as CSV: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ActionError(f"{file}: not UTF-8 text (byte {exc.start})") from None
+
+
+async def _import(ctx: TaskContext, file: str, database: str, table: str, key: str,
+                  chunk_rows: int, delimiter: str, rows_per_second: float | None) -> str:
+    total = await _count_rows(file, delimiter, key)
     ctx.progress(0, total, "rows")
     try:
         conn = sqlite3.connect(database, timeout=10, isolation_level=None)

@@ -1,0 +1,81 @@
+"""Helpers for engine tests: recipes written to real files, polling without timed asserts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from engine.db import Store
+from engine.recipes import load_recipe
+from engine.submit import submit
+
+POLL_S = 0.02
+POLL_LIMIT = 1500  # iterations: a generous cap, not a speed target
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return repr(v)
+
+
+def write_recipe(directory: Path, name: str, tasks: list[dict[str, Any]], **top: Any) -> Path:
+    lines = [f"name = {json.dumps(name)}"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in top.items()]
+    for t in tasks:
+        lines.append("\n[[task]]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in t.items()]
+    path = directory / f"{name}.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def submit_tasks(store: Store, directory: Path, name: str, tasks: list[dict[str, Any]],
+                 **top: Any) -> int:
+    return submit(store, load_recipe(write_recipe(directory, name, tasks, **top)), actor="tester")
+
+
+def job_status(store: Store, job_id: int) -> str:
+    with store.read() as conn:
+        return conn.exec_driver_sql("SELECT status FROM job WHERE id=?", (job_id,)).scalar_one()
+
+
+def task_row(store: Store, job_id: int, name: str) -> dict[str, Any]:
+    with store.read() as conn:
+        res = conn.exec_driver_sql("SELECT * FROM task WHERE job_id=? AND name=?", (job_id, name))
+        return dict(zip(res.keys(), res.one(), strict=True))
+
+
+def task_statuses(store: Store, job_id: int) -> dict[str, str]:
+    with store.read() as conn:
+        return dict(conn.exec_driver_sql(
+            "SELECT name, status FROM task WHERE job_id=? ORDER BY seq", (job_id,)).fetchall())
+
+
+def job_row(store: Store, job_id: int) -> dict[str, Any]:
+    with store.read() as conn:
+        res = conn.exec_driver_sql("SELECT * FROM job WHERE id=?", (job_id,))
+        return dict(zip(res.keys(), res.one(), strict=True))
+
+
+def events(store: Store, job_id: int) -> list[dict[str, Any]]:
+    with store.read() as conn:
+        res = conn.exec_driver_sql("SELECT * FROM event WHERE job_id=? ORDER BY id", (job_id,))
+        keys = list(res.keys())
+        return [dict(zip(keys, r, strict=True)) for r in res.fetchall()]
+
+
+async def until(predicate: Callable[[], bool], what: str = "condition") -> None:
+    """Wait until ``predicate()`` holds, polling; fails only after a generous cap."""
+    for _ in range(POLL_LIMIT):
+        if predicate():
+            return
+        await asyncio.sleep(POLL_S)
+    raise AssertionError(f"gave up waiting for {what}")

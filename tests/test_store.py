@@ -1,0 +1,138 @@
+"""The store: pragmas, schema version, the transition table at the SQL level, leases, recovery."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from engine import batch
+from engine.db import DatabaseError, Store
+from engine.recipes import Recipe, TaskSpec
+from engine.runtime import Engine
+from engine.statuses import (
+    TASK_TRANSITIONS,
+    IllegalTransition,
+    TaskStatus,
+    check_task,
+    resolve_outcome,
+)
+from engine.submit import insert_job
+from engine.writes import move_tasks
+from tests.engine_support import job_status, submit_tasks, task_row, until
+
+
+def _job(store: Store, n: int = 2, at: float = 100.0) -> int:
+    tasks = tuple(TaskSpec(f"t{i}", "wait", (), {"seconds": 1}) for i in range(n))
+    with store.write() as conn:
+        return insert_job(conn, Recipe("j", None, False, tasks), actor="t", at=at)
+
+
+def test_every_connection_has_wal_busy_timeout_and_foreign_keys(tmp_path):
+    store = Store(tmp_path / "t.db")
+    with store.read() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one() >= 1000
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
+
+
+def test_other_schema_version_is_a_clear_error(tmp_path):
+    path = tmp_path / "t.db"
+    Store(path).dispose()
+    with sqlite3.connect(path) as raw:
+        raw.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    with pytest.raises(DatabaseError, match="schema version 99, this batchdeck needs version 1"):
+        Store(path)
+
+
+def test_foreign_database_is_refused(tmp_path):
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as raw:
+        raw.execute("CREATE TABLE accounts(id)")
+    with pytest.raises(DatabaseError, match="not a batchdeck database"):
+        Store(path)
+
+
+def test_illegal_transition_writes_nothing(tmp_path):
+    store = Store(tmp_path / "t.db")
+    job = _job(store)
+    with store.write() as conn:
+        # Ready -> Ended is not in the table: no row moves and no event is written.
+        n = move_tasks(conn, "ended", "job_id=?", (job,), at=1, actor="t")
+        events = conn.exec_driver_sql("SELECT count(*) FROM event WHERE to_status='ended'")
+        assert n == 0 and events.scalar_one() == 0
+        statuses = {r[0] for r in conn.exec_driver_sql("SELECT status FROM task")}
+    assert statuses == {"ready"}
+    with pytest.raises(IllegalTransition):
+        check_task("ready", "ended")
+
+
+@pytest.mark.parametrize("terminal", ["didnt_run", "canceled", "aborted", "ended", "error"])
+def test_terminal_task_statuses_never_change(terminal):
+    assert TASK_TRANSITIONS[TaskStatus(terminal)] == frozenset()
+    for outcome in ("ended", "error", "canceled", "aborted", "interrupted"):
+        assert resolve_outcome(terminal, outcome) is None
+
+
+def test_abort_wins_over_a_late_result():
+    assert resolve_outcome("aborting", "ended") == "aborted"
+    assert resolve_outcome("canceling", "ended") == "ended"
+    assert resolve_outcome("executing", "interrupted", attempts_left=True) == "ready"
+    assert resolve_outcome("executing", "interrupted", attempts_left=False) == "error"
+
+
+async def test_a_second_engine_for_the_same_server_is_refused(tmp_path):
+    path = str(tmp_path / "t.db")
+    async with Engine(path, {"batch-01": 2}):
+        with pytest.raises(batch.LeaseRefused, match="server batch-01 is already served"):
+            await Engine(path, {"batch-01": 2}).start()
+        # Another server name on the same database is fine.
+        async with Engine(path, {"batch-02": 1}):
+            pass
+
+
+async def test_recovery_requeues_then_errors_when_attempts_run_out(tmp_path):
+    path = tmp_path / "t.db"
+    store = Store(path)
+    job = submit_tasks(store, tmp_path, "r", [{"name": "a", "action": "wait", "seconds": 600}],
+                       max_attempts=2)
+    # A dead engine: lease taken long ago, task left Executing.
+    with store.write() as conn:
+        batch.claim_leases(conn, {"batch-01": 4}, "dead:1:x", at=1.0)
+        batch.claim(conn, {"batch-01": 1}, at=2.0)
+    assert task_row(store, job, "a")["status"] == "executing"
+
+    async with Engine(str(path), {"batch-01": 4}):
+        row = task_row(store, job, "a")
+        assert row["attempt"] == 2  # recovered to Ready, attempt + 1, and started again
+        await until(lambda: task_row(store, job, "a")["status"] == "executing")
+    # A clean stop puts it back to Ready whatever its attempts; now a second death mid-run.
+    assert task_row(store, job, "a")["status"] == "ready"
+    with store.write() as conn:
+        conn.exec_driver_sql("UPDATE server SET lease_owner='dead:2:y', heartbeat_at=1")
+        batch.claim(conn, {"batch-01": 1}, at=3.0)
+        conn.exec_driver_sql("UPDATE task SET attempt=2")
+    async with Engine(str(path), {"batch-01": 4}):
+        row = task_row(store, job, "a")
+        assert row["status"] == "error" and row["error"] == "interrupted: engine stopped"
+        assert job_status(store, job) == "error"
+
+
+async def test_recovery_finishes_a_job_left_canceling(tmp_path):
+    from engine import control
+
+    path = tmp_path / "t.db"
+    store = Store(path)
+    job = submit_tasks(store, tmp_path, "c", [{"name": "a", "action": "wait", "seconds": 600}])
+    with store.write() as conn:
+        batch.claim_leases(conn, {"batch-01": 4}, "dead:1:x", at=1.0)
+        batch.claim(conn, {"batch-01": 1}, at=2.0)
+    with store.write() as conn:  # the dead engine's lease is not live: keep it "live" for cancel
+        conn.exec_driver_sql("UPDATE server SET heartbeat_at=1e12")
+    control.cancel(store, job, actor="op")
+    assert job_status(store, job) == "canceling"
+    with store.write() as conn:
+        conn.exec_driver_sql("UPDATE server SET heartbeat_at=1")
+    async with Engine(str(path), {"batch-01": 4}):
+        assert job_status(store, job) == "canceled"
+        assert task_row(store, job, "a")["status"] == "canceled"
