@@ -14,7 +14,10 @@ class Meta(SQLModel, table=True):
 
 
 class Job(SQLModel, table=True):
-    __table_args__ = (Index("ix_job_status_id", "status", "id"),)
+    __table_args__ = (
+        Index("ix_job_status_id", "status", "id"),
+        Index("ix_job_started", "started_at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     name: str
