@@ -1,0 +1,225 @@
+"""``batchdeck demo``: a fresh demo database that shows every feature in its first minute.
+
+``build_demo(DIR)`` writes the data files and the recipes into DIR, creates
+``DIR/batchdeck.db`` and fills it through the engine's own API only — submit, cancel,
+abort, hold, and a short-lived embedded engine for the jobs that must have run — so
+every status in it was reached through the transition table. No status column is
+written here.
+
+What the console finds when it opens the database with its engine on
+``{"batch-01": 4, "batch-02": 2}``. Tasks are claimed in id order, the first four by
+batch-01 and the next two by batch-02, so the submission order below is the slot plan.
+
+finished (built here):
+  sandbox-refresh      Canceled while Waiting, reason "...: demo: wrong sandbox"
+  crm-export           Ended
+  invoice-sync         Error (parse fails; load Didn't run)
+  cache-warmup         Canceled while running (its wait task Canceled)
+  legacy-migration     aborted mid-import (task Aborted, progress kept; job Canceled)
+live (Waiting until the console's engine starts them):
+  nightly-import       batch-01  extract -> load (bulk import, ~50 s) -> score (python)
+                                 -> report
+  ledger-close         batch-01  approval -> post-entries
+  log-shipper          batch-01  shell, a line a second (output tail)
+  month-end-close      batch-01  async child audit-trail, then waits for a sync child
+                                 ledger-rollup (the children queue for a free slot)
+  warehouse-sync       batch-02  blocking_wait 600 s: abort shows Aborting
+  quarterly-reconcile  batch-02  30-minute wait: cancel is Canceled at once
+  system-housekeeping  queued    system job: cancel refused; next free slot is its
+  payroll-run          held      Withhold
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from engine import control, settings
+from engine.db import Store, open_store
+from engine.identity import current_actor
+from engine.recipes import load_recipe
+from engine.submit import submit
+from tui.demo.data import remove, write_crm, write_leads
+
+R = TypeVar("R")
+
+HERE = Path(__file__).parent
+SERVERS = {"batch-01": 4, "batch-02": 2}
+DB_NAME = "batchdeck.db"
+MARKER = ".batchdeck-demo"
+CANCEL_REASON = "demo: wrong sandbox"
+WARMUP_REASON = "demo: superseded by the nightly run"
+# Short enough that an enhanced abort's restart happens while the operator watches.
+DRAIN_SECONDS = "30"
+BUILD_TIMEOUT_S = 60.0
+
+#: Jobs that have finished when the demo opens, in submission order.
+FINISHED = ("sandbox-refresh", "crm-export", "invoice-sync", "cache-warmup",
+            "legacy-migration")
+#: Jobs left for the console's engine, in submission order: that order decides which
+#: tasks get the six slots first.
+LIVE = ("nightly-import", "ledger-close", "log-shipper", "month-end-close",
+        "warehouse-sync", "quarterly-reconcile", "system-housekeeping", "payroll-run")
+HELD = "payroll-run"
+#: Recipes only called by other recipes (month-end-close's children).
+CHILDREN = ("audit-trail", "ledger-rollup")
+PY_MODULE = "demo_tasks.py"
+
+
+class DemoError(Exception):
+    """The demo cannot be built; the message is one line."""
+
+
+def recipe_names() -> list[str]:
+    return [*FINISHED, *LIVE, *CHILDREN]
+
+
+def build_demo(directory: str | os.PathLike[str]) -> str:
+    """Build a fresh demo in ``directory``; returns the path of its database."""
+    root = Path(os.path.abspath(directory))
+    root.mkdir(parents=True, exist_ok=True)
+    db = root / DB_NAME
+    marker = root / MARKER
+    if db.exists() and not marker.exists():
+        raise DemoError(f"{db} exists and is not a demo database: "
+                        "choose another directory for the demo")
+    marker.write_text("A batchdeck demo directory: `batchdeck demo` rebuilds it.\n")
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        remove(Path(str(db) + suffix))
+    recipes = _write_files(root)
+    store = open_store(db)
+    try:
+        with store.write() as conn:
+            settings.put(conn, "drain_seconds", DRAIN_SECONDS)
+        actor = current_actor()
+        _build_finished(store, recipes, actor)
+        _submit_live(store, recipes, actor)
+    finally:
+        store.dispose()
+    return str(db)
+
+
+# -- files ------------------------------------------------------------------------------
+
+
+def _write_files(root: Path) -> Path:
+    data = root / "data"
+    reports = root / "reports"
+    recipes = root / "recipes"
+    for folder in (data, reports, recipes):
+        folder.mkdir(exist_ok=True)
+    write_leads(data / "leads.csv")
+    write_crm(data / "crm.db")
+    for name in ("target.db", "legacy.db"):  # the import targets start empty
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            remove(data / (name + suffix))
+    for name in ("leads-by-region.csv", "contacts.csv"):
+        for suffix in ("", ".partial"):
+            remove(reports / (name + suffix))
+    # Only the demo's own files are replaced: anything else in DIR is left alone.
+    for name in recipe_names():
+        shutil.copyfile(HERE / f"{name}.toml", recipes / f"{name}.toml")
+    shutil.copyfile(HERE / PY_MODULE, recipes / PY_MODULE)
+    return recipes
+
+
+# -- jobs -------------------------------------------------------------------------------
+
+
+def _submit(store: Store, recipes: Path, name: str, actor: str) -> int:
+    return submit(store, load_recipe(recipes / f"{name}.toml"), actor=actor)
+
+
+def _submit_live(store: Store, recipes: Path, actor: str) -> None:
+    for name in LIVE:
+        job_id = _submit(store, recipes, name, actor)
+        if name == HELD:
+            control.hold(store, job_id, actor=actor)
+
+
+def _build_finished(store: Store, recipes: Path, actor: str) -> None:
+    # Canceled while Waiting: no engine is running yet, so nothing has started.
+    sandbox = _submit(store, recipes, "sandbox-refresh", actor)
+    control.cancel(store, sandbox, actor=actor, reason=CANCEL_REASON)
+    _run_async(lambda: _run_finishing(store, recipes, actor))
+
+
+async def _run_finishing(store: Store, recipes: Path, actor: str) -> None:
+    """A short-lived engine runs the jobs that must have run; stopped before returning."""
+    from engine.runtime import Engine
+
+    engine = Engine(store.path, dict(SERVERS))
+    await engine.start()
+    try:
+        ids = {}
+        for name in ("crm-export", "invoice-sync", "cache-warmup", "legacy-migration"):
+            ids[name] = await asyncio.to_thread(_submit, store, recipes, name, actor)
+
+        def warming() -> bool:
+            status, done = _task(store, ids["cache-warmup"], "warm")
+            return status == "executing" and done >= 1  # "waited 1 s of 600 s"
+
+        await _until(warming, "cache-warmup waiting its first second")
+        await asyncio.to_thread(control.cancel, store, ids["cache-warmup"], actor=actor,
+                                reason=WARMUP_REASON)
+
+        def migrating() -> bool:
+            status, done = _task(store, ids["legacy-migration"], "migrate")
+            return status == "executing" and done >= 2000
+
+        await _until(migrating, "legacy-migration importing its first rows")
+        await asyncio.to_thread(control.abort, store, ids["legacy-migration"], actor=actor)
+
+        await _until(lambda: all(_job_status(store, j) in ("ended", "error", "canceled")
+                                 for j in ids.values()),
+                     "the finished demo jobs ending")
+    finally:
+        await engine.stop()
+
+
+def _task(store: Store, job_id: int, name: str) -> tuple[str, float]:
+    with store.read() as conn:
+        row = conn.exec_driver_sql(
+            "SELECT status, progress_done FROM task WHERE job_id=? AND name=?", (job_id, name)
+        ).one()
+    return row[0], row[1]
+
+
+def _job_status(store: Store, job_id: int) -> str:
+    with store.read() as conn:
+        return conn.exec_driver_sql("SELECT status FROM job WHERE id=?", (job_id,)).scalar_one()
+
+
+async def _until(predicate: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + BUILD_TIMEOUT_S
+    while not await asyncio.to_thread(predicate):
+        if time.monotonic() > deadline:
+            raise DemoError(f"demo build: gave up waiting for {what} "
+                            f"after {BUILD_TIMEOUT_S:g} s")
+        await asyncio.sleep(0.05)
+
+
+def _run_async(make: Callable[[], Awaitable[R]]) -> R:
+    """``asyncio.run``, also when called from inside a running loop (in a thread then)."""
+
+    def run() -> R:
+        async def main() -> Any:
+            return await make()
+
+        return asyncio.run(main())
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return run()
+    with ThreadPoolExecutor(1, thread_name_prefix="batchdeck-demo") as pool:
+        return pool.submit(run).result()
+
+
+__all__ = ["DemoError", "build_demo", "recipe_names"]
