@@ -1,0 +1,262 @@
+"""The console against a REAL engine on a temporary database (no mocks): the engine
+runs inside the app (embedded) unless another one holds the lease (attached).
+
+No timed assertions: the database is polled in bounded loops until the expected state.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from textual.screen import ModalScreen
+
+from engine import batch, control
+from engine.db import Store
+from engine.recipes import load_recipe
+from engine.runtime import Engine
+from engine.submit import submit
+from tests.tui_support import one, said, state, text_of, until, utc  # noqa: F401 - utc: autouse
+from tui.app import BatchdeckApp, embedded_label
+from tui.launch import placement
+from tui.modals.abort import ConfirmAbort
+from tui.modals.cancel import ConfirmCancel
+from tui.modals.quit import ConfirmQuit
+from tui.screens.detail import JobDetailScreen
+from tui.screenshots import select, settle
+
+SERVERS = {"batch-01": 4}
+
+RECIPES = {
+    "wait.toml": """
+name = "long-wait"
+[[task]]
+name = "sleep"
+action = "wait"
+seconds = 120
+""",
+    "stubborn.toml": """
+name = "stubborn-shell"
+[[task]]
+name = "sleeper"
+action = "shell"
+command = ["sleep", "120"]
+on_cancel = "finish"
+""",
+    "approval.toml": """
+name = "needs-approval"
+[[task]]
+name = "approve"
+action = "approval"
+prompt = "go?"
+[[task]]
+name = "after"
+action = "wait"
+seconds = 0
+after = ["approve"]
+""",
+}
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    for name, text in RECIPES.items():
+        (tmp_path / name).write_text(text)
+    path = tmp_path / "console.db"
+    Store(path).dispose()
+    return str(path)
+
+
+def add(db: str, recipe: str) -> int:
+    store = Store(db)
+    try:
+        return submit(store, load_recipe(Path(db).parent / recipe), actor="alice")
+    finally:
+        store.dispose()
+
+
+def job_status(db: str, job_id: int) -> str:
+    return one(db, "SELECT status FROM job WHERE id=?", job_id)
+
+
+def task_status(db: str, job_id: int, name: str) -> str:
+    return one(db, "SELECT status FROM task WHERE job_id=? AND name=?", job_id, name)
+
+
+def embedded(db: str) -> BatchdeckApp:
+    return BatchdeckApp(db, mode_label=embedded_label(SERVERS), engine=Engine(db, SERVERS),
+                        actor="alice")
+
+
+async def test_cancel_from_the_list(db: str) -> None:
+    job = add(db, "wait.toml")
+    app = embedded(db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: job_status(db, job) == "executing", "the job to start")
+        assert app.sub_title == "embedded engine: batch-01"
+        await select(pilot, job)
+        await pilot.press("c")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmCancel), "the cancel modal")
+        await pilot.press(*"wrong data", "enter")
+        await until(pilot, lambda: job_status(db, job) == "canceled", "the job to be canceled")
+        assert said(app, f"Job {job} Canceling") or said(app, f"Job {job} Canceled")
+    assert task_status(db, job, "sleep") == "canceled"  # the wait stopped at once
+    assert one(db, "SELECT cancel_reason, canceled_by FROM job WHERE id=?", job) == (
+        "Job canceled by alice: wrong data", "alice")
+
+
+async def test_abort_from_the_detail_screen_yes(db: str) -> None:
+    job = add(db, "stubborn.toml")
+    app = embedded(db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: task_status(db, job, "sleeper") == "executing", "the start")
+        store = Store(db)
+        control.cancel(store, job, actor="bob")  # on_cancel = finish: it keeps running
+        store.dispose()
+        await until(pilot, lambda: task_status(db, job, "sleeper") == "canceling", "canceling")
+        await select(pilot, job)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert isinstance(app.screen, JobDetailScreen)
+        await pilot.press("a")
+        modal = await until(pilot, lambda: isinstance(app.screen, ConfirmAbort) and app.screen,
+                            "the abort modal")
+        assert not modal.plan.cancel_first
+        assert f"Abort job {job} stubborn-shell?" in text_of(modal.query_one(".dialog-title"))
+        await pilot.press("y")
+        await until(pilot, lambda: task_status(db, job, "sleeper") == "aborted", "aborted")
+        await until(pilot, lambda: job_status(db, job) == "canceled", "the job canceled")
+        assert said(app, f"Aborting job {job}: 1 task")
+    assert one(db, "SELECT aborted_by FROM job WHERE id=?", job) == "alice"
+
+
+async def test_abort_on_an_executing_job_no_then_yes(db: str) -> None:
+    job = add(db, "wait.toml")
+    app = embedded(db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: task_status(db, job, "sleep") == "executing", "the start")
+        await select(pilot, job)
+        await pilot.press("enter")
+        await settle(pilot)
+        before = state(db)
+        await pilot.press("a")
+        modal = await until(pilot, lambda: isinstance(app.screen, ConfirmAbort) and app.screen,
+                            "the abort modal")
+        assert modal.plan.cancel_first  # offers to cancel and abort in one step
+        assert "Cancel and abort" in text_of(modal.query_one(".dialog-title"))
+        await pilot.press("n")
+        await until(pilot, lambda: not isinstance(app.screen, ModalScreen), "no modal")
+        await pilot.pause(0.3)
+        assert state(db) == before  # No: nothing changed
+        await pilot.press("a")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmAbort), "the modal again")
+        await pilot.press("y")
+        await until(pilot, lambda: task_status(db, job, "sleep") == "aborted", "aborted")
+        await until(pilot, lambda: job_status(db, job) == "canceled", "the job canceled")
+        # The detail screen follows on its own (live refresh).
+        await until(pilot, lambda: app.screen.detail is not None
+                    and app.screen.detail.job.status == "canceled", "the screen to follow")
+
+
+async def test_approve_with_y_and_reject_with_n(db: str) -> None:
+    yes = add(db, "approval.toml")
+    no = add(db, "approval.toml")
+    app = embedded(db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        for job in (yes, no):
+            await until(pilot, lambda j=job: task_status(db, j, "approve") == "executing",
+                        "the approval to wait")
+        await select(pilot, yes)
+        await pilot.press("enter")
+        await settle(pilot)
+        await pilot.press("y")
+        await until(pilot, lambda: job_status(db, yes) == "ended", "approved job to end")
+        assert said(app, f"Task approve of job {yes} approved")
+        await pilot.press("escape")
+        await select(pilot, no)
+        await pilot.press("n")  # from the list: the job's waiting approval task
+        await until(pilot, lambda: job_status(db, no) == "error", "rejected job to fail")
+    assert task_status(db, yes, "approve") == "ended"
+    assert task_status(db, no, "approve") == "error"
+    assert task_status(db, no, "after") == "didnt_run"
+
+
+async def test_the_embedded_engine_stops_with_the_console(db: str) -> None:
+    job = add(db, "wait.toml")
+    app = embedded(db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: job_status(db, job) == "executing", "the start")
+        await pilot.press("q")  # a task is running: asks first
+        await until(pilot, lambda: isinstance(app.screen, ConfirmQuit), "the quit modal")
+        await pilot.press("n")
+        await until(pilot, lambda: not isinstance(app.screen, ModalScreen), "no modal")
+        assert app.is_running
+        await pilot.press("q")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmQuit), "the quit modal")
+        await pilot.press("y")
+        await until(pilot, lambda: not app.is_running or app.engine is None, "the stop")
+    assert one(db, "SELECT status, lease_owner FROM server WHERE name='batch-01'") == (
+        "offline", None)
+    # The interrupted task goes back to Ready for the next engine.
+    assert one(db, "SELECT status, attempt FROM task WHERE job_id=?", job) == ("ready", 2)
+
+
+async def test_falls_back_to_attached_when_the_lease_is_taken(db: str) -> None:
+    job = add(db, "wait.toml")
+    other = Engine(db, {"batch-01": 2})
+    await other.start()
+    try:
+        app = embedded(db)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await until(pilot, lambda: app.engine is None and "attached" in app.sub_title,
+                        "the fall back")
+            pid = other.owner.split(":")[1]
+            assert app.sub_title == f"attached to engine on batch-01 (pid {pid})"
+            assert said(app, "Attached to the running engine")
+            await until(pilot, lambda: job_status(db, job) == "executing", "the other engine")
+            await select(pilot, job)
+            await pilot.press("c")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmCancel), "the modal")
+            await pilot.press("enter")
+            # The other engine sees the request through the database and stops the task.
+            await until(pilot, lambda: job_status(db, job) == "canceled", "canceled")
+        # Attached: quitting the console leaves the other engine serving.
+        assert one(db, "SELECT lease_owner FROM server WHERE name='batch-01'") == other.owner
+    finally:
+        await other.stop()
+
+
+def test_placement_attaches_to_a_live_engine(db: str) -> None:
+    engine, label = placement(db, SERVERS)
+    assert isinstance(engine, Engine) and label == "embedded engine: batch-01"
+    store = Store(db)
+    with store.write() as conn:
+        batch.claim_leases(conn, {"batch-01": 4, "batch-02": 2}, "otherhost:999:abc",
+                           at=time.time())
+    store.dispose()
+    engine, label = placement(db, SERVERS)
+    assert engine is None
+    assert label == "attached to engine on batch-01, batch-02 (pid 999)"
+
+
+async def test_live_refresh_pauses_while_a_modal_is_open(db: str) -> None:
+    job = add(db, "wait.toml")
+    app = embedded(db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: job_status(db, job) == "executing", "the start")
+        await select(pilot, job)
+        table = app.screen.table
+        # Live: a job submitted elsewhere shows up on its own.
+        second = add(db, "wait.toml")
+        await until(pilot, lambda: table.total == 2, "the new job to show")
+        assert table.selected_id == job  # the selection stayed on the same job
+        await pilot.press("c")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmCancel), "the modal")
+        fetches = table.fetches
+        add(db, "wait.toml")
+        await pilot.pause(1.0)  # three refresh periods: none may run under the modal
+        assert table.fetches == fetches and table.total == 2
+        await pilot.press("escape")
+        await until(pilot, lambda: table.total == 3, "the refresh after the modal")
+        assert job_status(db, job) == "executing" and second

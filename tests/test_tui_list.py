@@ -1,0 +1,326 @@
+"""The console on the fixed scenario (no engine): list, selection, filters, refusals,
+modals that back out, requests that need no engine (cancel a Waiting job, hold)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from textual.screen import ModalScreen
+from textual.widgets import Button, Footer
+
+from engine import control
+from engine.db import Store
+from tests.tui_support import said, state, text_of, until, utc  # noqa: F401 - utc: autouse
+from tui import scenario
+from tui.app import BatchdeckApp
+from tui.modals.abort import ConfirmAbort
+from tui.modals.cancel import ConfirmCancel
+from tui.modals.cancel_tree import ConfirmCancelTree
+from tui.screens.detail import JobDetailScreen
+from tui.screens.jobs import JobListScreen
+from tui.screenshots import make_app, select, settle
+from tui.widgets.job_table import JobTable, layout
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return scenario.build(tmp_path / "scenario.db")
+
+
+def table(app: BatchdeckApp) -> JobTable:
+    return app.screen.query_one(JobTable)
+
+
+def lines(t: JobTable) -> list[str]:
+    return [t.render_line(y).text for y in range(t.size.height)]
+
+
+async def test_list_shows_jobs_with_status_labels(db: str) -> None:
+    app = make_app(db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        t = table(app)
+        assert t.total == 14
+        text = "\n".join(lines(t))
+        for word in ("Executing", "Canceling", "Waiting", "Withhold", "Error", "Canceled",
+                     "Ended", "bulk-leads", "[sys] maintenance", "4m50s", "alice"):
+            assert word in text
+        assert t.selected_id == 14  # newest first, cursor on the first row
+
+
+async def test_80x24_keeps_status_column_and_footer(db: str) -> None:
+    app = make_app(db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        t = table(app)
+        header = lines(t)[0]
+        assert "Status" in header and "ID" in header
+        assert any("Executing" in line for line in lines(t))
+        footer = app.screen.query_one(Footer)
+        assert footer.region.bottom == 24 and footer.region.height == 1
+    # Narrower still: the name shrinks and extras drop, the status stays.
+    for width in (80, 60, 40):
+        keys = [c.key for c in layout(width)]
+        assert "status" in keys and "id" in keys
+
+
+async def test_cursor_keys_and_selection_by_id(db: str) -> None:
+    app = make_app(db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        t = table(app)
+        await pilot.press("down", "down")
+        assert t.selected_id == 12
+        await pilot.press("end")
+        assert t.selected_id == 1
+        await pilot.press("home")
+        assert t.selected_id == 14
+        await pilot.press("pagedown")
+        assert t.selected_id == 1  # the page is taller than the list
+        await pilot.press("up")
+        assert t.selected_id == 2
+
+
+async def test_selection_follows_the_job_when_rows_move(db: str) -> None:
+    app = make_app(db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await select(pilot, 5)
+        t = table(app)
+        before = t.cursor
+        # Two new jobs arrive on top: job 5 moves down two rows, and stays selected.
+        store = Store(db)
+        for _ in range(2):
+            from engine.submit import submit
+
+            submit(store, scenario.recipe("late", scenario.wait("x")), actor="dave",
+                   now=scenario.NOW)
+        await app.screen.reload_now()
+        assert t.selected_id == 5 and t.cursor == before + 2
+        assert t.row_at(t.cursor).id == 5
+        # Sorted by status, a status change moves it far: still job 5.
+        await pilot.press("o", "o")  # id -> name -> status
+        await settle(pilot)
+        assert t.query_spec.sort == "status"
+        await select(pilot, 14)
+        control.hold(store, 14, actor="alice", now=scenario.NOW)
+        store.dispose()
+        await app.screen.reload_now()
+        assert t.selected_id == 14 and t.row_at(t.cursor).id == 14
+        assert t.row_at(t.cursor).status == "withhold"
+
+
+async def test_status_filter_text_filter_and_sort(db: str) -> None:
+    app = make_app(db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        t = table(app)
+        await pilot.press("f")  # running: Executing + Canceling
+        await settle(pilot)
+        assert t.total == 7
+        assert {t.row_at(i).status for i in range(t.total)} == {"executing", "canceling"}
+        await pilot.press("f", "f")  # waiting, then failed
+        await settle(pilot)
+        assert t.query_spec.status_label == "failed"
+        assert {t.row_at(i).status for i in range(t.total)} == {"error", "canceled"}
+        await pilot.press("escape")  # clears the filters
+        await settle(pilot)
+        assert t.total == 14
+        await pilot.press("slash", *"leads", "enter")
+        await settle(pilot)
+        assert t.total == 1 and t.selected_id == 2
+        await pilot.press("slash", "escape")  # escape in the box clears the text
+        await settle(pilot)
+        assert t.total == 14 and t.query_spec.text == ""
+        await pilot.press("o")  # by name, A to Z
+        await settle(pilot)
+        names = [t.row_at(i).name for i in range(t.total)]
+        assert names == sorted(names)
+
+
+async def test_refusals_are_notifications_and_change_nothing(db: str) -> None:
+    app = make_app(db)
+    before = state(db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        for job_id, key, words in (
+            (6, "c", "System jobs cannot be canceled"),
+            (1, "c", "Job 1 already Ended — nothing to cancel"),
+            (13, "c", "Job 13 is already Canceling: nothing to do"),
+            (6, "a", "System jobs cannot be aborted"),
+            (14, "a", "Job 14 is Waiting: nothing is running to abort"),
+            (1, "A", "Job 1 already Ended — nothing to abort"),
+            (11, "C", "No job in the tree of job 11 can be canceled"),
+            (2, "y", "No approval task is waiting in job 2"),
+            (2, "n", "No approval task is waiting in job 2"),
+            (2, "h", "Job 2 is Executing: only a Waiting job can be held"),
+        ):
+            await select(pilot, job_id)
+            await pilot.press(key)
+            await until(pilot, lambda w=words: said(app, w), words)
+            assert not isinstance(app.screen, ModalScreen)
+    assert state(db) == before
+
+
+MODALS = (
+    (2, "c", ConfirmCancel),
+    (13, "a", ConfirmAbort),
+    (2, "a", ConfirmAbort),
+    (2, "A", ConfirmAbort),
+    (9, "C", ConfirmCancelTree),
+)
+
+
+@pytest.mark.parametrize("in_detail", [False, True], ids=["list", "detail"])
+async def test_escape_from_every_modal_changes_nothing(db: str, in_detail: bool) -> None:
+    app = make_app(db)
+    before = state(db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        for job_id, key, kind in MODALS:
+            await select(pilot, job_id)
+            if in_detail:
+                await pilot.press("enter")
+                await settle(pilot)
+            await pilot.press(key)
+            await until(pilot, lambda k=kind: isinstance(app.screen, k), kind.__name__)
+            await pilot.press("escape")
+            await until(pilot, lambda: not isinstance(app.screen, ModalScreen), "no modal")
+            if in_detail:
+                assert isinstance(app.screen, JobDetailScreen)
+                await pilot.press("escape")
+            await settle(pilot)
+            assert isinstance(app.screen, JobListScreen)
+    assert state(db) == before
+
+
+async def test_abort_modal_defaults_to_no(db: str) -> None:
+    app = make_app(db)
+    before = state(db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await select(pilot, 13)
+        await pilot.press("a")
+        modal = await until(pilot, lambda: isinstance(app.screen, ConfirmAbort) and app.screen,
+                            "the abort modal")
+        await pilot.pause()
+        assert isinstance(app.focused, Button) and app.focused.id == "no"
+        assert "Abort job 13 stuck-canceling?" in text_of(modal.query_one(".dialog-title"))
+        await pilot.press("enter")  # on No
+        await until(pilot, lambda: not isinstance(app.screen, ModalScreen), "no modal")
+        await pilot.press("a")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmAbort), "the modal again")
+        await pilot.press("n")
+        await until(pilot, lambda: not isinstance(app.screen, ModalScreen), "no modal")
+    assert state(db) == before
+
+
+async def test_cancel_a_waiting_job_with_a_reason(db: str) -> None:
+    app = make_app(db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await select(pilot, 14)
+        await pilot.press("c")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmCancel), "the cancel modal")
+        await pilot.press(*"typo in recipe", "enter")
+        await until(pilot, lambda: said(app, "Job 14 Canceled"), "the result")
+        await settle(pilot)
+        assert table(app).row_at(table(app).cursor).status == "canceled"
+    conn = sqlite3.connect(db)
+    status, by, reason = conn.execute(
+        "SELECT status, canceled_by, cancel_reason FROM job WHERE id=14").fetchone()
+    conn.close()
+    assert (status, by, reason) == ("canceled", "alice",
+                                    "Job canceled by alice: typo in recipe")
+
+
+async def test_hold_and_release(db: str) -> None:
+    app = make_app(db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await select(pilot, 7)
+        await pilot.press("h")
+        await until(pilot, lambda: said(app, "Job 7 released (Waiting)"), "release")
+        await pilot.press("h")
+        await until(pilot, lambda: said(app, "Job 7 Withhold"), "hold")
+
+
+async def test_detail_screen_and_child_jobs(db: str) -> None:
+    app = make_app(db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await select(pilot, 9)
+        await pilot.press("enter")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, JobDetailScreen) and screen.job_id == 9
+        assert [c.id for c in screen.detail.children] == [10, 11]
+        await pilot.press("tab")  # to the child table
+        await pilot.press("enter")  # opens child 10
+        await until(pilot, lambda: isinstance(app.screen, JobDetailScreen)
+                    and app.screen.job_id == 10, "the child's detail")
+        await settle(pilot)
+        assert "job 9 (sync)" in text_of(app.screen.query_one("#fields"))
+        await pilot.press("escape", "escape")
+        await settle(pilot)
+        assert isinstance(app.screen, JobListScreen)
+
+
+async def test_canceled_job_detail_shows_who_and_why(db: str) -> None:
+    app = make_app(db)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await select(pilot, 3)
+        await pilot.press("enter")
+        await settle(pilot)
+        fields = text_of(app.screen.query_one("#fields"))
+        assert "Job canceled by bob: wrong sandbox" in fields
+        assert "2023-11-14 22:33:20 by bob" in fields
+
+
+async def test_help_servers_and_palette(db: str) -> None:
+    app = make_app(db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await select(pilot, 2)
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        for title in ("Cancel job 2", "Abort job 2", "Enhanced abort of job 2",
+                      "Cancel job 2 with children", "Servers", "Help"):
+            assert title in titles
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(app.screen, ModalScreen), "help")
+        await pilot.press("escape")
+        await pilot.press("s")
+        await settle(pilot)
+        assert app.screen.title == "Servers"
+        await pilot.press("escape")
+        await settle(pilot)
+        assert isinstance(app.screen, JobListScreen)
+
+
+def test_hundred_thousand_jobs_open_fast(tmp_path: Path) -> None:
+    import asyncio
+
+    path = tmp_path / "big.db"
+    Store(path).dispose()
+    conn = sqlite3.connect(path)
+    # Bulk-created Waiting jobs (as insert_job creates them; no status transition).
+    conn.executemany(
+        "INSERT INTO job(name, status, system, submitted_by, submitted_at, orphaned) "
+        "VALUES (?, 'waiting', 0, 'alice', ?, 0)",
+        ((f"job-{i:06d}", scenario.T0 + i) for i in range(100_000)))
+    conn.commit()
+    conn.close()
+
+    async def run() -> None:
+        app = BatchdeckApp(str(path), mode_label="test", clock=lambda: scenario.NOW,
+                           actor="alice", live=False)
+        start = time.perf_counter()
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot)
+            opened = time.perf_counter() - start
+            t = table(app)
+            assert t.total == 100_000 and t.selected_id == 100_000
+            assert len(t._cache) < 200  # a window, not the list  # noqa: SLF001
+            assert opened < 10, f"opened in {opened:.1f} s"
+            await pilot.press("end")
+            await until(pilot, lambda: t.selected_id == 1, "the last row")
+            await pilot.press("pageup")
+            await until(pilot, lambda: t.selected_id is not None and t.selected_id > 1, "a page up")
+            assert t.fetches < 20
+
+    asyncio.run(run())

@@ -1,0 +1,77 @@
+"""Helpers for the console tests: the database as rows, bounded polling, UTC."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+
+POLL_S = 0.05
+POLL_LIMIT = 600  # iterations: a generous cap, not a speed target
+
+
+@pytest.fixture(autouse=True)
+def utc() -> Iterator[None]:
+    """Rendered times are UTC, whatever the machine's zone."""
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    yield
+    if old is None:
+        os.environ.pop("TZ", None)
+    else:
+        os.environ["TZ"] = old
+    time.tzset()
+
+
+def rows(db: str | Path, sql: str, *params: Any) -> list[tuple]:
+    conn = sqlite3.connect(db)
+    try:
+        return [tuple(r) for r in conn.execute(sql, params)]
+    finally:
+        conn.close()
+
+
+def one(db: str | Path, sql: str, *params: Any) -> Any:
+    found = rows(db, sql, *params)
+    return found[0][0] if found and len(found[0]) == 1 else (found[0] if found else None)
+
+
+def state(db: str | Path) -> dict[str, list[tuple]]:
+    """What an operator's request could change: statuses, who/when/why, events, servers."""
+    return {
+        "jobs": rows(db, "SELECT id, status, canceled_by, canceled_at, cancel_reason, "
+                         "aborted_by, aborted_at, ended_at FROM job ORDER BY id"),
+        "tasks": rows(db, "SELECT id, status, approval, attempt FROM task ORDER BY id"),
+        "events": rows(db, "SELECT count(*) FROM event WHERE kind != 'server' "
+                           "OR reason NOT LIKE 'online%'"),
+        "servers": rows(db, "SELECT name, status, drain_deadline FROM server ORDER BY name"),
+    }
+
+
+async def until(pilot: Pilot, test: Callable[[], Any], what: str,
+                limit: int = POLL_LIMIT) -> Any:
+    for _ in range(limit):
+        value = test()
+        if value:
+            return value
+        await pilot.pause(POLL_S)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+def said(app: Any, text: str) -> bool:
+    return any(text in message for message, _ in app.messages)
+
+
+def text_of(widget: Any) -> str:
+    """The text a widget shows on screen (what the operator reads)."""
+    from textual.geometry import Region
+
+    size = widget.size
+    return "\n".join(s.text for s in widget.render_lines(Region(0, 0, size.width, size.height)))

@@ -1,0 +1,359 @@
+"""The console application: screens, the embedded engine's lifetime, and the flows that
+turn a key press into a confirmation and a control request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import Any
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.notifications import SeverityLevel
+from textual.screen import ModalScreen, Screen
+
+from engine import control
+from engine.identity import current_actor
+from tui.data import Data
+from tui.screens.base import JobKeysMixin, LiveScreen
+from tui.screens.detail import waiting_approval
+from tui.styles import set_plain
+
+RUNNING_TASK_STATUSES = ("executing", "canceling", "aborting")
+
+
+def attached_label(live: dict[str, list[str]]) -> str:
+    """"attached to engine on batch-01, batch-02 (pid 123)" from Reader.live_engines()."""
+    if not live:
+        return "no engine running: control requests wait for one"
+    parts = []
+    for owner, servers in live.items():
+        bits = owner.split(":")
+        pid = bits[1] if len(bits) >= 3 else owner
+        parts.append(f"{', '.join(sorted(servers))} (pid {pid})")
+    return "attached to engine on " + "; ".join(parts)
+
+
+def embedded_label(servers: Iterable[str]) -> str:
+    return f"embedded engine: {', '.join(servers)}"
+
+
+def nothing_to(refusal: str, verb: str) -> str:
+    """"Job 42 already Ended" -> "Job 42 already Ended — nothing to cancel"."""
+    if " already " in refusal and "nothing" not in refusal:
+        return f"{refusal} — nothing to {verb}"
+    return refusal
+
+
+class BatchdeckApp(App[int]):
+    """``engine``: an Engine started with the app and stopped when it quits (embedded),
+    or None (attached: control goes through the database; jobs outlive the console)."""
+
+    TITLE = "batchdeck"
+    ENABLE_COMMAND_PALETTE = True
+
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("s", "servers", "Servers"),
+    ]
+
+    def __init__(
+        self,
+        db_path: str,
+        *,
+        mode_label: str,
+        engine: Any = None,
+        clock: Callable[[], float] = time.time,
+        actor: str | None = None,
+        live: bool = True,
+        watch_tty: Callable[[], bool] | None = None,
+    ) -> None:
+        super().__init__()
+        set_plain(self.no_color)
+        self.db_path = db_path
+        self.data = Data(db_path)
+        self.mode_label = mode_label
+        self.engine = engine
+        self.clock = clock
+        self.actor = actor or current_actor()
+        self.live = live
+        self.messages: list[tuple[str, str]] = []  # every notification (tests read it)
+        self.engine_running = False
+        self._watch_tty = watch_tty
+        self.on_tty_lost: Callable[[], None] | None = None  # set by tui.launch
+        self.event_loop: asyncio.AbstractEventLoop | None = None
+        self._stopped = False
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def on_mount(self) -> None:
+        from tui.screens.jobs import JobListScreen
+
+        self.event_loop = asyncio.get_running_loop()
+        self.sub_title = self.mode_label
+        self.push_screen(JobListScreen())
+        if self.engine is not None:
+            self.run_worker(self._start_engine(), group="engine", exit_on_error=False)
+        if self._watch_tty is not None:
+            self.set_timer(2.0, self._check_tty)
+
+    async def _start_engine(self) -> None:
+        from engine.batch import LeaseRefused
+
+        engine = self.engine
+        try:
+            await engine.start()
+        except Exception as exc:  # noqa: BLE001 - LeaseRefused or a broken database
+            self.engine = None
+            _dispose_failed_engine(engine)
+            live = await self.data.reader.live_engines(time.time())
+            self._set_mode(attached_label(live))
+            if isinstance(exc, LeaseRefused):
+                why = str(exc).removesuffix("; stop it first")
+                self.notify(f"Attached to the running engine ({why})", severity="warning",
+                            timeout=8)
+            else:
+                self.notify(f"The engine did not start: {exc}", severity="error", timeout=10)
+            return
+        self.engine_running = True
+        self.notify(f"Engine started: {', '.join(engine.servers)}", timeout=3)
+
+    def _set_mode(self, label: str) -> None:
+        self.mode_label = label
+        self.sub_title = label
+
+    async def stop_engine(self) -> None:
+        engine, self.engine = self.engine, None
+        if engine is not None and self.engine_running:
+            self.engine_running = False
+            await engine.stop()
+
+    async def on_unmount(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        with contextlib.suppress(Exception):
+            await self.stop_engine()
+        with contextlib.suppress(Exception):
+            await self.data.close()
+
+    def hangup(self) -> None:
+        """The terminal went away: stop the engine cleanly, then exit."""
+        self.run_worker(self._hangup(), group="hangup", exclusive=True)
+
+    async def _hangup(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.stop_engine()
+        self.exit(0)
+
+    def _check_tty(self) -> None:
+        if self._watch_tty is not None and not self._watch_tty():
+            if self.on_tty_lost is not None:
+                self.on_tty_lost()
+            else:
+                self.hangup()
+            return
+        self.set_timer(2.0, self._check_tty)
+
+    # -- notifications --------------------------------------------------------------------
+    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
+               timeout: float | None = None, markup: bool = False) -> None:
+        self.messages.append((message, severity))
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+
+    # -- navigation -----------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("servers", "help", "quit") and isinstance(self.screen, ModalScreen):
+            return False  # a confirmation is open: answer it first
+        return True
+
+    def open_job(self, job_id: int) -> None:
+        from tui.screens.detail import JobDetailScreen
+
+        self.push_screen(JobDetailScreen(job_id))
+
+    def action_servers(self) -> None:
+        from tui.screens.servers import ServersScreen
+
+        if not isinstance(self.screen, ServersScreen):
+            self.push_screen(ServersScreen())
+
+    def action_help(self) -> None:
+        from tui.screens.help import HelpScreen
+
+        self.push_screen(HelpScreen())
+
+    async def action_quit(self) -> None:
+        if not self.flow_busy():
+            self.flow_quit()
+
+    @work(group="flows")
+    async def flow_quit(self) -> None:
+        from tui.modals.quit import ConfirmQuit
+
+        if self.engine is not None and self.engine_running:
+            names = set(self.engine.servers)
+            servers = await self.data.reader.servers(time.time())
+            running = sum(s.in_use for s in servers if s.name in names)
+            if running and not await self.push_screen_wait(ConfirmQuit(running)):
+                return
+            self.notify("Stopping the engine…", timeout=5)
+            await self.stop_engine()
+        self.exit(0)
+
+    def flow_busy(self) -> bool:
+        return any(w.group == "flows" and not w.is_finished for w in self.workers)
+
+    def reload_screens(self) -> None:
+        for screen in self.screen_stack:
+            if isinstance(screen, LiveScreen):
+                screen.request_reload()
+
+    # -- control flows (workers: push_screen_wait needs one) --------------------------
+    def _now(self) -> float:
+        return self.clock()
+
+    async def _control(self, fn: Callable[..., str], *args: Any, **kw: Any) -> str | None:
+        try:
+            text = await self.data.control(fn, *args, **kw)
+        except control.Refused as exc:
+            self.notify(str(exc), severity="warning")
+            return None
+        except Exception as exc:  # noqa: BLE001 - shown to the operator, not swallowed
+            self.notify(f"{type(exc).__name__}: {exc}", severity="error", timeout=10)
+            return None
+        self.notify(text)
+        self.reload_screens()
+        return text
+
+    @work(group="flows")
+    async def flow_cancel(self, job_id: int) -> None:
+        from tui.modals.cancel import ConfirmCancel
+
+        job = await self.data.reader.job(job_id)
+        if job is None:
+            self.notify(f"Job {job_id} does not exist", severity="warning")
+            return
+        refusal = await self.data.cancel_refusal(job_id)
+        if refusal:
+            self.notify(nothing_to(refusal, "cancel"), severity="warning")
+            return
+        reason = await self.push_screen_wait(ConfirmCancel(job))
+        if reason is None:
+            return
+        await self._control(control.cancel, job_id, actor=self.actor, reason=reason or None,
+                            now=self._now())
+
+    @work(group="flows")
+    async def flow_abort(self, job_id: int, *, enhanced: bool) -> None:
+        from tui.modals.abort import ConfirmAbort
+
+        try:
+            plan = await self.data.control(control.abort_preview, job_id, enhanced=enhanced)
+        except control.Refused as exc:
+            self.notify(nothing_to(str(exc), "abort"), severity="warning")
+            return
+        if not await self.push_screen_wait(ConfirmAbort(plan, self._now())):
+            return
+        await self._control(control.abort, job_id, actor=self.actor, enhanced=enhanced,
+                            now=self._now())
+
+    @work(group="flows")
+    async def flow_cancel_tree(self, job_id: int) -> None:
+        from tui.modals.cancel_tree import ConfirmCancelTree
+
+        try:
+            tree = await self.data.control(control.cancel_tree_preview, job_id)
+        except control.Refused as exc:
+            self.notify(str(exc), severity="warning")
+            return
+        if not any(skip is None for _, skip in tree):
+            why = "; ".join(f"{job.id}: {skip}" for job, skip in tree)
+            self.notify(f"No job in the tree of job {job_id} can be canceled: {why}",
+                        severity="warning")
+            return
+        if not await self.push_screen_wait(ConfirmCancelTree(job_id, tree)):
+            return
+        await self._control(control.cancel_with_children, job_id, actor=self.actor,
+                            now=self._now())
+
+    @work(group="flows")
+    async def flow_hold_release(self, job_id: int) -> None:
+        job = await self.data.reader.job(job_id)
+        if job is None:
+            self.notify(f"Job {job_id} does not exist", severity="warning")
+            return
+        fn = control.release if job.status == "withhold" else control.hold
+        await self._control(fn, job_id, actor=self.actor, now=self._now())
+
+    @work(group="flows")
+    async def flow_approval(self, job_id: int, task_id: int | None, *, approve: bool) -> None:
+        detail = await self.data.reader.job_detail(job_id, event_limit=1)
+        if detail is None:
+            self.notify(f"Job {job_id} does not exist", severity="warning")
+            return
+        waiting = [t for t in detail.tasks if waiting_approval(t)]
+        task = next((t for t in waiting if t.id == task_id), None) or (
+            waiting[0] if waiting else None)
+        if task is None:
+            self.notify(f"No approval task is waiting in job {job_id}", severity="warning")
+            return
+        await self._control(control.decide_approval, job_id, task.id, approve=approve,
+                            actor=self.actor, now=self._now())
+
+    # -- command palette ------------------------------------------------------------------
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        if isinstance(screen, JobKeysMixin):
+            job_id = screen.selected_job_id()
+            if job_id is not None:
+                for action, title, what in (
+                    ("cancel_job", f"Cancel job {job_id}", "Graceful: running tasks wind down"),
+                    ("abort_job", f"Abort job {job_id}",
+                     "Force-stop its Canceling tasks (asks first)"),
+                    ("enhanced_abort", f"Enhanced abort of job {job_id}",
+                     "Abort and restart the servers running it (asks first)"),
+                    ("cancel_tree", f"Cancel job {job_id} with children",
+                     "Cancel the job and every job it called (asks first)"),
+                    ("hold_release", f"Hold or release job {job_id}",
+                     "Hold a Waiting job, or release a held one"),
+                    ("approve", f"Approve in job {job_id}", "Approve its waiting approval task"),
+                    ("reject", f"Reject in job {job_id}", "Reject its waiting approval task"),
+                ):
+                    yield SystemCommand(title, what, partial(screen.run_action, action))
+        if hasattr(screen, "action_open"):
+            yield SystemCommand("Open the selected job", "Its tasks, children and events",
+                                partial(screen.run_action, "open"))
+        for action, title, what in (
+            ("filter", "Filter jobs by text", "Id, name, user or status"),
+            ("status_filter", "Next status filter", "all, running, waiting, failed, ended"),
+            ("sort", "Next sort order", "id, name, status, started"),
+        ):
+            if hasattr(screen, f"action_{action}"):
+                yield SystemCommand(title, what, partial(screen.run_action, action))
+        yield SystemCommand("Servers", "Slots, engines, drain deadlines", self.action_servers)
+        yield SystemCommand("Help", "Every key", self.action_help)
+        yield from super().get_system_commands(screen)
+
+
+def _dispose_failed_engine(engine: Any) -> None:
+    """An Engine whose start() raised keeps its Store and writer thread: close them."""
+    store = getattr(engine, "store", None)
+    with contextlib.suppress(Exception):
+        if store is not None:
+            store.dispose()
+    writer = getattr(engine, "_writer", None)
+    with contextlib.suppress(Exception):
+        if writer is not None:
+            writer.shutdown(wait=False)
+    watch = getattr(engine, "_watch", None)
+    with contextlib.suppress(Exception):
+        if watch is not None:
+            watch.close()
+
+
+__all__ = ["BatchdeckApp", "attached_label", "embedded_label"]

@@ -1,0 +1,137 @@
+"""The console's access to one database: reads (async), control requests (in a thread),
+and a cheap change counter fed by ``PRAGMA data_version``.
+
+Screens never talk SQL: they call ``Reader`` for what they show and the functions of
+``engine.control`` for what they ask, through this object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+from engine import control
+from engine.db import Store
+from engine.query import SORTS, JobPage, Reader
+from engine.watch import DataVersionWatch
+
+R = TypeVar("R")
+
+# The status filters `f` cycles through: (label, statuses or None for all).
+STATUS_FILTERS: tuple[tuple[str, tuple[str, ...] | None], ...] = (
+    ("all", None),
+    ("running", ("executing", "canceling")),
+    ("waiting", ("waiting", "withhold")),
+    ("failed", ("error", "canceled")),
+    ("ended", ("ended",)),
+)
+SORT_KEYS: tuple[str, ...] = ("id", "name", "status", "started")
+
+
+@dataclass(frozen=True)
+class JobQuery:
+    """What the job list shows: a text filter, a status filter, an order."""
+
+    text: str = ""
+    status_filter: int = 0  # index into STATUS_FILTERS
+    sort: str = "id"
+    descending: bool = True
+
+    @property
+    def statuses(self) -> tuple[str, ...] | None:
+        return STATUS_FILTERS[self.status_filter][1]
+
+    @property
+    def status_label(self) -> str:
+        return STATUS_FILTERS[self.status_filter][0]
+
+    def next_status(self) -> JobQuery:
+        return replace(self, status_filter=(self.status_filter + 1) % len(STATUS_FILTERS))
+
+    def next_sort(self) -> JobQuery:
+        i = SORT_KEYS.index(self.sort) if self.sort in SORT_KEYS else -1
+        nxt = SORT_KEYS[(i + 1) % len(SORT_KEYS)]
+        # Names read best A to Z; ids, statuses and start times newest / busiest first.
+        return replace(self, sort=nxt, descending=nxt != "name")
+
+    def describe(self) -> str:
+        parts = [f"status: {self.status_label}"]
+        if self.text:
+            parts.append(f"text: {self.text!r}")
+        parts.append(f"sort: {self.sort} {'↓' if self.descending else '↑'}")
+        return " · ".join(parts)
+
+
+class Data:
+    """One database, as the console sees it."""
+
+    def __init__(self, db_path: str) -> None:
+        self.path = db_path
+        self.store = Store(db_path)  # creates or checks the schema
+        self.reader = Reader(db_path)
+        self._watch = DataVersionWatch(db_path)
+        self.version = 0
+
+    def poll(self) -> int:
+        """The change counter: bumped when any other connection (the engine's too) committed."""
+        if self._watch.changed():
+            self.version += 1
+        return self.version
+
+    def bump(self) -> None:
+        self.version += 1
+
+    async def control(self, fn: Callable[..., R], *args: Any, **kw: Any) -> R:
+        """Run a synchronous ``engine.control`` function with our Store, off the loop."""
+        return await asyncio.to_thread(fn, self.store, *args, **kw)
+
+    async def list_jobs(self, offset: int, limit: int, query: JobQuery) -> JobPage:
+        return await self.reader.list_jobs(
+            offset, limit, text=query.text or None, statuses=query.statuses,
+            sort=query.sort, descending=query.descending,
+        )
+
+    async def position(self, job_id: int, query: JobQuery) -> int | None:
+        """Where a job sits in the list ``query`` shows (0-based), or None if it is not in it.
+
+        Used only when the selected job has moved out of the cached window (a status
+        change under sort by status): one indexed-window query, not a full load.
+        """
+        where, params = Reader._filter(query.text or None, query.statuses)  # noqa: SLF001
+        order = SORTS[query.sort]
+        d = "DESC" if query.descending else "ASC"
+        sql = (f"SELECT rn FROM (SELECT j.id AS id, ROW_NUMBER() OVER "
+               f"(ORDER BY {order} {d}, j.id {d}) AS rn FROM job j{where}) WHERE id = ?")
+        async with self.reader.engine.connect() as conn:
+            res = await conn.exec_driver_sql(sql, (*params, job_id))
+            row = res.fetchone()
+        return None if row is None else int(row[0]) - 1
+
+    async def cancel_refusal(self, job_id: int) -> str | None:
+        """Why ``cancel`` would be refused for this job, or None: asked before the modal."""
+        tree = await self.control(control.cancel_tree_preview, job_id)
+        return tree[0][1] if tree else f"Job {job_id} does not exist"
+
+    async def close(self) -> None:
+        self._watch.close()
+        await self.reader.close()
+        await asyncio.to_thread(self.store.dispose)
+
+
+def user_name(actor: str | None) -> str:
+    from engine.identity import user_name as _user
+
+    return _user(actor) if actor else "-"
+
+
+def join(items: Iterable[str], width: int) -> str:
+    """Comma-join, shortened to ``name+N`` when the whole does not fit."""
+    items = list(items)
+    if not items:
+        return "-"
+    whole = ",".join(items)
+    if len(whole) <= width or len(items) == 1:
+        return whole
+    return f"{items[0]}+{len(items) - 1}"

@@ -1,0 +1,1 @@
+"""Confirmation modals: Escape always backs out with nothing done."""

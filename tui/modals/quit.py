@@ -1,0 +1,30 @@
+"""Confirm quitting while the embedded engine still runs tasks."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Button, Static
+
+from tui.modals.base import DIALOG_CSS, YesNoModal
+
+
+class ConfirmQuit(YesNoModal):
+    DEFAULT_CSS = DIALOG_CSS.format(name="ConfirmQuit")
+
+    def __init__(self, running: int) -> None:
+        super().__init__()
+        self.running = running
+
+    def compose(self) -> ComposeResult:
+        n = self.running
+        with Vertical(id="dialog"):
+            yield Static("Quit and stop the embedded engine?", classes="dialog-title")
+            yield Static(
+                f"{n} task{'s are' if n != 1 else ' is'} running in this console's engine: "
+                "quitting interrupts them and they run again when an engine starts. "
+                "To keep jobs running after you leave, run `batchdeck serve` and attach "
+                "the console to it.")
+            with Horizontal(classes="buttons"):
+                yield Button("Yes, quit", variant="error", id="yes")
+                yield Button("No", variant="primary", id="no")

@@ -1,0 +1,214 @@
+"""A deterministic database for the console's tests and screenshots, built WITHOUT an engine.
+
+Every status comes from the engine's own transition functions (insert_job, claim,
+apply_outcomes, control.cancel/abort/hold...), at fixed times, by fixed actors.
+The console is then run with ``clock=lambda: NOW``.
+
+Jobs (ids are fixed by the order below):
+   1 nightly-import     Ended
+   2 bulk-leads         Executing  (load 4,000/10,000 rows on batch-01)
+   3 sandbox-refresh    Canceled   by bob, reason "wrong sandbox"
+   4 stuck-export       Canceled   aborted by carol (cancel + abort in one step)
+   5 approve-release    Executing  approval task waiting
+   6 maintenance        Executing  system job
+   7 held-report        Withhold
+   8 failing-job        Error
+   9 parent-flow        Executing  task "call" waits on child 10 (sync)
+  10 child-report       Executing  child of 9 (sync), on batch-02
+  11 child-cleanup      Ended      child of 9 (async)
+  12 deadlocked-query   Canceling  task Aborting; enhanced abort: batch-02 Draining
+  13 stuck-canceling    Canceling  task Canceling on batch-01
+  14 queued-export      Waiting
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine import batch, control, settings
+from engine.batch import Outcome, Progress
+from engine.db import Store
+from engine.recipes import Recipe, TaskSpec, recipe_from_dict
+from engine.submit import insert_job
+
+T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
+NOW = T0 + 1800.0  # the console's fixed clock: 22:43:20 the same day
+OWNER = "batchhost:4242:abc123"
+SERVERS = {"batch-01": 6, "batch-02": 3}
+DRAIN_SECONDS = 600
+
+ALICE, BOB, CAROL = "alice", "bob", "carol"
+
+
+def recipe(name: str, *tasks: dict, system: bool = False) -> Recipe:
+    return recipe_from_dict({"name": name, "system": system, "task": list(tasks)},
+                            origin="fixture")
+
+
+def wait(name: str, seconds: float = 60, after: list[str] | None = None) -> dict:
+    t = {"name": name, "action": "wait", "seconds": seconds}
+    if after:
+        t["after"] = after
+    return t
+
+
+class Builder:
+    def __init__(self, path: Path) -> None:
+        self.store = Store(path)
+        self.path = str(path)
+
+    def task_ids(self, job_id: int) -> dict[str, int]:
+        with self.store.read() as conn:
+            return {n: i for i, n in conn.exec_driver_sql(
+                "SELECT id, name FROM task WHERE job_id=?", (job_id,))}
+
+    def submit(self, r: Recipe, at: float, actor: str = ALICE, **kw) -> int:
+        with self.store.write() as conn:
+            return insert_job(conn, r, actor=actor, at=at, **kw)
+
+    def beat(self, at: float) -> None:
+        with self.store.write() as conn:
+            batch.heartbeat(conn, list(SERVERS), OWNER, at=at)
+
+    def start(self, server: str, at: float, expect: list[str]) -> None:
+        """Start the Ready tasks (exactly the expected ones) on a server."""
+        with self.store.write() as conn:
+            claimed = batch.claim(conn, {server: 10}, at=at)
+        names = sorted(c.name for c in claimed)
+        assert names == sorted(expect), f"claimed {names}, expected {expect}"
+
+    def progress(self, task_id: int, done: float, total: float | None, unit: str | None,
+                 message: str | None = None, output: str | None = None,
+                 child: int | None = None) -> None:
+        with self.store.write() as conn:
+            batch.write_progress(conn, [Progress(task_id, done, total, unit, message, output,
+                                                 child)])
+
+    def outcome(self, task_id: int, outcome: str, at: float, message: str | None = None) -> None:
+        with self.store.write() as conn:
+            batch.apply_outcomes(conn, [Outcome(task_id, outcome, message)], at=at)
+
+
+def build(path: str | Path) -> str:
+    """Write the scenario database at ``path``; returns its path as a string."""
+    b = Builder(Path(path))
+    with b.store.write() as conn:
+        settings.put(conn, "drain_seconds", str(DRAIN_SECONDS))
+        batch.claim_leases(conn, SERVERS, OWNER, at=T0)
+
+    # 1 nightly-import: Ended
+    j = b.submit(recipe("nightly-import", wait("extract"), wait("load", after=["extract"])), T0)
+    t = b.task_ids(j)
+    b.start("batch-01", T0 + 10, ["extract"])
+    b.outcome(t["extract"], "ended", T0 + 70, "waited 60 s")
+    b.start("batch-01", T0 + 75, ["load"])
+    b.progress(t["load"], 60, 60, "s")
+    b.outcome(t["load"], "ended", T0 + 300, "waited 60 s")
+
+    # 2 bulk-leads: Executing, load 4,000/10,000 rows
+    j = b.submit(recipe("bulk-leads", wait("extract"), wait("load", after=["extract"]),
+                        wait("report", after=["load"])), T0 + 400)
+    t = b.task_ids(j)
+    b.start("batch-01", T0 + 405, ["extract"])
+    b.outcome(t["extract"], "ended", T0 + 895, "extracted 10,000 rows")
+    b.start("batch-01", T0 + 900, ["load"])
+    b.progress(t["load"], 4000, 10000, "rows", "imported 4,000 of 10,000 rows")
+
+    # 3 sandbox-refresh: Canceled by bob, "wrong sandbox"
+    j = b.submit(recipe("sandbox-refresh", wait("copy"), wait("verify", after=["copy"])),
+                 T0 + 500, actor=BOB)
+    t = b.task_ids(j)
+    b.start("batch-02", T0 + 505, ["copy"])
+    b.progress(t["copy"], 120, 400, "tables")
+    b.beat(T0 + 1199)
+    control.cancel(b.store, j, actor=BOB, reason="wrong sandbox", now=T0 + 1200)
+    b.outcome(t["copy"], "canceled", T0 + 1210, "copied 120 of 400 tables")
+
+    # 4 stuck-export: canceled and aborted in one step by carol
+    j = b.submit(recipe("stuck-export", {"name": "export", "action": "blocking_wait",
+                                         "seconds": 3600}), T0 + 550)
+    t = b.task_ids(j)
+    b.start("batch-01", T0 + 600, ["export"])
+    b.progress(t["export"], 0, None, None, "blocking for 3600 s in a thread")
+    b.beat(T0 + 1299)
+    control.abort(b.store, j, actor=CAROL, now=T0 + 1300)
+    b.outcome(t["export"], "aborted", T0 + 1302)
+
+    # 5 approve-release: the approval task waits
+    j = b.submit(recipe("approve-release", wait("build"),
+                        {"name": "approve", "action": "approval", "after": ["build"],
+                         "prompt": "ship release 2.4?"}), T0 + 700)
+    t = b.task_ids(j)
+    b.start("batch-01", T0 + 705, ["build"])
+    b.outcome(t["build"], "ended", T0 + 765, "waited 60 s")
+    b.start("batch-01", T0 + 770, ["approve"])
+    b.progress(t["approve"], 0, None, None, "waiting for approval: ship release 2.4?")
+
+    # 6 maintenance: a system job
+    j = b.submit(recipe("maintenance", wait("vacuum", 3600), system=True), T0 + 800,
+                 actor="root")
+    b.start("batch-01", T0 + 805, ["vacuum"])
+
+    # 7 held-report: Withhold
+    j = b.submit(recipe("held-report", wait("render")), T0 + 850)
+    control.hold(b.store, j, actor=ALICE, now=T0 + 860)
+
+    # 8 failing-job: Error
+    j = b.submit(recipe("failing-job", {"name": "connect", "action": "fail",
+                                        "message": "connection refused"},
+                        wait("load", after=["connect"])), T0 + 950)
+    t = b.task_ids(j)
+    b.start("batch-02", T0 + 955, ["connect"])
+    b.outcome(t["connect"], "error", T0 + 956, "connection refused")
+
+    # 9 parent-flow, with 10 child-report (sync, running) and 11 child-cleanup (async, ended)
+    # call_job checks its recipe file exists: built directly, never run here.
+    flow = Recipe(name="parent-flow", path=None, system=False, tasks=(
+        TaskSpec("call", "call_job", (), {"recipe": "/srv/recipes/report.toml", "mode": "sync"}),
+        TaskSpec("notify", "wait", ("call",), {"seconds": 5.0}),
+    ))
+    parent = b.submit(flow, T0 + 1000)
+    pt = b.task_ids(parent)
+    b.start("batch-01", T0 + 1005, ["call"])
+    child = b.submit(recipe("child-report", wait("render", 600)), T0 + 1006,
+                     parent_id=parent, parent_task_id=pt["call"], call_mode="sync")
+    b.progress(pt["call"], 0, None, None, f"waiting for job {child}", child=child)
+    b.start("batch-02", T0 + 1010, ["render"])
+    ct = b.task_ids(child)
+    b.progress(ct["render"], 300, 600, "s")
+    done = b.submit(recipe("child-cleanup", wait("purge", 30)), T0 + 1007,
+                    parent_id=parent, parent_task_id=pt["call"], call_mode="async")
+    b.start("batch-02", T0 + 1011, ["purge"])
+    b.outcome(b.task_ids(done)["purge"], "ended", T0 + 1041, "waited 30 s")
+
+    # 12 deadlocked-query: enhanced abort, batch-02 draining, task stuck Aborting
+    j = b.submit(recipe("deadlocked-query", {"name": "query", "action": "blocking_wait",
+                                             "seconds": 7200}), T0 + 1100)
+    b.start("batch-02", T0 + 1105, ["query"])
+    b.beat(T0 + 1699)
+    control.abort(b.store, j, actor=CAROL, enhanced=True, now=T0 + 1700)
+
+    # 13 stuck-canceling: a Canceling task (for a plain abort)
+    j = b.submit(recipe("stuck-canceling", {"name": "sync-files", "action": "shell",
+                                            "command": ["rsync", "-a", "src/", "dst/"]}),
+                 T0 + 1200, actor=BOB)
+    t = b.task_ids(j)
+    b.start("batch-01", T0 + 1210, ["sync-files"])
+    b.progress(t["sync-files"], 0, None, None, None,
+               output="sending incremental file list\nfile-001.dat\nfile-002.dat\n"
+                      "file-003.dat\n")
+    b.beat(T0 + 1749)
+    control.cancel(b.store, j, actor=BOB, now=T0 + 1750)
+
+    # 14 queued-export: Waiting (no slot asked for it)
+    b.submit(recipe("queued-export", wait("export")), T0 + 1790)
+
+    b.beat(NOW - 1)  # the servers are live at the console's clock
+    b.store.dispose()
+    return str(path)
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(build(sys.argv[1] if len(sys.argv) > 1 else "scenario.db"))

@@ -1,0 +1,322 @@
+"""One job: its fields, its task table, its child jobs and its event log."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets.data_table import RowDoesNotExist
+
+from engine.format import clock, duration, label, progress, stamp
+from engine.query import JobDetail, TaskView
+from engine.text_views import event_text
+from tui.data import join
+from tui.screens.base import JOB_BINDINGS, JobKeysMixin, LiveScreen
+from tui.styles import status_text
+
+TASK_COLUMNS = (
+    ("task", "Task"),
+    ("status", "Status"),
+    ("server", "Server"),
+    ("try", "Try"),
+    ("progress", "Progress"),
+    ("started", "Started"),
+    ("duration", "Duration"),
+    ("message", "Message"),
+)
+CHILD_COLUMNS = (
+    ("id", "ID"),
+    ("name", "Name"),
+    ("status", "Status"),
+    ("mode", "Mode"),
+    ("tasks", "Tasks"),
+    ("note", "Note"),
+)
+OUTPUT_LINES = 12
+EVENT_LINES = 200
+MESSAGE_WIDTH = 60
+
+
+def waiting_approval(t: TaskView) -> bool:
+    return t.action == "approval" and t.status in ("executing", "canceling") and not t.approval
+
+
+def task_message(t: TaskView) -> str:
+    if waiting_approval(t):
+        return "waiting for approval: y / n"
+    text = t.error or t.message or ""
+    if t.approval and t.approval_by and t.action == "approval" and not text:
+        text = f"{t.approval} by {t.approval_by}"
+    text = " ".join(text.split())
+    return text if len(text) <= MESSAGE_WIDTH else text[: MESSAGE_WIDTH - 1] + "…"
+
+
+LABEL_WIDTH = 18
+
+
+def _interesting(tasks: list[TaskView]) -> int | None:
+    """Where the task cursor starts: a waiting approval, else a running task."""
+    for test in (waiting_approval,
+                 lambda t: t.status in ("executing", "canceling", "aborting")):
+        for t in tasks:
+            if test(t):
+                return t.id
+    return None
+
+
+def fields_renderable(d: JobDetail, now: float) -> Group:
+    """Short fields two to a line, long ones (who, when, why) one to a line."""
+    j = d.job
+    short = Table.grid(padding=(0, 1), expand=True)
+    short.add_column(style="bold", no_wrap=True, min_width=LABEL_WIDTH)
+    short.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
+    short.add_column(style="bold", no_wrap=True, min_width=8)
+    short.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
+    status = status_text(j.status)
+    if j.system:
+        status.append(" (system job)", style="dim")
+    short.add_row("Job", Text(f"{j.id} {j.name}"), "Status", status)
+    short.add_row("Started", stamp(j.started_at), "Ended", stamp(j.ended_at))
+    short.add_row("Duration", duration(j.duration(now)),
+                  "Tasks", f"{j.tasks_done}/{j.tasks_total} done")
+    long = Table.grid(padding=(0, 1), expand=True)
+    long.add_column(style="bold", no_wrap=True, min_width=LABEL_WIDTH)
+    long.add_column(ratio=1)
+    long.add_row("Servers", join(j.servers, 60))
+    long.add_row("Submitted", f"{stamp(j.submitted_at)} by {j.submitted_by}")
+    if j.parent_id:
+        parent = f"job {j.parent_id} ({j.call_mode or 'call'})"
+        if j.orphaned:
+            parent += " — orphaned: the calling task was aborted; this job runs on"
+        long.add_row("Parent", parent)
+    if j.cancel_reason:
+        long.add_row("Reason for cancel", j.cancel_reason)
+    if j.canceled_by:
+        long.add_row("Canceled", f"{stamp(j.canceled_at)} by {j.canceled_by}")
+    if j.aborted_by:
+        long.add_row("Aborted", f"{stamp(j.aborted_at)} by {j.aborted_by}")
+    if j.error:
+        long.add_row("Error", Text(j.error, style="red"))
+    return Group(short, long)
+
+
+class JobDetailScreen(JobKeysMixin, LiveScreen):
+    DEFAULT_CSS = """
+    JobDetailScreen #body {
+        height: 1fr;
+    }
+    JobDetailScreen #fields {
+        padding: 0 1;
+        height: auto;
+    }
+    JobDetailScreen .section {
+        padding: 0 1;
+        margin-top: 1;
+        text-style: bold;
+        color: $text-accent;
+    }
+    JobDetailScreen DataTable {
+        height: auto;
+        max-height: 16;
+        margin: 0 1;
+    }
+    JobDetailScreen #output {
+        padding: 0 1;
+        margin: 0 1;
+        height: auto;
+        background: $boost;
+    }
+    JobDetailScreen #events {
+        padding: 0 1;
+        height: auto;
+    }
+    JobDetailScreen .-hidden {
+        display: none;
+    }
+    """
+
+    BINDINGS = [
+        Binding("escape", "back", "Back"),
+        *JOB_BINDINGS,
+    ]
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__()
+        self.job_id = job_id
+        self.detail: JobDetail | None = None
+        self._task_ids: list[int] = []
+        self._child_ids: list[int] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with VerticalScroll(id="body"):
+            yield Static(id="fields")
+            yield Static("Tasks", classes="section")
+            tasks: DataTable[object] = DataTable(id="tasks", cursor_type="row")
+            for key, title in TASK_COLUMNS:
+                tasks.add_column(title, key=key)
+            yield tasks
+            yield Static(id="output", classes="-hidden")
+            yield Static("Child jobs", classes="section -hidden", id="children-title")
+            children: DataTable[object] = DataTable(id="children", cursor_type="row",
+                                                    classes="-hidden")
+            for key, title in CHILD_COLUMNS:
+                children.add_column(title, key=key)
+            yield children
+            yield Static("Events", classes="section")
+            yield Static(id="events")
+        yield Footer()
+
+    def on_mount(self) -> None:  # LiveScreen.on_mount runs too
+        self.title = f"Job {self.job_id}"
+        self.query_one("#tasks", DataTable).focus()
+
+    # -- the selected job and task ------------------------------------------------------
+    def selected_job_id(self) -> int | None:
+        return self.job_id
+
+    def selected_task_id(self) -> int | None:
+        table = self.query_one("#tasks", DataTable)
+        if not self._task_ids or table.row_count == 0:
+            return None
+        try:
+            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+        except Exception:  # noqa: BLE001 - no cursor yet
+            return None
+        return int(key.value) if key.value is not None else None
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    # -- loading ------------------------------------------------------------------------
+    async def tick(self) -> None:
+        if self.detail is not None and self.detail.job.terminal:
+            return  # nothing moves on a finished job
+        await self.reload_now()
+
+    async def load(self) -> None:
+        detail = await self.bd.data.reader.job_detail(self.job_id)
+        self.detail = detail
+        if detail is None:
+            self.query_one("#fields", Static).update(
+                Text(f"Job {self.job_id} does not exist", style="bold red"))
+            return
+        now = self.bd.clock()
+        self.title = f"Job {detail.job.id} {detail.job.name}"
+        self.query_one("#fields", Static).update(fields_renderable(detail, now))
+        self._fill_tasks(detail, now)
+        self._fill_children(detail)
+        self._fill_events(detail, now)
+        self._show_output()
+
+    def _fill_tasks(self, d: JobDetail, now: float) -> None:
+        table: DataTable[object] = self.query_one("#tasks", DataTable)
+        ids = [t.id for t in d.tasks]
+        rows = {t.id: self._task_cells(t, now) for t in d.tasks}
+        if ids == self._task_ids:
+            for tid, cells in rows.items():
+                for (key, _), value in zip(TASK_COLUMNS, cells, strict=True):
+                    table.update_cell(str(tid), key, value, update_width=True)
+            return
+        selected = self.selected_task_id() if self._task_ids else _interesting(d.tasks)
+        table.clear()
+        for tid in ids:
+            table.add_row(*rows[tid], key=str(tid))
+        self._task_ids = ids
+        if selected is not None:
+            try:
+                table.move_cursor(row=table.get_row_index(str(selected)))
+            except RowDoesNotExist:
+                pass
+
+    @staticmethod
+    def _task_cells(t: TaskView, now: float) -> tuple[object, ...]:
+        return (
+            t.name,
+            status_text(t.status),
+            t.server or "-",
+            f"{t.attempt}/{t.max_attempts}",
+            progress(t.progress_done, t.progress_total, t.progress_unit) or "-",
+            clock(t.started_at, now),
+            duration(t.duration(now)),
+            task_message(t),
+        )
+
+    def _fill_children(self, d: JobDetail) -> None:
+        table: DataTable[object] = self.query_one("#children", DataTable)
+        title = self.query_one("#children-title", Static)
+        hidden = not d.children
+        table.set_class(hidden, "-hidden")
+        title.set_class(hidden, "-hidden")
+        ids = [c.id for c in d.children]
+        cells = {
+            c.id: (str(c.id), c.name, status_text(c.status), c.call_mode or "-",
+                   f"{c.tasks_done}/{c.tasks_total}", "orphaned" if c.orphaned else "")
+            for c in d.children
+        }
+        if ids == self._child_ids:
+            for cid, row in cells.items():
+                for (key, _), value in zip(CHILD_COLUMNS, row, strict=True):
+                    table.update_cell(str(cid), key, value, update_width=True)
+            return
+        table.clear()
+        for cid in ids:
+            table.add_row(*cells[cid], key=str(cid))
+        self._child_ids = ids
+
+    def _fill_events(self, d: JobDetail, now: float) -> None:
+        names = {t.id: t.name for t in d.tasks}
+        events = d.events[-EVENT_LINES:]
+        text = Text()
+        if len(d.events) > len(events):
+            text.append(f"({len(d.events) - len(events)} earlier events not shown)\n", "dim")
+        for i, e in enumerate(events):
+            if i:
+                text.append("\n")
+            text.append(clock(e.at, now), style="dim")
+            text.append("  ")
+            text.append(event_text(e, names))
+        self.query_one("#events", Static).update(text or Text("no events", style="dim"))
+
+    def _show_output(self) -> None:
+        box = self.query_one("#output", Static)
+        task = self._selected_task()
+        if task is None or task.action != "shell":
+            box.add_class("-hidden")
+            return
+        lines = (task.output or "").rstrip("\n").splitlines()[-OUTPUT_LINES:]
+        text = Text()
+        text.append(f"Output of {task.name} (last {OUTPUT_LINES} lines)\n", style="bold")
+        text.append("\n".join(lines) if lines else "no output yet",
+                    style="" if lines else "dim")
+        box.update(text)
+        box.remove_class("-hidden")
+
+    def _selected_task(self) -> TaskView | None:
+        tid = self.selected_task_id()
+        if self.detail is None or tid is None:
+            return None
+        return next((t for t in self.detail.tasks if t.id == tid), None)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id == "tasks":
+            self._show_output()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        key = event.row_key.value
+        if key is None:
+            return
+        if event.data_table.id == "children":
+            self.bd.open_job(int(key))
+        elif event.data_table.id == "tasks" and self.detail is not None:
+            task = next((t for t in self.detail.tasks if t.id == int(key)), None)
+            if task is not None and task.child_job_id:
+                self.bd.open_job(task.child_job_id)
+            elif task is not None:
+                self.notify(f"Task {task.name}: {label(task.status)}"
+                            + (f" — {task_message(task)}" if task_message(task) else ""),
+                            timeout=4)

@@ -1,0 +1,156 @@
+"""The first screen: every job, a window at a time, with counts by status."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import Footer, Header, Input, Static
+
+from engine.format import label
+from engine.statuses import LABELS
+from tui.data import JobQuery
+from tui.screens.base import JOB_BINDINGS, JobKeysMixin, LiveScreen
+from tui.styles import status_style
+from tui.widgets.job_table import JobTable
+
+COUNT_ORDER = ("executing", "canceling", "waiting", "withhold", "error", "canceled", "ended")
+
+
+def counts_text(counts: dict[str, int], shown: int, description: str) -> Text:
+    text = Text()
+    total = sum(counts.values())
+    text.append(f"{total:,} job{'s' if total != 1 else ''}", style="bold")
+    for status in COUNT_ORDER:
+        n = counts.get(status, 0)
+        if n:
+            text.append("  ")
+            text.append(f"{label(status)} {n:,}", style=status_style(status))
+    for status, n in counts.items():  # anything not in the usual order
+        if status not in COUNT_ORDER and n:
+            text.append(f"  {LABELS.get(status, status)} {n:,}")
+    text.append("\n")
+    text.append(f"showing {shown:,} · {description}", style="dim")
+    return text
+
+
+class JobListScreen(JobKeysMixin, LiveScreen):
+    DEFAULT_CSS = """
+    JobListScreen #counts {
+        height: auto;
+        max-height: 3;
+        padding: 0 1;
+        background: $boost;
+    }
+    JobListScreen #filter {
+        display: none;
+        height: 3;
+        margin: 0 0;
+    }
+    JobListScreen #filter.-visible {
+        display: block;
+    }
+    """
+
+    BINDINGS = [
+        Binding("enter", "open", "Open"),
+        *JOB_BINDINGS,
+        Binding("slash", "filter", "Filter", key_display="/"),
+        Binding("f", "status_filter", "Status filter", show=False),
+        Binding("o", "sort", "Sort", show=False),
+        Binding("O", "reverse", "Reverse order", show=False),
+        Binding("escape", "clear", "Clear filter", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__(id="jobs-screen")
+        self._counts: dict[str, int] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(id="counts")
+        box = Input(placeholder="Filter: id, name, user or status — enter applies, escape clears",
+                    id="filter")
+        box.cursor_blink = self.bd.live  # a still cursor keeps screenshots stable
+        yield box
+        yield JobTable(self.bd.data, self.bd.clock, id="jobs")
+        yield Footer()
+
+    @property
+    def table(self) -> JobTable:
+        return self.query_one(JobTable)
+
+    def on_mount(self) -> None:  # LiveScreen.on_mount runs too (Textual walks the MRO)
+        self.table.focus()
+
+    async def load(self) -> None:
+        await self.table.reload()
+        self._counts = await self.bd.data.reader.status_counts()
+        self._show_counts()
+
+    async def tick(self) -> None:
+        self.table.refresh()  # durations move; nothing to read
+
+    def _show_counts(self) -> None:
+        table = self.table
+        self.query_one("#counts", Static).update(
+            counts_text(self._counts, table.total, table.query_spec.describe()))
+
+    def on_job_table_loaded(self, event: JobTable.Loaded) -> None:
+        self._show_counts()
+
+    def on_job_table_opened(self, event: JobTable.Opened) -> None:
+        self.bd.open_job(event.job_id)
+
+    # -- the selected job -------------------------------------------------------------
+    def selected_job_id(self) -> int | None:
+        return self.table.selected_id
+
+    def action_open(self) -> None:
+        if (job_id := self._job_or_say()) is not None:
+            self.bd.open_job(job_id)
+
+    # -- filter and order -------------------------------------------------------------
+    def _set_query(self, query: JobQuery) -> None:
+        self.table.set_query(query)
+        self._show_counts()
+        self.request_reload()
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.add_class("-visible")
+        box.value = self.table.query_spec.text
+        box.focus()
+
+    @on(Input.Submitted, "#filter")
+    def _filter_submitted(self, event: Input.Submitted) -> None:
+        event.input.remove_class("-visible")
+        self.table.focus()
+        self._set_query(replace(self.table.query_spec, text=event.value.strip()))
+
+    def action_status_filter(self) -> None:
+        self._set_query(self.table.query_spec.next_status())
+        self.notify(f"Showing {self.table.query_spec.status_label} jobs", timeout=2)
+
+    def action_sort(self) -> None:
+        self._set_query(self.table.query_spec.next_sort())
+
+    def action_reverse(self) -> None:
+        q = self.table.query_spec
+        self._set_query(replace(q, descending=not q.descending))
+
+    def action_clear(self) -> None:
+        box = self.query_one("#filter", Input)
+        q = self.table.query_spec
+        if box.has_class("-visible"):
+            box.value = ""
+            box.remove_class("-visible")
+            self.table.focus()
+            if q.text:
+                self._set_query(replace(q, text=""))
+            return
+        if q.text or q.status_filter:
+            self._set_query(replace(q, text="", status_filter=0))

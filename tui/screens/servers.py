@@ -1,0 +1,112 @@
+"""The batch servers: status, slots in use, which engine serves them, drain deadlines."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import DataTable, Footer, Header, Static
+
+from engine.format import duration
+from engine.query import ServerView
+from tui.screens.base import LiveScreen
+from tui.styles import status_text
+
+COLUMNS = (
+    ("name", "Server"),
+    ("status", "Status"),
+    ("slots", "Slots in use"),
+    ("engine", "Engine"),
+    ("drain", "Drain deadline"),
+    ("note", "Note"),
+)
+
+
+def engine_pid(owner: str | None) -> str | None:
+    """``host:pid:nonce`` -> pid."""
+    if not owner:
+        return None
+    parts = owner.split(":")
+    return parts[1] if len(parts) >= 3 else owner
+
+
+def drain_cell(s: ServerView, now: float) -> Text:
+    if s.drain_deadline is None or s.status not in ("draining", "restarting"):
+        return Text("-", style="dim")
+    left = s.drain_deadline - now
+    if left > 0:
+        return Text(f"in {duration(left)}", style="bold yellow")
+    return Text(f"due {duration(-left)} ago", style="bold red")
+
+
+def server_cells(s: ServerView, now: float) -> tuple[object, ...]:
+    if s.live:
+        host = (s.lease_owner or "").split(":")[0]
+        eng = Text(f"live, pid {engine_pid(s.lease_owner)}" + (f" on {host}" if host else ""))
+    else:
+        eng = Text("no live engine", style="dim")
+    note = ""
+    if s.restart_job_id is not None:
+        note = f"abort of job {s.restart_job_id}"
+    return (s.name, status_text(s.status, server=True), f"{s.in_use}/{s.slots}", eng,
+            drain_cell(s, now), note)
+
+
+class ServersScreen(LiveScreen):
+    DEFAULT_CSS = """
+    ServersScreen DataTable {
+        height: auto;
+        max-height: 1fr;
+        margin: 1 1 0 1;
+    }
+    ServersScreen #servers-note {
+        padding: 1 2;
+        color: $text-muted;
+    }
+    """
+
+    BINDINGS = [
+        Binding("escape,s", "back", "Back"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__(id="servers-screen")
+        self._names: list[str] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        table: DataTable[object] = DataTable(id="servers", cursor_type="row")
+        for key, title in COLUMNS:
+            table.add_column(title, key=key)
+        yield table
+        yield Static(id="servers-note")
+        yield Footer()
+
+    def on_mount(self) -> None:  # LiveScreen.on_mount runs too
+        self.title = "Servers"
+        self.query_one(DataTable).focus()
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    async def load(self) -> None:
+        now = self.bd.clock()
+        servers = await self.bd.data.reader.servers(now)
+        table: DataTable[object] = self.query_one(DataTable)
+        names = [s.name for s in servers]
+        rows = {s.name: server_cells(s, now) for s in servers}
+        if names == self._names:
+            for name, cells in rows.items():
+                for (key, _), value in zip(COLUMNS, cells, strict=True):
+                    table.update_cell(name, key, value, update_width=True)
+        else:
+            table.clear()
+            for name in names:
+                table.add_row(*rows[name], key=name)
+            self._names = names
+        note = self.query_one("#servers-note", Static)
+        if not servers:
+            note.update("No server has ever been online on this database.")
+        else:
+            note.update("A Draining server takes no new task until its running tasks "
+                        "finish or the deadline passes; then it Restarts and comes back Online.")

@@ -1,0 +1,200 @@
+"""``python -m tui.screenshots [OUTDIR]``: an SVG of every screen and modal.
+
+The data is ``tui.scenario`` (built without an engine, at fixed times) and the console
+runs with a fixed clock and no live refresh, so the pictures are the same on every
+run. The snapshot tests (tests/test_tui_snapshots.py) use the same ``SHOTS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from textual.pilot import Pilot
+from textual.screen import ModalScreen
+
+from tui import scenario
+from tui.app import BatchdeckApp
+
+MODE = "attached to engine on batch-01, batch-02 (pid 4242)"
+
+Steps = Callable[[Pilot], Awaitable[None]]
+
+
+def use_utc() -> None:
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+
+
+def make_app(db_path: str) -> BatchdeckApp:
+    return BatchdeckApp(db_path, mode_label=MODE, clock=lambda: scenario.NOW, actor="alice",
+                        live=False)
+
+
+async def wait_until(pilot: Pilot, test: Callable[[], bool], what: str,
+                     tries: int = 200) -> None:
+    for _ in range(tries):
+        if test():
+            return
+        await pilot.pause(0.02)
+    raise TimeoutError(f"gave up waiting for {what}")
+
+
+def _busy(app: BatchdeckApp) -> bool:
+    return any(not w.is_finished for w in app.workers if w.group != "flows")
+
+
+async def settle(pilot: Pilot) -> None:
+    """Until the top data screen has loaded and no reload or fetch is running."""
+    app = pilot.app
+    assert isinstance(app, BatchdeckApp)
+
+    def ready() -> bool:
+        base = next((s for s in reversed(app.screen_stack) if hasattr(s, "loaded")), None)
+        return base is not None and bool(base.loaded) and not _busy(app)
+
+    await wait_until(pilot, ready, "the screen to load")
+    await pilot.pause()
+
+
+async def select(pilot: Pilot, job_id: int) -> None:
+    """Select a job in the list by id (as if the cursor had been moved to it)."""
+    from tui.screens.jobs import JobListScreen
+
+    await settle(pilot)
+    screen = pilot.app.screen
+    assert isinstance(screen, JobListScreen)
+    screen.table.select_id(job_id)
+    await screen.reload_now()
+    await settle(pilot)
+
+
+async def modal_up(pilot: Pilot) -> None:
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, ModalScreen), "a modal")
+    await pilot.pause()
+
+
+def open_job(job_id: int) -> Steps:
+    async def steps(pilot: Pilot) -> None:
+        await select(pilot, job_id)
+        await pilot.press("enter")
+        await settle(pilot)
+
+    return steps
+
+
+def on_job(job_id: int, key: str, *, in_detail: bool = False) -> Steps:
+    async def steps(pilot: Pilot) -> None:
+        await select(pilot, job_id)
+        if in_detail:
+            await pilot.press("enter")
+            await settle(pilot)
+        await pilot.press(key)
+        await modal_up(pilot)
+
+    return steps
+
+
+async def list_only(pilot: Pilot) -> None:
+    await settle(pilot)
+
+
+async def running_filter(pilot: Pilot) -> None:
+    await settle(pilot)
+    await pilot.press("f")
+    await settle(pilot)
+
+
+async def text_filter(pilot: Pilot) -> None:
+    await settle(pilot)
+    await pilot.press("slash", *"child", "enter")
+    await settle(pilot)
+
+
+async def servers(pilot: Pilot) -> None:
+    await settle(pilot)
+    await pilot.press("s")
+    await settle(pilot)
+
+
+async def help_screen(pilot: Pilot) -> None:
+    await settle(pilot)
+    await pilot.press("question_mark")
+    await modal_up(pilot)
+
+
+async def refused(pilot: Pilot) -> None:
+    await select(pilot, 6)  # the system job
+    await pilot.press("c")
+    await wait_until(pilot, lambda: bool(pilot.app.messages), "a notification")  # type: ignore[attr-defined]
+    await pilot.pause()
+
+
+@dataclass(frozen=True)
+class Shot:
+    name: str
+    steps: Steps
+    size: tuple[int, int] = (100, 30)
+    no_color: bool = False
+
+
+SHOTS: tuple[Shot, ...] = (
+    Shot("job-list-80x24", list_only, (80, 24)),
+    Shot("job-list-120x40", list_only, (120, 40)),
+    Shot("job-list-running-filter", running_filter),
+    Shot("job-list-text-filter", text_filter),
+    Shot("job-list-no-color", list_only, (100, 30), no_color=True),
+    Shot("job-detail-executing", open_job(2)),
+    Shot("job-detail-canceled", open_job(3)),
+    Shot("job-detail-aborted", open_job(4)),
+    Shot("job-detail-children", open_job(9)),
+    Shot("job-detail-approval", open_job(5)),
+    Shot("job-detail-80x24", open_job(13), (80, 24)),
+    Shot("modal-cancel", on_job(2, "c")),
+    Shot("modal-abort", on_job(13, "a")),
+    Shot("modal-abort-cancel-first", on_job(2, "a", in_detail=True)),
+    Shot("modal-enhanced-abort", on_job(2, "A")),
+    Shot("modal-cancel-tree", on_job(9, "C")),
+    Shot("modal-abort-80x24", on_job(2, "A"), (80, 24)),
+    Shot("servers", servers),
+    Shot("help", help_screen),
+    Shot("refused-system-job", refused),
+)
+
+
+async def _take(shot: Shot, db_path: str, outdir: Path) -> Path:
+    if shot.no_color:
+        os.environ["NO_COLOR"] = "1"
+    try:
+        app = make_app(db_path)
+    finally:
+        os.environ.pop("NO_COLOR", None)
+    async with app.run_test(size=shot.size, notifications=True) as pilot:
+        await shot.steps(pilot)
+        await pilot.pause()
+        name = f"{shot.name}.svg"
+        app.save_screenshot(filename=name, path=str(outdir))
+    return outdir / name
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    outdir = Path(args[0] if args else "screenshots")
+    outdir.mkdir(parents=True, exist_ok=True)
+    use_utc()
+    with tempfile.TemporaryDirectory() as tmp:
+        db = scenario.build(Path(tmp) / "scenario.db")
+        for shot in SHOTS:
+            path = asyncio.run(_take(shot, db, outdir))
+            print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,392 @@
+"""The job list: a virtual table on Textual's Line API.
+
+It never holds more than a window of rows: ``render_line(y)`` draws from a page that
+``Reader.list_jobs(offset, limit)`` returned for the visible rows plus a margin, and
+scrolling past the page fetches another. With 100,000 jobs it opens as fast as with
+ten. The selection is a job id, not a row position: after every refresh the job is
+found again, wherever it moved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rich.cells import cell_len, set_cell_size
+from rich.segment import Segment
+from rich.style import Style
+from textual import events
+from textual.binding import Binding
+from textual.geometry import Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from engine.format import clock, duration, label, percent
+from engine.query import JobView
+from tui.data import Data, JobQuery, join, user_name
+from tui.styles import status_style
+
+MARGIN_MIN = 20  # rows fetched above and below the viewport, at least
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    title: str
+    width: int
+    align: str = "left"
+
+
+def layout(width: int, id_width: int = 6) -> list[Column]:
+    """Columns for a given width: the name column shrinks first, then extras drop."""
+    wide = width >= 110
+    cols = [
+        Column("id", "ID", max(2, id_width), "right"),
+        Column("name", "Name", 0),
+        Column("status", "Status", 9),
+        Column("progress", "Tasks", 12 if wide else 7),
+        Column("servers", "Server", 17 if wide else 10),
+        Column("started", "Started", 16 if wide else 8),
+        Column("duration", "Duration", 8, "right"),
+        Column("by", "By", 14 if wide else 8),
+    ]
+    for drop in ("by", "started", "servers", "duration", "progress"):
+        fixed = sum(c.width for c in cols if c.key != "name") + len(cols)  # 1 gap each
+        if width - 1 - fixed >= 10:  # 1 for the cursor marker
+            break
+        cols = [c for c in cols if c.key != drop]
+    fixed = sum(c.width for c in cols if c.key != "name") + len(cols)
+    name_w = max(4, width - 1 - fixed)
+    return [Column(c.key, c.title, name_w, c.align) if c.key == "name" else c for c in cols]
+
+
+def fit(text: str, width: int, align: str = "left") -> str:
+    if width <= 0:
+        return ""
+    if cell_len(text) > width:
+        return set_cell_size(text, width - 1) + "…" if width > 1 else "…"
+    if align == "right":
+        return " " * (width - cell_len(text)) + text
+    return set_cell_size(text, width)
+
+
+def progress_cell(job: JobView, width: int) -> str:
+    if not job.tasks_total:
+        return "-"
+    text = f"{job.tasks_done}/{job.tasks_total}"
+    room = width - len(text) - 1
+    if room >= 4:
+        bar_w = min(5, room)
+        pct = percent(job.tasks_done, job.tasks_total) or 0.0
+        filled = round(pct * bar_w)
+        text = f"{text} {'█' * filled}{'░' * (bar_w - filled)}"
+    return text
+
+
+def started_cell(at: float | None, now: float, width: int) -> str:
+    text = clock(at, now)
+    if len(text) > width and at is not None:
+        import time
+
+        text = time.strftime("%b %d", time.localtime(at))
+    return text
+
+
+class JobTable(ScrollView, can_focus=True):
+    """A window onto the job list; the cursor is a job id."""
+
+    DEFAULT_CSS = """
+    JobTable {
+        height: 1fr;
+        overflow-x: hidden;
+        overflow-y: auto;
+        scrollbar-size-vertical: 1;
+        background: $surface;
+    }
+    JobTable > .jobtable--header {
+        text-style: bold;
+        background: $panel;
+        color: $text;
+    }
+    JobTable > .jobtable--cursor {
+        background: $block-cursor-background;
+        color: $block-cursor-foreground;
+        text-style: bold;
+    }
+    JobTable:blur > .jobtable--cursor {
+        background: $block-cursor-blurred-background;
+        color: $block-cursor-blurred-foreground;
+        text-style: none;
+    }
+    JobTable > .jobtable--placeholder {
+        color: $text-muted;
+    }
+    JobTable > .jobtable--empty {
+        color: $text-muted;
+        text-style: italic;
+    }
+    """
+
+    COMPONENT_CLASSES = {
+        "jobtable--header",
+        "jobtable--cursor",
+        "jobtable--placeholder",
+        "jobtable--empty",
+    }
+
+    BINDINGS = [
+        Binding("up,k", "cursor_up", "Up", show=False),
+        Binding("down,j", "cursor_down", "Down", show=False),
+        Binding("pageup", "page_up", "Page up", show=False),
+        Binding("pagedown", "page_down", "Page down", show=False),
+        Binding("home", "first", "First", show=False),
+        Binding("end", "last", "Last", show=False),
+    ]
+
+    class Loaded(Message):
+        """A page arrived: the list has ``total`` jobs."""
+
+        def __init__(self, total: int) -> None:
+            super().__init__()
+            self.total = total
+
+    class Opened(Message):
+        """The operator clicked a row twice."""
+
+        def __init__(self, job_id: int) -> None:
+            super().__init__()
+            self.job_id = job_id
+
+    def __init__(self, data: Data, clock: Callable[[], float], *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.data = data
+        self.clock = clock
+        self.query_spec = JobQuery()
+        self.total = 0
+        self.cursor = 0
+        self.selected_id: int | None = None
+        self.loaded = False
+        self._cache_start = 0
+        self._cache: list[JobView] = []
+        self._lock = asyncio.Lock()
+        self._fetch_wanted = False
+        self.fetches = 0  # how many pages were read (tests check the list stays lazy)
+        self._id_width = 2  # grows with the largest id seen, never shrinks (no jitter)
+
+    # -- data ---------------------------------------------------------------------------
+    @property
+    def visible_rows(self) -> int:
+        return max(1, self.scrollable_content_region.height - 1)
+
+    def row_at(self, index: int) -> JobView | None:
+        i = index - self._cache_start
+        if 0 <= i < len(self._cache):
+            return self._cache[i]
+        return None
+
+    @property
+    def selected(self) -> JobView | None:
+        row = self.row_at(self.cursor)
+        return row if row is not None and row.id == self.selected_id else None
+
+    def set_query(self, query: JobQuery) -> None:
+        """A new filter or order: start again at the top."""
+        self.query_spec = query
+        self.cursor = 0
+        self.selected_id = None
+        self._cache = []
+        self._cache_start = 0
+        self.set_scroll(None, 0)
+
+    async def reload(self) -> None:
+        """Read the window again (after a change in the database or of the query)."""
+        async with self._lock:
+            await self._fetch()
+
+    async def _fetch(self) -> None:
+        for _ in range(3):  # a moved selection can need one more page
+            h = self.visible_rows
+            margin = max(MARGIN_MIN, h)
+            top = int(self.scroll_y)
+            start = max(0, top - margin)
+            page = await self.data.list_jobs(start, h + 2 * margin, self.query_spec)
+            self.fetches += 1
+            self._cache_start, self._cache = start, page.rows
+            self.total = page.total
+            if page.rows:
+                widest = len(str(max(r.id for r in page.rows)))
+                self._id_width = max(self._id_width, widest)
+            self.virtual_size = Size(self.scrollable_content_region.width, self.total + 1)
+            if not await self._refind(start, len(page.rows)):
+                break
+        self.loaded = True
+        self.refresh()
+        self.post_message(self.Loaded(self.total))
+
+    async def _refind(self, start: int, count: int) -> bool:
+        """Put the cursor back on the selected job; True if another page is needed."""
+        self.cursor = max(0, min(self.cursor, self.total - 1))
+        if self.selected_id is None:
+            row = self.row_at(self.cursor)
+            self.selected_id = row.id if row else None
+            return False
+        for i, row in enumerate(self._cache):
+            if row.id == self.selected_id:
+                moved = start + i != self.cursor
+                self.cursor = start + i
+                if moved:
+                    return self._scroll_to_cursor()
+                return False
+        if not start <= self.cursor < start + max(count, 1):
+            return False  # the operator scrolled away from the cursor: leave it be
+        pos = None
+        if self.total > count or start > 0:
+            pos = await self.data.position(self.selected_id, self.query_spec)
+        if pos is None:  # the job left the list (filtered out): select what is there now
+            row = self.row_at(self.cursor)
+            self.selected_id = row.id if row else None
+            return False
+        self.cursor = pos
+        self._scroll_to_cursor()
+        return True
+
+    def _want_window(self) -> None:
+        """Fetch in the background if the viewport is outside the cached page."""
+        if not self.loaded:
+            return
+        top = int(self.scroll_y)
+        end = min(self.total, top + self.visible_rows)
+        have_end = self._cache_start + len(self._cache)
+        if top >= self._cache_start and end <= have_end:
+            return
+        if self._fetch_wanted:
+            return
+        self._fetch_wanted = True
+        self.run_worker(self._fetch_window(), group="jobtable-window")
+
+    async def _fetch_window(self) -> None:
+        try:
+            async with self._lock:
+                self._fetch_wanted = False
+                await self._fetch()
+        finally:
+            self._fetch_wanted = False
+
+    # -- cursor -------------------------------------------------------------------------
+    def _scroll_to_cursor(self) -> bool:
+        """Scroll so the cursor is visible; True if the scroll position changed."""
+        top = int(self.scroll_y)
+        h = self.visible_rows
+        new = top
+        if self.cursor < top:
+            new = self.cursor
+        elif self.cursor >= top + h:
+            new = self.cursor - h + 1
+        if new != top:
+            self.set_scroll(None, max(0, min(new, max(0, self.total + 1 - h - 1))))
+            return True
+        return False
+
+    def move_cursor(self, index: int) -> None:
+        if self.total == 0:
+            return
+        index = max(0, min(index, self.total - 1))
+        self.cursor = index
+        row = self.row_at(index)
+        self.selected_id = row.id if row else None
+        self._scroll_to_cursor()
+        self.refresh()
+        self._want_window()
+
+    def select_id(self, job_id: int) -> None:
+        """Select a job by id (it is found on the next reload)."""
+        self.selected_id = job_id
+
+    def action_cursor_up(self) -> None:
+        self.move_cursor(self.cursor - 1)
+
+    def action_cursor_down(self) -> None:
+        self.move_cursor(self.cursor + 1)
+
+    def action_page_up(self) -> None:
+        self.move_cursor(self.cursor - self.visible_rows)
+
+    def action_page_down(self) -> None:
+        self.move_cursor(self.cursor + self.visible_rows)
+
+    def action_first(self) -> None:
+        self.move_cursor(0)
+
+    def action_last(self) -> None:
+        self.move_cursor(self.total - 1)
+
+    def watch_scroll_y(self, old: float, new: float) -> None:
+        super().watch_scroll_y(old, new)
+        self._want_window()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.virtual_size = Size(self.scrollable_content_region.width, self.total + 1)
+        self._want_window()
+
+    def on_click(self, event: events.Click) -> None:
+        if event.y < 1:
+            return
+        index = int(self.scroll_y) + event.y - 1
+        if 0 <= index < self.total:
+            self.move_cursor(index)
+            if event.chain >= 2 and self.selected_id is not None:
+                self.post_message(self.Opened(self.selected_id))
+
+    # -- drawing ------------------------------------------------------------------------
+    def render_line(self, y: int) -> Strip:
+        width = self.scrollable_content_region.width
+        base = self.rich_style
+        cols = layout(width, self._id_width)
+        if y == 0:
+            style = base + self.get_component_rich_style("jobtable--header")
+            text = " " + " ".join(fit(c.title, c.width, c.align) for c in cols)
+            return Strip([Segment(fit(text, width), style)], width)
+        index = int(self.scroll_y) + y - 1
+        if index >= self.total:
+            if self.total == 0 and y == 1 and self.loaded:
+                style = base + self.get_component_rich_style("jobtable--empty")
+                return Strip([Segment(fit("  no jobs match", width), style)], width)
+            return Strip.blank(width, base)
+        row = self.row_at(index)
+        if row is None:
+            style = base + self.get_component_rich_style("jobtable--placeholder")
+            return Strip([Segment(fit("  …", width), style)], width)
+        on_cursor = index == self.cursor and row.id == self.selected_id
+        row_style = base + self.get_component_rich_style("jobtable--cursor") if on_cursor \
+            else base
+        segments = [Segment("▶" if on_cursor else " ", row_style)]
+        now = self.clock()
+        for c in cols:
+            text, style = self._cell(row, c, now)
+            cell_style = row_style if on_cursor or style is None else row_style + style
+            segments.append(Segment(fit(text, c.width, c.align), cell_style))
+            segments.append(Segment(" ", row_style))
+        return Strip(segments).adjust_cell_length(width, row_style)
+
+    @staticmethod
+    def _cell(row: JobView, col: Column, now: float) -> tuple[str, Style | None]:
+        k = col.key
+        if k == "id":
+            return str(row.id), None
+        if k == "name":
+            return ("[sys] " if row.system else "") + row.name, None
+        if k == "status":
+            return label(row.status), status_style(row.status)
+        if k == "progress":
+            return progress_cell(row, col.width), None
+        if k == "servers":
+            return join(row.servers, col.width), None
+        if k == "started":
+            return started_cell(row.started_at, now, col.width), None
+        if k == "duration":
+            return duration(row.duration(now)), None
+        if k == "by":
+            return user_name(row.submitted_by), None
+        return "", None
