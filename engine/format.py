@@ -42,7 +42,10 @@ def stamp(at: float | None) -> str:
 def number(x: float | None) -> str:
     if x is None:
         return "?"
-    return f"{int(x):,}" if float(x).is_integer() else f"{x:,.1f}"
+    # Whole numbers, or one decimal below 10 (seconds of a short wait: "2.5/5 s").
+    if float(x).is_integer() or abs(x) >= 10:
+        return f"{int(x):,}"
+    return f"{x:.1f}"
 
 
 def progress(done: float, total: float | None, unit: str | None = None) -> str:

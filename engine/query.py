@@ -249,6 +249,21 @@ class Reader:
         total = await self.count_jobs(text, statuses) if with_total else len(rows)
         return JobPage([_job(r, agg.get(r[0])) for r in rows], total, offset)
 
+    async def job_position(self, job_id: int, *, text: str | None = None,
+                           statuses: Iterable[str] | None = None, sort: str = "id",
+                           descending: bool = True) -> int | None:
+        """Where a job sits (0-based) in the list ``list_jobs`` shows with these arguments,
+        or None when the filter leaves it out. One window-function query, no full load."""
+        where, params = self._filter(text, statuses)
+        order = SORTS[sort]
+        d = "DESC" if descending else "ASC"
+        rows = await self._rows(
+            f"SELECT rn FROM (SELECT j.id AS id, ROW_NUMBER() OVER "
+            f"(ORDER BY {order} {d}, j.id {d}) AS rn FROM job j{where}) WHERE id = ?",
+            (*params, job_id),
+        )
+        return int(rows[0][0]) - 1 if rows else None
+
     async def status_counts(self) -> dict[str, int]:
         return dict(await self._rows("SELECT status, count(*) FROM job GROUP BY status"))
 

@@ -113,10 +113,17 @@ class Engine:
 
     async def start(self) -> None:
         """Open the database, take the server leases, recover, and start running."""
-        self.store = await self._db(Store, self.db_path)
-        at = self.clock()
-        await self._db(self._write, batch.claim_leases, self.servers, self.owner, at=at)
-        await self._db(self._write, batch.recover, self.owner, at=at)
+        try:
+            self.store = await self._db(Store, self.db_path)
+            at = self.clock()
+            await self._db(self._write, batch.claim_leases, self.servers, self.owner, at=at)
+            await self._db(self._write, batch.recover, self.owner, at=at)
+        except BaseException:
+            # Refused (another engine holds a server) or a bad database: leave nothing open.
+            if self.store is not None:
+                await self._db(self.store.dispose)
+            self._writer.shutdown(wait=False)
+            raise
         self._watch = DataVersionWatch(self.db_path)
         self._main = asyncio.create_task(self._run(), name="batchdeck-engine")
 

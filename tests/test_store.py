@@ -84,8 +84,10 @@ def test_abort_wins_over_a_late_result():
 async def test_a_second_engine_for_the_same_server_is_refused(tmp_path):
     path = str(tmp_path / "t.db")
     async with Engine(path, {"batch-01": 2}):
+        second = Engine(path, {"batch-01": 2})
         with pytest.raises(batch.LeaseRefused, match="server batch-01 is already served"):
-            await Engine(path, {"batch-01": 2}).start()
+            await second.start()
+        assert second._writer._shutdown  # a refused start leaves no thread behind
         # Another server name on the same database is fine.
         async with Engine(path, {"batch-02": 1}):
             pass

@@ -109,8 +109,7 @@ class BatchdeckApp(App[int]):
         try:
             await engine.start()
         except Exception as exc:  # noqa: BLE001 - LeaseRefused or a broken database
-            self.engine = None
-            _dispose_failed_engine(engine)
+            self.engine = None  # start() has closed what it opened
             live = await self.data.reader.live_engines(time.time())
             self._set_mode(attached_label(live))
             if isinstance(exc, LeaseRefused):
@@ -338,22 +337,6 @@ class BatchdeckApp(App[int]):
         yield SystemCommand("Servers", "Slots, engines, drain deadlines", self.action_servers)
         yield SystemCommand("Help", "Every key", self.action_help)
         yield from super().get_system_commands(screen)
-
-
-def _dispose_failed_engine(engine: Any) -> None:
-    """An Engine whose start() raised keeps its Store and writer thread: close them."""
-    store = getattr(engine, "store", None)
-    with contextlib.suppress(Exception):
-        if store is not None:
-            store.dispose()
-    writer = getattr(engine, "_writer", None)
-    with contextlib.suppress(Exception):
-        if writer is not None:
-            writer.shutdown(wait=False)
-    watch = getattr(engine, "_watch", None)
-    with contextlib.suppress(Exception):
-        if watch is not None:
-            watch.close()
 
 
 __all__ = ["BatchdeckApp", "attached_label", "embedded_label"]

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from engine import control
 from engine.db import Store
-from engine.query import SORTS, JobPage, Reader
+from engine.query import JobPage, Reader
 from engine.watch import DataVersionWatch
 
 R = TypeVar("R")
@@ -99,15 +99,10 @@ class Data:
         Used only when the selected job has moved out of the cached window (a status
         change under sort by status): one indexed-window query, not a full load.
         """
-        where, params = Reader._filter(query.text or None, query.statuses)  # noqa: SLF001
-        order = SORTS[query.sort]
-        d = "DESC" if query.descending else "ASC"
-        sql = (f"SELECT rn FROM (SELECT j.id AS id, ROW_NUMBER() OVER "
-               f"(ORDER BY {order} {d}, j.id {d}) AS rn FROM job j{where}) WHERE id = ?")
-        async with self.reader.engine.connect() as conn:
-            res = await conn.exec_driver_sql(sql, (*params, job_id))
-            row = res.fetchone()
-        return None if row is None else int(row[0]) - 1
+        return await self.reader.job_position(
+            job_id, text=query.text or None, statuses=query.statuses,
+            sort=query.sort, descending=query.descending,
+        )
 
     async def cancel_refusal(self, job_id: int) -> str | None:
         """Why ``cancel`` would be refused for this job, or None: asked before the modal."""
