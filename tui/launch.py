@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Any
 
-DEMO_SERVERS = {"batch-01": 4, "batch-02": 2}
+DEMO_SERVERS = {"batch-01": 6, "batch-02": 3}
 
 
 def _live_engines(db_path: str) -> dict[str, list[str]]:

@@ -7,8 +7,9 @@ every status in it was reached through the transition table. No status column is
 written here.
 
 What the console finds when it opens the database with its engine on
-``{"batch-01": 4, "batch-02": 2}``. Tasks are claimed in id order, the first four by
-batch-01 and the next two by batch-02, so the submission order below is the slot plan.
+``SERVERS`` (batch-01 with 6 slots, batch-02 with 3). Tasks are claimed in id order,
+batch-01's slots first, so the submission order below is the slot plan; there are
+enough slots for the children and the system job to start within the first seconds.
 
 finished (built here):
   sandbox-refresh      Canceled while Waiting, reason "...: demo: wrong sandbox"
@@ -22,7 +23,7 @@ live (Waiting until the console's engine starts them):
   ledger-close         batch-01  approval -> post-entries
   log-shipper          batch-01  shell, a line a second (output tail)
   month-end-close      batch-01  async child audit-trail, then waits for a sync child
-                                 ledger-rollup (the children queue for a free slot)
+                                 ledger-rollup
   warehouse-sync       batch-02  blocking_wait 600 s: abort shows Aborting
   quarterly-reconcile  batch-02  30-minute wait: cancel is Canceled at once
   system-housekeeping  queued    system job: cancel refused; next free slot is its
@@ -50,7 +51,7 @@ from tui.demo.data import remove, write_crm, write_leads
 R = TypeVar("R")
 
 HERE = Path(__file__).parent
-SERVERS = {"batch-01": 4, "batch-02": 2}
+SERVERS = {"batch-01": 6, "batch-02": 3}
 DB_NAME = "batchdeck.db"
 MARKER = ".batchdeck-demo"
 CANCEL_REASON = "demo: wrong sandbox"
@@ -63,7 +64,7 @@ BUILD_TIMEOUT_S = 60.0
 FINISHED = ("sandbox-refresh", "crm-export", "invoice-sync", "cache-warmup",
             "legacy-migration")
 #: Jobs left for the console's engine, in submission order: that order decides which
-#: tasks get the six slots first.
+#: tasks get the slots first.
 LIVE = ("nightly-import", "ledger-close", "log-shipper", "month-end-close",
         "warehouse-sync", "quarterly-reconcile", "system-housekeeping", "payroll-run")
 HELD = "payroll-run"
