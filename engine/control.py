@@ -272,23 +272,25 @@ def abort(store: Store, job_id: int, *, actor: str, enhanced: bool = False,
     return text
 
 
-def hold(store: Store, job_id: int, *, actor: str, now: float | None = None) -> str:
+def _hold_move(store: Store, job_id: int, source: str, target: str, *, actor: str,
+               needs: str, verb: str, now: float | None) -> None:
     at = _now(now)
     with store.write() as conn:
         job = get_job(conn, job_id)
-        if job.status != "waiting":
-            raise Refused(f"Job {job_id} is {LABELS[job.status]}: only a Waiting job can be held")
-        move_job(conn, job_id, "withhold", at=at, actor=actor, reason=f"held by {actor}")
+        if job.status != source:
+            raise Refused(f"Job {job_id} is {LABELS[job.status]}: {needs}")
+        move_job(conn, job_id, target, at=at, actor=actor, reason=f"{verb} by {actor}")
+
+
+def hold(store: Store, job_id: int, *, actor: str, now: float | None = None) -> str:
+    _hold_move(store, job_id, "waiting", "withhold", actor=actor, verb="held",
+               needs="only a Waiting job can be held", now=now)
     return f"Job {job_id} Withhold"
 
 
 def release(store: Store, job_id: int, *, actor: str, now: float | None = None) -> str:
-    at = _now(now)
-    with store.write() as conn:
-        job = get_job(conn, job_id)
-        if job.status != "withhold":
-            raise Refused(f"Job {job_id} is {LABELS[job.status]}: only a held job can be released")
-        move_job(conn, job_id, "waiting", at=at, actor=actor, reason=f"released by {actor}")
+    _hold_move(store, job_id, "withhold", "waiting", actor=actor, verb="released",
+               needs="only a held job can be released", now=now)
     return f"Job {job_id} released (Waiting)"
 
 

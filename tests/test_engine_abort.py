@@ -22,13 +22,8 @@ from tests.engine_support import (
 
 
 @pytest.fixture
-async def engine(tmp_path):
-    eng = Engine(str(tmp_path / "t.db"), {"batch-01": 4, "batch-02": 2}, poll_interval=0.02)
-    await eng.start()
-    try:
-        yield eng
-    finally:
-        await eng.stop()
+def servers() -> dict[str, int]:
+    return {"batch-01": 4, "batch-02": 2}
 
 
 def _gone(pid: int) -> bool:

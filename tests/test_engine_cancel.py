@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from engine import control
-from engine.runtime import Engine
 from tests.engine_support import (
     events,
     job_row,
@@ -15,16 +14,6 @@ from tests.engine_support import (
     task_statuses,
     until,
 )
-
-
-@pytest.fixture
-async def engine(tmp_path):
-    eng = Engine(str(tmp_path / "t.db"), {"batch-01": 4}, poll_interval=0.02)
-    await eng.start()
-    try:
-        yield eng
-    finally:
-        await eng.stop()
 
 
 async def test_not_started_tasks_become_didnt_run_and_wait_is_canceled_at_once(engine, tmp_path):
