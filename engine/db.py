@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
 
 from engine.models import SCHEMA_VERSION
@@ -34,7 +36,17 @@ def default_db_path() -> str:
 def _pragmas(dbapi_conn: sqlite3.Connection) -> None:
     cur = dbapi_conn.cursor()
     cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    cur.execute("PRAGMA journal_mode=WAL")
+    # Switching a new file to WAL needs a lock the busy handler does not wait for:
+    # another process creating the same database at this moment makes it fail at once.
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
@@ -64,9 +76,16 @@ class Store:
         self.path = str(Path(path))
         if not create and not Path(self.path).exists():
             raise DatabaseError(f"{self.path}: no such database")
+        if not Path(self.path).parent.is_dir():
+            raise DatabaseError(f"{self.path}: no such directory")
         self.writer = _make_sync_engine(self.path, "BEGIN IMMEDIATE")
         self.reader = _make_sync_engine(self.path, "BEGIN")
-        self._ensure_schema()
+        try:
+            self._ensure_schema()
+        except SQLAlchemyError as exc:
+            self.dispose()
+            raise DatabaseError(f"{self.path}: cannot use it as a batchdeck database: "
+                                f"{getattr(exc, 'orig', None) or exc}") from None
 
     @contextmanager
     def write(self) -> Iterator[Connection]:

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from engine import batch
+from engine import batch, settings
 from engine.actions import get_action
 from engine.context import ActionError, TaskCanceled, TaskContext, run_in_daemon_thread
 from engine.db import Store
@@ -106,6 +106,11 @@ class Engine:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._writer, lambda: fn(*args, **kw))
 
+    def _read(self, fn: Callable[..., R], *args: Any, **kw: Any) -> R:
+        assert self.store is not None
+        with self.store.read() as conn:
+            return fn(conn, *args, **kw)
+
     def _write(self, fn: Callable[..., R], *args: Any, **kw: Any) -> R:
         assert self.store is not None
         with self.store.write() as conn:
@@ -118,6 +123,9 @@ class Engine:
             at = self.clock()
             await self._db(self._write, batch.claim_leases, self.servers, self.owner, at=at)
             await self._db(self._write, batch.recover, self.owner, at=at)
+            lease = await self._db(self._read, settings.lease_seconds)
+            # Three beats per lease: one late beat never makes a live engine look dead.
+            self.heartbeat_interval = min(self.heartbeat_interval, lease / 3)
         except BaseException:
             # Refused (another engine holds a server) or a bad database: leave nothing open.
             if self.store is not None:

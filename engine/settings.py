@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 from sqlalchemy import Connection
+
+MINIMUM_LEASE_S = 1.0
 
 DEFAULTS: dict[str, str] = {
     "enhanced_abort": "on",
@@ -27,13 +31,18 @@ def put(conn: Connection, key: str, value: str) -> None:
     if key == "enhanced_abort" and value not in ("on", "off"):
         raise SettingError(f"setting enhanced_abort: expected on or off, got {value!r}")
     if key in ("drain_seconds", "lease_seconds"):
+        # A lease shorter than a second would let a live engine (heartbeat: a third of
+        # the lease) look dead between two beats on a busy machine.
+        least = MINIMUM_LEASE_S if key == "lease_seconds" else 0.0
         try:
-            if float(value) <= 0:
-                raise ValueError
+            number = float(value)
         except ValueError:
+            number = math.nan
+        if not math.isfinite(number) or number <= 0 or number < least:
+            floor = f" of at least {least:g}" if least else ""
             raise SettingError(
-                f"setting {key}: expected a positive number, got {value!r}"
-            ) from None
+                f"setting {key}: expected a positive number{floor} (seconds), got {value!r}"
+            )
     conn.exec_driver_sql(
         "INSERT INTO meta(key, value) VALUES (?, ?) "
         "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
