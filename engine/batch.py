@@ -114,9 +114,11 @@ def apply_outcomes(conn: Connection, outcomes: list[Outcome], *, at: float,
         jobs.add(job_id)
         if target == "aborted" and child:
             orphans.append((tid, child))
-    # Messages first, so the status event and the final message agree.
+    # Messages first, so the status event and the final message agree; a late report
+    # for a task already settled elsewhere changes nothing of it.
+    moving = {tid for tids in groups.values() for tid in tids}
     msgs = [(o.message, o.message if o.outcome == "error" else None, o.task_id)
-            for o in outcomes if o.message]
+            for o in outcomes if o.message and o.task_id in moving]
     if msgs:
         conn.exec_driver_sql(
             "UPDATE task SET message=?, error=COALESCE(?, error) WHERE id=?", msgs)

@@ -336,7 +336,7 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 - any failure of an action is the task's Error
             outcome, message = "error", str(exc) or type(exc).__name__
         finally:
-            self._runners.pop(ctx.task_id, None)
+            self._forget(runner)
         if runner.detached:
             return
         self._outcomes.append(batch.Outcome(ctx.task_id, outcome, message,
@@ -349,6 +349,12 @@ class Engine:
     def _outcomes_progress(self, ctx: TaskContext) -> None:
         # The final progress rides with the outcome in the same batch.
         self._dirty[ctx.task_id] = ctx
+
+    def _forget(self, r: Runner) -> None:
+        # A detached run can end after its task was requeued and claimed again: only
+        # the entry of this very run is removed, never its successor's.
+        if self._runners.get(r.ctx.task_id) is r:
+            del self._runners[r.ctx.task_id]
 
     def _detach(self, r: Runner) -> None:
         r.detached = True
@@ -380,7 +386,7 @@ class Engine:
 
             await self._db(self._write, end)
             for r in victims:
-                self._runners.pop(r.ctx.task_id, None)
+                self._forget(r)
             self.stats.restarts += 1
         finally:
             self._restarting.discard(name)
