@@ -233,11 +233,15 @@ def claim_leases(conn: Connection, servers: dict[str, int], owner: str, *, at: f
                   reason=f"online with {slots} slots (engine {owner})")
 
 
-def heartbeat(conn: Connection, servers: list[str], owner: str, *, at: float) -> int:
-    return conn.exec_driver_sql(
+def heartbeat(conn: Connection, servers: list[str], owner: str, *, at: float) -> list[str]:
+    """Renew our leases; returns the servers whose lease another engine has taken."""
+    conn.exec_driver_sql(
         f"UPDATE server SET heartbeat_at=? WHERE name IN {IN_IDS} AND lease_owner=?",
         (at, json.dumps(servers), owner),
-    ).rowcount
+    )
+    return [r[0] for r in conn.exec_driver_sql(
+        f"SELECT name FROM server WHERE name IN {IN_IDS} AND "
+        "(lease_owner IS NULL OR lease_owner != ?)", (json.dumps(servers), owner))]
 
 
 def release_leases(conn: Connection, servers: list[str], owner: str, *, at: float) -> None:

@@ -216,10 +216,24 @@ class Engine:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
             try:
-                await self._db(self._write, batch.heartbeat, list(self.servers), self.owner,
-                               at=self.clock())
+                lost = await self._db(self._write, batch.heartbeat, list(self.servers),
+                                      self.owner, at=self.clock())
             except Exception as exc:  # noqa: BLE001 - a locked database: try next beat
                 self.stats.errors.append(f"heartbeat: {exc}")
+                continue
+            for name in lost:
+                self._lose(name)
+
+    def _lose(self, name: str) -> None:
+        """Another engine took this server (we stalled past the lease): stop serving it.
+
+        Its recovery has already put our running tasks back to Ready, so running them on
+        here too would run them twice: they are dropped without writing anything.
+        """
+        self.stats.errors.append(f"lease on {name} taken by another engine; stopped serving it")
+        self.servers.pop(name, None)
+        for r in [r for r in self._runners.values() if r.server == name]:
+            self._detach(r)
 
     def _free_slots(self) -> dict[str, int]:
         used: dict[str, int] = dict.fromkeys(self.servers, 0)

@@ -138,3 +138,19 @@ async def test_recovery_finishes_a_job_left_canceling(tmp_path):
     async with Engine(str(path), {"batch-01": 4}):
         assert job_status(store, job) == "canceled"
         assert task_row(store, job, "a")["status"] == "canceled"
+
+
+async def test_an_engine_whose_lease_was_taken_stops_serving_that_server(tmp_path):
+    path = tmp_path / "t.db"
+    store = Store(path)
+    job = submit_tasks(store, tmp_path, "w", [{"name": "a", "action": "wait", "seconds": 600}])
+    async with Engine(str(path), {"batch-01": 2, "batch-02": 1}, heartbeat_interval=0.05) as eng:
+        await until(lambda: task_row(store, job, "a")["status"] == "executing")
+        assert task_row(store, job, "a")["server"] == "batch-01"
+        # Another engine took batch-01 while this one stalled (its recovery requeued "a").
+        with store.write() as conn:
+            conn.exec_driver_sql("UPDATE server SET lease_owner='other:9:z' WHERE name='batch-01'")
+        await until(lambda: "batch-01" not in eng.servers, "lease loss noticed")
+        await until(lambda: not eng._runners, "its run dropped")
+        assert any("taken by another engine" in e for e in eng.stats.errors)
+        assert task_row(store, job, "a")["status"] == "executing"  # nothing written by us
