@@ -57,6 +57,7 @@ class Claimed:
     attempt: int
     server: str
     recipe_path: str | None
+    child_job_id: int | None = None  # a job an earlier attempt of this task started
 
 
 @dataclass
@@ -166,11 +167,13 @@ def claim(conn: Connection, free: dict[str, int], *, at: float) -> list[Claimed]
                    sets=", server=?, started_at=?, ended_at=NULL, message=NULL",
                    set_params=(server, at), event_server=server)
         for r in conn.exec_driver_sql(
-            "SELECT t.id, t.job_id, t.name, t.action, t.params, t.attempt, j.recipe_path "
-            f"FROM task t JOIN job j ON j.id = t.job_id WHERE t.id IN {IN_IDS} ORDER BY t.id",
+            "SELECT t.id, t.job_id, t.name, t.action, t.params, t.attempt, j.recipe_path, "
+            f"t.child_job_id FROM task t JOIN job j ON j.id = t.job_id WHERE t.id IN {IN_IDS} "
+            "ORDER BY t.id",
             (ids_json(ids),),
         ):
-            claimed.append(Claimed(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], server, r[6]))
+            claimed.append(Claimed(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], server, r[6],
+                                   r[7]))
     for job_id in sorted({c.job_id for c in claimed}):
         move_job(conn, job_id, "executing", at=at, actor="engine", reason="first task started",
                  sets=", started_at=?", set_params=(at,))

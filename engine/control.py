@@ -151,6 +151,15 @@ def cancel_tree_preview(store: Store, job_id: int) -> list[tuple[JobRow, str | N
         return [(job, _refusal(job)) for job in job_tree(conn, job_id)]
 
 
+def cancel_refusal(store: Store, job_id: int) -> str | None:
+    """Why ``cancel`` would refuse this job now (one line), or None if it would not."""
+    with store.read() as conn:
+        try:
+            return _refusal(get_job(conn, job_id))
+        except Refused as exc:
+            return str(exc)
+
+
 def _refusal(job: JobRow) -> str | None:
     try:
         _check_cancel(job)
@@ -234,12 +243,31 @@ def abort_preview(store: Store, job_id: int, *, enhanced: bool = False) -> Abort
         return _abort_plan(conn, get_job(conn, job_id), enhanced)
 
 
+def _beyond(plan: AbortPlan, confirmed: AbortPlan) -> list[str]:
+    """What ``plan`` would stop or disrupt that the operator did not see in ``confirmed``."""
+    seen_tasks = {t.id for t in confirmed.tasks}
+    seen_jobs = {d.id for d in confirmed.disrupted}
+    new = [f"task {t.name}" for t in plan.tasks if t.id not in seen_tasks]
+    new += [f"server {s}" for s in plan.servers if s not in confirmed.servers]
+    new += [f"job {d.id} {d.name}" for d in plan.disrupted if d.id not in seen_jobs]
+    return new
+
+
 def abort(store: Store, job_id: int, *, actor: str, enhanced: bool = False,
-          now: float | None = None) -> str:
+          confirmed: AbortPlan | None = None, now: float | None = None) -> str:
+    """Abort as planned by ``abort_preview``. With ``confirmed`` (the plan the operator
+    read and accepted), refuse if the plan has grown since: the operator decides on what
+    will be stopped and disrupted, not on what it has become."""
     at = _now(now)
     with store.write() as conn:
         job = get_job(conn, job_id)
         plan = _abort_plan(conn, job, enhanced)
+        if confirmed is not None:
+            grown = _beyond(plan, confirmed)
+            if grown:
+                raise Refused("The abort plan changed since you confirmed it: it would now "
+                              f"also stop or disrupt {', '.join(grown)}. Nothing done; "
+                              "look again")
         if plan.cancel_first:
             _cancel_in(conn, job, actor, None, at)
         how = "enhanced abort" if enhanced else "abort"

@@ -34,6 +34,7 @@ R = TypeVar("R")
 DEFAULT_SERVERS = {"batch-01": 4}
 PROGRESS_FLUSH_S = 0.1
 DRAIN_CHECK_S = 0.2
+MAX_CALL_DEPTH = 20
 RESTART_GRACE_S = 2.0
 
 
@@ -133,6 +134,7 @@ class Engine:
             self._writer.shutdown(wait=False)
             raise
         self._watch = DataVersionWatch(self.db_path)
+        self._wake.set()  # work queued before we started: look at once
         self._main = asyncio.create_task(self._run(), name="batchdeck-engine")
 
     async def stop(self) -> None:
@@ -251,9 +253,10 @@ class Engine:
         return out
 
     @staticmethod
-    def _progress_of(ctx: TaskContext) -> batch.Progress:
+    def _progress_of(ctx: TaskContext, child_job_id: int | None = None) -> batch.Progress:
         return batch.Progress(ctx.task_id, ctx.progress_done, ctx.progress_total,
-                              ctx.progress_unit, ctx.message, ctx.output_tail, ctx.child_job_id)
+                              ctx.progress_unit, ctx.message, ctx.output_tail,
+                              child_job_id or ctx.child_job_id)
 
     async def _tick(self) -> None:
         at = self.clock()
@@ -328,6 +331,7 @@ class Engine:
         ctx = TaskContext(task_id=c.task_id, job_id=c.job_id, name=c.name, action=c.action,
                           attempt=c.attempt, server=c.server, recipe_path=c.recipe_path,
                           hooks=self, run_thread=run_in_daemon_thread)
+        ctx.child_job_id = c.child_job_id
         runner = Runner(ctx=ctx, server=c.server)
         self._runners[c.task_id] = runner
         runner.task = asyncio.create_task(self._execute(runner, c), name=f"task-{c.task_id}")
@@ -419,9 +423,23 @@ class Engine:
             recipe = await asyncio.to_thread(load_recipe, recipe_path)
         except RecipeError as exc:
             raise ActionError(str(exc)) from None
-        return await self._db(self._write, insert_job, recipe, actor=self.actor,
-                              at=self.clock(), parent_id=ctx.job_id, parent_task_id=ctx.task_id,
-                              call_mode=mode)
+
+        def insert(conn: Any) -> int:
+            depth = conn.exec_driver_sql(
+                "WITH RECURSIVE up(id, parent) AS (SELECT id, parent_id FROM job WHERE id=? "
+                "UNION ALL SELECT j.id, j.parent_id FROM job j JOIN up ON j.id = up.parent) "
+                "SELECT count(*) FROM up", (ctx.job_id,)).scalar_one()
+            if depth >= MAX_CALL_DEPTH:
+                # A recipe that ends up calling itself would otherwise fill the database.
+                raise ActionError(f"call depth {depth} reached (at most {MAX_CALL_DEPTH} "
+                                  "nested jobs): does the recipe call itself?")
+            return insert_job(conn, recipe, actor=self.actor, at=self.clock(),
+                              parent_id=ctx.job_id, parent_task_id=ctx.task_id, call_mode=mode)
+
+        job_id = await self._db(self._write, insert)
+        # Recorded at once, so that a retry of this task finds the child (not in a batch).
+        await self._db(self._write, batch.write_progress, [self._progress_of(ctx, job_id)])
+        return job_id
 
     async def wait_job(self, job_id: int) -> str:
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()

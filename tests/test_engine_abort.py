@@ -232,3 +232,30 @@ async def test_aborting_a_sync_caller_orphans_the_child(engine, tmp_path):
     assert task_statuses(store, parent) == {"call": "aborted"}
     kid = job_row(store, child_id())
     assert kid["status"] == "executing" and kid["orphaned"] == 1
+
+
+async def test_abort_refuses_when_the_plan_grew_since_it_was_confirmed(engine, tmp_path):
+    store = engine.store
+    stuck = submit_tasks(store, tmp_path, "stuck", [
+        {"name": "s", "action": "wait", "seconds": 600}])
+    await until(lambda: task_statuses(store, stuck)["s"] == "executing")
+    control.cancel(store, stuck, actor="alice")
+    # "wait" is canceled at once; use a shell that finishes on cancel to keep one Canceling.
+    job = submit_tasks(store, tmp_path, "j", [
+        {"name": "sh", "action": "shell", "on_cancel": "finish", "command": ["sleep", "600"]}])
+    await until(lambda: task_statuses(store, job)["sh"] == "executing")
+    control.cancel(store, job, actor="alice")
+    await until(lambda: task_statuses(store, job)["sh"] == "canceling")
+    seen = control.abort_preview(store, job, enhanced=True)
+    assert seen.disrupted == []
+    # While the operator reads the modal, another job starts on the same server.
+    late = submit_tasks(store, tmp_path, "late", [{"name": "l", "action": "wait", "seconds": 600}])
+    await until(lambda: task_statuses(store, late)["l"] == "executing")
+    before = (job_row(store, job), task_statuses(store, job))
+    with pytest.raises(control.Refused, match=f"changed since you confirmed.*job {late} late"):
+        control.abort(store, job, actor="alice", enhanced=True, confirmed=seen)
+    assert (job_row(store, job), task_statuses(store, job)) == before
+    # Confirmed against the current plan, it goes ahead.
+    plan = control.abort_preview(store, job, enhanced=True)
+    control.abort(store, job, actor="alice", enhanced=True, confirmed=plan)
+    assert task_statuses(store, job)["sh"] in ("aborting", "aborted")

@@ -78,15 +78,21 @@ async def test_job_that_started_nothing_goes_straight_to_canceled(tmp_path):
     assert ("waiting", "canceled") in moves and ("ready", "didnt_run") in moves
 
 
-async def test_held_job_is_not_started_and_can_be_canceled(engine, tmp_path):
-    store = engine.store
+async def test_held_job_is_not_started_until_released(tmp_path):
+    from engine.db import Store
+    from engine.runtime import Engine
+
+    store = Store(tmp_path / "t.db")
+    # Held before any engine runs, so no engine can start it first.
     job = submit_tasks(store, tmp_path, "held", [{"name": "a", "action": "wait", "seconds": 0}])
     control.hold(store, job, actor="bob")
-    other = submit_tasks(store, tmp_path, "other", [{"name": "a", "action": "wait", "seconds": 0}])
-    await until(lambda: job_status(store, other) == "ended", "other job ends")
-    assert job_status(store, job) == "withhold"
-    control.release(store, job, actor="bob")
-    await until(lambda: job_status(store, job) == "ended", "released job runs")
+    async with Engine(str(tmp_path / "t.db"), poll_interval=0.02):
+        other = submit_tasks(store, tmp_path, "other", [
+            {"name": "a", "action": "wait", "seconds": 0}])
+        await until(lambda: job_status(store, other) == "ended", "other job ends")
+        assert job_status(store, job) == "withhold"
+        control.release(store, job, actor="bob")
+        await until(lambda: job_status(store, job) == "ended", "released job runs")
 
 
 @pytest.mark.parametrize(
@@ -174,3 +180,57 @@ async def test_events_record_who_with_ssh_address(tmp_path, monkeypatch):
     assert {e["actor"] for e in evs if e["to_status"]} == {actor}
     assert all(e["reason"].startswith(f"Job canceled by {actor}: because")
                for e in evs if e["to_status"])
+
+
+async def test_a_retried_sync_call_waits_for_the_child_it_started(tmp_path):
+    from engine.db import Store
+    from engine.runtime import Engine
+    from tests.engine_support import write_recipe
+
+    path = str(tmp_path / "t.db")
+    store = Store(path)
+    child = write_recipe(tmp_path, "child", [{"name": "c", "action": "wait", "seconds": 600}])
+    parent = submit_tasks(store, tmp_path, "parent", [
+        {"name": "call", "action": "call_job", "recipe": str(child), "mode": "sync"}])
+
+    def children() -> list[int]:
+        with store.read() as conn:
+            return [r[0] for r in conn.exec_driver_sql(
+                "SELECT id FROM job WHERE parent_id=?", (parent,))]
+
+    async with Engine(path, {"batch-01": 4}, poll_interval=0.02):
+        await until(lambda: len(children()) == 1 and job_status(store, children()[0])
+                    == "executing", "child runs")
+    # The engine stopped: the call went back to Ready. The next run resumes the same child.
+    assert task_row(store, parent, "call")["status"] == "ready"
+    async with Engine(path, {"batch-01": 4}, poll_interval=0.02):
+        await until(lambda: task_row(store, parent, "call")["attempt"] == 2
+                    and task_row(store, parent, "call")["status"] == "executing")
+        kid = children()[0]
+        await until(lambda: task_row(store, parent, "call")["message"] == f"waiting for job {kid}")
+        assert children() == [kid]
+        control.cancel(store, children()[0], actor="alice")
+        await until(lambda: job_status(store, parent) == "error")
+    assert task_row(store, parent, "call")["error"] == f"child job {children()[0]} canceled"
+
+
+async def test_a_recipe_that_ends_up_calling_itself_is_stopped(engine, tmp_path):
+    from engine.runtime import MAX_CALL_DEPTH
+    from tests.engine_support import write_recipe
+
+    store = engine.store
+    b = write_recipe(tmp_path, "b", [{"name": "w", "action": "wait", "seconds": 0}])
+    a = submit_tasks(store, tmp_path, "a", [
+        {"name": "call", "action": "call_job", "recipe": str(b), "mode": "async"}])
+    # After a was checked, b is changed to call a: a loop only the run can see.
+    write_recipe(tmp_path, "b", [{"name": "again", "action": "call_job",
+                                  "recipe": str(tmp_path / "a.toml"), "mode": "async"}])
+    await until(lambda: job_status(store, a) == "ended")
+
+    def jobs() -> list[tuple[int, str]]:
+        with store.read() as conn:
+            return conn.exec_driver_sql("SELECT id, status FROM job").fetchall()
+
+    await until(lambda: all(s in ("ended", "error") for _, s in jobs()), "every job settles")
+    assert len(jobs()) <= MAX_CALL_DEPTH + 1
+    assert any(s == "error" for _, s in jobs())

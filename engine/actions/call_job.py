@@ -14,7 +14,13 @@ from engine.context import ActionError, TaskContext
 
 
 async def run(ctx: TaskContext, recipe: str, mode: str) -> str:
-    job_id = await ctx.submit_child(recipe, mode)
+    # A run after an interruption (engine stopped, server restart) finds the child the
+    # first run started: it waits for that one instead of running the recipe twice.
+    job_id = ctx.child_job_id
+    if job_id is None:
+        job_id = await ctx.submit_child(recipe, mode)
+    else:
+        ctx.log(f"resuming: job {job_id} was started by attempt {ctx.attempt - 1}")
     if mode == "async":
         return f"started job {job_id} (async)"
     ctx.log(f"waiting for job {job_id}")
