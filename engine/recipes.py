@@ -82,8 +82,11 @@ def _show(value: Any) -> str:
 
 
 def load_recipe(path: str | Path) -> Recipe:
-    """Read and validate a recipe file; raises RecipeError."""
-    origin = str(path)
+    """Read and validate a recipe file, and every recipe it calls; raises RecipeError."""
+    return _Loader().load(path, str(path))
+
+
+def _read(path: str | Path, origin: str) -> dict:
     try:
         raw = Path(path).read_bytes()
     except FileNotFoundError:
@@ -93,13 +96,11 @@ def load_recipe(path: str | Path) -> Recipe:
     except OSError as exc:
         raise RecipeError(_one_line(f"{origin}: cannot read: {exc.strerror or exc}")) from None
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise RecipeError(f"{origin}: not valid UTF-8 (at byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise RecipeError(_one_line(f"{origin}: not valid TOML: {exc}")) from None
-    resolved = Path(os.path.abspath(path))
-    return _build(data, origin, resolved.parent, str(resolved))
 
 
 def recipe_from_dict(data: dict, origin: str, base_dir: Path | None = None) -> Recipe:
@@ -110,7 +111,7 @@ def recipe_from_dict(data: dict, origin: str, base_dir: Path | None = None) -> R
     if not isinstance(data, dict):
         raise RecipeError(f"{origin}: expected a table (dict), got {type(data).__name__}")
     base = Path(os.path.abspath(base_dir if base_dir is not None else os.getcwd()))
-    return _build(data, origin, base, None)
+    return _build(data, origin, base, None, _Loader())
 
 
 def check_path(path: str | Path) -> list[tuple[str, str | None]]:
@@ -131,14 +132,96 @@ def check_path(path: str | Path) -> list[tuple[str, str | None]]:
     return results
 
 
+# -- recipes calling recipes -----------------------------------------------------------
+
+# Deeper than this, a chain of calls is refused before it could exhaust the stack.
+MAX_CALL_CHAIN = 100
+
+
+class _CycleFound(Exception):
+    """A call back to a recipe still being loaded; reported by that recipe's own task."""
+
+    def __init__(self, start: str, chain: list[str]) -> None:
+        super().__init__(start)
+        self.start = start  # real path of the recipe the calls come back to
+        self.chain = chain  # the files from the caller on, ending with that recipe
+
+
+class _Loader:
+    """One load: each recipe reached through ``call_job`` read once, and the calls under way.
+
+    A recipe that calls itself, directly or through others, would start jobs without
+    end; one that calls an invalid recipe would fail only when the call runs. Both are
+    refused when the calling recipe is loaded.
+    """
+
+    def __init__(self) -> None:
+        self._done: dict[str, Recipe | RecipeError] = {}  # by real path
+        self._trail: list[str] = []  # real paths of the files being loaded, outermost first
+
+    def load(self, path: str | Path, origin: str) -> Recipe:
+        key = os.path.realpath(path)
+        known = self._done.get(key)
+        if isinstance(known, RecipeError):
+            raise RecipeError(str(known))
+        if known is not None:
+            return known
+        data = _read(path, origin)
+        resolved = Path(os.path.abspath(path))
+        self._trail.append(key)
+        try:
+            recipe = _build(data, origin, resolved.parent, str(resolved), self)
+        except RecipeError as exc:
+            self._done[key] = exc
+            raise
+        finally:
+            self._trail.pop()
+        self._done[key] = recipe
+        return recipe
+
+    def follow_calls(self, recipe: Recipe, origin: str) -> None:
+        here = os.path.realpath(recipe.path) if recipe.path else None
+        for spec in recipe.tasks:
+            if spec.action != "call_job":
+                continue
+            label = _task_label(spec.name)
+            target: str = spec.params["recipe"]
+            key = os.path.realpath(target)
+            try:
+                if key in self._trail:  # itself, or a recipe on the way to it
+                    raise _CycleFound(key, [target])
+                if len(self._trail) >= MAX_CALL_CHAIN:
+                    raise _Problem(label, "recipe", f"recipes call one another more than "
+                                                    f"{MAX_CALL_CHAIN} deep")
+                self.load(target, _shown(target, origin))
+            except RecipeError as exc:
+                raise _Problem(label, "recipe", str(exc)) from None
+            except _CycleFound as found:
+                assert recipe.path is not None  # only a file can be called back
+                chain = [recipe.path, *found.chain]
+                if found.start != here:
+                    raise _CycleFound(found.start, chain) from None
+                start_dir = os.path.dirname(recipe.path)
+                names = " -> ".join(os.path.relpath(p, start_dir) for p in chain)
+                raise _Problem(label, "recipe", f"recipe cycle {names}") from None
+
+
+def _shown(target: str, caller_origin: str) -> str:
+    """A called recipe's path as an error shows it: relative where its caller's was."""
+    return target if os.path.isabs(caller_origin) else os.path.relpath(target)
+
+
 # -- validation ----------------------------------------------------------------------
 
 
-def _build(data: dict, origin: str, base_dir: Path, path: str | None) -> Recipe:
+def _build(data: dict, origin: str, base_dir: Path, path: str | None,
+           loader: _Loader) -> Recipe:
     try:
-        return _validate(data, base_dir, path)
+        recipe = _validate(data, base_dir, path)
+        loader.follow_calls(recipe, origin)
     except _Problem as p:
         raise _error(origin, p.task, p.field, p.problem) from None
+    return recipe
 
 
 def _validate(data: dict, base_dir: Path, path: str | None) -> Recipe:

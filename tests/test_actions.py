@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import os
+import signal
 import sqlite3
 import sys
 import time
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from engine.actions import ACTIONS
+from engine.actions import ACTIONS, shell
 from engine.context import ActionError, TaskCanceled, TaskContext, run_in_daemon_thread
 from engine.recipes import recipe_from_dict
 
@@ -210,6 +211,33 @@ async def test_shell_abort_kills_the_whole_process_group(tmp_path: Path) -> None
     await until(lambda: not alive(child) and not alive(parent))
 
 
+async def test_shell_reaping_after_sigkill_gives_up_and_leaves_the_pid_to_the_watcher(
+        tmp_path: Path) -> None:
+    # A process in uninterruptible sleep outlives SIGKILL; one never sent SIGKILL stands
+    # in for it here.
+    proc = await asyncio.create_subprocess_exec("sleep", "300", start_new_session=True)
+    waiter = asyncio.ensure_future(proc.wait())
+    try:
+        reaping = asyncio.ensure_future(shell._reap(proc, waiter, grace=0.3))
+        await asyncio.sleep(0.05)
+        reaping.cancel()  # a repeated abort does not cut the wait short, nor hang it
+        await asyncio.sleep(0.05)
+        reaping.cancel()
+        assert await reaping is False
+        assert proc.returncode is None and alive(proc.pid)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+    # When it does exit, the loop's child watcher still collects it: no zombie left.
+    assert await waiter == -signal.SIGKILL
+    assert not alive(proc.pid)
+    # And one that exits at once is reaped within the grace.
+    proc = await asyncio.create_subprocess_exec("sleep", "300", start_new_session=True)
+    waiter = asyncio.ensure_future(proc.wait())
+    os.killpg(proc.pid, signal.SIGKILL)
+    assert await shell._reap(proc, waiter) is True
+    assert proc.returncode == -signal.SIGKILL
+
+
 # -- bulk_import_csv -------------------------------------------------------------------
 
 
@@ -291,6 +319,68 @@ async def test_bulk_import_abort_with_throttle_keeps_whole_chunks(tmp_path: Path
     assert rows % 100 == 0 and 100 <= rows < 2000
 
 
+class Ticker:
+    """A task that ticks every 10 ms while the event loop is free to run it."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+        self.task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(0.01)
+            self.ticks += 1
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await self.task
+
+
+async def test_bulk_import_waits_for_a_locked_database_off_the_event_loop(
+        tmp_path: Path) -> None:
+    write_csv(tmp_path / "leads.csv", 300)
+    holder = sqlite3.connect(tmp_path / "target.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another writer: nobody else reads or writes
+    ticker = Ticker()
+    try:
+        ctx = make_ctx()
+        task = start("bulk_import_csv", ctx, tmp_path, **import_args(chunk_rows=100))
+        await until(lambda: ctx.progress_total is not None or task.done())  # rows counted
+        before = ticker.ticks
+        await asyncio.sleep(1.0)
+        # The import waited for the lock all along, and the loop kept running meanwhile:
+        # a blocked loop would not have ticked at all.
+        assert not task.done()
+        assert ticker.ticks - before >= 5
+        holder.execute("COMMIT")
+        assert await task == "imported 300 rows into leads"
+    finally:
+        holder.close()
+        await ticker.stop()
+    assert count(tmp_path / "target.db") == 300
+
+
+async def test_bulk_import_abort_while_waiting_for_a_lock(tmp_path: Path) -> None:
+    write_csv(tmp_path / "leads.csv", 300)
+    holder = sqlite3.connect(tmp_path / "target.db", isolation_level=None)
+    holder.execute("CREATE TABLE leads (id TEXT, name TEXT, score TEXT, PRIMARY KEY (id))")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        ctx = make_ctx()
+        task = start("bulk_import_csv", ctx, tmp_path, **import_args(chunk_rows=100))
+        await until(lambda: ctx.progress_total is not None or task.done())
+        await asyncio.sleep(0.3)
+        assert not task.done()
+        # Aborted while waiting for the other writer's lock: stopped, nothing written.
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        holder.close()
+    assert count(tmp_path / "target.db") == 0
+
+
 async def test_bulk_import_missing_file_and_missing_key_column(tmp_path: Path) -> None:
     with pytest.raises(ActionError, match="leads.csv: no such file"):
         await run("bulk_import_csv", make_ctx(), tmp_path, **import_args())
@@ -366,13 +456,16 @@ async def test_bulk_export_bad_query_is_an_error(tmp_path: Path) -> None:
 async def test_call_job_async_and_sync(tmp_path: Path) -> None:
     (tmp_path / "child.toml").write_text('name = "c"\n[[task]]\nname = "a"\naction = "fail"\n')
     hooks = Hooks()
-    ctx = make_ctx(hooks)
-    assert await run("call_job", ctx, tmp_path, recipe="child.toml",
+    assert await run("call_job", make_ctx(hooks), tmp_path, recipe="child.toml",
                      mode="async") == "started job 101 (async)"
+    ctx = make_ctx(hooks)
     assert await run("call_job", ctx, tmp_path, recipe="child.toml") == "job 102 Ended"
     assert hooks.children == [(str(tmp_path / "child.toml"), "async"),
                               (str(tmp_path / "child.toml"), "sync")]
     assert ctx.child_job_id == 102
+    # A later attempt of the same task waits for the child the first one started.
+    assert await run("call_job", ctx, tmp_path, recipe="child.toml") == "job 102 Ended"
+    assert len(hooks.children) == 2
     with pytest.raises(ActionError, match="^child job 101 error$"):
         await run("call_job", make_ctx(Hooks(child_status="error")), tmp_path,
                   recipe="child.toml")
@@ -476,6 +569,43 @@ async def test_python_unknown_module_or_function(tmp_path: Path, module_name: st
         await run("python", ctx, tmp_path, function="bd_no_such_module:f")
     with pytest.raises(ActionError, match="has no 'nope'"):
         await run("python", ctx, tmp_path, function=f"{module_name}:nope")
+
+
+async def test_python_modules_of_the_same_name_beside_two_recipes_stay_apart(
+        tmp_path: Path) -> None:
+    for name in ("north", "south"):
+        folder = tmp_path / name
+        (folder / "pkg").mkdir(parents=True)
+        (folder / "helpers.py").write_text(
+            "import common\n\ndef where(ctx):\n    return common.NAME + ' helpers'\n")
+        (folder / "common.py").write_text(f"NAME = {name!r}\n")
+        (folder / "pkg" / "__init__.py").write_text("")
+        (folder / "pkg" / "jobs.py").write_text(
+            "from . import names\n\nasync def where(ctx):\n    return names.NAME\n")
+        (folder / "pkg" / "names.py").write_text(f"NAME = {name + ' pkg'!r}\n")
+    modules_before = set(sys.modules)
+    path_before = list(sys.path)
+    results = []
+    for _ in range(2):  # the second time from the cache
+        for name in ("north", "south"):
+            ctx = make_ctx(recipe_path=tmp_path / name / "r.toml")
+            results.append(await run("python", ctx, tmp_path / name,
+                                     function="helpers:where"))
+            results.append(await run("python", ctx, tmp_path / name,
+                                     function="pkg.jobs:where"))
+    assert results == ["north helpers", "north pkg", "south helpers", "south pkg"] * 2
+    assert sys.path == path_before
+    assert "helpers" not in sys.modules and "pkg" not in sys.modules
+    for added in set(sys.modules) - modules_before:
+        if added != "common":  # a neighbour imported by name, as any import would
+            assert added.startswith("_batchdeck_recipe_"), added
+
+
+async def test_python_installed_module_still_imports_by_name(tmp_path: Path) -> None:
+    ctx = make_ctx(recipe_path=tmp_path / "r.toml")
+    with pytest.raises(ActionError, match="has no 'nope'"):
+        await run("python", ctx, tmp_path, function="tests.blocking_fn:nope")
+    assert "tests.blocking_fn" in sys.modules
 
 
 # -- fail and blocking_wait ------------------------------------------------------------

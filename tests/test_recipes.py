@@ -394,3 +394,93 @@ def test_check_path_walks_a_directory_sorted_and_recursive(recipes_dir: Path) ->
     assert check_path("recipes/b.toml") == [("recipes/b.toml", None)]
     assert check_path("recipes/missing.toml") == [
         ("recipes/missing.toml", "recipes/missing.toml: no such file")]
+
+
+def caller(name: str, *targets: str, mode: str = "async") -> str:
+    """A recipe whose tasks call the given recipe files, one task per call."""
+    lines = [f'name = "{name}"']
+    for i, target in enumerate(targets):
+        task = "call" if i == 0 else f"call{i + 1}"
+        lines.append(f'[[task]]\nname = "{task}"\naction = "call_job"\n'
+                     f'recipe = "{target}"\nmode = "{mode}"')
+    return "\n".join(lines) + "\n"
+
+
+def test_a_recipe_that_calls_itself_is_refused(recipes_dir: Path) -> None:
+    write(recipes_dir, "a.toml", caller("a", "a.toml"))
+    with pytest.raises(RecipeError) as info:
+        load_recipe("recipes/a.toml")
+    assert str(info.value) == ("recipes/a.toml: task 'call': field 'recipe': "
+                               "recipe cycle a.toml -> a.toml")
+
+
+def test_recipes_that_call_each_other_are_refused_from_either_end(recipes_dir: Path) -> None:
+    write(recipes_dir, "a.toml", caller("a", "b.toml"))
+    write(recipes_dir, "b.toml", caller("b", "fine.toml", "sub/c.toml", mode="sync"))
+    write(recipes_dir, "fine.toml", SMALL)
+    write(recipes_dir, "sub/c.toml", caller("c", "../a.toml"))
+    with pytest.raises(RecipeError) as info:
+        load_recipe("recipes/a.toml")
+    assert str(info.value) == ("recipes/a.toml: task 'call': field 'recipe': "
+                               "recipe cycle a.toml -> b.toml -> sub/c.toml -> a.toml")
+    assert dict(check_path("recipes")) == {
+        "recipes/a.toml": "recipes/a.toml: task 'call': field 'recipe': "
+                          "recipe cycle a.toml -> b.toml -> sub/c.toml -> a.toml",
+        "recipes/b.toml": "recipes/b.toml: task 'call2': field 'recipe': "
+                          "recipe cycle b.toml -> sub/c.toml -> a.toml -> b.toml",
+        "recipes/fine.toml": None,
+        "recipes/sub/c.toml": "recipes/sub/c.toml: task 'call': field 'recipe': "
+                              "recipe cycle c.toml -> ../a.toml -> ../b.toml -> c.toml",
+    }
+
+
+def test_a_cycle_further_down_is_reported_as_an_invalid_called_recipe(
+        recipes_dir: Path) -> None:
+    write(recipes_dir, "top.toml", caller("top", "b.toml"))
+    write(recipes_dir, "b.toml", caller("b", "c.toml"))
+    write(recipes_dir, "c.toml", caller("c", "b.toml"))
+    with pytest.raises(RecipeError) as info:
+        load_recipe("recipes/top.toml")
+    assert str(info.value) == (
+        "recipes/top.toml: task 'call': field 'recipe': recipes/b.toml: task 'call': "
+        "field 'recipe': recipe cycle b.toml -> c.toml -> b.toml")
+
+
+def test_a_called_recipe_that_is_invalid_is_refused_naming_both_files(
+        recipes_dir: Path) -> None:
+    write(recipes_dir, "a.toml", caller("a", "b.toml"))
+    write(recipes_dir, "b.toml", 'name = "b"\n[[task]]\nname = "x"\naction = "wait"\n'
+                                 'seconds = "soon"\n')
+    message = "recipes/b.toml: task 'x': field 'seconds': expected a number, got 'soon'"
+    with pytest.raises(RecipeError) as info:
+        load_recipe("recipes/a.toml")
+    assert str(info.value) == f"recipes/a.toml: task 'call': field 'recipe': {message}"
+    # Written the way the caller was: absolute for an absolute path.
+    with pytest.raises(RecipeError) as info:
+        load_recipe(recipes_dir / "a.toml")
+    assert str(info.value) == (f"{recipes_dir / 'a.toml'}: task 'call': field 'recipe': "
+                               f"{recipes_dir / 'b.toml'}: task 'x': field 'seconds': "
+                               "expected a number, got 'soon'")
+    write(recipes_dir, "b.toml", "name = [\n")
+    with pytest.raises(RecipeError, match=r"^recipes/a\.toml: task 'call': field 'recipe': "
+                                          r"recipes/b\.toml: not valid TOML: "):
+        load_recipe("recipes/a.toml")
+
+
+def test_a_recipe_called_from_several_places_is_accepted(recipes_dir: Path) -> None:
+    write(recipes_dir, "a.toml", caller("a", "b.toml", "c.toml", "b.toml"))
+    write(recipes_dir, "b.toml", caller("b", "d.toml"))
+    write(recipes_dir, "c.toml", caller("c", "d.toml"))
+    write(recipes_dir, "d.toml", SMALL)
+    recipe = load_recipe("recipes/a.toml")
+    assert [t.params["recipe"] for t in recipe.tasks] == [
+        str(recipes_dir / "b.toml"), str(recipes_dir / "c.toml"), str(recipes_dir / "b.toml")]
+    data = {"name": "registered", "task": [
+        {"name": "call", "action": "call_job", "recipe": "recipes/a.toml"}]}
+    assert recipe_from_dict(data, "registered:demo").tasks[0].name == "call"
+    write(recipes_dir, "d.toml", caller("d", "a.toml"))
+    with pytest.raises(RecipeError) as info:
+        recipe_from_dict(data, "registered:demo")
+    assert str(info.value) == (
+        "registered:demo: task 'call': field 'recipe': recipes/a.toml: task 'call': "
+        "field 'recipe': recipe cycle a.toml -> b.toml -> d.toml -> a.toml")

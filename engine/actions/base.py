@@ -6,8 +6,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.context import TaskContext
-
 
 @dataclass(frozen=True)
 class Param:
@@ -30,7 +28,3 @@ class Action:
     # Extra checks beyond the schema; returns an error text for the field, or None.
     check: Callable[[dict[str, Any]], tuple[str, str] | None] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-async def run_action(action: Action, ctx: TaskContext, params: dict[str, Any]) -> str | None:
-    return await action.run(ctx, **params)

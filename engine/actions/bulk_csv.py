@@ -1,21 +1,24 @@
 """`bulk_import_csv` and `bulk_export_csv`: move rows between a CSV file and a SQLite
 database in chunks, each chunk a safe point for cancel.
 
-The target database is the user's, not batchdeck's own: plain stdlib sqlite3. Work runs
-on the event loop in small sub-batches with an ``await`` between them, so the loop stays
-responsive and an abort (asyncio cancellation) can land inside a chunk.
+The target database is the user's, not batchdeck's own: plain stdlib sqlite3. Every
+sqlite3 call runs on a thread of the run's own (a lock wait must never stall the event
+loop the console and the engine's heartbeat share), in small sub-batches with an
+``await`` between them, so an abort (asyncio cancellation) can land inside a chunk.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import os
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from engine.actions.base import Action, Param
 from engine.context import ActionError, TaskCanceled, TaskContext
@@ -24,6 +27,121 @@ SUB_BATCH = 50
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Counting rows reads the whole file: let the loop breathe every so many rows.
 _COUNT_YIELD = 5000
+# How long a statement waits for another connection's lock before it fails.
+_BUSY_TIMEOUT = 10.0
+# Taking the write lock waits in steps this long, so an abort need not outlast the lock.
+_LOCK_STEP_MS = 200
+
+R = TypeVar("R")
+
+
+class _Db:
+    """A run's sqlite3 connection and the one thread it lives on.
+
+    A sqlite3 call may block for the whole busy timeout (another process holds the
+    lock), so none runs on the event loop; and a connection must stay on the thread that
+    opened it, hence a single-thread executor per run, shut down by ``close``.
+    """
+
+    def __init__(self, ctx: TaskContext) -> None:
+        self._ctx = ctx
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="batchdeck-sqlite")
+        self.conn: sqlite3.Connection | None = None
+
+    async def open(self, connect: Callable[[], sqlite3.Connection]) -> None:
+        def opener() -> None:
+            self.conn = connect()
+
+        await self.call(opener)
+
+    async def call(self, fn: Callable[..., R], *args: Any) -> R:
+        """``fn(*args)`` on the connection's thread; an abort interrupts its statement."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, fn, *args)
+        except asyncio.CancelledError:
+            # A long query stops at once (a write inside a transaction is rolled back
+            # by SQLite); a statement not yet started never runs.
+            if self.conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.interrupt()
+            raise
+
+    async def settle(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` (a rollback, a close) to its end even through an abort.
+
+        It queues behind whatever the thread is still doing; an abort that arrives
+        meanwhile is raised once it is done. Only a restart that gave up on the run
+        (``ctx.abandoned``) leaves it to finish alone.
+        """
+        fut = asyncio.get_running_loop().run_in_executor(self._pool, fn)
+        canceled = False
+        while not fut.done():
+            try:
+                await asyncio.shield(fut)
+            except asyncio.CancelledError:
+                if self._ctx.abandoned:
+                    raise
+                canceled = True
+            except Exception:  # noqa: BLE001 - best effort: the abort or error under way wins
+                pass
+        if canceled:
+            raise asyncio.CancelledError
+
+    async def rollback(self) -> None:
+        def undo() -> None:
+            if self.conn is not None and self.conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
+
+        await self.settle(undo)
+
+    async def close(self) -> None:
+        def shut() -> None:
+            if self.conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.close()
+
+        try:
+            await self.settle(shut)
+        finally:
+            self._pool.shutdown(wait=False)
+
+    async def take_lock(self, sql: str) -> None:
+        """Run ``sql``, which takes the write lock, waiting for another writer in steps.
+
+        One long busy wait inside SQLite cannot be interrupted; short ones with an
+        ``await`` between them let an abort through within a step.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _BUSY_TIMEOUT
+        while True:
+            try:
+                await self.call(self._briefly, sql)
+                return
+            except sqlite3.OperationalError as exc:
+                code = getattr(exc, "sqlite_errorcode", sqlite3.SQLITE_BUSY) & 0xFF
+                if code not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) \
+                        or loop.time() >= deadline:
+                    raise
+
+    def _briefly(self, sql: str) -> None:
+        assert self.conn is not None
+        self.conn.execute(f"PRAGMA busy_timeout = {_LOCK_STEP_MS}")
+        try:
+            self.conn.execute(sql)
+        finally:
+            self.conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT * 1000)}")
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        """On the connection's thread only (through ``call``)."""
+        assert self.conn is not None
+        return self.conn.execute(sql, *args)
+
+    def executemany(self, sql: str, rows: list[list[str | None]]) -> None:
+        """On the connection's thread only (through ``call``)."""
+        assert self.conn is not None
+        self.conn.executemany(sql, rows)
 
 
 def _quote(name: str) -> str:
@@ -102,12 +220,14 @@ async def _import(ctx: TaskContext, file: str, database: str, table: str, key: s
                   chunk_rows: int, delimiter: str, rows_per_second: float | None) -> str:
     total = await _count_rows(file, delimiter, key)
     ctx.progress(0, total, "rows")
-    try:
-        conn = sqlite3.connect(database, timeout=10, isolation_level=None)
-    except sqlite3.Error as exc:
-        raise ActionError(f"{database}: cannot open: {exc}") from None
+    db = _Db(ctx)
     done = 0
     try:
+        try:
+            await db.open(lambda: sqlite3.connect(database, timeout=_BUSY_TIMEOUT,
+                                                  isolation_level=None))
+        except sqlite3.Error as exc:
+            raise ActionError(f"{database}: cannot open: {exc}") from None
         with _open_csv(file) as fh:
             line_reader = csv.reader(fh, delimiter=delimiter)
             rows = _records(line_reader)
@@ -115,33 +235,36 @@ async def _import(ctx: TaskContext, file: str, database: str, table: str, key: s
             width = len(header)
             cols = ", ".join(f"{_quote(c)} TEXT" for c in header)
             try:
-                conn.execute(f"CREATE TABLE IF NOT EXISTS {_quote(table)} "
-                             f"({cols}, PRIMARY KEY ({_quote(key)}))")
-                sql = _upsert_sql(table, header, key)
+                await db.take_lock(f"CREATE TABLE IF NOT EXISTS {_quote(table)} "
+                                   f"({cols}, PRIMARY KEY ({_quote(key)}))")
             except sqlite3.Error as exc:
                 raise ActionError(f"{database}: table {table}: {exc}") from None
+            sql = _upsert_sql(table, header, key)
             ctx.log(f"importing {total:,} rows from {os.path.basename(file)} into {table}")
             while done < total:
                 ctx.checkpoint(f"imported {done:,} of {total:,} rows")
-                written = await _import_chunk(conn, rows, line_reader, sql, width, file,
-                                              chunk_rows, rows_per_second)
+                written = await _import_chunk(db, rows, line_reader, sql, width, file,
+                                              database, chunk_rows, rows_per_second)
                 if not written:
                     break  # the file shrank since it was counted
                 done += written
                 ctx.progress(done)
                 ctx.log(f"imported {done:,} of {total:,} rows")
     finally:
-        conn.close()
+        await db.close()
     return f"imported {done:,} rows into {table}"
 
 
-async def _import_chunk(conn: sqlite3.Connection, rows: Iterator[list[str]],
-                        line_reader: Any, sql: str, width: int, file: str,
-                        chunk_rows: int, rows_per_second: float | None) -> int:
+async def _import_chunk(db: _Db, rows: Iterator[list[str]], line_reader: Any, sql: str,
+                        width: int, file: str, database: str, chunk_rows: int,
+                        rows_per_second: float | None) -> int:
     """Write one chunk in one transaction; returns the rows written (0 at end of file)."""
     written = 0
-    conn.execute("BEGIN IMMEDIATE")
     try:
+        try:
+            await db.take_lock("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise ActionError(f"{database}: {exc}") from None
         while written < chunk_rows:
             batch: list[list[str | None]] = []
             for row in rows:
@@ -154,16 +277,19 @@ async def _import_chunk(conn: sqlite3.Connection, rows: Iterator[list[str]],
             if not batch:
                 break
             try:
-                conn.executemany(sql, batch)
+                await db.call(db.executemany, sql, batch)
             except sqlite3.Error as exc:
                 raise ActionError(f"near line {line_reader.line_num} of {file}: {exc}") from None
             written += len(batch)
             await _pace(len(batch), rows_per_second)
-        conn.execute("COMMIT")
+        try:
+            await db.call(db.execute, "COMMIT")
+        except sqlite3.Error as exc:
+            raise ActionError(f"{database}: {exc}") from None
     except BaseException:
         # An abort (CancelledError) or a bad row: this chunk's rows go, earlier chunks stay.
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
+        # The rollback queues behind the statement the thread may still be running.
+        await db.rollback()
         raise
     return written
 
@@ -174,15 +300,16 @@ async def run_export(ctx: TaskContext, database: str, query: str, file: str,
         raise ActionError(f"{database}: no such file")
     query = query.strip().rstrip(";").strip()
     partial = file + ".partial"
-    try:
-        # Read-only: an export must never change the database it reads.
-        conn = sqlite3.connect(Path(database).as_uri() + "?mode=ro", uri=True, timeout=10)
-    except sqlite3.Error as exc:
-        raise ActionError(f"{database}: cannot open: {exc}") from None
+    db = _Db(ctx)
     try:
         try:
-            total = conn.execute(f"SELECT count(*) FROM ({query})").fetchone()[0]
-            cursor = conn.execute(query)
+            # Read-only: an export must never change the database it reads.
+            await db.open(lambda: sqlite3.connect(Path(database).as_uri() + "?mode=ro",
+                                                  uri=True, timeout=_BUSY_TIMEOUT))
+        except sqlite3.Error as exc:
+            raise ActionError(f"{database}: cannot open: {exc}") from None
+        try:
+            total, cursor, columns = await db.call(_start_query, db, query)
         except sqlite3.Error as exc:
             raise ActionError(f"query failed: {exc}") from None
         ctx.progress(0, total, "rows")
@@ -194,9 +321,9 @@ async def run_export(ctx: TaskContext, database: str, query: str, file: str,
         done = 0
         with fh:
             writer = csv.writer(fh)
-            writer.writerow([d[0] for d in cursor.description])
+            writer.writerow(columns)
             in_chunk = 0
-            while batch := cursor.fetchmany(SUB_BATCH):
+            while batch := await db.call(cursor.fetchmany, SUB_BATCH):
                 writer.writerows(batch)
                 done += len(batch)
                 in_chunk += len(batch)
@@ -211,9 +338,16 @@ async def run_export(ctx: TaskContext, database: str, query: str, file: str,
                                            f"partial file kept at {partial}")
         os.replace(partial, file)
     finally:
-        conn.close()
+        await db.close()
     ctx.progress(done, max(total, done))
     return f"exported {done:,} rows to {file}"
+
+
+def _start_query(db: _Db, query: str) -> tuple[int, sqlite3.Cursor, list[str]]:
+    """On the connection's thread: the row count, then the query's cursor and columns."""
+    total = db.execute(f"SELECT count(*) FROM ({query})").fetchone()[0]
+    cursor = db.execute(query)
+    return total, cursor, [d[0] for d in cursor.description]
 
 
 def _check_import(params: dict[str, Any]) -> tuple[str, str] | None:

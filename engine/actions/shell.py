@@ -10,13 +10,15 @@ import signal
 from collections import deque
 from typing import Any
 
-from engine.actions._tasks import cancel_and_wait
+from engine.actions._tasks import cancel_and_wait, fmt_seconds
 from engine.actions.base import Action, Param
 from engine.context import ActionError, TaskCanceled, TaskContext
 
 TAIL_LINES = 20
 TAIL_CHARS = 4000
 _READ_SIZE = 65536
+# After SIGKILL, how long an abort waits for the process to exit before it gives up.
+KILL_GRACE = 5.0
 
 
 class _Tail:
@@ -68,22 +70,34 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-async def _reap(proc: asyncio.subprocess.Process, waiter: asyncio.Future[Any]) -> None:
-    """After SIGKILL: wait for the process to exit, even through a repeated abort.
+async def _reap(proc: asyncio.subprocess.Process, waiter: asyncio.Future[Any],
+                grace: float = KILL_GRACE) -> bool:
+    """After SIGKILL: wait for the exit status, even through a repeated abort; True once
+    the process has exited.
+
+    A process in uninterruptible sleep (stuck in the kernel, on a dead NFS mount say)
+    dies only when that call returns, which may be never: past ``grace`` seconds, give
+    up, so that the abort ends and the console can quit. The event loop's child watcher
+    keeps waiting for that pid and collects it whenever it does exit.
 
     ``proc.wait()`` also waits for the output pipe to close, which a grandchild that
     left the process group could hold open forever; so wait on the exit status, and
     give the pipe only a moment.
     """
-    while True:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    while proc.returncode is None:
+        if loop.time() >= deadline:
+            return False
         try:
-            if proc.returncode is None:
-                await asyncio.sleep(0.02)
-                continue
-            await asyncio.wait({waiter}, timeout=1.0)
-            return
+            await asyncio.sleep(0.02)
         except asyncio.CancelledError:
             continue  # already being aborted: the group is killed, keep reaping
+    try:
+        await asyncio.wait({waiter}, timeout=1.0)
+    except asyncio.CancelledError:
+        pass  # it has exited; only its output may be unread
+    return True
 
 
 async def run(ctx: TaskContext, command: list[str], on_cancel: str, cwd: str | None) -> str:
@@ -124,7 +138,9 @@ async def run(ctx: TaskContext, command: list[str], on_cancel: str, cwd: str | N
         await asyncio.shield(reader)
     except asyncio.CancelledError:
         _signal_group(pgid, signal.SIGKILL)
-        await _reap(proc, waiter)
+        if not await _reap(proc, waiter):
+            ctx.log(f"pid {proc.pid} killed but not exited after {fmt_seconds(KILL_GRACE)} s "
+                    "(uninterruptible sleep?): left to be collected when it exits")
         await cancel_and_wait(reader, waiter)
         raise
     if terminated and rc != 0:
