@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from textual.screen import ModalScreen
+from textual.widgets import Button
 
 from engine import batch, control
 from engine.db import Store
@@ -21,6 +22,7 @@ from tests.tui_support import one, said, state, text_of, until, utc  # noqa: F40
 from tui.app import BatchdeckApp, embedded_label
 from tui.launch import placement
 from tui.modals.abort import ConfirmAbort
+from tui.modals.approval import ConfirmApproval
 from tui.modals.cancel import ConfirmCancel
 from tui.modals.quit import ConfirmQuit
 from tui.screens.detail import JobDetailScreen
@@ -159,7 +161,7 @@ async def test_abort_on_an_executing_job_no_then_yes(db: str) -> None:
                     and app.screen.detail.job.status == "canceled", "the screen to follow")
 
 
-async def test_approve_with_y_and_reject_with_n(db: str) -> None:
+async def test_approve_and_reject_ask_first(db: str) -> None:
     yes = add(db, "approval.toml")
     no = add(db, "approval.toml")
     app = embedded(db)
@@ -171,12 +173,36 @@ async def test_approve_with_y_and_reject_with_n(db: str) -> None:
         await pilot.press("enter")
         await settle(pilot)
         await pilot.press("y")
+        modal = await until(pilot, lambda: isinstance(app.screen, ConfirmApproval)
+                            and app.screen, "the approve modal")
+        await pilot.pause()
+        assert f"Approve task approve of job {yes} needs-approval?" in text_of(
+            modal.query_one(".dialog-title"))
+        assert isinstance(app.focused, Button) and app.focused.id == "no"
+        await pilot.press("y")
         await until(pilot, lambda: job_status(db, yes) == "ended", "approved job to end")
         assert said(app, f"Task approve of job {yes} approved")
         await pilot.press("escape")
         await select(pilot, no)
-        await pilot.press("n")  # from the list: the job's waiting approval task
+        before = state(db)
+        # `n` alone (say, a double tap after closing another confirmation) rejects nothing:
+        # it opens the confirmation, and a second `n` answers No.
+        await pilot.press("n")
+        modal = await until(pilot, lambda: isinstance(app.screen, ConfirmApproval)
+                            and app.screen, "the reject modal")
+        assert f"Reject task approve of job {no} needs-approval?" in text_of(
+            modal.query_one(".dialog-title"))
+        await pilot.press("n")
+        await until(pilot, lambda: not isinstance(app.screen, ModalScreen), "no modal")
+        await pilot.pause(0.3)
+        assert state(db) == before and task_status(db, no, "approve") == "executing"
+        # `n`, then Yes: rejected.
+        await pilot.press("n")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmApproval), "the modal again")
+        await pilot.pause()
+        await pilot.click("#yes")
         await until(pilot, lambda: job_status(db, no) == "error", "rejected job to fail")
+        assert said(app, f"Task approve of job {no} rejected")
     assert task_status(db, yes, "approve") == "ended"
     assert task_status(db, no, "approve") == "error"
     assert task_status(db, no, "after") == "didnt_run"

@@ -151,7 +151,7 @@ async def test_refusals_are_notifications_and_change_nothing(db: str) -> None:
             (6, "a", "System jobs cannot be aborted"),
             (14, "a", "Job 14 is Waiting: nothing is running to abort"),
             (1, "A", "Job 1 already Ended — nothing to abort"),
-            (11, "C", "No job in the tree of job 11 can be canceled"),
+            (11, "C", "Job 11 already Ended — nothing to cancel"),
             (2, "y", "No approval task is waiting in job 2"),
             (2, "n", "No approval task is waiting in job 2"),
             (2, "h", "Job 2 is Executing: only a Waiting job can be held"),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from typing import Any
 
@@ -19,12 +19,10 @@ from textual.screen import ModalScreen, Screen
 
 from engine import control
 from engine.identity import current_actor
-from tui.data import Data
+from tui.data import Data, one_line, owner_pid
 from tui.screens.base import JobKeysMixin, LiveScreen
 from tui.screens.detail import waiting_approval
 from tui.styles import set_plain
-
-RUNNING_TASK_STATUSES = ("executing", "canceling", "aborting")
 
 
 def attached_label(live: dict[str, list[str]]) -> str:
@@ -33,9 +31,7 @@ def attached_label(live: dict[str, list[str]]) -> str:
         return "no engine running: control requests wait for one"
     parts = []
     for owner, servers in live.items():
-        bits = owner.split(":")
-        pid = bits[1] if len(bits) >= 3 else owner
-        parts.append(f"{', '.join(sorted(servers))} (pid {pid})")
+        parts.append(f"{', '.join(sorted(servers))} (pid {owner_pid(owner)})")
     return "attached to engine on " + "; ".join(parts)
 
 
@@ -52,7 +48,11 @@ def nothing_to(refusal: str, verb: str) -> str:
 
 class BatchdeckApp(App[int]):
     """``engine``: an Engine started with the app and stopped when it quits (embedded),
-    or None (attached: control goes through the database; jobs outlive the console)."""
+    or None (attached: control goes through the database; jobs outlive the console).
+
+    When the terminal goes away (``hangup``) an embedded engine is not stopped: the app
+    exits and leaves it in ``handed_off``, for ``tui.launch`` to run headless until its
+    work is done. SIGTERM (``request_exit``) is a normal quit: the engine stops."""
 
     TITLE = "batchdeck"
     ENABLE_COMMAND_PALETTE = True
@@ -85,9 +85,13 @@ class BatchdeckApp(App[int]):
         self.live = live
         self.messages: list[tuple[str, str]] = []  # every notification (tests read it)
         self.engine_running = False
+        self.handed_off: Any = None  # the running engine, when the terminal went away
+        self.exit_requested = False  # SIGTERM / SIGINT: quit, stopping the engine
+        self._hangup_requested = False
         self._watch_tty = watch_tty
         self.on_tty_lost: Callable[[], None] | None = None  # set by tui.launch
         self.event_loop: asyncio.AbstractEventLoop | None = None
+        self._engine_start: asyncio.Task[None] | None = None
         self._stopped = False
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -98,9 +102,16 @@ class BatchdeckApp(App[int]):
         self.sub_title = self.mode_label
         self.push_screen(JobListScreen())
         if self.engine is not None:
-            self.run_worker(self._start_engine(), group="engine", exit_on_error=False)
+            # A plain task, not a worker: Textual cancels workers when it exits, and a
+            # start cancelled after its leases were written would leave them behind.
+            self._engine_start = asyncio.create_task(self._start_engine(),
+                                                     name="batchdeck-engine-start")
         if self._watch_tty is not None:
             self.set_timer(2.0, self._check_tty)
+        if self.exit_requested:  # a signal came before the loop was known
+            self.exit(0)
+        elif self._hangup_requested:
+            self.hangup()
 
     async def _start_engine(self) -> None:
         from engine.batch import LeaseRefused
@@ -110,23 +121,33 @@ class BatchdeckApp(App[int]):
             await engine.start()
         except Exception as exc:  # noqa: BLE001 - LeaseRefused or a broken database
             self.engine = None  # start() has closed what it opened
-            live = await self.data.reader.live_engines(time.time())
-            self._set_mode(attached_label(live))
+            with contextlib.suppress(Exception):
+                live = await self.data.reader.live_engines(time.time())
+                self._set_mode(attached_label(live))
             if isinstance(exc, LeaseRefused):
                 why = str(exc).removesuffix("; stop it first")
                 self.notify(f"Attached to the running engine ({why})", severity="warning",
                             timeout=8)
             else:
-                self.notify(f"The engine did not start: {exc}", severity="error", timeout=10)
+                self.notify(f"The engine did not start: {one_line(exc)}", severity="error",
+                            timeout=10)
             return
         self.engine_running = True
         self.notify(f"Engine started: {', '.join(engine.servers)}", timeout=3)
+
+    async def _engine_started(self) -> None:
+        """Until a start in progress has finished (successfully or not)."""
+        task = self._engine_start
+        if task is not None and not task.done():
+            await asyncio.wait([task])
 
     def _set_mode(self, label: str) -> None:
         self.mode_label = label
         self.sub_title = label
 
     async def stop_engine(self) -> None:
+        """Stop the embedded engine; one still starting is let finish first, then stopped."""
+        await self._engine_started()
         engine, self.engine = self.engine, None
         if engine is not None and self.engine_running:
             self.engine_running = False
@@ -141,14 +162,36 @@ class BatchdeckApp(App[int]):
         with contextlib.suppress(Exception):
             await self.data.close()
 
+    # -- signals and a lost terminal (tui.launch calls these, from any thread) -----------
+    def _soon(self, fn: Callable[[], None]) -> None:
+        loop = self.event_loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self.call_later, fn)
+
+    def request_exit(self) -> None:
+        """SIGTERM / SIGINT: exit normally (the terminal is restored, the engine stops)."""
+        self.exit_requested = True
+        self._soon(partial(self.exit, 0))
+
+    def request_hangup(self) -> None:
+        """The terminal is gone (SIGHUP, or the periodic check): see ``hangup``."""
+        self._hangup_requested = True
+        self._soon(self.hangup)
+
     def hangup(self) -> None:
-        """The terminal went away: stop the engine cleanly, then exit."""
-        self.run_worker(self._hangup(), group="hangup", exclusive=True)
+        """Exit without stopping an embedded engine: ``handed_off`` keeps it for tui.launch,
+        which runs it headless until its work is done. Attached: just exit."""
+        self.run_worker(self._hangup(), group="hangup", exclusive=True, exit_on_error=False)
 
     async def _hangup(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.stop_engine()
-        self.exit(0)
+        try:
+            await self._engine_started()
+            if self.engine is not None and self.engine_running and not self.exit_requested:
+                self.handed_off = self.engine
+                self.engine, self.engine_running = None, False
+        finally:
+            self.exit(0)
 
     def _check_tty(self) -> None:
         if self._watch_tty is not None and not self._watch_tty():
@@ -164,6 +207,13 @@ class BatchdeckApp(App[int]):
                timeout: float | None = None, markup: bool = False) -> None:
         self.messages.append((message, severity))
         super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+
+    def busy_say(self) -> bool:
+        """True (and says so) while another request is being prepared or confirmed."""
+        if self.flow_busy():
+            self.notify("Another request is in progress", severity="warning", timeout=3)
+            return True
+        return False
 
     # -- navigation -----------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -188,7 +238,7 @@ class BatchdeckApp(App[int]):
         self.push_screen(HelpScreen())
 
     async def action_quit(self) -> None:
-        if not self.flow_busy():
+        if not self.busy_say():
             self.flow_quit()
 
     @work(group="flows")
@@ -197,9 +247,13 @@ class BatchdeckApp(App[int]):
 
         if self.engine is not None and self.engine_running:
             names = set(self.engine.servers)
-            servers = await self.data.reader.servers(time.time())
-            running = sum(s.in_use for s in servers if s.name in names)
-            if running and not await self.push_screen_wait(ConfirmQuit(running)):
+            running: int | None
+            try:
+                servers = await self.data.reader.servers(time.time())
+                running = sum(s.in_use for s in servers if s.name in names)
+            except Exception:  # noqa: BLE001 - cannot tell: ask
+                running = None
+            if running != 0 and not await self.push_screen_wait(ConfirmQuit(running)):
                 return
             self.notify("Stopping the engine…", timeout=5)
             await self.stop_engine()
@@ -217,15 +271,21 @@ class BatchdeckApp(App[int]):
     def _now(self) -> float:
         return self.clock()
 
-    async def _control(self, fn: Callable[..., str], *args: Any, **kw: Any) -> str | None:
+    @contextlib.contextmanager
+    def _reported(self, verb: str, *, nothing: bool = False) -> Iterator[None]:
+        """A flow's reads and its request: a refusal or an error ends the flow with a
+        notification (never a traceback: the console and its engine keep running)."""
         try:
-            text = await self.data.control(fn, *args, **kw)
+            yield
         except control.Refused as exc:
-            self.notify(str(exc), severity="warning")
-            return None
+            text = str(exc)
+            self.notify(nothing_to(text, verb) if nothing else text, severity="warning")
         except Exception as exc:  # noqa: BLE001 - shown to the operator, not swallowed
-            self.notify(f"{type(exc).__name__}: {exc}", severity="error", timeout=10)
-            return None
+            self.notify(f"Could not {verb}: {one_line(exc)}", severity="error", timeout=10)
+
+    async def _control(self, fn: Callable[..., str], *args: Any, **kw: Any) -> str:
+        """The request itself; a refusal or error propagates to ``_reported``."""
+        text = await self.data.control(fn, *args, **kw)
         self.notify(text)
         self.reload_screens()
         return text
@@ -234,76 +294,82 @@ class BatchdeckApp(App[int]):
     async def flow_cancel(self, job_id: int) -> None:
         from tui.modals.cancel import ConfirmCancel
 
-        job = await self.data.reader.job(job_id)
-        if job is None:
-            self.notify(f"Job {job_id} does not exist", severity="warning")
-            return
-        refusal = await self.data.cancel_refusal(job_id)
-        if refusal:
-            self.notify(nothing_to(refusal, "cancel"), severity="warning")
-            return
-        reason = await self.push_screen_wait(ConfirmCancel(job))
-        if reason is None:
-            return
-        await self._control(control.cancel, job_id, actor=self.actor, reason=reason or None,
-                            now=self._now())
+        with self._reported("cancel", nothing=True):
+            refusal = await self.data.control(control.cancel_refusal, job_id)
+            if refusal:
+                self.notify(nothing_to(refusal, "cancel"), severity="warning")
+                return
+            job = await self.data.reader.job(job_id)
+            if job is None:
+                self.notify(f"Job {job_id} does not exist", severity="warning")
+                return
+            reason = await self.push_screen_wait(ConfirmCancel(job))
+            if reason is None:
+                return
+            await self._control(control.cancel, job_id, actor=self.actor,
+                                reason=reason or None, now=self._now())
 
     @work(group="flows")
     async def flow_abort(self, job_id: int, *, enhanced: bool) -> None:
         from tui.modals.abort import ConfirmAbort
 
-        try:
+        with self._reported("abort", nothing=True):
             plan = await self.data.control(control.abort_preview, job_id, enhanced=enhanced)
-        except control.Refused as exc:
-            self.notify(nothing_to(str(exc), "abort"), severity="warning")
-            return
-        if not await self.push_screen_wait(ConfirmAbort(plan, self._now())):
-            return
-        await self._control(control.abort, job_id, actor=self.actor, enhanced=enhanced,
-                            now=self._now())
+            if not await self.push_screen_wait(ConfirmAbort(plan, self._now())):
+                return
+            # Refused if the plan grew since the operator read it (more tasks, servers or
+            # disrupted jobs): they decide on what they saw.
+            await self._control(control.abort, job_id, actor=self.actor, enhanced=enhanced,
+                                confirmed=plan, now=self._now())
 
     @work(group="flows")
     async def flow_cancel_tree(self, job_id: int) -> None:
         from tui.modals.cancel_tree import ConfirmCancelTree
 
-        try:
+        with self._reported("cancel with children"):
             tree = await self.data.control(control.cancel_tree_preview, job_id)
-        except control.Refused as exc:
-            self.notify(str(exc), severity="warning")
-            return
-        if not any(skip is None for _, skip in tree):
-            why = "; ".join(f"{job.id}: {skip}" for job, skip in tree)
-            self.notify(f"No job in the tree of job {job_id} can be canceled: {why}",
-                        severity="warning")
-            return
-        if not await self.push_screen_wait(ConfirmCancelTree(job_id, tree)):
-            return
-        await self._control(control.cancel_with_children, job_id, actor=self.actor,
-                            now=self._now())
+            if all(skip is not None for _, skip in tree):
+                # Nothing to confirm: the job's own refusal says why (its children's are
+                # listed by `batchdeck cancel --with-children` and in the detail screen).
+                root = nothing_to(str(tree[0][1]), "cancel")
+                more = "; no job it called can be canceled either" if len(tree) > 1 else ""
+                self.notify(root + more, severity="warning")
+                return
+            if not await self.push_screen_wait(ConfirmCancelTree(job_id, tree)):
+                return
+            await self._control(control.cancel_with_children, job_id, actor=self.actor,
+                                now=self._now())
 
     @work(group="flows")
     async def flow_hold_release(self, job_id: int) -> None:
-        job = await self.data.reader.job(job_id)
-        if job is None:
-            self.notify(f"Job {job_id} does not exist", severity="warning")
-            return
-        fn = control.release if job.status == "withhold" else control.hold
-        await self._control(fn, job_id, actor=self.actor, now=self._now())
+        with self._reported("hold or release"):
+            job = await self.data.reader.job(job_id)
+            if job is None:
+                self.notify(f"Job {job_id} does not exist", severity="warning")
+                return
+            fn = control.release if job.status == "withhold" else control.hold
+            await self._control(fn, job_id, actor=self.actor, now=self._now())
 
     @work(group="flows")
     async def flow_approval(self, job_id: int, task_id: int | None, *, approve: bool) -> None:
-        detail = await self.data.reader.job_detail(job_id, event_limit=1)
-        if detail is None:
-            self.notify(f"Job {job_id} does not exist", severity="warning")
-            return
-        waiting = [t for t in detail.tasks if waiting_approval(t)]
-        task = next((t for t in waiting if t.id == task_id), None) or (
-            waiting[0] if waiting else None)
-        if task is None:
-            self.notify(f"No approval task is waiting in job {job_id}", severity="warning")
-            return
-        await self._control(control.decide_approval, job_id, task.id, approve=approve,
-                            actor=self.actor, now=self._now())
+        from tui.modals.approval import ConfirmApproval
+
+        with self._reported("approve" if approve else "reject", nothing=True):
+            detail = await self.data.reader.job_detail(job_id, event_limit=0)
+            if detail is None:
+                self.notify(f"Job {job_id} does not exist", severity="warning")
+                return
+            waiting = [t for t in detail.tasks if waiting_approval(t)]
+            task = next((t for t in waiting if t.id == task_id), None) or (
+                waiting[0] if waiting else None)
+            if task is None:
+                self.notify(f"No approval task is waiting in job {job_id}", severity="warning")
+                return
+            if not await self.push_screen_wait(ConfirmApproval(detail.job, task,
+                                                               approve=approve)):
+                return
+            await self._control(control.decide_approval, job_id, task.id, approve=approve,
+                                actor=self.actor, now=self._now())
 
     # -- command palette ------------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:

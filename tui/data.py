@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from engine import control
 from engine.db import Store
 from engine.query import JobPage, Reader
 from engine.watch import DataVersionWatch
@@ -80,9 +79,6 @@ class Data:
             self.version += 1
         return self.version
 
-    def bump(self) -> None:
-        self.version += 1
-
     async def control(self, fn: Callable[..., R], *args: Any, **kw: Any) -> R:
         """Run a synchronous ``engine.control`` function with our Store, off the loop."""
         return await asyncio.to_thread(fn, self.store, *args, **kw)
@@ -104,11 +100,6 @@ class Data:
             sort=query.sort, descending=query.descending,
         )
 
-    async def cancel_refusal(self, job_id: int) -> str | None:
-        """Why ``cancel`` would be refused for this job, or None: asked before the modal."""
-        tree = await self.control(control.cancel_tree_preview, job_id)
-        return tree[0][1] if tree else f"Job {job_id} does not exist"
-
     async def close(self) -> None:
         self._watch.close()
         await self.reader.close()
@@ -119,6 +110,22 @@ def user_name(actor: str | None) -> str:
     from engine.identity import user_name as _user
 
     return _user(actor) if actor else "-"
+
+
+def owner_pid(owner: str) -> str:
+    """An engine's lease owner ``host:pid:nonce`` -> its pid (the whole text if not that)."""
+    parts = owner.split(":")
+    return parts[1] if len(parts) >= 3 else owner
+
+
+def one_line(exc: BaseException, limit: int = 160) -> str:
+    """An exception as one line for a notification (SQLAlchemy adds SQL on later lines)."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0].strip() if lines else ""
+    name = type(exc).__name__
+    if name not in text:  # "(sqlite3.OperationalError) database is locked" names itself
+        text = f"{name}: {text}" if text else name
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def join(items: Iterable[str], width: int) -> str:

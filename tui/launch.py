@@ -1,4 +1,4 @@
-"""Starting the console: embedded engine or attached to a running one, and a clean exit
+"""Starting the console: embedded engine or attached to a running one, and what happens
 when the terminal goes away.
 
 Placement: if ``Reader.live_engines()`` shows an engine with a live lease on this
@@ -6,6 +6,14 @@ database (``batchdeck serve``, or another console), the console attaches: it sta
 no engine and controls jobs through the database, and jobs keep running after it
 quits. Otherwise it embeds an engine for the requested servers; if that engine's
 lease is refused at start (a race with another process), it falls back to attached.
+
+Signals: SIGTERM and SIGINT quit normally (the terminal is restored, an embedded engine
+stops: its running tasks go back to Ready). SIGHUP, or a terminal found dead by the
+periodic check (an SSH drop), ends the console but not the jobs: stdin/stdout/stderr
+go to /dev/null, the app exits, and an embedded engine that was running goes on
+headless, like ``batchdeck serve``, until no job is Waiting, Executing or Canceling
+(or SIGTERM/SIGINT); then it stops cleanly and the process exits. Meanwhile its lease
+stays live, so a console started again attaches to it.
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ import time
 from typing import Any
 
 DEMO_SERVERS = {"batch-01": 6, "batch-02": 3}
+HEADLESS_CHECK_S = 2.0  # how often a headless engine asks whether work is left
+WORK_STATUSES = ("waiting", "executing", "canceling")  # held (Withhold) jobs do not count
 
 
 def _live_engines(db_path: str) -> dict[str, list[str]]:
@@ -67,16 +77,64 @@ def _detach_from_tty() -> None:
         os.close(null)
 
 
-def _install_hangup(app: Any) -> None:
+def _install_signals(app: Any) -> None:
     def lost(*_: object) -> None:
-        _detach_from_tty()
-        loop = app.event_loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(app.hangup)
+        _detach_from_tty()  # only now: a live terminal must be restored by Textual
+        app.request_hangup()
+
+    def stop(*_: object) -> None:
+        app.request_exit()
 
     signal.signal(signal.SIGHUP, lost)
-    signal.signal(signal.SIGTERM, lost)
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     app.on_tty_lost = lost
+
+
+async def has_work(reader: Any) -> bool:
+    """Is any job Waiting, Executing or Canceling? (True when it cannot be read.)"""
+    try:
+        counts = await reader.status_counts()
+    except Exception:  # noqa: BLE001 - a locked database: ask again next time
+        return True
+    return any(counts.get(status, 0) for status in WORK_STATUSES)
+
+
+async def run_headless(engine: Any, db_path: str, *, stop_now: bool = False,
+                       check_s: float = HEADLESS_CHECK_S) -> None:
+    """Keep an engine whose console lost its terminal running until its work is done
+    (or SIGTERM/SIGINT), then stop it cleanly (running tasks, if any, go back to Ready)."""
+    from engine.query import Reader
+
+    stop = asyncio.Event()
+    if stop_now:
+        stop.set()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: None)  # no terminal left to lose
+    reader = Reader(db_path)
+    try:
+        while not stop.is_set() and engine.servers and await has_work(reader):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), check_s)
+    finally:
+        with contextlib.suppress(Exception):
+            await reader.close()
+        try:
+            await engine.stop()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+
+
+async def run_app(app: Any, db_path: str) -> int:
+    """The console; then, if the terminal went away under an embedded engine, the engine
+    alone (same event loop: its tasks never stop in between)."""
+    code = await app.run_async()
+    if app.handed_off is not None:
+        await run_headless(app.handed_off, db_path, stop_now=app.exit_requested)
+    return int(code or 0)
 
 
 def run_console(args: argparse.Namespace) -> int:
@@ -117,6 +175,5 @@ def run_console(args: argparse.Namespace) -> int:
         print(f"batchdeck: {exc}", file=sys.stderr)
         return 1
     app = BatchdeckApp(db_path, mode_label=label, engine=engine, watch_tty=_tty_alive)
-    _install_hangup(app)
-    code = app.run()
-    return int(code or 0)
+    _install_signals(app)
+    return asyncio.run(run_app(app, db_path))

@@ -162,6 +162,7 @@ SHOTS: tuple[Shot, ...] = (
     Shot("modal-enhanced-abort", on_job(2, "A")),
     Shot("modal-cancel-tree", on_job(9, "C")),
     Shot("modal-abort-80x24", on_job(2, "A"), (80, 24)),
+    Shot("modal-reject", on_job(5, "n", in_detail=True)),
     Shot("servers", servers),
     Shot("help", help_screen),
     Shot("refused-system-job", refused),

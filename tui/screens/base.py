@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, cast
 from textual.binding import Binding
 from textual.screen import Screen
 
+from tui.data import one_line
+
 if TYPE_CHECKING:
     from tui.app import BatchdeckApp
 
@@ -22,7 +24,9 @@ class LiveScreen(Screen[None]):
     """Loads on mount; while it is the top screen, reloads when the database changed.
 
     The refresh is a one-shot timer re-armed after each refresh (never ``set_interval``),
-    so two refreshes never overlap, and it does nothing while a modal is on top.
+    so two refreshes never overlap, and it does nothing while a modal is on top. A refresh
+    that fails (a locked database...) is said once, keeps the last view, and is tried
+    again on the next cycle: it never ends the console, nor the engine inside it.
     """
 
     def __init__(self, **kw: Any) -> None:
@@ -30,6 +34,7 @@ class LiveScreen(Screen[None]):
         self._reload_lock = asyncio.Lock()
         self._seen_version = -1
         self._last_load = 0.0
+        self._failing = False
         self.loaded = False
 
     @property
@@ -53,11 +58,21 @@ class LiveScreen(Screen[None]):
 
     async def reload_now(self) -> None:
         async with self._reload_lock:
-            version = self.bd.data.poll()
-            await self.load()
+            try:
+                version = self.bd.data.poll()
+                await self.load()
+            except Exception as exc:  # noqa: BLE001 - said once; retried next cycle
+                self._failed(exc)
+                return
             self._seen_version = version
             self._last_load = time.monotonic()
             self.loaded = True
+            self._failing = False
+
+    def _failed(self, exc: Exception) -> None:
+        if not self._failing:
+            self._failing = True
+            self.notify(f"could not refresh: {one_line(exc)}", severity="error", timeout=6)
 
     def request_reload(self) -> None:
         """Reload soon, in a worker (after an action, or a changed filter)."""
@@ -69,11 +84,13 @@ class LiveScreen(Screen[None]):
     async def _cycle(self) -> None:
         try:
             if self.is_active and not self._reload_lock.locked():
-                if self.bd.data.poll() != self._seen_version:
+                if self._failing or self.bd.data.poll() != self._seen_version:
                     await self.reload_now()
                 elif time.monotonic() - self._last_load >= TICK_S:
                     self._last_load = time.monotonic()
                     await self.tick()
+        except Exception as exc:  # noqa: BLE001 - poll() or tick(): as a failed refresh
+            self._failed(exc)
         finally:
             if self.is_attached:
                 self._arm()
@@ -100,8 +117,11 @@ class JobKeysMixin:
         return None
 
     def _job_or_say(self) -> int | None:
-        if self._bd.flow_busy():
+        if self._bd.busy_say():
             return None  # a request is being prepared or confirmed: one at a time
+        return self._selected_or_say()
+
+    def _selected_or_say(self) -> int | None:
         job_id = self.selected_job_id()
         if job_id is None:
             cast(Screen, self).notify("No job selected", severity="warning")

@@ -17,6 +17,7 @@ from engine.text_views import event_text
 from tui.data import join
 from tui.screens.base import JOB_BINDINGS, JobKeysMixin, LiveScreen
 from tui.styles import status_text
+from tui.widgets.cells import RowCells
 
 TASK_COLUMNS = (
     ("task", "Task"),
@@ -39,6 +40,7 @@ CHILD_COLUMNS = (
 OUTPUT_LINES = 12
 EVENT_LINES = 200
 MESSAGE_WIDTH = 60
+NAME_WIDTH = 40  # task and child names longer than this are shortened in the tables
 
 
 def waiting_approval(t: TaskView) -> bool:
@@ -51,8 +53,11 @@ def task_message(t: TaskView) -> str:
     text = t.error or t.message or ""
     if t.approval and t.approval_by and t.action == "approval" and not text:
         text = f"{t.approval} by {t.approval_by}"
-    text = " ".join(text.split())
-    return text if len(text) <= MESSAGE_WIDTH else text[: MESSAGE_WIDTH - 1] + "…"
+    return shorten(" ".join(text.split()), MESSAGE_WIDTH)
+
+
+def shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 LABEL_WIDTH = 18
@@ -150,6 +155,9 @@ class JobDetailScreen(JobKeysMixin, LiveScreen):
         self.detail: JobDetail | None = None
         self._task_ids: list[int] = []
         self._child_ids: list[int] = []
+        self.task_cells = RowCells([key for key, _ in TASK_COLUMNS])
+        self._child_cells = RowCells([key for key, _ in CHILD_COLUMNS])
+        self._event_ids: list[int] | None = None  # what the event log shows
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -194,12 +202,17 @@ class JobDetailScreen(JobKeysMixin, LiveScreen):
 
     # -- loading ------------------------------------------------------------------------
     async def tick(self) -> None:
-        if self.detail is not None and self.detail.job.terminal:
+        """A second passed and nothing changed in the database: move the durations, from
+        what was loaded (only the cells whose text changes are written)."""
+        d = self.detail
+        if d is None or d.job.terminal:
             return  # nothing moves on a finished job
-        await self.reload_now()
+        now = self.bd.clock()
+        self.query_one("#fields", Static).update(fields_renderable(d, now))
+        self._fill_tasks(d, now)
 
     async def load(self) -> None:
-        detail = await self.bd.data.reader.job_detail(self.job_id)
+        detail = await self.bd.data.reader.job_detail(self.job_id, event_limit=EVENT_LINES + 1)
         self.detail = detail
         if detail is None:
             self.query_one("#fields", Static).update(
@@ -216,16 +229,15 @@ class JobDetailScreen(JobKeysMixin, LiveScreen):
     def _fill_tasks(self, d: JobDetail, now: float) -> None:
         table: DataTable[object] = self.query_one("#tasks", DataTable)
         ids = [t.id for t in d.tasks]
-        rows = {t.id: self._task_cells(t, now) for t in d.tasks}
+        rows = {str(t.id): self._task_cells(t, now) for t in d.tasks}
         if ids == self._task_ids:
-            for tid, cells in rows.items():
-                for (key, _), value in zip(TASK_COLUMNS, cells, strict=True):
-                    table.update_cell(str(tid), key, value, update_width=True)
+            self.task_cells.sync(table, rows)
             return
         selected = self.selected_task_id() if self._task_ids else _interesting(d.tasks)
         table.clear()
-        for tid in ids:
-            table.add_row(*rows[tid], key=str(tid))
+        for key, cells in rows.items():
+            table.add_row(*cells, key=key)
+        self.task_cells.reset(rows)
         self._task_ids = ids
         if selected is not None:
             try:
@@ -236,7 +248,7 @@ class JobDetailScreen(JobKeysMixin, LiveScreen):
     @staticmethod
     def _task_cells(t: TaskView, now: float) -> tuple[object, ...]:
         return (
-            t.name,
+            shorten(t.name, NAME_WIDTH),
             status_text(t.status),
             t.server or "-",
             f"{t.attempt}/{t.max_attempts}",
@@ -253,27 +265,31 @@ class JobDetailScreen(JobKeysMixin, LiveScreen):
         table.set_class(hidden, "-hidden")
         title.set_class(hidden, "-hidden")
         ids = [c.id for c in d.children]
-        cells = {
-            c.id: (str(c.id), c.name, status_text(c.status), c.call_mode or "-",
-                   f"{c.tasks_done}/{c.tasks_total}", "orphaned" if c.orphaned else "")
+        rows = {
+            str(c.id): (str(c.id), shorten(c.name, NAME_WIDTH), status_text(c.status),
+                        c.call_mode or "-", f"{c.tasks_done}/{c.tasks_total}",
+                        "orphaned" if c.orphaned else "")
             for c in d.children
         }
         if ids == self._child_ids:
-            for cid, row in cells.items():
-                for (key, _), value in zip(CHILD_COLUMNS, row, strict=True):
-                    table.update_cell(str(cid), key, value, update_width=True)
+            self._child_cells.sync(table, rows)
             return
         table.clear()
-        for cid in ids:
-            table.add_row(*cells[cid], key=str(cid))
+        for key, cells in rows.items():
+            table.add_row(*cells, key=key)
+        self._child_cells.reset(rows)
         self._child_ids = ids
 
     def _fill_events(self, d: JobDetail, now: float) -> None:
+        ids = [e.id for e in d.events]
+        if ids == self._event_ids:
+            return  # the same events: nothing to redraw
+        self._event_ids = ids
         names = {t.id: t.name for t in d.tasks}
-        events = d.events[-EVENT_LINES:]
+        events = d.events[-EVENT_LINES:]  # one more was read: were there earlier ones?
         text = Text()
         if len(d.events) > len(events):
-            text.append(f"({len(d.events) - len(events)} earlier events not shown)\n", "dim")
+            text.append("(earlier events not shown)\n", "dim")
         for i, e in enumerate(events):
             if i:
                 text.append("\n")

@@ -23,8 +23,8 @@ DETAILS = {
     "enhanced_abort": "Enhanced abort: abort and restart the servers running it",
     "cancel_tree": "Cancel the job and every job it called",
     "hold_release": "Hold a Waiting job, or release a held one",
-    "approve": "Approve the waiting approval task",
-    "reject": "Reject the waiting approval task",
+    "approve": "Approve the waiting approval task (asks first)",
+    "reject": "Reject the waiting approval task (asks first)",
     "open": "Open the selected job",
     "filter": "Filter by text (id, name, user, status)",
     "status_filter": "Status filter: all, running, waiting, failed, ended",
@@ -61,9 +61,10 @@ def help_renderable() -> Group:
          + [Binding("enter", "", "Open the child job (child row, or a call_job task)"),
             Binding("tab", "", "Next table")]),
         ("Servers", list(ServersScreen.BINDINGS)),
-        ("In a confirmation", [Binding("y", "", "Yes (abort, cancel with children)"),
-                               Binding("n", "", "No"),
-                               Binding("escape", "", "Back out: nothing is done")]),
+        ("In a confirmation", [
+            Binding("y", "", "Yes (abort, cancel with children, approve, reject)"),
+            Binding("n", "", "No"),
+            Binding("escape", "", "Back out: nothing is done")]),
     ]
     parts: list[Text | Table] = []
     for i, (title, bindings) in enumerate(sections):

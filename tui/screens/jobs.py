@@ -110,7 +110,7 @@ class JobListScreen(JobKeysMixin, LiveScreen):
         return self.table.selected_id
 
     def action_open(self) -> None:
-        if (job_id := self._job_or_say()) is not None:
+        if (job_id := self._selected_or_say()) is not None:  # reading is never blocked
             self.bd.open_job(job_id)
 
     # -- filter and order -------------------------------------------------------------

@@ -9,8 +9,10 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from engine.format import duration
 from engine.query import ServerView
+from tui.data import owner_pid
 from tui.screens.base import LiveScreen
 from tui.styles import status_text
+from tui.widgets.cells import RowCells
 
 COLUMNS = (
     ("name", "Server"),
@@ -20,14 +22,6 @@ COLUMNS = (
     ("drain", "Drain deadline"),
     ("note", "Note"),
 )
-
-
-def engine_pid(owner: str | None) -> str | None:
-    """``host:pid:nonce`` -> pid."""
-    if not owner:
-        return None
-    parts = owner.split(":")
-    return parts[1] if len(parts) >= 3 else owner
 
 
 def drain_cell(s: ServerView, now: float) -> Text:
@@ -42,7 +36,7 @@ def drain_cell(s: ServerView, now: float) -> Text:
 def server_cells(s: ServerView, now: float) -> tuple[object, ...]:
     if s.live:
         host = (s.lease_owner or "").split(":")[0]
-        eng = Text(f"live, pid {engine_pid(s.lease_owner)}" + (f" on {host}" if host else ""))
+        eng = Text(f"live, pid {owner_pid(s.lease_owner or '')}" + (f" on {host}" if host else ""))
     else:
         eng = Text("no live engine", style="dim")
     note = ""
@@ -72,6 +66,7 @@ class ServersScreen(LiveScreen):
     def __init__(self) -> None:
         super().__init__(id="servers-screen")
         self._names: list[str] = []
+        self._cells = RowCells([key for key, _ in COLUMNS])
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -89,6 +84,8 @@ class ServersScreen(LiveScreen):
     def action_back(self) -> None:
         self.app.pop_screen()
 
+    # The default tick reads the servers again: a lease turns stale with time alone (an
+    # engine that died writes nothing), and there are only a few rows.
     async def load(self) -> None:
         now = self.bd.clock()
         servers = await self.bd.data.reader.servers(now)
@@ -96,13 +93,12 @@ class ServersScreen(LiveScreen):
         names = [s.name for s in servers]
         rows = {s.name: server_cells(s, now) for s in servers}
         if names == self._names:
-            for name, cells in rows.items():
-                for (key, _), value in zip(COLUMNS, cells, strict=True):
-                    table.update_cell(name, key, value, update_width=True)
+            self._cells.sync(table, rows)
         else:
             table.clear()
             for name in names:
                 table.add_row(*rows[name], key=name)
+            self._cells.reset(rows)
             self._names = names
         note = self.query_one("#servers-note", Static)
         if not servers:

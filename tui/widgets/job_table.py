@@ -171,6 +171,7 @@ class JobTable(ScrollView, can_focus=True):
         self._cache_start = 0
         self._cache: list[JobView] = []
         self._lock = asyncio.Lock()
+        self._generation = 0  # bumped by set_query: results of an older query are dropped
         self._fetch_wanted = False
         self.fetches = 0  # how many pages were read (tests check the list stays lazy)
         self._id_width = 2  # grows with the largest id seen, never shrinks (no jitter)
@@ -186,14 +187,11 @@ class JobTable(ScrollView, can_focus=True):
             return self._cache[i]
         return None
 
-    @property
-    def selected(self) -> JobView | None:
-        row = self.row_at(self.cursor)
-        return row if row is not None and row.id == self.selected_id else None
-
     def set_query(self, query: JobQuery) -> None:
-        """A new filter or order: start again at the top."""
+        """A new filter or order: start again at the top. A fetch still reading for the
+        old query drops what it read (its generation is over); a reload follows."""
         self.query_spec = query
+        self._generation += 1
         self.cursor = 0
         self.selected_id = None
         self._cache = []
@@ -206,26 +204,32 @@ class JobTable(ScrollView, can_focus=True):
             await self._fetch()
 
     async def _fetch(self) -> None:
+        generation, query = self._generation, self.query_spec
         for _ in range(3):  # a moved selection can need one more page
             h = self.visible_rows
             margin = max(MARGIN_MIN, h)
             top = int(self.scroll_y)
             start = max(0, top - margin)
-            page = await self.data.list_jobs(start, h + 2 * margin, self.query_spec)
+            page = await self.data.list_jobs(start, h + 2 * margin, query)
             self.fetches += 1
+            if generation != self._generation:
+                return  # the query changed while this page was read: it is stale
             self._cache_start, self._cache = start, page.rows
             self.total = page.total
             if page.rows:
                 widest = len(str(max(r.id for r in page.rows)))
                 self._id_width = max(self._id_width, widest)
             self.virtual_size = Size(self.scrollable_content_region.width, self.total + 1)
-            if not await self._refind(start, len(page.rows)):
+            more = await self._refind(start, len(page.rows), query, generation)
+            if generation != self._generation:
+                return
+            if not more:
                 break
         self.loaded = True
         self.refresh()
         self.post_message(self.Loaded(self.total))
 
-    async def _refind(self, start: int, count: int) -> bool:
+    async def _refind(self, start: int, count: int, query: JobQuery, generation: int) -> bool:
         """Put the cursor back on the selected job; True if another page is needed."""
         self.cursor = max(0, min(self.cursor, self.total - 1))
         if self.selected_id is None:
@@ -243,7 +247,10 @@ class JobTable(ScrollView, can_focus=True):
             return False  # the operator scrolled away from the cursor: leave it be
         pos = None
         if self.total > count or start > 0:
-            pos = await self.data.position(self.selected_id, self.query_spec)
+            selected = self.selected_id
+            pos = await self.data.position(selected, query)
+            if generation != self._generation or selected != self.selected_id:
+                return False  # changed while we looked: leave the cursor to the newer state
         if pos is None:  # the job left the list (filtered out): select what is there now
             row = self.row_at(self.cursor)
             self.selected_id = row.id if row else None
@@ -271,6 +278,8 @@ class JobTable(ScrollView, can_focus=True):
             async with self._lock:
                 self._fetch_wanted = False
                 await self._fetch()
+        except Exception:  # noqa: BLE001 - placeholders stay; the next reload tries again
+            pass
         finally:
             self._fetch_wanted = False
 
