@@ -15,10 +15,8 @@ from textual.widgets import Button
 
 from engine import batch, control
 from engine.db import Store
-from engine.recipes import load_recipe
 from engine.runtime import Engine
-from engine.submit import submit
-from tests.tui_support import one, said, state, text_of, until, utc  # noqa: F401 - utc: autouse
+from tests.tui_support import add, job_status, make_db, one, said, state, text_of, until, utc  # noqa: F401 - utc: autouse
 from tui.app import BatchdeckApp, embedded_label
 from tui.launch import placement
 from tui.modals.abort import ConfirmAbort
@@ -63,23 +61,7 @@ after = ["approve"]
 
 @pytest.fixture
 def db(tmp_path: Path) -> str:
-    for name, text in RECIPES.items():
-        (tmp_path / name).write_text(text)
-    path = tmp_path / "console.db"
-    Store(path).dispose()
-    return str(path)
-
-
-def add(db: str, recipe: str) -> int:
-    store = Store(db)
-    try:
-        return submit(store, load_recipe(Path(db).parent / recipe), actor="alice")
-    finally:
-        store.dispose()
-
-
-def job_status(db: str, job_id: int) -> str:
-    return one(db, "SELECT status FROM job WHERE id=?", job_id)
+    return make_db(tmp_path, RECIPES, "console.db")
 
 
 def task_status(db: str, job_id: int, name: str) -> str:

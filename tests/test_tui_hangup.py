@@ -24,11 +24,9 @@ import pytest
 
 from engine import control
 from engine.db import Store
-from engine.recipes import load_recipe
 from engine.runtime import Engine
-from engine.submit import submit
 from tests.proc_support import BATCHDECK, pid_alive, wait_for
-from tests.tui_support import one, until, utc  # noqa: F401 - utc: autouse
+from tests.tui_support import add, job_status, make_db, one, until, utc  # noqa: F401 - utc: autouse
 from tui.app import BatchdeckApp, embedded_label
 from tui.launch import placement, run_headless
 
@@ -66,23 +64,7 @@ seconds = 120
 
 @pytest.fixture
 def db(tmp_path: Path) -> str:
-    for name, text in (("approval.toml", APPROVAL), ("wait.toml", WAIT), ("long.toml", LONG)):
-        (tmp_path / name).write_text(text)
-    path = tmp_path / "batchdeck.db"
-    Store(path).dispose()
-    return str(path)
-
-
-def add(db: str, recipe: str) -> int:
-    store = Store(db)
-    try:
-        return submit(store, load_recipe(Path(db).parent / recipe), actor="alice")
-    finally:
-        store.dispose()
-
-
-def job_status(db: str, job_id: int) -> str:
-    return one(db, "SELECT status FROM job WHERE id=?", job_id)
+    return make_db(tmp_path, {"approval.toml": APPROVAL, "wait.toml": WAIT, "long.toml": LONG})
 
 
 def lease(db: str) -> tuple[str, str | None]:

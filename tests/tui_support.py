@@ -75,3 +75,32 @@ def text_of(widget: Any) -> str:
 
     size = widget.size
     return "\n".join(s.text for s in widget.render_lines(Region(0, 0, size.width, size.height)))
+
+
+def make_db(directory: Path, recipes: dict[str, str], name: str = "batchdeck.db") -> str:
+    """A fresh database beside recipe files written from ``recipes`` (file name -> TOML)."""
+    from engine.db import Store
+
+    for file, text in recipes.items():
+        (directory / file).write_text(text)
+    path = directory / name
+    Store(path).dispose()
+    return str(path)
+
+
+def add(db: str, recipe: str) -> int:
+    """Submit the recipe file ``recipe`` (beside the database) as alice; its job id."""
+    from engine.db import Store
+    from engine.recipes import load_recipe
+    from engine.submit import submit
+
+    store = Store(db)
+    try:
+        return submit(store, load_recipe(Path(db).parent / recipe), actor="alice")
+    finally:
+        store.dispose()
+
+
+def job_status(db: str, job_id: int) -> str:
+    return one(db, "SELECT status FROM job WHERE id=?", job_id)
+
