@@ -178,7 +178,7 @@ class Reader:
     """Read-only access to one database, for the console and the command line."""
 
     def __init__(self, path: str, *, lease_seconds: float | None = None) -> None:
-        Store(path)  # creates or checks the schema (version) before the first read
+        Store(path).dispose()  # creates or checks the schema (version) before the first read
         self.path = path
         self.engine: AsyncEngine = create_async_engine(f"sqlite+aiosqlite:///{path}")
 

@@ -145,17 +145,13 @@ class Engine:
         self._wake.set()
         with contextlib.suppress(asyncio.CancelledError):
             await self._main
-        runners = list(self._runners.values())
-        for r in runners:
-            self._detach(r)
-        await self._await_runners(runners, RESTART_GRACE_S)
         # A clean stop is not the task's failure: it runs again, whatever its attempts.
-        outcomes = [batch.Outcome(r.ctx.task_id, "interrupted", reason="interrupted: engine "
-                                  "stopped", requeue_always=True) for r in runners]
+        outcomes, progress = await self._interrupt(list(self._runners.values()),
+                                                   "interrupted: engine stopped")
         at = self.clock()
 
         def final(conn: Any) -> None:
-            batch.write_progress(conn, [self._progress_of(r.ctx) for r in runners])
+            batch.write_progress(conn, progress)
             batch.apply_outcomes(conn, outcomes + self._take_outcomes(), at=at)
             batch.release_leases(conn, list(self.servers), self.owner, at=at)
 
@@ -360,13 +356,9 @@ class Engine:
         self._outcomes.append(batch.Outcome(ctx.task_id, outcome, message,
                                             reason=f"aborted by request; {message}"
                                             if outcome == "aborted" and message else None))
-        self._outcomes_progress(ctx)
+        self.note_dirty(ctx)  # the final progress rides with the outcome in the same batch
         self.stats.finished += 1
         self._wake.set()
-
-    def _outcomes_progress(self, ctx: TaskContext) -> None:
-        # The final progress rides with the outcome in the same batch.
-        self._dirty[ctx.task_id] = ctx
 
     def _forget(self, r: Runner) -> None:
         # A detached run can end after its task was requeued and claimed again: only
@@ -380,23 +372,25 @@ class Engine:
         if r.task is not None and not r.task.done():
             r.task.cancel()
 
-    async def _await_runners(self, runners: list[Runner], grace: float) -> None:
+    async def _interrupt(self, runners: list[Runner], reason: str
+                         ) -> tuple[list[batch.Outcome], list[batch.Progress]]:
+        """Stop these runs (grace for their clean-up), and what to write for them: each
+        goes back to Ready whatever its attempts (Aborting ones end Aborted)."""
+        for r in runners:
+            self._detach(r)
         tasks = [r.task for r in runners if r.task is not None and not r.task.done()]
         if tasks:
-            await asyncio.wait(tasks, timeout=grace)
+            await asyncio.wait(tasks, timeout=RESTART_GRACE_S)
+        outcomes = [batch.Outcome(r.ctx.task_id, "interrupted", reason=reason,
+                                  requeue_always=True) for r in runners]
+        return outcomes, [self._progress_of(r.ctx) for r in runners]
 
     async def _restart(self, name: str, why: str) -> None:
         """Force-stop everything on the server, requeue other jobs' tasks, come back Online."""
         try:
             await self._db(self._write, batch.restart_begin, name, at=self.clock(), why=why)
             victims = [r for r in self._runners.values() if r.server == name and not r.detached]
-            for r in victims:
-                self._detach(r)
-            await self._await_runners(victims, RESTART_GRACE_S)
-            outcomes = [batch.Outcome(r.ctx.task_id, "interrupted",
-                                      reason="interrupted by server restart",
-                                      requeue_always=True) for r in victims]
-            progress = [self._progress_of(r.ctx) for r in victims]
+            outcomes, progress = await self._interrupt(victims, "interrupted by server restart")
 
             def end(conn: Any) -> None:
                 batch.write_progress(conn, progress)
