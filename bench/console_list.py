@@ -99,11 +99,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db = args.db or f"{tmp}/jobs.db"
         if not Path(db).exists():
-            subprocess.run([sys.executable, str(ROOT / "bench" / "make_jobs.py"), db,
-                            "--jobs", str(args.jobs)], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [
+                    sys.executable,
+                    str(ROOT / "bench" / "make_jobs.py"),
+                    db,
+                    "--jobs",
+                    str(args.jobs),
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
         # Measure in a fresh process so the data builder's memory is not counted.
-        subprocess.run([sys.executable, __file__, "--child", db, repr(time.time())],
-                       check=True, cwd=ROOT)
+        subprocess.run(
+            [sys.executable, __file__, "--child", db, repr(time.time())], check=True, cwd=ROOT
+        )
 
 
 if __name__ == "__main__":

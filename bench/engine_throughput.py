@@ -79,9 +79,11 @@ async def cancel_latency(db: str) -> tuple[float, float]:
         await asyncio.to_thread(control.cancel, engine.store, job, actor="bench")
         t_tx = time.perf_counter() - t0
         with engine.store.read() as conn:
-            counts = dict(conn.exec_driver_sql(
-                "SELECT status, count(*) FROM task WHERE job_id=? GROUP BY status", (job,)
-            ).fetchall())
+            counts = dict(
+                conn.exec_driver_sql(
+                    "SELECT status, count(*) FROM task WHERE job_id=? GROUP BY status", (job,)
+                ).fetchall()
+            )
         assert counts.get("didnt_run") == 10_000, counts
         while job_status(engine.store, job) != "canceled":
             await asyncio.sleep(0.005)
@@ -98,7 +100,10 @@ def cross_process_ms(tmp: str, runs: int = 10) -> float:
     store = Store(db)
     serve = subprocess.Popen(
         [sys.executable, "-c", "from tui.cli import main; main()", "--db", db, "serve"],
-        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     try:
         assert "serving" in serve.stdout.readline()
         times = []

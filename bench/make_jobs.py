@@ -21,8 +21,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine import batch, control  # noqa: E402
 from engine.db import Store  # noqa: E402
 
-NAMES = ["nightly-import", "crm-export", "ledger-close", "invoice-run", "lead-sync",
-         "report-build", "archive-sweep", "price-update", "stock-count", "payroll-prep"]
+NAMES = [
+    "nightly-import",
+    "crm-export",
+    "ledger-close",
+    "invoice-run",
+    "lead-sync",
+    "report-build",
+    "archive-sweep",
+    "price-update",
+    "stock-count",
+    "payroll-prep",
+]
 USERS = ["alice", "bob", "carol", "dave", "ops"]
 
 
@@ -36,8 +46,16 @@ def make_jobs(path: str, n: int = 100_000, seed: int = 7) -> Store:
         conn.exec_driver_sql(
             "INSERT INTO job(id, name, status, system, submitted_by, submitted_at, orphaned) "
             "VALUES (?, ?, 'waiting', ?, ?, ?, 0)",
-            [(first + i, f"{rnd.choice(NAMES)}-{i % 97}", i % 500 == 0, rnd.choice(USERS),
-              t0 + i * 3) for i in range(n)],
+            [
+                (
+                    first + i,
+                    f"{rnd.choice(NAMES)}-{i % 97}",
+                    i % 500 == 0,
+                    rnd.choice(USERS),
+                    t0 + i * 3,
+                )
+                for i in range(n)
+            ],
         )
         conn.exec_driver_sql(
             "INSERT INTO task(job_id, seq, name, action, params, status, attempt, max_attempts, "
@@ -49,17 +67,28 @@ def make_jobs(path: str, n: int = 100_000, seed: int = 7) -> Store:
     with store.write() as conn:
         total = conn.exec_driver_sql("SELECT count(*) FROM task").scalar_one()
         batch.claim(conn, {"batch-01": int(total * 0.9)}, at=t0 + 10)
-        ids = [r[0] for r in conn.exec_driver_sql(
-            "SELECT id FROM task WHERE status='executing' ORDER BY id")]
-    keep_running = set(ids[int(len(ids) * 0.95):])
-    outcomes = [batch.Outcome(t, "error" if t % 37 == 0 else "ended", "done")
-                for t in ids if t not in keep_running]
+        ids = [
+            r[0]
+            for r in conn.exec_driver_sql(
+                "SELECT id FROM task WHERE status='executing' ORDER BY id"
+            )
+        ]
+    keep_running = set(ids[int(len(ids) * 0.95) :])
+    outcomes = [
+        batch.Outcome(t, "error" if t % 37 == 0 else "ended", "done")
+        for t in ids
+        if t not in keep_running
+    ]
     for i in range(0, len(outcomes), 20_000):
         with store.write() as conn:
-            batch.apply_outcomes(conn, outcomes[i:i + 20_000], at=t0 + 20)
+            batch.apply_outcomes(conn, outcomes[i : i + 20_000], at=t0 + 20)
     with store.read() as conn:
-        running = [r[0] for r in conn.exec_driver_sql(
-            "SELECT id FROM job WHERE status='executing' AND NOT system ORDER BY id LIMIT 200")]
+        running = [
+            r[0]
+            for r in conn.exec_driver_sql(
+                "SELECT id FROM job WHERE status='executing' AND NOT system ORDER BY id LIMIT 200"
+            )
+        ]
     for job in running[:100]:
         control.cancel(store, job, actor="ops", reason="bench", now=t0 + 30)
     return store

@@ -80,8 +80,9 @@ class TickOut:
 
 
 def write_progress(conn: Connection, items: Iterable[Progress]) -> None:
-    rows = [(p.done, p.total, p.unit, p.message, p.output, p.child_job_id, p.task_id)
-            for p in items]
+    rows = [
+        (p.done, p.total, p.unit, p.message, p.output, p.child_job_id, p.task_id) for p in items
+    ]
     if rows:
         conn.exec_driver_sql(
             "UPDATE task SET progress_done=?, progress_total=COALESCE(?, progress_total), "
@@ -91,15 +92,17 @@ def write_progress(conn: Connection, items: Iterable[Progress]) -> None:
         )
 
 
-def apply_outcomes(conn: Connection, outcomes: list[Outcome], *, at: float,
-                   actor: str = "engine") -> dict[int, str]:
+def apply_outcomes(
+    conn: Connection, outcomes: list[Outcome], *, at: float, actor: str = "engine"
+) -> dict[int, str]:
     """Resolve each run's outcome against the task's current status and write it."""
     if not outcomes:
         return {}
     by_id = {o.task_id: o for o in outcomes}
     current = conn.exec_driver_sql(
         f"SELECT id, job_id, status, attempt, max_attempts, child_job_id FROM task "
-        f"WHERE id IN {IN_IDS}", (ids_json(by_id),),
+        f"WHERE id IN {IN_IDS}",
+        (ids_json(by_id),),
     ).fetchall()
     groups: dict[tuple[str, str, str | None], list[int]] = {}
     jobs: set[int] = set()
@@ -118,31 +121,54 @@ def apply_outcomes(conn: Connection, outcomes: list[Outcome], *, at: float,
     # Messages first, so the status event and the final message agree; a late report
     # for a task already settled elsewhere changes nothing of it.
     moving = {tid for tids in groups.values() for tid in tids}
-    msgs = [(o.message, o.message if o.outcome == "error" else None, o.task_id)
-            for o in outcomes if o.message and o.task_id in moving]
+    msgs = [
+        (o.message, o.message if o.outcome == "error" else None, o.task_id)
+        for o in outcomes
+        if o.message and o.task_id in moving
+    ]
     if msgs:
-        conn.exec_driver_sql(
-            "UPDATE task SET message=?, error=COALESCE(?, error) WHERE id=?", msgs)
+        conn.exec_driver_sql("UPDATE task SET message=?, error=COALESCE(?, error) WHERE id=?", msgs)
     changed: dict[int, str] = {}
     for (status, target, reason), tids in groups.items():
         where = f"id IN {IN_IDS} AND status=?"
         if target == "ready":
-            sets, params = (", attempt=attempt+1, server=NULL, started_at=NULL, "
-                            "progress_done=0, approval=NULL"), ()
+            sets, params = (
+                (
+                    ", attempt=attempt+1, server=NULL, started_at=NULL, "
+                    "progress_done=0, approval=NULL"
+                ),
+                (),
+            )
         else:
             sets, params = ", ended_at=?", (at,)
             if target == "error" and reason:
                 sets, params = ", ended_at=?, error=?, message=?", (at, reason, reason)
-        move_tasks(conn, target, where, (ids_json(tids), status), at=at, actor=actor,
-                   reason=reason, sets=sets, set_params=params)
+        move_tasks(
+            conn,
+            target,
+            where,
+            (ids_json(tids), status),
+            at=at,
+            actor=actor,
+            reason=reason,
+            sets=sets,
+            set_params=params,
+        )
         changed.update(dict.fromkeys(tids, target))
     for tid, child in orphans:
         n = conn.exec_driver_sql(
-            "UPDATE job SET orphaned=1 WHERE id=? AND status NOT IN "
-            "('canceled', 'ended', 'error')", (child,)).rowcount
+            "UPDATE job SET orphaned=1 WHERE id=? AND status NOT IN ('canceled', 'ended', 'error')",
+            (child,),
+        ).rowcount
         if n:
-            add_event(conn, at=at, actor=actor, kind="note", job_id=child,
-                      reason=f"orphaned: the calling task {tid} was aborted; this job runs on")
+            add_event(
+                conn,
+                at=at,
+                actor=actor,
+                kind="note",
+                job_id=child,
+                reason=f"orphaned: the calling task {tid} was aborted; this job runs on",
+            )
     after_task_changes(conn, changed, jobs, at=at)
     return changed
 
@@ -153,30 +179,50 @@ def claim(conn: Connection, free: dict[str, int], *, at: float) -> list[Claimed]
     for server, n in free.items():
         if n <= 0:
             continue
-        ids = [r[0] for r in conn.exec_driver_sql(
-            "SELECT t.id FROM task t JOIN job j ON j.id = t.job_id "
-            f"WHERE t.status='ready' AND j.status IN ('waiting', 'executing') "
-            f"AND t.id NOT IN {IN_IDS} ORDER BY t.id LIMIT ?",
-            (ids_json(taken), n),
-        )]
+        ids = [
+            r[0]
+            for r in conn.exec_driver_sql(
+                "SELECT t.id FROM task t JOIN job j ON j.id = t.job_id "
+                f"WHERE t.status='ready' AND j.status IN ('waiting', 'executing') "
+                f"AND t.id NOT IN {IN_IDS} ORDER BY t.id LIMIT ?",
+                (ids_json(taken), n),
+            )
+        ]
         if not ids:
             break
         taken.extend(ids)
-        move_tasks(conn, "executing", f"id IN {IN_IDS}", (ids_json(ids),), at=at,
-                   actor="engine", reason=f"started on {server}",
-                   sets=", server=?, started_at=?, ended_at=NULL, message=NULL",
-                   set_params=(server, at), event_server=server)
+        move_tasks(
+            conn,
+            "executing",
+            f"id IN {IN_IDS}",
+            (ids_json(ids),),
+            at=at,
+            actor="engine",
+            reason=f"started on {server}",
+            sets=", server=?, started_at=?, ended_at=NULL, message=NULL",
+            set_params=(server, at),
+            event_server=server,
+        )
         for r in conn.exec_driver_sql(
             "SELECT t.id, t.job_id, t.name, t.action, t.params, t.attempt, j.recipe_path, "
             f"t.child_job_id FROM task t JOIN job j ON j.id = t.job_id WHERE t.id IN {IN_IDS} "
             "ORDER BY t.id",
             (ids_json(ids),),
         ):
-            claimed.append(Claimed(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], server, r[6],
-                                   r[7]))
+            claimed.append(
+                Claimed(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], server, r[6], r[7])
+            )
     for job_id in sorted({c.job_id for c in claimed}):
-        move_job(conn, job_id, "executing", at=at, actor="engine", reason="first task started",
-                 sets=", started_at=?", set_params=(at,))
+        move_job(
+            conn,
+            job_id,
+            "executing",
+            at=at,
+            actor="engine",
+            reason="first task started",
+            sets=", started_at=?",
+            set_params=(at,),
+        )
     return claimed
 
 
@@ -187,7 +233,8 @@ def tick(conn: Connection, inp: TickIn) -> TickOut:
     if inp.servers:
         for name, status, deadline, job_id in conn.exec_driver_sql(
             f"SELECT name, status, drain_deadline, restart_job_id FROM server "
-            f"WHERE name IN {IN_IDS}", (json.dumps(inp.servers),),
+            f"WHERE name IN {IN_IDS}",
+            (json.dumps(inp.servers),),
         ):
             out.servers[name] = (status, deadline, job_id)
     # A drain written since the engine last looked must stop claims in this very batch.
@@ -209,6 +256,7 @@ def tick(conn: Connection, inp: TickIn) -> TickOut:
 
 
 # -- leases and recovery ----------------------------------------------------------------
+
 
 class LeaseRefused(Exception):
     """Another live engine already serves one of the servers."""
@@ -232,8 +280,14 @@ def claim_leases(conn: Connection, servers: dict[str, int], owner: str, *, at: f
             "lease_owner=excluded.lease_owner, heartbeat_at=excluded.heartbeat_at",
             (name, slots, owner, at),
         )
-        add_event(conn, at=at, actor="engine", kind="server", server=name,
-                  reason=f"online with {slots} slots (engine {owner})")
+        add_event(
+            conn,
+            at=at,
+            actor="engine",
+            kind="server",
+            server=name,
+            reason=f"online with {slots} slots (engine {owner})",
+        )
 
 
 def heartbeat(conn: Connection, servers: list[str], owner: str, *, at: float) -> list[str]:
@@ -242,16 +296,23 @@ def heartbeat(conn: Connection, servers: list[str], owner: str, *, at: float) ->
         f"UPDATE server SET heartbeat_at=? WHERE name IN {IN_IDS} AND lease_owner=?",
         (at, json.dumps(servers), owner),
     )
-    return [r[0] for r in conn.exec_driver_sql(
-        f"SELECT name FROM server WHERE name IN {IN_IDS} AND "
-        "(lease_owner IS NULL OR lease_owner != ?)", (json.dumps(servers), owner))]
+    return [
+        r[0]
+        for r in conn.exec_driver_sql(
+            f"SELECT name FROM server WHERE name IN {IN_IDS} AND "
+            "(lease_owner IS NULL OR lease_owner != ?)",
+            (json.dumps(servers), owner),
+        )
+    ]
 
 
 def release_leases(conn: Connection, servers: list[str], owner: str, *, at: float) -> None:
     for name in servers:
         n = conn.exec_driver_sql(
             "UPDATE server SET status='offline', lease_owner=NULL, drain_deadline=NULL, "
-            "restart_job_id=NULL WHERE name=? AND lease_owner=?", (name, owner)).rowcount
+            "restart_job_id=NULL WHERE name=? AND lease_owner=?",
+            (name, owner),
+        ).rowcount
         if n:
             add_event(conn, at=at, actor="engine", kind="server", server=name, reason="offline")
 
@@ -264,40 +325,60 @@ def recover(conn: Connection, owner: str, *, at: float) -> dict[int, str]:
     finish canceling, Aborting ones are Aborted; their jobs are then finished.
     """
     ttl = settings.lease_seconds(conn)
-    live_other = [r[0] for r in conn.exec_driver_sql(
-        "SELECT name FROM server WHERE lease_owner IS NOT NULL AND lease_owner != ? "
-        "AND heartbeat_at > ?", (owner, at - ttl))]
+    live_other = [
+        r[0]
+        for r in conn.exec_driver_sql(
+            "SELECT name FROM server WHERE lease_owner IS NOT NULL AND lease_owner != ? "
+            "AND heartbeat_at > ?",
+            (owner, at - ttl),
+        )
+    ]
     conn.exec_driver_sql(
         f"UPDATE server SET status='offline', lease_owner=NULL WHERE name NOT IN {IN_IDS} "
         "AND (lease_owner IS NULL OR lease_owner != ?) AND status != 'offline'",
         (json.dumps(live_other), owner),
     )
     running = ",".join(f"'{s}'" for s in TASK_RUNNING)
-    stale = [r[0] for r in conn.exec_driver_sql(
-        f"SELECT id FROM task WHERE status IN ({running}) "
-        f"AND (server IS NULL OR server NOT IN {IN_IDS})", (json.dumps(live_other),))]
+    stale = [
+        r[0]
+        for r in conn.exec_driver_sql(
+            f"SELECT id FROM task WHERE status IN ({running}) "
+            f"AND (server IS NULL OR server NOT IN {IN_IDS})",
+            (json.dumps(live_other),),
+        )
+    ]
     changed = apply_outcomes(
         conn,
         [Outcome(t, "interrupted", reason="interrupted: engine stopped") for t in stale],
-        at=at, actor="recovery",
+        at=at,
+        actor="recovery",
     )
     # A job can be left Canceling or Executing with nothing running (killed between
     # the last task's end and the job's); finish those too.
-    finalize_jobs(conn, [r[0] for r in conn.exec_driver_sql(
-        "SELECT id FROM job WHERE status IN ('executing', 'canceling')")], at=at)
+    finalize_jobs(
+        conn,
+        [
+            r[0]
+            for r in conn.exec_driver_sql(
+                "SELECT id FROM job WHERE status IN ('executing', 'canceling')"
+            )
+        ],
+        at=at,
+    )
     return changed
 
 
 def restart_begin(conn: Connection, server: str, *, at: float, why: str) -> None:
     conn.exec_driver_sql("UPDATE server SET status='restarting' WHERE name=?", (server,))
-    add_event(conn, at=at, actor="engine", kind="server", server=server,
-              reason=f"restarting: {why}")
+    add_event(
+        conn, at=at, actor="engine", kind="server", server=server, reason=f"restarting: {why}"
+    )
 
 
 def restart_end(conn: Connection, server: str, outcomes: list[Outcome], *, at: float) -> None:
     apply_outcomes(conn, outcomes, at=at)
     conn.exec_driver_sql(
-        "UPDATE server SET status='online', drain_deadline=NULL, restart_job_id=NULL "
-        "WHERE name=?", (server,))
-    add_event(conn, at=at, actor="engine", kind="server", server=server,
-              reason="restarted: online")
+        "UPDATE server SET status='online', drain_deadline=NULL, restart_job_id=NULL WHERE name=?",
+        (server,),
+    )
+    add_event(conn, at=at, actor="engine", kind="server", server=server, reason="restarted: online")

@@ -37,10 +37,15 @@ def _job_id(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     db = argparse.ArgumentParser(add_help=False)
-    db.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS,
-                    help="database file (default: $BATCHDECK_DB or ./batchdeck.db)")
+    db.add_argument(
+        "--db",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="database file (default: $BATCHDECK_DB or ./batchdeck.db)",
+    )
     p = argparse.ArgumentParser(
-        prog="batchdeck", parents=[db],
+        prog="batchdeck",
+        parents=[db],
         description="Watch, cancel and abort batch jobs. With no command: open the console.",
         epilog="Exit codes: 0 done, 1 refused (reason on stderr), 2 bad usage.",
     )
@@ -49,25 +54,49 @@ def build_parser() -> argparse.ArgumentParser:
     def cmd(name: str, help: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[db], help=help, description=help)
 
-    c = cmd("console", "open the console (the default); runs the engine inside it unless "
-                       "`batchdeck serve` already serves this database")
-    c.add_argument("--server", action="append", metavar="NAME[:SLOTS]",
-                   help="servers for the embedded engine (repeatable; default batch-01:4)")
+    c = cmd(
+        "console",
+        "open the console (the default); runs the engine inside it unless "
+        "`batchdeck serve` already serves this database",
+    )
+    c.add_argument(
+        "--server",
+        action="append",
+        metavar="NAME[:SLOTS]",
+        help="servers for the embedded engine (repeatable; default batch-01:4)",
+    )
     d = cmd("demo", "open the console on a fresh demo database that shows every feature")
-    d.add_argument("--dir", default="./batchdeck-demo",
-                   help="where the demo database and recipes go (default ./batchdeck-demo)")
-    s = cmd("serve", "run the engine headless; consoles and commands on the same database "
-                     "control it")
-    s.add_argument("--server", action="append", metavar="NAME[:SLOTS]",
-                   help="a server to run (repeatable; default batch-01:4)")
-    s.add_argument("--poll", type=float, default=0.05, metavar="SECONDS",
-                   help="how often to look for requests from other processes (default 0.05)")
+    d.add_argument(
+        "--dir",
+        default="./batchdeck-demo",
+        help="where the demo database and recipes go (default ./batchdeck-demo)",
+    )
+    s = cmd(
+        "serve", "run the engine headless; consoles and commands on the same database control it"
+    )
+    s.add_argument(
+        "--server",
+        action="append",
+        metavar="NAME[:SLOTS]",
+        help="a server to run (repeatable; default batch-01:4)",
+    )
+    s.add_argument(
+        "--poll",
+        type=float,
+        default=0.05,
+        metavar="SECONDS",
+        help="how often to look for requests from other processes (default 0.05)",
+    )
     s = cmd("submit", "submit a recipe; prints the new job's id")
     s.add_argument("recipe", metavar="RECIPE.toml")
     s.add_argument("--system", action="store_true", help="mark the job as a system job")
     s = cmd("list", "list jobs, newest first")
-    s.add_argument("--status", action="append", metavar="S",
-                   help="only jobs in this status (snake case; repeatable)")
+    s.add_argument(
+        "--status",
+        action="append",
+        metavar="S",
+        help="only jobs in this status (snake case; repeatable)",
+    )
     s.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
     s.add_argument("--json", action="store_true", help="print JSON")
     s = cmd("show", "show a job: fields, tasks, children, events")
@@ -76,19 +105,30 @@ def build_parser() -> argparse.ArgumentParser:
     s = cmd("cancel", "cancel a job gracefully: no new tasks, running tasks wind down")
     s.add_argument("job", type=_job_id, metavar="JOB")
     s.add_argument("--reason", metavar="TEXT", help="your words, added to the reason for cancel")
-    s.add_argument("--with-children", action="store_true",
-                   help="cancel the job and every job it called")
+    s.add_argument(
+        "--with-children", action="store_true", help="cancel the job and every job it called"
+    )
     s = cmd("abort", "force-stop a job's Canceling tasks (cancels an Executing job first)")
     s.add_argument("job", type=_job_id, metavar="JOB")
-    s.add_argument("--enhanced", action="store_true",
-                   help="also restart the servers running them (other jobs there are disrupted)")
-    s.add_argument("--yes", action="store_true",
-                   help="do it; without --yes, print what would be stopped and exit 1")
-    for name, what in (("hold", "hold a Waiting job (Withhold)"),
-                       ("release", "release a held job")):
+    s.add_argument(
+        "--enhanced",
+        action="store_true",
+        help="also restart the servers running them (other jobs there are disrupted)",
+    )
+    s.add_argument(
+        "--yes",
+        action="store_true",
+        help="do it; without --yes, print what would be stopped and exit 1",
+    )
+    for name, what in (
+        ("hold", "hold a Waiting job (Withhold)"),
+        ("release", "release a held job"),
+    ):
         cmd(name, what).add_argument("job", type=_job_id, metavar="JOB")
-    for name, what in (("approve", "approve an approval task"),
-                       ("reject", "reject an approval task")):
+    for name, what in (
+        ("approve", "approve an approval task"),
+        ("reject", "reject an approval task"),
+    ):
         s = cmd(name, what)
         s.add_argument("job", type=_job_id, metavar="JOB")
         s.add_argument("task", metavar="TASK", help="task name or id")
@@ -170,8 +210,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     for s in args.status or []:
         if s not in LABELS:
             raise Fail(f"--status {s!r}: unknown status (known: {', '.join(LABELS)})", EXIT_USAGE)
-    page = _run(lambda r: r.list_jobs(0, args.limit, statuses=args.status, with_total=False),
-                args)
+    page = _run(lambda r: r.list_jobs(0, args.limit, statuses=args.status, with_total=False), args)
     if args.json:
         print(json.dumps([j.to_json() for j in page.rows], indent=2))
         return EXIT_OK
@@ -222,8 +261,11 @@ def cmd_approval(args: argparse.Namespace) -> int:
 
     store = _store(args)
     try:
-        print(control.decide_approval(store, args.job, args.task,
-                                      approve=args.command == "approve", actor=_actor()))
+        print(
+            control.decide_approval(
+                store, args.job, args.task, approve=args.command == "approve", actor=_actor()
+            )
+        )
     except control.Refused as exc:
         raise Fail(str(exc)) from None
     return EXIT_OK
@@ -288,8 +330,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, stop.set)
         names = ", ".join(f"{n} ({k} slots)" for n, k in servers.items())
-        print(f"serving {names} on {path}; pid {engine.owner.split(':')[1]}; "
-              "Ctrl-C to stop", flush=True)
+        print(
+            f"serving {names} on {path}; pid {engine.owner.split(':')[1]}; Ctrl-C to stop",
+            flush=True,
+        )
         await stop.wait()
         print("stopping: running tasks go back to Ready", flush=True)
         await engine.stop()

@@ -40,9 +40,19 @@ class EngineHooks(Protocol):
 class TaskContext:
     """One run (attempt) of one task."""
 
-    def __init__(self, *, task_id: int, job_id: int, name: str, action: str, attempt: int,
-                 server: str, recipe_path: str | None, hooks: EngineHooks,
-                 run_thread: Callable[..., asyncio.Future[Any]]) -> None:
+    def __init__(
+        self,
+        *,
+        task_id: int,
+        job_id: int,
+        name: str,
+        action: str,
+        attempt: int,
+        server: str,
+        recipe_path: str | None,
+        hooks: EngineHooks,
+        run_thread: Callable[..., asyncio.Future[Any]],
+    ) -> None:
         self.task_id = task_id
         self.job_id = job_id
         self.name = name

@@ -104,25 +104,54 @@ def _check_cancel(job: JobRow) -> None:
 def _cancel_in(conn: Connection, job: JobRow, actor: str, words: str | None, at: float) -> None:
     reason = cancel_reason(actor, words)
     move_tasks(
-        conn, "didnt_run", "job_id=? AND status IN ('waiting', 'ready')", (job.id,),
-        at=at, actor=actor, reason=reason, sets=", ended_at=?", set_params=(at,),
+        conn,
+        "didnt_run",
+        "job_id=? AND status IN ('waiting', 'ready')",
+        (job.id,),
+        at=at,
+        actor=actor,
+        reason=reason,
+        sets=", ended_at=?",
+        set_params=(at,),
     )
     move_tasks(
-        conn, "canceling", "job_id=? AND status='executing'", (job.id,),
-        at=at, actor=actor, reason=reason,
+        conn,
+        "canceling",
+        "job_id=? AND status='executing'",
+        (job.id,),
+        at=at,
+        actor=actor,
+        reason=reason,
     )
     fields = ", canceled_by=?, canceled_at=?, cancel_reason=?"
     if job.status == "executing":
-        move_job(conn, job.id, "canceling", at=at, actor=actor, reason=reason,
-                 sets=fields, set_params=(actor, at, reason))
+        move_job(
+            conn,
+            job.id,
+            "canceling",
+            at=at,
+            actor=actor,
+            reason=reason,
+            sets=fields,
+            set_params=(actor, at, reason),
+        )
         finalize_jobs(conn, [job.id], at=at)
     else:  # nothing started: straight to Canceled
-        move_job(conn, job.id, "canceled", at=at, actor=actor, reason=reason,
-                 sets=fields + ", ended_at=?", set_params=(actor, at, reason, at))
+        move_job(
+            conn,
+            job.id,
+            "canceled",
+            at=at,
+            actor=actor,
+            reason=reason,
+            sets=fields + ", ended_at=?",
+            set_params=(actor, at, reason, at),
+        )
 
 
-def cancel(store: Store, job_id: int, *, actor: str, reason: str | None = None,
-           now: float | None = None) -> str:
+def cancel(
+    store: Store, job_id: int, *, actor: str, reason: str | None = None, now: float | None = None
+) -> str:
     at = _now(now)
     with store.write() as conn:
         job = get_job(conn, job_id)
@@ -168,15 +197,18 @@ def _refusal(job: JobRow) -> str | None:
     return None
 
 
-def cancel_with_children(store: Store, job_id: int, *, actor: str, reason: str | None = None,
-                         now: float | None = None) -> str:
+def cancel_with_children(
+    store: Store, job_id: int, *, actor: str, reason: str | None = None, now: float | None = None
+) -> str:
     at = _now(now)
     with store.write() as conn:
         tree = job_tree(conn, job_id)
         todo = [job for job in tree if _refusal(job) is None]
         if not todo:
-            raise Refused(f"No job in the tree of job {job_id} can be canceled: "
-                          + "; ".join(f"{j.id}: {_refusal(j)}" for j in tree))
+            raise Refused(
+                f"No job in the tree of job {job_id} can be canceled: "
+                + "; ".join(f"{j.id}: {_refusal(j)}" for j in tree)
+            )
         for job in todo:
             _cancel_in(conn, job, actor, reason, at)
     skipped = [f"job {j.id} ({_refusal(j)})" for j in tree if j not in todo]
@@ -207,7 +239,8 @@ def _abort_plan(conn: Connection, job: JobRow, enhanced: bool) -> AbortPlan:
     if enhanced:
         statuses.append("aborting")
     tasks = _plan_tasks(
-        conn, f"job_id=? AND status IN ({','.join('?' * len(statuses))})",
+        conn,
+        f"job_id=? AND status IN ({','.join('?' * len(statuses))})",
         (job.id, *statuses),
     )
     if not tasks and not cancel_first:
@@ -253,8 +286,15 @@ def _beyond(plan: AbortPlan, confirmed: AbortPlan) -> list[str]:
     return new
 
 
-def abort(store: Store, job_id: int, *, actor: str, enhanced: bool = False,
-          confirmed: AbortPlan | None = None, now: float | None = None) -> str:
+def abort(
+    store: Store,
+    job_id: int,
+    *,
+    actor: str,
+    enhanced: bool = False,
+    confirmed: AbortPlan | None = None,
+    now: float | None = None,
+) -> str:
     """Abort as planned by ``abort_preview``. With ``confirmed`` (the plan the operator
     read and accepted), refuse if the plan has grown since: the operator decides on what
     will be stopped and disrupted, not on what it has become."""
@@ -265,33 +305,57 @@ def abort(store: Store, job_id: int, *, actor: str, enhanced: bool = False,
         if confirmed is not None:
             grown = _beyond(plan, confirmed)
             if grown:
-                raise Refused("The abort plan changed since you confirmed it: it would now "
-                              f"also stop or disrupt {', '.join(grown)}. Nothing done; "
-                              "look again")
+                raise Refused(
+                    "The abort plan changed since you confirmed it: it would now "
+                    f"also stop or disrupt {', '.join(grown)}. Nothing done; "
+                    "look again"
+                )
         if plan.cancel_first:
             _cancel_in(conn, job, actor, None, at)
         how = "enhanced abort" if enhanced else "abort"
         reason = f"{how} by {actor}"
-        n = move_tasks(conn, "aborting", "job_id=? AND status='canceling'", (job.id,),
-                       at=at, actor=actor, reason=reason)
+        n = move_tasks(
+            conn,
+            "aborting",
+            "job_id=? AND status='canceling'",
+            (job.id,),
+            at=at,
+            actor=actor,
+            reason=reason,
+        )
         # Nobody is running tasks on a server without a live engine: they stop now.
         live = live_servers(conn, at)
         move_tasks(
-            conn, "aborted",
+            conn,
+            "aborted",
             f"job_id=? AND status='aborting' AND (server IS NULL OR server NOT IN {IN_IDS})",
-            (job.id, ids_json(live)), at=at, actor=actor, reason=f"{reason} (no engine running it)",
-            sets=", ended_at=?", set_params=(at,),
+            (job.id, ids_json(live)),
+            at=at,
+            actor=actor,
+            reason=f"{reason} (no engine running it)",
+            sets=", ended_at=?",
+            set_params=(at,),
         )
-        conn.exec_driver_sql("UPDATE job SET aborted_by=?, aborted_at=? WHERE id=?",
-                             (actor, at, job.id))
+        conn.exec_driver_sql(
+            "UPDATE job SET aborted_by=?, aborted_at=? WHERE id=?", (actor, at, job.id)
+        )
         if enhanced:
             servers = [s for s in plan.servers if s in live]
             for name in servers:
                 conn.exec_driver_sql(
                     "UPDATE server SET status='draining', drain_deadline=?, restart_job_id=? "
-                    "WHERE name=?", (at + plan.drain_seconds, job.id, name))
-                add_event(conn, at=at, actor=actor, kind="server", server=name, job_id=job.id,
-                          reason=f"draining for restart ({how} of job {job.id})")
+                    "WHERE name=?",
+                    (at + plan.drain_seconds, job.id, name),
+                )
+                add_event(
+                    conn,
+                    at=at,
+                    actor=actor,
+                    kind="server",
+                    server=name,
+                    job_id=job.id,
+                    reason=f"draining for restart ({how} of job {job.id})",
+                )
         finalize_jobs(conn, [job.id], at=at)
     first = "Canceled and aborting" if plan.cancel_first else "Aborting"
     text = f"{first} job {job_id}: {n} task{'s' if n != 1 else ''}"
@@ -300,8 +364,17 @@ def abort(store: Store, job_id: int, *, actor: str, enhanced: bool = False,
     return text
 
 
-def _hold_move(store: Store, job_id: int, source: str, target: str, *, actor: str,
-               needs: str, verb: str, now: float | None) -> None:
+def _hold_move(
+    store: Store,
+    job_id: int,
+    source: str,
+    target: str,
+    *,
+    actor: str,
+    needs: str,
+    verb: str,
+    now: float | None,
+) -> None:
     at = _now(now)
     with store.write() as conn:
         job = get_job(conn, job_id)
@@ -311,19 +384,42 @@ def _hold_move(store: Store, job_id: int, source: str, target: str, *, actor: st
 
 
 def hold(store: Store, job_id: int, *, actor: str, now: float | None = None) -> str:
-    _hold_move(store, job_id, "waiting", "withhold", actor=actor, verb="held",
-               needs="only a Waiting job can be held", now=now)
+    _hold_move(
+        store,
+        job_id,
+        "waiting",
+        "withhold",
+        actor=actor,
+        verb="held",
+        needs="only a Waiting job can be held",
+        now=now,
+    )
     return f"Job {job_id} Withhold"
 
 
 def release(store: Store, job_id: int, *, actor: str, now: float | None = None) -> str:
-    _hold_move(store, job_id, "withhold", "waiting", actor=actor, verb="released",
-               needs="only a held job can be released", now=now)
+    _hold_move(
+        store,
+        job_id,
+        "withhold",
+        "waiting",
+        actor=actor,
+        verb="released",
+        needs="only a held job can be released",
+        now=now,
+    )
     return f"Job {job_id} released (Waiting)"
 
 
-def decide_approval(store: Store, job_id: int, task: str | int, *, approve: bool, actor: str,
-                    now: float | None = None) -> str:
+def decide_approval(
+    store: Store,
+    job_id: int,
+    task: str | int,
+    *,
+    approve: bool,
+    actor: str,
+    now: float | None = None,
+) -> str:
     at = _now(now)
     with store.write() as conn:
         get_job(conn, job_id)
@@ -338,13 +434,22 @@ def decide_approval(store: Store, job_id: int, task: str | int, *, approve: bool
         if action != "approval":
             raise Refused(f"Task {name} of job {job_id} is not an approval task")
         if status not in ("executing", "canceling"):
-            raise Refused(f"Task {name} of job {job_id} is {LABELS[status]}: "
-                          "it is not waiting for approval")
+            raise Refused(
+                f"Task {name} of job {job_id} is {LABELS[status]}: it is not waiting for approval"
+            )
         if decided:
             raise Refused(f"Task {name} of job {job_id} was already {decided}")
         word = "approved" if approve else "rejected"
-        conn.exec_driver_sql("UPDATE task SET approval=?, approval_by=? WHERE id=?",
-                             (word, actor, tid))
-        add_event(conn, at=at, actor=actor, kind="approval", job_id=job_id, task_id=tid,
-                  reason=f"{word} by {actor}")
+        conn.exec_driver_sql(
+            "UPDATE task SET approval=?, approval_by=? WHERE id=?", (word, actor, tid)
+        )
+        add_event(
+            conn,
+            at=at,
+            actor=actor,
+            kind="approval",
+            job_id=job_id,
+            task_id=tid,
+            reason=f"{word} by {actor}",
+        )
     return f"Task {name} of job {job_id} {word}"

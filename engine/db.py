@@ -84,8 +84,10 @@ class Store:
             self._ensure_schema()
         except SQLAlchemyError as exc:
             self.dispose()
-            raise DatabaseError(f"{self.path}: cannot use it as a batchdeck database: "
-                                f"{getattr(exc, 'orig', None) or exc}") from None
+            raise DatabaseError(
+                f"{self.path}: cannot use it as a batchdeck database: "
+                f"{getattr(exc, 'orig', None) or exc}"
+            ) from None
 
     @contextmanager
     def write(self) -> Iterator[Connection]:

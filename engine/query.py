@@ -170,8 +170,12 @@ def _job(row: Iterable[Any], agg: tuple[int, int, str | None] | None = None) -> 
     r = list(row)
     r[3], r[10] = bool(r[3]), bool(r[10])
     total, done, servers = agg or (0, 0, None)
-    return JobView(*r, tasks_total=total, tasks_done=done,
-                   servers=tuple(sorted(set(servers.split(",")))) if servers else ())
+    return JobView(
+        *r,
+        tasks_total=total,
+        tasks_done=done,
+        servers=tuple(sorted(set(servers.split(",")))) if servers else (),
+    )
 
 
 class Reader:
@@ -227,14 +231,23 @@ class Reader:
                 params.extend([f"%{t}%", f"%{t}%", f"{t}%"])
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
-    async def count_jobs(self, text: str | None = None,
-                         statuses: Iterable[str] | None = None) -> int:
+    async def count_jobs(
+        self, text: str | None = None, statuses: Iterable[str] | None = None
+    ) -> int:
         where, params = self._filter(text, statuses)
         return (await self._rows(f"SELECT count(*) FROM job j{where}", tuple(params)))[0][0]
 
-    async def list_jobs(self, offset: int = 0, limit: int = 50, *, text: str | None = None,
-                        statuses: Iterable[str] | None = None, sort: str = "id",
-                        descending: bool = True, with_total: bool = True) -> JobPage:
+    async def list_jobs(
+        self,
+        offset: int = 0,
+        limit: int = 50,
+        *,
+        text: str | None = None,
+        statuses: Iterable[str] | None = None,
+        sort: str = "id",
+        descending: bool = True,
+        with_total: bool = True,
+    ) -> JobPage:
         where, params = self._filter(text, statuses)
         order = SORTS.get(sort)
         if order is None:
@@ -249,9 +262,15 @@ class Reader:
         total = await self.count_jobs(text, statuses) if with_total else len(rows)
         return JobPage([_job(r, agg.get(r[0])) for r in rows], total, offset)
 
-    async def job_position(self, job_id: int, *, text: str | None = None,
-                           statuses: Iterable[str] | None = None, sort: str = "id",
-                           descending: bool = True) -> int | None:
+    async def job_position(
+        self,
+        job_id: int,
+        *,
+        text: str | None = None,
+        statuses: Iterable[str] | None = None,
+        sort: str = "id",
+        descending: bool = True,
+    ) -> int | None:
         """Where a job sits (0-based) in the list ``list_jobs`` shows with these arguments,
         or None when the filter leaves it out. One window-function query, no full load."""
         where, params = self._filter(text, statuses)
@@ -277,14 +296,24 @@ class Reader:
         job = await self.job(job_id)
         if job is None:
             return None
-        tasks = [TaskView(*r) for r in await self._rows(
-            f"SELECT {_TASK_COLS} FROM task WHERE job_id=? ORDER BY seq, id", (job_id,))]
+        tasks = [
+            TaskView(*r)
+            for r in await self._rows(
+                f"SELECT {_TASK_COLS} FROM task WHERE job_id=? ORDER BY seq, id", (job_id,)
+            )
+        ]
         child_rows = await self._rows(
-            f"SELECT {_JOB_COLS} FROM job j WHERE j.parent_id=? ORDER BY j.id", (job_id,))
+            f"SELECT {_JOB_COLS} FROM job j WHERE j.parent_id=? ORDER BY j.id", (job_id,)
+        )
         agg = await self._aggregates([r[0] for r in child_rows])
-        events = [EventView(*r) for r in await self._rows(
-            "SELECT id, at, job_id, task_id, server, kind, from_status, to_status, actor, reason "
-            "FROM event WHERE job_id=? ORDER BY id DESC LIMIT ?", (job_id, event_limit))]
+        events = [
+            EventView(*r)
+            for r in await self._rows(
+                "SELECT id, at, job_id, task_id, server, kind, from_status, to_status, "
+                "actor, reason FROM event WHERE job_id=? ORDER BY id DESC LIMIT ?",
+                (job_id, event_limit),
+            )
+        ]
         events.reverse()
         return JobDetail(job, tasks, [_job(r, agg.get(r[0])) for r in child_rows], events)
 
@@ -292,8 +321,7 @@ class Reader:
         now = time.time() if now is None else now
         ttl = self._lease_seconds
         if ttl is None:
-            rows = await self._rows(
-                "SELECT value FROM meta WHERE key='setting.lease_seconds'")
+            rows = await self._rows("SELECT value FROM meta WHERE key='setting.lease_seconds'")
             ttl = float(rows[0][0]) if rows else 5.0
         rows = await self._rows(
             "SELECT s.name, s.slots, s.status, s.drain_deadline, s.restart_job_id, "

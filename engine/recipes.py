@@ -191,8 +191,9 @@ class _Loader:
                 if key in self._trail:  # itself, or a recipe on the way to it
                     raise _CycleFound(key, [target])
                 if len(self._trail) >= MAX_CALL_CHAIN:
-                    raise _Problem(label, "recipe", f"recipes call one another more than "
-                                                    f"{MAX_CALL_CHAIN} deep")
+                    raise _Problem(
+                        label, "recipe", f"recipes call one another more than {MAX_CALL_CHAIN} deep"
+                    )
                 self.load(target, _shown(target, origin))
             except RecipeError as exc:
                 raise _Problem(label, "recipe", str(exc)) from None
@@ -214,8 +215,7 @@ def _shown(target: str, caller_origin: str) -> str:
 # -- validation ----------------------------------------------------------------------
 
 
-def _build(data: dict, origin: str, base_dir: Path, path: str | None,
-           loader: _Loader) -> Recipe:
+def _build(data: dict, origin: str, base_dir: Path, path: str | None, loader: _Loader) -> Recipe:
     try:
         recipe = _validate(data, base_dir, path)
         loader.follow_calls(recipe, origin)
@@ -257,12 +257,17 @@ def _validate(data: dict, base_dir: Path, path: str | None) -> Recipe:
             if dep not in seen:
                 raise _Problem(_task_label(spec.name), "after", f"no task named {dep!r}")
     _check_cycles(tasks)
-    return Recipe(name=name, path=path, system=system, tasks=tuple(tasks),
-                  max_attempts=max_attempts, description=description)
+    return Recipe(
+        name=name,
+        path=path,
+        system=system,
+        tasks=tuple(tasks),
+        max_attempts=max_attempts,
+        description=description,
+    )
 
 
-def _top(data: dict, key: str, kind: type, *, required: bool = False,
-         default: Any = None) -> Any:
+def _top(data: dict, key: str, kind: type, *, required: bool = False, default: Any = None) -> Any:
     if key not in data:
         if required:
             raise _Problem(None, key, "missing")
@@ -290,17 +295,18 @@ def _task(raw: dict, index: int, base_dir: Path) -> TaskSpec:
         raise _Problem(label, "action", f"expected a string, got {_show(action_name)}")
     action = ACTIONS.get(action_name)
     if action is None:
-        raise _Problem(label, "action", f"unknown action {action_name!r} "
-                           f"(known: {', '.join(sorted(ACTIONS))})")
+        raise _Problem(
+            label, "action", f"unknown action {action_name!r} (known: {', '.join(sorted(ACTIONS))})"
+        )
     after = raw.get("after", [])
     if isinstance(after, str):
         after = [after]  # a single dependency written without brackets
     if not isinstance(after, list) or not all(isinstance(d, str) for d in after):
         raise _Problem(label, "after", f"expected a list of task names, got {_show(after)}")
-    params = _params(action, label, {k: v for k, v in raw.items() if k not in TASK_FIELDS},
-                     base_dir)
-    return TaskSpec(name=name, action=action_name, after=tuple(dict.fromkeys(after)),
-                    params=params)
+    params = _params(
+        action, label, {k: v for k, v in raw.items() if k not in TASK_FIELDS}, base_dir
+    )
+    return TaskSpec(name=name, action=action_name, after=tuple(dict.fromkeys(after)), params=params)
 
 
 def _params(action: Action, task: str, given: dict[str, Any], base_dir: Path) -> dict[str, Any]:
@@ -314,14 +320,14 @@ def _params(action: Action, task: str, given: dict[str, Any], base_dir: Path) ->
             passed_through[key] = value  # handed to the user's function as is
             continue
         known = ", ".join([*TASK_FIELDS, *schema]) or "none"
-        raise _Problem(task, key, f"unknown parameter for action {action.name!r} "
-                                  f"(known: {known})")
+        raise _Problem(task, key, f"unknown parameter for action {action.name!r} (known: {known})")
     for param in action.params:
         if param.name not in given:
             if param.required:
                 raise _Problem(task, param.name, "missing parameter")
-            out[param.name] = list(param.default) if isinstance(param.default, list) \
-                else param.default
+            out[param.name] = (
+                list(param.default) if isinstance(param.default, list) else param.default
+            )
             continue
         out[param.name] = _param_value(param, task, given[param.name], base_dir)
     out.update(passed_through)
@@ -337,8 +343,12 @@ def _param_value(param: Param, task: str, value: Any, base_dir: Path) -> Any:
     if not any(_is_kind(value, k) for k in kinds):
         wanted = " or ".join(_expected(k).removeprefix("expected ") for k in kinds)
         raise _Problem(task, param.name, f"expected {wanted}, got {_show(value)}")
-    if isinstance(value, int) and not isinstance(value, bool) and float in kinds \
-            and int not in kinds:
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and float in kinds
+        and int not in kinds
+    ):
         value = float(value)
     if isinstance(value, float) and not math.isfinite(value):
         raise _Problem(task, param.name, f"expected a finite number, got {value}")
@@ -395,9 +405,10 @@ def _check_cycles(tasks: list[TaskSpec]) -> None:
                 on_trail.discard(finished)
                 done.add(finished)
             elif dep in on_trail:
-                cycle = trail[trail.index(dep):] + [dep]
-                raise _Problem(_task_label(cycle[0]), "after",
-                               "dependency cycle " + " -> ".join(cycle))
+                cycle = trail[trail.index(dep) :] + [dep]
+                raise _Problem(
+                    _task_label(cycle[0]), "after", "dependency cycle " + " -> ".join(cycle)
+                )
             elif dep not in done:
                 trail.append(dep)
                 on_trail.add(dep)

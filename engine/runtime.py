@@ -75,9 +75,15 @@ def parse_servers(specs: list[str] | None) -> dict[str, int]:
 
 
 class Engine:
-    def __init__(self, db_path: str, servers: dict[str, int] | None = None, *,
-                 poll_interval: float = 0.05, heartbeat_interval: float = 1.0,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        db_path: str,
+        servers: dict[str, int] | None = None,
+        *,
+        poll_interval: float = 0.05,
+        heartbeat_interval: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.db_path = db_path
         self.servers = dict(servers or DEFAULT_SERVERS)
         self.poll_interval = poll_interval
@@ -146,8 +152,9 @@ class Engine:
         with contextlib.suppress(asyncio.CancelledError):
             await self._main
         # A clean stop is not the task's failure: it runs again, whatever its attempts.
-        outcomes, progress = await self._interrupt(list(self._runners.values()),
-                                                   "interrupted: engine stopped")
+        outcomes, progress = await self._interrupt(
+            list(self._runners.values()), "interrupted: engine stopped"
+        )
         at = self.clock()
 
         def final(conn: Any) -> None:
@@ -214,8 +221,9 @@ class Engine:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
             try:
-                lost = await self._db(self._write, batch.heartbeat, list(self.servers),
-                                      self.owner, at=self.clock())
+                lost = await self._db(
+                    self._write, batch.heartbeat, list(self.servers), self.owner, at=self.clock()
+                )
             except Exception as exc:  # noqa: BLE001 - a locked database: try next beat
                 self.stats.errors.append(f"heartbeat: {exc}")
                 continue
@@ -250,9 +258,15 @@ class Engine:
 
     @staticmethod
     def _progress_of(ctx: TaskContext, child_job_id: int | None = None) -> batch.Progress:
-        return batch.Progress(ctx.task_id, ctx.progress_done, ctx.progress_total,
-                              ctx.progress_unit, ctx.message, ctx.output_tail,
-                              child_job_id or ctx.child_job_id)
+        return batch.Progress(
+            ctx.task_id,
+            ctx.progress_done,
+            ctx.progress_total,
+            ctx.progress_unit,
+            ctx.message,
+            ctx.output_tail,
+            child_job_id or ctx.child_job_id,
+        )
 
     async def _tick(self) -> None:
         at = self.clock()
@@ -316,7 +330,8 @@ class Engine:
                 continue
             on_it = [r for r in self._runners.values() if r.server == name and not r.detached]
             only_aborting = all(
-                out.task_state.get(r.ctx.task_id, ("",))[0] == "aborting" for r in on_it)
+                out.task_state.get(r.ctx.task_id, ("",))[0] == "aborting" for r in on_it
+            )
             if only_aborting or (deadline is not None and now >= deadline):
                 why = "nothing left but the aborted tasks" if only_aborting else "drain period over"
                 self._restarting.add(name)
@@ -324,9 +339,17 @@ class Engine:
 
     # -- running tasks --------------------------------------------------------------------
     def _start(self, c: batch.Claimed) -> None:
-        ctx = TaskContext(task_id=c.task_id, job_id=c.job_id, name=c.name, action=c.action,
-                          attempt=c.attempt, server=c.server, recipe_path=c.recipe_path,
-                          hooks=self, run_thread=run_in_daemon_thread)
+        ctx = TaskContext(
+            task_id=c.task_id,
+            job_id=c.job_id,
+            name=c.name,
+            action=c.action,
+            attempt=c.attempt,
+            server=c.server,
+            recipe_path=c.recipe_path,
+            hooks=self,
+            run_thread=run_in_daemon_thread,
+        )
         ctx.child_job_id = c.child_job_id
         runner = Runner(ctx=ctx, server=c.server)
         self._runners[c.task_id] = runner
@@ -353,9 +376,16 @@ class Engine:
             self._forget(runner)
         if runner.detached:
             return
-        self._outcomes.append(batch.Outcome(ctx.task_id, outcome, message,
-                                            reason=f"aborted by request; {message}"
-                                            if outcome == "aborted" and message else None))
+        self._outcomes.append(
+            batch.Outcome(
+                ctx.task_id,
+                outcome,
+                message,
+                reason=f"aborted by request; {message}"
+                if outcome == "aborted" and message
+                else None,
+            )
+        )
         self.note_dirty(ctx)  # the final progress rides with the outcome in the same batch
         self.stats.finished += 1
         self._wake.set()
@@ -372,8 +402,9 @@ class Engine:
         if r.task is not None and not r.task.done():
             r.task.cancel()
 
-    async def _interrupt(self, runners: list[Runner], reason: str
-                         ) -> tuple[list[batch.Outcome], list[batch.Progress]]:
+    async def _interrupt(
+        self, runners: list[Runner], reason: str
+    ) -> tuple[list[batch.Outcome], list[batch.Progress]]:
         """Stop these runs (grace for their clean-up), and what to write for them: each
         goes back to Ready whatever its attempts (Aborting ones end Aborted)."""
         for r in runners:
@@ -381,8 +412,10 @@ class Engine:
         tasks = [r.task for r in runners if r.task is not None and not r.task.done()]
         if tasks:
             await asyncio.wait(tasks, timeout=RESTART_GRACE_S)
-        outcomes = [batch.Outcome(r.ctx.task_id, "interrupted", reason=reason,
-                                  requeue_always=True) for r in runners]
+        outcomes = [
+            batch.Outcome(r.ctx.task_id, "interrupted", reason=reason, requeue_always=True)
+            for r in runners
+        ]
         return outcomes, [self._progress_of(r.ctx) for r in runners]
 
     async def _restart(self, name: str, why: str) -> None:
@@ -422,13 +455,24 @@ class Engine:
             depth = conn.exec_driver_sql(
                 "WITH RECURSIVE up(id, parent) AS (SELECT id, parent_id FROM job WHERE id=? "
                 "UNION ALL SELECT j.id, j.parent_id FROM job j JOIN up ON j.id = up.parent) "
-                "SELECT count(*) FROM up", (ctx.job_id,)).scalar_one()
+                "SELECT count(*) FROM up",
+                (ctx.job_id,),
+            ).scalar_one()
             if depth >= MAX_CALL_DEPTH:
                 # A recipe that ends up calling itself would otherwise fill the database.
-                raise ActionError(f"call depth {depth} reached (at most {MAX_CALL_DEPTH} "
-                                  "nested jobs): does the recipe call itself?")
-            return insert_job(conn, recipe, actor=self.actor, at=self.clock(),
-                              parent_id=ctx.job_id, parent_task_id=ctx.task_id, call_mode=mode)
+                raise ActionError(
+                    f"call depth {depth} reached (at most {MAX_CALL_DEPTH} "
+                    "nested jobs): does the recipe call itself?"
+                )
+            return insert_job(
+                conn,
+                recipe,
+                actor=self.actor,
+                at=self.clock(),
+                parent_id=ctx.job_id,
+                parent_task_id=ctx.task_id,
+                call_mode=mode,
+            )
 
         job_id = await self._db(self._write, insert)
         # Recorded at once, so that a retry of this task finds the child (not in a batch).

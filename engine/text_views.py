@@ -10,8 +10,9 @@ from engine.query import EventView, JobDetail, JobView
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(header)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
+    ]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     return "\n".join(lines)
@@ -27,9 +28,19 @@ def job_table(jobs: list[JobView], now: float | None = None) -> str:
         return "no jobs"
     return _table(
         ["ID", "STATUS", "NAME", "TASKS", "SERVERS", "STARTED", "DURATION", "BY"],
-        [[str(j.id), label(j.status) + (" (system)" if j.system else ""), j.name,
-          job_progress(j), ",".join(j.servers), clock(j.started_at, now),
-          duration(j.duration(now)), j.submitted_by] for j in jobs],
+        [
+            [
+                str(j.id),
+                label(j.status) + (" (system)" if j.system else ""),
+                j.name,
+                job_progress(j),
+                ",".join(j.servers),
+                clock(j.started_at, now),
+                duration(j.duration(now)),
+                j.submitted_by,
+            ]
+            for j in jobs
+        ],
     )
 
 
@@ -45,27 +56,44 @@ def job_detail_text(d: JobDetail, now: float | None = None) -> str:
         ("Duration", duration(j.duration(now))),
     ]
     if j.parent_id:
-        fields.append(("Parent", f"job {j.parent_id} ({j.call_mode})"
-                       + (" - orphaned" if j.orphaned else "")))
+        fields.append(
+            ("Parent", f"job {j.parent_id} ({j.call_mode})" + (" - orphaned" if j.orphaned else ""))
+        )
     if j.cancel_reason:
-        fields += [("Reason for cancel", j.cancel_reason),
-                   ("Canceled", f"{stamp(j.canceled_at)} by {j.canceled_by}")]
+        fields += [
+            ("Reason for cancel", j.cancel_reason),
+            ("Canceled", f"{stamp(j.canceled_at)} by {j.canceled_by}"),
+        ]
     if j.aborted_by:
         fields.append(("Aborted", f"{stamp(j.aborted_at)} by {j.aborted_by}"))
     if j.error:
         fields.append(("Error", j.error))
     out = [f"{k + ':':<19}{v}" for k, v in fields]
-    out += ["", _table(
-        ["TASK", "STATUS", "SERVER", "TRY", "PROGRESS", "STARTED", "DURATION", "MESSAGE"],
-        [[t.name, label(t.status), t.server or "-", str(t.attempt),
-          progress(t.progress_done, t.progress_total, t.progress_unit),
-          clock(t.started_at, now), duration(t.duration(now)), (t.error or t.message or "")]
-         for t in d.tasks],
-    )]
+    out += [
+        "",
+        _table(
+            ["TASK", "STATUS", "SERVER", "TRY", "PROGRESS", "STARTED", "DURATION", "MESSAGE"],
+            [
+                [
+                    t.name,
+                    label(t.status),
+                    t.server or "-",
+                    str(t.attempt),
+                    progress(t.progress_done, t.progress_total, t.progress_unit),
+                    clock(t.started_at, now),
+                    duration(t.duration(now)),
+                    (t.error or t.message or ""),
+                ]
+                for t in d.tasks
+            ],
+        ),
+    ]
     if d.children:
         out += ["", "Children:"] + [
             f"  {c.id} {c.name} {label(c.status)} ({c.call_mode})"
-            + (" orphaned" if c.orphaned else "") for c in d.children]
+            + (" orphaned" if c.orphaned else "")
+            for c in d.children
+        ]
     if d.events:
         names = {t.id: t.name for t in d.tasks}
         out += ["", "Events:"] + [f"  {stamp(e.at)}  {event_text(e, names)}" for e in d.events]
@@ -74,8 +102,11 @@ def job_detail_text(d: JobDetail, now: float | None = None) -> str:
 
 def event_text(e: EventView, task_names: dict[int, str]) -> str:
     """One line of the audit log: who, what moved, why."""
-    what = f"task {task_names.get(e.task_id, e.task_id)}" if e.task_id else (
-        f"server {e.server}" if e.kind == "server" else "job")
+    what = (
+        f"task {task_names.get(e.task_id, e.task_id)}"
+        if e.task_id
+        else (f"server {e.server}" if e.kind == "server" else "job")
+    )
     move = f" {label(e.from_status or '')} -> {label(e.to_status or '')}" if e.to_status else ""
     why = f": {e.reason}" if e.reason else ""
     return f"{e.actor}: {what}{move}{why}"
@@ -90,17 +121,23 @@ def plan_task_line(t: PlanTask, now: float) -> str:
 def abort_plan_text(plan: AbortPlan, now: float | None = None) -> str:
     now = time.time() if now is None else now
     kind = "Enhanced abort" if plan.enhanced else "Abort"
-    lines = [f"{kind} of job {plan.job.id} {plan.job.name} ({label(plan.job.status)})",
-             "Aborting is unsafe: it can leave orphaned or incomplete data."]
+    lines = [
+        f"{kind} of job {plan.job.id} {plan.job.name} ({label(plan.job.status)})",
+        "Aborting is unsafe: it can leave orphaned or incomplete data.",
+    ]
     if plan.cancel_first:
-        lines.append("The job is Executing: it will be canceled first (not-started tasks "
-                     "become Didn't run).")
+        lines.append(
+            "The job is Executing: it will be canceled first (not-started tasks become Didn't run)."
+        )
     lines.append(f"Tasks to force-stop ({len(plan.tasks)}):")
     lines += [f"  {plan_task_line(t, now)}" for t in plan.tasks] or ["  (none)"]
     if plan.enhanced:
-        lines.append(f"Servers to restart: {', '.join(plan.servers) or '(none)'} "
-                     f"(drain up to {duration(plan.drain_seconds)})")
+        lines.append(
+            f"Servers to restart: {', '.join(plan.servers) or '(none)'} "
+            f"(drain up to {duration(plan.drain_seconds)})"
+        )
         lines.append(f"Other jobs disrupted ({len(plan.disrupted)}):")
         lines += [f"  job {d.id} {d.name}: {', '.join(d.tasks)}" for d in plan.disrupted] or [
-            "  (none)"]
+            "  (none)"
+        ]
     return "\n".join(lines)

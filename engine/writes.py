@@ -148,8 +148,7 @@ def finalize_jobs(conn: Connection, job_ids: Iterable[int], *, at: float) -> lis
     if not ids:
         return []
     jobs = conn.exec_driver_sql(
-        f"SELECT id, status FROM job WHERE id IN {IN_IDS} "
-        "AND status IN ('executing', 'canceling')",
+        f"SELECT id, status FROM job WHERE id IN {IN_IDS} AND status IN ('executing', 'canceling')",
         (ids_json(ids),),
     ).fetchall()
     if not jobs:
@@ -175,8 +174,14 @@ def finalize_jobs(conn: Connection, job_ids: Iterable[int], *, at: float) -> lis
             ).fetchone()
             error = f"task {row[0]}: {row[1]}" if row else "a task did not end"
         if move_job(
-            conn, job_id, target, at=at, actor="engine", reason=error,
-            sets=", ended_at=?, error=COALESCE(error, ?)", set_params=(at, error),
+            conn,
+            job_id,
+            target,
+            at=at,
+            actor="engine",
+            reason=error,
+            sets=", ended_at=?, error=COALESCE(error, ?)",
+            set_params=(at, error),
         ):
             moved.append(job_id)
     return moved

@@ -37,8 +37,9 @@ def write_recipe(directory: Path, name: str, tasks: list[dict[str, Any]], **top:
     return path
 
 
-def submit_tasks(store: Store, directory: Path, name: str, tasks: list[dict[str, Any]],
-                 **top: Any) -> int:
+def submit_tasks(
+    store: Store, directory: Path, name: str, tasks: list[dict[str, Any]], **top: Any
+) -> int:
     return submit(store, load_recipe(write_recipe(directory, name, tasks, **top)), actor="tester")
 
 
@@ -55,8 +56,11 @@ def task_row(store: Store, job_id: int, name: str) -> dict[str, Any]:
 
 def task_statuses(store: Store, job_id: int) -> dict[str, str]:
     with store.read() as conn:
-        return dict(conn.exec_driver_sql(
-            "SELECT name, status FROM task WHERE job_id=? ORDER BY seq", (job_id,)).fetchall())
+        return dict(
+            conn.exec_driver_sql(
+                "SELECT name, status FROM task WHERE job_id=? ORDER BY seq", (job_id,)
+            ).fetchall()
+        )
 
 
 def job_row(store: Store, job_id: int) -> dict[str, Any]:

@@ -31,8 +31,9 @@ POLL_S = 0.05
 CLI_TIMEOUT_S = 60.0
 
 
-def wait_for(probe: Callable[[], T], what: str, timeout: float = WAIT_S,
-             interval: float = POLL_S) -> T:
+def wait_for(
+    probe: Callable[[], T], what: str, timeout: float = WAIT_S, interval: float = POLL_S
+) -> T:
     """Call ``probe`` until it returns something truthy; return that. Bounded."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -85,8 +86,10 @@ class Result:
     err: str
 
     def __str__(self) -> str:
-        return (f"batchdeck {' '.join(self.args)} -> exit {self.rc}\n"
-                f"--- stdout ---\n{self.out}--- stderr ---\n{self.err}")
+        return (
+            f"batchdeck {' '.join(self.args)} -> exit {self.rc}\n"
+            f"--- stdout ---\n{self.out}--- stderr ---\n{self.err}"
+        )
 
     @property
     def err_lines(self) -> list[str]:
@@ -104,8 +107,12 @@ class Serve:
         self.err_path = deck.dir / f"serve-{n}.err"
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [*BATCHDECK, "serve", *self.args], stdout=out, stderr=err,
-                stdin=subprocess.DEVNULL, env=deck.env, cwd=deck.dir,
+                [*BATCHDECK, "serve", *self.args],
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                env=deck.env,
+                cwd=deck.dir,
             )
 
     @property
@@ -123,7 +130,8 @@ class Serve:
             if self.proc.poll() is not None:
                 raise AssertionError(
                     f"serve exited {self.proc.returncode} before serving:\n"
-                    f"{self.output()}{self.errors()}")
+                    f"{self.output()}{self.errors()}"
+                )
             return "serving" in self.output()
 
         wait_for(ready, "serve to say 'serving'")
@@ -166,18 +174,33 @@ class Deck:
     # -- command line -------------------------------------------------------------------
     def run(self, *args: str, env: dict[str, str] | None = None) -> Result:
         proc = subprocess.run(
-            [*BATCHDECK, *args], capture_output=True, text=True, cwd=self.dir,
-            env={**self.env, **(env or {})}, stdin=subprocess.DEVNULL, timeout=CLI_TIMEOUT_S,
+            [*BATCHDECK, *args],
+            capture_output=True,
+            text=True,
+            cwd=self.dir,
+            env={**self.env, **(env or {})},
+            stdin=subprocess.DEVNULL,
+            timeout=CLI_TIMEOUT_S,
         )
         return Result(list(args), proc.returncode, proc.stdout, proc.stderr)
 
-    def run_all(self, *commands: tuple[str, ...],
-                env: dict[str, str] | None = None) -> list[Result]:
+    def run_all(
+        self, *commands: tuple[str, ...], env: dict[str, str] | None = None
+    ) -> list[Result]:
         """Run independent commands side by side (each its own process); results in order."""
         procs = [
-            (list(args), subprocess.Popen(
-                [*BATCHDECK, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                cwd=self.dir, env={**self.env, **(env or {})}, stdin=subprocess.DEVNULL))
+            (
+                list(args),
+                subprocess.Popen(
+                    [*BATCHDECK, *args],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    cwd=self.dir,
+                    env={**self.env, **(env or {})},
+                    stdin=subprocess.DEVNULL,
+                ),
+            )
             for args in commands
         ]
         results = []
@@ -259,8 +282,9 @@ class Deck:
         conn = sqlite3.connect(self.db, timeout=10)
         conn.row_factory = sqlite3.Row
         try:
-            row = conn.execute("SELECT * FROM task WHERE job_id=? AND name=?",
-                               (job, name)).fetchone()
+            row = conn.execute(
+                "SELECT * FROM task WHERE job_id=? AND name=?", (job, name)
+            ).fetchone()
         finally:
             conn.close()
         assert row is not None, f"job {job} has no task {name!r}"
@@ -274,8 +298,11 @@ class Deck:
             t = self.task(job, name)
             return t if t["status"] in statuses else None
 
-        return wait_for(probe, f"task {name!r} of job {job} to be {'/'.join(statuses)} "
-                               f"(now {self.task_status(job, name)!r})")
+        return wait_for(
+            probe,
+            f"task {name!r} of job {job} to be {'/'.join(statuses)} "
+            f"(now {self.task_status(job, name)!r})",
+        )
 
     def wait_job(self, job: int, *statuses: str) -> str:
         def probe() -> str | None:
@@ -285,8 +312,11 @@ class Deck:
         return wait_for(probe, f"job {job} to be {'/'.join(statuses)}")
 
     def events(self, job: int) -> list[tuple]:
-        return self.sql("SELECT task_id, from_status, to_status, actor, reason FROM event "
-                        "WHERE job_id=? ORDER BY id", (job,))
+        return self.sql(
+            "SELECT task_id, from_status, to_status, actor, reason FROM event "
+            "WHERE job_id=? ORDER BY id",
+            (job,),
+        )
 
     # -- processes ----------------------------------------------------------------------
     def serve(self, *args: str) -> Serve:
@@ -328,7 +358,6 @@ def toml_str(value: str) -> str:
     return json.dumps(value)
 
 
-def wait_recipe(name: str, seconds: float, *, system: bool = False,
-                extra_task: str = "") -> str:
+def wait_recipe(name: str, seconds: float, *, system: bool = False, extra_task: str = "") -> str:
     head = f'name = "{name}"\n' + ("system = true\n" if system else "")
     return head + f'[[task]]\nname = "sleep"\naction = "wait"\nseconds = {seconds}\n' + extra_task

@@ -55,15 +55,24 @@ class Hooks:
 
 
 def make_ctx(hooks: Hooks | None = None, recipe_path: Path | None = None) -> TaskContext:
-    return TaskContext(task_id=1, job_id=1, name="t", action="test", attempt=1, server="s1",
-                       recipe_path=str(recipe_path) if recipe_path else None,
-                       hooks=hooks or Hooks(), run_thread=run_in_daemon_thread)
+    return TaskContext(
+        task_id=1,
+        job_id=1,
+        name="t",
+        action="test",
+        attempt=1,
+        server="s1",
+        recipe_path=str(recipe_path) if recipe_path else None,
+        hooks=hooks or Hooks(),
+        run_thread=run_in_daemon_thread,
+    )
 
 
 def params(action: str, base_dir: Path, **given: Any) -> dict[str, Any]:
     """Parameters as the engine gets them: validated, defaults filled, paths absolute."""
-    recipe = recipe_from_dict({"name": "t", "task": [{"name": "t", "action": action, **given}]},
-                              "test", base_dir=base_dir)
+    recipe = recipe_from_dict(
+        {"name": "t", "task": [{"name": "t", "action": action, **given}]}, "test", base_dir=base_dir
+    )
     return recipe.tasks[0].params
 
 
@@ -129,8 +138,9 @@ def alive(pid: int) -> bool:
 
 async def test_shell_captures_merged_output_and_ends(tmp_path: Path) -> None:
     ctx = make_ctx()
-    result = await run("shell", ctx, tmp_path,
-                       command=["sh", "-c", "echo one; echo two >&2; printf three"])
+    result = await run(
+        "shell", ctx, tmp_path, command=["sh", "-c", "echo one; echo two >&2; printf three"]
+    )
     assert result == "three"
     assert ctx.output_tail == "one\ntwo\nthree"
     assert ctx.message == "three"
@@ -138,14 +148,19 @@ async def test_shell_captures_merged_output_and_ends(tmp_path: Path) -> None:
 
 async def test_shell_keeps_only_the_tail(tmp_path: Path) -> None:
     ctx = make_ctx()
-    await run("shell", ctx, tmp_path,
-              command=["sh", "-c", "i=0; while [ $i -lt 100 ]; do echo line $i; i=$((i+1)); done"])
+    await run(
+        "shell",
+        ctx,
+        tmp_path,
+        command=["sh", "-c", "i=0; while [ $i -lt 100 ]; do echo line $i; i=$((i+1)); done"],
+    )
     assert ctx.output_tail is not None
     lines = ctx.output_tail.split("\n")
     assert lines == [f"line {i}" for i in range(80, 100)]
     long_ctx = make_ctx()
-    await run("shell", long_ctx, tmp_path,
-              command=["sh", "-c", "head -c 10000 /dev/zero | tr '\\0' x"])
+    await run(
+        "shell", long_ctx, tmp_path, command=["sh", "-c", "head -c 10000 /dev/zero | tr '\\0' x"]
+    )
     assert long_ctx.output_tail == "x" * 4000
 
 
@@ -189,8 +204,13 @@ async def test_shell_that_exits_cleanly_on_sigterm_ends(tmp_path: Path) -> None:
 
 async def test_shell_finish_lets_the_command_run_to_its_end(tmp_path: Path) -> None:
     ctx = make_ctx()
-    task = start("shell", ctx, tmp_path, on_cancel="finish",
-                 command=["sh", "-c", "echo ready; sleep 0.2; echo finished"])
+    task = start(
+        "shell",
+        ctx,
+        tmp_path,
+        on_cancel="finish",
+        command=["sh", "-c", "echo ready; sleep 0.2; echo finished"],
+    )
     await until(lambda: ctx.message == "ready")
     ctx.request_cancel()
     assert await task == "finished"
@@ -201,8 +221,11 @@ async def test_shell_abort_kills_the_whole_process_group(tmp_path: Path) -> None
     script = "sleep 300 & echo $! > child.pid; echo $$ > parent.pid; wait"
     task = start("shell", ctx, tmp_path, command=["sh", "-c", script], cwd=str(tmp_path))
     child_file, parent_file = tmp_path / "child.pid", tmp_path / "parent.pid"
-    await until(lambda: child_file.exists() and parent_file.exists()
-                and parent_file.read_text().strip() != "")
+    await until(
+        lambda: (
+            child_file.exists() and parent_file.exists() and parent_file.read_text().strip() != ""
+        )
+    )
     child, parent = int(child_file.read_text()), int(parent_file.read_text())
     assert alive(child) and alive(parent)
     task.cancel()
@@ -212,7 +235,8 @@ async def test_shell_abort_kills_the_whole_process_group(tmp_path: Path) -> None
 
 
 async def test_shell_reaping_after_sigkill_gives_up_and_leaves_the_pid_to_the_watcher(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     # A process in uninterruptible sleep outlives SIGKILL; one never sent SIGKILL stands
     # in for it here.
     proc = await asyncio.create_subprocess_exec("sleep", "300", start_new_session=True)
@@ -255,8 +279,7 @@ def count(db: Path, table: str = "leads") -> int:
 
 
 def import_args(**extra: Any) -> dict[str, Any]:
-    return {"file": "leads.csv", "database": "target.db", "table": "leads", "key": "id",
-            **extra}
+    return {"file": "leads.csv", "database": "target.db", "table": "leads", "key": "id", **extra}
 
 
 async def test_bulk_import_upserts_every_row(tmp_path: Path) -> None:
@@ -308,8 +331,9 @@ async def test_bulk_import_abort_mid_chunk_rolls_that_chunk_back(tmp_path: Path)
 async def test_bulk_import_abort_with_throttle_keeps_whole_chunks(tmp_path: Path) -> None:
     write_csv(tmp_path / "leads.csv", 2000)
     ctx = make_ctx()
-    task = start("bulk_import_csv", ctx, tmp_path,
-                 **import_args(chunk_rows=100, rows_per_second=2000))
+    task = start(
+        "bulk_import_csv", ctx, tmp_path, **import_args(chunk_rows=100, rows_per_second=2000)
+    )
     await until(lambda: ctx.progress_done >= 100)
     await asyncio.sleep(0.03)
     task.cancel()
@@ -337,8 +361,7 @@ class Ticker:
             await self.task
 
 
-async def test_bulk_import_waits_for_a_locked_database_off_the_event_loop(
-        tmp_path: Path) -> None:
+async def test_bulk_import_waits_for_a_locked_database_off_the_event_loop(tmp_path: Path) -> None:
     write_csv(tmp_path / "leads.csv", 300)
     holder = sqlite3.connect(tmp_path / "target.db", isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")  # another writer: nobody else reads or writes
@@ -419,8 +442,14 @@ def make_db(path: Path, rows: int) -> None:
 async def test_bulk_export_writes_the_file(tmp_path: Path) -> None:
     make_db(tmp_path / "src.db", 1234)
     ctx = make_ctx()
-    result = await run("bulk_export_csv", ctx, tmp_path, database="src.db",
-                       query="SELECT id, name FROM leads ORDER BY id;", file="out.csv")
+    result = await run(
+        "bulk_export_csv",
+        ctx,
+        tmp_path,
+        database="src.db",
+        query="SELECT id, name FROM leads ORDER BY id;",
+        file="out.csv",
+    )
     assert result == f"exported 1,234 rows to {tmp_path / 'out.csv'}"
     with (tmp_path / "out.csv").open(newline="") as fh:
         rows = list(csv.reader(fh))
@@ -436,8 +465,14 @@ async def test_bulk_export_cancel_keeps_the_partial_file(tmp_path: Path) -> None
     hooks.on_dirty = lambda ctx: ctx.progress_done >= 500 and ctx.request_cancel()
     partial = tmp_path / "out.csv.partial"
     with pytest.raises(TaskCanceled) as info:
-        await run("bulk_export_csv", make_ctx(hooks), tmp_path, database="src.db",
-                  query="SELECT * FROM leads", file="out.csv")
+        await run(
+            "bulk_export_csv",
+            make_ctx(hooks),
+            tmp_path,
+            database="src.db",
+            query="SELECT * FROM leads",
+            file="out.csv",
+        )
     assert str(info.value) == f"exported 500 of 1,234 rows; partial file kept at {partial}"
     assert not (tmp_path / "out.csv").exists()
     assert len(partial.read_text().splitlines()) == 501
@@ -446,8 +481,14 @@ async def test_bulk_export_cancel_keeps_the_partial_file(tmp_path: Path) -> None
 async def test_bulk_export_bad_query_is_an_error(tmp_path: Path) -> None:
     make_db(tmp_path / "src.db", 1)
     with pytest.raises(ActionError, match="query failed: no such table: nope"):
-        await run("bulk_export_csv", make_ctx(), tmp_path, database="src.db",
-                  query="SELECT * FROM nope", file="out.csv")
+        await run(
+            "bulk_export_csv",
+            make_ctx(),
+            tmp_path,
+            database="src.db",
+            query="SELECT * FROM nope",
+            file="out.csv",
+        )
 
 
 # -- call_job --------------------------------------------------------------------------
@@ -456,19 +497,22 @@ async def test_bulk_export_bad_query_is_an_error(tmp_path: Path) -> None:
 async def test_call_job_async_and_sync(tmp_path: Path) -> None:
     (tmp_path / "child.toml").write_text('name = "c"\n[[task]]\nname = "a"\naction = "fail"\n')
     hooks = Hooks()
-    assert await run("call_job", make_ctx(hooks), tmp_path, recipe="child.toml",
-                     mode="async") == "started job 101 (async)"
+    assert (
+        await run("call_job", make_ctx(hooks), tmp_path, recipe="child.toml", mode="async")
+        == "started job 101 (async)"
+    )
     ctx = make_ctx(hooks)
     assert await run("call_job", ctx, tmp_path, recipe="child.toml") == "job 102 Ended"
-    assert hooks.children == [(str(tmp_path / "child.toml"), "async"),
-                              (str(tmp_path / "child.toml"), "sync")]
+    assert hooks.children == [
+        (str(tmp_path / "child.toml"), "async"),
+        (str(tmp_path / "child.toml"), "sync"),
+    ]
     assert ctx.child_job_id == 102
     # A later attempt of the same task waits for the child the first one started.
     assert await run("call_job", ctx, tmp_path, recipe="child.toml") == "job 102 Ended"
     assert len(hooks.children) == 2
     with pytest.raises(ActionError, match="^child job 101 error$"):
-        await run("call_job", make_ctx(Hooks(child_status="error")), tmp_path,
-                  recipe="child.toml")
+        await run("call_job", make_ctx(Hooks(child_status="error")), tmp_path, recipe="child.toml")
 
 
 # -- approval --------------------------------------------------------------------------
@@ -504,7 +548,7 @@ async def test_approval_approve_reject_and_cancel(tmp_path: Path) -> None:
 
 # -- python ----------------------------------------------------------------------------
 
-MODULE = '''
+MODULE = """
 import asyncio
 import time
 
@@ -523,7 +567,7 @@ def go_sync(ctx, n, label="sync"):
         ctx.progress(i + 1, n, "items")
         time.sleep(0.01)
     return f"{label}: {n} items"
-'''
+"""
 
 
 @pytest.fixture
@@ -538,8 +582,9 @@ def module_name(tmp_path: Path) -> Iterator[str]:
 async def test_python_async_function_with_kwargs(tmp_path: Path, module_name: str) -> None:
     ctx = make_ctx(recipe_path=tmp_path / "r.toml")
     path_before = list(sys.path)
-    result = await run("python", ctx, tmp_path, function=f"{module_name}:go_async",
-                       n=3, label="done")
+    result = await run(
+        "python", ctx, tmp_path, function=f"{module_name}:go_async", n=3, label="done"
+    )
     assert result == "done: 3 items"
     assert (ctx.progress_done, ctx.progress_total, ctx.progress_unit) == (3, 3, "items")
     assert sys.path == path_before
@@ -547,16 +592,20 @@ async def test_python_async_function_with_kwargs(tmp_path: Path, module_name: st
 
 async def test_python_sync_function_runs_in_a_thread(tmp_path: Path, module_name: str) -> None:
     ctx = make_ctx(recipe_path=tmp_path / "r.toml")
-    assert await run("python", ctx, tmp_path, function=f"{module_name}:go_sync",
-                     n=2) == "sync: 2 items"
+    assert (
+        await run("python", ctx, tmp_path, function=f"{module_name}:go_sync", n=2)
+        == "sync: 2 items"
+    )
 
 
 @pytest.mark.parametrize("function", ["go_async", "go_sync"])
-async def test_python_cancel_through_checkpoint(tmp_path: Path, module_name: str,
-                                                function: str) -> None:
+async def test_python_cancel_through_checkpoint(
+    tmp_path: Path, module_name: str, function: str
+) -> None:
     ctx = make_ctx(recipe_path=tmp_path / "r.toml")
-    task = start("python", ctx, tmp_path, function=f"{module_name}:{function}",
-                 n=100_000, label="x")
+    task = start(
+        "python", ctx, tmp_path, function=f"{module_name}:{function}", n=100_000, label="x"
+    )
     await until(lambda: ctx.progress_done >= 2)
     ctx.request_cancel()
     with pytest.raises(TaskCanceled, match=r"^did \d+ of 100000$"):
@@ -572,16 +621,19 @@ async def test_python_unknown_module_or_function(tmp_path: Path, module_name: st
 
 
 async def test_python_modules_of_the_same_name_beside_two_recipes_stay_apart(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     for name in ("north", "south"):
         folder = tmp_path / name
         (folder / "pkg").mkdir(parents=True)
         (folder / "helpers.py").write_text(
-            "import common\n\ndef where(ctx):\n    return common.NAME + ' helpers'\n")
+            "import common\n\ndef where(ctx):\n    return common.NAME + ' helpers'\n"
+        )
         (folder / "common.py").write_text(f"NAME = {name!r}\n")
         (folder / "pkg" / "__init__.py").write_text("")
         (folder / "pkg" / "jobs.py").write_text(
-            "from . import names\n\nasync def where(ctx):\n    return names.NAME\n")
+            "from . import names\n\nasync def where(ctx):\n    return names.NAME\n"
+        )
         (folder / "pkg" / "names.py").write_text(f"NAME = {name + ' pkg'!r}\n")
     modules_before = set(sys.modules)
     path_before = list(sys.path)
@@ -589,10 +641,8 @@ async def test_python_modules_of_the_same_name_beside_two_recipes_stay_apart(
     for _ in range(2):  # the second time from the cache
         for name in ("north", "south"):
             ctx = make_ctx(recipe_path=tmp_path / name / "r.toml")
-            results.append(await run("python", ctx, tmp_path / name,
-                                     function="helpers:where"))
-            results.append(await run("python", ctx, tmp_path / name,
-                                     function="pkg.jobs:where"))
+            results.append(await run("python", ctx, tmp_path / name, function="helpers:where"))
+            results.append(await run("python", ctx, tmp_path / name, function="pkg.jobs:where"))
     assert results == ["north helpers", "north pkg", "south helpers", "south pkg"] * 2
     assert sys.path == path_before
     assert "helpers" not in sys.modules and "pkg" not in sys.modules
@@ -642,5 +692,10 @@ def test_every_action_documents_itself() -> None:
     for action in ACTIONS.values():
         assert action.doc
     assert {name for name, a in ACTIONS.items() if a.long} >= {
-        "wait", "bulk_import_csv", "bulk_export_csv", "approval", "python"}
+        "wait",
+        "bulk_import_csv",
+        "bulk_export_csv",
+        "approval",
+        "python",
+    }
     assert not ACTIONS["call_job"].long and not ACTIONS["blocking_wait"].long

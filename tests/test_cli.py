@@ -18,8 +18,19 @@ import pytest
 
 from tests.proc_support import BATCHDECK, Deck, Result, deck_in, user, wait_recipe
 
-SNAKE = {"waiting", "withhold", "ready", "executing", "canceling", "canceled", "didnt_run",
-         "aborting", "aborted", "ended", "error"}
+SNAKE = {
+    "waiting",
+    "withhold",
+    "ready",
+    "executing",
+    "canceling",
+    "canceled",
+    "didnt_run",
+    "aborting",
+    "aborted",
+    "ended",
+    "error",
+}
 
 TWO_TASKS = """\
 name = "two-step"
@@ -55,15 +66,35 @@ def one_line(res: Result) -> str:
 
 def test_help_exits_0_without_importing_the_database_layer_or_textual(deck: Deck) -> None:
     res = deck.ok("--help")
-    for command in ("serve", "submit", "list", "show", "cancel", "abort", "hold", "release",
-                    "approve", "reject", "recipes", "settings"):
+    for command in (
+        "serve",
+        "submit",
+        "list",
+        "show",
+        "cancel",
+        "abort",
+        "hold",
+        "release",
+        "approve",
+        "reject",
+        "recipes",
+        "settings",
+    ):
         assert command in res.out
-    probe = ("import sys; sys.argv=['batchdeck','--help']; from tui.cli import main\n"
-             "try: main()\n"
-             "except SystemExit: pass\n"
-             "print('sqlalchemy' in sys.modules, 'textual' in sys.modules)")
-    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          cwd=deck.dir, env=deck.env, timeout=60)
+    probe = (
+        "import sys; sys.argv=['batchdeck','--help']; from tui.cli import main\n"
+        "try: main()\n"
+        "except SystemExit: pass\n"
+        "print('sqlalchemy' in sys.modules, 'textual' in sys.modules)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=deck.dir,
+        env=deck.env,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "False False", proc.stdout
 
@@ -90,21 +121,38 @@ def test_submit_prints_the_new_id_alone_and_list_and_show_read_it(deck: Deck) ->
     assert b == a + 1
     deck.ok("hold", str(b))
 
-    (text, all_rows, held, either, executing, limited, shown, shown_text, missing,
-     bad_status) = deck.run_all(
-        ("list",), ("list", "--json"), ("list", "--status", "withhold", "--json"),
-        ("list", "--status", "withhold", "--status", "waiting", "--json"),
-        ("list", "--status", "executing", "--json"), ("list", "--limit", "1", "--json"),
-        ("show", str(a), "--json"), ("show", str(a)), ("show", "999", "--json"),
-        ("list", "--status", "Running"))
+    (text, all_rows, held, either, executing, limited, shown, shown_text, missing, bad_status) = (
+        deck.run_all(
+            ("list",),
+            ("list", "--json"),
+            ("list", "--status", "withhold", "--json"),
+            ("list", "--status", "withhold", "--status", "waiting", "--json"),
+            ("list", "--status", "executing", "--json"),
+            ("list", "--limit", "1", "--json"),
+            ("show", str(a), "--json"),
+            ("show", str(a)),
+            ("show", "999", "--json"),
+            ("list", "--status", "Running"),
+        )
+    )
 
     assert text.rc == 0 and "two-step" in text.out and "beta" in text.out, str(text)
     assert "Withhold" in text.out
     rows = json.loads(all_rows.out)
     assert [r["id"] for r in rows] == [b, a]  # newest first
     for r in rows:
-        assert {"id", "name", "status", "system", "cancel_reason", "canceled_by",
-                "canceled_at", "aborted_by", "aborted_at", "parent_id"} <= set(r)
+        assert {
+            "id",
+            "name",
+            "status",
+            "system",
+            "cancel_reason",
+            "canceled_by",
+            "canceled_at",
+            "aborted_by",
+            "aborted_at",
+            "parent_id",
+        } <= set(r)
         assert "tasks" not in r and "events" not in r
     assert [r["status"] for r in rows] == ["withhold", "waiting"]
     assert [r["id"] for r in json.loads(held.out)] == [b]
@@ -113,17 +161,36 @@ def test_submit_prints_the_new_id_alone_and_list_and_show_read_it(deck: Deck) ->
     assert len(json.loads(limited.out)) == 1
 
     job = json.loads(shown.out)
-    for key in ("id", "name", "status", "system", "cancel_reason", "canceled_by",
-                "canceled_at", "aborted_by", "aborted_at", "parent_id", "tasks", "children",
-                "events"):
+    for key in (
+        "id",
+        "name",
+        "status",
+        "system",
+        "cancel_reason",
+        "canceled_by",
+        "canceled_at",
+        "aborted_by",
+        "aborted_at",
+        "parent_id",
+        "tasks",
+        "children",
+        "events",
+    ):
         assert key in job, key
     assert job["id"] == a and job["name"] == "two-step" and job["status"] == "waiting"
     assert job["system"] is False and job["parent_id"] is None and job["children"] == []
     assert job["recipe_path"] == str(deck.dir / "a.toml")
     assert [t["name"] for t in job["tasks"]] == ["first", "second"]
     for t in job["tasks"]:
-        for key in ("name", "status", "server", "attempt", "progress_done", "progress_total",
-                    "message"):
+        for key in (
+            "name",
+            "status",
+            "server",
+            "attempt",
+            "progress_done",
+            "progress_total",
+            "message",
+        ):
             assert key in t, key
         assert t["status"] in SNAKE and t["server"] is None and t["attempt"] == 1
     assert [t["status"] for t in job["tasks"]] == ["ready", "waiting"]
@@ -138,8 +205,9 @@ def test_submit_prints_the_new_id_alone_and_list_and_show_read_it(deck: Deck) ->
 
 def test_submit_bad_or_missing_recipe_is_refused_with_one_line(deck: Deck) -> None:
     bad = deck.recipe("bad", TWO_TASKS.replace('after = ["first"]', 'after = ["frist"]'))
-    invalid, missing = deck.refused_all(("submit", str(bad)),
-                                        ("submit", str(deck.dir / "nowhere.toml")))
+    invalid, missing = deck.refused_all(
+        ("submit", str(bad)), ("submit", str(deck.dir / "nowhere.toml"))
+    )
     line = one_line(invalid)
     assert "bad.toml" in line
     assert "task 'second'" in line and "field 'after'" in line and "'frist'" in line
@@ -157,11 +225,17 @@ def test_cancel_of_waiting_and_held_jobs_without_an_engine(deck: Deck) -> None:
     w = deck.recipe("w", wait_recipe("w", 5))
     held, remote = deck.submit_all(w, w)
     deck.ok("hold", str(held))
-    for res in deck.run_all(("cancel", str(two), "--reason", "wrong sandbox"),
-                            ("cancel", str(held))):
+    for res in deck.run_all(
+        ("cancel", str(two), "--reason", "wrong sandbox"), ("cancel", str(held))
+    ):
         assert res.rc == 0 and "Canceled" in res.out, str(res)
-    res = deck.run("cancel", str(remote), "--reason", "  bad data  ",
-                   env={"SSH_CONNECTION": "10.1.2.3 50022 10.0.0.9 22"})
+    res = deck.run(
+        "cancel",
+        str(remote),
+        "--reason",
+        "  bad data  ",
+        env={"SSH_CONNECTION": "10.1.2.3 50022 10.0.0.9 22"},
+    )
     assert res.rc == 0, str(res)
 
     job, held_job, remote_job = deck.show_all(two, held, remote)
@@ -179,8 +253,9 @@ def test_cancel_of_waiting_and_held_jobs_without_an_engine(deck: Deck) -> None:
     assert remote_job["canceled_by"] == f"{user()} from 10.1.2.3"
     assert remote_job["cancel_reason"] == f"Job canceled by {user()} from 10.1.2.3: bad data"
 
-    again, abort, hold = deck.refused_all(("cancel", str(two)), ("abort", str(two), "--yes"),
-                                          ("hold", str(two)))
+    again, abort, hold = deck.refused_all(
+        ("cancel", str(two)), ("abort", str(two), "--yes"), ("hold", str(two))
+    )
     assert f"Job {two} already Canceled" in one_line(again)
     assert f"Job {two} already Canceled" in one_line(abort)
     assert "Canceled" in one_line(hold)
@@ -194,9 +269,14 @@ def test_system_and_missing_jobs_are_refused_and_nothing_changes(deck: Deck) -> 
     assert before["system"] is True
     j, k = str(flagged), str(from_recipe)
     cancel, tree, abort, cancel2, *missing = deck.refused_all(
-        ("cancel", j, "--reason", "please"), ("cancel", j, "--with-children"),
-        ("abort", j, "--yes"), ("cancel", k),
-        ("cancel", "42"), ("abort", "42", "--yes"), ("release", "42"))
+        ("cancel", j, "--reason", "please"),
+        ("cancel", j, "--with-children"),
+        ("abort", j, "--yes"),
+        ("cancel", k),
+        ("cancel", "42"),
+        ("abort", "42", "--yes"),
+        ("release", "42"),
+    )
     for res in (cancel, cancel2):
         assert one_line(res).endswith("System jobs cannot be canceled"), str(res)
     one_line(tree)
@@ -214,14 +294,21 @@ def test_system_and_missing_jobs_are_refused_and_nothing_changes(deck: Deck) -> 
 
 def test_abort_approve_and_reject_of_a_waiting_job_are_refused(deck: Deck) -> None:
     job_id = deck.submit(deck.recipe("two", TWO_TASKS))
-    (gate,) = deck.submit_all(deck.recipe("gate", 'name = "gate"\n[[task]]\nname = "ok"\n'
-                                                  'action = "approval"\nprompt = "Go?"\n'))
+    (gate,) = deck.submit_all(
+        deck.recipe(
+            "gate", 'name = "gate"\n[[task]]\nname = "ok"\naction = "approval"\nprompt = "Go?"\n'
+        )
+    )
     before = deck.show(job_id)
     j, task_id = str(job_id), str(before["tasks"][0]["id"])
     results = deck.refused_all(
-        ("abort", j), ("abort", j, "--enhanced", "--yes"),
-        ("approve", j, "first"), ("reject", j, task_id),
-        ("reject", j, "nope"), ("approve", str(gate), "ok"))
+        ("abort", j),
+        ("abort", j, "--enhanced", "--yes"),
+        ("approve", j, "first"),
+        ("reject", j, task_id),
+        ("reject", j, "nope"),
+        ("approve", str(gate), "ok"),
+    )
     for res in results[:2]:
         line = one_line(res)
         assert f"Job {job_id}" in line and "Waiting" in line and "nothing is running" in line
@@ -235,9 +322,13 @@ def test_abort_approve_and_reject_of_a_waiting_job_are_refused(deck: Deck) -> No
 
 def _state(deck: Deck, job_id: int) -> tuple:
     job = deck.show(job_id)
-    return (job["status"], job["cancel_reason"], job["aborted_by"],
-            [(t["name"], t["status"]) for t in job["tasks"]],
-            [e["id"] for e in job["events"]])
+    return (
+        job["status"],
+        job["cancel_reason"],
+        job["aborted_by"],
+        [(t["name"], t["status"]) for t in job["tasks"]],
+        [e["id"] for e in job["events"]],
+    )
 
 
 def test_abort_prints_the_plan_without_yes_and_enhanced_can_be_turned_off(deck: Deck) -> None:
@@ -254,8 +345,9 @@ def test_abort_prints_the_plan_without_yes_and_enhanced_can_be_turned_off(deck: 
     assert _state(deck, job_id) == before
 
     deck.ok("settings", "enhanced_abort", "off")
-    for res in deck.refused_all(("abort", str(job_id), "--enhanced"),
-                                ("abort", str(job_id), "--enhanced", "--yes")):
+    for res in deck.refused_all(
+        ("abort", str(job_id), "--enhanced"), ("abort", str(job_id), "--enhanced", "--yes")
+    ):
         assert "turned off" in one_line(res)
     assert _state(deck, job_id) == before
     assert deck.job_status(job_id) == "executing"
@@ -267,8 +359,9 @@ def test_abort_prints_the_plan_without_yes_and_enhanced_can_be_turned_off(deck: 
 def test_hold_and_release_round_trip(deck: Deck) -> None:
     job_id = deck.submit(deck.recipe("w", wait_recipe("w", 5)))
     assert "Withhold" in deck.ok("hold", str(job_id)).out
-    again, abort, shown = deck.run_all(("hold", str(job_id)), ("abort", str(job_id), "--yes"),
-                                       ("show", str(job_id), "--json"))
+    again, abort, shown = deck.run_all(
+        ("hold", str(job_id)), ("abort", str(job_id), "--yes"), ("show", str(job_id), "--json")
+    )
     assert again.rc == 1 and "only a Waiting job" in one_line(again)
     assert abort.rc == 1 and "Withhold" in one_line(abort)
     assert json.loads(shown.out)["status"] == "withhold"
@@ -316,17 +409,23 @@ def test_recipes_check_directory(deck: Deck) -> None:
 def test_settings_show_get_set_and_bad_values(deck: Deck) -> None:
     lines = deck.ok("settings").out.splitlines()
     assert sorted(lines) == ["drain_seconds = 900", "enhanced_abort = on", "lease_seconds = 5"]
-    get, set_drain, set_abort = deck.run_all(("settings", "drain_seconds"),
-                                             ("settings", "drain_seconds", "2.5"),
-                                             ("settings", "enhanced_abort", "off"))
+    get, set_drain, set_abort = deck.run_all(
+        ("settings", "drain_seconds"),
+        ("settings", "drain_seconds", "2.5"),
+        ("settings", "enhanced_abort", "off"),
+    )
     assert get.rc == 0 and get.out.strip() in ("900", "2.5"), str(get)
     assert set_drain.rc == 0 and set_drain.out.strip() == "drain_seconds = 2.5", str(set_drain)
     assert set_abort.rc == 0, str(set_abort)
     lines_after = deck.ok("settings").out.splitlines()
     assert "enhanced_abort = off" in lines_after and "drain_seconds = 2.5" in lines_after
 
-    bad = (("drain_seconds", "-1"), ("lease_seconds", "soon"), ("enhanced_abort", "maybe"),
-           ("colour", "blue"))
+    bad = (
+        ("drain_seconds", "-1"),
+        ("lease_seconds", "soon"),
+        ("enhanced_abort", "maybe"),
+        ("colour", "blue"),
+    )
     *results, shown = deck.run_all(*(("settings", *a) for a in bad), ("settings",))
     for args, res in zip(bad, results, strict=True):
         assert res.rc == 2 and args[0] in one_line(res), str(res)
@@ -344,8 +443,14 @@ def test_a_database_of_another_schema_version_is_refused_by_every_command(deck: 
         conn.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
     conn.close()
     j = str(job_id)
-    commands = (("list", "--json"), ("show", j), ("submit", str(recipe)), ("cancel", j),
-                ("settings", "drain_seconds", "3"), ("serve",))
+    commands = (
+        ("list", "--json"),
+        ("show", j),
+        ("submit", str(recipe)),
+        ("cancel", j),
+        ("settings", "drain_seconds", "3"),
+        ("serve",),
+    )
     for res in deck.refused_all(*commands):
         line = one_line(res)
         assert "99" in line and "version" in line, str(res)
@@ -399,9 +504,14 @@ def test_a_fresh_database_locked_by_another_process_is_waited_for(deck: Deck) ->
     holder = sqlite3.connect(deck.db, isolation_level=None, check_same_thread=False)
     try:
         holder.execute("BEGIN IMMEDIATE")  # a write lock on the new, empty file
-        proc = subprocess.Popen([*BATCHDECK, "settings", "drain_seconds"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                cwd=deck.dir, env=deck.env)
+        proc = subprocess.Popen(
+            [*BATCHDECK, "settings", "drain_seconds"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=deck.dir,
+            env=deck.env,
+        )
         try:
             # Keep the lock a while (the command should wait for it), then let go.
             proc.wait(5)

@@ -44,9 +44,15 @@ def jobs(db: str | Path) -> dict[str, dict[str, Any]]:
 
 
 def tasks(db: str | Path, job_name: str) -> dict[str, dict[str, Any]]:
-    return {t["name"]: t for t in query(
-        db, "SELECT t.* FROM task t JOIN job j ON j.id = t.job_id "
-            "WHERE j.name=? AND j.parent_id IS NULL ORDER BY t.seq", job_name)}
+    return {
+        t["name"]: t
+        for t in query(
+            db,
+            "SELECT t.* FROM task t JOIN job j ON j.id = t.job_id "
+            "WHERE j.name=? AND j.parent_id IS NULL ORDER BY t.seq",
+            job_name,
+        )
+    }
 
 
 @pytest.fixture(scope="module")
@@ -110,12 +116,19 @@ def test_statuses_changed_only_through_the_engine(demo: Path) -> None:
     """Every status a row holds beyond its initial one was reached by a recorded move."""
     for job in query(demo, "SELECT id, status FROM job"):
         if job["status"] != "waiting":
-            last = query(demo, "SELECT to_status FROM event WHERE job_id=? AND task_id IS NULL "
-                               "AND kind='status' ORDER BY id DESC LIMIT 1", job["id"])
+            last = query(
+                demo,
+                "SELECT to_status FROM event WHERE job_id=? AND task_id IS NULL "
+                "AND kind='status' ORDER BY id DESC LIMIT 1",
+                job["id"],
+            )
             assert last == [{"to_status": job["status"]}], job
     for task in query(demo, "SELECT id, status FROM task"):
-        moves = query(demo, "SELECT to_status FROM event WHERE task_id=? AND kind='status' "
-                            "ORDER BY id", task["id"])
+        moves = query(
+            demo,
+            "SELECT to_status FROM event WHERE task_id=? AND kind='status' ORDER BY id",
+            task["id"],
+        )
         if task["status"] in ("waiting", "ready") and not moves:
             continue  # as submitted
         assert moves and moves[-1]["to_status"] == task["status"], task
@@ -136,12 +149,26 @@ def test_live_jobs_wait_for_the_console(demo: Path) -> None:
 
     chain = tasks(demo, "nightly-import")
     assert [(n, t["status"]) for n, t in chain.items()] == [
-        ("extract", "ready"), ("load", "waiting"), ("score", "waiting"), ("report", "waiting")]
+        ("extract", "ready"),
+        ("load", "waiting"),
+        ("score", "waiting"),
+        ("report", "waiting"),
+    ]
     actions = {t["action"] for t in query(demo, "SELECT action FROM task")}
-    assert {"bulk_import_csv", "approval", "blocking_wait", "shell", "wait", "call_job",
-            "python", "fail", "bulk_export_csv"} <= actions
-    assert query(demo, "SELECT count(*) AS n FROM server WHERE lease_owner IS NOT NULL") \
-        == [{"n": 0}]  # the build's engine is gone
+    assert {
+        "bulk_import_csv",
+        "approval",
+        "blocking_wait",
+        "shell",
+        "wait",
+        "call_job",
+        "python",
+        "fail",
+        "bulk_export_csv",
+    } <= actions
+    assert query(demo, "SELECT count(*) AS n FROM server WHERE lease_owner IS NOT NULL") == [
+        {"n": 0}
+    ]  # the build's engine is gone
 
 
 def test_build_twice_gives_a_fresh_database(tmp_path: Path) -> None:
@@ -176,24 +203,44 @@ async def test_demo_runs(tmp_path: Path) -> None:
     engine = Engine(db, dict(SERVERS))
     await engine.start()
     try:
+
         def task(job: str, name: str) -> dict[str, Any]:
             return tasks(db, job)[name]
 
-        await until("the bulk import reports progress",
-                    lambda: task("nightly-import", "load")["progress_done"] > 0)
-        await until("the approval task waits for an operator",
-                    lambda: task("ledger-close", "approve-posting")["status"] == "executing")
-        await until("the blocking wait is executing",
-                    lambda: task("warehouse-sync", "pull-inventory")["status"] == "executing")
-        await until("the shell task shows its output",
-                    lambda: "tick" in (task("log-shipper", "ship")["output"] or ""))
-        await until("the 30-minute wait is executing",
-                    lambda: task("quarterly-reconcile", "reconcile")["status"] == "executing")
-        await until("month-end-close has started its two children", lambda: sorted(
-            (j["name"], j["call_mode"]) for j in query(
-                db, "SELECT c.name, c.call_mode FROM job c JOIN job p ON p.id = c.parent_id "
-                    "WHERE p.name='month-end-close'")) == [
-            ("audit-trail", "async"), ("ledger-rollup", "sync")])
+        await until(
+            "the bulk import reports progress",
+            lambda: task("nightly-import", "load")["progress_done"] > 0,
+        )
+        await until(
+            "the approval task waits for an operator",
+            lambda: task("ledger-close", "approve-posting")["status"] == "executing",
+        )
+        await until(
+            "the blocking wait is executing",
+            lambda: task("warehouse-sync", "pull-inventory")["status"] == "executing",
+        )
+        await until(
+            "the shell task shows its output",
+            lambda: "tick" in (task("log-shipper", "ship")["output"] or ""),
+        )
+        await until(
+            "the 30-minute wait is executing",
+            lambda: task("quarterly-reconcile", "reconcile")["status"] == "executing",
+        )
+        await until(
+            "month-end-close has started its two children",
+            lambda: (
+                sorted(
+                    (j["name"], j["call_mode"])
+                    for j in query(
+                        db,
+                        "SELECT c.name, c.call_mode FROM job c JOIN job p ON p.id = c.parent_id "
+                        "WHERE p.name='month-end-close'",
+                    )
+                )
+                == [("audit-trail", "async"), ("ledger-rollup", "sync")]
+            ),
+        )
         assert jobs(db)["payroll-run"]["status"] == "withhold"
         assert engine.stats.errors == []
     finally:

@@ -38,10 +38,23 @@ def _gone(pid: int) -> bool:
 
 async def test_abort_kills_shell_process_group(engine, tmp_path):
     store = engine.store
-    job = submit_tasks(store, tmp_path, "stubborn", [
-        {"name": "sh", "action": "shell", "on_cancel": "finish",
-         "command": ["sh", "-c", "sleep 300 & echo $! > child.pid; echo $$ > parent.pid; wait"]},
-    ])
+    job = submit_tasks(
+        store,
+        tmp_path,
+        "stubborn",
+        [
+            {
+                "name": "sh",
+                "action": "shell",
+                "on_cancel": "finish",
+                "command": [
+                    "sh",
+                    "-c",
+                    "sleep 300 & echo $! > child.pid; echo $$ > parent.pid; wait",
+                ],
+            },
+        ],
+    )
     await until(lambda: (tmp_path / "child.pid").exists() and (tmp_path / "parent.pid").exists())
     await until(lambda: (tmp_path / "child.pid").read_text().strip() != "")
     pids = [int((tmp_path / f).read_text()) for f in ("child.pid", "parent.pid")]
@@ -67,11 +80,20 @@ async def test_abort_kills_shell_process_group(engine, tmp_path):
 async def test_blocking_wait_shows_aborting_until_the_block_returns(engine, tmp_path):
     store = engine.store
     release = tmp_path / "release"
-    job = submit_tasks(store, tmp_path, "stuck", [
-        {"name": "block", "action": "python", "function": "tests.blocking_fn:block_until",
-         "path": str(release)},
-        {"name": "next", "action": "wait", "seconds": 0, "after": ["block"]},
-    ])
+    job = submit_tasks(
+        store,
+        tmp_path,
+        "stuck",
+        [
+            {
+                "name": "block",
+                "action": "python",
+                "function": "tests.blocking_fn:block_until",
+                "path": str(release),
+            },
+            {"name": "next", "action": "wait", "seconds": 0, "after": ["block"]},
+        ],
+    )
     await until(lambda: task_statuses(store, job)["block"] == "executing")
     await until(lambda: (tmp_path / "release.started").exists(), "in the unmanaged wait")
 
@@ -107,8 +129,13 @@ async def test_blocking_wait_shows_aborting_until_the_block_returns(engine, tmp_
 )
 async def test_abort_refusals(tmp_path, kind, message):
     store = Store(tmp_path / "t.db")
-    job = submit_tasks(store, tmp_path, "j", [{"name": "a", "action": "wait", "seconds": 0}],
-                       system=(kind == "system"))
+    job = submit_tasks(
+        store,
+        tmp_path,
+        "j",
+        [{"name": "a", "action": "wait", "seconds": 0}],
+        system=(kind == "system"),
+    )
     if kind == "ended":
         async with Engine(str(tmp_path / "t.db")) as _:
             await until(lambda: job_status(store, job) == "ended")
@@ -132,11 +159,22 @@ async def test_enhanced_abort_lists_disrupted_jobs_and_requeues_their_tasks(engi
         settings.put(conn, "drain_seconds", "60")
     release = tmp_path / "release"
     # Fill batch-01 (4 slots) first with the stuck job and a victim, both long.
-    stuck = submit_tasks(store, tmp_path, "stuck", [
-        {"name": "block", "action": "python", "function": "tests.blocking_fn:block_until",
-         "path": str(release)}])
-    victim = submit_tasks(store, tmp_path, "victim", [
-        {"name": "v", "action": "wait", "seconds": 600}])
+    stuck = submit_tasks(
+        store,
+        tmp_path,
+        "stuck",
+        [
+            {
+                "name": "block",
+                "action": "python",
+                "function": "tests.blocking_fn:block_until",
+                "path": str(release),
+            }
+        ],
+    )
+    victim = submit_tasks(
+        store, tmp_path, "victim", [{"name": "v", "action": "wait", "seconds": 600}]
+    )
     await until(lambda: task_statuses(store, victim)["v"] == "executing")
     await until(lambda: (tmp_path / "release.started").exists())
     server = task_row(store, stuck, "block")["server"]
@@ -159,7 +197,8 @@ async def test_enhanced_abort_lists_disrupted_jobs_and_requeues_their_tasks(engi
     # the restart (a new enhanced abort is the operator's way; here we move the deadline).
     with store.read() as conn:
         status, deadline = conn.exec_driver_sql(
-            "SELECT status, drain_deadline FROM server WHERE name='batch-01'").one()
+            "SELECT status, drain_deadline FROM server WHERE name='batch-01'"
+        ).one()
     assert status == "draining" and deadline is not None
     # Draining: no new task is picked up on batch-01.
     late = submit_tasks(store, tmp_path, "late", [{"name": "l", "action": "wait", "seconds": 0}])
@@ -175,10 +214,16 @@ async def test_enhanced_abort_lists_disrupted_jobs_and_requeues_their_tasks(engi
     reasons = [e["reason"] for e in events(store, victim)]
     assert "interrupted by server restart" in reasons
     with store.read() as conn:
-        assert conn.exec_driver_sql(
-            "SELECT status FROM server WHERE name='batch-01'").scalar_one() == "online"
-        server_events = [r[0] for r in conn.exec_driver_sql(
-            "SELECT reason FROM event WHERE kind='server' AND server='batch-01' ORDER BY id")]
+        assert (
+            conn.exec_driver_sql("SELECT status FROM server WHERE name='batch-01'").scalar_one()
+            == "online"
+        )
+        server_events = [
+            r[0]
+            for r in conn.exec_driver_sql(
+                "SELECT reason FROM event WHERE kind='server' AND server='batch-01' ORDER BY id"
+            )
+        ]
     assert any(r.startswith("draining") for r in server_events)
     assert any(r.startswith("restarting") for r in server_events)
     assert server_events[-1] == "restarted: online"
@@ -188,9 +233,19 @@ async def test_enhanced_abort_lists_disrupted_jobs_and_requeues_their_tasks(engi
 async def test_enhanced_abort_restarts_at_once_when_nothing_else_runs(engine, tmp_path):
     store = engine.store
     release = tmp_path / "release"
-    stuck = submit_tasks(store, tmp_path, "stuck", [
-        {"name": "block", "action": "python", "function": "tests.blocking_fn:block_until",
-         "path": str(release)}])
+    stuck = submit_tasks(
+        store,
+        tmp_path,
+        "stuck",
+        [
+            {
+                "name": "block",
+                "action": "python",
+                "function": "tests.blocking_fn:block_until",
+                "path": str(release),
+            }
+        ],
+    )
     await until(lambda: (tmp_path / "release.started").exists())
     plan = control.abort_preview(store, stuck, enhanced=True)
     assert plan.cancel_first and plan.disrupted == []
@@ -220,8 +275,12 @@ async def test_aborting_a_sync_caller_orphans_the_child(engine, tmp_path):
 
     store = engine.store
     child = write_recipe(tmp_path, "child", [{"name": "c", "action": "wait", "seconds": 600}])
-    parent = submit_tasks(store, tmp_path, "parent", [
-        {"name": "call", "action": "call_job", "recipe": str(child), "mode": "sync"}])
+    parent = submit_tasks(
+        store,
+        tmp_path,
+        "parent",
+        [{"name": "call", "action": "call_job", "recipe": str(child), "mode": "sync"}],
+    )
 
     def child_id() -> int | None:
         return task_row(store, parent, "call")["child_job_id"]
@@ -236,13 +295,18 @@ async def test_aborting_a_sync_caller_orphans_the_child(engine, tmp_path):
 
 async def test_abort_refuses_when_the_plan_grew_since_it_was_confirmed(engine, tmp_path):
     store = engine.store
-    stuck = submit_tasks(store, tmp_path, "stuck", [
-        {"name": "s", "action": "wait", "seconds": 600}])
+    stuck = submit_tasks(
+        store, tmp_path, "stuck", [{"name": "s", "action": "wait", "seconds": 600}]
+    )
     await until(lambda: task_statuses(store, stuck)["s"] == "executing")
     control.cancel(store, stuck, actor="alice")
     # "wait" is canceled at once; use a shell that finishes on cancel to keep one Canceling.
-    job = submit_tasks(store, tmp_path, "j", [
-        {"name": "sh", "action": "shell", "on_cancel": "finish", "command": ["sleep", "600"]}])
+    job = submit_tasks(
+        store,
+        tmp_path,
+        "j",
+        [{"name": "sh", "action": "shell", "on_cancel": "finish", "command": ["sleep", "600"]}],
+    )
     await until(lambda: task_statuses(store, job)["sh"] == "executing")
     control.cancel(store, job, actor="alice")
     await until(lambda: task_statuses(store, job)["sh"] == "canceling")

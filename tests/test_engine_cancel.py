@@ -18,11 +18,16 @@ from tests.engine_support import (
 
 async def test_not_started_tasks_become_didnt_run_and_wait_is_canceled_at_once(engine, tmp_path):
     store = engine.store
-    job = submit_tasks(store, tmp_path, "chain", [
-        {"name": "long", "action": "wait", "seconds": 600},
-        {"name": "next", "action": "wait", "seconds": 1, "after": ["long"]},
-        {"name": "last", "action": "wait", "seconds": 1, "after": ["next"]},
-    ])
+    job = submit_tasks(
+        store,
+        tmp_path,
+        "chain",
+        [
+            {"name": "long", "action": "wait", "seconds": 600},
+            {"name": "next", "action": "wait", "seconds": 1, "after": ["long"]},
+            {"name": "last", "action": "wait", "seconds": 1, "after": ["next"]},
+        ],
+    )
     await until(lambda: task_statuses(store, job)["long"] == "executing", "long starts")
 
     result = control.cancel(store, job, actor="alice", reason="wrong sandbox")
@@ -45,12 +50,21 @@ async def test_not_started_tasks_become_didnt_run_and_wait_is_canceled_at_once(e
 async def test_started_non_long_task_finishes_ended_while_job_canceling(engine, tmp_path):
     store = engine.store
     marker = tmp_path / "go"
-    job = submit_tasks(store, tmp_path, "finishing", [
-        # `finish`: the command runs to its end even when canceled; it waits for a file.
-        {"name": "work", "action": "shell", "on_cancel": "finish",
-         "command": ["sh", "-c", f"while [ ! -e {marker} ]; do sleep 0.05; done; echo done"]},
-        {"name": "after", "action": "wait", "seconds": 1, "after": ["work"]},
-    ])
+    job = submit_tasks(
+        store,
+        tmp_path,
+        "finishing",
+        [
+            # `finish`: the command runs to its end even when canceled; it waits for a file.
+            {
+                "name": "work",
+                "action": "shell",
+                "on_cancel": "finish",
+                "command": ["sh", "-c", f"while [ ! -e {marker} ]; do sleep 0.05; done; echo done"],
+            },
+            {"name": "after", "action": "wait", "seconds": 1, "after": ["work"]},
+        ],
+    )
     await until(lambda: task_statuses(store, job)["work"] == "executing", "work starts")
 
     control.cancel(store, job, actor="alice")
@@ -87,8 +101,9 @@ async def test_held_job_is_not_started_until_released(tmp_path):
     job = submit_tasks(store, tmp_path, "held", [{"name": "a", "action": "wait", "seconds": 0}])
     control.hold(store, job, actor="bob")
     async with Engine(str(tmp_path / "t.db"), poll_interval=0.02):
-        other = submit_tasks(store, tmp_path, "other", [
-            {"name": "a", "action": "wait", "seconds": 0}])
+        other = submit_tasks(
+            store, tmp_path, "other", [{"name": "a", "action": "wait", "seconds": 0}]
+        )
         await until(lambda: job_status(store, other) == "ended", "other job ends")
         assert job_status(store, job) == "withhold"
         control.release(store, job, actor="bob")
@@ -111,9 +126,12 @@ async def test_cancel_refusals_change_nothing(engine, tmp_path, setup, message):
     if setup == "ended":
         await until(lambda: job_status(store, job) == "ended")
     if setup == "canceling":
-        job2 = submit_tasks(store, tmp_path, "slow", [
-            {"name": "s", "action": "shell", "on_cancel": "finish",
-             "command": ["sleep", "600"]}])
+        job2 = submit_tasks(
+            store,
+            tmp_path,
+            "slow",
+            [{"name": "s", "action": "shell", "on_cancel": "finish", "command": ["sleep", "600"]}],
+        )
         await until(lambda: task_statuses(store, job2)["s"] == "executing")
         control.cancel(store, job2, actor="x")
         job = job2
@@ -134,15 +152,24 @@ async def test_children_are_not_canceled_with_the_parent(engine, tmp_path):
     from tests.engine_support import write_recipe
 
     child = write_recipe(tmp_path, "child", [{"name": "c", "action": "wait", "seconds": 600}])
-    parent = submit_tasks(store, tmp_path, "parent", [
-        {"name": "call-sync", "action": "call_job", "recipe": str(child), "mode": "sync"},
-        {"name": "call-async", "action": "call_job", "recipe": str(child), "mode": "async"},
-    ])
+    parent = submit_tasks(
+        store,
+        tmp_path,
+        "parent",
+        [
+            {"name": "call-sync", "action": "call_job", "recipe": str(child), "mode": "sync"},
+            {"name": "call-async", "action": "call_job", "recipe": str(child), "mode": "async"},
+        ],
+    )
 
     def children() -> list[int]:
         with store.read() as conn:
-            return [r[0] for r in conn.exec_driver_sql(
-                "SELECT id FROM job WHERE parent_id=? ORDER BY id", (parent,))]
+            return [
+                r[0]
+                for r in conn.exec_driver_sql(
+                    "SELECT id FROM job WHERE parent_id=? ORDER BY id", (parent,)
+                )
+            ]
 
     await until(lambda: len(children()) == 2, "both children start")
     kids = children()
@@ -179,8 +206,9 @@ async def test_events_record_who_with_ssh_address(tmp_path, monkeypatch):
     control.cancel(store, job, actor=actor, reason="because")
     evs = events(store, job)
     assert {e["actor"] for e in evs if e["to_status"]} == {actor}
-    assert all(e["reason"].startswith(f"Job canceled by {actor}: because")
-               for e in evs if e["to_status"])
+    assert all(
+        e["reason"].startswith(f"Job canceled by {actor}: because") for e in evs if e["to_status"]
+    )
 
 
 async def test_a_retried_sync_call_waits_for_the_child_it_started(tmp_path):
@@ -191,22 +219,34 @@ async def test_a_retried_sync_call_waits_for_the_child_it_started(tmp_path):
     path = str(tmp_path / "t.db")
     store = Store(path)
     child = write_recipe(tmp_path, "child", [{"name": "c", "action": "wait", "seconds": 600}])
-    parent = submit_tasks(store, tmp_path, "parent", [
-        {"name": "call", "action": "call_job", "recipe": str(child), "mode": "sync"}])
+    parent = submit_tasks(
+        store,
+        tmp_path,
+        "parent",
+        [{"name": "call", "action": "call_job", "recipe": str(child), "mode": "sync"}],
+    )
 
     def children() -> list[int]:
         with store.read() as conn:
-            return [r[0] for r in conn.exec_driver_sql(
-                "SELECT id FROM job WHERE parent_id=?", (parent,))]
+            return [
+                r[0]
+                for r in conn.exec_driver_sql("SELECT id FROM job WHERE parent_id=?", (parent,))
+            ]
 
     async with Engine(path, {"batch-01": 4}, poll_interval=0.02):
-        await until(lambda: len(children()) == 1 and job_status(store, children()[0])
-                    == "executing", "child runs")
+        await until(
+            lambda: len(children()) == 1 and job_status(store, children()[0]) == "executing",
+            "child runs",
+        )
     # The engine stopped: the call went back to Ready. The next run resumes the same child.
     assert task_row(store, parent, "call")["status"] == "ready"
     async with Engine(path, {"batch-01": 4}, poll_interval=0.02):
-        await until(lambda: task_row(store, parent, "call")["attempt"] == 2
-                    and task_row(store, parent, "call")["status"] == "executing")
+        await until(
+            lambda: (
+                task_row(store, parent, "call")["attempt"] == 2
+                and task_row(store, parent, "call")["status"] == "executing"
+            )
+        )
         kid = children()[0]
         await until(lambda: task_row(store, parent, "call")["message"] == f"waiting for job {kid}")
         assert children() == [kid]
@@ -221,11 +261,25 @@ async def test_a_recipe_that_ends_up_calling_itself_is_stopped(engine, tmp_path)
 
     store = engine.store
     b = write_recipe(tmp_path, "b", [{"name": "w", "action": "wait", "seconds": 0}])
-    a = submit_tasks(store, tmp_path, "a", [
-        {"name": "call", "action": "call_job", "recipe": str(b), "mode": "async"}])
+    a = submit_tasks(
+        store,
+        tmp_path,
+        "a",
+        [{"name": "call", "action": "call_job", "recipe": str(b), "mode": "async"}],
+    )
     # After a was checked, b is changed to call a: a loop only the run can see.
-    write_recipe(tmp_path, "b", [{"name": "again", "action": "call_job",
-                                  "recipe": str(tmp_path / "a.toml"), "mode": "async"}])
+    write_recipe(
+        tmp_path,
+        "b",
+        [
+            {
+                "name": "again",
+                "action": "call_job",
+                "recipe": str(tmp_path / "a.toml"),
+                "mode": "async",
+            }
+        ],
+    )
     # Caught when the engine loads the changed b (a cycle), or else by the call depth limit.
     await until(lambda: job_status(store, a) in ("ended", "error"))
 

@@ -53,8 +53,12 @@ def server_row(deck: Deck, name: str) -> dict:
 
 
 def server_events(deck: Deck, name: str) -> list[str]:
-    return [r[0] for r in deck.sql(
-        "SELECT reason FROM event WHERE kind='server' AND server=? ORDER BY id", (name,))]
+    return [
+        r[0]
+        for r in deck.sql(
+            "SELECT reason FROM event WHERE kind='server' AND server=? ORDER BY id", (name,)
+        )
+    ]
 
 
 def task_events(deck: Deck, job: int, name: str) -> list[tuple[str, str, str, str]]:
@@ -84,15 +88,23 @@ def test_cancel_from_another_process_is_acted_on_by_serve(shared: Deck) -> None:
     assert "of 60 s" in task["message"]  # stopped at once, how far it got on record
     assert job["cancel_reason"] == f"Job canceled by {user()}: wrong sandbox"
     assert job["canceled_by"] == user()
-    moves = [(e["from_status"], e["to_status"], e["actor"]) for e in job["events"]
-             if e["task_id"] == task["id"]]
-    assert moves == [("ready", "executing", "engine"), ("executing", "canceling", user()),
-                     ("canceling", "canceled", "engine")]
+    moves = [
+        (e["from_status"], e["to_status"], e["actor"])
+        for e in job["events"]
+        if e["task_id"] == task["id"]
+    ]
+    assert moves == [
+        ("ready", "executing", "engine"),
+        ("executing", "canceling", user()),
+        ("canceling", "canceled", "engine"),
+    ]
 
 
 def test_abort_kills_the_shell_command_and_its_children(shared: Deck) -> None:
     deck = shared
-    recipe = deck.recipe("spawn", """\
+    recipe = deck.recipe(
+        "spawn",
+        """\
 name = "spawner"
 
 [[task]]
@@ -100,7 +112,8 @@ name = "spawn"
 action = "shell"
 command = ["sh", "-c", "sleep 300 & echo $! > child.pid; echo $$ > parent.pid; wait"]
 on_cancel = "finish"
-""")
+""",
+    )
     child_file = deck.track_pid_file(deck.dir / "child.pid")
     parent_file = deck.track_pid_file(deck.dir / "parent.pid")
     job_id = deck.submit(recipe)
@@ -128,14 +141,18 @@ on_cancel = "finish"
     assert job["cancel_reason"] == f"Job canceled by {user()}"
     assert job["tasks"][0]["started_at"] is not None
     assert [m[:2] for m in task_events(deck, job_id, "spawn")] == [
-        ("ready", "executing"), ("executing", "canceling"), ("canceling", "aborting"),
-        ("aborting", "aborted")]
+        ("ready", "executing"),
+        ("executing", "canceling"),
+        ("canceling", "aborting"),
+        ("aborting", "aborted"),
+    ]
 
 
-def test_abort_of_an_unmanaged_wait_shows_aborting_until_the_block_returns(
-        shared: Deck) -> None:
+def test_abort_of_an_unmanaged_wait_shows_aborting_until_the_block_returns(shared: Deck) -> None:
     deck = shared
-    recipe = deck.recipe("block", """\
+    recipe = deck.recipe(
+        "block",
+        """\
 name = "stuck-driver"
 
 [[task]]
@@ -148,7 +165,8 @@ name = "after"
 action = "wait"
 seconds = 1
 after = ["block"]
-""")
+""",
+    )
     job_id = deck.submit(recipe)
     deck.wait_task(job_id, "block", "executing")
 
@@ -181,8 +199,9 @@ def test_a_second_serve_on_the_same_server_is_refused(deck: Deck) -> None:
     owner = server_row(deck, "batch-01")["lease_owner"]
     assert owner and f":{first.pid}:" in owner
 
-    same, mixed = deck.refused_all(("serve",), ("serve", "--server", "batch-02",
-                                                "--server", "batch-01:2"))
+    same, mixed = deck.refused_all(
+        ("serve",), ("serve", "--server", "batch-02", "--server", "batch-01:2")
+    )
     for res in (same, mixed):
         assert len(res.err_lines) == 1, str(res)
         assert "batch-01" in res.err and "already served" in res.err, str(res)
@@ -207,8 +226,10 @@ def test_a_short_lease_never_lets_two_engines_serve_one_server(deck: Deck) -> No
         return  # refusing a lease shorter than the heartbeat would also keep the promise
     first = deck.serve()
     second = deck.start_serve()
-    wait_for(lambda: second.proc.poll() is not None or "serving" in second.output(),
-             "the second serve to be refused or to start serving")
+    wait_for(
+        lambda: second.proc.poll() is not None or "serving" in second.output(),
+        "the second serve to be refused or to start serving",
+    )
     assert first.running()
     assert second.proc.returncode == 1, second.output()
 
@@ -229,8 +250,9 @@ seconds = 60
 def test_enhanced_abort_restarts_the_server_and_requeues_other_jobs(deck: Deck) -> None:
     deck.ok("settings", "drain_seconds", "1")
     deck.serve("--server", "batch-01:4")
-    a, b = deck.submit_all(deck.recipe("a", BLOCK.format(name="stuck")),
-                           deck.recipe("b", wait_recipe("bystander", 60)))
+    a, b = deck.submit_all(
+        deck.recipe("a", BLOCK.format(name="stuck")), deck.recipe("b", wait_recipe("bystander", 60))
+    )
     deck.wait_task(a, "block", "executing")
     deck.wait_task(b, "sleep", "executing")
 
@@ -251,17 +273,22 @@ def test_enhanced_abort_restarts_the_server_and_requeues_other_jobs(deck: Deck) 
     assert "restarting batch-01" in res.out
 
     def restarted() -> bool:
-        return (deck.task_status(a, "block") == "aborted"
-                and deck.task(b, "sleep")["attempt"] == 2
-                and deck.task_status(b, "sleep") == "executing")
+        return (
+            deck.task_status(a, "block") == "aborted"
+            and deck.task(b, "sleep")["attempt"] == 2
+            and deck.task_status(b, "sleep") == "executing"
+        )
 
     wait_for(restarted, "the restart: A's task aborted, B's task executing again (attempt 2)")
     assert deck.job_status(a) == "canceled"
     assert deck.job_status(b) == "executing"
     moves = task_events(deck, b, "sleep")
     assert ("executing", "ready", "engine", "interrupted by server restart") in moves
-    assert [m[:2] for m in moves] == [("ready", "executing"), ("executing", "ready"),
-                                      ("ready", "executing")]
+    assert [m[:2] for m in moves] == [
+        ("ready", "executing"),
+        ("executing", "ready"),
+        ("ready", "executing"),
+    ]
     assert deck.task(b, "sleep")["server"] == "batch-01"
 
     job_a = deck.show(a)
@@ -296,8 +323,9 @@ def test_enhanced_abort_restarts_at_once_when_nothing_else_runs_there(deck: Deck
     t = deck.task(b, "sleep")
     assert t["status"] == "executing" and t["attempt"] == 1
     assert server_row(deck, "batch-02")["status"] == "online"
-    assert not any(r.startswith(("draining", "restarting"))
-                   for r in server_events(deck, "batch-02"))
+    assert not any(
+        r.startswith(("draining", "restarting")) for r in server_events(deck, "batch-02")
+    )
 
 
 # -- recovery ---------------------------------------------------------------------------------
@@ -310,7 +338,9 @@ def test_recovery_after_the_engine_is_killed(deck: Deck) -> None:
     rerun, once, finishing, stuck, orphan = deck.submit_all(
         deck.recipe("rerun", wait_recipe("rerun", 30)),
         deck.recipe("once", "max_attempts = 1\n" + wait_recipe("once", 30)),
-        deck.recipe("finish", """\
+        deck.recipe(
+            "finish",
+            """\
 name = "finishing"
 
 [[task]]
@@ -318,11 +348,18 @@ name = "sh"
 action = "shell"
 command = ["sh", "-c", "echo $$ > finish.pid; exec sleep 300"]
 on_cancel = "finish"
-"""),
+""",
+        ),
         deck.recipe("stuck", BLOCK.format(name="stuck")),
-        deck.recipe("orphan", wait_recipe("orphan", 30)))
-    for job_id, task in ((rerun, "sleep"), (once, "sleep"), (finishing, "sh"),
-                         (stuck, "block"), (orphan, "sleep")):
+        deck.recipe("orphan", wait_recipe("orphan", 30)),
+    )
+    for job_id, task in (
+        (rerun, "sleep"),
+        (once, "sleep"),
+        (finishing, "sh"),
+        (stuck, "block"),
+        (orphan, "sleep"),
+    ):
         deck.wait_task(job_id, task, "executing")
     wait_for(lambda: read_pid(pid_file), "the shell task to write its pid")
     deck.ok("cancel", str(finishing))
@@ -334,8 +371,10 @@ on_cancel = "finish"
 
     first.kill9()
     # The dead engine's lease must run out before another engine may take batch-01.
-    wait_for(lambda: time.time() - server_row(deck, "batch-01")["heartbeat_at"] > 1.5,
-             "the killed engine's lease to expire")
+    wait_for(
+        lambda: time.time() - server_row(deck, "batch-01")["heartbeat_at"] > 1.5,
+        "the killed engine's lease to expire",
+    )
     assert deck.task_status(rerun, "sleep") == "executing"  # nobody has recovered it yet
 
     # With no engine behind its server, an abort stops the task at once.
@@ -346,8 +385,13 @@ on_cancel = "finish"
     deck.serve("--server", "batch-01:8")
 
     # Attempts left: back to Ready with attempt + 1, then run again.
-    wait_for(lambda: deck.task(rerun, "sleep")["attempt"] == 2
-             and deck.task_status(rerun, "sleep") == "executing", "the rerun task's attempt 2")
+    wait_for(
+        lambda: (
+            deck.task(rerun, "sleep")["attempt"] == 2
+            and deck.task_status(rerun, "sleep") == "executing"
+        ),
+        "the rerun task's attempt 2",
+    )
     moves = task_events(deck, rerun, "sleep")
     assert ("executing", "ready", "recovery", "interrupted: engine stopped") in moves
     assert deck.job_status(rerun) == "executing"
@@ -366,12 +410,15 @@ on_cancel = "finish"
     assert deck.job_status(stuck) == "canceled"
 
     # Nothing stays running on a server that no live engine holds.
-    live = {r[0] for r in deck.sql(
-        "SELECT name FROM server WHERE status='online' AND lease_owner IS NOT NULL")}
+    live = {
+        r[0]
+        for r in deck.sql(
+            "SELECT name FROM server WHERE status='online' AND lease_owner IS NOT NULL"
+        )
+    }
     running = deck.sql("SELECT id, server FROM task WHERE status IN (?, ?, ?)", RUNNING)
     assert running and all(server in live for _, server in running), (running, live)
-    assert deck.sql("SELECT id FROM job WHERE status IN ('executing', 'canceling')") == [
-        (rerun,)]
+    assert deck.sql("SELECT id FROM job WHERE status IN ('executing', 'canceling')") == [(rerun,)]
 
 
 # -- child jobs ---------------------------------------------------------------------------------
@@ -391,7 +438,10 @@ def test_canceling_a_parent_does_not_cancel_its_children(shared: Deck) -> None:
     deck = shared
     deck.recipe("child_sync", CHILD.format(name="child-sync", seconds=3))
     deck.recipe("child_async", CHILD.format(name="child-async", seconds=3))
-    parent = deck.submit(deck.recipe("parent", """\
+    parent = deck.submit(
+        deck.recipe(
+            "parent",
+            """\
 name = "parent"
 
 [[task]]
@@ -405,11 +455,14 @@ name = "call_async"
 action = "call_job"
 recipe = "child_async.toml"
 mode = "async"
-"""))
+""",
+        )
+    )
 
     def children() -> dict[str, int] | None:
-        rows = deck.sql("SELECT name, id FROM job WHERE parent_id=? AND status='executing'",
-                        (parent,))
+        rows = deck.sql(
+            "SELECT name, id FROM job WHERE parent_id=? AND status='executing'", (parent,)
+        )
         return dict(rows) if len(rows) == 2 else None
 
     kids = wait_for(children, "both children executing")
@@ -424,7 +477,8 @@ mode = "async"
         ((child, task, job),) = deck.sql(
             "SELECT (SELECT status FROM job WHERE id=?), (SELECT status FROM task "
             "WHERE job_id=? AND name='call_sync'), (SELECT status FROM job WHERE id=?)",
-            (sync_child, parent, parent))
+            (sync_child, parent, parent),
+        )
         if child not in ("canceled", "ended", "error"):
             # While the child runs, the task waiting on it stays Canceling.
             assert (task, job) == ("canceling", "canceling"), (child, task, job)
@@ -445,7 +499,8 @@ mode = "async"
 
 
 def test_cancel_with_children_cancels_the_whole_tree_and_abort_orphans_a_child(
-        shared: Deck) -> None:
+    shared: Deck,
+) -> None:
     deck = shared
     deck.recipe("child60", CHILD.format(name="child", seconds=60))
     caller = """\
@@ -457,12 +512,17 @@ action = "call_job"
 recipe = "child60.toml"
 mode = "sync"
 """
-    tree, aborted = deck.submit_all(deck.recipe("tree", caller.format(name="tree")),
-                                    deck.recipe("aborted", caller.format(name="aborted")))
+    tree, aborted = deck.submit_all(
+        deck.recipe("tree", caller.format(name="tree")),
+        deck.recipe("aborted", caller.format(name="aborted")),
+    )
 
     def child_of(parent: int) -> int | None:
-        rows = deck.sql("SELECT j.id FROM job j JOIN task t ON t.job_id = j.id "
-                        "WHERE j.parent_id=? AND t.status='executing'", (parent,))
+        rows = deck.sql(
+            "SELECT j.id FROM job j JOIN task t ON t.job_id = j.id "
+            "WHERE j.parent_id=? AND t.status='executing'",
+            (parent,),
+        )
         return rows[0][0] if rows else None
 
     tree_child = wait_for(lambda: child_of(tree), "the first child to start")
@@ -508,8 +568,10 @@ action = "wait"
 seconds = 0
 after = ["ok"]
 """
-    yes, no = deck.submit_all(deck.recipe("yes", gate.format(name="approved")),
-                              deck.recipe("no", gate.format(name="rejected")))
+    yes, no = deck.submit_all(
+        deck.recipe("yes", gate.format(name="approved")),
+        deck.recipe("no", gate.format(name="rejected")),
+    )
     deck.wait_task(yes, "ok", "executing")
     deck.wait_task(no, "ok", "executing")
 

@@ -22,3 +22,8 @@ def test_engine_never_imports_the_console():
 def test_ruff_clean():
     res = _run(sys.executable, "-m", "ruff", "check", "engine", "tui", "tests", "bench")
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_ruff_format_clean():
+    res = _run(sys.executable, "-m", "ruff", "format", "--check", "engine", "tui", "tests", "bench")
+    assert res.returncode == 0, res.stdout + res.stderr

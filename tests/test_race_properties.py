@@ -37,8 +37,11 @@ OWNER = "test:1:abc"
 
 op = st.one_of(
     st.tuples(st.just("claim"), st.integers(1, 3)),
-    st.tuples(st.just("outcome"), st.integers(0, N_TASKS - 1),
-              st.sampled_from(["ended", "error", "canceled", "aborted", "interrupted"])),
+    st.tuples(
+        st.just("outcome"),
+        st.integers(0, N_TASKS - 1),
+        st.sampled_from(["ended", "error", "canceled", "aborted", "interrupted"]),
+    ),
     st.tuples(st.just("cancel")),
     st.tuples(st.just("abort")),
     st.tuples(st.just("enhanced")),
@@ -54,7 +57,8 @@ def _snapshot(store: Store) -> tuple[str, dict[int, str], list[tuple]]:
         tasks = dict(conn.exec_driver_sql("SELECT id, status FROM task").fetchall())
         evs = conn.exec_driver_sql(
             "SELECT task_id, from_status, to_status FROM event WHERE to_status IS NOT NULL "
-            "ORDER BY id").fetchall()
+            "ORDER BY id"
+        ).fetchall()
     return job, tasks, [tuple(e) for e in evs]
 
 
@@ -125,16 +129,20 @@ def test_random_interleavings_keep_the_database_legal(deps, steps):
         store = Store(Path(tmp) / "race.db")
         try:
             tasks = tuple(
-                TaskSpec(f"t{i}", "wait", (f"t{i - 1}",) if i and deps[i - 1] else (),
-                         {"seconds": 1})
+                TaskSpec(
+                    f"t{i}", "wait", (f"t{i - 1}",) if i and deps[i - 1] else (), {"seconds": 1}
+                )
                 for i in range(N_TASKS)
             )
             at = 1_000.0
             with store.write() as conn:
-                job_id = insert_job(conn, Recipe("race", None, False, tasks, max_attempts=2),
-                                    actor="t", at=at)
-                ids = [r[0] for r in conn.exec_driver_sql(
-                    "SELECT id FROM task ORDER BY seq").fetchall()]
+                job_id = insert_job(
+                    conn, Recipe("race", None, False, tasks, max_attempts=2), actor="t", at=at
+                )
+                ids = [
+                    r[0]
+                    for r in conn.exec_driver_sql("SELECT id FROM task ORDER BY seq").fetchall()
+                ]
                 batch.claim_leases(conn, {"s1": 4}, OWNER, at=time.time())
             for step in steps:
                 at += 1

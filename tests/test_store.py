@@ -96,8 +96,9 @@ async def test_a_second_engine_for_the_same_server_is_refused(tmp_path):
 async def test_recovery_requeues_then_errors_when_attempts_run_out(tmp_path):
     path = tmp_path / "t.db"
     store = Store(path)
-    job = submit_tasks(store, tmp_path, "r", [{"name": "a", "action": "wait", "seconds": 600}],
-                       max_attempts=2)
+    job = submit_tasks(
+        store, tmp_path, "r", [{"name": "a", "action": "wait", "seconds": 600}], max_attempts=2
+    )
     # A dead engine: lease taken long ago, task left Executing.
     with store.write() as conn:
         batch.claim_leases(conn, {"batch-01": 4}, "dead:1:x", at=1.0)

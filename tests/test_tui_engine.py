@@ -69,8 +69,9 @@ def task_status(db: str, job_id: int, name: str) -> str:
 
 
 def embedded(db: str) -> BatchdeckApp:
-    return BatchdeckApp(db, mode_label=embedded_label(SERVERS), engine=Engine(db, SERVERS),
-                        actor="alice")
+    return BatchdeckApp(
+        db, mode_label=embedded_label(SERVERS), engine=Engine(db, SERVERS), actor="alice"
+    )
 
 
 async def test_cancel_from_the_list(db: str) -> None:
@@ -87,7 +88,9 @@ async def test_cancel_from_the_list(db: str) -> None:
         assert said(app, f"Job {job} Canceling") or said(app, f"Job {job} Canceled")
     assert task_status(db, job, "sleep") == "canceled"  # the wait stopped at once
     assert one(db, "SELECT cancel_reason, canceled_by FROM job WHERE id=?", job) == (
-        "Job canceled by alice: wrong data", "alice")
+        "Job canceled by alice: wrong data",
+        "alice",
+    )
 
 
 async def test_abort_from_the_detail_screen_yes(db: str) -> None:
@@ -104,8 +107,9 @@ async def test_abort_from_the_detail_screen_yes(db: str) -> None:
         await settle(pilot)
         assert isinstance(app.screen, JobDetailScreen)
         await pilot.press("a")
-        modal = await until(pilot, lambda: isinstance(app.screen, ConfirmAbort) and app.screen,
-                            "the abort modal")
+        modal = await until(
+            pilot, lambda: isinstance(app.screen, ConfirmAbort) and app.screen, "the abort modal"
+        )
         assert not modal.plan.cancel_first
         assert f"Abort job {job} stubborn-shell?" in text_of(modal.query_one(".dialog-title"))
         await pilot.press("y")
@@ -125,8 +129,9 @@ async def test_abort_on_an_executing_job_no_then_yes(db: str) -> None:
         await settle(pilot)
         before = state(db)
         await pilot.press("a")
-        modal = await until(pilot, lambda: isinstance(app.screen, ConfirmAbort) and app.screen,
-                            "the abort modal")
+        modal = await until(
+            pilot, lambda: isinstance(app.screen, ConfirmAbort) and app.screen, "the abort modal"
+        )
         assert modal.plan.cancel_first  # offers to cancel and abort in one step
         assert "Cancel and abort" in text_of(modal.query_one(".dialog-title"))
         await pilot.press("n")
@@ -139,8 +144,11 @@ async def test_abort_on_an_executing_job_no_then_yes(db: str) -> None:
         await until(pilot, lambda: task_status(db, job, "sleep") == "aborted", "aborted")
         await until(pilot, lambda: job_status(db, job) == "canceled", "the job canceled")
         # The detail screen follows on its own (live refresh).
-        await until(pilot, lambda: app.screen.detail is not None
-                    and app.screen.detail.job.status == "canceled", "the screen to follow")
+        await until(
+            pilot,
+            lambda: app.screen.detail is not None and app.screen.detail.job.status == "canceled",
+            "the screen to follow",
+        )
 
 
 async def test_approve_and_reject_ask_first(db: str) -> None:
@@ -149,17 +157,24 @@ async def test_approve_and_reject_ask_first(db: str) -> None:
     app = embedded(db)
     async with app.run_test(size=(100, 30)) as pilot:
         for job in (yes, no):
-            await until(pilot, lambda j=job: task_status(db, j, "approve") == "executing",
-                        "the approval to wait")
+            await until(
+                pilot,
+                lambda j=job: task_status(db, j, "approve") == "executing",
+                "the approval to wait",
+            )
         await select(pilot, yes)
         await pilot.press("enter")
         await settle(pilot)
         await pilot.press("y")
-        modal = await until(pilot, lambda: isinstance(app.screen, ConfirmApproval)
-                            and app.screen, "the approve modal")
+        modal = await until(
+            pilot,
+            lambda: isinstance(app.screen, ConfirmApproval) and app.screen,
+            "the approve modal",
+        )
         await pilot.pause()
         assert f"Approve task approve of job {yes} needs-approval?" in text_of(
-            modal.query_one(".dialog-title"))
+            modal.query_one(".dialog-title")
+        )
         assert isinstance(app.focused, Button) and app.focused.id == "no"
         await pilot.press("y")
         await until(pilot, lambda: job_status(db, yes) == "ended", "approved job to end")
@@ -170,10 +185,14 @@ async def test_approve_and_reject_ask_first(db: str) -> None:
         # `n` alone (say, a double tap after closing another confirmation) rejects nothing:
         # it opens the confirmation, and a second `n` answers No.
         await pilot.press("n")
-        modal = await until(pilot, lambda: isinstance(app.screen, ConfirmApproval)
-                            and app.screen, "the reject modal")
+        modal = await until(
+            pilot,
+            lambda: isinstance(app.screen, ConfirmApproval) and app.screen,
+            "the reject modal",
+        )
         assert f"Reject task approve of job {no} needs-approval?" in text_of(
-            modal.query_one(".dialog-title"))
+            modal.query_one(".dialog-title")
+        )
         await pilot.press("n")
         await until(pilot, lambda: not isinstance(app.screen, ModalScreen), "no modal")
         await pilot.pause(0.3)
@@ -205,7 +224,9 @@ async def test_the_embedded_engine_stops_with_the_console(db: str) -> None:
         await pilot.press("y")
         await until(pilot, lambda: not app.is_running or app.engine is None, "the stop")
     assert one(db, "SELECT status, lease_owner FROM server WHERE name='batch-01'") == (
-        "offline", None)
+        "offline",
+        None,
+    )
     # The interrupted task goes back to Ready for the next engine.
     assert one(db, "SELECT status, attempt FROM task WHERE job_id=?", job) == ("ready", 2)
 
@@ -217,8 +238,9 @@ async def test_falls_back_to_attached_when_the_lease_is_taken(db: str) -> None:
     try:
         app = embedded(db)
         async with app.run_test(size=(100, 30)) as pilot:
-            await until(pilot, lambda: app.engine is None and "attached" in app.sub_title,
-                        "the fall back")
+            await until(
+                pilot, lambda: app.engine is None and "attached" in app.sub_title, "the fall back"
+            )
             pid = other.owner.split(":")[1]
             assert app.sub_title == f"attached to engine on batch-01 (pid {pid})"
             assert said(app, "Attached to the running engine")
@@ -240,8 +262,9 @@ def test_placement_attaches_to_a_live_engine(db: str) -> None:
     assert isinstance(engine, Engine) and label == "embedded engine: batch-01"
     store = Store(db)
     with store.write() as conn:
-        batch.claim_leases(conn, {"batch-01": 4, "batch-02": 2}, "otherhost:999:abc",
-                           at=time.time())
+        batch.claim_leases(
+            conn, {"batch-01": 4, "batch-02": 2}, "otherhost:999:abc", at=time.time()
+        )
     store.dispose()
     engine, label = placement(db, SERVERS)
     assert engine is None

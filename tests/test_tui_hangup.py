@@ -72,8 +72,7 @@ def lease(db: str) -> tuple[str, str | None]:
 
 
 # -- in process ---------------------------------------------------------------------------
-async def test_a_hangup_hands_the_engine_over_and_it_runs_until_the_work_is_done(
-        db: str) -> None:
+async def test_a_hangup_hands_the_engine_over_and_it_runs_until_the_work_is_done(db: str) -> None:
     job = add(db, "wait.toml")
     held = add(db, "long.toml")
     store = Store(db)
@@ -118,7 +117,11 @@ class Console:
 
         self.proc = subprocess.Popen(
             [*BATCHDECK, "console", "--server", "batch-01:2"],
-            stdin=slave, stdout=slave, stderr=slave, cwd=Path(db).parent, env=env,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            cwd=Path(db).parent,
+            env=env,
             start_new_session=True,
             preexec_fn=controlling_terminal,  # one ioctl: safe in the forked child
         )
@@ -188,8 +191,12 @@ def fd_target(pid: int, fd: int) -> str:
 def test_an_ssh_drop_does_not_kill_the_jobs(db: str, console) -> None:  # noqa: ANN001
     job = add(db, "approval.toml")
     c = console()
-    wait_for(lambda: one(db, "SELECT status FROM task WHERE job_id=? AND name='approve'",
-                         job) == "executing", "the embedded engine to start the job")
+    wait_for(
+        lambda: (
+            one(db, "SELECT status FROM task WHERE job_id=? AND name='approve'", job) == "executing"
+        ),
+        "the embedded engine to start the job",
+    )
     owner = lease(db)[1]
     assert owner and owner.split(":")[1] == str(c.proc.pid)
     c.hang_up()
@@ -198,8 +205,10 @@ def test_an_ssh_drop_does_not_kill_the_jobs(db: str, console) -> None:  # noqa: 
     # ...but the process and its engine live on: heartbeats go on, the lease stays live,
     # and a console started now would attach to it.
     beat = one(db, "SELECT heartbeat_at FROM server WHERE name='batch-01'")
-    wait_for(lambda: one(db, "SELECT heartbeat_at FROM server WHERE name='batch-01'") > beat,
-             "a heartbeat after the hangup")
+    wait_for(
+        lambda: one(db, "SELECT heartbeat_at FROM server WHERE name='batch-01'") > beat,
+        "a heartbeat after the hangup",
+    )
     assert c.proc.poll() is None and lease(db) == ("online", owner)
     engine, label = placement(db, SERVERS)
     assert engine is None and label.startswith("attached to engine on batch-01")
@@ -209,8 +218,13 @@ def test_an_ssh_drop_does_not_kill_the_jobs(db: str, console) -> None:  # noqa: 
     store.dispose()
     wait_for(lambda: c.proc.poll() is not None, "the headless console to exit by itself")
     assert c.proc.returncode == 0
-    shown = subprocess.run([*BATCHDECK, "show", str(job), "--json", "--db", db],
-                           capture_output=True, text=True, timeout=60, check=True)
+    shown = subprocess.run(
+        [*BATCHDECK, "show", str(job), "--json", "--db", db],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert json.loads(shown.stdout)["status"] == "ended"
     assert lease(db) == ("offline", None)  # the engine stopped cleanly
     assert not pid_alive(c.proc.pid)

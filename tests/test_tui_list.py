@@ -45,8 +45,19 @@ async def test_list_shows_jobs_with_status_labels(db: str) -> None:
         t = table(app)
         assert t.total == 14
         text = "\n".join(lines(t))
-        for word in ("Executing", "Canceling", "Waiting", "Withhold", "Error", "Canceled",
-                     "Ended", "bulk-leads", "[sys] maintenance", "4m50s", "alice"):
+        for word in (
+            "Executing",
+            "Canceling",
+            "Waiting",
+            "Withhold",
+            "Error",
+            "Canceled",
+            "Ended",
+            "bulk-leads",
+            "[sys] maintenance",
+            "4m50s",
+            "alice",
+        ):
             assert word in text
         assert t.selected_id == 14  # newest first, cursor on the first row
 
@@ -95,8 +106,9 @@ async def test_selection_follows_the_job_when_rows_move(db: str) -> None:
         for _ in range(2):
             from engine.submit import submit
 
-            submit(store, scenario.recipe("late", scenario.wait("x")), actor="dave",
-                   now=scenario.NOW)
+            submit(
+                store, scenario.recipe("late", scenario.wait("x")), actor="dave", now=scenario.NOW
+            )
         await app.screen.reload_now()
         assert t.selected_id == 5 and t.cursor == before + 2
         assert t.row_at(t.cursor).id == 5
@@ -200,8 +212,9 @@ async def test_abort_modal_defaults_to_no(db: str) -> None:
     async with app.run_test(size=(100, 30)) as pilot:
         await select(pilot, 13)
         await pilot.press("a")
-        modal = await until(pilot, lambda: isinstance(app.screen, ConfirmAbort) and app.screen,
-                            "the abort modal")
+        modal = await until(
+            pilot, lambda: isinstance(app.screen, ConfirmAbort) and app.screen, "the abort modal"
+        )
         await pilot.pause()
         assert isinstance(app.focused, Button) and app.focused.id == "no"
         assert "Abort job 13 stuck-canceling?" in text_of(modal.query_one(".dialog-title"))
@@ -226,10 +239,10 @@ async def test_cancel_a_waiting_job_with_a_reason(db: str) -> None:
         assert table(app).row_at(table(app).cursor).status == "canceled"
     conn = sqlite3.connect(db)
     status, by, reason = conn.execute(
-        "SELECT status, canceled_by, cancel_reason FROM job WHERE id=14").fetchone()
+        "SELECT status, canceled_by, cancel_reason FROM job WHERE id=14"
+    ).fetchone()
     conn.close()
-    assert (status, by, reason) == ("canceled", "alice",
-                                    "Job canceled by alice: typo in recipe")
+    assert (status, by, reason) == ("canceled", "alice", "Job canceled by alice: typo in recipe")
 
 
 async def test_hold_and_release(db: str) -> None:
@@ -253,8 +266,11 @@ async def test_detail_screen_and_child_jobs(db: str) -> None:
         assert [c.id for c in screen.detail.children] == [10, 11]
         await pilot.press("tab")  # to the child table
         await pilot.press("enter")  # opens child 10
-        await until(pilot, lambda: isinstance(app.screen, JobDetailScreen)
-                    and app.screen.job_id == 10, "the child's detail")
+        await until(
+            pilot,
+            lambda: isinstance(app.screen, JobDetailScreen) and app.screen.job_id == 10,
+            "the child's detail",
+        )
         await settle(pilot)
         assert "job 9 (sync)" in text_of(app.screen.query_one("#fields"))
         await pilot.press("escape", "escape")
@@ -278,8 +294,14 @@ async def test_help_servers_and_palette(db: str) -> None:
     async with app.run_test(size=(100, 30)) as pilot:
         await select(pilot, 2)
         titles = [c.title for c in app.get_system_commands(app.screen)]
-        for title in ("Cancel job 2", "Abort job 2", "Enhanced abort of job 2",
-                      "Cancel job 2 with children", "Servers", "Help"):
+        for title in (
+            "Cancel job 2",
+            "Abort job 2",
+            "Enhanced abort of job 2",
+            "Cancel job 2 with children",
+            "Servers",
+            "Help",
+        ):
             assert title in titles
         await pilot.press("question_mark")
         await until(pilot, lambda: isinstance(app.screen, ModalScreen), "help")
@@ -302,13 +324,15 @@ def test_hundred_thousand_jobs_open_fast(tmp_path: Path) -> None:
     conn.executemany(
         "INSERT INTO job(name, status, system, submitted_by, submitted_at, orphaned) "
         "VALUES (?, 'waiting', 0, 'alice', ?, 0)",
-        ((f"job-{i:06d}", scenario.T0 + i) for i in range(100_000)))
+        ((f"job-{i:06d}", scenario.T0 + i) for i in range(100_000)),
+    )
     conn.commit()
     conn.close()
 
     async def run() -> None:
-        app = BatchdeckApp(str(path), mode_label="test", clock=lambda: scenario.NOW,
-                           actor="alice", live=False)
+        app = BatchdeckApp(
+            str(path), mode_label="test", clock=lambda: scenario.NOW, actor="alice", live=False
+        )
         start = time.perf_counter()
         async with app.run_test(size=(100, 30)) as pilot:
             await settle(pilot)

@@ -82,8 +82,10 @@ def big(tmp_path: Path) -> tuple[str, int]:
 
     with b.store.write() as conn:
         batch.claim_leases(conn, scenario.SERVERS, scenario.OWNER, at=scenario.T0)
-    job = b.submit(scenario.recipe("wide", *(scenario.wait(f"part-{i:03d}")
-                                             for i in range(TASKS))), scenario.T0)
+    job = b.submit(
+        scenario.recipe("wide", *(scenario.wait(f"part-{i:03d}") for i in range(TASKS))),
+        scenario.T0,
+    )
     with b.store.write() as conn:
         batch.claim(conn, {"batch-01": STARTED}, at=scenario.T0)
     b.store.dispose()
@@ -98,8 +100,13 @@ class CellSpy:
         orig = table.update_cell
 
         def spy(row: Any, column: Any, value: Any, *, update_width: bool = False) -> None:
-            self.calls.append((str(getattr(row, "value", row)),
-                               str(getattr(column, "value", column)), update_width))
+            self.calls.append(
+                (
+                    str(getattr(row, "value", row)),
+                    str(getattr(column, "value", column)),
+                    update_width,
+                )
+            )
             orig(row, column, value, update_width=update_width)
 
         table.update_cell = spy  # type: ignore[method-assign]
@@ -143,8 +150,9 @@ async def test_a_job_of_300_tasks_refreshes_only_what_changed(big: tuple[str, in
         # The wider message widened its column (one cell measured, not the column).
         assert [w for _, c, w in spy.calls if c == "message"] == [True]
         await pilot.pause()  # widths are measured when the table is idle
-        assert table.columns[next(k for k in table.columns if k.value == "message")] \
-            .content_width >= len(message)
+        assert table.columns[
+            next(k for k in table.columns if k.value == "message")
+        ].content_width >= len(message)
         await screen.reload_now()
         assert len(spy.calls) == 2
 
@@ -188,8 +196,11 @@ async def test_a_failing_read_in_a_request_is_a_notification(db: str) -> None:
         await select(pilot, 14)
         fail_once(app.data.reader, "job")
         await pilot.press("c")
-        await until(pilot, lambda: said(app, "Could not cancel: (sqlite3.OperationalError) "
-                                             "database is locked"), "the notification")
+        await until(
+            pilot,
+            lambda: said(app, "Could not cancel: (sqlite3.OperationalError) database is locked"),
+            "the notification",
+        )
         assert app.is_running and not isinstance(app.screen, ModalScreen)
         await until(pilot, lambda: not app.flow_busy(), "the flow to end")
         await pilot.press("c")  # the next try works
@@ -200,8 +211,11 @@ async def test_a_failing_read_in_a_request_is_a_notification(db: str) -> None:
         await select(pilot, 13)
         fail_once(app.data, "control")
         await pilot.press("a")
-        await until(pilot, lambda: said(app, "Could not abort: (sqlite3.OperationalError)"),
-                    "the abort notification")
+        await until(
+            pilot,
+            lambda: said(app, "Could not abort: (sqlite3.OperationalError)"),
+            "the abort notification",
+        )
         assert app.is_running and not isinstance(app.screen, ModalScreen)
     assert state(db) == before
 
@@ -265,8 +279,9 @@ async def test_reject_asks_first_and_a_double_n_does_nothing(db: str) -> None:
         assert not isinstance(app.screen, ModalScreen)
         assert state(db) == before
         await pilot.press("n")
-        modal = await until(pilot, lambda: isinstance(app.screen, ConfirmApproval)
-                            and app.screen, "the modal")
+        modal = await until(
+            pilot, lambda: isinstance(app.screen, ConfirmApproval) and app.screen, "the modal"
+        )
         await pilot.pause()
         assert isinstance(app.focused, Button) and app.focused.id == "no"
         await pilot.press("enter")  # the default: No
@@ -276,15 +291,18 @@ async def test_reject_asks_first_and_a_double_n_does_nothing(db: str) -> None:
         await until(pilot, lambda: isinstance(app.screen, ConfirmApproval), "the modal")
         await pilot.press("y")
         await until(pilot, lambda: said(app, "Task approve of job 5 rejected"), "the result")
-    assert one(db, "SELECT approval, approval_by FROM task WHERE job_id=5 AND name='approve'") \
-        == ("rejected", "alice")
+    assert one(db, "SELECT approval, approval_by FROM task WHERE job_id=5 AND name='approve'") == (
+        "rejected",
+        "alice",
+    )
 
 
 async def test_quitting_while_the_engine_starts_leaves_no_lease(tmp_path: Path) -> None:
     path = str(tmp_path / "quit.db")
     Store(path).dispose()
     (tmp_path / "wait.toml").write_text(
-        'name = "w"\n[[task]]\nname = "sleep"\naction = "wait"\nseconds = 60\n')
+        'name = "w"\n[[task]]\nname = "sleep"\naction = "wait"\nseconds = 60\n'
+    )
     store = Store(path)
     submit(store, load_recipe(tmp_path / "wait.toml"), actor="alice")
     store.dispose()
@@ -300,10 +318,13 @@ async def test_quitting_while_the_engine_starts_leaves_no_lease(tmp_path: Path) 
     engine.start = slow_start  # type: ignore[method-assign]
     app = BatchdeckApp(path, mode_label=embedded_label(servers), engine=engine, actor="alice")
     async with app.run_test(size=(100, 30)) as pilot:
-        await until(pilot, lambda: one(path, "SELECT lease_owner FROM server") == engine.owner,
-                    "the leases")
+        await until(
+            pilot, lambda: one(path, "SELECT lease_owner FROM server") == engine.owner, "the leases"
+        )
         assert not app.engine_running
         await pilot.press("q")  # no confirmation: nothing reported running yet
         asyncio.get_running_loop().call_later(0.2, gate.set)
     assert one(path, "SELECT status, lease_owner FROM server WHERE name='batch-01'") == (
-        "offline", None)
+        "offline",
+        None,
+    )

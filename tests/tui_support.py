@@ -46,17 +46,20 @@ def one(db: str | Path, sql: str, *params: Any) -> Any:
 def state(db: str | Path) -> dict[str, list[tuple]]:
     """What an operator's request could change: statuses, who/when/why, events, servers."""
     return {
-        "jobs": rows(db, "SELECT id, status, canceled_by, canceled_at, cancel_reason, "
-                         "aborted_by, aborted_at, ended_at FROM job ORDER BY id"),
+        "jobs": rows(
+            db,
+            "SELECT id, status, canceled_by, canceled_at, cancel_reason, "
+            "aborted_by, aborted_at, ended_at FROM job ORDER BY id",
+        ),
         "tasks": rows(db, "SELECT id, status, approval, attempt FROM task ORDER BY id"),
-        "events": rows(db, "SELECT count(*) FROM event WHERE kind != 'server' "
-                           "OR reason NOT LIKE 'online%'"),
+        "events": rows(
+            db, "SELECT count(*) FROM event WHERE kind != 'server' OR reason NOT LIKE 'online%'"
+        ),
         "servers": rows(db, "SELECT name, status, drain_deadline FROM server ORDER BY name"),
     }
 
 
-async def until(pilot: Pilot, test: Callable[[], Any], what: str,
-                limit: int = POLL_LIMIT) -> Any:
+async def until(pilot: Pilot, test: Callable[[], Any], what: str, limit: int = POLL_LIMIT) -> Any:
     for _ in range(limit):
         value = test()
         if value:
@@ -103,4 +106,3 @@ def add(db: str, recipe: str) -> int:
 
 def job_status(db: str, job_id: int) -> str:
     return one(db, "SELECT status FROM job WHERE id=?", job_id)
-

@@ -26,7 +26,7 @@ from tui.styles import set_plain
 
 
 def attached_label(live: dict[str, list[str]]) -> str:
-    """"attached to engine on batch-01, batch-02 (pid 123)" from Reader.live_engines()."""
+    """ "attached to engine on batch-01, batch-02 (pid 123)" from Reader.live_engines()."""
     if not live:
         return "no engine running: control requests wait for one"
     parts = []
@@ -40,7 +40,7 @@ def embedded_label(servers: Iterable[str]) -> str:
 
 
 def nothing_to(refusal: str, verb: str) -> str:
-    """"Job 42 already Ended" -> "Job 42 already Ended — nothing to cancel"."""
+    """ "Job 42 already Ended" -> "Job 42 already Ended — nothing to cancel"."""
     if " already " in refusal and "nothing" not in refusal:
         return f"{refusal} — nothing to {verb}"
     return refusal
@@ -104,8 +104,9 @@ class BatchdeckApp(App[int]):
         if self.engine is not None:
             # A plain task, not a worker: Textual cancels workers when it exits, and a
             # start cancelled after its leases were written would leave them behind.
-            self._engine_start = asyncio.create_task(self._start_engine(),
-                                                     name="batchdeck-engine-start")
+            self._engine_start = asyncio.create_task(
+                self._start_engine(), name="batchdeck-engine-start"
+            )
         if self._watch_tty is not None:
             self.set_timer(2.0, self._check_tty)
         if self.exit_requested:  # a signal came before the loop was known
@@ -126,11 +127,13 @@ class BatchdeckApp(App[int]):
                 self._set_mode(attached_label(live))
             if isinstance(exc, LeaseRefused):
                 why = str(exc).removesuffix("; stop it first")
-                self.notify(f"Attached to the running engine ({why})", severity="warning",
-                            timeout=8)
+                self.notify(
+                    f"Attached to the running engine ({why})", severity="warning", timeout=8
+                )
             else:
-                self.notify(f"The engine did not start: {one_line(exc)}", severity="error",
-                            timeout=10)
+                self.notify(
+                    f"The engine did not start: {one_line(exc)}", severity="error", timeout=10
+                )
             return
         self.engine_running = True
         self.notify(f"Engine started: {', '.join(engine.servers)}", timeout=3)
@@ -203,8 +206,15 @@ class BatchdeckApp(App[int]):
         self.set_timer(2.0, self._check_tty)
 
     # -- notifications --------------------------------------------------------------------
-    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
-               timeout: float | None = None, markup: bool = False) -> None:
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
         self.messages.append((message, severity))
         super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
 
@@ -306,8 +316,9 @@ class BatchdeckApp(App[int]):
             reason = await self.push_screen_wait(ConfirmCancel(job))
             if reason is None:
                 return
-            await self._control(control.cancel, job_id, actor=self.actor,
-                                reason=reason or None, now=self._now())
+            await self._control(
+                control.cancel, job_id, actor=self.actor, reason=reason or None, now=self._now()
+            )
 
     @work(group="flows")
     async def flow_abort(self, job_id: int, *, enhanced: bool) -> None:
@@ -319,8 +330,14 @@ class BatchdeckApp(App[int]):
                 return
             # Refused if the plan grew since the operator read it (more tasks, servers or
             # disrupted jobs): they decide on what they saw.
-            await self._control(control.abort, job_id, actor=self.actor, enhanced=enhanced,
-                                confirmed=plan, now=self._now())
+            await self._control(
+                control.abort,
+                job_id,
+                actor=self.actor,
+                enhanced=enhanced,
+                confirmed=plan,
+                now=self._now(),
+            )
 
     @work(group="flows")
     async def flow_cancel_tree(self, job_id: int) -> None:
@@ -337,8 +354,9 @@ class BatchdeckApp(App[int]):
                 return
             if not await self.push_screen_wait(ConfirmCancelTree(job_id, tree)):
                 return
-            await self._control(control.cancel_with_children, job_id, actor=self.actor,
-                                now=self._now())
+            await self._control(
+                control.cancel_with_children, job_id, actor=self.actor, now=self._now()
+            )
 
     @work(group="flows")
     async def flow_hold_release(self, job_id: int) -> None:
@@ -361,15 +379,21 @@ class BatchdeckApp(App[int]):
                 return
             waiting = [t for t in detail.tasks if waiting_approval(t)]
             task = next((t for t in waiting if t.id == task_id), None) or (
-                waiting[0] if waiting else None)
+                waiting[0] if waiting else None
+            )
             if task is None:
                 self.notify(f"No approval task is waiting in job {job_id}", severity="warning")
                 return
-            if not await self.push_screen_wait(ConfirmApproval(detail.job, task,
-                                                               approve=approve)):
+            if not await self.push_screen_wait(ConfirmApproval(detail.job, task, approve=approve)):
                 return
-            await self._control(control.decide_approval, job_id, task.id, approve=approve,
-                                actor=self.actor, now=self._now())
+            await self._control(
+                control.decide_approval,
+                job_id,
+                task.id,
+                approve=approve,
+                actor=self.actor,
+                now=self._now(),
+            )
 
     # -- command palette ------------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
@@ -378,21 +402,36 @@ class BatchdeckApp(App[int]):
             if job_id is not None:
                 for action, title, what in (
                     ("cancel_job", f"Cancel job {job_id}", "Graceful: running tasks wind down"),
-                    ("abort_job", f"Abort job {job_id}",
-                     "Force-stop its Canceling tasks (asks first)"),
-                    ("enhanced_abort", f"Enhanced abort of job {job_id}",
-                     "Abort and restart the servers running it (asks first)"),
-                    ("cancel_tree", f"Cancel job {job_id} with children",
-                     "Cancel the job and every job it called (asks first)"),
-                    ("hold_release", f"Hold or release job {job_id}",
-                     "Hold a Waiting job, or release a held one"),
+                    (
+                        "abort_job",
+                        f"Abort job {job_id}",
+                        "Force-stop its Canceling tasks (asks first)",
+                    ),
+                    (
+                        "enhanced_abort",
+                        f"Enhanced abort of job {job_id}",
+                        "Abort and restart the servers running it (asks first)",
+                    ),
+                    (
+                        "cancel_tree",
+                        f"Cancel job {job_id} with children",
+                        "Cancel the job and every job it called (asks first)",
+                    ),
+                    (
+                        "hold_release",
+                        f"Hold or release job {job_id}",
+                        "Hold a Waiting job, or release a held one",
+                    ),
                     ("approve", f"Approve in job {job_id}", "Approve its waiting approval task"),
                     ("reject", f"Reject in job {job_id}", "Reject its waiting approval task"),
                 ):
                     yield SystemCommand(title, what, partial(screen.run_action, action))
         if hasattr(screen, "action_open"):
-            yield SystemCommand("Open the selected job", "Its tasks, children and events",
-                                partial(screen.run_action, "open"))
+            yield SystemCommand(
+                "Open the selected job",
+                "Its tasks, children and events",
+                partial(screen.run_action, "open"),
+            )
         for action, title, what in (
             ("filter", "Filter jobs by text", "Id, name, user or status"),
             ("status_filter", "Next status filter", "all, running, waiting, failed, ended"),

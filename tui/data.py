@@ -85,8 +85,12 @@ class Data:
 
     async def list_jobs(self, offset: int, limit: int, query: JobQuery) -> JobPage:
         return await self.reader.list_jobs(
-            offset, limit, text=query.text or None, statuses=query.statuses,
-            sort=query.sort, descending=query.descending,
+            offset,
+            limit,
+            text=query.text or None,
+            statuses=query.statuses,
+            sort=query.sort,
+            descending=query.descending,
         )
 
     async def position(self, job_id: int, query: JobQuery) -> int | None:
@@ -96,8 +100,11 @@ class Data:
         change under sort by status): one indexed-window query, not a full load.
         """
         return await self.reader.job_position(
-            job_id, text=query.text or None, statuses=query.statuses,
-            sort=query.sort, descending=query.descending,
+            job_id,
+            text=query.text or None,
+            statuses=query.statuses,
+            sort=query.sort,
+            descending=query.descending,
         )
 
     async def close(self) -> None:

@@ -100,8 +100,9 @@ async def has_work(reader: Any) -> bool:
     return any(counts.get(status, 0) for status in WORK_STATUSES)
 
 
-async def run_headless(engine: Any, db_path: str, *, stop_now: bool = False,
-                       check_s: float = HEADLESS_CHECK_S) -> None:
+async def run_headless(
+    engine: Any, db_path: str, *, stop_now: bool = False, check_s: float = HEADLESS_CHECK_S
+) -> None:
     """Keep an engine whose console lost its terminal running until its work is done
     (or SIGTERM/SIGINT), then stop it cleanly (running tasks, if any, go back to Ready)."""
     from engine.query import Reader
@@ -144,8 +145,11 @@ def run_console(args: argparse.Namespace) -> int:
 
     command = getattr(args, "command", None) or "console"
     if not sys.stdin.isatty() or not sys.stdout.isatty():
-        print("batchdeck: the console needs a terminal (use `batchdeck list` or "
-              "`batchdeck serve` without one)", file=sys.stderr)
+        print(
+            "batchdeck: the console needs a terminal (use `batchdeck list` or "
+            "`batchdeck serve` without one)",
+            file=sys.stderr,
+        )
         return 2
     if command == "demo":
         try:

@@ -41,8 +41,7 @@ ALICE, BOB, CAROL = "alice", "bob", "carol"
 
 
 def recipe(name: str, *tasks: dict, system: bool = False) -> Recipe:
-    return recipe_from_dict({"name": name, "system": system, "task": list(tasks)},
-                            origin="fixture")
+    return recipe_from_dict({"name": name, "system": system, "task": list(tasks)}, origin="fixture")
 
 
 def wait(name: str, seconds: float = 60, after: list[str] | None = None) -> dict:
@@ -59,8 +58,12 @@ class Builder:
 
     def task_ids(self, job_id: int) -> dict[str, int]:
         with self.store.read() as conn:
-            return {n: i for i, n in conn.exec_driver_sql(
-                "SELECT id, name FROM task WHERE job_id=?", (job_id,))}
+            return {
+                n: i
+                for i, n in conn.exec_driver_sql(
+                    "SELECT id, name FROM task WHERE job_id=?", (job_id,)
+                )
+            }
 
     def submit(self, r: Recipe, at: float, actor: str = ALICE, **kw) -> int:
         with self.store.write() as conn:
@@ -77,12 +80,20 @@ class Builder:
         names = sorted(c.name for c in claimed)
         assert names == sorted(expect), f"claimed {names}, expected {expect}"
 
-    def progress(self, task_id: int, done: float, total: float | None, unit: str | None,
-                 message: str | None = None, output: str | None = None,
-                 child: int | None = None) -> None:
+    def progress(
+        self,
+        task_id: int,
+        done: float,
+        total: float | None,
+        unit: str | None,
+        message: str | None = None,
+        output: str | None = None,
+        child: int | None = None,
+    ) -> None:
         with self.store.write() as conn:
-            batch.write_progress(conn, [Progress(task_id, done, total, unit, message, output,
-                                                 child)])
+            batch.write_progress(
+                conn, [Progress(task_id, done, total, unit, message, output, child)]
+            )
 
     def outcome(self, task_id: int, outcome: str, at: float, message: str | None = None) -> None:
         with self.store.write() as conn:
@@ -106,8 +117,15 @@ def build(path: str | Path) -> str:
     b.outcome(t["load"], "ended", T0 + 300, "waited 60 s")
 
     # 2 bulk-leads: Executing, load 4,000/10,000 rows
-    j = b.submit(recipe("bulk-leads", wait("extract"), wait("load", after=["extract"]),
-                        wait("report", after=["load"])), T0 + 400)
+    j = b.submit(
+        recipe(
+            "bulk-leads",
+            wait("extract"),
+            wait("load", after=["extract"]),
+            wait("report", after=["load"]),
+        ),
+        T0 + 400,
+    )
     t = b.task_ids(j)
     b.start("batch-01", T0 + 405, ["extract"])
     b.outcome(t["extract"], "ended", T0 + 895, "extracted 10,000 rows")
@@ -115,8 +133,9 @@ def build(path: str | Path) -> str:
     b.progress(t["load"], 4000, 10000, "rows", "imported 4,000 of 10,000 rows")
 
     # 3 sandbox-refresh: Canceled by bob, "wrong sandbox"
-    j = b.submit(recipe("sandbox-refresh", wait("copy"), wait("verify", after=["copy"])),
-                 T0 + 500, actor=BOB)
+    j = b.submit(
+        recipe("sandbox-refresh", wait("copy"), wait("verify", after=["copy"])), T0 + 500, actor=BOB
+    )
     t = b.task_ids(j)
     b.start("batch-02", T0 + 505, ["copy"])
     b.progress(t["copy"], 120, 400, "tables")
@@ -125,8 +144,10 @@ def build(path: str | Path) -> str:
     b.outcome(t["copy"], "canceled", T0 + 1210, "copied 120 of 400 tables")
 
     # 4 stuck-export: canceled and aborted in one step by carol
-    j = b.submit(recipe("stuck-export", {"name": "export", "action": "blocking_wait",
-                                         "seconds": 3600}), T0 + 550)
+    j = b.submit(
+        recipe("stuck-export", {"name": "export", "action": "blocking_wait", "seconds": 3600}),
+        T0 + 550,
+    )
     t = b.task_ids(j)
     b.start("batch-01", T0 + 600, ["export"])
     b.progress(t["export"], 0, None, None, "blocking for 3600 s in a thread")
@@ -135,9 +156,19 @@ def build(path: str | Path) -> str:
     b.outcome(t["export"], "aborted", T0 + 1302)
 
     # 5 approve-release: the approval task waits
-    j = b.submit(recipe("approve-release", wait("build"),
-                        {"name": "approve", "action": "approval", "after": ["build"],
-                         "prompt": "ship release 2.4?"}), T0 + 700)
+    j = b.submit(
+        recipe(
+            "approve-release",
+            wait("build"),
+            {
+                "name": "approve",
+                "action": "approval",
+                "after": ["build"],
+                "prompt": "ship release 2.4?",
+            },
+        ),
+        T0 + 700,
+    )
     t = b.task_ids(j)
     b.start("batch-01", T0 + 705, ["build"])
     b.outcome(t["build"], "ended", T0 + 765, "waited 60 s")
@@ -145,8 +176,7 @@ def build(path: str | Path) -> str:
     b.progress(t["approve"], 0, None, None, "waiting for approval: ship release 2.4?")
 
     # 6 maintenance: a system job
-    j = b.submit(recipe("maintenance", wait("vacuum", 3600), system=True), T0 + 800,
-                 actor="root")
+    j = b.submit(recipe("maintenance", wait("vacuum", 3600), system=True), T0 + 800, actor="root")
     b.start("batch-01", T0 + 805, ["vacuum"])
 
     # 7 held-report: Withhold
@@ -154,49 +184,83 @@ def build(path: str | Path) -> str:
     control.hold(b.store, j, actor=ALICE, now=T0 + 860)
 
     # 8 failing-job: Error
-    j = b.submit(recipe("failing-job", {"name": "connect", "action": "fail",
-                                        "message": "connection refused"},
-                        wait("load", after=["connect"])), T0 + 950)
+    j = b.submit(
+        recipe(
+            "failing-job",
+            {"name": "connect", "action": "fail", "message": "connection refused"},
+            wait("load", after=["connect"]),
+        ),
+        T0 + 950,
+    )
     t = b.task_ids(j)
     b.start("batch-02", T0 + 955, ["connect"])
     b.outcome(t["connect"], "error", T0 + 956, "connection refused")
 
     # 9 parent-flow, with 10 child-report (sync, running) and 11 child-cleanup (async, ended)
     # call_job checks its recipe file exists: built directly, never run here.
-    flow = Recipe(name="parent-flow", path=None, system=False, tasks=(
-        TaskSpec("call", "call_job", (), {"recipe": "/srv/recipes/report.toml", "mode": "sync"}),
-        TaskSpec("notify", "wait", ("call",), {"seconds": 5.0}),
-    ))
+    flow = Recipe(
+        name="parent-flow",
+        path=None,
+        system=False,
+        tasks=(
+            TaskSpec(
+                "call", "call_job", (), {"recipe": "/srv/recipes/report.toml", "mode": "sync"}
+            ),
+            TaskSpec("notify", "wait", ("call",), {"seconds": 5.0}),
+        ),
+    )
     parent = b.submit(flow, T0 + 1000)
     pt = b.task_ids(parent)
     b.start("batch-01", T0 + 1005, ["call"])
-    child = b.submit(recipe("child-report", wait("render", 600)), T0 + 1006,
-                     parent_id=parent, parent_task_id=pt["call"], call_mode="sync")
+    child = b.submit(
+        recipe("child-report", wait("render", 600)),
+        T0 + 1006,
+        parent_id=parent,
+        parent_task_id=pt["call"],
+        call_mode="sync",
+    )
     b.progress(pt["call"], 0, None, None, f"waiting for job {child}", child=child)
     b.start("batch-02", T0 + 1010, ["render"])
     ct = b.task_ids(child)
     b.progress(ct["render"], 300, 600, "s")
-    done = b.submit(recipe("child-cleanup", wait("purge", 30)), T0 + 1007,
-                    parent_id=parent, parent_task_id=pt["call"], call_mode="async")
+    done = b.submit(
+        recipe("child-cleanup", wait("purge", 30)),
+        T0 + 1007,
+        parent_id=parent,
+        parent_task_id=pt["call"],
+        call_mode="async",
+    )
     b.start("batch-02", T0 + 1011, ["purge"])
     b.outcome(b.task_ids(done)["purge"], "ended", T0 + 1041, "waited 30 s")
 
     # 12 deadlocked-query: enhanced abort, batch-02 draining, task stuck Aborting
-    j = b.submit(recipe("deadlocked-query", {"name": "query", "action": "blocking_wait",
-                                             "seconds": 7200}), T0 + 1100)
+    j = b.submit(
+        recipe("deadlocked-query", {"name": "query", "action": "blocking_wait", "seconds": 7200}),
+        T0 + 1100,
+    )
     b.start("batch-02", T0 + 1105, ["query"])
     b.beat(T0 + 1699)
     control.abort(b.store, j, actor=CAROL, enhanced=True, now=T0 + 1700)
 
     # 13 stuck-canceling: a Canceling task (for a plain abort)
-    j = b.submit(recipe("stuck-canceling", {"name": "sync-files", "action": "shell",
-                                            "command": ["rsync", "-a", "src/", "dst/"]}),
-                 T0 + 1200, actor=BOB)
+    j = b.submit(
+        recipe(
+            "stuck-canceling",
+            {"name": "sync-files", "action": "shell", "command": ["rsync", "-a", "src/", "dst/"]},
+        ),
+        T0 + 1200,
+        actor=BOB,
+    )
     t = b.task_ids(j)
     b.start("batch-01", T0 + 1210, ["sync-files"])
-    b.progress(t["sync-files"], 0, None, None, None,
-               output="sending incremental file list\nfile-001.dat\nfile-002.dat\n"
-                      "file-003.dat\n")
+    b.progress(
+        t["sync-files"],
+        0,
+        None,
+        None,
+        None,
+        output="sending incremental file list\nfile-001.dat\nfile-002.dat\nfile-003.dat\n",
+    )
     b.beat(T0 + 1749)
     control.cancel(b.store, j, actor=BOB, now=T0 + 1750)
 

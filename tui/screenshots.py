@@ -33,12 +33,12 @@ def use_utc() -> None:
 
 
 def make_app(db_path: str) -> BatchdeckApp:
-    return BatchdeckApp(db_path, mode_label=MODE, clock=lambda: scenario.NOW, actor="alice",
-                        live=False)
+    return BatchdeckApp(
+        db_path, mode_label=MODE, clock=lambda: scenario.NOW, actor="alice", live=False
+    )
 
 
-async def wait_until(pilot: Pilot, test: Callable[[], bool], what: str,
-                     tries: int = 200) -> None:
+async def wait_until(pilot: Pilot, test: Callable[[], bool], what: str, tries: int = 200) -> None:
     for _ in range(tries):
         if test():
             return

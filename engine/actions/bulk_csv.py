@@ -121,8 +121,10 @@ class _Db:
                 return
             except sqlite3.OperationalError as exc:
                 code = getattr(exc, "sqlite_errorcode", sqlite3.SQLITE_BUSY) & 0xFF
-                if code not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) \
-                        or loop.time() >= deadline:
+                if (
+                    code not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+                    or loop.time() >= deadline
+                ):
                     raise
 
     def _briefly(self, sql: str) -> None:
@@ -191,8 +193,9 @@ def _check_header(path: str, header: list[str] | None, key: str) -> list[str]:
             raise ActionError(f"{path}: column {name!r} appears twice in the header")
         seen.add(name)
     if key not in header:
-        raise ActionError(f"{path}: key column {key!r} is not in the header "
-                          f"(columns: {', '.join(header)})")
+        raise ActionError(
+            f"{path}: key column {key!r} is not in the header (columns: {', '.join(header)})"
+        )
     return header
 
 
@@ -201,31 +204,51 @@ def _upsert_sql(table: str, header: list[str], key: str) -> str:
     marks = ", ".join("?" for _ in header)
     updates = ", ".join(f"{_quote(c)} = excluded.{_quote(c)}" for c in header if c != key)
     action = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
-    return (f"INSERT INTO {_quote(table)} ({cols}) VALUES ({marks}) "
-            f"ON CONFLICT ({_quote(key)}) {action}")
+    return (
+        f"INSERT INTO {_quote(table)} ({cols}) VALUES ({marks}) "
+        f"ON CONFLICT ({_quote(key)}) {action}"
+    )
 
 
-async def run_import(ctx: TaskContext, file: str, database: str, table: str, key: str,
-                     chunk_rows: int, delimiter: str, rows_per_second: float | None) -> str:
+async def run_import(
+    ctx: TaskContext,
+    file: str,
+    database: str,
+    table: str,
+    key: str,
+    chunk_rows: int,
+    delimiter: str,
+    rows_per_second: float | None,
+) -> str:
     try:
-        return await _import(ctx, file, database, table, key, chunk_rows, delimiter,
-                             rows_per_second)
+        return await _import(
+            ctx, file, database, table, key, chunk_rows, delimiter, rows_per_second
+        )
     except csv.Error as exc:
         raise ActionError(f"{file}: not readable as CSV: {exc}") from None
     except UnicodeDecodeError as exc:
         raise ActionError(f"{file}: not UTF-8 text (byte {exc.start})") from None
 
 
-async def _import(ctx: TaskContext, file: str, database: str, table: str, key: str,
-                  chunk_rows: int, delimiter: str, rows_per_second: float | None) -> str:
+async def _import(
+    ctx: TaskContext,
+    file: str,
+    database: str,
+    table: str,
+    key: str,
+    chunk_rows: int,
+    delimiter: str,
+    rows_per_second: float | None,
+) -> str:
     total = await _count_rows(file, delimiter, key)
     ctx.progress(0, total, "rows")
     db = _Db(ctx)
     done = 0
     try:
         try:
-            await db.open(lambda: sqlite3.connect(database, timeout=_BUSY_TIMEOUT,
-                                                  isolation_level=None))
+            await db.open(
+                lambda: sqlite3.connect(database, timeout=_BUSY_TIMEOUT, isolation_level=None)
+            )
         except sqlite3.Error as exc:
             raise ActionError(f"{database}: cannot open: {exc}") from None
         with _open_csv(file) as fh:
@@ -235,16 +258,19 @@ async def _import(ctx: TaskContext, file: str, database: str, table: str, key: s
             width = len(header)
             cols = ", ".join(f"{_quote(c)} TEXT" for c in header)
             try:
-                await db.take_lock(f"CREATE TABLE IF NOT EXISTS {_quote(table)} "
-                                   f"({cols}, PRIMARY KEY ({_quote(key)}))")
+                await db.take_lock(
+                    f"CREATE TABLE IF NOT EXISTS {_quote(table)} "
+                    f"({cols}, PRIMARY KEY ({_quote(key)}))"
+                )
             except sqlite3.Error as exc:
                 raise ActionError(f"{database}: table {table}: {exc}") from None
             sql = _upsert_sql(table, header, key)
             ctx.log(f"importing {total:,} rows from {os.path.basename(file)} into {table}")
             while done < total:
                 ctx.checkpoint(f"imported {done:,} of {total:,} rows")
-                written = await _import_chunk(db, rows, line_reader, sql, width, file,
-                                              database, chunk_rows, rows_per_second)
+                written = await _import_chunk(
+                    db, rows, line_reader, sql, width, file, database, chunk_rows, rows_per_second
+                )
                 if not written:
                     break  # the file shrank since it was counted
                 done += written
@@ -255,9 +281,17 @@ async def _import(ctx: TaskContext, file: str, database: str, table: str, key: s
     return f"imported {done:,} rows into {table}"
 
 
-async def _import_chunk(db: _Db, rows: Iterator[list[str]], line_reader: Any, sql: str,
-                        width: int, file: str, database: str, chunk_rows: int,
-                        rows_per_second: float | None) -> int:
+async def _import_chunk(
+    db: _Db,
+    rows: Iterator[list[str]],
+    line_reader: Any,
+    sql: str,
+    width: int,
+    file: str,
+    database: str,
+    chunk_rows: int,
+    rows_per_second: float | None,
+) -> int:
     """Write one chunk in one transaction; returns the rows written (0 at end of file)."""
     written = 0
     try:
@@ -269,8 +303,10 @@ async def _import_chunk(db: _Db, rows: Iterator[list[str]], line_reader: Any, sq
             batch: list[list[str | None]] = []
             for row in rows:
                 if len(row) > width:
-                    raise ActionError(f"{file}: line {line_reader.line_num}: {len(row)} fields, "
-                                      f"the header has {width}")
+                    raise ActionError(
+                        f"{file}: line {line_reader.line_num}: {len(row)} fields, "
+                        f"the header has {width}"
+                    )
                 batch.append(row + [None] * (width - len(row)))
                 if len(batch) >= min(SUB_BATCH, chunk_rows - written):
                     break
@@ -294,8 +330,14 @@ async def _import_chunk(db: _Db, rows: Iterator[list[str]], line_reader: Any, sq
     return written
 
 
-async def run_export(ctx: TaskContext, database: str, query: str, file: str,
-                     chunk_rows: int, rows_per_second: float | None) -> str:
+async def run_export(
+    ctx: TaskContext,
+    database: str,
+    query: str,
+    file: str,
+    chunk_rows: int,
+    rows_per_second: float | None,
+) -> str:
     if not os.path.exists(database):
         raise ActionError(f"{database}: no such file")
     query = query.strip().rstrip(";").strip()
@@ -304,8 +346,11 @@ async def run_export(ctx: TaskContext, database: str, query: str, file: str,
     try:
         try:
             # Read-only: an export must never change the database it reads.
-            await db.open(lambda: sqlite3.connect(Path(database).as_uri() + "?mode=ro",
-                                                  uri=True, timeout=_BUSY_TIMEOUT))
+            await db.open(
+                lambda: sqlite3.connect(
+                    Path(database).as_uri() + "?mode=ro", uri=True, timeout=_BUSY_TIMEOUT
+                )
+            )
         except sqlite3.Error as exc:
             raise ActionError(f"{database}: cannot open: {exc}") from None
         try:
@@ -334,8 +379,9 @@ async def run_export(ctx: TaskContext, database: str, query: str, file: str,
                     ctx.progress(done)
                     ctx.log(f"exported {done:,} of {total:,} rows")
                     if ctx.cancel_requested and done < total:
-                        raise TaskCanceled(f"exported {done:,} of {total:,} rows; "
-                                           f"partial file kept at {partial}")
+                        raise TaskCanceled(
+                            f"exported {done:,} of {total:,} rows; partial file kept at {partial}"
+                        )
         os.replace(partial, file)
     finally:
         await db.close()

@@ -57,8 +57,8 @@ def _load_beside(path: str, top: str) -> ModuleType:
     unique = f"{_PREFIX}{digest}_{top}"
     is_package = os.path.basename(path) == "__init__.py"
     spec = importlib.util.spec_from_file_location(
-        unique, path,
-        submodule_search_locations=[os.path.dirname(path)] if is_package else None)
+        unique, path, submodule_search_locations=[os.path.dirname(path)] if is_package else None
+    )
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
@@ -162,7 +162,7 @@ ACTION = Action(
     params=(Param("function", str),),
     long=True,
     doc="Call module:function(ctx, **params); async functions are awaited, others run "
-        "in a thread (an unmanaged wait).",
+    "in a thread (an unmanaged wait).",
     check=_check,
     extra={"open_params": True},
 )

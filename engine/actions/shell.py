@@ -70,8 +70,9 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-async def _reap(proc: asyncio.subprocess.Process, waiter: asyncio.Future[Any],
-                grace: float = KILL_GRACE) -> bool:
+async def _reap(
+    proc: asyncio.subprocess.Process, waiter: asyncio.Future[Any], grace: float = KILL_GRACE
+) -> bool:
     """After SIGKILL: wait for the exit status, even through a repeated abort; True once
     the process has exited.
 
@@ -139,8 +140,10 @@ async def run(ctx: TaskContext, command: list[str], on_cancel: str, cwd: str | N
     except asyncio.CancelledError:
         _signal_group(pgid, signal.SIGKILL)
         if not await _reap(proc, waiter):
-            ctx.log(f"pid {proc.pid} killed but not exited after {fmt_seconds(KILL_GRACE)} s "
-                    "(uninterruptible sleep?): left to be collected when it exits")
+            ctx.log(
+                f"pid {proc.pid} killed but not exited after {fmt_seconds(KILL_GRACE)} s "
+                "(uninterruptible sleep?): left to be collected when it exits"
+            )
         await cancel_and_wait(reader, waiter)
         raise
     if terminated and rc != 0:
@@ -168,8 +171,9 @@ ACTION = Action(
     run=run,
     params=(
         Param("command", list),
-        Param("on_cancel", str, required=False, default="terminate",
-              choices=("terminate", "finish")),
+        Param(
+            "on_cancel", str, required=False, default="terminate", choices=("terminate", "finish")
+        ),
         Param("cwd", str, required=False, default=None, is_path=True),
     ),
     long=True,

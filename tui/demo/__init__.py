@@ -61,12 +61,19 @@ DRAIN_SECONDS = "30"
 BUILD_TIMEOUT_S = 60.0
 
 #: Jobs that have finished when the demo opens, in submission order.
-FINISHED = ("sandbox-refresh", "crm-export", "invoice-sync", "cache-warmup",
-            "legacy-migration")
+FINISHED = ("sandbox-refresh", "crm-export", "invoice-sync", "cache-warmup", "legacy-migration")
 #: Jobs left for the console's engine, in submission order: that order decides which
 #: tasks get the slots first.
-LIVE = ("nightly-import", "ledger-close", "log-shipper", "month-end-close",
-        "warehouse-sync", "quarterly-reconcile", "system-housekeeping", "payroll-run")
+LIVE = (
+    "nightly-import",
+    "ledger-close",
+    "log-shipper",
+    "month-end-close",
+    "warehouse-sync",
+    "quarterly-reconcile",
+    "system-housekeeping",
+    "payroll-run",
+)
 HELD = "payroll-run"
 #: Recipes only called by other recipes (month-end-close's children).
 CHILDREN = ("audit-trail", "ledger-rollup")
@@ -88,8 +95,9 @@ def build_demo(directory: str | os.PathLike[str]) -> str:
     db = root / DB_NAME
     marker = root / MARKER
     if db.exists() and not marker.exists():
-        raise DemoError(f"{db} exists and is not a demo database: "
-                        "choose another directory for the demo")
+        raise DemoError(
+            f"{db} exists and is not a demo database: choose another directory for the demo"
+        )
     marker.write_text("A batchdeck demo directory: `batchdeck demo` rebuilds it.\n")
     for suffix in ("", "-wal", "-shm", "-journal"):
         remove(Path(str(db) + suffix))
@@ -167,8 +175,9 @@ async def _run_finishing(store: Store, recipes: Path, actor: str) -> None:
             return status == "executing" and done >= 1  # "waited 1 s of 600 s"
 
         await _until(warming, "cache-warmup waiting its first second")
-        await asyncio.to_thread(control.cancel, store, ids["cache-warmup"], actor=actor,
-                                reason=WARMUP_REASON)
+        await asyncio.to_thread(
+            control.cancel, store, ids["cache-warmup"], actor=actor, reason=WARMUP_REASON
+        )
 
         def migrating() -> bool:
             status, done = _task(store, ids["legacy-migration"], "migrate")
@@ -177,9 +186,12 @@ async def _run_finishing(store: Store, recipes: Path, actor: str) -> None:
         await _until(migrating, "legacy-migration importing its first rows")
         await asyncio.to_thread(control.abort, store, ids["legacy-migration"], actor=actor)
 
-        await _until(lambda: all(_job_status(store, j) in ("ended", "error", "canceled")
-                                 for j in ids.values()),
-                     "the finished demo jobs ending")
+        await _until(
+            lambda: all(
+                _job_status(store, j) in ("ended", "error", "canceled") for j in ids.values()
+            ),
+            "the finished demo jobs ending",
+        )
     finally:
         await engine.stop()
 
@@ -201,8 +213,7 @@ async def _until(predicate: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + BUILD_TIMEOUT_S
     while not await asyncio.to_thread(predicate):
         if time.monotonic() > deadline:
-            raise DemoError(f"demo build: gave up waiting for {what} "
-                            f"after {BUILD_TIMEOUT_S:g} s")
+            raise DemoError(f"demo build: gave up waiting for {what} after {BUILD_TIMEOUT_S:g} s")
         await asyncio.sleep(0.05)
 
 

@@ -11,13 +11,64 @@ from pathlib import Path
 LEADS = 20_000
 CONTACTS = 1_200
 
-_FIRST = ("Ada", "Bruno", "Chen", "Dara", "Elif", "Femi", "Greta", "Hugo", "Ines", "Jon",
-          "Kenji", "Lina", "Mateo", "Nia", "Omar", "Priya", "Quinn", "Rosa", "Sven", "Tara")
-_LAST = ("Adams", "Berg", "Costa", "Dubois", "Evans", "Fischer", "Garcia", "Hansen", "Ito",
-         "Jensen", "Khan", "Larsen", "Moreau", "Novak", "Okafor", "Petrov", "Rossi", "Silva",
-         "Tanaka", "Weber")
-_COMPANIES = ("Acme", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay", "Stark",
-              "Wayne", "Tyrell", "Cyberdyne", "Soylent", "Wonka")
+_FIRST = (
+    "Ada",
+    "Bruno",
+    "Chen",
+    "Dara",
+    "Elif",
+    "Femi",
+    "Greta",
+    "Hugo",
+    "Ines",
+    "Jon",
+    "Kenji",
+    "Lina",
+    "Mateo",
+    "Nia",
+    "Omar",
+    "Priya",
+    "Quinn",
+    "Rosa",
+    "Sven",
+    "Tara",
+)
+_LAST = (
+    "Adams",
+    "Berg",
+    "Costa",
+    "Dubois",
+    "Evans",
+    "Fischer",
+    "Garcia",
+    "Hansen",
+    "Ito",
+    "Jensen",
+    "Khan",
+    "Larsen",
+    "Moreau",
+    "Novak",
+    "Okafor",
+    "Petrov",
+    "Rossi",
+    "Silva",
+    "Tanaka",
+    "Weber",
+)
+_COMPANIES = (
+    "Acme",
+    "Globex",
+    "Initech",
+    "Umbrella",
+    "Hooli",
+    "Vandelay",
+    "Stark",
+    "Wayne",
+    "Tyrell",
+    "Cyberdyne",
+    "Soylent",
+    "Wonka",
+)
 _REGIONS = ("APAC", "EMEA", "LATAM", "NA-East", "NA-West")
 _SOURCES = ("web", "event", "partner", "referral", "cold-call")
 
@@ -29,21 +80,36 @@ def write_leads(path: Path, rows: int = LEADS, seed: int = 2024) -> Path:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as fh:
         out = csv.writer(fh)
-        out.writerow(["id", "first_name", "last_name", "email", "company", "region",
-                      "source", "score", "created_at"])
+        out.writerow(
+            [
+                "id",
+                "first_name",
+                "last_name",
+                "email",
+                "company",
+                "region",
+                "source",
+                "score",
+                "created_at",
+            ]
+        )
         for i in range(1, rows + 1):
             first = _FIRST[rng.randrange(len(_FIRST))]
             last = _LAST[rng.randrange(len(_LAST))]
             company = _COMPANIES[rng.randrange(len(_COMPANIES))]
-            out.writerow([
-                f"L{i:06d}", first, last,
-                f"{first.lower()}.{last.lower()}{i}@{company.lower()}.example",
-                company,
-                _REGIONS[rng.randrange(len(_REGIONS))],
-                _SOURCES[rng.randrange(len(_SOURCES))],
-                rng.randrange(0, 101),
-                f"2024-{1 + i % 12:02d}-{1 + i % 28:02d}",
-            ])
+            out.writerow(
+                [
+                    f"L{i:06d}",
+                    first,
+                    last,
+                    f"{first.lower()}.{last.lower()}{i}@{company.lower()}.example",
+                    company,
+                    _REGIONS[rng.randrange(len(_REGIONS))],
+                    _SOURCES[rng.randrange(len(_SOURCES))],
+                    rng.randrange(0, 101),
+                    f"2024-{1 + i % 12:02d}-{1 + i % 28:02d}",
+                ]
+            )
     os.replace(tmp, path)
     return path
 
@@ -57,16 +123,22 @@ def write_crm(path: Path, rows: int = CONTACTS, seed: int = 7) -> Path:
     conn = sqlite3.connect(path)
     try:
         with conn:
-            conn.execute("CREATE TABLE contacts (id INTEGER PRIMARY KEY, name TEXT, "
-                         "email TEXT, region TEXT)")
+            conn.execute(
+                "CREATE TABLE contacts (id INTEGER PRIMARY KEY, name TEXT, email TEXT, region TEXT)"
+            )
             conn.executemany(
                 "INSERT INTO contacts VALUES (?, ?, ?, ?)",
                 [
-                    (i, f"{first} {last}", f"{first.lower()}.{last.lower()}@crm.example",
-                     _REGIONS[rng.randrange(len(_REGIONS))])
+                    (
+                        i,
+                        f"{first} {last}",
+                        f"{first.lower()}.{last.lower()}@crm.example",
+                        _REGIONS[rng.randrange(len(_REGIONS))],
+                    )
                     for i in range(1, rows + 1)
-                    for first, last in [(_FIRST[rng.randrange(len(_FIRST))],
-                                         _LAST[rng.randrange(len(_LAST))])]
+                    for first, last in [
+                        (_FIRST[rng.randrange(len(_FIRST))], _LAST[rng.randrange(len(_LAST))])
+                    ]
                 ],
             )
     finally:

@@ -25,8 +25,10 @@ def abort_lines(plan: AbortPlan, now: float) -> Text:
     text = Text()
     j = plan.job
     if plan.cancel_first:
-        text.append(f"Job {j.id} is {label(j.status)}: it will be canceled and aborted in one "
-                    "step. Tasks not started become Didn't run.\n")
+        text.append(
+            f"Job {j.id} is {label(j.status)}: it will be canceled and aborted in one "
+            "step. Tasks not started become Didn't run.\n"
+        )
     text.append(f"Tasks force-stopped now ({len(plan.tasks)}):", style="bold")
     for t in plan.tasks:
         text.append(f"\n• {plan_task_line(t, now)}")
@@ -35,8 +37,10 @@ def abort_lines(plan: AbortPlan, now: float) -> Text:
     if plan.enhanced:
         servers = ", ".join(plan.servers) or "none"
         text.append(f"\n\nServers that restart: {servers}", style="bold")
-        text.append(f" (they drain first, for at most {duration(plan.drain_seconds)}; "
-                    "every task still on them is then force-stopped)")
+        text.append(
+            f" (they drain first, for at most {duration(plan.drain_seconds)}; "
+            "every task still on them is then force-stopped)"
+        )
         text.append(f"\nOther jobs disrupted ({len(plan.disrupted)}):", style="bold")
         for d in plan.disrupted:
             text.append(f"\n• job {d.id} {d.name}: {', '.join(d.tasks)}")
@@ -48,10 +52,13 @@ def abort_lines(plan: AbortPlan, now: float) -> Text:
 
 
 class ConfirmAbort(YesNoModal):
-    DEFAULT_CSS = DIALOG_CSS.format(name="ConfirmAbort") + """
+    DEFAULT_CSS = (
+        DIALOG_CSS.format(name="ConfirmAbort")
+        + """
     ConfirmAbort > #dialog { border: thick $error; }
     ConfirmAbort .dialog-list { max-height: 12; }
     """
+    )
 
     def __init__(self, plan: AbortPlan, now: float) -> None:
         super().__init__()
@@ -61,8 +68,9 @@ class ConfirmAbort(YesNoModal):
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
             yield Static(abort_title(self.plan), classes="dialog-title")
-            yield Static("Aborting is unsafe: it can leave orphaned or incomplete data.",
-                         classes="warning")
+            yield Static(
+                "Aborting is unsafe: it can leave orphaned or incomplete data.", classes="warning"
+            )
             with VerticalScroll(classes="dialog-list"):
                 yield Static(abort_lines(self.plan, self.now))
             with Horizontal(classes="buttons"):

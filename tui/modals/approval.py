@@ -37,8 +37,9 @@ class ConfirmApproval(YesNoModal):
             body.append("The task fails (Error) and the tasks after it do not run. ")
         body.append("This cannot be undone.")
         with Vertical(id="dialog"):
-            yield Static(approval_title(self.job, self.approval_task, self.approve),
-                         classes="dialog-title")
+            yield Static(
+                approval_title(self.job, self.approval_task, self.approve), classes="dialog-title"
+            )
             yield Static(body)
             with Horizontal(classes="buttons"):
                 if self.approve:

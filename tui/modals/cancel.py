@@ -31,8 +31,10 @@ class ConfirmCancel(ModalScreen[str | None]):
             yield Static(f"Cancel job {j.id} {j.name}?", classes="dialog-title")
             body = Text()
             body.append(f"It is {label(j.status)}. ")
-            body.append("No new task of it starts. Tasks not started become Didn't run; "
-                        "running tasks wind down and stop at their next safe point.\n")
+            body.append(
+                "No new task of it starts. Tasks not started become Didn't run; "
+                "running tasks wind down and stop at their next safe point.\n"
+            )
             body.append("Reason for cancel: ", style="bold")
             body.append(f"“Job canceled by {self.app_actor()}” followed by your words:")
             yield Static(body)

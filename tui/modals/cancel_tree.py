@@ -46,13 +46,17 @@ class ConfirmCancelTree(YesNoModal):
     def compose(self) -> ComposeResult:
         n = self.todo
         with Vertical(id="dialog"):
-            yield Static(f"Cancel job {self.job_id} and every job it called?",
-                         classes="dialog-title")
-            yield Static(f"{n} of {len(self.jobs)} job{'s' if len(self.jobs) != 1 else ''} "
-                         "will be canceled gracefully (running tasks wind down):")
+            yield Static(
+                f"Cancel job {self.job_id} and every job it called?", classes="dialog-title"
+            )
+            yield Static(
+                f"{n} of {len(self.jobs)} job{'s' if len(self.jobs) != 1 else ''} "
+                "will be canceled gracefully (running tasks wind down):"
+            )
             with VerticalScroll(classes="dialog-list"):
                 yield Static(tree_lines(self.jobs))
             with Horizontal(classes="buttons"):
-                yield Button(f"Yes, cancel {n} job{'s' if n != 1 else ''}", variant="error",
-                             id="yes")
+                yield Button(
+                    f"Yes, cancel {n} job{'s' if n != 1 else ''}", variant="error", id="yes"
+                )
                 yield Button("No", variant="primary", id="no")

@@ -28,7 +28,8 @@ class ConfirmQuit(YesNoModal):
             yield Static(
                 f"{what}: quitting interrupts them and they run again when an engine starts. "
                 "To keep jobs running after you leave, run `batchdeck serve` and attach "
-                "the console to it.")
+                "the console to it."
+            )
             with Horizontal(classes="buttons"):
                 yield Button("Yes, quit", variant="error", id="yes")
                 yield Button("No", variant="primary", id="no")

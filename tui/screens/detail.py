@@ -65,8 +65,7 @@ LABEL_WIDTH = 18
 
 def _interesting(tasks: list[TaskView]) -> int | None:
     """Where the task cursor starts: a waiting approval, else a running task."""
-    for test in (waiting_approval,
-                 lambda t: t.status in ("executing", "canceling", "aborting")):
+    for test in (waiting_approval, lambda t: t.status in ("executing", "canceling", "aborting")):
         for t in tasks:
             if test(t):
                 return t.id
@@ -86,8 +85,9 @@ def fields_renderable(d: JobDetail, now: float) -> Group:
         status.append(" (system job)", style="dim")
     short.add_row("Job", Text(f"{j.id} {j.name}"), "Status", status)
     short.add_row("Started", stamp(j.started_at), "Ended", stamp(j.ended_at))
-    short.add_row("Duration", duration(j.duration(now)),
-                  "Tasks", f"{j.tasks_done}/{j.tasks_total} done")
+    short.add_row(
+        "Duration", duration(j.duration(now)), "Tasks", f"{j.tasks_done}/{j.tasks_total} done"
+    )
     long = Table.grid(padding=(0, 1), expand=True)
     long.add_column(style="bold", no_wrap=True, min_width=LABEL_WIDTH)
     long.add_column(ratio=1)
@@ -170,8 +170,9 @@ class JobDetailScreen(JobKeysMixin, LiveScreen):
             yield tasks
             yield Static(id="output", classes="-hidden")
             yield Static("Child jobs", classes="section -hidden", id="children-title")
-            children: DataTable[object] = DataTable(id="children", cursor_type="row",
-                                                    classes="-hidden")
+            children: DataTable[object] = DataTable(
+                id="children", cursor_type="row", classes="-hidden"
+            )
             for key, title in CHILD_COLUMNS:
                 children.add_column(title, key=key)
             yield children
@@ -216,7 +217,8 @@ class JobDetailScreen(JobKeysMixin, LiveScreen):
         self.detail = detail
         if detail is None:
             self.query_one("#fields", Static).update(
-                Text(f"Job {self.job_id} does not exist", style="bold red"))
+                Text(f"Job {self.job_id} does not exist", style="bold red")
+            )
             return
         now = self.bd.clock()
         self.title = f"Job {detail.job.id} {detail.job.name}"
@@ -266,9 +268,14 @@ class JobDetailScreen(JobKeysMixin, LiveScreen):
         title.set_class(hidden, "-hidden")
         ids = [c.id for c in d.children]
         rows = {
-            str(c.id): (str(c.id), shorten(c.name, NAME_WIDTH), status_text(c.status),
-                        c.call_mode or "-", f"{c.tasks_done}/{c.tasks_total}",
-                        "orphaned" if c.orphaned else "")
+            str(c.id): (
+                str(c.id),
+                shorten(c.name, NAME_WIDTH),
+                status_text(c.status),
+                c.call_mode or "-",
+                f"{c.tasks_done}/{c.tasks_total}",
+                "orphaned" if c.orphaned else "",
+            )
             for c in d.children
         }
         if ids == self._child_ids:
@@ -307,8 +314,7 @@ class JobDetailScreen(JobKeysMixin, LiveScreen):
         lines = (task.output or "").rstrip("\n").splitlines()[-OUTPUT_LINES:]
         text = Text()
         text.append(f"Output of {task.name} (last {OUTPUT_LINES} lines)\n", style="bold")
-        text.append("\n".join(lines) if lines else "no output yet",
-                    style="" if lines else "dim")
+        text.append("\n".join(lines) if lines else "no output yet", style="" if lines else "dim")
         box.update(text)
         box.remove_class("-hidden")
 
@@ -333,6 +339,8 @@ class JobDetailScreen(JobKeysMixin, LiveScreen):
             if task is not None and task.child_job_id:
                 self.bd.open_job(task.child_job_id)
             elif task is not None:
-                self.notify(f"Task {task.name}: {label(task.status)}"
-                            + (f" — {task_message(task)}" if task_message(task) else ""),
-                            timeout=4)
+                self.notify(
+                    f"Task {task.name}: {label(task.status)}"
+                    + (f" — {task_message(task)}" if task_message(task) else ""),
+                    timeout=4,
+                )

@@ -37,8 +37,7 @@ DETAILS = {
 
 def _row(b: BindingType) -> tuple[str, str]:
     assert isinstance(b, Binding)
-    keys = b.key_display or ", ".join(KEY_NAMES.get(k.strip(), k.strip())
-                                      for k in b.key.split(","))
+    keys = b.key_display or ", ".join(KEY_NAMES.get(k.strip(), k.strip()) for k in b.key.split(","))
     return keys, DETAILS.get(b.action, b.description)
 
 
@@ -51,20 +50,36 @@ def help_renderable() -> Group:
     from tui.widgets.job_table import JobTable
 
     sections: list[tuple[str, list[BindingType]]] = [
-        ("Everywhere", [*BatchdeckApp.BINDINGS,
-                        Binding("ctrl+p", "", "Command palette"),
-                        Binding("ctrl+q", "", "Quit (same as q)")]),
+        (
+            "Everywhere",
+            [
+                *BatchdeckApp.BINDINGS,
+                Binding("ctrl+p", "", "Command palette"),
+                Binding("ctrl+q", "", "Quit (same as q)"),
+            ],
+        ),
         ("On a job (list and detail)", list(JOB_BINDINGS)),
-        ("Job list", [b for b in JobListScreen.BINDINGS if b not in JOB_BINDINGS]
-         + list(JobTable.BINDINGS)),
-        ("Job detail", [b for b in JobDetailScreen.BINDINGS if b not in JOB_BINDINGS]
-         + [Binding("enter", "", "Open the child job (child row, or a call_job task)"),
-            Binding("tab", "", "Next table")]),
+        (
+            "Job list",
+            [b for b in JobListScreen.BINDINGS if b not in JOB_BINDINGS] + list(JobTable.BINDINGS),
+        ),
+        (
+            "Job detail",
+            [b for b in JobDetailScreen.BINDINGS if b not in JOB_BINDINGS]
+            + [
+                Binding("enter", "", "Open the child job (child row, or a call_job task)"),
+                Binding("tab", "", "Next table"),
+            ],
+        ),
         ("Servers", list(ServersScreen.BINDINGS)),
-        ("In a confirmation", [
-            Binding("y", "", "Yes (abort, cancel with children, approve, reject)"),
-            Binding("n", "", "No"),
-            Binding("escape", "", "Back out: nothing is done")]),
+        (
+            "In a confirmation",
+            [
+                Binding("y", "", "Yes (abort, cancel with children, approve, reject)"),
+                Binding("n", "", "No"),
+                Binding("escape", "", "Back out: nothing is done"),
+            ],
+        ),
     ]
     parts: list[Text | Table] = []
     for i, (title, bindings) in enumerate(sections):

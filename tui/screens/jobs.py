@@ -72,8 +72,10 @@ class JobListScreen(JobKeysMixin, LiveScreen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static(id="counts")
-        box = Input(placeholder="Filter: id, name, user or status — enter applies, escape clears",
-                    id="filter")
+        box = Input(
+            placeholder="Filter: id, name, user or status — enter applies, escape clears",
+            id="filter",
+        )
         box.cursor_blink = self.bd.live  # a still cursor keeps screenshots stable
         yield box
         yield JobTable(self.bd.data, self.bd.clock, id="jobs")
@@ -97,7 +99,8 @@ class JobListScreen(JobKeysMixin, LiveScreen):
     def _show_counts(self) -> None:
         table = self.table
         self.query_one("#counts", Static).update(
-            counts_text(self._counts, table.total, table.query_spec.describe()))
+            counts_text(self._counts, table.total, table.query_spec.describe())
+        )
 
     def on_job_table_loaded(self, event: JobTable.Loaded) -> None:
         self._show_counts()

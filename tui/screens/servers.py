@@ -42,8 +42,14 @@ def server_cells(s: ServerView, now: float) -> tuple[object, ...]:
     note = ""
     if s.restart_job_id is not None:
         note = f"abort of job {s.restart_job_id}"
-    return (s.name, status_text(s.status, server=True), f"{s.in_use}/{s.slots}", eng,
-            drain_cell(s, now), note)
+    return (
+        s.name,
+        status_text(s.status, server=True),
+        f"{s.in_use}/{s.slots}",
+        eng,
+        drain_cell(s, now),
+        note,
+    )
 
 
 class ServersScreen(LiveScreen):
@@ -104,5 +110,7 @@ class ServersScreen(LiveScreen):
         if not servers:
             note.update("No server has ever been online on this database.")
         else:
-            note.update("A Draining server takes no new task until its running tasks "
-                        "finish or the deadline passes; then it Restarts and comes back Online.")
+            note.update(
+                "A Draining server takes no new task until its running tasks "
+                "finish or the deadline passes; then it Restarts and comes back Online."
+            )

@@ -368,8 +368,7 @@ class JobTable(ScrollView, can_focus=True):
             style = base + self.get_component_rich_style("jobtable--placeholder")
             return Strip([Segment(fit("  …", width), style)], width)
         on_cursor = index == self.cursor and row.id == self.selected_id
-        row_style = base + self.get_component_rich_style("jobtable--cursor") if on_cursor \
-            else base
+        row_style = base + self.get_component_rich_style("jobtable--cursor") if on_cursor else base
         segments = [Segment("▶" if on_cursor else " ", row_style)]
         now = self.clock()
         for c in cols:
