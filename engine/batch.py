@@ -34,6 +34,7 @@ class Outcome:
     message: str | None = None
     reason: str | None = None  # for interrupted: why
     requeue_always: bool = False  # a server restart requeues whatever the attempt count
+    token: str | None = None  # the claim of the run; None: recovery, no run to match
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Progress:
     message: str | None
     output: str | None
     child_job_id: int | None = None
+    token: str | None = None
 
 
 @dataclass
@@ -58,6 +60,7 @@ class Claimed:
     server: str
     recipe_path: str | None
     child_job_id: int | None = None  # a job an earlier attempt of this task started
+    token: str = ""
 
 
 @dataclass
@@ -69,6 +72,8 @@ class TickIn:
     running: list[int] = field(default_factory=list)
     servers: list[str] = field(default_factory=list)
     watched_jobs: list[int] = field(default_factory=list)
+    owner: str = ""  # the engine: claims only on servers whose lease it holds
+    token: str = ""  # the claim token of this batch's claims
 
 
 @dataclass
@@ -77,17 +82,21 @@ class TickOut:
     task_state: dict[int, tuple[str, str | None, str | None]] = field(default_factory=dict)
     servers: dict[str, tuple[str, float | None, int | None]] = field(default_factory=dict)
     job_status: dict[int, str] = field(default_factory=dict)
+    lost: list[str] = field(default_factory=list)  # servers whose lease another engine holds
 
 
 def write_progress(conn: Connection, items: Iterable[Progress]) -> None:
     rows = [
-        (p.done, p.total, p.unit, p.message, p.output, p.child_job_id, p.task_id) for p in items
+        (p.done, p.total, p.unit, p.message, p.output, p.child_job_id, p.task_id, p.token, p.token)
+        for p in items
     ]
     if rows:
         conn.exec_driver_sql(
             "UPDATE task SET progress_done=?, progress_total=COALESCE(?, progress_total), "
             "progress_unit=COALESCE(?, progress_unit), message=COALESCE(?, message), "
-            "output=COALESCE(?, output), child_job_id=COALESCE(?, child_job_id) WHERE id=?",
+            "output=COALESCE(?, output), child_job_id=COALESCE(?, child_job_id) WHERE id=? "
+            # Fenced: a run whose claim was taken over writes nothing.
+            "AND (claim_token=? OR ? IS NULL)",
             rows,
         )
 
@@ -100,15 +109,17 @@ def apply_outcomes(
         return {}
     by_id = {o.task_id: o for o in outcomes}
     current = conn.exec_driver_sql(
-        f"SELECT id, job_id, status, attempt, max_attempts, child_job_id FROM task "
+        f"SELECT id, job_id, status, attempt, max_attempts, child_job_id, claim_token FROM task "
         f"WHERE id IN {IN_IDS}",
         (ids_json(by_id),),
     ).fetchall()
     groups: dict[tuple[str, str, str | None], list[int]] = {}
     jobs: set[int] = set()
     orphans: list[tuple[int, int]] = []
-    for tid, job_id, status, attempt, max_attempts, child in current:
+    for tid, job_id, status, attempt, max_attempts, child, token in current:
         o = by_id[tid]
+        if o.token is not None and o.token != token:
+            continue  # a stale run's report (fenced): another claim owns the task now
         left = o.requeue_always or attempt < max_attempts
         target = resolve_outcome(status, o.outcome, attempts_left=left)
         if target is None:
@@ -135,7 +146,7 @@ def apply_outcomes(
             sets, params = (
                 (
                     ", attempt=attempt+1, server=NULL, started_at=NULL, "
-                    "progress_done=0, approval=NULL"
+                    "progress_done=0, approval=NULL, claim_token=NULL"
                 ),
                 (),
             )
@@ -173,7 +184,7 @@ def apply_outcomes(
     return changed
 
 
-def claim(conn: Connection, free: dict[str, int], *, at: float) -> list[Claimed]:
+def claim(conn: Connection, free: dict[str, int], *, at: float, token: str = "") -> list[Claimed]:
     claimed: list[Claimed] = []
     taken: list[int] = []
     for server, n in free.items():
@@ -199,8 +210,8 @@ def claim(conn: Connection, free: dict[str, int], *, at: float) -> list[Claimed]
             at=at,
             actor="engine",
             reason=f"started on {server}",
-            sets=", server=?, started_at=?, ended_at=NULL, message=NULL",
-            set_params=(server, at),
+            sets=", server=?, started_at=?, ended_at=NULL, message=NULL, claim_token=?",
+            set_params=(server, at, token),
             event_server=server,
         )
         for r in conn.exec_driver_sql(
@@ -210,7 +221,7 @@ def claim(conn: Connection, free: dict[str, int], *, at: float) -> list[Claimed]
             (ids_json(ids),),
         ):
             claimed.append(
-                Claimed(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], server, r[6], r[7])
+                Claimed(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], server, r[6], r[7], token)
             )
     for job_id in sorted({c.job_id for c in claimed}):
         move_job(
@@ -231,15 +242,22 @@ def tick(conn: Connection, inp: TickIn) -> TickOut:
     apply_outcomes(conn, inp.outcomes, at=inp.at)
     out = TickOut()
     if inp.servers:
-        for name, status, deadline, job_id in conn.exec_driver_sql(
-            f"SELECT name, status, drain_deadline, restart_job_id FROM server "
+        for name, status, deadline, job_id, lease_owner in conn.exec_driver_sql(
+            f"SELECT name, status, drain_deadline, restart_job_id, lease_owner FROM server "
             f"WHERE name IN {IN_IDS}",
             (json.dumps(inp.servers),),
         ):
             out.servers[name] = (status, deadline, job_id)
-    # A drain written since the engine last looked must stop claims in this very batch.
-    free = {s: n for s, n in inp.free.items() if out.servers.get(s, ("online",))[0] == "online"}
-    out.claimed = claim(conn, free, at=inp.at)
+            if inp.owner and lease_owner != inp.owner:
+                out.lost.append(name)
+    # A drain written since the engine last looked must stop claims in this very batch,
+    # and an engine claims only where it holds the lease (fencing).
+    free = {
+        s: n
+        for s, n in inp.free.items()
+        if out.servers.get(s, ("online",))[0] == "online" and s not in out.lost
+    }
+    out.claimed = claim(conn, free, at=inp.at, token=inp.token)
     running = inp.running + [c.task_id for c in out.claimed]
     if running:
         for tid, status, approval, by in conn.exec_driver_sql(
@@ -276,7 +294,10 @@ def claim_leases(conn: Connection, servers: dict[str, int], owner: str, *, at: f
         conn.exec_driver_sql(
             "INSERT INTO server(name, slots, status, lease_owner, heartbeat_at) "
             "VALUES (?, ?, 'online', ?, ?) ON CONFLICT(name) DO UPDATE SET slots=excluded.slots, "
-            "status='online', drain_deadline=NULL, restart_job_id=NULL, "
+            "status='online', drain_deadline=NULL, restart_job_id=NULL, pid=NULL, "
+            "note=CASE WHEN server.lease_owner IS NOT NULL AND server.lease_owner != "
+            "excluded.lease_owner AND server.status != 'offline' THEN 'taken over from engine ' "
+            "|| server.lease_owner || ', whose lease had expired' ELSE NULL END, "
             "lease_owner=excluded.lease_owner, heartbeat_at=excluded.heartbeat_at",
             (name, slots, owner, at),
         )
@@ -310,7 +331,7 @@ def release_leases(conn: Connection, servers: list[str], owner: str, *, at: floa
     for name in servers:
         n = conn.exec_driver_sql(
             "UPDATE server SET status='offline', lease_owner=NULL, drain_deadline=NULL, "
-            "restart_job_id=NULL WHERE name=? AND lease_owner=?",
+            "restart_job_id=NULL, pid=NULL WHERE name=? AND lease_owner=?",
             (name, owner),
         ).rowcount
         if n:
@@ -366,6 +387,49 @@ def recover(conn: Connection, owner: str, *, at: float) -> dict[int, str]:
         at=at,
     )
     return changed
+
+
+def servers_without_engine(conn: Connection, owner: str, *, at: float) -> list[str]:
+    """Servers no live engine holds (ours excepted): a dead engine's leftovers."""
+    ttl = settings.lease_seconds(conn)
+    return [
+        r[0]
+        for r in conn.exec_driver_sql(
+            "SELECT name FROM server WHERE lease_owner IS NULL OR lease_owner = ? "
+            "OR heartbeat_at IS NULL OR heartbeat_at <= ?",
+            (owner, at - ttl),
+        )
+    ]
+
+
+def note_server_process(
+    conn: Connection, name: str, owner: str, pid: int | None, host: str
+) -> None:
+    conn.exec_driver_sql(
+        "UPDATE server SET pid=?, host=? WHERE name=? AND lease_owner=?", (pid, host, name, owner)
+    )
+
+
+def note_lease_lost(conn: Connection, name: str, owner: str, *, at: float) -> None:
+    why = f"engine {owner} stalled past its lease; another engine took it over"
+    conn.exec_driver_sql("UPDATE server SET note=? WHERE name=?", (why, name))
+    add_event(conn, at=at, actor="engine", kind="server", server=name, reason=why)
+
+
+def holds_claim(conn: Connection, task_id: int, token: str) -> bool:
+    row = conn.exec_driver_sql(
+        "SELECT 1 FROM task WHERE id=? AND claim_token=? AND status IN "
+        "('executing', 'canceling', 'aborting')",
+        (task_id, token),
+    ).fetchone()
+    return row is not None
+
+
+def record_child(conn: Connection, task_id: int, token: str, child_job_id: int) -> None:
+    conn.exec_driver_sql(
+        "UPDATE task SET child_job_id=? WHERE id=? AND claim_token=?",
+        (child_job_id, task_id, token),
+    )
 
 
 def restart_begin(conn: Connection, server: str, *, at: float, why: str) -> None:

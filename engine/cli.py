@@ -90,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = cmd("submit", "submit a recipe; prints the new job's id")
     s.add_argument("recipe", metavar="RECIPE.toml")
     s.add_argument("--system", action="store_true", help="mark the job as a system job")
+    s = cmd(
+        "servers",
+        "list the batch servers: status, host, pid, slots, in use, drain deadline, lease age",
+    )
+    s.add_argument("--json", action="store_true", help="print a JSON list")
     s = cmd("list", "list jobs, newest first")
     s.add_argument(
         "--status",
@@ -323,9 +328,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     path = getattr(args, "db", None) or default_db_path()
 
     async def serve() -> None:
-        engine = Engine(path, servers, poll_interval=args.poll)
+        def log(message: str) -> None:
+            print(f"batchdeck serve: {message}", file=sys.stderr, flush=True)
+
+        engine = Engine(path, servers, poll_interval=args.poll, server_stderr=sys.stderr, log=log)
         await engine.start()
-        stop = asyncio.Event()
+        stop = engine.nothing_to_serve
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, stop.set)
@@ -335,6 +343,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             flush=True,
         )
         await stop.wait()
+        if not engine.servers:
+            log("every server's lease was taken by another engine; stopping")
         print("stopping: running tasks go back to Ready", flush=True)
         await engine.stop()
 
@@ -347,8 +357,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_servers(args: argparse.Namespace) -> int:
+    import time
+
+    from engine.servers_view import server_rows, servers_table
+
+    store = _store(args, create=False)
+    try:
+        with store.read() as conn:
+            rows = server_rows(conn, time.time())
+    finally:
+        store.dispose()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(servers_table(rows))
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": cmd_serve,
+    "servers": cmd_servers,
     "submit": cmd_submit,
     "list": cmd_list,
     "show": cmd_show,

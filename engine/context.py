@@ -10,11 +10,18 @@ group, roll back a chunk) and re-raise.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 R = TypeVar("R")
+
+# The task whose code is running, in this asyncio task or thread: a server process
+# names it when task code ends the process (``os._exit``).
+CURRENT_TASK: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "batchdeck_task", default=None
+)
 
 
 class TaskCanceled(Exception):
@@ -36,6 +43,8 @@ class EngineHooks(Protocol):
 
     def note_dirty(self, ctx: TaskContext) -> None: ...
 
+    def note_process_group(self, ctx: TaskContext, pgid: int) -> None: ...
+
 
 class TaskContext:
     """One run (attempt) of one task."""
@@ -52,8 +61,10 @@ class TaskContext:
         recipe_path: str | None,
         hooks: EngineHooks,
         run_thread: Callable[..., asyncio.Future[Any]],
+        token: str = "",
     ) -> None:
         self.task_id = task_id
+        self.token = token  # the claim this run belongs to (fencing)
         self.job_id = job_id
         self.name = name
         self.action = action
@@ -106,6 +117,12 @@ class TaskContext:
     def output(self, tail: str) -> None:
         self.output_tail = tail
         self._hooks.note_dirty(self)
+
+    def started_process_group(self, pgid: int) -> None:
+        """A process group this task started: killed with the task's server if it dies."""
+        note = getattr(self._hooks, "note_process_group", None)
+        if note is not None:
+            note(self, pgid)
 
     # -- waits -------------------------------------------------------------------
     async def run_blocking(self, fn: Callable[..., R], *args: Any) -> R:
@@ -172,5 +189,9 @@ def run_in_daemon_thread(fn: Callable[..., R], *args: Any) -> asyncio.Future[R]:
         except RuntimeError:
             pass  # the loop is gone: nobody is waiting any more
 
-    threading.Thread(target=target, daemon=True, name="batchdeck-unmanaged-wait").start()
+    # The thread runs in the caller's context: CURRENT_TASK names its task there too.
+    ctx = contextvars.copy_context()
+    threading.Thread(
+        target=ctx.run, args=(target,), daemon=True, name="batchdeck-unmanaged-wait"
+    ).start()
     return fut

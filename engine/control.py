@@ -323,19 +323,10 @@ def abort(
             actor=actor,
             reason=reason,
         )
-        # Nobody is running tasks on a server without a live engine: they stop now.
+        # With no engine behind a server, the abort stays requested (Aborting): only an
+        # engine can make sure the task's code runs nowhere, and its start-up recovery
+        # does that before the task is reported Aborted.
         live = live_servers(conn, at)
-        move_tasks(
-            conn,
-            "aborted",
-            f"job_id=? AND status='aborting' AND (server IS NULL OR server NOT IN {IN_IDS})",
-            (job.id, ids_json(live)),
-            at=at,
-            actor=actor,
-            reason=f"{reason} (no engine running it)",
-            sets=", ended_at=?",
-            set_params=(at,),
-        )
         conn.exec_driver_sql(
             "UPDATE job SET aborted_by=?, aborted_at=? WHERE id=?", (actor, at, job.id)
         )

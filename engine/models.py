@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Index
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class Meta(SQLModel, table=True):
@@ -66,6 +66,9 @@ class Task(SQLModel, table=True):
     approval: str | None = None  # "approved" / "rejected", written by the operator
     approval_by: str | None = None
     child_job_id: int | None = None
+    # The claim that started the current run: every write about the run must name it,
+    # so an engine that lost its lease can change nothing another engine took over.
+    claim_token: str | None = None
     started_at: float | None = None
     ended_at: float | None = None
 
@@ -85,6 +88,9 @@ class Server(SQLModel, table=True):
     restart_job_id: int | None = None  # the job whose enhanced abort asked for the restart
     lease_owner: str | None = None  # "host:pid:nonce" of the engine serving it
     heartbeat_at: float | None = None
+    host: str | None = None  # where its process runs
+    pid: int | None = None  # its process, on that host
+    note: str | None = None  # the last thing an operator should know (a lost lease)
 
 
 class Event(SQLModel, table=True):

@@ -1,11 +1,13 @@
-"""The asyncio engine: runs tasks on named servers and reacts to what the database says.
+"""The engine's supervisor: claims work, runs it on server processes, writes what happens.
 
-Every running task is owned by the engine (one asyncio task each, kept in
-``_runners``); stopping the engine cancels and awaits them. All database work
-happens in one writer thread (``_db``) in batches (``engine.batch.tick``); the loop
-wakes when a task finishes, when progress is pending, or when another connection
-commits (``PRAGMA data_version``), so a cancel written by another process is acted
-on within one poll interval.
+Each named server is an OS process (``engine.server_proc``) started and watched by
+``engine.supervisor.ServerProcess``: task code runs only there. The supervisor keeps,
+per running task, a ``Runner`` (the claim and its token); it talks to the servers in
+messages and does all database work in one writer thread (``_db``), in batches
+(``engine.batch.tick``). Every write about a task is fenced by the token of the claim
+that started it. The loop wakes when a server reports, when progress is pending, or
+when another connection commits (``PRAGMA data_version``), so a cancel written by
+another process is acted on within one poll interval.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import time
 import uuid
@@ -22,30 +25,40 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from engine import batch, settings
-from engine.actions import get_action
-from engine.context import ActionError, TaskCanceled, TaskContext, run_in_daemon_thread
+from engine.context import ActionError
 from engine.db import Store
 from engine.identity import current_actor
+from engine.procs import RUN_MARKER, kill_all
 from engine.statuses import JOB_TERMINAL
+from engine.supervisor import ServerProcess
 from engine.watch import DataVersionWatch
 
 R = TypeVar("R")
 
 DEFAULT_SERVERS = {"batch-01": 4}
+HOST = socket.gethostname()
 PROGRESS_FLUSH_S = 0.1
 DRAIN_CHECK_S = 0.2
 MAX_CALL_DEPTH = 20
 RESTART_GRACE_S = 2.0
+# A server whose process keeps dying at start is given up after this many tries in a row.
+MAX_START_FAILURES = 5
 
 
 @dataclass
 class Runner:
-    ctx: TaskContext
+    """One run of a task on a server process, as the supervisor tracks it."""
+
+    claim: batch.Claimed
     server: str
-    task: asyncio.Task[Any] | None = None
     cancel_sent: bool = False
     abort_sent: bool = False
-    detached: bool = False  # abandoned by a restart or shutdown: its result is not written
+    detached: bool = False  # its result is not written (settled elsewhere, lease lost)
+    calls: dict[int, asyncio.Task[Any]] = field(default_factory=dict)
+
+    @property
+    def task_id(self) -> int:
+        return self.claim.task_id
 
 
 @dataclass
@@ -54,6 +67,7 @@ class EngineStats:
     started: int = 0
     finished: int = 0
     restarts: int = 0
+    crashes: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -83,6 +97,8 @@ class Engine:
         poll_interval: float = 0.05,
         heartbeat_interval: float = 1.0,
         clock: Callable[[], float] = time.time,
+        server_stderr: Any = None,
+        log: Callable[[str], None] | None = None,
     ) -> None:
         self.db_path = db_path
         self.servers = dict(servers or DEFAULT_SERVERS)
@@ -93,10 +109,13 @@ class Engine:
         self.actor = current_actor()
         self.stats = EngineStats()
         self.store: Store | None = None
+        self.procs: dict[str, ServerProcess] = {}
+        self._server_stderr = server_stderr
+        self._log = log
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="batchdeck-writer")
         self._runners: dict[int, Runner] = {}
         self._outcomes: list[batch.Outcome] = []
-        self._dirty: dict[int, TaskContext] = {}
+        self._dirty: dict[int, batch.Progress] = {}
         self._last_flush = 0.0
         self._wake = asyncio.Event()
         self._stopping = False
@@ -107,6 +126,11 @@ class Engine:
         self._approval_waiters: dict[int, asyncio.Future[tuple[str, str]]] = {}
         self._idle = asyncio.Event()
         self._listeners: list[Callable[[], None]] = []
+        self._background: set[asyncio.Task[Any]] = set()
+        self._lease_s = 5.0
+        self._claims = 0
+        # Set when every server's lease was lost: ``serve`` stops then.
+        self.nothing_to_serve = asyncio.Event()
 
     # -- lifecycle ------------------------------------------------------------------
     async def _db(self, fn: Callable[..., R], *args: Any, **kw: Any) -> R:
@@ -123,19 +147,73 @@ class Engine:
         with self.store.write() as conn:
             return fn(conn, *args, **kw)
 
+    def note(self, message: str) -> None:
+        """An engine error or notable event: kept for the operator, and logged."""
+        self.stats.errors.append(message)
+        if self._log is not None:
+            self._log(message)
+
+    @property
+    def _run_prefix(self) -> str:
+        # Server processes of this database carry it in their marker, whatever engine
+        # started them: a recovery finds a dead engine's leftovers by it.
+        return f"{os.path.realpath(self.db_path)}|"
+
+    def _spawn(self, name: str) -> ServerProcess:
+        sp = ServerProcess(name, self._on_messages, self._on_server_exit, self._server_stderr)
+        sp.marker = f"{self._run_prefix}{name}|{uuid.uuid4().hex}"
+        return sp
+
+    async def _start_server(self, name: str) -> ServerProcess | None:
+        """A fresh server process, ready for work; None if it would not start."""
+        for _ in range(MAX_START_FAILURES):
+            sp = self._spawn(name)
+            await sp.start()
+            if await sp.wait_ready():
+                self.procs[name] = sp
+                sp.send([{"op": "lease", "valid_for": self._lease_valid_for(0.0)}])
+                await self._db(
+                    self._write, batch.note_server_process, name, self.owner, sp.pid, HOST
+                )
+                return sp
+            sp.ending = True
+            await sp.end(graceful=False)
+            self.note(f"server {name}: process exited at start ({sp.returncode}); trying again")
+            await asyncio.sleep(0.2)
+        self.note(f"server {name}: process would not start; not serving it")
+        return None
+
     async def start(self) -> None:
-        """Open the database, take the server leases, recover, and start running."""
+        """Open the database, take the server leases, recover, and start the servers."""
         try:
             self.store = await self._db(Store, self.db_path)
             at = self.clock()
             await self._db(self._write, batch.claim_leases, self.servers, self.owner, at=at)
-            await self._db(self._write, batch.recover, self.owner, at=at)
-            lease = await self._db(self._read, settings.lease_seconds)
+            self._lease_s = await self._db(self._read, settings.lease_seconds)
             # Three beats per lease: one late beat never makes a live engine look dead.
-            self.heartbeat_interval = min(self.heartbeat_interval, lease / 3)
+            self.heartbeat_interval = min(self.heartbeat_interval, self._lease_s / 3)
+            # What a dead engine's servers left running on this host dies before its
+            # tasks are recovered: nothing runs twice.
+            stale = await self._db(self._read, batch.servers_without_engine, self.owner, at=at)
+            await kill_all(markers=[(RUN_MARKER, f"{self._run_prefix}{n}|") for n in stale])
+            await self._db(self._write, batch.recover, self.owner, at=at)
+            started = await asyncio.gather(*(self._start_server(n) for n in self.servers))
+            if not any(started):
+                raise RuntimeError("no server process would start; see the server log")
         except BaseException:
             # Refused (another engine holds a server) or a bad database: leave nothing open.
+            for sp in self.procs.values():
+                await sp.end(graceful=False)
+            self.procs.clear()
             if self.store is not None:
+                with contextlib.suppress(Exception):
+                    await self._db(
+                        self._write,
+                        batch.release_leases,
+                        list(self.servers),
+                        self.owner,
+                        at=self.clock(),
+                    )
                 await self._db(self.store.dispose)
             self._writer.shutdown(wait=False)
             raise
@@ -144,26 +222,47 @@ class Engine:
         self._main = asyncio.create_task(self._run(), name="batchdeck-engine")
 
     async def stop(self) -> None:
-        """Stop taking work, interrupt running tasks (they go back to Ready), release leases."""
+        """Stop taking work, stop the servers (their runs go back to Ready), release leases."""
         if self._main is None:
             return
         self._stopping = True
         self._wake.set()
         with contextlib.suppress(asyncio.CancelledError):
             await self._main
+        for t in list(self._background):
+            t.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        procs = list(self.procs.values())
+        left = await asyncio.gather(*(sp.end(graceful=True) for sp in procs))
+        for sp, pids in zip(procs, left, strict=True):
+            if pids:
+                self.note(f"server {sp.name}: pids {pids} still alive after SIGKILL")
         # A clean stop is not the task's failure: it runs again, whatever its attempts.
-        outcomes, progress = await self._interrupt(
-            list(self._runners.values()), "interrupted: engine stopped"
-        )
+        outcomes = [
+            batch.Outcome(
+                r.task_id,
+                "interrupted",
+                reason="interrupted: engine stopped",
+                requeue_always=True,
+                token=r.claim.token,
+            )
+            for r in self._runners.values()
+            if not r.detached
+        ]
+        for r in self._runners.values():
+            self._cancel_calls(r)
         at = self.clock()
+        dirty, self._dirty = list(self._dirty.values()), {}
+        final_outcomes = self._take_outcomes() + outcomes
 
         def final(conn: Any) -> None:
-            batch.write_progress(conn, progress)
-            batch.apply_outcomes(conn, outcomes + self._take_outcomes(), at=at)
+            batch.write_progress(conn, dirty)
+            batch.apply_outcomes(conn, final_outcomes, at=at)
             batch.release_leases(conn, list(self.servers), self.owner, at=at)
 
         await self._db(self._write, final)
         self._runners.clear()
+        self.procs.clear()
         self._watch.close()
         await self._db(self.store.dispose)
         self._writer.shutdown(wait=True)
@@ -186,6 +285,13 @@ class Engine:
         self._wake.set()
         await asyncio.wait_for(self._idle.wait(), timeout)
 
+    def _own(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        """A background task the engine owns: cancelled and awaited when it stops."""
+        task = asyncio.create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
     # -- main loop ----------------------------------------------------------------------
     async def _run(self) -> None:
         hb = asyncio.create_task(self._heartbeat(), name="batchdeck-heartbeat")
@@ -197,7 +303,7 @@ class Engine:
                 try:
                     await self._tick()
                 except Exception as exc:  # noqa: BLE001 - keep serving; recorded for the operator
-                    self.stats.errors.append(f"{type(exc).__name__}: {exc}")
+                    self.note(f"{type(exc).__name__}: {exc}")
                     await asyncio.sleep(self.poll_interval)
         finally:
             hb.cancel()
@@ -217,29 +323,51 @@ class Engine:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
 
+    def _lease_valid_for(self, elapsed: float) -> float:
+        # The servers must have stopped before another engine may take the lease over:
+        # a margin below the lease, less what has passed since the beat was taken.
+        return max(0.1, self._lease_s - elapsed - min(1.0, self._lease_s * 0.2))
+
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
+            at = self.clock()
             try:
                 lost = await self._db(
-                    self._write, batch.heartbeat, list(self.servers), self.owner, at=self.clock()
+                    self._write, batch.heartbeat, list(self.servers), self.owner, at=at
                 )
             except Exception as exc:  # noqa: BLE001 - a locked database: try next beat
-                self.stats.errors.append(f"heartbeat: {exc}")
+                self.note(f"heartbeat: {exc}")
                 continue
             for name in lost:
                 self._lose(name)
+            vouch = [{"op": "lease", "valid_for": self._lease_valid_for(self.clock() - at)}]
+            for sp in self.procs.values():
+                sp.send(vouch)
 
     def _lose(self, name: str) -> None:
         """Another engine took this server (we stalled past the lease): stop serving it.
 
         Its recovery has already put our running tasks back to Ready, so running them on
-        here too would run them twice: they are dropped without writing anything.
+        here too would run them twice: they are killed without writing anything.
         """
-        self.stats.errors.append(f"lease on {name} taken by another engine; stopped serving it")
+        self.note(
+            f"lease on {name} taken by another engine; stopped serving it and killed its tasks"
+        )
         self.servers.pop(name, None)
+        if not self.servers:
+            self.nothing_to_serve.set()
         for r in [r for r in self._runners.values() if r.server == name]:
-            self._detach(r)
+            r.detached = True
+            self._cancel_calls(r)
+            del self._runners[r.task_id]
+        sp = self.procs.pop(name, None)
+        if sp is not None:
+            self._own(sp.end(graceful=False), f"lose-{name}")
+        self._own(
+            self._db(self._write, batch.note_lease_lost, name, self.owner, at=self.clock()),
+            f"lost-{name}",
+        )
 
     def _free_slots(self) -> dict[str, int]:
         used: dict[str, int] = dict.fromkeys(self.servers, 0)
@@ -248,6 +376,9 @@ class Engine:
         free = {}
         for name, slots in self.servers.items():
             status = self._server_state.get(name, ("online",))[0]
+            sp = self.procs.get(name)
+            if sp is None or not sp.ready.is_set() or sp.exited.is_set():
+                continue
             if status == "online" and name not in self._restarting:
                 free[name] = slots - used.get(name, 0)
         return free
@@ -256,29 +387,20 @@ class Engine:
         out, self._outcomes = self._outcomes, []
         return out
 
-    @staticmethod
-    def _progress_of(ctx: TaskContext, child_job_id: int | None = None) -> batch.Progress:
-        return batch.Progress(
-            ctx.task_id,
-            ctx.progress_done,
-            ctx.progress_total,
-            ctx.progress_unit,
-            ctx.message,
-            ctx.output_tail,
-            child_job_id or ctx.child_job_id,
-        )
-
     async def _tick(self) -> None:
         at = self.clock()
         dirty, self._dirty = self._dirty, {}
+        self._claims += 1
         inp = batch.TickIn(
             at=at,
             outcomes=self._take_outcomes(),
-            progress=[self._progress_of(c) for c in dirty.values()],
+            progress=list(dirty.values()),
             free=self._free_slots() if not self._stopping else {},
             running=[tid for tid, r in self._runners.items() if not r.detached],
             servers=list(self.servers),
             watched_jobs=list(self._job_waiters),
+            owner=self.owner,
+            token=f"{self.owner}#{self._claims}",
         )
         self._last_flush = at
         try:
@@ -286,12 +408,11 @@ class Engine:
         except Exception:
             # Nothing of the batch was written: keep it for the next try.
             self._outcomes[:0] = inp.outcomes
-            for ctx in dirty.values():
-                self._dirty.setdefault(ctx.task_id, ctx)
+            for p in dirty.values():
+                self._dirty.setdefault(p.task_id, p)
             raise
         self.stats.ticks += 1
-        for c in out.claimed:
-            self._start(c)
+        self._start(out.claimed)
         self._react(out)
         for cb in self._listeners:
             cb()
@@ -299,150 +420,290 @@ class Engine:
             self._idle.set()
 
     def _react(self, out: batch.TickOut) -> None:
+        sends: dict[str, list[dict[str, Any]]] = {}
         for tid, (status, approval, by) in out.task_state.items():
             r = self._runners.get(tid)
             if r is None or r.detached:
                 continue
             if status == "canceling" and not r.cancel_sent:
                 r.cancel_sent = True
-                r.ctx.request_cancel()
+                sends.setdefault(r.server, []).append({"op": "cancel", "task": tid})
             elif status == "aborting" and not r.abort_sent:
                 r.abort_sent = True
-                r.ctx.request_cancel()
-                if r.task is not None:
-                    r.task.cancel()
+                sends.setdefault(r.server, []).append({"op": "abort", "task": tid})
             elif status not in ("executing", "canceling", "aborting"):
-                # Someone else settled it (recovery by another engine): stop our copy.
-                self._detach(r)
+                # Someone else settled it (recovery by another engine): stop our copy,
+                # and write nothing of it. Its slot is free once its code has stopped.
+                r.detached = True
+                sends.setdefault(r.server, []).append({"op": "abort", "task": tid})
             if approval and tid in self._approval_waiters:
                 fut = self._approval_waiters.pop(tid)
                 if not fut.done():
                     fut.set_result((approval, by or "?"))
+        for name, msgs in sends.items():
+            sp = self.procs.get(name)
+            if sp is not None:
+                sp.send(msgs)
         for jid, status in out.job_status.items():
             if status in JOB_TERMINAL:
                 for fut in self._job_waiters.pop(jid, []):
                     if not fut.done():
                         fut.set_result(status)
+        for name in out.lost:
+            self._lose(name)
         self._server_state.update(out.servers)
         now = self.clock()
         for name, (status, deadline, _job) in out.servers.items():
-            if status != "draining" or name in self._restarting:
+            if status != "draining" or name in self._restarting or name not in self.procs:
                 continue
             on_it = [r for r in self._runners.values() if r.server == name and not r.detached]
             only_aborting = all(
-                out.task_state.get(r.ctx.task_id, ("",))[0] == "aborting" for r in on_it
+                out.task_state.get(r.task_id, ("",))[0] == "aborting" for r in on_it
             )
             if only_aborting or (deadline is not None and now >= deadline):
                 why = "nothing left but the aborted tasks" if only_aborting else "drain period over"
                 self._restarting.add(name)
-                asyncio.create_task(self._restart(name, why), name=f"restart-{name}")
+                self._own(self._restart(name, why), f"restart-{name}")
 
-    # -- running tasks --------------------------------------------------------------------
-    def _start(self, c: batch.Claimed) -> None:
-        ctx = TaskContext(
-            task_id=c.task_id,
-            job_id=c.job_id,
-            name=c.name,
-            action=c.action,
-            attempt=c.attempt,
-            server=c.server,
-            recipe_path=c.recipe_path,
-            hooks=self,
-            run_thread=run_in_daemon_thread,
-        )
-        ctx.child_job_id = c.child_job_id
-        runner = Runner(ctx=ctx, server=c.server)
-        self._runners[c.task_id] = runner
-        runner.task = asyncio.create_task(self._execute(runner, c), name=f"task-{c.task_id}")
-        self.stats.started += 1
-
-    async def _execute(self, runner: Runner, c: batch.Claimed) -> None:
-        ctx = runner.ctx
-        outcome, message = "ended", None
-        try:
-            action = get_action(c.action)
-            if action is None:
-                raise ActionError(f"unknown action {c.action!r}")
-            result = await action.run(ctx, **c.params)
-            message = result if isinstance(result, str) else ctx.message
-        except TaskCanceled as exc:
-            outcome, message = "canceled", str(exc)
-        except asyncio.CancelledError:
-            outcome = "aborted" if runner.abort_sent else "interrupted"
-            message = ctx.message
-        except Exception as exc:  # noqa: BLE001 - any failure of an action is the task's Error
-            outcome, message = "error", str(exc) or type(exc).__name__
-        finally:
-            self._forget(runner)
-        if runner.detached:
-            return
-        self._outcomes.append(
-            batch.Outcome(
-                ctx.task_id,
-                outcome,
-                message,
-                reason=f"aborted by request; {message}"
-                if outcome == "aborted" and message
-                else None,
+    # -- running tasks on server processes ------------------------------------------------
+    def _start(self, claimed: list[batch.Claimed]) -> None:
+        sends: dict[str, list[dict[str, Any]]] = {}
+        for c in claimed:
+            self._runners[c.task_id] = Runner(claim=c, server=c.server)
+            sends.setdefault(c.server, []).append(
+                {
+                    "op": "run",
+                    "task": c.task_id,
+                    "token": c.token,
+                    "job": c.job_id,
+                    "name": c.name,
+                    "action": c.action,
+                    "params": c.params,
+                    "attempt": c.attempt,
+                    "recipe_path": c.recipe_path,
+                    "child": c.child_job_id,
+                }
             )
+            self.stats.started += 1
+        for name, msgs in sends.items():
+            sp = self.procs.get(name)
+            if sp is not None:
+                sp.send(msgs)
+
+    def _on_messages(self, sp: ServerProcess, msgs: list[dict[str, Any]]) -> None:
+        if self.procs.get(sp.name) is not sp:
+            return  # a process we have already replaced or given up
+        wake = False
+        for m in msgs:
+            op = m["op"]
+            r = self._runners.get(m["task"]) if "task" in m else None
+            if r is not None and r.server != sp.name:
+                r = None
+            if op == "progress" and r is not None and not r.detached:
+                self._dirty[r.task_id] = self._progress(r, m["progress"])
+            elif op == "done":
+                if r is None:
+                    continue
+                del self._runners[r.task_id]
+                sp.forget(r.task_id)
+                self._cancel_calls(r)
+                self.stats.finished += 1
+                wake = True
+                if r.detached:
+                    continue
+                outcome, message = m["outcome"], m.get("message")
+                why = "interrupted: engine stopped" if self._stopping else None
+                self._outcomes.append(
+                    batch.Outcome(
+                        r.task_id,
+                        outcome,
+                        message,
+                        reason=(
+                            f"aborted by request; {message}"
+                            if outcome == "aborted" and message
+                            else why
+                        ),
+                        requeue_always=outcome == "interrupted",
+                        token=r.claim.token,
+                    )
+                )
+                # The final progress rides with the outcome in the same batch.
+                self._dirty[r.task_id] = self._progress(r, m["progress"])
+            elif op == "call" and r is not None:
+                r.calls[m["id"]] = self._own(self._answer(sp, r, m), f"call-{r.task_id}-{m['fn']}")
+            elif op == "uncall":
+                for run in self._runners.values():
+                    t = run.calls.pop(m["id"], None)
+                    if t is not None:
+                        t.cancel()
+        if wake:
+            self._wake.set()
+
+    @staticmethod
+    def _progress(r: Runner, p: dict[str, Any]) -> batch.Progress:
+        return batch.Progress(
+            r.task_id,
+            p["done"],
+            p["total"],
+            p["unit"],
+            p["message"],
+            p["output"],
+            p.get("child"),
+            token=r.claim.token,
         )
-        self.note_dirty(ctx)  # the final progress rides with the outcome in the same batch
-        self.stats.finished += 1
-        self._wake.set()
 
-    def _forget(self, r: Runner) -> None:
-        # A detached run can end after its task was requeued and claimed again: only
-        # the entry of this very run is removed, never its successor's.
-        if self._runners.get(r.ctx.task_id) is r:
-            del self._runners[r.ctx.task_id]
+    def _cancel_calls(self, r: Runner) -> None:
+        for t in r.calls.values():
+            t.cancel()
+        r.calls.clear()
 
-    def _detach(self, r: Runner) -> None:
-        r.detached = True
-        r.ctx.abandoned = True
-        if r.task is not None and not r.task.done():
-            r.task.cancel()
-
-    async def _interrupt(
-        self, runners: list[Runner], reason: str
-    ) -> tuple[list[batch.Outcome], list[batch.Progress]]:
-        """Stop these runs (grace for their clean-up), and what to write for them: each
-        goes back to Ready whatever its attempts (Aborting ones end Aborted)."""
-        for r in runners:
-            self._detach(r)
-        tasks = [r.task for r in runners if r.task is not None and not r.task.done()]
-        if tasks:
-            await asyncio.wait(tasks, timeout=RESTART_GRACE_S)
-        outcomes = [
-            batch.Outcome(r.ctx.task_id, "interrupted", reason=reason, requeue_always=True)
-            for r in runners
-        ]
-        return outcomes, [self._progress_of(r.ctx) for r in runners]
-
-    async def _restart(self, name: str, why: str) -> None:
-        """Force-stop everything on the server, requeue other jobs' tasks, come back Online."""
+    async def _answer(self, sp: ServerProcess, r: Runner, m: dict[str, Any]) -> None:
+        """Do what task code asked of the engine (a child job, a wait) and reply."""
+        fn, args = m["fn"], m["args"]
+        reply: dict[str, Any] = {"op": "reply", "id": m["id"]}
         try:
-            await self._db(self._write, batch.restart_begin, name, at=self.clock(), why=why)
-            victims = [r for r in self._runners.values() if r.server == name and not r.detached]
-            outcomes, progress = await self._interrupt(victims, "interrupted by server restart")
+            if fn == "submit_child":
+                reply["value"] = await self._submit_child(r, *args)
+            elif fn == "wait_job":
+                reply["value"] = await self.wait_job(int(args[0]))
+            elif fn == "wait_approval":
+                reply["value"] = list(await self._wait_approval(r.task_id))
+            else:
+                reply["error"] = f"unknown request {fn!r}"
+        except ActionError as exc:
+            reply["error"] = str(exc)
+        except asyncio.CancelledError:
+            return
+        except Exception as exc:  # noqa: BLE001 - the task fails with it, not the engine
+            reply["error"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            r.calls.pop(m["id"], None)
+        sp.send([reply])
+
+    # -- a server process that died, and restarts ------------------------------------------
+    def _on_server_exit(self, sp: ServerProcess) -> None:
+        if self._stopping or self.procs.get(sp.name) is not sp:
+            return
+        self._restarting.add(sp.name)
+        self._own(self._server_died(sp), f"died-{sp.name}")
+
+    @staticmethod
+    def _death_cause(rc: int | None) -> str:
+        if rc is not None and rc < 0:
+            try:
+                name = signal.Signals(-rc).name
+            except ValueError:
+                name = "?"
+            return f"signal {-rc} ({name})"
+        return f"exit status {rc}"
+
+    async def _server_died(self, sp: ServerProcess) -> None:
+        """Its code is gone; so must be everything it started. Then say what happened to
+        each of its runs, and start a fresh process."""
+        name = sp.name
+        self.stats.crashes += 1
+        cause = f"server process died: {self._death_cause(sp.returncode)}"
+        try:
+            await self._db(self._write, batch.restart_begin, name, at=self.clock(), why=cause)
+            left = await sp.sweep()
+            if left:
+                self.note(f"server {name}: pids {left} still alive after SIGKILL")
+            victims = [r for r in self._runners.values() if r.server == name]
+            culprits: dict[int, str] = {
+                t: f"task code exited with status {code}" for t, code in sp.exit_blame.items()
+            }
+            if not culprits and len(victims) == 1:
+                culprits = {victims[0].task_id: cause}
+            outcomes = []
+            for r in victims:
+                del self._runners[r.task_id]
+                self._cancel_calls(r)
+                if r.detached:
+                    continue
+                token = r.claim.token
+                if r.task_id in culprits:
+                    outcomes.append(
+                        batch.Outcome(r.task_id, "error", culprits[r.task_id], token=token)
+                    )
+                elif culprits:
+                    outcomes.append(
+                        batch.Outcome(
+                            r.task_id,
+                            "interrupted",
+                            reason="interrupted: another task's code ended the server process",
+                            requeue_always=True,
+                            token=token,
+                        )
+                    )
+                else:
+                    # Nobody to blame: each runs again while it has attempts left.
+                    outcomes.append(
+                        batch.Outcome(
+                            r.task_id, "interrupted", reason=f"interrupted: {cause}", token=token
+                        )
+                    )
+            self.note(f"server {name}: {cause}")
+            del self.procs[name]
+            fresh = await self._start_server(name)
+            at = self.clock()
+            progress = [self._dirty.pop(r.task_id) for r in victims if r.task_id in self._dirty]
 
             def end(conn: Any) -> None:
                 batch.write_progress(conn, progress)
-                batch.restart_end(conn, name, outcomes, at=self.clock())
+                if fresh is not None:
+                    batch.restart_end(conn, name, outcomes, at=at)
+                else:
+                    batch.apply_outcomes(conn, outcomes, at=at)
 
             await self._db(self._write, end)
+        finally:
+            self._restarting.discard(name)
+            self._server_state[name] = ("online", None, None)
+            self._wake.set()
+
+    async def _restart(self, name: str, why: str) -> None:
+        """Enhanced abort: end the server process and everything it started, then report
+        its runs (Aborted, or back to Ready for other jobs) and bring it back Online."""
+        try:
+            await self._db(self._write, batch.restart_begin, name, at=self.clock(), why=why)
+            sp = self.procs.pop(name)
+            left = await sp.end(graceful=False, grace=RESTART_GRACE_S)
+            if left:
+                self.note(f"server {name}: pids {left} still alive after SIGKILL")
+            victims = [r for r in self._runners.values() if r.server == name]
+            outcomes = []
             for r in victims:
-                self._forget(r)
+                del self._runners[r.task_id]
+                self._cancel_calls(r)
+                if not r.detached:
+                    outcomes.append(
+                        batch.Outcome(
+                            r.task_id,
+                            "interrupted",
+                            reason="interrupted by server restart",
+                            requeue_always=True,
+                            token=r.claim.token,
+                        )
+                    )
+            progress = [self._dirty.pop(r.task_id) for r in victims if r.task_id in self._dirty]
+            fresh = await self._start_server(name)
+
+            def end(conn: Any) -> None:
+                batch.write_progress(conn, progress)
+                if fresh is not None:
+                    batch.restart_end(conn, name, outcomes, at=self.clock())
+                else:
+                    batch.apply_outcomes(conn, outcomes, at=self.clock())
+
+            await self._db(self._write, end)
             self.stats.restarts += 1
         finally:
             self._restarting.discard(name)
             self._server_state[name] = ("online", None, None)
             self._wake.set()
 
-    # -- hooks for actions (engine.context.EngineHooks) -------------------------------------
-    def note_dirty(self, ctx: TaskContext) -> None:
-        self._dirty[ctx.task_id] = ctx
-
-    async def submit_child(self, ctx: TaskContext, recipe_path: str, mode: str) -> int:
+    # -- what task code asks of the engine -------------------------------------------------
+    async def _submit_child(self, r: Runner, recipe_path: str, mode: str) -> int:
         from engine.recipes import RecipeError, load_recipe
         from engine.submit import insert_job
 
@@ -450,13 +711,14 @@ class Engine:
             recipe = await asyncio.to_thread(load_recipe, recipe_path)
         except RecipeError as exc:
             raise ActionError(str(exc)) from None
+        c = r.claim
 
         def insert(conn: Any) -> int:
             depth = conn.exec_driver_sql(
                 "WITH RECURSIVE up(id, parent) AS (SELECT id, parent_id FROM job WHERE id=? "
                 "UNION ALL SELECT j.id, j.parent_id FROM job j JOIN up ON j.id = up.parent) "
                 "SELECT count(*) FROM up",
-                (ctx.job_id,),
+                (c.job_id,),
             ).scalar_one()
             if depth >= MAX_CALL_DEPTH:
                 # A recipe that ends up calling itself would otherwise fill the database.
@@ -464,20 +726,22 @@ class Engine:
                     f"call depth {depth} reached (at most {MAX_CALL_DEPTH} "
                     "nested jobs): does the recipe call itself?"
                 )
-            return insert_job(
+            if not batch.holds_claim(conn, c.task_id, c.token):
+                raise ActionError("this run no longer holds its task: nothing started")
+            job_id = insert_job(
                 conn,
                 recipe,
                 actor=self.actor,
                 at=self.clock(),
-                parent_id=ctx.job_id,
-                parent_task_id=ctx.task_id,
+                parent_id=c.job_id,
+                parent_task_id=c.task_id,
                 call_mode=mode,
             )
+            # Recorded at once, so that a retry of this task finds the child.
+            batch.record_child(conn, c.task_id, c.token, job_id)
+            return job_id
 
-        job_id = await self._db(self._write, insert)
-        # Recorded at once, so that a retry of this task finds the child (not in a batch).
-        await self._db(self._write, batch.write_progress, [self._progress_of(ctx, job_id)])
-        return job_id
+        return await self._db(self._write, insert)
 
     async def wait_job(self, job_id: int) -> str:
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -492,11 +756,11 @@ class Engine:
             if not waiters:
                 self._job_waiters.pop(job_id, None)
 
-    async def wait_approval(self, ctx: TaskContext) -> tuple[str, str]:
+    async def _wait_approval(self, task_id: int) -> tuple[str, str]:
         fut: asyncio.Future[tuple[str, str]] = asyncio.get_running_loop().create_future()
-        self._approval_waiters[ctx.task_id] = fut
+        self._approval_waiters[task_id] = fut
         self._wake.set()
         try:
             return await fut
         finally:
-            self._approval_waiters.pop(ctx.task_id, None)
+            self._approval_waiters.pop(task_id, None)

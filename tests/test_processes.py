@@ -12,6 +12,10 @@ behind (found through their pid files) are killed.
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -369,7 +373,11 @@ on_cancel = "finish"
     deck.ok("abort", str(stuck), "--yes")
     assert deck.task_status(stuck, "block") == "aborting"  # blocked in its thread
 
+    shell_pid = read_pid(pid_file)
+    assert shell_pid is not None and pid_alive(shell_pid)
     first.kill9()
+    # Its server process and the shell it ran die with it: nothing runs on under PID 1.
+    wait_for(lambda: not pid_alive(shell_pid), "the shell of the killed engine to die")
     # The dead engine's lease must run out before another engine may take batch-01.
     wait_for(
         lambda: time.time() - server_row(deck, "batch-01")["heartbeat_at"] > 1.5,
@@ -377,12 +385,15 @@ on_cancel = "finish"
     )
     assert deck.task_status(rerun, "sleep") == "executing"  # nobody has recovered it yet
 
-    # With no engine behind its server, an abort stops the task at once.
+    # With no engine behind its server, the abort is recorded as requested: only an
+    # engine can make sure the task's code runs nowhere before calling it Aborted.
     res = deck.ok("abort", str(orphan), "--yes")
-    assert deck.task_status(orphan, "sleep") == "aborted", res.out
-    assert deck.job_status(orphan) == "canceled"
+    assert deck.task_status(orphan, "sleep") == "aborting", res.out
+    assert deck.job_status(orphan) == "canceling"
 
     deck.serve("--server", "batch-01:8")
+    wait_for(lambda: deck.task_status(orphan, "sleep") == "aborted", "recovery to abort it")
+    assert deck.job_status(orphan) == "canceled"
 
     # Attempts left: back to Ready with attempt + 1, then run again.
     wait_for(
@@ -584,3 +595,110 @@ after = ["ok"]
     assert deck.task_status(no, "load") == "didnt_run"
     assert deck.task(yes, "ok")["approval_by"] == user()
     deck.refused("approve", str(yes), "ok")
+
+
+# -- a stalled engine: fencing and no second copy ------------------------------------------------
+
+STALL = """\
+name = "stall"
+
+[[task]]
+name = "sh"
+action = "shell"
+command = ["sh", "-c", "echo $$ >> pids; exec sleep 300"]
+
+[[task]]
+name = "slow"
+action = "wait"
+seconds = 4
+
+[[task]]
+name = "after"
+action = "wait"
+seconds = 0
+after = ["slow"]
+"""
+
+
+def test_a_stopped_engine_past_its_lease_runs_nothing_twice_and_writes_nothing(deck: Deck) -> None:
+    deck.ok("settings", "lease_seconds", "1")
+    first = deck.serve("--server", "batch-01:4")
+    job = deck.submit(deck.recipe("stall", STALL))
+    deck.wait_task(job, "slow", "executing")
+    pids = deck.track_pid_file(deck.dir / "pids")
+    wait_for(lambda: read_pid(pids), "the shell to write its pid")
+    first_copy = read_pid(pids)
+    assert first_copy is not None
+
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        # Its servers stop every task once the lease it vouched for has run out: before
+        # another engine may take the server over.
+        wait_for(lambda: not pid_alive(first_copy), "the stalled engine's shell to be killed")
+        wait_for(
+            lambda: time.time() - server_row(deck, "batch-01")["heartbeat_at"] > 1.5,
+            "the stalled engine's lease to expire",
+        )
+        second = deck.serve("--server", "batch-01:4")
+        wait_for(lambda: deck.task(job, "sh")["attempt"] == 2, "the takeover of the shell task")
+        wait_for(lambda: len(pids.read_text().split()) == 2, "the second engine's shell to start")
+        assert deck.task(job, "slow")["attempt"] == 2
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    # Awake, the first engine finds its lease taken: it writes nothing and stops.
+    first.proc.wait(30)
+    assert "lease on batch-01 taken by another engine" in first.errors()
+    deck.wait_task(job, "after", "ended")
+    slow, after = deck.task(job, "slow"), deck.task(job, "after")
+    assert (slow["status"], slow["attempt"]) == ("ended", 2)
+    ended = [e for e in task_events(deck, job, "slow") if e[1] == "ended"]
+    assert len(ended) == 1, ended
+    assert after["started_at"] >= slow["ended_at"]
+    assert deck.task(job, "sh")["status"] == "executing"
+    assert second.running()
+    deck.ok("abort", str(job), "--yes")
+    deck.wait_task(job, "sh", "aborted")
+    assert not any(pid_alive(int(p)) for p in pids.read_text().split())
+
+
+def test_servers_lists_each_server_process(shared: Deck) -> None:
+    deck = shared
+    job = deck.submit(deck.recipe("one-running", wait_recipe("busy", 60)))
+    deck.wait_task(job, "sleep", "executing")
+    rows = json.loads(deck.ok("servers", "--json").out)
+    (row,) = rows
+    assert (row["name"], row["status"], row["slots"], row["in_use"]) == (
+        "batch-01",
+        "online",
+        16,
+        1,
+    )
+    assert row["host"] == socket.gethostname() and row["lease_age"] is not None
+    # The pid is the server process, not the engine: task code runs there.
+    assert row["pid"] != deck.servers[0].pid and pid_alive(row["pid"])
+    assert "engine.server_proc" in Path(f"/proc/{row['pid']}/cmdline").read_text()
+    text = deck.ok("servers").out.splitlines()
+    assert text[0].split() == [
+        "NAME",
+        "STATUS",
+        "HOST",
+        "PID",
+        "SLOTS",
+        "IN",
+        "USE",
+        "DRAIN",
+        "DEADLINE",
+        "LEASE",
+        "AGE",
+        "NOTE",
+    ]
+    assert text[1].split()[:6] == [
+        "batch-01",
+        "Online",
+        socket.gethostname(),
+        str(row["pid"]),
+        "16",
+        "1",
+    ]
+    deck.ok("cancel", str(job))
+    deck.wait_task(job, "sleep", "canceled")

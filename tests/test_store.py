@@ -8,6 +8,7 @@ import pytest
 
 from engine import batch
 from engine.db import DatabaseError, Store
+from engine.models import SCHEMA_VERSION
 from engine.recipes import Recipe, TaskSpec
 from engine.runtime import Engine
 from engine.statuses import (
@@ -41,7 +42,9 @@ def test_other_schema_version_is_a_clear_error(tmp_path):
     Store(path).dispose()
     with sqlite3.connect(path) as raw:
         raw.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
-    with pytest.raises(DatabaseError, match="schema version 99, this batchdeck needs version 1"):
+    with pytest.raises(
+        DatabaseError, match=f"schema version 99, this batchdeck needs version {SCHEMA_VERSION}"
+    ):
         Store(path)
 
 

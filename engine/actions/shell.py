@@ -13,6 +13,7 @@ from typing import Any
 from engine.actions._tasks import cancel_and_wait, fmt_seconds
 from engine.actions.base import Action, Param
 from engine.context import ActionError, TaskCanceled, TaskContext
+from engine.procs import CLAIM_MARKER, kill_all
 
 TAIL_LINES = 20
 TAIL_CHARS = 4000
@@ -104,19 +105,44 @@ async def _reap(
 async def run(ctx: TaskContext, command: list[str], on_cancel: str, cwd: str | None) -> str:
     if cwd is None and ctx.recipe_path:
         cwd = os.path.dirname(os.path.abspath(ctx.recipe_path))
-    try:
-        proc = await asyncio.create_subprocess_exec(
+    env = dict(os.environ)
+    if ctx.token:
+        # Every process of this run inherits the claim: a restart or a recovery finds
+        # them all by it, even those that left the process group.
+        env[CLAIM_MARKER] = ctx.token
+    spawn = asyncio.ensure_future(
+        asyncio.create_subprocess_exec(
             *command,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             cwd=cwd,
+            env=env,
             # Its own session, hence its own process group: cancel and abort signal the
             # whole group, so children the command started stop with it.
             start_new_session=True,
         )
+    )
+    try:
+        # Shielded: a cancel or abort during the spawn must not let asyncio kill only
+        # the first process (it kills the pid, not the group): wait for it, then kill
+        # the whole group below.
+        proc = await asyncio.shield(spawn)
+    except asyncio.CancelledError:
+        while not spawn.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({spawn})
+        if spawn.cancelled() or spawn.exception() is not None:
+            raise
+        proc = spawn.result()
+        _signal_group(proc.pid, signal.SIGKILL)
+        waiter = asyncio.ensure_future(proc.wait())
+        await _reap(proc, waiter)
+        await cancel_and_wait(waiter)
+        raise
     except OSError as exc:
         raise ActionError(f"cannot run {command[0]!r}: {exc.strerror or exc}") from exc
+    ctx.started_process_group(proc.pid)
     pgid = proc.pid
     ctx.log(f"started pid {proc.pid}")
     assert proc.stdout is not None
@@ -145,6 +171,9 @@ async def run(ctx: TaskContext, command: list[str], on_cancel: str, cwd: str | N
                 "(uninterruptible sleep?): left to be collected when it exits"
             )
         await cancel_and_wait(reader, waiter)
+        if ctx.token:
+            # Reported Aborted only once no process of this run is left anywhere.
+            await asyncio.shield(kill_all([pgid], [(CLAIM_MARKER, ctx.token)], limit=KILL_GRACE))
         raise
     if terminated and rc != 0:
         raise TaskCanceled("terminated by SIGTERM on cancel")
