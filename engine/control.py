@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from sqlalchemy import Connection
 
-from engine import settings
+from engine import permissions, settings
 from engine.db import Store
 from engine.statuses import JOB_TERMINAL, LABELS
 from engine.writes import IN_IDS, add_event, finalize_jobs, ids_json, move_job, move_tasks
@@ -29,6 +30,7 @@ class JobRow:
     status: str
     system: bool
     parent_id: int | None
+    submitted_by: str = ""
 
 
 @dataclass(frozen=True)
@@ -79,11 +81,11 @@ def live_servers(conn: Connection, now: float) -> list[str]:
 
 def get_job(conn: Connection, job_id: int) -> JobRow:
     row = conn.exec_driver_sql(
-        "SELECT id, name, status, system, parent_id FROM job WHERE id=?", (job_id,)
+        "SELECT id, name, status, system, parent_id, submitted_by FROM job WHERE id=?", (job_id,)
     ).fetchone()
     if row is None:
         raise Refused(f"Job {job_id} does not exist")
-    return JobRow(row[0], row[1], row[2], bool(row[3]), row[4])
+    return JobRow(row[0], row[1], row[2], bool(row[3]), row[4], row[5])
 
 
 def cancel_reason(actor: str, words: str | None) -> str:
@@ -153,12 +155,23 @@ def cancel(
     store: Store, job_id: int, *, actor: str, reason: str | None = None, now: float | None = None
 ) -> str:
     at = _now(now)
+    denied = None
     with store.write() as conn:
         job = get_job(conn, job_id)
-        _check_cancel(job)
-        _cancel_in(conn, job, actor, reason, at)
-        status = get_job(conn, job_id).status
+        denied = permissions.refusal(permissions.who(conn, actor), "cancel", job.submitted_by)
+        if denied is None:
+            _check_cancel(job)
+            _cancel_in(conn, job, actor, reason, at)
+            status = get_job(conn, job_id).status
+    if denied is not None:
+        _deny(store, actor, denied, job_id, at)
     return f"Job {job_id} {LABELS[status]}"
+
+
+def _deny(store: Store, actor: str, text: str, job_id: int | None, at: float) -> NoReturn:
+    """Record a refusal by the ``managers`` rule in the audit, then refuse."""
+    permissions.audit_refusal(store, actor, text, job_id=job_id, now=at)
+    raise Refused(text)
 
 
 def job_tree(conn: Connection, job_id: int) -> list[JobRow]:
@@ -167,11 +180,11 @@ def job_tree(conn: Connection, job_id: int) -> list[JobRow]:
     rows = conn.exec_driver_sql(
         "WITH RECURSIVE tree(id, depth) AS (SELECT ?, 0 UNION ALL "
         "SELECT j.id, tree.depth + 1 FROM job j JOIN tree ON j.parent_id = tree.id) "
-        "SELECT j.id, j.name, j.status, j.system, j.parent_id FROM tree JOIN job j "
-        "ON j.id = tree.id ORDER BY tree.depth, j.id",
+        "SELECT j.id, j.name, j.status, j.system, j.parent_id, j.submitted_by FROM tree "
+        "JOIN job j ON j.id = tree.id ORDER BY tree.depth, j.id",
         (job_id,),
     )
-    return [JobRow(r[0], r[1], r[2], bool(r[3]), r[4]) for r in rows]
+    return [JobRow(r[0], r[1], r[2], bool(r[3]), r[4], r[5]) for r in rows]
 
 
 def cancel_tree_preview(store: Store, job_id: int) -> list[tuple[JobRow, str | None]]:
@@ -180,13 +193,17 @@ def cancel_tree_preview(store: Store, job_id: int) -> list[tuple[JobRow, str | N
         return [(job, _refusal(job)) for job in job_tree(conn, job_id)]
 
 
-def cancel_refusal(store: Store, job_id: int) -> str | None:
-    """Why ``cancel`` would refuse this job now (one line), or None if it would not."""
+def cancel_refusal(store: Store, job_id: int, *, actor: str | None = None) -> str | None:
+    """Why ``cancel`` would refuse this job now (one line), or None if it would not.
+
+    Includes the ``managers`` rule for ``actor`` (default: the current user)."""
     with store.read() as conn:
         try:
-            return _refusal(get_job(conn, job_id))
+            job = get_job(conn, job_id)
         except Refused as exc:
             return str(exc)
+        w = permissions.who(conn, actor)
+        return permissions.refusal(w, "cancel", job.submitted_by) or _refusal(job)
 
 
 def _refusal(job: JobRow) -> str | None:
@@ -203,15 +220,27 @@ def cancel_with_children(
     at = _now(now)
     with store.write() as conn:
         tree = job_tree(conn, job_id)
-        todo = [job for job in tree if _refusal(job) is None]
-        if not todo:
-            raise Refused(
-                f"No job in the tree of job {job_id} can be canceled: "
-                + "; ".join(f"{j.id}: {_refusal(j)}" for j in tree)
-            )
-        for job in todo:
-            _cancel_in(conn, job, actor, reason, at)
-    skipped = [f"job {j.id} ({_refusal(j)})" for j in tree if j not in todo]
+        w = permissions.who(conn, actor)
+        why = {
+            j.id: permissions.refusal(w, "cancel", j.submitted_by) or _refusal(j) for j in tree
+        }
+        todo = [job for job in tree if why[job.id] is None]
+        if todo:
+            for job in todo:
+                _cancel_in(conn, job, actor, reason, at)
+            for j in tree:
+                if why[j.id] and not w.manager and why[j.id].startswith("Cancel needs"):
+                    add_event(
+                        conn, at=at, actor=actor, kind="refused", job_id=j.id, reason=why[j.id]
+                    )
+    if not todo:
+        text = f"No job in the tree of job {job_id} can be canceled: " + "; ".join(
+            f"{j.id}: {why[j.id]}" for j in tree
+        )
+        if any((why[j.id] or "").startswith("Cancel needs") for j in tree):
+            _deny(store, actor, text, job_id, at)
+        raise Refused(text)
+    skipped = [f"job {j.id} ({why[j.id]})" for j in tree if j not in todo]
     text = f"Canceled {len(todo)} job{'s' if len(todo) != 1 else ''} of the tree of job {job_id}"
     return text + (f"; skipped {', '.join(skipped)}" if skipped else "")
 
@@ -299,6 +328,13 @@ def abort(
     read and accepted), refuse if the plan has grown since: the operator decides on what
     will be stopped and disrupted, not on what it has become."""
     at = _now(now)
+    with store.read() as conn:
+        get_job(conn, job_id)
+        denied = permissions.refusal(
+            permissions.who(conn, actor), "enhanced_abort" if enhanced else "abort"
+        )
+    if denied is not None:
+        _deny(store, actor, denied, job_id, at)
     with store.write() as conn:
         job = get_job(conn, job_id)
         plan = _abort_plan(conn, job, enhanced)
