@@ -15,7 +15,9 @@ from sqlalchemy import Connection
 
 from engine import permissions, settings
 from engine.db import Store
+from engine.identity import user_name
 from engine.statuses import JOB_TERMINAL, LABELS
+from engine.stopping import StopsBy, stops_by
 from engine.writes import IN_IDS, add_event, finalize_jobs, ids_json, move_job, move_tasks
 
 
@@ -44,6 +46,8 @@ class PlanTask:
     progress_done: float
     progress_total: float | None
     progress_unit: str | None
+    action: str = ""
+    stops_by: StopsBy | None = None  # how a cancel (and an abort) stops it
 
 
 @dataclass(frozen=True)
@@ -221,9 +225,7 @@ def cancel_with_children(
     with store.write() as conn:
         tree = job_tree(conn, job_id)
         w = permissions.who(conn, actor)
-        why = {
-            j.id: permissions.refusal(w, "cancel", j.submitted_by) or _refusal(j) for j in tree
-        }
+        why = {j.id: permissions.refusal(w, "cancel", j.submitted_by) or _refusal(j) for j in tree}
         todo = [job for job in tree if why[job.id] is None]
         if todo:
             for job in todo:
@@ -247,11 +249,12 @@ def cancel_with_children(
 
 def _plan_tasks(conn: Connection, where: str, params: tuple) -> list[PlanTask]:
     rows = conn.exec_driver_sql(
-        "SELECT id, job_id, name, server, status, started_at, progress_done, progress_total, "
-        f"progress_unit FROM task WHERE {where} ORDER BY id",
+        "SELECT t.id, t.job_id, t.name, t.server, t.status, t.started_at, t.progress_done, "
+        "t.progress_total, t.progress_unit, t.action, t.params, j.recipe_path "
+        f"FROM task t JOIN job j ON j.id = t.job_id WHERE {where} ORDER BY t.id",
         params,
     )
-    return [PlanTask(*r) for r in rows]
+    return [PlanTask(*r[:10], stops_by=stops_by(r[9], r[10], r[11])) for r in rows]
 
 
 def _abort_plan(conn: Connection, job: JobRow, enhanced: bool) -> AbortPlan:
@@ -269,11 +272,11 @@ def _abort_plan(conn: Connection, job: JobRow, enhanced: bool) -> AbortPlan:
         statuses.append("aborting")
     tasks = _plan_tasks(
         conn,
-        f"job_id=? AND status IN ({','.join('?' * len(statuses))})",
+        f"t.job_id=? AND t.status IN ({','.join('?' * len(statuses))})",
         (job.id, *statuses),
     )
     if not tasks and not cancel_first:
-        stuck = _plan_tasks(conn, "job_id=? AND status='aborting'", (job.id,))
+        stuck = _plan_tasks(conn, "t.job_id=? AND t.status='aborting'", (job.id,))
         if stuck:
             raise Refused(
                 f"Job {job.id}: {', '.join(t.name for t in stuck)} already Aborting, "
@@ -489,3 +492,168 @@ def decide_approval(
             reason=f"{word} by {actor}",
         )
     return f"Task {name} of job {job_id} {word}"
+
+
+# -- beyond one job at a time: bulk cancel and abort -----------------------------------
+
+BULK_KINDS = ("cancel", "abort", "enhanced_abort")
+
+
+@dataclass(frozen=True)
+class BulkJob:
+    job: JobRow
+    refusal: str | None  # None: it will be acted on
+    abort: AbortPlan | None = None  # abort kinds: what it will stop (the confirmed plan)
+
+
+@dataclass
+class BulkPlan:
+    """What a bulk cancel or abort will do to each job it selected, and what it refuses.
+
+    The console's bulk confirmation and ``batchdeck cancel/abort --all`` both show this;
+    ``bulk_apply`` then acts on exactly the jobs listed here as acted on.
+    """
+
+    kind: str  # cancel, abort, enhanced_abort
+    jobs: list[BulkJob] = field(default_factory=list)
+    missing: list[int] = field(default_factory=list)  # ids asked for that do not exist
+
+    @property
+    def act(self) -> list[BulkJob]:
+        return [j for j in self.jobs if j.refusal is None]
+
+    @property
+    def refused(self) -> list[BulkJob]:
+        return [j for j in self.jobs if j.refusal is not None]
+
+    def counts(self) -> dict[str, int]:
+        """Jobs acted on, by status."""
+        out: dict[str, int] = {}
+        for j in self.act:
+            out[j.job.status] = out.get(j.job.status, 0) + 1
+        return out
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    job_id: int
+    done: bool
+    text: str  # "Job 12 Canceling" or the refusal
+
+
+def select_jobs(
+    conn: Connection,
+    *,
+    job_ids: list[int] | None = None,
+    statuses: list[str] | None = None,
+    name: str | None = None,
+    user: str | None = None,
+) -> list[JobRow]:
+    """The jobs a bulk action considers. Without ``job_ids`` or ``statuses``: every job
+    not in a final status (the others could only be refused)."""
+    clauses, params = [], []
+    if job_ids is not None:
+        clauses.append(f"id IN {IN_IDS}")
+        params.append(ids_json(job_ids))
+    if statuses:
+        clauses.append(f"status IN ({','.join('?' * len(statuses))})")
+        params.extend(statuses)
+    elif job_ids is None:
+        clauses.append(f"status NOT IN ({','.join('?' * len(JOB_TERMINAL))})")
+        params.extend(sorted(JOB_TERMINAL))
+    if name:
+        clauses.append("name GLOB ?")
+        params.append(name)
+    where = " WHERE " + " AND ".join(clauses) if clauses else ""
+    rows = conn.exec_driver_sql(
+        f"SELECT id, name, status, system, parent_id, submitted_by FROM job{where} ORDER BY id",
+        tuple(params),
+    )
+    jobs = [JobRow(r[0], r[1], r[2], bool(r[3]), r[4], r[5]) for r in rows]
+    if user:
+        jobs = [j for j in jobs if user_name(j.submitted_by) == user]
+    return jobs
+
+
+def bulk_plan(
+    store: Store,
+    kind: str,
+    *,
+    actor: str,
+    job_ids: list[int] | None = None,
+    statuses: list[str] | None = None,
+    name: str | None = None,
+    user: str | None = None,
+) -> BulkPlan:
+    """Plan a bulk ``kind`` (cancel, abort, enhanced_abort) on the jobs selected by ids
+    (marked rows) and/or filters. Changes nothing. Raises Refused when ``actor`` may
+    not do ``kind`` at all (abort without being a manager)."""
+    if kind not in BULK_KINDS:
+        raise ValueError(f"unknown bulk action {kind!r}")
+    with store.read() as conn:
+        w = permissions.who(conn, actor)
+        if kind != "cancel":
+            denied = permissions.refusal(w, kind)  # type: ignore[arg-type]
+            if denied:
+                raise Refused(denied)
+        jobs = select_jobs(conn, job_ids=job_ids, statuses=statuses, name=name, user=user)
+        plan = BulkPlan(kind)
+        if job_ids is not None:
+            found = {j.id for j in jobs}
+            exist = {
+                r[0]
+                for r in conn.exec_driver_sql(
+                    f"SELECT id FROM job WHERE id IN {IN_IDS}", (ids_json(job_ids),)
+                )
+            }
+            plan.missing = sorted(set(job_ids) - exist - found)
+        for job in jobs:
+            if kind == "cancel":
+                why = permissions.refusal(w, "cancel", job.submitted_by) or _refusal(job)
+                plan.jobs.append(BulkJob(job, why))
+                continue
+            try:
+                plan.jobs.append(BulkJob(job, None, _abort_plan(conn, job, kind != "abort")))
+            except Refused as exc:
+                plan.jobs.append(BulkJob(job, str(exc)))
+    return plan
+
+
+def bulk_apply(
+    store: Store,
+    plan: BulkPlan,
+    *,
+    actor: str,
+    reason: str | None = None,
+    now: float | None = None,
+) -> list[BulkResult]:
+    """Carry out ``plan``: one transaction per job, on exactly the jobs it acts on (a job
+    that matches the filter only now is left alone). Each job is checked again as it is
+    reached; an abort whose tasks grew since the plan is refused for that job. Returns
+    one result per job of the plan, refused ones included."""
+    at = _now(now)
+    results: list[BulkResult] = []
+    for item in plan.jobs:
+        job = item.job
+        if item.refusal is not None:
+            if item.refusal.startswith("Cancel needs"):
+                permissions.audit_refusal(store, actor, item.refusal, job_id=job.id, now=at)
+            results.append(BulkResult(job.id, False, f"Job {job.id}: {item.refusal}"))
+            continue
+        try:
+            if plan.kind == "cancel":
+                text = cancel(store, job.id, actor=actor, reason=reason, now=at)
+            else:
+                text = abort(
+                    store,
+                    job.id,
+                    actor=actor,
+                    enhanced=plan.kind == "enhanced_abort",
+                    confirmed=item.abort,
+                    now=at,
+                )
+        except Refused as exc:
+            results.append(BulkResult(job.id, False, f"Job {job.id}: {exc}"))
+        else:
+            results.append(BulkResult(job.id, True, text))
+    return results

@@ -41,7 +41,7 @@ def test_other_schema_version_is_a_clear_error(tmp_path):
     Store(path).dispose()
     with sqlite3.connect(path) as raw:
         raw.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
-    with pytest.raises(DatabaseError, match="schema version 99, this batchdeck needs version 1"):
+    with pytest.raises(DatabaseError, match="schema version 99, this batchdeck needs version 2"):
         Store(path)
 
 
