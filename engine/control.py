@@ -619,6 +619,11 @@ def bulk_plan(
     return plan
 
 
+def _for_job(job_id: int, text: str) -> str:
+    """A refusal as one line naming the job once."""
+    return text if text.startswith(f"Job {job_id}") else f"Job {job_id}: {text}"
+
+
 def bulk_apply(
     store: Store,
     plan: BulkPlan,
@@ -638,7 +643,7 @@ def bulk_apply(
         if item.refusal is not None:
             if item.refusal.startswith("Cancel needs"):
                 permissions.audit_refusal(store, actor, item.refusal, job_id=job.id, now=at)
-            results.append(BulkResult(job.id, False, f"Job {job.id}: {item.refusal}"))
+            results.append(BulkResult(job.id, False, _for_job(job.id, item.refusal)))
             continue
         try:
             if plan.kind == "cancel":
@@ -653,7 +658,7 @@ def bulk_apply(
                     now=at,
                 )
         except Refused as exc:
-            results.append(BulkResult(job.id, False, f"Job {job.id}: {exc}"))
+            results.append(BulkResult(job.id, False, _for_job(job.id, str(exc))))
         else:
             results.append(BulkResult(job.id, True, text))
     return results
