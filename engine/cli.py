@@ -383,10 +383,15 @@ def cmd_abort(args: argparse.Namespace) -> int:
         if args.dry_run:
             from engine.text_views import abort_plan_text
 
-            print(abort_plan_text(control.abort_preview(store, args.job, enhanced=args.enhanced)))
+            plan = control.abort_preview(store, args.job, enhanced=args.enhanced, actor=_actor())
+            print(abort_plan_text(plan))
             print("Dry run: nothing changed.")
             return EXIT_OK
-        plan = control.abort_preview(store, args.job, enhanced=args.enhanced)
+        if args.yes:
+            # abort checks who may, then plans exactly as abort_preview does.
+            print(control.abort(store, args.job, actor=_actor(), enhanced=args.enhanced))
+            return EXIT_OK
+        plan = control.abort_preview(store, args.job, enhanced=args.enhanced, actor=_actor())
         if not args.yes:
             from engine.text_views import abort_plan_text
 

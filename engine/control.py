@@ -302,10 +302,21 @@ def _abort_plan(conn: Connection, job: JobRow, enhanced: bool) -> AbortPlan:
     return plan
 
 
-def abort_preview(store: Store, job_id: int, *, enhanced: bool = False) -> AbortPlan:
-    """What ``abort`` would stop, without changing anything; raises Refused like abort."""
+def abort_preview(
+    store: Store, job_id: int, *, enhanced: bool = False, actor: str | None = None
+) -> AbortPlan:
+    """What ``abort`` would stop, without changing anything; raises Refused like abort.
+
+    With ``actor``, also refuses (without recording it: nothing was attempted) when the
+    ``managers`` setting does not let ``actor`` abort."""
     with store.read() as conn:
-        return _abort_plan(conn, get_job(conn, job_id), enhanced)
+        job = get_job(conn, job_id)
+        if actor is not None:
+            w = permissions.who(conn, actor)
+            denied = permissions.refusal(w, "enhanced_abort" if enhanced else "abort")
+            if denied:
+                raise Refused(denied)
+        return _abort_plan(conn, job, enhanced)
 
 
 def _beyond(plan: AbortPlan, confirmed: AbortPlan) -> list[str]:
