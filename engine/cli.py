@@ -361,7 +361,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
         store = _store(args)
         if args.with_children:
-            for job, why in control.cancel_tree_preview(store, args.job):
+            for job, why in control.cancel_tree_preview(store, args.job, actor=_actor()):
                 print(f"Job {job.id}: " + (f"refused: {why}" if why else "would be canceled"))
         else:
             why = control.cancel_refusal(store, args.job, actor=_actor())

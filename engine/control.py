@@ -191,10 +191,17 @@ def job_tree(conn: Connection, job_id: int) -> list[JobRow]:
     return [JobRow(r[0], r[1], r[2], bool(r[3]), r[4], r[5]) for r in rows]
 
 
-def cancel_tree_preview(store: Store, job_id: int) -> list[tuple[JobRow, str | None]]:
-    """Each job of the tree with the reason it would be skipped (None: it will be canceled)."""
+def cancel_tree_preview(
+    store: Store, job_id: int, *, actor: str | None = None
+) -> list[tuple[JobRow, str | None]]:
+    """Each job of the tree with the reason it would be skipped (None: it will be canceled);
+    the ``managers`` rule is applied for ``actor`` (default: the current user)."""
     with store.read() as conn:
-        return [(job, _refusal(job)) for job in job_tree(conn, job_id)]
+        w = permissions.who(conn, actor)
+        return [
+            (job, permissions.refusal(w, "cancel", job.submitted_by) or _refusal(job))
+            for job in job_tree(conn, job_id)
+        ]
 
 
 def cancel_refusal(store: Store, job_id: int, *, actor: str | None = None) -> str | None:

@@ -590,3 +590,19 @@ async def test_engine_health_tells_a_stale_lease_from_a_live_one(store: Store) -
         assert (await reader.engine_health(now=1012.0)).state == "none"
     finally:
         await reader.close()
+
+
+def test_cli_dry_run_of_one_job_changes_nothing_and_says_how_tasks_stop(
+    store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = submit_tasks(store, tmp_path, "w", WAIT)
+    start_one_task(store, job)
+    system = submit_tasks(store, tmp_path, "s", WAIT, system=True)
+    before = all_rows(store.path)
+    rc, out, _ = run_cli(capsys, store.path, "cancel", str(job), "--dry-run")
+    assert (rc, out) == (0, f"Job {job}: would be canceled\nDry run: nothing changed.\n")
+    rc, out, _ = run_cli(capsys, store.path, "cancel", str(system), "--dry-run")
+    assert out.startswith(f"Job {system}: refused: System jobs cannot be canceled")
+    rc, out, _ = run_cli(capsys, store.path, "abort", str(job), "--dry-run")
+    assert rc == 0 and "sleep on batch-01" in out and "on cancel: at its next safe point" in out
+    assert all_rows(store.path) == before
