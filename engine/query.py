@@ -267,16 +267,34 @@ def _names(tasks: list[StoppingTask]) -> str:
 
 
 def stuck_banner(
-    status: str, stuck_for: float, tasks: list[StoppingTask], enhanced_on: bool = True
+    status: str,
+    stuck_for: float,
+    tasks: list[StoppingTask],
+    enhanced_on: bool = True,
+    restarting: dict[str, tuple[str, float | None]] | None = None,
+    now: float | None = None,
 ) -> tuple[str, str]:
     """The banner for a stuck job and its next step: (text, "abort" | "enhanced_abort" |
-    "restart")."""
+    "restart" | "wait").
+
+    ``restarting``: the servers an enhanced abort of this job is restarting, name ->
+    (status, drain deadline); then the next step is to wait for it, not to ask again."""
     aborting = [t for t in tasks if t.status == "aborting"]
     walled = aborting or [t for t in tasks if t.stops_by.key == "restart"]
     if walled:
         who = _names(walled)
         label = "Aborting" if aborting else "Canceling"
         lead = f"{label} for {span(stuck_for)}: {who} {'is' if len(walled) == 1 else 'are'} "
+        pending = sorted({t.server for t in walled if t.server and t.server in (restarting or {})})
+        if pending and restarting:
+            parts = []
+            for name in pending:
+                state, deadline = restarting[name]
+                if state == "draining" and deadline is not None:
+                    parts.append(f"{name} (draining until {clock(deadline, now)})")
+                else:
+                    parts.append(f"{name} ({state})")
+            return lead + f"waiting for the restart of {', '.join(parts)}.", "wait"
         lead += "in an unmanaged wait; only a server restart stops it."
         if enhanced_on:
             return lead + " A: enhanced abort", "enhanced_abort"
@@ -440,11 +458,14 @@ class Reader:
             by_job.setdefault(t.job_id, []).append(t)
         stuck = {j: ts for j, ts in by_job.items() if now - ts[0].since > limit}
         jobs = await self.jobs_by_ids(sorted(stuck), now=now)
+        restarts = await self._restarts(sorted(stuck))
         out = []
         for job in jobs:
             tasks = stuck[job.id]
             age = now - tasks[0].since
-            banner, step = stuck_banner(job.status, age, tasks, enhanced_on)
+            banner, step = stuck_banner(
+                job.status, age, tasks, enhanced_on, restarts.get(job.id), now
+            )
             out.append(StuckJob(job, age, tasks, banner, step))
         out.sort(key=lambda s: -s.stuck_for)
         return out
@@ -460,8 +481,24 @@ class Reader:
             return None
         enhanced_on = (await self._setting("enhanced_abort", "on")) == "on"
         age = now - tasks[0].since
-        banner, step = stuck_banner(job.status, age, tasks, enhanced_on)
+        restarts = (await self._restarts([job_id])).get(job_id)
+        banner, step = stuck_banner(job.status, age, tasks, enhanced_on, restarts, now)
         return StuckJob(job, age, tasks, banner, step)
+
+    async def _restarts(self, job_ids: list[int]) -> dict[int, dict[str, tuple[str, float | None]]]:
+        """Servers being restarted for these jobs' enhanced aborts: job -> name -> (status,
+        drain deadline)."""
+        if not job_ids:
+            return {}
+        out: dict[int, dict[str, tuple[str, float | None]]] = {}
+        for name, status, deadline, job in await self._rows(
+            "SELECT name, status, drain_deadline, restart_job_id FROM server "
+            f"WHERE restart_job_id IN ({','.join('?' * len(job_ids))}) "
+            "AND status IN ('draining', 'restarting')",
+            tuple(job_ids),
+        ):
+            out.setdefault(job, {})[name] = (status, deadline)
+        return out
 
     async def jobs_by_ids(self, ids: list[int], now: float | None = None) -> list[JobView]:
         """These jobs (newest first), with their aggregates and stuck_for."""

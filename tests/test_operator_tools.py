@@ -389,6 +389,16 @@ def test_stuck_banner_names_the_next_step() -> None:
     assert step == "restart" and text.endswith("Enhanced abort is turned off in settings.")
     text, _ = stuck_banner("canceling", 5, [task("canceling", "shell")])
     assert text == "Canceling for 5s: task load has not exited after SIGTERM. a: abort"
+    # An enhanced abort already restarting its server: the next step is to wait.
+    restarting = {"b1": ("draining", 1000.0)}
+    text, step = stuck_banner(
+        "canceling", 90, [task("aborting", "blocking_wait")], True, restarting, now=1000.0
+    )
+    assert step == "wait"
+    assert text == (
+        "Aborting for 1m 30s: task load is waiting for the restart of b1 "
+        f"(draining until {clock(1000.0, 1000.0)})."
+    )
 
 
 async def test_stuck_for_appears_after_stuck_seconds_and_list_stuck_shows_the_job(
