@@ -35,7 +35,7 @@ from tests.engine_support import (
     task_statuses,
     until,
 )
-from tests.proc_support import deck_in
+from tests.proc_support import deck_in, user
 
 WAIT = [{"name": "sleep", "action": "wait", "seconds": 60}]
 
@@ -278,6 +278,13 @@ def test_real_command_exit_codes_of_bulk_and_rerun(tmp_path: Path) -> None:
         assert again.rc == 0 and again.out.strip().isdigit(), str(again)
         assert again.out == f"{int(again.out)}\n"  # the new id alone
         assert deck.show(int(again.out))["rerun_of"] == job
+        # The managers rule, as the real process's user sees it.
+        deck.ok("settings", "managers", "someone-else")
+        refused = deck.refused("abort", str(int(again.out)), "--yes")
+        assert refused.err_lines == [
+            f"batchdeck abort: Abort needs a batch job manager (someone-else); you are {user()}"
+        ]
+        assert refused.out == ""
 
 
 # -- rerun -----------------------------------------------------------------------------------
