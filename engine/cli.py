@@ -104,17 +104,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
     s.add_argument("--json", action="store_true", help="print JSON")
+    s.add_argument(
+        "--stuck",
+        action="store_true",
+        help="only stuck jobs: a task Canceling or Aborting for longer than stuck_seconds",
+    )
     s = cmd("show", "show a job: fields, tasks, children, events")
     s.add_argument("job", type=_job_id, metavar="JOB")
     s.add_argument("--json", action="store_true", help="print JSON")
     s = cmd("cancel", "cancel a job gracefully: no new tasks, running tasks wind down")
-    s.add_argument("job", type=_job_id, metavar="JOB")
+    s.add_argument("job", type=_job_id, metavar="JOB", nargs="?")
     s.add_argument("--reason", metavar="TEXT", help="your words, added to the reason for cancel")
     s.add_argument(
         "--with-children", action="store_true", help="cancel the job and every job it called"
     )
+    _bulk_arguments(s, "cancel")
     s = cmd("abort", "force-stop a job's Canceling tasks (cancels an Executing job first)")
-    s.add_argument("job", type=_job_id, metavar="JOB")
+    s.add_argument("job", type=_job_id, metavar="JOB", nargs="?")
     s.add_argument(
         "--enhanced",
         action="store_true",
@@ -125,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do it; without --yes, print what would be stopped and exit 1",
     )
+    _bulk_arguments(s, "abort")
+    s = cmd("rerun", "rerun what did not end: a new job of the tasks that did not end")
+    s.add_argument("job", type=_job_id, metavar="JOB")
     for name, what in (
         ("hold", "hold a Waiting job (Withhold)"),
         ("release", "release a held job"),
@@ -145,6 +154,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("key", nargs="?")
     s.add_argument("value", nargs="?")
     return p
+
+
+def _bulk_arguments(s: argparse.ArgumentParser, verb: str) -> None:
+    """``--all`` and its filters, for cancel and abort."""
+    g = s.add_argument_group(f"{verb} many jobs (instead of JOB)")
+    g.add_argument(
+        "--all",
+        action="store_true",
+        help=f"{verb} every job the filters select (default: every job not in a final status)",
+    )
+    g.add_argument(
+        "--status", action="append", metavar="S", help="only jobs in this status (repeatable)"
+    )
+    g.add_argument("--name", metavar="GLOB", help="only jobs whose name matches (e.g. 'nightly-*')")
+    g.add_argument("--user", metavar="U", help="only jobs submitted by this user")
+    g.add_argument(
+        "--dry-run", action="store_true", help="print the plan and change nothing (exit 0)"
+    )
+    if verb == "cancel":
+        g.add_argument(
+            "--yes",
+            action="store_true",
+            help="do it; without --yes (or --dry-run) print the plan, change nothing, exit 1",
+        )
 
 
 def _store(args: argparse.Namespace, create: bool = True) -> Any:
@@ -215,6 +248,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     for s in args.status or []:
         if s not in LABELS:
             raise Fail(f"--status {s!r}: unknown status (known: {', '.join(LABELS)})", EXIT_USAGE)
+    if args.stuck:
+        return _list_stuck(args)
     page = _run(lambda r: r.list_jobs(0, args.limit, statuses=args.status, with_total=False), args)
     if args.json:
         print(json.dumps([j.to_json() for j in page.rows], indent=2))
@@ -225,8 +260,28 @@ def cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _list_stuck(args: argparse.Namespace) -> int:
+    stuck = _run(lambda r: r.stuck_jobs(), args)
+    stuck = [s for s in stuck if not args.status or s.job.status in args.status][: args.limit]
+    if args.json:
+        print(json.dumps([s.to_json() for s in stuck], indent=2))
+        return EXIT_OK
+    if not stuck:
+        print("no stuck jobs")
+        return EXIT_OK
+    from engine.text_views import job_table
+
+    print(job_table([s.job for s in stuck]))
+    for s in stuck:
+        print(f"{s.job.id}: {s.banner}")
+    return EXIT_OK
+
+
 def cmd_show(args: argparse.Namespace) -> int:
-    detail = _run(lambda r: r.job_detail(args.job), args)
+    async def both(r: Any) -> Any:
+        return await r.job_detail(args.job), await r.stuck_job(args.job)
+
+    detail, stuck = _run(both, args)
     if detail is None:
         raise Fail(f"Job {args.job} does not exist")
     if args.json:
@@ -234,11 +289,90 @@ def cmd_show(args: argparse.Namespace) -> int:
         return EXIT_OK
     from engine.text_views import job_detail_text
 
-    print(job_detail_text(detail))
+    print(job_detail_text(detail, banner=stuck.banner if stuck else None))
+    return EXIT_OK
+
+
+def _bulk_usage(args: argparse.Namespace) -> None:
+    """JOB or --all, filters only with --all, --dry-run or --yes: else bad usage."""
+    filters = [f"--{n}" for n in ("status", "name", "user") if getattr(args, n, None) is not None]
+    if args.all and args.job is not None:
+        raise Fail("give JOB or --all, not both", EXIT_USAGE)
+    if not args.all:
+        if args.job is None:
+            raise Fail("give a JOB, or --all with filters", EXIT_USAGE)
+        if filters:
+            raise Fail(f"{', '.join(filters)} select jobs for --all only", EXIT_USAGE)
+    if args.dry_run and args.yes:
+        raise Fail("give --dry-run or --yes, not both", EXIT_USAGE)
+    if args.all and getattr(args, "with_children", False):
+        raise Fail("--with-children is for one JOB, not --all", EXIT_USAGE)
+    from engine.statuses import JobStatus
+
+    for st in args.status or []:
+        if st not in {s.value for s in JobStatus}:
+            known = ", ".join(s.value for s in JobStatus)
+            raise Fail(f"--status {st!r}: unknown job status (known: {known})", EXIT_USAGE)
+
+
+def _bulk(args: argparse.Namespace, kind: str) -> int:
+    """``cancel --all`` / ``abort --all``: plan, then act only with --yes."""
+    from engine import control, permissions
+    from engine.text_views import bulk_plan_text
+
+    store = _store(args)
+    actor = _actor()
+    try:
+        plan = control.bulk_plan(
+            store, kind, actor=actor, statuses=args.status, name=args.name, user=args.user
+        )
+    except control.Refused as exc:
+        if args.yes:
+            permissions.audit_refusal(store, actor, str(exc))
+        raise Fail(str(exc)) from None
+    verb = {"cancel": "cancel", "abort": "abort", "enhanced_abort": "enhanced-abort"}[kind]
+    if not plan.jobs:
+        if args.dry_run:
+            print("No job matches: nothing to do.")
+            return EXIT_OK
+        raise Fail("No job matches: nothing done")
+    if not args.yes:
+        print(bulk_plan_text(plan))
+        if args.dry_run:
+            print("Dry run: nothing changed.")
+            return EXIT_OK
+        n = len(plan.act)
+        print(
+            f"Nothing changed: add --yes to {verb} {n} job{'s' if n != 1 else ''}.",
+            file=sys.stderr,
+        )
+        return EXIT_REFUSED
+    results = control.bulk_apply(store, plan, actor=actor, reason=getattr(args, "reason", None))
+    for res in results:
+        print(res.text if res.done else f"refused: {res.text}")
+    refused = sum(not r.done for r in results)
+    if refused:
+        print(f"{refused} of {len(results)} jobs refused", file=sys.stderr)
+        return EXIT_REFUSED
     return EXIT_OK
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
+    _bulk_usage(args)
+    if args.all:
+        return _bulk(args, "cancel")
+    if args.dry_run:
+        from engine import control
+
+        store = _store(args)
+        if args.with_children:
+            for job, why in control.cancel_tree_preview(store, args.job, actor=_actor()):
+                print(f"Job {job.id}: " + (f"refused: {why}" if why else "would be canceled"))
+        else:
+            why = control.cancel_refusal(store, args.job, actor=_actor())
+            print(f"Job {args.job}: " + (f"refused: {why}" if why else "would be canceled"))
+        print("Dry run: nothing changed.")
+        return EXIT_OK
     fn = "cancel_with_children" if args.with_children else "cancel"
     return _control(fn, args, reason=args.reason)
 
@@ -246,9 +380,23 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def cmd_abort(args: argparse.Namespace) -> int:
     from engine import control
 
+    _bulk_usage(args)
+    if args.all:
+        return _bulk(args, "enhanced_abort" if args.enhanced else "abort")
     store = _store(args)
     try:
-        plan = control.abort_preview(store, args.job, enhanced=args.enhanced)
+        if args.dry_run:
+            from engine.text_views import abort_plan_text
+
+            plan = control.abort_preview(store, args.job, enhanced=args.enhanced, actor=_actor())
+            print(abort_plan_text(plan))
+            print("Dry run: nothing changed.")
+            return EXIT_OK
+        if args.yes:
+            # abort checks who may, then plans exactly as abort_preview does.
+            print(control.abort(store, args.job, actor=_actor(), enhanced=args.enhanced))
+            return EXIT_OK
+        plan = control.abort_preview(store, args.job, enhanced=args.enhanced, actor=_actor())
         if not args.yes:
             from engine.text_views import abort_plan_text
 
@@ -257,6 +405,17 @@ def cmd_abort(args: argparse.Namespace) -> int:
             return EXIT_REFUSED
         print(control.abort(store, args.job, actor=_actor(), enhanced=args.enhanced))
     except control.Refused as exc:
+        raise Fail(str(exc)) from None
+    return EXIT_OK
+
+
+def cmd_rerun(args: argparse.Namespace) -> int:
+    from engine.control import Refused
+    from engine.rerun import rerun
+
+    try:
+        print(rerun(_store(args), args.job, actor=_actor()))
+    except Refused as exc:
         raise Fail(str(exc)) from None
     return EXIT_OK
 
@@ -293,23 +452,25 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
-    from engine import settings
+    from engine import permissions, settings
 
     store = _store(args)
     try:
         if args.key is None:
             with store.read() as conn:
                 for k, v in settings.all_settings(conn).items():
-                    print(f"{k} = {v}")
+                    print(f"{k} = {v}".rstrip())
         elif args.value is None:
             with store.read() as conn:
                 print(settings.get(conn, args.key))
         else:
-            with store.write() as conn:
-                settings.put(conn, args.key, args.value)
-            print(f"{args.key} = {args.value}")
+            permissions.put_setting(store, args.key, args.value, actor=_actor())
+            with store.read() as conn:
+                print(f"{args.key} = {settings.get(conn, args.key)}".rstrip())
     except settings.SettingError as exc:
         raise Fail(str(exc), EXIT_USAGE) from None
+    except permissions.NotAllowed as exc:
+        raise Fail(str(exc)) from None
     return EXIT_OK
 
 
@@ -383,6 +544,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "show": cmd_show,
     "cancel": cmd_cancel,
     "abort": cmd_abort,
+    "rerun": cmd_rerun,
     "hold": lambda a: _control("hold", a),
     "release": lambda a: _control("release", a),
     "approve": cmd_approval,

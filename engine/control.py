@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from sqlalchemy import Connection
 
-from engine import settings
+from engine import permissions, settings
 from engine.db import Store
+from engine.identity import user_name
 from engine.statuses import JOB_TERMINAL, LABELS
+from engine.stopping import StopsBy, stops_by
 from engine.writes import IN_IDS, add_event, finalize_jobs, ids_json, move_job, move_tasks
 
 
@@ -29,6 +32,7 @@ class JobRow:
     status: str
     system: bool
     parent_id: int | None
+    submitted_by: str = ""
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,8 @@ class PlanTask:
     progress_done: float
     progress_total: float | None
     progress_unit: str | None
+    action: str = ""
+    stops_by: StopsBy | None = None  # how a cancel (and an abort) stops it
 
 
 @dataclass(frozen=True)
@@ -79,11 +85,11 @@ def live_servers(conn: Connection, now: float) -> list[str]:
 
 def get_job(conn: Connection, job_id: int) -> JobRow:
     row = conn.exec_driver_sql(
-        "SELECT id, name, status, system, parent_id FROM job WHERE id=?", (job_id,)
+        "SELECT id, name, status, system, parent_id, submitted_by FROM job WHERE id=?", (job_id,)
     ).fetchone()
     if row is None:
         raise Refused(f"Job {job_id} does not exist")
-    return JobRow(row[0], row[1], row[2], bool(row[3]), row[4])
+    return JobRow(row[0], row[1], row[2], bool(row[3]), row[4], row[5])
 
 
 def cancel_reason(actor: str, words: str | None) -> str:
@@ -153,12 +159,23 @@ def cancel(
     store: Store, job_id: int, *, actor: str, reason: str | None = None, now: float | None = None
 ) -> str:
     at = _now(now)
+    denied = None
     with store.write() as conn:
         job = get_job(conn, job_id)
-        _check_cancel(job)
-        _cancel_in(conn, job, actor, reason, at)
-        status = get_job(conn, job_id).status
+        denied = permissions.refusal(permissions.who(conn, actor), "cancel", job.submitted_by)
+        if denied is None:
+            _check_cancel(job)
+            _cancel_in(conn, job, actor, reason, at)
+            status = get_job(conn, job_id).status
+    if denied is not None:
+        _deny(store, actor, denied, job_id, at)
     return f"Job {job_id} {LABELS[status]}"
+
+
+def _deny(store: Store, actor: str, text: str, job_id: int | None, at: float) -> NoReturn:
+    """Record a refusal by the ``managers`` rule in the audit, then refuse."""
+    permissions.audit_refusal(store, actor, text, job_id=job_id, now=at)
+    raise Refused(text)
 
 
 def job_tree(conn: Connection, job_id: int) -> list[JobRow]:
@@ -167,26 +184,37 @@ def job_tree(conn: Connection, job_id: int) -> list[JobRow]:
     rows = conn.exec_driver_sql(
         "WITH RECURSIVE tree(id, depth) AS (SELECT ?, 0 UNION ALL "
         "SELECT j.id, tree.depth + 1 FROM job j JOIN tree ON j.parent_id = tree.id) "
-        "SELECT j.id, j.name, j.status, j.system, j.parent_id FROM tree JOIN job j "
-        "ON j.id = tree.id ORDER BY tree.depth, j.id",
+        "SELECT j.id, j.name, j.status, j.system, j.parent_id, j.submitted_by FROM tree "
+        "JOIN job j ON j.id = tree.id ORDER BY tree.depth, j.id",
         (job_id,),
     )
-    return [JobRow(r[0], r[1], r[2], bool(r[3]), r[4]) for r in rows]
+    return [JobRow(r[0], r[1], r[2], bool(r[3]), r[4], r[5]) for r in rows]
 
 
-def cancel_tree_preview(store: Store, job_id: int) -> list[tuple[JobRow, str | None]]:
-    """Each job of the tree with the reason it would be skipped (None: it will be canceled)."""
+def cancel_tree_preview(
+    store: Store, job_id: int, *, actor: str | None = None
+) -> list[tuple[JobRow, str | None]]:
+    """Each job of the tree with the reason it would be skipped (None: it will be canceled);
+    the ``managers`` rule is applied for ``actor`` (default: the current user)."""
     with store.read() as conn:
-        return [(job, _refusal(job)) for job in job_tree(conn, job_id)]
+        w = permissions.who(conn, actor)
+        return [
+            (job, permissions.refusal(w, "cancel", job.submitted_by) or _refusal(job))
+            for job in job_tree(conn, job_id)
+        ]
 
 
-def cancel_refusal(store: Store, job_id: int) -> str | None:
-    """Why ``cancel`` would refuse this job now (one line), or None if it would not."""
+def cancel_refusal(store: Store, job_id: int, *, actor: str | None = None) -> str | None:
+    """Why ``cancel`` would refuse this job now (one line), or None if it would not.
+
+    Includes the ``managers`` rule for ``actor`` (default: the current user)."""
     with store.read() as conn:
         try:
-            return _refusal(get_job(conn, job_id))
+            job = get_job(conn, job_id)
         except Refused as exc:
             return str(exc)
+        w = permissions.who(conn, actor)
+        return permissions.refusal(w, "cancel", job.submitted_by) or _refusal(job)
 
 
 def _refusal(job: JobRow) -> str | None:
@@ -203,26 +231,37 @@ def cancel_with_children(
     at = _now(now)
     with store.write() as conn:
         tree = job_tree(conn, job_id)
-        todo = [job for job in tree if _refusal(job) is None]
-        if not todo:
-            raise Refused(
-                f"No job in the tree of job {job_id} can be canceled: "
-                + "; ".join(f"{j.id}: {_refusal(j)}" for j in tree)
-            )
-        for job in todo:
-            _cancel_in(conn, job, actor, reason, at)
-    skipped = [f"job {j.id} ({_refusal(j)})" for j in tree if j not in todo]
+        w = permissions.who(conn, actor)
+        why = {j.id: permissions.refusal(w, "cancel", j.submitted_by) or _refusal(j) for j in tree}
+        todo = [job for job in tree if why[job.id] is None]
+        if todo:
+            for job in todo:
+                _cancel_in(conn, job, actor, reason, at)
+            for j in tree:
+                if why[j.id] and not w.manager and why[j.id].startswith("Cancel needs"):
+                    add_event(
+                        conn, at=at, actor=actor, kind="refused", job_id=j.id, reason=why[j.id]
+                    )
+    if not todo:
+        text = f"No job in the tree of job {job_id} can be canceled: " + "; ".join(
+            f"{j.id}: {why[j.id]}" for j in tree
+        )
+        if any((why[j.id] or "").startswith("Cancel needs") for j in tree):
+            _deny(store, actor, text, job_id, at)
+        raise Refused(text)
+    skipped = [f"job {j.id} ({why[j.id]})" for j in tree if j not in todo]
     text = f"Canceled {len(todo)} job{'s' if len(todo) != 1 else ''} of the tree of job {job_id}"
     return text + (f"; skipped {', '.join(skipped)}" if skipped else "")
 
 
 def _plan_tasks(conn: Connection, where: str, params: tuple) -> list[PlanTask]:
     rows = conn.exec_driver_sql(
-        "SELECT id, job_id, name, server, status, started_at, progress_done, progress_total, "
-        f"progress_unit FROM task WHERE {where} ORDER BY id",
+        "SELECT t.id, t.job_id, t.name, t.server, t.status, t.started_at, t.progress_done, "
+        "t.progress_total, t.progress_unit, t.action, t.params, j.recipe_path "
+        f"FROM task t JOIN job j ON j.id = t.job_id WHERE {where} ORDER BY t.id",
         params,
     )
-    return [PlanTask(*r) for r in rows]
+    return [PlanTask(*r[:10], stops_by=stops_by(r[9], r[10], r[11])) for r in rows]
 
 
 def _abort_plan(conn: Connection, job: JobRow, enhanced: bool) -> AbortPlan:
@@ -240,11 +279,11 @@ def _abort_plan(conn: Connection, job: JobRow, enhanced: bool) -> AbortPlan:
         statuses.append("aborting")
     tasks = _plan_tasks(
         conn,
-        f"job_id=? AND status IN ({','.join('?' * len(statuses))})",
+        f"t.job_id=? AND t.status IN ({','.join('?' * len(statuses))})",
         (job.id, *statuses),
     )
     if not tasks and not cancel_first:
-        stuck = _plan_tasks(conn, "job_id=? AND status='aborting'", (job.id,))
+        stuck = _plan_tasks(conn, "t.job_id=? AND t.status='aborting'", (job.id,))
         if stuck:
             raise Refused(
                 f"Job {job.id}: {', '.join(t.name for t in stuck)} already Aborting, "
@@ -270,10 +309,21 @@ def _abort_plan(conn: Connection, job: JobRow, enhanced: bool) -> AbortPlan:
     return plan
 
 
-def abort_preview(store: Store, job_id: int, *, enhanced: bool = False) -> AbortPlan:
-    """What ``abort`` would stop, without changing anything; raises Refused like abort."""
+def abort_preview(
+    store: Store, job_id: int, *, enhanced: bool = False, actor: str | None = None
+) -> AbortPlan:
+    """What ``abort`` would stop, without changing anything; raises Refused like abort.
+
+    With ``actor``, also refuses (without recording it: nothing was attempted) when the
+    ``managers`` setting does not let ``actor`` abort."""
     with store.read() as conn:
-        return _abort_plan(conn, get_job(conn, job_id), enhanced)
+        job = get_job(conn, job_id)
+        if actor is not None:
+            w = permissions.who(conn, actor)
+            denied = permissions.refusal(w, "enhanced_abort" if enhanced else "abort")
+            if denied:
+                raise Refused(denied)
+        return _abort_plan(conn, job, enhanced)
 
 
 def _beyond(plan: AbortPlan, confirmed: AbortPlan) -> list[str]:
@@ -299,6 +349,13 @@ def abort(
     read and accepted), refuse if the plan has grown since: the operator decides on what
     will be stopped and disrupted, not on what it has become."""
     at = _now(now)
+    with store.read() as conn:
+        get_job(conn, job_id)
+        denied = permissions.refusal(
+            permissions.who(conn, actor), "enhanced_abort" if enhanced else "abort"
+        )
+    if denied is not None:
+        _deny(store, actor, denied, job_id, at)
     with store.write() as conn:
         job = get_job(conn, job_id)
         plan = _abort_plan(conn, job, enhanced)
@@ -444,3 +501,173 @@ def decide_approval(
             reason=f"{word} by {actor}",
         )
     return f"Task {name} of job {job_id} {word}"
+
+
+# -- beyond one job at a time: bulk cancel and abort -----------------------------------
+
+BULK_KINDS = ("cancel", "abort", "enhanced_abort")
+
+
+@dataclass(frozen=True)
+class BulkJob:
+    job: JobRow
+    refusal: str | None  # None: it will be acted on
+    abort: AbortPlan | None = None  # abort kinds: what it will stop (the confirmed plan)
+
+
+@dataclass
+class BulkPlan:
+    """What a bulk cancel or abort will do to each job it selected, and what it refuses.
+
+    The console's bulk confirmation and ``batchdeck cancel/abort --all`` both show this;
+    ``bulk_apply`` then acts on exactly the jobs listed here as acted on.
+    """
+
+    kind: str  # cancel, abort, enhanced_abort
+    jobs: list[BulkJob] = field(default_factory=list)
+    missing: list[int] = field(default_factory=list)  # ids asked for that do not exist
+
+    @property
+    def act(self) -> list[BulkJob]:
+        return [j for j in self.jobs if j.refusal is None]
+
+    @property
+    def refused(self) -> list[BulkJob]:
+        return [j for j in self.jobs if j.refusal is not None]
+
+    def counts(self) -> dict[str, int]:
+        """Jobs acted on, by status."""
+        out: dict[str, int] = {}
+        for j in self.act:
+            out[j.job.status] = out.get(j.job.status, 0) + 1
+        return out
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    job_id: int
+    done: bool
+    text: str  # "Job 12 Canceling" or the refusal
+
+
+def select_jobs(
+    conn: Connection,
+    *,
+    job_ids: list[int] | None = None,
+    statuses: list[str] | None = None,
+    name: str | None = None,
+    user: str | None = None,
+) -> list[JobRow]:
+    """The jobs a bulk action considers. Without ``job_ids`` or ``statuses``: every job
+    not in a final status (the others could only be refused)."""
+    clauses, params = [], []
+    if job_ids is not None:
+        clauses.append(f"id IN {IN_IDS}")
+        params.append(ids_json(job_ids))
+    if statuses:
+        clauses.append(f"status IN ({','.join('?' * len(statuses))})")
+        params.extend(statuses)
+    elif job_ids is None:
+        clauses.append(f"status NOT IN ({','.join('?' * len(JOB_TERMINAL))})")
+        params.extend(sorted(JOB_TERMINAL))
+    if name:
+        clauses.append("name GLOB ?")
+        params.append(name)
+    where = " WHERE " + " AND ".join(clauses) if clauses else ""
+    rows = conn.exec_driver_sql(
+        f"SELECT id, name, status, system, parent_id, submitted_by FROM job{where} ORDER BY id",
+        tuple(params),
+    )
+    jobs = [JobRow(r[0], r[1], r[2], bool(r[3]), r[4], r[5]) for r in rows]
+    if user:
+        jobs = [j for j in jobs if user_name(j.submitted_by) == user]
+    return jobs
+
+
+def bulk_plan(
+    store: Store,
+    kind: str,
+    *,
+    actor: str,
+    job_ids: list[int] | None = None,
+    statuses: list[str] | None = None,
+    name: str | None = None,
+    user: str | None = None,
+) -> BulkPlan:
+    """Plan a bulk ``kind`` (cancel, abort, enhanced_abort) on the jobs selected by ids
+    (marked rows) and/or filters. Changes nothing. Raises Refused when ``actor`` may
+    not do ``kind`` at all (abort without being a manager)."""
+    if kind not in BULK_KINDS:
+        raise ValueError(f"unknown bulk action {kind!r}")
+    with store.read() as conn:
+        w = permissions.who(conn, actor)
+        if kind != "cancel":
+            denied = permissions.refusal(w, kind)  # type: ignore[arg-type]
+            if denied:
+                raise Refused(denied)
+        jobs = select_jobs(conn, job_ids=job_ids, statuses=statuses, name=name, user=user)
+        plan = BulkPlan(kind)
+        if job_ids is not None:
+            found = {j.id for j in jobs}
+            exist = {
+                r[0]
+                for r in conn.exec_driver_sql(
+                    f"SELECT id FROM job WHERE id IN {IN_IDS}", (ids_json(job_ids),)
+                )
+            }
+            plan.missing = sorted(set(job_ids) - exist - found)
+        for job in jobs:
+            if kind == "cancel":
+                why = permissions.refusal(w, "cancel", job.submitted_by) or _refusal(job)
+                plan.jobs.append(BulkJob(job, why))
+                continue
+            try:
+                plan.jobs.append(BulkJob(job, None, _abort_plan(conn, job, kind != "abort")))
+            except Refused as exc:
+                plan.jobs.append(BulkJob(job, str(exc)))
+    return plan
+
+
+def _for_job(job_id: int, text: str) -> str:
+    """A refusal as one line naming the job once."""
+    return text if text.startswith(f"Job {job_id}") else f"Job {job_id}: {text}"
+
+
+def bulk_apply(
+    store: Store,
+    plan: BulkPlan,
+    *,
+    actor: str,
+    reason: str | None = None,
+    now: float | None = None,
+) -> list[BulkResult]:
+    """Carry out ``plan``: one transaction per job, on exactly the jobs it acts on (a job
+    that matches the filter only now is left alone). Each job is checked again as it is
+    reached; an abort whose tasks grew since the plan is refused for that job. Returns
+    one result per job of the plan, refused ones included."""
+    at = _now(now)
+    results: list[BulkResult] = []
+    for item in plan.jobs:
+        job = item.job
+        if item.refusal is not None:
+            if item.refusal.startswith("Cancel needs"):
+                permissions.audit_refusal(store, actor, item.refusal, job_id=job.id, now=at)
+            results.append(BulkResult(job.id, False, _for_job(job.id, item.refusal)))
+            continue
+        try:
+            if plan.kind == "cancel":
+                text = cancel(store, job.id, actor=actor, reason=reason, now=at)
+            else:
+                text = abort(
+                    store,
+                    job.id,
+                    actor=actor,
+                    enhanced=plan.kind == "enhanced_abort",
+                    confirmed=item.abort,
+                    now=at,
+                )
+        except Refused as exc:
+            results.append(BulkResult(job.id, False, _for_job(job.id, str(exc))))
+        else:
+            results.append(BulkResult(job.id, True, text))
+    return results

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Index
+from sqlalchemy import Index, text
 from sqlmodel import Field, SQLModel
 
+# 2: job.recipe_json (the recipe as submitted, for rerun), job.rerun_of, the partial
+# index on the events that start a task's winding down (stuck jobs); task.claim_token
+# (fencing); server.host, pid and note (server processes).
 SCHEMA_VERSION = 2
 
 
@@ -38,6 +41,9 @@ class Job(SQLModel, table=True):
     aborted_by: str | None = None
     aborted_at: float | None = None
     error: str | None = None
+    # The parsed recipe as it was at submit (JSON): a rerun runs this, not today's file.
+    recipe_json: str | None = None
+    rerun_of: int | None = Field(default=None, index=True)
 
 
 class Task(SQLModel, table=True):
@@ -93,8 +99,22 @@ class Server(SQLModel, table=True):
     note: str | None = None  # the last thing an operator should know (a lost lease)
 
 
+# The events that put a task into Canceling or Aborting: "since when" a stuck job has
+# been winding down. Partial, so the many other status events never touch it.
+STOPPING_EVENT = "to_status IN ('canceling', 'aborting')"
+
+
 class Event(SQLModel, table=True):
-    __table_args__ = (Index("ix_event_job", "job_id", "id"),)
+    __table_args__ = (
+        Index("ix_event_job", "job_id", "id"),
+        Index(
+            "ix_event_stopping",
+            "task_id",
+            "at",
+            sqlite_where=text(STOPPING_EVENT),
+            postgresql_where=text(STOPPING_EVENT),
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     at: float

@@ -16,7 +16,10 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from engine.db import BUSY_TIMEOUT_MS, Store
-from engine.statuses import JOB_TERMINAL, TASK_TERMINAL
+from engine.format import clock
+from engine.models import STOPPING_EVENT
+from engine.statuses import JOB_TERMINAL, TASK_RUNNING, TASK_TERMINAL
+from engine.stopping import StopsBy, stops_by
 
 SORTS = {
     "id": "j.id",
@@ -47,9 +50,13 @@ class JobView:
     aborted_at: float | None
     error: str | None
     recipe_path: str | None
+    rerun_of: int | None = None
     tasks_total: int = 0
     tasks_done: int = 0
     servers: tuple[str, ...] = ()
+    # Seconds a task of the job has been Canceling or Aborting, once that is longer than
+    # the setting stuck_seconds; None: not stuck.
+    stuck_for: float | None = None
 
     @property
     def terminal(self) -> bool:
@@ -88,6 +95,8 @@ class TaskView:
     child_job_id: int | None
     started_at: float | None
     ended_at: float | None
+    # How a cancel will stop it (running tasks only; see engine.stopping).
+    stops_by: StopsBy | None = None
 
     def duration(self, now: float) -> float | None:
         if self.started_at is None:
@@ -156,17 +165,21 @@ class JobPage:
 _JOB_COLS = (
     "j.id, j.name, j.status, j.system, j.submitted_by, j.submitted_at, j.started_at, "
     "j.ended_at, j.parent_id, j.call_mode, j.orphaned, j.cancel_reason, j.canceled_by, "
-    "j.canceled_at, j.aborted_by, j.aborted_at, j.error, j.recipe_path"
+    "j.canceled_at, j.aborted_by, j.aborted_at, j.error, j.recipe_path, j.rerun_of"
 )
 _TASK_COLS = (
     "id, job_id, seq, name, action, status, server, attempt, max_attempts, progress_done, "
     "progress_total, progress_unit, message, error, output, approval, approval_by, "
-    "child_job_id, started_at, ended_at"
+    "child_job_id, started_at, ended_at, params"
 )
 _DONE = ",".join(f"'{s}'" for s in TASK_TERMINAL)
 
 
-def _job(row: Iterable[Any], agg: tuple[int, int, str | None] | None = None) -> JobView:
+def _job(
+    row: Iterable[Any],
+    agg: tuple[int, int, str | None] | None = None,
+    stuck_for: float | None = None,
+) -> JobView:
     r = list(row)
     r[3], r[10] = bool(r[3]), bool(r[10])
     total, done, servers = agg or (0, 0, None)
@@ -175,7 +188,150 @@ def _job(row: Iterable[Any], agg: tuple[int, int, str | None] | None = None) -> 
         tasks_total=total,
         tasks_done=done,
         servers=tuple(sorted(set(servers.split(",")))) if servers else (),
+        stuck_for=stuck_for,
     )
+
+
+def _task(row: tuple, recipe_path: str | None) -> TaskView:
+    *cols, params = row
+    status, action = cols[5], cols[4]
+    how = stops_by(action, params, recipe_path) if status in TASK_RUNNING else None
+    return TaskView(*cols, stops_by=how)
+
+
+# Tasks winding down, with since when: the first event that put each into Canceling or
+# Aborting (``since``) and the one that put it into its current status. Both lookups
+# use the partial index ix_event_stopping, so the cost follows the number of tasks
+# winding down, not the size of the database.
+_STOPPING_TASKS = (
+    "SELECT t.job_id, t.id, t.name, t.action, t.params, t.status, t.server, t.started_at, "
+    f"(SELECT min(e.at) FROM event e WHERE e.task_id = t.id AND e.{STOPPING_EVENT}), "
+    f"(SELECT max(e.at) FROM event e WHERE e.task_id = t.id AND e.{STOPPING_EVENT} "
+    "AND e.to_status = t.status) "
+    "FROM task t WHERE t.status IN ('canceling', 'aborting')"
+)
+
+
+@dataclass(frozen=True)
+class StoppingTask:
+    """A task Canceling or Aborting, and since when."""
+
+    job_id: int
+    id: int
+    name: str
+    action: str
+    status: str
+    server: str | None
+    since: float  # when it began winding down (entered Canceling, or Aborting)
+    status_since: float  # when it entered its current status
+    stops_by: StopsBy
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class StuckJob:
+    """A stuck job, with the banner the console shows and the key it names."""
+
+    job: JobView
+    stuck_for: float
+    tasks: list[StoppingTask]  # its tasks winding down, longest first
+    banner: str  # "Canceling for 12m 4s: task load has not reached a safe point. a: abort"
+    next_step: str  # "abort", "enhanced_abort" or "restart" (enhanced abort is off)
+
+    def to_json(self) -> dict[str, Any]:
+        d = self.job.to_json()
+        d["banner"] = self.banner
+        d["next_step"] = self.next_step
+        d["stopping_tasks"] = [t.to_json() for t in self.tasks]
+        return d
+
+
+def span(seconds: float) -> str:
+    """12m 4s, 45s, 2h 3m, 1d 4h: the banner's durations."""
+    s = int(max(0, seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60}s"
+    if s < 86400:
+        return f"{s // 3600}h {s % 3600 // 60}m"
+    return f"{s // 86400}d {s % 86400 // 3600}h"
+
+
+def _names(tasks: list[StoppingTask]) -> str:
+    first = ", ".join(t.name for t in tasks[:3])
+    more = f" and {len(tasks) - 3} more" if len(tasks) > 3 else ""
+    return ("task " if len(tasks) == 1 else "tasks ") + first + more
+
+
+def stuck_banner(
+    status: str,
+    stuck_for: float,
+    tasks: list[StoppingTask],
+    enhanced_on: bool = True,
+    restarting: dict[str, tuple[str, float | None]] | None = None,
+    now: float | None = None,
+) -> tuple[str, str]:
+    """The banner for a stuck job and its next step: (text, "abort" | "enhanced_abort" |
+    "restart" | "wait").
+
+    ``restarting``: the servers an enhanced abort of this job is restarting, name ->
+    (status, drain deadline); then the next step is to wait for it, not to ask again."""
+    aborting = [t for t in tasks if t.status == "aborting"]
+    walled = aborting or [t for t in tasks if t.stops_by.key == "restart"]
+    if walled:
+        who = _names(walled)
+        label = "Aborting" if aborting else "Canceling"
+        lead = f"{label} for {span(stuck_for)}: {who} {'is' if len(walled) == 1 else 'are'} "
+        pending = sorted({t.server for t in walled if t.server and t.server in (restarting or {})})
+        if pending and restarting:
+            parts = []
+            for name in pending:
+                state, deadline = restarting[name]
+                if state == "draining" and deadline is not None:
+                    parts.append(f"{name} (draining until {clock(deadline, now)})")
+                else:
+                    parts.append(f"{name} ({state})")
+            return lead + f"waiting for the restart of {', '.join(parts)}.", "wait"
+        lead += "in an unmanaged wait; only a server restart stops it."
+        if enhanced_on:
+            return lead + " A: enhanced abort", "enhanced_abort"
+        return lead + " Enhanced abort is turned off in settings.", "restart"
+    verb = "has" if len(tasks) == 1 else "have"
+    how = {
+        "sigterm": f"{verb} not exited after SIGTERM",
+        "finishes": f"{verb} not finished",
+    }.get(tasks[0].stops_by.key, f"{verb} not reached a safe point")
+    return f"Canceling for {span(stuck_for)}: {_names(tasks)} {how}. a: abort", "abort"
+
+
+@dataclass(frozen=True)
+class EngineHealth:
+    """Whether an engine serves this database, for the console's header."""
+
+    state: str  # "serving", "gone" (a lease went stale: the engine died), "none"
+    owner: str | None  # the engine ("host:pid:nonce") serving, or the one gone
+    last_heartbeat: float | None
+    servers: tuple[str, ...]  # the servers it serves (served)
+
+    @property
+    def gone_since(self) -> float | None:
+        return self.last_heartbeat if self.state == "gone" else None
+
+    def text(self, now: float | None = None) -> str:
+        """ "attached", "engine gone since 12:04:31", "no engine"."""
+        if self.state == "serving":
+            return "attached"
+        if self.state == "gone":
+            return f"engine gone since {clock(self.last_heartbeat, now)}"
+        return "no engine"
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["servers"] = list(self.servers)
+        return d
 
 
 class Reader:
@@ -231,6 +387,162 @@ class Reader:
                 params.extend([f"%{t}%", f"%{t}%", f"{t}%"])
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
+    async def _setting(self, key: str, default: str) -> str:
+        rows = await self._rows("SELECT value FROM meta WHERE key=?", (f"setting.{key}",))
+        return rows[0][0] if rows else default
+
+    async def stuck_seconds(self) -> float:
+        return float(await self._setting("stuck_seconds", "300"))
+
+    async def stopping_tasks(
+        self, job_ids: list[int] | None = None, now: float | None = None
+    ) -> list[StoppingTask]:
+        """Tasks Canceling or Aborting (of ``job_ids``, or all), longest first."""
+        now = time.time() if now is None else now
+        sql, params = _STOPPING_TASKS, ()
+        if job_ids is not None:
+            if not job_ids:
+                return []
+            sql += f" AND t.job_id IN ({','.join('?' * len(job_ids))})"
+            params = tuple(job_ids)
+        rows = await self._rows(sql, params)
+        paths: dict[int, str | None] = {}
+        if rows:
+            ids = sorted({r[0] for r in rows})
+            paths = dict(
+                await self._rows(
+                    f"SELECT id, recipe_path FROM job WHERE id IN ({','.join('?' * len(ids))})",
+                    tuple(ids),
+                )
+            )
+        out = []
+        for job_id, tid, name, action, params_json, status, server, started, since, st in rows:
+            # No event (a row written by hand): fall back on when the task started.
+            began = since if since is not None else (started if started is not None else now)
+            out.append(
+                StoppingTask(
+                    job_id,
+                    tid,
+                    name,
+                    action,
+                    status,
+                    server,
+                    began,
+                    st if st is not None else began,
+                    stops_by(action, params_json, paths.get(job_id)),
+                )
+            )
+        out.sort(key=lambda t: (t.since, t.id))
+        return out
+
+    async def stuck_for(
+        self, job_ids: list[int] | None = None, now: float | None = None
+    ) -> dict[int, float]:
+        """Stuck jobs (of ``job_ids``, or all) -> seconds winding down."""
+        now = time.time() if now is None else now
+        limit = await self.stuck_seconds()
+        out: dict[int, float] = {}
+        for t in await self.stopping_tasks(job_ids, now):
+            age = now - t.since
+            if age > limit:
+                out[t.job_id] = max(out.get(t.job_id, 0.0), age)
+        return out
+
+    async def stuck_jobs(self, now: float | None = None) -> list[StuckJob]:
+        """Every stuck job, oldest first, with the banner naming the next step."""
+        now = time.time() if now is None else now
+        limit = await self.stuck_seconds()
+        enhanced_on = (await self._setting("enhanced_abort", "on")) == "on"
+        by_job: dict[int, list[StoppingTask]] = {}
+        for t in await self.stopping_tasks(None, now):
+            by_job.setdefault(t.job_id, []).append(t)
+        stuck = {j: ts for j, ts in by_job.items() if now - ts[0].since > limit}
+        jobs = await self.jobs_by_ids(sorted(stuck), now=now)
+        restarts = await self._restarts(sorted(stuck))
+        out = []
+        for job in jobs:
+            tasks = stuck[job.id]
+            age = now - tasks[0].since
+            banner, step = stuck_banner(
+                job.status, age, tasks, enhanced_on, restarts.get(job.id), now
+            )
+            out.append(StuckJob(job, age, tasks, banner, step))
+        out.sort(key=lambda s: -s.stuck_for)
+        return out
+
+    async def stuck_job(self, job_id: int, now: float | None = None) -> StuckJob | None:
+        """The detail screen's banner for one job, or None when it is not stuck."""
+        now = time.time() if now is None else now
+        tasks = await self.stopping_tasks([job_id], now)
+        if not tasks or now - tasks[0].since <= await self.stuck_seconds():
+            return None
+        job = await self.job(job_id, now=now)
+        if job is None:
+            return None
+        enhanced_on = (await self._setting("enhanced_abort", "on")) == "on"
+        age = now - tasks[0].since
+        restarts = (await self._restarts([job_id])).get(job_id)
+        banner, step = stuck_banner(job.status, age, tasks, enhanced_on, restarts, now)
+        return StuckJob(job, age, tasks, banner, step)
+
+    async def _restarts(self, job_ids: list[int]) -> dict[int, dict[str, tuple[str, float | None]]]:
+        """Servers being restarted for these jobs' enhanced aborts: job -> name -> (status,
+        drain deadline)."""
+        if not job_ids:
+            return {}
+        out: dict[int, dict[str, tuple[str, float | None]]] = {}
+        for name, status, deadline, job in await self._rows(
+            "SELECT name, status, drain_deadline, restart_job_id FROM server "
+            f"WHERE restart_job_id IN ({','.join('?' * len(job_ids))}) "
+            "AND status IN ('draining', 'restarting')",
+            tuple(job_ids),
+        ):
+            out.setdefault(job, {})[name] = (status, deadline)
+        return out
+
+    async def jobs_by_ids(self, ids: list[int], now: float | None = None) -> list[JobView]:
+        """These jobs (newest first), with their aggregates and stuck_for."""
+        if not ids:
+            return []
+        rows = await self._rows(
+            f"SELECT {_JOB_COLS} FROM job j WHERE j.id IN ({','.join('?' * len(ids))}) "
+            "ORDER BY j.id DESC",
+            tuple(ids),
+        )
+        agg = await self._aggregates([r[0] for r in rows])
+        stuck = await self.stuck_for([r[0] for r in rows], now)
+        return [_job(r, agg.get(r[0]), stuck.get(r[0])) for r in rows]
+
+    async def engine_health(
+        self, owner: str | None = None, now: float | None = None
+    ) -> EngineHealth:
+        """Whether an engine serves this database (``owner``: the one this console
+        attached to), from the server leases: "serving", "gone" (its lease went stale
+        without a clean stop) or "none"."""
+        now = time.time() if now is None else now
+        ttl = float(
+            self._lease_seconds
+            if self._lease_seconds is not None
+            else await self._setting("lease_seconds", "5")
+        )
+        rows = await self._rows(
+            "SELECT name, lease_owner, heartbeat_at FROM server WHERE lease_owner IS NOT NULL "
+            + ("AND lease_owner = ? " if owner else "")
+            + "ORDER BY name",
+            (owner,) if owner else (),
+        )
+        live = [r for r in rows if (r[2] or 0) > now - ttl]
+        if live:
+            last = max(r[2] for r in live)
+            return EngineHealth("serving", live[0][1], last, tuple(r[0] for r in live))
+        if rows:
+            last = max((r[2] or 0) for r in rows) or None
+            return EngineHealth("gone", rows[0][1], last, tuple(r[0] for r in rows))
+        if owner:
+            # Our engine released its leases (a clean stop) or another took them over.
+            return EngineHealth("none", owner, None, ())
+        return EngineHealth("none", None, None, ())
+
     async def count_jobs(
         self, text: str | None = None, statuses: Iterable[str] | None = None
     ) -> int:
@@ -259,8 +571,9 @@ class Reader:
             (*params, limit, offset),
         )
         agg = await self._aggregates([r[0] for r in rows])
+        stuck = await self.stuck_for([r[0] for r in rows])
         total = await self.count_jobs(text, statuses) if with_total else len(rows)
-        return JobPage([_job(r, agg.get(r[0])) for r in rows], total, offset)
+        return JobPage([_job(r, agg.get(r[0]), stuck.get(r[0])) for r in rows], total, offset)
 
     async def job_position(
         self,
@@ -286,18 +599,19 @@ class Reader:
     async def status_counts(self) -> dict[str, int]:
         return dict(await self._rows("SELECT status, count(*) FROM job GROUP BY status"))
 
-    async def job(self, job_id: int) -> JobView | None:
+    async def job(self, job_id: int, now: float | None = None) -> JobView | None:
         rows = await self._rows(f"SELECT {_JOB_COLS} FROM job j WHERE j.id=?", (job_id,))
         if not rows:
             return None
-        return _job(rows[0], (await self._aggregates([job_id])).get(job_id))
+        stuck = (await self.stuck_for([job_id], now)).get(job_id)
+        return _job(rows[0], (await self._aggregates([job_id])).get(job_id), stuck)
 
     async def job_detail(self, job_id: int, *, event_limit: int = 500) -> JobDetail | None:
         job = await self.job(job_id)
         if job is None:
             return None
         tasks = [
-            TaskView(*r)
+            _task(r, job.recipe_path)
             for r in await self._rows(
                 f"SELECT {_TASK_COLS} FROM task WHERE job_id=? ORDER BY seq, id", (job_id,)
             )
@@ -306,6 +620,7 @@ class Reader:
             f"SELECT {_JOB_COLS} FROM job j WHERE j.parent_id=? ORDER BY j.id", (job_id,)
         )
         agg = await self._aggregates([r[0] for r in child_rows])
+        child_stuck = await self.stuck_for([r[0] for r in child_rows])
         events = [
             EventView(*r)
             for r in await self._rows(
@@ -315,7 +630,8 @@ class Reader:
             )
         ]
         events.reverse()
-        return JobDetail(job, tasks, [_job(r, agg.get(r[0])) for r in child_rows], events)
+        children = [_job(r, agg.get(r[0]), child_stuck.get(r[0])) for r in child_rows]
+        return JobDetail(job, tasks, children, events)
 
     async def servers(self, now: float | None = None) -> list[ServerView]:
         now = time.time() if now is None else now

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 from sqlalchemy import Connection
 
@@ -12,7 +13,13 @@ DEFAULTS: dict[str, str] = {
     "enhanced_abort": "on",
     "drain_seconds": "900",
     "lease_seconds": "5",
+    # A job with a task Canceling or Aborting for longer than this is stuck.
+    "stuck_seconds": "300",
+    # Unix user names and @group names, comma-separated; empty: everyone is a manager.
+    "managers": "",
 }
+
+_MANAGER_NAME = re.compile(r"^@?[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$")
 
 
 class SettingError(ValueError):
@@ -30,7 +37,9 @@ def put(conn: Connection, key: str, value: str) -> None:
     get(conn, key)  # validates the key
     if key == "enhanced_abort" and value not in ("on", "off"):
         raise SettingError(f"setting enhanced_abort: expected on or off, got {value!r}")
-    if key in ("drain_seconds", "lease_seconds"):
+    if key == "managers":
+        value = ", ".join(parse_managers(value, strict=True))
+    if key in ("drain_seconds", "lease_seconds", "stuck_seconds"):
         # A lease shorter than a second would let a live engine (heartbeat: a third of
         # the lease) look dead between two beats on a busy machine.
         least = MINIMUM_LEASE_S if key == "lease_seconds" else 0.0
@@ -64,3 +73,23 @@ def drain_seconds(conn: Connection) -> float:
 
 def lease_seconds(conn: Connection) -> float:
     return float(get(conn, "lease_seconds"))
+
+
+def stuck_seconds(conn: Connection) -> float:
+    return float(get(conn, "stuck_seconds"))
+
+
+def parse_managers(text: str, *, strict: bool = False) -> tuple[str, ...]:
+    """``"alice, @batchops"`` -> ("alice", "@batchops"); empty: nobody named (everyone)."""
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if strict:
+        for name in names:
+            if not _MANAGER_NAME.match(name):
+                raise SettingError(
+                    f"setting managers: {name!r} is not a user name or an @group name"
+                )
+    return names
+
+
+def managers(conn: Connection) -> tuple[str, ...]:
+    return parse_managers(get(conn, "managers"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from engine.control import AbortPlan, PlanTask
+from engine.control import AbortPlan, BulkPlan, PlanTask
 from engine.format import clock, duration, label, progress, stamp
 from engine.query import EventView, JobDetail, JobView
 
@@ -31,7 +31,9 @@ def job_table(jobs: list[JobView], now: float | None = None) -> str:
         [
             [
                 str(j.id),
-                label(j.status) + (" (system)" if j.system else ""),
+                label(j.status)
+                + (" (system)" if j.system else "")
+                + (" STUCK" if j.stuck_for is not None else ""),
                 j.name,
                 job_progress(j),
                 ",".join(j.servers),
@@ -44,10 +46,12 @@ def job_table(jobs: list[JobView], now: float | None = None) -> str:
     )
 
 
-def job_detail_text(d: JobDetail, now: float | None = None) -> str:
+def job_detail_text(d: JobDetail, now: float | None = None, banner: str | None = None) -> str:
+    """``banner``: the stuck banner (``Reader.stuck_job``), shown first when given."""
     now = time.time() if now is None else now
     j = d.job
-    fields = [
+    fields = [("Stuck", banner)] if banner else []
+    fields += [
         ("Job", f"{j.id} {j.name}" + (" (system)" if j.system else "")),
         ("Status", label(j.status)),
         ("Submitted", f"{stamp(j.submitted_at)} by {j.submitted_by}"),
@@ -55,6 +59,8 @@ def job_detail_text(d: JobDetail, now: float | None = None) -> str:
         ("Ended", stamp(j.ended_at)),
         ("Duration", duration(j.duration(now))),
     ]
+    if j.rerun_of:
+        fields.append(("Rerun of", f"job {j.rerun_of}"))
     if j.parent_id:
         fields.append(
             ("Parent", f"job {j.parent_id} ({j.call_mode})" + (" - orphaned" if j.orphaned else ""))
@@ -69,25 +75,25 @@ def job_detail_text(d: JobDetail, now: float | None = None) -> str:
     if j.error:
         fields.append(("Error", j.error))
     out = [f"{k + ':':<19}{v}" for k, v in fields]
-    out += [
-        "",
-        _table(
-            ["TASK", "STATUS", "SERVER", "TRY", "PROGRESS", "STARTED", "DURATION", "MESSAGE"],
-            [
-                [
-                    t.name,
-                    label(t.status),
-                    t.server or "-",
-                    str(t.attempt),
-                    progress(t.progress_done, t.progress_total, t.progress_unit),
-                    clock(t.started_at, now),
-                    duration(t.duration(now)),
-                    (t.error or t.message or ""),
-                ]
-                for t in d.tasks
-            ],
-        ),
-    ]
+    # How a cancel stops each running task: only when some task is running.
+    stops = any(t.stops_by for t in d.tasks)
+    header = ["TASK", "STATUS", "SERVER", "TRY", "PROGRESS", "STARTED", "DURATION"]
+    header += ["ON CANCEL", "MESSAGE"] if stops else ["MESSAGE"]
+    rows = []
+    for t in d.tasks:
+        row = [
+            t.name,
+            label(t.status),
+            t.server or "-",
+            str(t.attempt),
+            progress(t.progress_done, t.progress_total, t.progress_unit),
+            clock(t.started_at, now),
+            duration(t.duration(now)),
+        ]
+        if stops:
+            row.append(t.stops_by.cancel if t.stops_by else "")
+        rows.append([*row, t.error or t.message or ""])
+    out += ["", _table(header, rows)]
     if d.children:
         out += ["", "Children:"] + [
             f"  {c.id} {c.name} {label(c.status)} ({c.call_mode})"
@@ -130,7 +136,16 @@ def abort_plan_text(plan: AbortPlan, now: float | None = None) -> str:
             "The job is Executing: it will be canceled first (not-started tasks become Didn't run)."
         )
     lines.append(f"Tasks to force-stop ({len(plan.tasks)}):")
-    lines += [f"  {plan_task_line(t, now)}" for t in plan.tasks] or ["  (none)"]
+    lines += [
+        f"  {plan_task_line(t, now)}" + (f"; on cancel: {t.stops_by.cancel}" if t.stops_by else "")
+        for t in plan.tasks
+    ] or ["  (none)"]
+    walled = [t.name for t in plan.tasks if t.stops_by and t.stops_by.key == "restart"]
+    if walled and not plan.enhanced:
+        lines.append(
+            f"In an unmanaged wait: {', '.join(walled)}: an abort leaves them Aborting until "
+            "the wait returns; only an enhanced abort (server restart) stops them now."
+        )
     if plan.enhanced:
         lines.append(
             f"Servers to restart: {', '.join(plan.servers) or '(none)'} "
@@ -140,4 +155,30 @@ def abort_plan_text(plan: AbortPlan, now: float | None = None) -> str:
         lines += [f"  job {d.id} {d.name}: {', '.join(d.tasks)}" for d in plan.disrupted] or [
             "  (none)"
         ]
+    return "\n".join(lines)
+
+
+def bulk_plan_text(plan: BulkPlan) -> str:
+    """The plan of ``cancel --all`` / ``abort --all``: each job acted on, each refused."""
+    verb = {"cancel": "Cancel", "abort": "Abort", "enhanced_abort": "Enhanced abort"}[plan.kind]
+    act, refused = plan.act, plan.refused
+    counts = ", ".join(f"{n} {label(s)}" for s, n in sorted(plan.counts().items()))
+    lines = [
+        f"{verb}: {len(act)} job{'s' if len(act) != 1 else ''}" + (f" ({counts})" if counts else "")
+    ]
+    for item in act:
+        j = item.job
+        line = f"  {j.id}  {j.name}  {label(j.status)}  by {j.submitted_by or '-'}"
+        if item.abort is not None:
+            n = len(item.abort.tasks)
+            line += f"  ({n} task{'s' if n != 1 else ''} to force-stop"
+            if item.abort.cancel_first:
+                line += ", canceled first"
+            line += ")"
+        lines.append(line)
+    if plan.kind != "cancel":
+        lines.append("Aborting is unsafe: it can leave orphaned or incomplete data.")
+    lines.append(f"Refused: {len(refused)} job{'s' if len(refused) != 1 else ''}")
+    lines += [f"  {i.job.id}  {i.job.name}  {label(i.job.status)}: {i.refusal}" for i in refused]
+    lines += [f"  {m}: does not exist" for m in plan.missing]
     return "\n".join(lines)

@@ -408,7 +408,13 @@ def test_recipes_check_directory(deck: Deck) -> None:
 
 def test_settings_show_get_set_and_bad_values(deck: Deck) -> None:
     lines = deck.ok("settings").out.splitlines()
-    assert sorted(lines) == ["drain_seconds = 900", "enhanced_abort = on", "lease_seconds = 5"]
+    assert sorted(lines) == [
+        "drain_seconds = 900",
+        "enhanced_abort = on",
+        "lease_seconds = 5",
+        "managers =",
+        "stuck_seconds = 300",
+    ]
     get, set_drain, set_abort = deck.run_all(
         ("settings", "drain_seconds"),
         ("settings", "drain_seconds", "2.5"),

@@ -1,0 +1,95 @@
+"""Rerun what did not end: a new job from the recipe as it was at submit, in which the
+tasks that Ended are carried over as Ended (not run again) and every other task runs.
+
+Only ever on request: nothing in the engine reruns or retries a job after a deliberate
+cancel or abort.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import Connection
+
+from engine.control import Refused, get_job
+from engine.db import Store
+from engine.recipes import Recipe, TaskSpec
+from engine.statuses import JOB_TERMINAL, LABELS
+from engine.submit import insert_job, recipe_from_json
+
+
+@dataclass(frozen=True)
+class RerunPlan:
+    job_id: int
+    name: str
+    status: str
+    carried: tuple[str, ...]  # tasks that Ended: carried over, not run again
+    rerun: tuple[str, ...]  # every other task: runs in the new job
+
+
+def _recipe(conn: Connection, job_id: int) -> Recipe:
+    """The recipe as stored at submit; for a job stored without one, its task rows."""
+    row = conn.exec_driver_sql(
+        "SELECT name, recipe_path, system, recipe_json FROM job WHERE id=?", (job_id,)
+    ).one()
+    if row[3]:
+        return recipe_from_json(row[3])
+    tasks = conn.exec_driver_sql(
+        "SELECT id, name, action, params, max_attempts FROM task WHERE job_id=? ORDER BY seq, id",
+        (job_id,),
+    ).fetchall()
+    names = {t[0]: t[1] for t in tasks}
+    after: dict[int, list[str]] = {}
+    for tid, dep in conn.exec_driver_sql(
+        "SELECT d.task_id, d.dep_id FROM taskdep d JOIN task t ON t.id = d.task_id "
+        "WHERE t.job_id=? ORDER BY d.task_id, d.dep_id",
+        (job_id,),
+    ):
+        after.setdefault(tid, []).append(names[dep])
+    return Recipe(
+        name=row[0],
+        path=row[1],
+        system=bool(row[2]),
+        tasks=tuple(
+            TaskSpec(t[1], t[2], tuple(after.get(t[0], ())), json.loads(t[3])) for t in tasks
+        ),
+        max_attempts=tasks[0][4] if tasks else 3,
+    )
+
+
+def _plan(conn: Connection, job_id: int) -> tuple[RerunPlan, Recipe]:
+    job = get_job(conn, job_id)
+    if job.status not in JOB_TERMINAL:
+        raise Refused(
+            f"Job {job_id} is {LABELS[job.status]}: only a job in a final status "
+            "(Canceled, Ended, Error) can be rerun"
+        )
+    recipe = _recipe(conn, job_id)
+    ended = {
+        r[0]
+        for r in conn.exec_driver_sql(
+            "SELECT name FROM task WHERE job_id=? AND status='ended'", (job_id,)
+        )
+    }
+    carried = tuple(t.name for t in recipe.tasks if t.name in ended)
+    rerun = tuple(t.name for t in recipe.tasks if t.name not in ended)
+    if not rerun:
+        raise Refused(f"Job {job_id} {LABELS[job.status]}: every task Ended, nothing to rerun")
+    return RerunPlan(job_id, job.name, job.status, carried, rerun), recipe
+
+
+def rerun_preview(store: Store, job_id: int) -> RerunPlan:
+    """What ``rerun`` would carry over and run; raises Refused like rerun."""
+    with store.read() as conn:
+        return _plan(conn, job_id)[0]
+
+
+def rerun(store: Store, job_id: int, *, actor: str, now: float | None = None) -> int:
+    """Submit the rerun of job ``job_id``; returns the new job's id."""
+    at = time.time() if now is None else now
+    with store.write() as conn:
+        plan, recipe = _plan(conn, job_id)
+        carried = {name: f"carried over: Ended in job {job_id}" for name in plan.carried}
+        return insert_job(conn, recipe, actor=actor, at=at, rerun_of=job_id, carried=carried)
