@@ -116,6 +116,9 @@ async def run(ctx: TaskContext, command: list[str], on_cancel: str, cwd: str | N
             start_new_session=True,
         )
     except OSError as exc:
+        if cwd is not None and not os.path.isdir(cwd):
+            # The spawn fails with ENOENT for a missing cwd too: name the directory.
+            raise ActionError(f"cannot run {command[0]!r}: no such directory: {cwd}") from exc
         raise ActionError(f"cannot run {command[0]!r}: {exc.strerror or exc}") from exc
     pgid = proc.pid
     ctx.log(f"started pid {proc.pid}")
