@@ -59,6 +59,13 @@ def _job_id(text: str) -> int:
     return _whole(text, "a job id", 1, MAX_JOB_ID)
 
 
+def _task_ref(text: str) -> str:
+    """A task name, or a task id in ASCII digits that fits SQLite (checked like a job id)."""
+    if text.isdigit():
+        _whole(text, "a task id", 1, MAX_JOB_ID)
+    return text
+
+
 def _limit(text: str) -> int:
     return _whole(text, "a number of jobs", 1, MAX_LIST_LIMIT)
 
@@ -180,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         s = cmd(name, what)
         s.add_argument("job", type=_job_id, metavar="JOB")
-        s.add_argument("task", metavar="TASK", help="task name or id")
+        s.add_argument("task", type=_task_ref, metavar="TASK", help="task name or id")
     s = cmd("recipes", "recipe tools")
     rsub = s.add_subparsers(dest="recipes_command", metavar="check", required=True)
     rc = rsub.add_parser("check", parents=[db], help="validate a recipe file or a directory")

@@ -299,6 +299,15 @@ CASES = [
         )
     ),
     Case(
+        "approve-task-id-huge",
+        ("approve", "1", "99999999999999999999"),
+        2,
+        usage(
+            "approve",
+            f"argument TASK: expected a task id from 1 to {MAX_ID}, got '99999999999999999999'",
+        ),
+    ),
+    Case(
         "show-arabic-digit",
         ("show", "٣"),
         2,
