@@ -91,6 +91,10 @@ def damaged_message(path: str | os.PathLike[str], detail: str) -> str:
 
 
 def _looks_like_sqlite(path: str) -> bool:
+    """Does the file start with SQLite's header? Only ever asked after SQLite itself said
+    "file is not a database": opening and closing the file here drops every POSIX lock
+    this process holds on it, the locks SQLite's other connections rely on (an engine's,
+    in the console), so it is never done on a file in use."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(len(SQLITE_MAGIC))
@@ -192,10 +196,9 @@ def check_intact(path: str | os.PathLike[str], *, max_bytes: int | None = None) 
         raise DatabaseError(unreadable)
     if size == 0 or (max_bytes is not None and size > max_bytes):
         return
-    if not _looks_like_sqlite(p):
-        raise DatabaseError(f"{p}: not a SQLite database")
+    read_only = not writable(p)
     try:
-        conn = sqlite3.connect(_ro_uri(p) if not writable(p) else p, uri=not writable(p))
+        conn = sqlite3.connect(_ro_uri(p) if read_only else p, uri=read_only)
     except sqlite3.Error as exc:
         raise DatabaseError(describe_sqlite_error(p, exc) or str(exc)) from None
     try:
@@ -288,8 +291,6 @@ class Store:
             raise DatabaseError(unreadable)
         if not Path(self.path).parent.is_dir():
             raise DatabaseError(f"{self.path}: no such directory")
-        if exists and not _looks_like_sqlite(self.path):
-            raise DatabaseError(f"{self.path}: not a SQLite database")
         if not exists:
             _create_private(self.path)
         self.writer = None if readonly else _make_sync_engine(self.path, "BEGIN IMMEDIATE")
