@@ -41,8 +41,11 @@ def embedded_label(servers: Iterable[str]) -> str:
 
 
 def read_only_label(mode: str) -> str:
+    """The header of a console on a database this user may not write."""
     from engine.identity import os_user
 
+    if mode.startswith("no engine running"):
+        mode = "no engine running"  # "control requests wait for one": there are none here
     return f"READ-ONLY for you (user {os_user()}) · {mode}"
 
 
