@@ -374,6 +374,10 @@ def _param_value(param: Param, task: str, value: Any, base_dir: Path) -> Any:
             raise _Problem(
                 task, param.name, f"must be at most {_number(most)}, got {_number(value)}"
             )
+    texts = value if isinstance(value, list) else [value]
+    if any(isinstance(v, str) and "\x00" in v for v in texts):
+        # No path, argument or query can hold one: the task would fail with a ValueError.
+        raise _Problem(task, param.name, "must not contain a NUL character")
     if param.is_path:
         if not value.strip():
             raise _Problem(task, param.name, "expected a path, got an empty string")

@@ -100,6 +100,7 @@ RECIPES = {
     .replace('"1e300"', "1e300"),
     "longname": recipe_text(name="n" * 201),
     "longtask": recipe_text(task_name="t" * 300),
+    "nul": 'name = "r"\n[[task]]\nname = "t"\naction = "shell"\ncommand = ["a\\u0000b"]\n',
 }
 
 
@@ -358,6 +359,7 @@ CASES = [
             ("fail", "task 't': field 'delay': must be at most 31536000, got 1e+300"),
             ("longname", "field 'name': longer than 200 characters (201)"),
             ("longtask", "task #1: field 'name': longer than 200 characters (300)"),
+            ("nul", "task 't': field 'command': must not contain a NUL character"),
         )
         for cmd, argv, prefix in (
             ("check", ("recipes", "check"), ""),
