@@ -239,7 +239,7 @@ def _store(args: argparse.Namespace, create: bool = True, *, write: bool = True)
 
     path = _usable(args, write=write)
     try:
-        return open_store(path, create=create, readonly=None if not write else False)
+        return open_store(path, create=create, readonly=False if write else None)
     except DatabaseError as exc:
         raise Fail(str(exc)) from None
 

@@ -375,7 +375,9 @@ def raw_connection(path: str) -> sqlite3.Connection:
     """A plain sqlite3 connection with the same pragmas (used to watch data_version);
     read-only when this user may not write the database."""
     if os.path.exists(path) and not writable(path):
-        conn = sqlite3.connect(_ro_uri(path), uri=True, isolation_level=None)
+        conn = sqlite3.connect(
+            _ro_uri(path), uri=True, isolation_level=None, check_same_thread=False
+        )
         _ro_pragmas(conn)
         return conn
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
