@@ -8,11 +8,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
+
+from engine.safe_text import safe_line
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+
+# Job ids are SQLite integers: 64-bit signed.
+MAX_JOB_ID = 2**63 - 1
+MAX_LIST_LIMIT = 1_000_000
+# A read command checks the whole file for damage up to this size (PRAGMA quick_check
+# reads every page: ~0.14 s for 100,000 jobs, ~87 MiB); above it, SQLite's own errors
+# say so when a damaged page is read. Writes, serve and the console always check.
+READ_CHECK_MAX_BYTES = 128 * 1024 * 1024
 
 ConsoleRunner = Callable[[argparse.Namespace], int]
 
@@ -25,25 +37,67 @@ class Fail(Exception):
         self.code = code
 
 
-def _job_id(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"JOB must be a job id (a number), got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"JOB must be a positive job id, got {text!r}")
+def _whole(text: str, what: str, least: int, most: int) -> int:
+    """A whole number written in ASCII digits, within [least, most]; ``int()`` alone
+    would take "٣" for 3 and a 20-digit number that SQLite cannot hold."""
+    digits = text[1:] if text[:1] in "+-" else text
+    if not (digits.isascii() and digits.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected {what} (digits 0-9), got {text!r}")
+    value = int(text)
+    if not least <= value <= most:
+        raise argparse.ArgumentTypeError(
+            f"expected {what} from {least} to {most}, got {_shorten(text)}"
+        )
     return value
 
 
+def _shorten(text: str, limit: int = 40) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _job_id(text: str) -> int:
+    return _whole(text, "a job id", 1, MAX_JOB_ID)
+
+
+def _task_ref(text: str) -> str:
+    """A task name, or a task id in ASCII digits that fits SQLite (checked like a job id)."""
+    if text.isdigit():
+        _whole(text, "a task id", 1, MAX_JOB_ID)
+    return text
+
+
+def _limit(text: str) -> int:
+    return _whole(text, "a number of jobs", 1, MAX_LIST_LIMIT)
+
+
+def _poll(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (text.isascii() and 0.01 <= value <= 60):  # also refuses nan
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds from 0.01 to 60, got {_shorten(text)}"
+        )
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad usage is one line on stderr and exit 2, like every other refusal."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {safe_line(message)}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    db = argparse.ArgumentParser(add_help=False)
+    db = _Parser(add_help=False)
     db.add_argument(
         "--db",
         metavar="PATH",
         default=argparse.SUPPRESS,
         help="database file (default: $BATCHDECK_DB or ./batchdeck.db)",
     )
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="batchdeck",
         parents=[db],
         description="Watch, cancel and abort batch jobs. With no command: open the console.",
@@ -82,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--poll",
-        type=float,
+        type=_poll,
         default=0.05,
         metavar="SECONDS",
         help="how often to look for requests from other processes (default 0.05)",
@@ -102,7 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="only jobs in this status (snake case; repeatable)",
     )
-    s.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    s.add_argument(
+        "--limit", type=_limit, default=100, help="at most this many (default 100, up to 1000000)"
+    )
     s.add_argument("--json", action="store_true", help="print JSON")
     s.add_argument(
         "--stuck",
@@ -145,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         s = cmd(name, what)
         s.add_argument("job", type=_job_id, metavar="JOB")
-        s.add_argument("task", metavar="TASK", help="task name or id")
+        s.add_argument("task", type=_task_ref, metavar="TASK", help="task name or id")
     s = cmd("recipes", "recipe tools")
     rsub = s.add_subparsers(dest="recipes_command", metavar="check", required=True)
     rc = rsub.add_parser("check", parents=[db], help="validate a recipe file or a directory")
@@ -180,20 +236,57 @@ def _bulk_arguments(s: argparse.ArgumentParser, verb: str) -> None:
         )
 
 
-def _store(args: argparse.Namespace, create: bool = True) -> Any:
+def _db_path(args: argparse.Namespace) -> str:
+    from engine.db import default_db_path
+
+    return getattr(args, "db", None) or default_db_path()
+
+
+def _verb(args: argparse.Namespace) -> str:
+    return "change settings" if args.command == "settings" else str(args.command)
+
+
+def _usable(args: argparse.Namespace, *, write: bool) -> str:
+    """The database path, once it is known to be intact and, for a write, writable by
+    this user; else a one-line Fail (nothing is written to a damaged or foreign file)."""
+    from engine.db import (
+        DatabaseError,
+        check_intact,
+        read_only_message,
+        unreadable_message,
+        writable,
+    )
+
+    path = _db_path(args)
+    unreadable = unreadable_message(path)
+    if unreadable:
+        raise Fail(unreadable)
+    if write and os.path.exists(path) and not writable(path):
+        raise Fail(read_only_message(path, _verb(args)))
+    try:
+        check_intact(path, max_bytes=None if write else READ_CHECK_MAX_BYTES)
+    except DatabaseError as exc:
+        raise Fail(str(exc)) from None
+    return path
+
+
+def _store(args: argparse.Namespace, create: bool = True, *, write: bool = True) -> Any:
+    """The Store for a command; ``write=False`` for one that only reads (then read-only
+    for a user who may not write the database)."""
     from engine.db import DatabaseError, open_store
 
+    path = _usable(args, write=write)
     try:
-        return open_store(getattr(args, "db", None), create=create)
+        return open_store(path, create=create, readonly=False if write else None)
     except DatabaseError as exc:
         raise Fail(str(exc)) from None
 
 
 def _reader(args: argparse.Namespace) -> Any:
-    from engine.db import DatabaseError, default_db_path
+    from engine.db import DatabaseError
     from engine.query import Reader
 
-    path = getattr(args, "db", None) or default_db_path()
+    path = _usable(args, write=False)
     try:
         return Reader(path)
     except DatabaseError as exc:
@@ -211,7 +304,7 @@ def _control(fn_name: str, args: argparse.Namespace, **kw: Any) -> int:
 
     store = _store(args)
     try:
-        print(getattr(control, fn_name)(store, args.job, actor=_actor(), **kw))
+        print(safe_line(getattr(control, fn_name)(store, args.job, actor=_actor(), **kw)))
     except control.Refused as exc:
         raise Fail(str(exc)) from None
     return EXIT_OK
@@ -320,7 +413,7 @@ def _bulk(args: argparse.Namespace, kind: str) -> int:
     from engine import control, permissions
     from engine.text_views import bulk_plan_text
 
-    store = _store(args)
+    store = _store(args, write=bool(getattr(args, "yes", False)))
     actor = _actor()
     try:
         plan = control.bulk_plan(
@@ -383,7 +476,7 @@ def cmd_abort(args: argparse.Namespace) -> int:
     _bulk_usage(args)
     if args.all:
         return _bulk(args, "enhanced_abort" if args.enhanced else "abort")
-    store = _store(args)
+    store = _store(args, write=args.yes)
     try:
         if args.dry_run:
             from engine.text_views import abort_plan_text
@@ -403,7 +496,7 @@ def cmd_abort(args: argparse.Namespace) -> int:
             print(abort_plan_text(plan))
             print("Nothing done: add --yes to abort.", file=sys.stderr)
             return EXIT_REFUSED
-        print(control.abort(store, args.job, actor=_actor(), enhanced=args.enhanced))
+        print(safe_line(control.abort(store, args.job, actor=_actor(), enhanced=args.enhanced)))
     except control.Refused as exc:
         raise Fail(str(exc)) from None
     return EXIT_OK
@@ -426,8 +519,10 @@ def cmd_approval(args: argparse.Namespace) -> int:
     store = _store(args)
     try:
         print(
-            control.decide_approval(
-                store, args.job, args.task, approve=args.command == "approve", actor=_actor()
+            safe_line(
+                control.decide_approval(
+                    store, args.job, args.task, approve=args.command == "approve", actor=_actor()
+                )
             )
         )
     except control.Refused as exc:
@@ -445,28 +540,28 @@ def cmd_recipes(args: argparse.Namespace) -> int:
     for path, error in results:
         if error:
             bad += 1
-            print(error, file=sys.stderr)
+            print(safe_line(error), file=sys.stderr)
         else:
-            print(f"{path}: ok")
+            print(safe_line(f"{path}: ok"))
     return EXIT_REFUSED if bad else EXIT_OK
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
     from engine import permissions, settings
 
-    store = _store(args)
+    store = _store(args, write=args.value is not None)
     try:
         if args.key is None:
             with store.read() as conn:
                 for k, v in settings.all_settings(conn).items():
-                    print(f"{k} = {v}".rstrip())
+                    print(safe_line(f"{k} = {v}"))
         elif args.value is None:
             with store.read() as conn:
-                print(settings.get(conn, args.key))
+                print(safe_line(settings.get(conn, args.key)))
         else:
             permissions.put_setting(store, args.key, args.value, actor=_actor())
             with store.read() as conn:
-                print(f"{args.key} = {settings.get(conn, args.key)}".rstrip())
+                print(safe_line(f"{args.key} = {settings.get(conn, args.key)}"))
     except settings.SettingError as exc:
         raise Fail(str(exc), EXIT_USAGE) from None
     except permissions.NotAllowed as exc:
@@ -479,14 +574,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import signal
 
     from engine.batch import LeaseRefused
-    from engine.db import DatabaseError, default_db_path
-    from engine.runtime import Engine, parse_servers
+    from engine.db import DatabaseError
+    from engine.runtime import Engine
 
     try:
-        servers = parse_servers(args.server)
+        servers = server_args(args.server)
     except ValueError as exc:
         raise Fail(str(exc), EXIT_USAGE) from None
-    path = getattr(args, "db", None) or default_db_path()
+    path = _usable(args, write=True)
 
     async def serve() -> None:
         def log(message: str) -> None:
@@ -523,7 +618,7 @@ def cmd_servers(args: argparse.Namespace) -> int:
 
     from engine.servers_view import server_rows, servers_table
 
-    store = _store(args, create=False)
+    store = _store(args, create=False, write=False)
     try:
         with store.read() as conn:
             rows = server_rows(conn, time.time())
@@ -534,6 +629,34 @@ def cmd_servers(args: argparse.Namespace) -> int:
     else:
         print(servers_table(rows))
     return EXIT_OK
+
+
+# More slots than this on one server is a typo, not a machine.
+MAX_SLOTS = 1000
+
+
+def server_args(specs: list[str] | None) -> dict[str, int]:
+    """``--server NAME[:SLOTS]`` values, bounded; raises ValueError naming the bad one."""
+    from engine.runtime import parse_servers
+
+    for spec in specs or []:
+        slots = spec.partition(":")[2]
+        if slots and not (slots.isascii() and slots.isdigit()):
+            raise ValueError(f"--server {spec!r}: slots must be a whole number (digits 0-9)")
+        if slots and int(slots) > MAX_SLOTS:
+            raise ValueError(f"--server {spec!r}: at most {MAX_SLOTS} slots")
+        if len(spec.partition(":")[0]) > 100:
+            raise ValueError(f"--server {_shorten(spec)}: a server name is at most 100 characters")
+    return parse_servers(specs)
+
+
+def _database_failure(args: argparse.Namespace, exc: BaseException) -> str | None:
+    """One line for an error of the database itself (damaged, read-only, locked)."""
+    from engine.db import DatabaseError, describe_sqlite_error
+
+    if isinstance(exc, DatabaseError):
+        return str(exc)
+    return describe_sqlite_error(_db_path(args), exc, _verb(args))
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -568,9 +691,17 @@ def main(argv: Sequence[str] | None = None, console: ConsoleRunner | None = None
     try:
         return COMMANDS[command](args)
     except Fail as exc:
-        print(f"batchdeck {command}: {exc}", file=sys.stderr)
+        print(f"batchdeck {command}: {safe_line(exc)}", file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
+        return EXIT_REFUSED
+    except Exception as exc:
+        # The database failing under a command (a page found damaged only when read, a
+        # write on a read-only file): one line, never a traceback. Anything else is a bug.
+        line = _database_failure(args, exc)
+        if line is None:
+            raise
+        print(f"batchdeck {command}: {safe_line(line)}", file=sys.stderr)
         return EXIT_REFUSED
 
 

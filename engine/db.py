@@ -5,18 +5,28 @@ Writes go through a synchronous SQLAlchemy engine whose transactions start with
 taking the write lock up front means a transaction never fails half way on a lock
 upgrade. The console's reads use the async (aiosqlite) engine so they never block the
 event loop it shares with the job engine.
+
+Files: a new database is created 0600 (its -wal and -shm files take the same mode from
+SQLite), since it holds shell output and the audit trail. A user who may read the file
+but not write it (or its directory) gets a read-only Store: no WAL switch, no schema
+creation, nothing written, so ``list``, ``show`` and the console work for them.
+
+Damage: ``check_intact`` runs ``PRAGMA quick_check`` (about 0.14 s on a 100,000-job
+database); ``describe_sqlite_error`` turns SQLite's own words for a damaged, locked or
+read-only file into the one line the command line and the console show.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, QueuePool, create_engine, event, inspect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
 
@@ -25,12 +35,183 @@ from engine.models import SCHEMA_VERSION
 BUSY_TIMEOUT_MS = 10_000
 
 
+# A new database and its -wal/-shm files: readable and writable by their owner only.
+# (A team shares one as 0640 or 0660 with a common group: see README, "Files".)
+DB_FILE_MODE = 0o600
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
 class DatabaseError(Exception):
-    """The database cannot be used: wrong schema version, not a batchdeck file."""
+    """The database cannot be used: wrong schema version, not a batchdeck file, damaged,
+    or read-only for a write. The message is one line."""
+
+
+class ReadOnlyError(DatabaseError):
+    """A write asked of a database this user may only read."""
 
 
 def default_db_path() -> str:
     return os.environ.get("BATCHDECK_DB") or "./batchdeck.db"
+
+
+def writable(path: str | os.PathLike[str]) -> bool:
+    """May this process write the database: the file, and its directory (SQLite creates
+    and deletes the -wal and -shm files there)? A file not yet created: its directory."""
+    p = Path(path)
+    parent = p.parent
+    if p.exists() and not os.access(p, os.W_OK):
+        return False
+    return os.access(parent, os.W_OK | os.X_OK)
+
+
+def read_only_message(path: str | os.PathLike[str], verb: str | None = None) -> str:
+    """ "PATH: read-only for you (user bob): cannot cancel"."""
+    from engine.identity import os_user
+
+    tail = f": cannot {verb}" if verb else ""
+    return f"{path}: read-only for you (user {os_user()}){tail}"
+
+
+def unreadable_message(path: str | os.PathLike[str]) -> str | None:
+    """ "PATH: not readable for you (user bob)" when this user may not read the file."""
+    from engine.identity import os_user
+
+    if os.path.exists(path) and not os.access(path, os.R_OK):
+        return f"{path}: not readable for you (user {os_user()})"
+    return None
+
+
+def damaged_message(path: str | os.PathLike[str], detail: str) -> str:
+    p = shlex.quote(str(path))
+    fixed = shlex.quote(f"{path}.recovered")
+    return (
+        f"{path}: the database is damaged ({detail}); recover what it holds with "
+        f"`sqlite3 {p} .recover | sqlite3 {fixed}` and use {fixed}"
+    )
+
+
+def _looks_like_sqlite(path: str) -> bool:
+    """Does the file start with SQLite's header? Only ever asked after SQLite itself said
+    "file is not a database": opening and closing the file here drops every POSIX lock
+    this process holds on it, the locks SQLite's other connections rely on (an engine's,
+    in the console), so it is never done on a file in use."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(SQLITE_MAGIC))
+    except OSError:
+        return True  # cannot tell: let SQLite's own error speak
+    return head in (b"", SQLITE_MAGIC)  # an empty file is a new database
+
+
+def _sqlite_error(exc: BaseException) -> sqlite3.Error | None:
+    """The sqlite3 error behind ``exc`` (SQLAlchemy wraps it as ``.orig``)."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, sqlite3.Error):
+            return cur
+        orig = getattr(cur, "orig", None)
+        if isinstance(orig, sqlite3.Error):
+            return orig
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+def describe_sqlite_error(
+    path: str | os.PathLike[str], exc: BaseException, verb: str | None = None
+) -> str | None:
+    """One line for an SQLite failure that says what is wrong with the file (damaged,
+    not a database, read-only, locked); None when ``exc`` is no SQLite error."""
+    err = _sqlite_error(exc)
+    if err is None:
+        return None
+    text = " ".join(str(err).split())
+    if "malformed" in text or "not a database" in text:
+        if "not a database" in text and not _looks_like_sqlite(str(path)):
+            return f"{path}: not a SQLite database"
+        return damaged_message(path, text)
+    if "readonly" in text or "read-only" in text:
+        return read_only_message(path, verb)
+    if "locked" in text or "busy" in text:
+        return f"{path}: the database is locked by another process ({text}); try again"
+    return f"{path}: {text}"
+
+
+def _ro_uri(path: str) -> str:
+    """A read-only SQLite URI for ``path``.
+
+    ``mode=ro`` reads a WAL database through its -wal and -shm files, which exist while
+    any connection (an engine, a console) has it open. With none open they are gone,
+    and a reader who may not create files there cannot open it ``mode=ro``: then
+    ``immutable=1``, which needs no -shm. It is exact when nothing writes meanwhile (no
+    -wal means no writer had it open); a long-lived reader sees that moment's data.
+    """
+    uri = Path(os.path.abspath(path)).as_uri()
+    if os.path.exists(path + "-wal"):
+        return uri + "?mode=ro"
+    return uri + "?immutable=1"
+
+
+def _create_private(path: str) -> None:
+    """Create the (empty) database file 0600, whatever the umask, before SQLite opens it."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, DB_FILE_MODE)
+    except FileExistsError:
+        return  # another process created it first: its mode stands
+    except OSError as exc:
+        raise DatabaseError(f"{path}: cannot create: {exc.strerror or exc}") from None
+    os.close(fd)
+
+
+def _companions_like_main(path: str) -> None:
+    """-wal and -shm with the main file's mode (SQLite does so too; this makes sure)."""
+    try:
+        mode = os.stat(path).st_mode & 0o666
+    except OSError:
+        return
+    for suffix in ("-wal", "-shm"):
+        try:
+            st = os.stat(path + suffix)
+        except OSError:
+            continue
+        if st.st_mode & 0o777 & ~mode:
+            try:
+                os.chmod(path + suffix, mode)
+            except OSError:
+                pass  # not ours to change: SQLite set it from the main file already
+
+
+def check_intact(path: str | os.PathLike[str], *, max_bytes: int | None = None) -> None:
+    """Raise DatabaseError (one line, with how to recover) if SQLite's quick_check finds
+    the file damaged. ``max_bytes``: skip the check on a larger file (a read command
+    then relies on SQLite's errors: the check reads every page, ~1.6 ms per MiB)."""
+    p = str(path)
+    try:
+        size = os.path.getsize(p)
+    except OSError:
+        return  # no file yet: nothing to check
+    unreadable = unreadable_message(p)
+    if unreadable:
+        raise DatabaseError(unreadable)
+    if size == 0 or (max_bytes is not None and size > max_bytes):
+        return
+    read_only = not writable(p)
+    try:
+        conn = sqlite3.connect(_ro_uri(p) if read_only else p, uri=read_only)
+    except sqlite3.Error as exc:
+        raise DatabaseError(describe_sqlite_error(p, exc) or str(exc)) from None
+    try:
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        rows = conn.execute("PRAGMA quick_check(1)").fetchall()
+    except sqlite3.Error as exc:
+        raise DatabaseError(describe_sqlite_error(p, exc) or str(exc)) from None
+    finally:
+        conn.close()
+    result = rows[0][0] if rows else "no answer"
+    if result != "ok":
+        detail = str(result).replace("*** in database main ***", "")
+        raise DatabaseError(damaged_message(p, " ".join(detail.split())))
 
 
 def _pragmas(dbapi_conn: sqlite3.Connection) -> None:
@@ -52,15 +233,33 @@ def _pragmas(dbapi_conn: sqlite3.Connection) -> None:
     cur.close()
 
 
-def _make_sync_engine(path: str, begin: str) -> Engine:
-    eng = create_engine(
-        f"sqlite:///{path}",
-        connect_args={"check_same_thread": False, "isolation_level": None},
-    )
+def _ro_pragmas(dbapi_conn: sqlite3.Connection) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cur.close()
+
+
+def _make_sync_engine(path: str, begin: str, *, readonly: bool = False) -> Engine:
+    if readonly:
+        eng = create_engine(
+            "sqlite://",
+            creator=lambda: sqlite3.connect(
+                _ro_uri(path), uri=True, check_same_thread=False, isolation_level=None
+            ),
+            poolclass=QueuePool,
+        )
+    else:
+        eng = create_engine(
+            f"sqlite:///{path}",
+            connect_args={"check_same_thread": False, "isolation_level": None},
+        )
 
     @event.listens_for(eng, "connect")
     def _on_connect(dbapi_conn, _record):  # noqa: ANN001
-        _pragmas(dbapi_conn)
+        if readonly:
+            _ro_pragmas(dbapi_conn)
+        else:
+            _pragmas(dbapi_conn)
 
     @event.listens_for(eng, "begin")
     def _on_begin(conn):  # noqa: ANN001
@@ -70,28 +269,54 @@ def _make_sync_engine(path: str, begin: str) -> Engine:
 
 
 class Store:
-    """One database file: a write engine (BEGIN IMMEDIATE) and a read engine."""
+    """One database file: a write engine (BEGIN IMMEDIATE) and a read engine.
 
-    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
+    ``readonly``: open the file read-only (``mode=ro``): no WAL switch, no schema
+    creation; ``write()`` raises ReadOnlyError. None: read-only exactly when this user
+    may not write the file or its directory (``writable``).
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, create: bool = True, readonly: bool | None = False
+    ) -> None:
         self.path = str(Path(path))
-        if not create and not Path(self.path).exists():
+        exists = Path(self.path).exists()
+        if readonly is None:
+            readonly = exists and not writable(self.path)
+        self.readonly = readonly
+        if (readonly or not create) and not exists:
             raise DatabaseError(f"{self.path}: no such database")
+        unreadable = unreadable_message(self.path)
+        if unreadable:
+            raise DatabaseError(unreadable)
         if not Path(self.path).parent.is_dir():
             raise DatabaseError(f"{self.path}: no such directory")
-        self.writer = _make_sync_engine(self.path, "BEGIN IMMEDIATE")
-        self.reader = _make_sync_engine(self.path, "BEGIN")
+        if not exists:
+            _create_private(self.path)
+        self.writer = None if readonly else _make_sync_engine(self.path, "BEGIN IMMEDIATE")
+        self.reader = _make_sync_engine(self.path, "BEGIN", readonly=readonly)
         try:
-            self._ensure_schema()
+            if readonly:
+                self._check_schema()
+            else:
+                self._ensure_schema()
+                _companions_like_main(self.path)
         except SQLAlchemyError as exc:
             self.dispose()
             raise DatabaseError(
-                f"{self.path}: cannot use it as a batchdeck database: "
+                describe_sqlite_error(self.path, exc)
+                or f"{self.path}: cannot use it as a batchdeck database: "
                 f"{getattr(exc, 'orig', None) or exc}"
             ) from None
+        except DatabaseError:
+            self.dispose()
+            raise
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A write transaction: committed on success, rolled back on any exception."""
+        if self.writer is None:
+            raise ReadOnlyError(read_only_message(self.path))
         with self.writer.begin() as conn:
             yield conn
 
@@ -101,7 +326,8 @@ class Store:
             yield conn
 
     def dispose(self) -> None:
-        self.writer.dispose()
+        if self.writer is not None:
+            self.writer.dispose()
         self.reader.dispose()
 
     def _ensure_schema(self) -> None:
@@ -116,23 +342,51 @@ class Store:
                     (str(SCHEMA_VERSION),),
                 )
                 return
-            row = conn.exec_driver_sql(
-                "SELECT value FROM meta WHERE key='schema_version'"
-            ).fetchone()
-            version = row[0] if row else "unknown"
-            if version != str(SCHEMA_VERSION):
-                raise DatabaseError(
-                    f"{self.path}: database schema version {version}, "
-                    f"this batchdeck needs version {SCHEMA_VERSION}"
-                )
+            self._check_version(conn)
+
+    def _check_schema(self) -> None:
+        """Read-only: the schema must already be there, at this version."""
+        with self.read() as conn:
+            tables = set(inspect(conn).get_table_names())
+            if "meta" not in tables:
+                raise DatabaseError(f"{self.path}: not a batchdeck database")
+            self._check_version(conn)
+
+    def _check_version(self, conn: Connection) -> None:
+        row = conn.exec_driver_sql("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        version = row[0] if row else "unknown"
+        if version != str(SCHEMA_VERSION):
+            raise DatabaseError(
+                f"{self.path}: database schema version {version}, "
+                f"this batchdeck needs version {SCHEMA_VERSION}"
+            )
 
 
-def open_store(path: str | os.PathLike[str] | None = None, *, create: bool = True) -> Store:
-    return Store(path or default_db_path(), create=create)
+def open_store(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    create: bool = True,
+    readonly: bool | None = False,
+) -> Store:
+    return Store(path or default_db_path(), create=create, readonly=readonly)
 
 
 def raw_connection(path: str) -> sqlite3.Connection:
-    """A plain sqlite3 connection with the same pragmas (used to watch data_version)."""
+    """A plain sqlite3 connection with the same pragmas (used to watch data_version);
+    read-only when this user may not write the database."""
+    if os.path.exists(path) and not writable(path):
+        conn = sqlite3.connect(
+            _ro_uri(path), uri=True, isolation_level=None, check_same_thread=False
+        )
+        _ro_pragmas(conn)
+        return conn
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     _pragmas(conn)
     return conn
+
+
+def reader_url(path: str) -> str:
+    """The aiosqlite URL the console's reads use: read-only when this user may not write."""
+    if os.path.exists(path) and not writable(path):
+        return f"sqlite+aiosqlite:///{_ro_uri(path)}&uri=true"
+    return f"sqlite+aiosqlite:///{path}"

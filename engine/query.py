@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from engine.db import BUSY_TIMEOUT_MS, Store
+from engine.db import BUSY_TIMEOUT_MS, Store, reader_url
 from engine.format import clock
 from engine.models import STOPPING_EVENT
+from engine.safe_text import safe_block, safe_line
+from engine.settings import MAXIMUM_SECONDS
 from engine.statuses import JOB_TERMINAL, TASK_RUNNING, TASK_TERMINAL
 from engine.stopping import StopsBy, stops_by
 
@@ -334,13 +336,42 @@ class EngineHealth:
         return d
 
 
-class Reader:
-    """Read-only access to one database, for the console and the command line."""
+V = TypeVar("V")
 
-    def __init__(self, path: str, *, lease_seconds: float | None = None) -> None:
-        Store(path).dispose()  # creates or checks the schema (version) before the first read
+
+def terminal_safe(view: V) -> V:
+    """A view whose text fields are safe to draw on a terminal (``engine.safe_text``):
+    one-line fields escaped, a shell task's output tail keeping its newlines."""
+    changes: dict[str, Any] = {}
+    for f in fields(view):  # type: ignore[arg-type]
+        value = getattr(view, f.name)
+        if isinstance(value, str):
+            safe = safe_block(value) if f.name == "output" else safe_line(value)
+            if safe != value:
+                changes[f.name] = safe
+        elif isinstance(value, tuple) and any(isinstance(v, str) for v in value):
+            safe_items = tuple(safe_line(v) if isinstance(v, str) else v for v in value)
+            if safe_items != value:
+                changes[f.name] = safe_items
+    return replace(view, **changes) if changes else view  # type: ignore[type-var]
+
+
+class Reader:
+    """Read-only access to one database, for the console and the command line.
+
+    ``terminal_text``: every view it returns has its text escaped for a terminal
+    (``terminal_safe``); the console reads this way, so no screen can draw a raw
+    control character from a recipe or a task.
+    """
+
+    def __init__(
+        self, path: str, *, lease_seconds: float | None = None, terminal_text: bool = False
+    ) -> None:
+        # Creates or checks the schema (version) before the first read; read-only (and
+        # never creating anything) for a user who may not write the database.
+        Store(path, readonly=None).dispose()
         self.path = path
-        self.engine: AsyncEngine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+        self.engine: AsyncEngine = create_async_engine(reader_url(path))
 
         @event.listens_for(self.engine.sync_engine, "connect")
         def _on_connect(dbapi_conn, _record):  # noqa: ANN001
@@ -350,6 +381,10 @@ class Reader:
             cur.close()
 
         self._lease_seconds = lease_seconds
+        self._terminal_text = terminal_text
+
+    def _out(self, view: V) -> V:
+        return terminal_safe(view) if self._terminal_text else view
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -573,7 +608,9 @@ class Reader:
         agg = await self._aggregates([r[0] for r in rows])
         stuck = await self.stuck_for([r[0] for r in rows])
         total = await self.count_jobs(text, statuses) if with_total else len(rows)
-        return JobPage([_job(r, agg.get(r[0]), stuck.get(r[0])) for r in rows], total, offset)
+        return JobPage(
+            [self._out(_job(r, agg.get(r[0]), stuck.get(r[0]))) for r in rows], total, offset
+        )
 
     async def job_position(
         self,
@@ -604,14 +641,14 @@ class Reader:
         if not rows:
             return None
         stuck = (await self.stuck_for([job_id], now)).get(job_id)
-        return _job(rows[0], (await self._aggregates([job_id])).get(job_id), stuck)
+        return self._out(_job(rows[0], (await self._aggregates([job_id])).get(job_id), stuck))
 
     async def job_detail(self, job_id: int, *, event_limit: int = 500) -> JobDetail | None:
         job = await self.job(job_id)
         if job is None:
             return None
         tasks = [
-            _task(r, job.recipe_path)
+            self._out(_task(r, job.recipe_path))
             for r in await self._rows(
                 f"SELECT {_TASK_COLS} FROM task WHERE job_id=? ORDER BY seq, id", (job_id,)
             )
@@ -622,7 +659,7 @@ class Reader:
         agg = await self._aggregates([r[0] for r in child_rows])
         child_stuck = await self.stuck_for([r[0] for r in child_rows])
         events = [
-            EventView(*r)
+            self._out(EventView(*r))
             for r in await self._rows(
                 "SELECT id, at, job_id, task_id, server, kind, from_status, to_status, "
                 "actor, reason FROM event WHERE job_id=? ORDER BY id DESC LIMIT ?",
@@ -630,7 +667,7 @@ class Reader:
             )
         ]
         events.reverse()
-        children = [_job(r, agg.get(r[0]), child_stuck.get(r[0])) for r in child_rows]
+        children = [self._out(_job(r, agg.get(r[0]), child_stuck.get(r[0]))) for r in child_rows]
         return JobDetail(job, tasks, children, events)
 
     async def servers(self, now: float | None = None) -> list[ServerView]:
@@ -638,13 +675,15 @@ class Reader:
         ttl = self._lease_seconds
         if ttl is None:
             rows = await self._rows("SELECT value FROM meta WHERE key='setting.lease_seconds'")
-            ttl = float(rows[0][0]) if rows else 5.0
+            ttl = min(float(rows[0][0]), MAXIMUM_SECONDS["lease_seconds"]) if rows else 5.0
         rows = await self._rows(
             "SELECT s.name, s.slots, s.status, s.drain_deadline, s.restart_job_id, "
             "s.lease_owner, s.heartbeat_at, (SELECT count(*) FROM task t WHERE t.server = s.name "
             "AND t.status IN ('executing', 'canceling', 'aborting')) FROM server s ORDER BY s.name"
         )
-        return [ServerView(*r, live=bool(r[5]) and (r[6] or 0) > now - ttl) for r in rows]
+        return [
+            self._out(ServerView(*r, live=bool(r[5]) and (r[6] or 0) > now - ttl)) for r in rows
+        ]
 
     async def live_engines(self, now: float | None = None) -> dict[str, list[str]]:
         """Engines holding a live lease: owner -> server names."""

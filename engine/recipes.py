@@ -15,10 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from engine.actions import ACTIONS
-from engine.actions.base import Action, Param
+from engine.actions.base import MAX_INT, Action, Param
 
 TOP_LEVEL_FIELDS = ("name", "system", "description", "max_attempts", "task")
 TASK_FIELDS = ("name", "action", "after")
+# A name is for reading in a list row; a longer one would pad every row of `list`.
+MAX_NAME = 200
+MAX_ATTEMPTS = 100
 
 
 @dataclass(frozen=True)
@@ -231,11 +234,16 @@ def _validate(data: dict, base_dir: Path, path: str | None) -> Recipe:
     name = _top(data, "name", str, required=True)
     if not name.strip():
         raise _Problem(None, "name", "must not be empty")
+    _check_name_length(None, name)
     system = _top(data, "system", bool, default=False)
     description = _top(data, "description", str, default="")
     max_attempts = _top(data, "max_attempts", int, default=3)
     if max_attempts < 1:
         raise _Problem(None, "max_attempts", f"must be at least 1, got {max_attempts}")
+    if max_attempts > MAX_ATTEMPTS:
+        raise _Problem(
+            None, "max_attempts", f"must be at most {MAX_ATTEMPTS}, got {_number(max_attempts)}"
+        )
     raw_tasks = data.get("task")
     if raw_tasks is None:
         raise _Problem(None, "task", "missing: a recipe needs at least one [[task]]")
@@ -287,6 +295,7 @@ def _task(raw: dict, index: int, base_dir: Path) -> TaskSpec:
         raise _Problem(label, "name", f"expected a string, got {_show(name)}")
     if not name.strip():
         raise _Problem(label, "name", "must not be empty")
+    _check_name_length(label, name)
     label = _task_label(name)
     action_name = raw.get("action")
     if action_name is None:
@@ -355,8 +364,20 @@ def _param_value(param: Param, task: str, value: Any, base_dir: Path) -> Any:
     if param.choices and value not in param.choices:
         options = ", ".join(repr(c) for c in param.choices)
         raise _Problem(task, param.name, f"expected one of {options}, got {_show(value)}")
-    if param.minimum is not None and isinstance(value, (int, float)) and value < param.minimum:
-        raise _Problem(task, param.name, f"must be at least {param.minimum:g}, got {value}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if param.minimum is not None and value < param.minimum:
+            raise _Problem(
+                task, param.name, f"must be at least {param.minimum:g}, got {_number(value)}"
+            )
+        most = param.maximum if param.maximum is not None else MAX_INT
+        if value > most or value < -MAX_INT:
+            raise _Problem(
+                task, param.name, f"must be at most {_number(most)}, got {_number(value)}"
+            )
+    texts = value if isinstance(value, list) else [value]
+    if any(isinstance(v, str) and "\x00" in v for v in texts):
+        # No path, argument or query can hold one: the task would fail with a ValueError.
+        raise _Problem(task, param.name, "must not contain a NUL character")
     if param.is_path:
         if not value.strip():
             raise _Problem(task, param.name, "expected a path, got an empty string")
@@ -364,6 +385,20 @@ def _param_value(param: Param, task: str, value: Any, base_dir: Path) -> Any:
     if isinstance(value, list):
         value = list(value)
     return value
+
+
+def _number(x: float) -> str:
+    """A bound or a value as a reader writes it: 31536000, 0.5, 1e+300."""
+    if isinstance(x, int) and not isinstance(x, bool):
+        return str(x) if len(str(x)) <= 24 else f"{x:.3e}"
+    if x.is_integer() and abs(x) < 1e15:
+        return str(int(x))
+    return f"{x:g}"
+
+
+def _check_name_length(task: str | None, name: str) -> None:
+    if len(name) > MAX_NAME:
+        raise _Problem(task, "name", f"longer than {MAX_NAME} characters ({len(name):,})")
 
 
 def _is_kind(value: Any, kind: type) -> bool:

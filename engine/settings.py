@@ -8,6 +8,10 @@ import re
 from sqlalchemy import Connection
 
 MINIMUM_LEASE_S = 1.0
+# Upper bounds. A lease outlives a dead engine by up to its length: an hour is already a
+# long wait before its tasks are recovered (1e308 made recovery impossible). A drain
+# longer than a day is a server kept out of service by a typo.
+MAXIMUM_SECONDS = {"lease_seconds": 3600.0, "drain_seconds": 86400.0}
 
 DEFAULTS: dict[str, str] = {
     "enhanced_abort": "on",
@@ -43,14 +47,16 @@ def put(conn: Connection, key: str, value: str) -> None:
         # A lease shorter than a second would let a live engine (heartbeat: a third of
         # the lease) look dead between two beats on a busy machine.
         least = MINIMUM_LEASE_S if key == "lease_seconds" else 0.0
+        most = MAXIMUM_SECONDS[key]
         try:
-            number = float(value)
+            number = float(value) if value.isascii() else math.nan
         except ValueError:
             number = math.nan
-        if not math.isfinite(number) or number <= 0 or number < least:
+        if not math.isfinite(number) or number <= 0 or number < least or number > most:
             floor = f" of at least {least:g}" if least else ""
             raise SettingError(
-                f"setting {key}: expected a positive number{floor} (seconds), got {value!r}"
+                f"setting {key}: expected a positive number{floor} and at most {most:g} "
+                f"(seconds), got {value[:40]!r}"
             )
     conn.exec_driver_sql(
         "INSERT INTO meta(key, value) VALUES (?, ?) "
@@ -67,12 +73,17 @@ def enhanced_abort_on(conn: Connection) -> bool:
     return get(conn, "enhanced_abort") == "on"
 
 
+def _bounded(conn: Connection, key: str) -> float:
+    # A value stored before the bounds existed is read within them.
+    return min(float(get(conn, key)), MAXIMUM_SECONDS[key])
+
+
 def drain_seconds(conn: Connection) -> float:
-    return float(get(conn, "drain_seconds"))
+    return _bounded(conn, "drain_seconds")
 
 
 def lease_seconds(conn: Connection) -> float:
-    return float(get(conn, "lease_seconds"))
+    return _bounded(conn, "lease_seconds")
 
 
 def stuck_seconds(conn: Connection) -> float:

@@ -1,4 +1,8 @@
-"""Plain-text renderings for the command line (the console draws its own widgets)."""
+"""Plain-text renderings for the command line (the console draws its own widgets).
+
+Every value that comes from a recipe or a task (names, messages, reasons, users) goes
+through ``safe_line``: nothing in it reaches the terminal as a control character, and a
+newline cannot break a table row."""
 
 from __future__ import annotations
 
@@ -7,9 +11,11 @@ import time
 from engine.control import AbortPlan, BulkPlan, PlanTask
 from engine.format import clock, duration, label, progress, stamp
 from engine.query import EventView, JobDetail, JobView
+from engine.safe_text import safe_line
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
+    rows = [[safe_line(c) for c in r] for r in rows]
     widths = [
         max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
     ]
@@ -74,7 +80,7 @@ def job_detail_text(d: JobDetail, now: float | None = None, banner: str | None =
         fields.append(("Aborted", f"{stamp(j.aborted_at)} by {j.aborted_by}"))
     if j.error:
         fields.append(("Error", j.error))
-    out = [f"{k + ':':<19}{v}" for k, v in fields]
+    out = [f"{k + ':':<19}{safe_line(v)}" for k, v in fields]
     # How a cancel stops each running task: only when some task is running.
     stops = any(t.stops_by for t in d.tasks)
     header = ["TASK", "STATUS", "SERVER", "TRY", "PROGRESS", "STARTED", "DURATION"]
@@ -96,8 +102,10 @@ def job_detail_text(d: JobDetail, now: float | None = None, banner: str | None =
     out += ["", _table(header, rows)]
     if d.children:
         out += ["", "Children:"] + [
-            f"  {c.id} {c.name} {label(c.status)} ({c.call_mode})"
-            + (" orphaned" if c.orphaned else "")
+            safe_line(
+                f"  {c.id} {c.name} {label(c.status)} ({c.call_mode})"
+                + (" orphaned" if c.orphaned else "")
+            )
             for c in d.children
         ]
     if d.events:
@@ -115,13 +123,13 @@ def event_text(e: EventView, task_names: dict[int, str]) -> str:
     )
     move = f" {label(e.from_status or '')} -> {label(e.to_status or '')}" if e.to_status else ""
     why = f": {e.reason}" if e.reason else ""
-    return f"{e.actor}: {what}{move}{why}"
+    return safe_line(f"{e.actor}: {what}{move}{why}")
 
 
 def plan_task_line(t: PlanTask, now: float) -> str:
     running = duration(now - t.started_at) if t.started_at else "-"
     prog = progress(t.progress_done, t.progress_total, t.progress_unit) or "no progress reported"
-    return f"{t.name} on {t.server or '-'}, running {running}, {prog}"
+    return safe_line(f"{t.name} on {t.server or '-'}, running {running}, {prog}")
 
 
 def abort_plan_text(plan: AbortPlan, now: float | None = None) -> str:
@@ -155,7 +163,7 @@ def abort_plan_text(plan: AbortPlan, now: float | None = None) -> str:
         lines += [f"  job {d.id} {d.name}: {', '.join(d.tasks)}" for d in plan.disrupted] or [
             "  (none)"
         ]
-    return "\n".join(lines)
+    return "\n".join(safe_line(line) for line in lines)
 
 
 def bulk_plan_text(plan: BulkPlan) -> str:
@@ -181,4 +189,4 @@ def bulk_plan_text(plan: BulkPlan) -> str:
     lines.append(f"Refused: {len(refused)} job{'s' if len(refused) != 1 else ''}")
     lines += [f"  {i.job.id}  {i.job.name}  {label(i.job.status)}: {i.refusal}" for i in refused]
     lines += [f"  {m}: does not exist" for m in plan.missing]
-    return "\n".join(lines)
+    return "\n".join(safe_line(line) for line in lines)

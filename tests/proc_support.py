@@ -9,7 +9,6 @@ for a condition, polled in a bounded loop; no test asserts on how long anything 
 from __future__ import annotations
 
 import contextlib
-import getpass
 import json
 import os
 import signal
@@ -47,11 +46,11 @@ def wait_for(
 
 
 def user() -> str:
-    """The actor the command line records, with no SSH_CONNECTION in its environment."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return f"uid{os.getuid()}"
+    """The actor the command line records, with no SSH_CONNECTION in its environment:
+    the name of the process's uid (never LOGNAME or USER)."""
+    from engine.identity import os_user
+
+    return os_user()
 
 
 def pid_alive(pid: int) -> bool:

@@ -19,6 +19,7 @@ from textual.screen import ModalScreen, Screen
 
 from engine import control
 from engine.identity import current_actor
+from engine.safe_text import safe_block
 from tui.data import Data, one_line, owner_pid
 from tui.screens.base import JobKeysMixin, LiveScreen
 from tui.screens.detail import waiting_approval
@@ -37,6 +38,15 @@ def attached_label(live: dict[str, list[str]]) -> str:
 
 def embedded_label(servers: Iterable[str]) -> str:
     return f"embedded engine: {', '.join(servers)}"
+
+
+def read_only_label(mode: str) -> str:
+    """The header of a console on a database this user may not write."""
+    from engine.identity import os_user
+
+    if mode.startswith("no engine running"):
+        mode = "no engine running"  # "control requests wait for one": there are none here
+    return f"READ-ONLY for you (user {os_user()}) · {mode}"
 
 
 def nothing_to(refusal: str, verb: str) -> str:
@@ -99,6 +109,8 @@ class BatchdeckApp(App[int]):
         from tui.screens.jobs import JobListScreen
 
         self.event_loop = asyncio.get_running_loop()
+        if self.data.read_only:
+            self.mode_label = read_only_label(self.mode_label)
         self.sub_title = self.mode_label
         self.push_screen(JobListScreen())
         if self.engine is not None:
@@ -215,6 +227,7 @@ class BatchdeckApp(App[int]):
         timeout: float | None = None,
         markup: bool = False,
     ) -> None:
+        message = safe_block(message)  # may quote a job or task name
         self.messages.append((message, severity))
         super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
 
@@ -295,6 +308,8 @@ class BatchdeckApp(App[int]):
 
     async def _control(self, fn: Callable[..., str], *args: Any, **kw: Any) -> str:
         """The request itself; a refusal or error propagates to ``_reported``."""
+        if self.data.read_only:
+            raise control.Refused("The database is read-only for you: nothing changed")
         text = await self.data.control(fn, *args, **kw)
         self.notify(text)
         self.reload_screens()
@@ -397,7 +412,7 @@ class BatchdeckApp(App[int]):
 
     # -- command palette ------------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        if isinstance(screen, JobKeysMixin):
+        if isinstance(screen, JobKeysMixin) and not self.data.read_only:
             job_id = screen.selected_job_id()
             if job_id is not None:
                 for action, title, what in (

@@ -68,8 +68,12 @@ class Data:
 
     def __init__(self, db_path: str) -> None:
         self.path = db_path
-        self.store = Store(db_path)  # creates or checks the schema
-        self.reader = Reader(db_path)
+        # Creates or checks the schema; read-only for a user who may not write the file
+        # (then the console offers no key that writes).
+        self.store = Store(db_path, readonly=None)
+        self.read_only = self.store.readonly
+        # Every text a screen draws comes escaped: no raw control characters on screen.
+        self.reader = Reader(db_path, terminal_text=True)
         self._watch = DataVersionWatch(db_path)
         self.version = 0
 

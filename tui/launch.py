@@ -46,12 +46,16 @@ def _live_engines(db_path: str) -> dict[str, list[str]]:
 
 
 def placement(db_path: str, servers: dict[str, int]) -> tuple[Any, str]:
-    """(an Engine to embed, or None to attach) and the words the header shows."""
+    """(an Engine to embed, or None to attach) and the words the header shows.
+
+    A database this user may not write: never an embedded engine (it would have to
+    write); the console opens read-only and shows what the engines write."""
+    from engine.db import writable
     from engine.runtime import Engine
     from tui.app import attached_label, embedded_label
 
     live = _live_engines(db_path)
-    if live:
+    if live or (os.path.exists(db_path) and not writable(db_path)):
         return None, attached_label(live)
     return Engine(db_path, servers), embedded_label(servers)
 
@@ -140,8 +144,9 @@ async def run_app(app: Any, db_path: str) -> int:
 
 def run_console(args: argparse.Namespace) -> int:
     """Open the console for ``batchdeck`` / ``batchdeck console`` / ``batchdeck demo``."""
-    from engine.db import DatabaseError, default_db_path
-    from engine.runtime import parse_servers
+    from engine.cli import server_args
+    from engine.db import DatabaseError, check_intact, default_db_path
+    from engine.safe_text import safe_line
 
     command = getattr(args, "command", None) or "console"
     if not sys.stdin.isatty() or not sys.stdout.isatty():
@@ -166,7 +171,7 @@ def run_console(args: argparse.Namespace) -> int:
     else:
         db_path = getattr(args, "db", None) or default_db_path()
         try:
-            servers = parse_servers(getattr(args, "server", None))
+            servers = server_args(getattr(args, "server", None))
         except ValueError as exc:
             print(f"batchdeck: {exc}", file=sys.stderr)
             return 2
@@ -174,9 +179,10 @@ def run_console(args: argparse.Namespace) -> int:
     from tui.app import BatchdeckApp
 
     try:
+        check_intact(db_path)  # a damaged file: one line on how to recover, no console
         engine, label = placement(db_path, servers)
     except DatabaseError as exc:
-        print(f"batchdeck: {exc}", file=sys.stderr)
+        print(f"batchdeck: {safe_line(exc)}", file=sys.stderr)
         return 1
     app = BatchdeckApp(db_path, mode_label=label, engine=engine, watch_tty=_tty_alive)
     _install_signals(app)

@@ -6,7 +6,7 @@ import asyncio
 import time
 
 from engine.actions._tasks import fmt_seconds
-from engine.actions.base import Action, Param
+from engine.actions.base import ONE_YEAR_S, Action, Param
 from engine.context import ActionError, TaskContext
 
 
@@ -29,7 +29,7 @@ FAIL = Action(
     run=run_fail,
     params=(
         Param("message", str, required=False, default="failed on purpose"),
-        Param("delay", float, required=False, default=0.0, minimum=0),
+        Param("delay", float, required=False, default=0.0, minimum=0, maximum=ONE_YEAR_S),
     ),
     doc="Fail with a message, after an optional delay.",
 )
@@ -37,6 +37,6 @@ FAIL = Action(
 BLOCKING_WAIT = Action(
     name="blocking_wait",
     run=run_blocking_wait,
-    params=(Param("seconds", float, minimum=0),),
+    params=(Param("seconds", float, minimum=0, maximum=ONE_YEAR_S),),
     doc="Block in a thread for N seconds: an unmanaged wait that an abort cannot interrupt.",
 )

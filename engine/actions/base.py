@@ -6,6 +6,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+# Bounds for numeric parameters. A value past them is a typo or an attack, never a plan:
+# a wait of 1e300 s never ends, 2**63 - 1 rows per chunk is one chunk that cancel cannot
+# stop, and integers past 64 bits do not fit a SQLite column.
+ONE_YEAR_S = 365 * 86400
+MAX_CHUNK_ROWS = 1_000_000
+MAX_INT = 2**63 - 1
+
 
 @dataclass(frozen=True)
 class Param:
@@ -16,6 +23,7 @@ class Param:
     is_path: bool = False  # resolved relative to the recipe file at load time
     choices: tuple[Any, ...] = ()
     minimum: float | None = None
+    maximum: float | None = None  # every int and float parameter has one
 
 
 @dataclass(frozen=True)

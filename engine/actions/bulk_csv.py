@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from engine.actions.base import Action, Param
+from engine.actions.base import MAX_CHUNK_ROWS, Action, Param
 from engine.context import ActionError, TaskCanceled, TaskContext
 
 SUB_BATCH = 50
@@ -164,15 +164,36 @@ def _open_csv(path: str) -> Any:
         raise ActionError(f"{path}: {exc.strerror or exc}") from None
 
 
-def _records(reader: Iterator[list[str]]) -> Iterator[list[str]]:
-    return (row for row in reader if row)  # blank lines are not rows
+def _csv_reader(fh: Any, delimiter: str) -> Any:
+    # strict: a stray quote inside a field, or a quote never closed, is an error; without
+    # it an unterminated quote swallows the rest of the file into one mangled row.
+    return csv.reader(fh, delimiter=delimiter, strict=True)
+
+
+def _records(reader: Any, path: str) -> Iterator[list[str]]:
+    """The rows of a CSV reader (blank lines are not rows); a malformed one raises
+    ActionError naming the line where that record starts."""
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            if "unexpected end of data" in str(exc):
+                raise ActionError(
+                    f"{path}: line {start}: a quoted field is never closed (unterminated quote)"
+                ) from None
+            raise ActionError(f"{path}: line {reader.line_num}: not valid CSV: {exc}") from None
+        if row:
+            yield row
 
 
 async def _count_rows(path: str, delimiter: str, key: str) -> int:
     """Data rows in the file, after checking its header (before touching the database)."""
     count = 0
     with _open_csv(path) as fh:
-        rows = _records(csv.reader(fh, delimiter=delimiter))
+        rows = _records(_csv_reader(fh, delimiter), path)
         _check_header(path, next(rows, None), key)
         for _ in rows:
             count += 1
@@ -252,8 +273,8 @@ async def _import(
         except sqlite3.Error as exc:
             raise ActionError(f"{database}: cannot open: {exc}") from None
         with _open_csv(file) as fh:
-            line_reader = csv.reader(fh, delimiter=delimiter)
-            rows = _records(line_reader)
+            line_reader = _csv_reader(fh, delimiter)
+            rows = _records(line_reader, file)
             header = _check_header(file, next(rows, None), key)
             width = len(header)
             cols = ", ".join(f"{_quote(c)} TEXT" for c in header)
@@ -413,7 +434,9 @@ def _check_export(params: dict[str, Any]) -> tuple[str, str] | None:
     return None
 
 
-_THROTTLE = Param("rows_per_second", float, required=False, default=None, minimum=0.001)
+_THROTTLE = Param(
+    "rows_per_second", float, required=False, default=None, minimum=0.001, maximum=1e9
+)
 
 IMPORT_ACTION = Action(
     name="bulk_import_csv",
@@ -423,7 +446,7 @@ IMPORT_ACTION = Action(
         Param("database", str, is_path=True),
         Param("table", str),
         Param("key", str),
-        Param("chunk_rows", int, required=False, default=500, minimum=1),
+        Param("chunk_rows", int, required=False, default=500, minimum=1, maximum=MAX_CHUNK_ROWS),
         Param("delimiter", str, required=False, default=","),
         _THROTTLE,
     ),
@@ -439,7 +462,7 @@ EXPORT_ACTION = Action(
         Param("database", str, is_path=True),
         Param("query", str),
         Param("file", str, is_path=True),
-        Param("chunk_rows", int, required=False, default=500, minimum=1),
+        Param("chunk_rows", int, required=False, default=500, minimum=1, maximum=MAX_CHUNK_ROWS),
         _THROTTLE,
     ),
     long=True,

@@ -141,6 +141,9 @@ async def run(ctx: TaskContext, command: list[str], on_cancel: str, cwd: str | N
         await cancel_and_wait(waiter)
         raise
     except OSError as exc:
+        if cwd is not None and not os.path.isdir(cwd):
+            # The spawn fails with ENOENT for a missing cwd too: name the directory.
+            raise ActionError(f"cannot run {command[0]!r}: no such directory: {cwd}") from exc
         raise ActionError(f"cannot run {command[0]!r}: {exc.strerror or exc}") from exc
     ctx.started_process_group(proc.pid)
     pgid = proc.pid

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from engine.actions._tasks import cancel_and_wait, fmt_seconds
-from engine.actions.base import Action, Param
+from engine.actions.base import ONE_YEAR_S, Action, Param
 from engine.context import TaskCanceled, TaskContext
 
 # Progress is worth refreshing about once a second: finer would only add writes.
@@ -34,7 +34,7 @@ async def run(ctx: TaskContext, seconds: float) -> str:
 ACTION = Action(
     name="wait",
     run=run,
-    params=(Param("seconds", float, minimum=0),),
+    params=(Param("seconds", float, minimum=0, maximum=ONE_YEAR_S),),
     long=True,
     doc="Sleep N seconds; a cancel stops it at once (Canceled).",
 )

@@ -9,6 +9,7 @@ from textual.widgets import Button, Static
 
 from engine.control import AbortPlan
 from engine.format import duration, label
+from engine.safe_text import safe_line
 from engine.text_views import plan_task_line
 from tui.modals.base import DIALOG_CSS, YesNoModal
 
@@ -17,8 +18,8 @@ def abort_title(plan: AbortPlan) -> str:
     j = plan.job
     what = "Enhanced abort" if plan.enhanced else "Abort"
     if plan.cancel_first:
-        return f"Cancel and {what.lower()} job {j.id} {j.name} in one step?"
-    return f"{what} job {j.id} {j.name}?"
+        return safe_line(f"Cancel and {what.lower()} job {j.id} {j.name} in one step?")
+    return safe_line(f"{what} job {j.id} {j.name}?")
 
 
 def abort_lines(plan: AbortPlan, now: float) -> Text:
@@ -35,7 +36,7 @@ def abort_lines(plan: AbortPlan, now: float) -> Text:
     if not plan.tasks:
         text.append("\n• none running: the job is only canceled")
     if plan.enhanced:
-        servers = ", ".join(plan.servers) or "none"
+        servers = safe_line(", ".join(plan.servers)) or "none"
         text.append(f"\n\nServers that restart: {servers}", style="bold")
         text.append(
             f" (they drain first, for at most {duration(plan.drain_seconds)}; "
@@ -43,7 +44,7 @@ def abort_lines(plan: AbortPlan, now: float) -> Text:
         )
         text.append(f"\nOther jobs disrupted ({len(plan.disrupted)}):", style="bold")
         for d in plan.disrupted:
-            text.append(f"\n• job {d.id} {d.name}: {', '.join(d.tasks)}")
+            text.append("\n• " + safe_line(f"job {d.id} {d.name}: {', '.join(d.tasks)}"))
         if plan.disrupted:
             text.append("\n  (their interrupted tasks go back to Ready and run again)", "dim")
         else:

@@ -9,6 +9,7 @@ from textual.widgets import Button, Static
 
 from engine.control import JobRow
 from engine.format import label
+from engine.safe_text import safe_line
 from tui.modals.base import DIALOG_CSS, YesNoModal
 from tui.styles import status_style
 
@@ -22,7 +23,7 @@ def tree_lines(tree: list[tuple[JobRow, str | None]]) -> Text:
         if i:
             text.append("\n")
         text.append("  " * d + ("└ " if d else "• "))
-        text.append(f"job {job.id} {job.name}  ")
+        text.append(safe_line(f"job {job.id} {job.name}") + "  ")
         text.append(label(job.status), style=status_style(job.status))
         if skip:
             text.append(f"  skipped: {skip}", style="dim")

@@ -107,8 +107,21 @@ JOB_BINDINGS = [
 ]
 
 
+# The job keys' actions: each asks the engine to change something.
+WRITE_ACTIONS = frozenset(
+    {"cancel_job", "abort_job", "enhanced_abort", "cancel_tree", "hold_release"}
+    | {"approve", "reject"}
+)
+
+
 class JobKeysMixin:
     """Job keys acting on ``selected_job_id()``; the id is taken when the key is pressed."""
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Read-only database: the keys that write are absent (not shown, not run).
+        if action in WRITE_ACTIONS and self._bd.data.read_only:
+            return False
+        return True
 
     def selected_job_id(self) -> int | None:
         raise NotImplementedError
