@@ -554,14 +554,14 @@ def cmd_settings(args: argparse.Namespace) -> int:
         if args.key is None:
             with store.read() as conn:
                 for k, v in settings.all_settings(conn).items():
-                    print(safe_line(f"{k} = {v}"))
+                    print(safe_line(f"{k} = {v}".rstrip()))
         elif args.value is None:
             with store.read() as conn:
                 print(safe_line(settings.get(conn, args.key)))
         else:
             permissions.put_setting(store, args.key, args.value, actor=_actor())
             with store.read() as conn:
-                print(safe_line(f"{args.key} = {settings.get(conn, args.key)}"))
+                print(safe_line(f"{args.key} = {settings.get(conn, args.key)}".rstrip()))
     except settings.SettingError as exc:
         raise Fail(str(exc), EXIT_USAGE) from None
     except permissions.NotAllowed as exc:

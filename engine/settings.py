@@ -11,7 +11,7 @@ MINIMUM_LEASE_S = 1.0
 # Upper bounds. A lease outlives a dead engine by up to its length: an hour is already a
 # long wait before its tasks are recovered (1e308 made recovery impossible). A drain
 # longer than a day is a server kept out of service by a typo.
-MAXIMUM_SECONDS = {"lease_seconds": 3600.0, "drain_seconds": 86400.0}
+MAXIMUM_SECONDS = {"lease_seconds": 3600.0, "drain_seconds": 86400.0, "stuck_seconds": 604800.0}
 
 DEFAULTS: dict[str, str] = {
     "enhanced_abort": "on",
@@ -87,7 +87,7 @@ def lease_seconds(conn: Connection) -> float:
 
 
 def stuck_seconds(conn: Connection) -> float:
-    return float(get(conn, "stuck_seconds"))
+    return _bounded(conn, "stuck_seconds")
 
 
 def parse_managers(text: str, *, strict: bool = False) -> tuple[str, ...]:
