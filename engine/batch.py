@@ -432,17 +432,28 @@ def record_child(conn: Connection, task_id: int, token: str, child_job_id: int) 
     )
 
 
-def restart_begin(conn: Connection, server: str, *, at: float, why: str) -> None:
-    conn.exec_driver_sql("UPDATE server SET status='restarting' WHERE name=?", (server,))
+def restart_begin(conn: Connection, server: str, owner: str, *, at: float, why: str) -> bool:
+    """Mark the server Restarting; False (nothing written) if ``owner`` lost its lease."""
+    n = conn.exec_driver_sql(
+        "UPDATE server SET status='restarting' WHERE name=? AND lease_owner=?", (server, owner)
+    ).rowcount
+    if not n:
+        return False
     add_event(
         conn, at=at, actor="engine", kind="server", server=server, reason=f"restarting: {why}"
     )
+    return True
 
 
-def restart_end(conn: Connection, server: str, outcomes: list[Outcome], *, at: float) -> None:
-    apply_outcomes(conn, outcomes, at=at)
-    conn.exec_driver_sql(
-        "UPDATE server SET status='online', drain_deadline=NULL, restart_job_id=NULL WHERE name=?",
-        (server,),
-    )
+def restart_end(
+    conn: Connection, server: str, owner: str, outcomes: list[Outcome], *, at: float
+) -> None:
+    apply_outcomes(conn, outcomes, at=at)  # fenced by each run's claim token
+    n = conn.exec_driver_sql(
+        "UPDATE server SET status='online', drain_deadline=NULL, restart_job_id=NULL "
+        "WHERE name=? AND lease_owner=?",
+        (server, owner),
+    ).rowcount
+    if not n:
+        return  # another engine holds it now: its state is not ours to say
     add_event(conn, at=at, actor="engine", kind="server", server=server, reason="restarted: online")

@@ -167,6 +167,8 @@ class Engine:
     async def _start_server(self, name: str) -> ServerProcess | None:
         """A fresh server process, ready for work; None if it would not start."""
         for _ in range(MAX_START_FAILURES):
+            if name not in self.servers or self._stopping:
+                return None  # lost meanwhile, or stopping: nothing to serve
             sp = self._spawn(name)
             await sp.start()
             if await sp.wait_ready():
@@ -351,6 +353,8 @@ class Engine:
         Its recovery has already put our running tasks back to Ready, so running them on
         here too would run them twice: they are killed without writing anything.
         """
+        if name not in self.servers:
+            return  # already given up
         self.note(
             f"lease on {name} taken by another engine; stopped serving it and killed its tasks"
         )
@@ -604,7 +608,12 @@ class Engine:
         self.stats.crashes += 1
         cause = f"server process died: {self._death_cause(sp.returncode)}"
         try:
-            await self._db(self._write, batch.restart_begin, name, at=self.clock(), why=cause)
+            held = await self._db(
+                self._write, batch.restart_begin, name, self.owner, at=self.clock(), why=cause
+            )
+            if not held:
+                self._lose(name)
+                return
             left = await sp.sweep()
             if left:
                 self.note(f"server {name}: pids {left} still alive after SIGKILL")
@@ -643,7 +652,7 @@ class Engine:
                         )
                     )
             self.note(f"server {name}: {cause}")
-            del self.procs[name]
+            self.procs.pop(name, None)
             fresh = await self._start_server(name)
             at = self.clock()
             progress = [self._dirty.pop(r.task_id) for r in victims if r.task_id in self._dirty]
@@ -651,7 +660,7 @@ class Engine:
             def end(conn: Any) -> None:
                 batch.write_progress(conn, progress)
                 if fresh is not None:
-                    batch.restart_end(conn, name, outcomes, at=at)
+                    batch.restart_end(conn, name, self.owner, outcomes, at=at)
                 else:
                     batch.apply_outcomes(conn, outcomes, at=at)
 
@@ -665,8 +674,15 @@ class Engine:
         """Enhanced abort: end the server process and everything it started, then report
         its runs (Aborted, or back to Ready for other jobs) and bring it back Online."""
         try:
-            await self._db(self._write, batch.restart_begin, name, at=self.clock(), why=why)
-            sp = self.procs.pop(name)
+            held = await self._db(
+                self._write, batch.restart_begin, name, self.owner, at=self.clock(), why=why
+            )
+            if not held:
+                self._lose(name)
+                return
+            sp = self.procs.pop(name, None)
+            if sp is None:
+                return
             left = await sp.end(graceful=False, grace=RESTART_GRACE_S)
             if left:
                 self.note(f"server {name}: pids {left} still alive after SIGKILL")
@@ -691,7 +707,7 @@ class Engine:
             def end(conn: Any) -> None:
                 batch.write_progress(conn, progress)
                 if fresh is not None:
-                    batch.restart_end(conn, name, outcomes, at=self.clock())
+                    batch.restart_end(conn, name, self.owner, outcomes, at=self.clock())
                 else:
                     batch.apply_outcomes(conn, outcomes, at=self.clock())
 

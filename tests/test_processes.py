@@ -661,8 +661,8 @@ def test_a_stopped_engine_past_its_lease_runs_nothing_twice_and_writes_nothing(d
     assert not any(pid_alive(int(p)) for p in pids.read_text().split())
 
 
-def test_servers_lists_each_server_process(shared: Deck) -> None:
-    deck = shared
+def test_servers_lists_each_server_process(deck: Deck) -> None:
+    deck.serve("--server", "batch-01:16")
     job = deck.submit(deck.recipe("one-running", wait_recipe("busy", 60)))
     deck.wait_task(job, "sleep", "executing")
     rows = json.loads(deck.ok("servers", "--json").out)
