@@ -26,7 +26,8 @@ from engine import control
 from engine.db import Store
 from engine.runtime import Engine
 from tests.proc_support import BATCHDECK, pid_alive, wait_for
-from tests.tui_support import add, job_status, make_db, one, until, utc  # noqa: F401 - utc: autouse
+from tests.tui_support import add, job_status, make_db, one, utc  # noqa: F401 - utc: autouse
+from tests.waiting import until
 from tui.app import BatchdeckApp, embedded_label
 from tui.launch import placement, run_headless
 
@@ -81,9 +82,9 @@ async def test_a_hangup_hands_the_engine_over_and_it_runs_until_the_work_is_done
     engine = Engine(db, SERVERS, poll_interval=0.02)
     app = BatchdeckApp(db, mode_label=embedded_label(SERVERS), engine=engine, actor="alice")
     async with app.run_test(size=(100, 30)) as pilot:
-        await until(pilot, lambda: job_status(db, job) == "executing", "the start")
+        await until(lambda: job_status(db, job) == "executing", "the start", pilot=pilot)
         app.hangup()
-        await until(pilot, lambda: app.handed_off is not None, "the hand-off")
+        await until(lambda: app.handed_off is not None, "the hand-off", pilot=pilot)
     # The console is gone; its engine is not: the lease is still held, the job running.
     assert app.handed_off is engine and lease(db) == ("online", engine.owner)
     await run_headless(engine, db, check_s=0.05)
@@ -96,7 +97,7 @@ async def test_a_hangup_when_attached_just_exits(db: str) -> None:
     app = BatchdeckApp(db, mode_label="attached", actor="alice")
     async with app.run_test(size=(100, 30)) as pilot:
         app.hangup()
-        await until(pilot, lambda: not app.is_running, "the exit")
+        await until(lambda: not app.is_running, "the exit", pilot=pilot)
     assert app.handed_off is None
 
 

@@ -13,15 +13,16 @@ from textual.widgets import Button, Footer
 
 from engine import control
 from engine.db import Store
-from tests.tui_support import said, state, text_of, until, utc  # noqa: F401 - utc: autouse
-from tui import scenario
+from tests import scenario
+from tests.screenshots import make_app, select, settle
+from tests.tui_support import said, state, text_of, utc  # noqa: F401 - utc: autouse
+from tests.waiting import until
 from tui.app import BatchdeckApp
 from tui.modals.abort import ConfirmAbort
 from tui.modals.cancel import ConfirmCancel
 from tui.modals.cancel_tree import ConfirmCancelTree
 from tui.screens.detail import JobDetailScreen
 from tui.screens.jobs import JobListScreen
-from tui.screenshots import make_app, select, settle
 from tui.widgets.job_table import JobTable, layout
 
 
@@ -170,7 +171,7 @@ async def test_refusals_are_notifications_and_change_nothing(db: str) -> None:
         ):
             await select(pilot, job_id)
             await pilot.press(key)
-            await until(pilot, lambda w=words: said(app, w), words)
+            await until(lambda w=words: said(app, w), words, pilot=pilot)
             assert not isinstance(app.screen, ModalScreen)
     assert state(db) == before
 
@@ -195,9 +196,9 @@ async def test_escape_from_every_modal_changes_nothing(db: str, in_detail: bool)
                 await pilot.press("enter")
                 await settle(pilot)
             await pilot.press(key)
-            await until(pilot, lambda k=kind: isinstance(app.screen, k), kind.__name__)
+            await until(lambda k=kind: isinstance(app.screen, k), kind.__name__, pilot=pilot)
             await pilot.press("escape")
-            await until(pilot, lambda: not isinstance(app.screen, ModalScreen), "no modal")
+            await until(lambda: not isinstance(app.screen, ModalScreen), "no modal", pilot=pilot)
             if in_detail:
                 assert isinstance(app.screen, JobDetailScreen)
                 await pilot.press("escape")
@@ -213,17 +214,19 @@ async def test_abort_modal_defaults_to_no(db: str) -> None:
         await select(pilot, 13)
         await pilot.press("a")
         modal = await until(
-            pilot, lambda: isinstance(app.screen, ConfirmAbort) and app.screen, "the abort modal"
+            lambda: isinstance(app.screen, ConfirmAbort) and app.screen,
+            "the abort modal",
+            pilot=pilot,
         )
         await pilot.pause()
         assert isinstance(app.focused, Button) and app.focused.id == "no"
         assert "Abort job 13 stuck-canceling?" in text_of(modal.query_one(".dialog-title"))
         await pilot.press("enter")  # on No
-        await until(pilot, lambda: not isinstance(app.screen, ModalScreen), "no modal")
+        await until(lambda: not isinstance(app.screen, ModalScreen), "no modal", pilot=pilot)
         await pilot.press("a")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmAbort), "the modal again")
+        await until(lambda: isinstance(app.screen, ConfirmAbort), "the modal again", pilot=pilot)
         await pilot.press("n")
-        await until(pilot, lambda: not isinstance(app.screen, ModalScreen), "no modal")
+        await until(lambda: not isinstance(app.screen, ModalScreen), "no modal", pilot=pilot)
     assert state(db) == before
 
 
@@ -232,9 +235,9 @@ async def test_cancel_a_waiting_job_with_a_reason(db: str) -> None:
     async with app.run_test(size=(100, 30)) as pilot:
         await select(pilot, 14)
         await pilot.press("c")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmCancel), "the cancel modal")
+        await until(lambda: isinstance(app.screen, ConfirmCancel), "the cancel modal", pilot=pilot)
         await pilot.press(*"typo in recipe", "enter")
-        await until(pilot, lambda: said(app, "Job 14 Canceled"), "the result")
+        await until(lambda: said(app, "Job 14 Canceled"), "the result", pilot=pilot)
         await settle(pilot)
         assert table(app).row_at(table(app).cursor).status == "canceled"
     conn = sqlite3.connect(db)
@@ -250,9 +253,9 @@ async def test_hold_and_release(db: str) -> None:
     async with app.run_test(size=(100, 30)) as pilot:
         await select(pilot, 7)
         await pilot.press("h")
-        await until(pilot, lambda: said(app, "Job 7 released (Waiting)"), "release")
+        await until(lambda: said(app, "Job 7 released (Waiting)"), "release", pilot=pilot)
         await pilot.press("h")
-        await until(pilot, lambda: said(app, "Job 7 Withhold"), "hold")
+        await until(lambda: said(app, "Job 7 Withhold"), "hold", pilot=pilot)
 
 
 async def test_detail_screen_and_child_jobs(db: str) -> None:
@@ -267,9 +270,9 @@ async def test_detail_screen_and_child_jobs(db: str) -> None:
         await pilot.press("tab")  # to the child table
         await pilot.press("enter")  # opens child 10
         await until(
-            pilot,
             lambda: isinstance(app.screen, JobDetailScreen) and app.screen.job_id == 10,
             "the child's detail",
+            pilot=pilot,
         )
         await settle(pilot)
         assert "job 9 (sync)" in text_of(app.screen.query_one("#fields"))
@@ -304,7 +307,7 @@ async def test_help_servers_and_palette(db: str) -> None:
         ):
             assert title in titles
         await pilot.press("question_mark")
-        await until(pilot, lambda: isinstance(app.screen, ModalScreen), "help")
+        await until(lambda: isinstance(app.screen, ModalScreen), "help", pilot=pilot)
         await pilot.press("escape")
         await pilot.press("s")
         await settle(pilot)
@@ -342,9 +345,11 @@ def test_hundred_thousand_jobs_open_fast(tmp_path: Path) -> None:
             assert len(t._cache) < 200  # a window, not the list  # noqa: SLF001
             assert opened < 10, f"opened in {opened:.1f} s"
             await pilot.press("end")
-            await until(pilot, lambda: t.selected_id == 1, "the last row")
+            await until(lambda: t.selected_id == 1, "the last row", pilot=pilot)
             await pilot.press("pageup")
-            await until(pilot, lambda: t.selected_id is not None and t.selected_id > 1, "a page up")
+            await until(
+                lambda: t.selected_id is not None and t.selected_id > 1, "a page up", pilot=pilot
+            )
             assert t.fetches < 20
 
     asyncio.run(run())

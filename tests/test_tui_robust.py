@@ -23,14 +23,15 @@ from engine.db import Store
 from engine.recipes import load_recipe
 from engine.runtime import Engine
 from engine.submit import submit
-from tests.tui_support import one, said, state, until, utc  # noqa: F401 - utc: autouse
-from tui import scenario
+from tests import scenario
+from tests.screenshots import make_app, select, settle
+from tests.tui_support import one, said, state, utc  # noqa: F401 - utc: autouse
+from tests.waiting import until
 from tui.app import BatchdeckApp, embedded_label
 from tui.modals.approval import ConfirmApproval
 from tui.modals.cancel import ConfirmCancel
 from tui.screens.detail import JobDetailScreen
 from tui.screens.jobs import JobListScreen
-from tui.screenshots import make_app, select, settle
 from tui.widgets.job_table import JobTable
 
 TASKS = 300
@@ -167,12 +168,12 @@ async def test_a_failing_refresh_keeps_the_view_and_tries_again(db: str) -> None
         shown = [r.id for r in t._cache]  # noqa: SLF001
         calls = fail_once(app.data.reader, "status_counts")
         screen.request_reload()
-        await until(pilot, lambda: said(app, "could not refresh"), "the notification")
+        await until(lambda: said(app, "could not refresh"), "the notification", pilot=pilot)
         message = next(m for m, _ in app.messages if "could not refresh" in m)
         assert message == "could not refresh: (sqlite3.OperationalError) database is locked"
         assert app.is_running and [r.id for r in t._cache] == shown  # noqa: SLF001
         # The next cycle tries again on its own, and succeeds.
-        await until(pilot, lambda: len(calls) >= 2 and not screen._failing, "the retry")  # noqa: SLF001
+        await until(lambda: len(calls) >= 2 and not screen._failing, "the retry", pilot=pilot)  # noqa: SLF001
         assert sum("could not refresh" in m for m, _ in app.messages) == 1
         # The detail screen too.
         await select(pilot, 2)
@@ -197,24 +198,24 @@ async def test_a_failing_read_in_a_request_is_a_notification(db: str) -> None:
         fail_once(app.data.reader, "job")
         await pilot.press("c")
         await until(
-            pilot,
             lambda: said(app, "Could not cancel: (sqlite3.OperationalError) database is locked"),
             "the notification",
+            pilot=pilot,
         )
         assert app.is_running and not isinstance(app.screen, ModalScreen)
-        await until(pilot, lambda: not app.flow_busy(), "the flow to end")
+        await until(lambda: not app.flow_busy(), "the flow to end", pilot=pilot)
         await pilot.press("c")  # the next try works
-        await until(pilot, lambda: isinstance(app.screen, ConfirmCancel), "the modal")
+        await until(lambda: isinstance(app.screen, ConfirmCancel), "the modal", pilot=pilot)
         await pilot.press("escape")
         # The abort preview goes through the same handling.
-        await until(pilot, lambda: not isinstance(app.screen, ModalScreen), "no modal")
+        await until(lambda: not isinstance(app.screen, ModalScreen), "no modal", pilot=pilot)
         await select(pilot, 13)
         fail_once(app.data, "control")
         await pilot.press("a")
         await until(
-            pilot,
             lambda: said(app, "Could not abort: (sqlite3.OperationalError)"),
             "the abort notification",
+            pilot=pilot,
         )
         assert app.is_running and not isinstance(app.screen, ModalScreen)
     assert state(db) == before
@@ -233,13 +234,13 @@ async def test_one_request_at_a_time_is_said_and_open_still_works(db: str) -> No
 
         app.data.reader.job = slow  # type: ignore[method-assign]
         await pilot.press("h")  # hold/release: waits on the slow read
-        await until(pilot, app.flow_busy, "the flow to start")
+        await until(app.flow_busy, "the flow to start", pilot=pilot)
         await pilot.press("c")
-        await until(pilot, lambda: said(app, "Another request is in progress"), "the message")
+        await until(lambda: said(app, "Another request is in progress"), "the message", pilot=pilot)
         await pilot.press("enter")  # reading is never blocked
-        await until(pilot, lambda: isinstance(app.screen, JobDetailScreen), "the detail")
+        await until(lambda: isinstance(app.screen, JobDetailScreen), "the detail", pilot=pilot)
         gate.set()
-        await until(pilot, lambda: said(app, "Job 7 released (Waiting)"), "the release")
+        await until(lambda: said(app, "Job 7 released (Waiting)"), "the release", pilot=pilot)
 
 
 async def test_a_changed_filter_drops_the_page_of_the_old_one(db: str) -> None:
@@ -275,22 +276,22 @@ async def test_reject_asks_first_and_a_double_n_does_nothing(db: str) -> None:
     async with app.run_test(size=(100, 30)) as pilot:
         await select(pilot, 5)
         await pilot.press("n", "n")  # opens the confirmation, then answers No
-        await until(pilot, lambda: not app.flow_busy(), "the flow to end")
+        await until(lambda: not app.flow_busy(), "the flow to end", pilot=pilot)
         assert not isinstance(app.screen, ModalScreen)
         assert state(db) == before
         await pilot.press("n")
         modal = await until(
-            pilot, lambda: isinstance(app.screen, ConfirmApproval) and app.screen, "the modal"
+            lambda: isinstance(app.screen, ConfirmApproval) and app.screen, "the modal", pilot=pilot
         )
         await pilot.pause()
         assert isinstance(app.focused, Button) and app.focused.id == "no"
         await pilot.press("enter")  # the default: No
-        await until(pilot, lambda: not isinstance(app.screen, ModalScreen), "no modal")
+        await until(lambda: not isinstance(app.screen, ModalScreen), "no modal", pilot=pilot)
         assert state(db) == before and not modal.approve
         await pilot.press("n")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmApproval), "the modal")
+        await until(lambda: isinstance(app.screen, ConfirmApproval), "the modal", pilot=pilot)
         await pilot.press("y")
-        await until(pilot, lambda: said(app, "Task approve of job 5 rejected"), "the result")
+        await until(lambda: said(app, "Task approve of job 5 rejected"), "the result", pilot=pilot)
     assert one(db, "SELECT approval, approval_by FROM task WHERE job_id=5 AND name='approve'") == (
         "rejected",
         "alice",
@@ -319,7 +320,9 @@ async def test_quitting_while_the_engine_starts_leaves_no_lease(tmp_path: Path) 
     app = BatchdeckApp(path, mode_label=embedded_label(servers), engine=engine, actor="alice")
     async with app.run_test(size=(100, 30)) as pilot:
         await until(
-            pilot, lambda: one(path, "SELECT lease_owner FROM server") == engine.owner, "the leases"
+            lambda: one(path, "SELECT lease_owner FROM server") == engine.owner,
+            "the leases",
+            pilot=pilot,
         )
         assert not app.engine_running
         await pilot.press("q")  # no confirmation: nothing reported running yet

@@ -1,19 +1,15 @@
-"""Helpers for the console tests: the database as rows, bounded polling, UTC."""
+"""Helpers for the console tests: the database as rows, UTC. (Polling: tests/waiting.py.)"""
 
 from __future__ import annotations
 
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.pilot import Pilot
-
-POLL_S = 0.05
-POLL_LIMIT = 600  # iterations: a generous cap, not a speed target
 
 
 @pytest.fixture(autouse=True)
@@ -57,15 +53,6 @@ def state(db: str | Path) -> dict[str, list[tuple]]:
         ),
         "servers": rows(db, "SELECT name, status, drain_deadline FROM server ORDER BY name"),
     }
-
-
-async def until(pilot: Pilot, test: Callable[[], Any], what: str, limit: int = POLL_LIMIT) -> Any:
-    for _ in range(limit):
-        value = test()
-        if value:
-            return value
-        await pilot.pause(POLL_S)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 def said(app: Any, text: str) -> bool:
