@@ -22,6 +22,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable
 
 from tests import scenario
+from tests.tui_support import RecordingApp
 from tests.waiting import until
 from tui.app import BatchdeckApp
 
@@ -35,8 +36,8 @@ def use_utc() -> None:
     time.tzset()
 
 
-def make_app(db_path: str) -> BatchdeckApp:
-    return BatchdeckApp(
+def make_app(db_path: str) -> RecordingApp:
+    return RecordingApp(
         db_path, mode_label=MODE, clock=lambda: scenario.NOW, actor="alice", live=False
     )
 

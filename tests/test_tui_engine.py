@@ -17,9 +17,20 @@ from engine import batch, control
 from engine.db import Store
 from engine.runtime import Engine
 from tests.screenshots import select, settle
-from tests.tui_support import add, job_status, make_db, one, said, state, text_of, utc  # noqa: F401 - utc: autouse
+from tests.tui_support import (  # noqa: F401 - utc: autouse
+    RecordingApp,
+    add,
+    count_calls,
+    job_status,
+    make_db,
+    one,
+    said,
+    state,
+    text_of,
+    utc,
+)
+from tests.tui_support import embedded as embedded_app
 from tests.waiting import until
-from tui.app import BatchdeckApp, embedded_label
 from tui.launch import placement
 from tui.modals.abort import ConfirmAbort
 from tui.modals.approval import ConfirmApproval
@@ -69,10 +80,8 @@ def task_status(db: str, job_id: int, name: str) -> str:
     return one(db, "SELECT status FROM task WHERE job_id=? AND name=?", job_id, name)
 
 
-def embedded(db: str) -> BatchdeckApp:
-    return BatchdeckApp(
-        db, mode_label=embedded_label(SERVERS), engine=Engine(db, SERVERS), actor="alice"
-    )
+def embedded(db: str) -> RecordingApp:
+    return embedded_app(db, SERVERS)[0]
 
 
 async def test_cancel_from_the_list(db: str) -> None:
@@ -234,7 +243,7 @@ async def test_the_embedded_engine_stops_with_the_console(db: str) -> None:
         await pilot.press("q")
         await until(lambda: isinstance(app.screen, ConfirmQuit), "the quit modal", pilot=pilot)
         await pilot.press("y")
-        await until(lambda: not app.is_running or app.engine is None, "the stop", pilot=pilot)
+        await until(lambda: not app.is_running or not app.host.running, "the stop", pilot=pilot)
     assert one(db, "SELECT status, lease_owner FROM server WHERE name='batch-01'") == (
         "offline",
         None,
@@ -251,7 +260,7 @@ async def test_falls_back_to_attached_when_the_lease_is_taken(db: str) -> None:
         app = embedded(db)
         async with app.run_test(size=(100, 30)) as pilot:
             await until(
-                lambda: app.engine is None and "attached" in app.sub_title,
+                lambda: app.host.engine is None and "attached" in app.sub_title,
                 "the fall back",
                 pilot=pilot,
             )
@@ -298,10 +307,10 @@ async def test_live_refresh_pauses_while_a_modal_is_open(db: str) -> None:
         assert table.selected_id == job  # the selection stayed on the same job
         await pilot.press("c")
         await until(lambda: isinstance(app.screen, ConfirmCancel), "the modal", pilot=pilot)
-        fetches = table.fetches
+        fetches = count_calls(app.data, "list_jobs")
         add(db, "wait.toml")
         await pilot.pause(1.0)  # three refresh periods: none may run under the modal
-        assert table.fetches == fetches and table.total == 2
+        assert fetches == [] and table.total == 2
         await pilot.press("escape")
         await until(lambda: table.total == 3, "the refresh after the modal", pilot=pilot)
         assert job_status(db, job) == "executing" and second

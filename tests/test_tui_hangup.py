@@ -24,11 +24,10 @@ import pytest
 
 from engine import control
 from engine.db import Store
-from engine.runtime import Engine
 from tests.proc_support import BATCHDECK, pid_alive, wait_for
-from tests.tui_support import add, job_status, make_db, one, utc  # noqa: F401 - utc: autouse
+from tests.tui_support import RecordingApp, add, embedded, job_status, make_db, one, utc  # noqa: F401 - utc: autouse
 from tests.waiting import until
-from tui.app import BatchdeckApp, embedded_label
+from tui.host import EngineHost
 from tui.launch import placement, run_headless
 
 SERVERS = {"batch-01": 2}
@@ -79,14 +78,14 @@ async def test_a_hangup_hands_the_engine_over_and_it_runs_until_the_work_is_done
     store = Store(db)
     control.hold(store, held, actor="alice")  # a held job is no work: it does not keep it
     store.dispose()
-    engine = Engine(db, SERVERS, poll_interval=0.02)
-    app = BatchdeckApp(db, mode_label=embedded_label(SERVERS), engine=engine, actor="alice")
+    app, host = embedded(db, SERVERS)
+    engine = host.engine
     async with app.run_test(size=(100, 30)) as pilot:
         await until(lambda: job_status(db, job) == "executing", "the start", pilot=pilot)
-        app.hangup()
-        await until(lambda: app.handed_off is not None, "the hand-off", pilot=pilot)
+        host.hangup()
+        await until(lambda: host.handed_off is not None, "the hand-off", pilot=pilot)
     # The console is gone; its engine is not: the lease is still held, the job running.
-    assert app.handed_off is engine and lease(db) == ("online", engine.owner)
+    assert host.handed_off is engine and lease(db) == ("online", engine.owner)
     await run_headless(engine, db, check_s=0.05)
     assert job_status(db, job) == "ended"
     assert job_status(db, held) == "withhold"
@@ -94,11 +93,12 @@ async def test_a_hangup_hands_the_engine_over_and_it_runs_until_the_work_is_done
 
 
 async def test_a_hangup_when_attached_just_exits(db: str) -> None:
-    app = BatchdeckApp(db, mode_label="attached", actor="alice")
+    host = EngineHost()
+    app = RecordingApp(db, mode_label="attached", actor="alice", host=host)
     async with app.run_test(size=(100, 30)) as pilot:
-        app.hangup()
+        host.hangup()
         await until(lambda: not app.is_running, "the exit", pilot=pilot)
-    assert app.handed_off is None
+    assert host.handed_off is None
 
 
 # -- a real console on a pseudo terminal ---------------------------------------------------

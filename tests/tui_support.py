@@ -1,4 +1,5 @@
-"""Helpers for the console tests: the database as rows, UTC. (Polling: tests/waiting.py.)"""
+"""Helpers for the console tests: the database as rows, a console that records what it
+said, UTC. (Polling: tests/waiting.py.)"""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from textual.notifications import SeverityLevel
+
+from engine.runtime import Engine
+from tui.app import BatchdeckApp, embedded_label
+from tui.host import EngineHost
 
 
 @pytest.fixture(autouse=True)
@@ -55,6 +61,48 @@ def state(db: str | Path) -> dict[str, list[tuple]]:
     }
 
 
+class RecordingApp(BatchdeckApp):
+    """The console, keeping every notification it shows for the test to read (toasts are
+    hidden under ``run_test``)."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.messages: list[tuple[str, str]] = []
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        self.messages.append((message, severity))
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+
+
+def embedded(db: str, servers: dict[str, int], **kw: Any) -> tuple[RecordingApp, EngineHost]:
+    """A console embedding an engine on ``servers``, through the host tui.launch would make."""
+    engine = kw.pop("engine", None) or Engine(db, servers, poll_interval=0.02)
+    host = EngineHost(engine)
+    kw.setdefault("actor", "alice")
+    return RecordingApp(db, mode_label=embedded_label(servers), host=host, **kw), host
+
+
+def count_calls(obj: Any, name: str) -> list[int]:
+    """Count the calls of ``obj.name`` (an async method) from now on."""
+    orig = getattr(obj, name)
+    calls: list[int] = []
+
+    async def counted(*args: Any, **kw: Any) -> Any:
+        calls.append(1)
+        return await orig(*args, **kw)
+
+    setattr(obj, name, counted)
+    return calls
+
+
 def said(app: Any, text: str) -> bool:
     return any(text in message for message, _ in app.messages)
 
@@ -65,6 +113,12 @@ def text_of(widget: Any) -> str:
 
     size = widget.size
     return "\n".join(s.text for s in widget.render_lines(Region(0, 0, size.width, size.height)))
+
+
+def painted(app: Any) -> str:
+    """The whole screen as the terminal shows it, one line per row (modals over their
+    screen included): what the operator sees, not what the database says."""
+    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
 
 
 def make_db(directory: Path, recipes: dict[str, str], name: str = "batchdeck.db") -> str:

@@ -8,10 +8,10 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any, cast
 
-from textual.binding import Binding
 from textual.screen import Screen
 
 from tui.data import one_line
+from tui.keys import BY_ID, scope_bindings
 
 if TYPE_CHECKING:
     from tui.app import BatchdeckApp
@@ -96,15 +96,7 @@ class LiveScreen(Screen[None]):
                 self._arm()
 
 
-JOB_BINDINGS = [
-    Binding("c", "cancel_job", "Cancel"),
-    Binding("a", "abort_job", "Abort"),
-    Binding("A", "enhanced_abort", "Enhanced abort", show=False),
-    Binding("C", "cancel_tree", "Cancel with children", show=False),
-    Binding("h", "hold_release", "Hold/release", show=False),
-    Binding("y", "approve", "Approve", show=False),
-    Binding("n", "reject", "Reject", show=False),
-]
+JOB_BINDINGS = scope_bindings("job")
 
 
 class JobKeysMixin:
@@ -131,30 +123,8 @@ class JobKeysMixin:
     def _bd(self) -> BatchdeckApp:
         return cast("BatchdeckApp", cast(Screen, self).app)
 
-    def action_cancel_job(self) -> None:
-        if (job_id := self._job_or_say()) is not None:
-            self._bd.flow_cancel(job_id)
-
-    def action_abort_job(self) -> None:
-        if (job_id := self._job_or_say()) is not None:
-            self._bd.flow_abort(job_id, enhanced=False)
-
-    def action_enhanced_abort(self) -> None:
-        if (job_id := self._job_or_say()) is not None:
-            self._bd.flow_abort(job_id, enhanced=True)
-
-    def action_cancel_tree(self) -> None:
-        if (job_id := self._job_or_say()) is not None:
-            self._bd.flow_cancel_tree(job_id)
-
-    def action_hold_release(self) -> None:
-        if (job_id := self._job_or_say()) is not None:
-            self._bd.flow_hold_release(job_id)
-
-    def action_approve(self) -> None:
-        if (job_id := self._job_or_say()) is not None:
-            self._bd.flow_approval(job_id, self.selected_task_id(), approve=True)
-
-    def action_reject(self) -> None:
-        if (job_id := self._job_or_say()) is not None:
-            self._bd.flow_approval(job_id, self.selected_task_id(), approve=False)
+    def action_job(self, key_id: str) -> None:
+        """A job key (tui.keys): start its flow on the job selected now."""
+        flow = BY_ID[key_id].flow
+        if flow is not None and (job_id := self._job_or_say()) is not None:
+            flow(self._bd, job_id, self.selected_task_id())

@@ -7,12 +7,12 @@ from dataclasses import replace
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.widgets import Footer, Header, Input, Static
 
 from engine.format import label
 from engine.statuses import LABELS
 from tui.data import JobQuery
+from tui.keys import bindings
 from tui.screens.base import JOB_BINDINGS, JobKeysMixin, LiveScreen
 from tui.styles import status_style
 from tui.widgets.job_table import JobTable
@@ -56,13 +56,9 @@ class JobListScreen(JobKeysMixin, LiveScreen):
     """
 
     BINDINGS = [
-        Binding("enter", "open", "Open"),
+        *bindings("open"),
         *JOB_BINDINGS,
-        Binding("slash", "filter", "Filter", key_display="/"),
-        Binding("f", "status_filter", "Status filter", show=False),
-        Binding("o", "sort", "Sort", show=False),
-        Binding("O", "reverse", "Reverse order", show=False),
-        Binding("escape", "clear", "Clear filter", show=False),
+        *bindings("filter", "status-filter", "sort", "reverse", "clear"),
     ]
 
     def __init__(self) -> None:

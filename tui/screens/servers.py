@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Static
 
 from engine.format import duration
 from engine.query import ServerView
 from tui.data import owner_pid
+from tui.keys import bindings
 from tui.screens.base import LiveScreen
 from tui.styles import status_text
 from tui.widgets.cells import RowCells
@@ -65,9 +65,7 @@ class ServersScreen(LiveScreen):
     }
     """
 
-    BINDINGS = [
-        Binding("escape,s", "back", "Back"),
-    ]
+    BINDINGS = bindings("servers-back")
 
     def __init__(self) -> None:
         super().__init__(id="servers-screen")

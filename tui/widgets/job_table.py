@@ -17,7 +17,6 @@ from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
 from rich.style import Style
 from textual import events
-from textual.binding import Binding
 from textual.geometry import Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
@@ -26,6 +25,7 @@ from textual.strip import Strip
 from engine.format import clock, duration, label, percent
 from engine.query import JobView
 from tui.data import Data, JobQuery, join, user_name
+from tui.keys import scope_bindings
 from tui.styles import status_style
 
 MARGIN_MIN = 20  # rows fetched above and below the viewport, at least
@@ -136,14 +136,7 @@ class JobTable(ScrollView, can_focus=True):
         "jobtable--empty",
     }
 
-    BINDINGS = [
-        Binding("up,k", "cursor_up", "Up", show=False),
-        Binding("down,j", "cursor_down", "Down", show=False),
-        Binding("pageup", "page_up", "Page up", show=False),
-        Binding("pagedown", "page_down", "Page down", show=False),
-        Binding("home", "first", "First", show=False),
-        Binding("end", "last", "Last", show=False),
-    ]
+    BINDINGS = scope_bindings("table")
 
     class Loaded(Message):
         """A page arrived: the list has ``total`` jobs."""
