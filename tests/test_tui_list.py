@@ -14,7 +14,7 @@ from engine import control
 from engine.db import Store
 from tests import scenario
 from tests.screenshots import make_app, select, settle
-from tests.tui_support import RecordingApp, count_calls, said, state, text_of, utc  # noqa: F401 - utc: autouse
+from tests.tui_support import RecordingApp, count_calls, one, painted, said, state, text_of, utc  # noqa: F401 - utc: autouse
 from tests.waiting import until
 from tui.app import BatchdeckApp
 from tui.modals.abort import ConfirmAbort
@@ -227,6 +227,31 @@ async def test_abort_modal_defaults_to_no(db: str) -> None:
         await pilot.press("n")
         await until(lambda: not isinstance(app.screen, ModalScreen), "no modal", pilot=pilot)
     assert state(db) == before
+
+
+async def test_tab_moves_between_the_abort_buttons_only(db: str) -> None:
+    """Tried as a new user would: Tab, then Enter, does what the focused button says."""
+    app = make_app(db)
+    before = state(db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await select(pilot, 13)
+        await pilot.press("a")
+        await until(lambda: isinstance(app.screen, ConfirmAbort), "the abort modal", pilot=pilot)
+        await pilot.pause()
+        assert app.focused is not None and app.focused.id == "no"
+        shown = painted(app)
+        assert "Yes, abort [y]" in shown and "No [n]" in shown  # the keys are on the buttons
+        await pilot.press("tab")
+        assert app.focused is not None and app.focused.id == "yes"  # not the task list
+        await pilot.press("tab")
+        assert app.focused is not None and app.focused.id == "no"
+        await pilot.press("tab", "enter")  # on "Yes, abort"
+        await until(lambda: said(app, "Aborting job 13: 1 task"), "the abort", pilot=pilot)
+        await until(lambda: not isinstance(app.screen, ModalScreen), "no modal", pilot=pilot)
+    # Yes was pressed: the task is being force-stopped (no engine here to finish it).
+    assert one(db, "SELECT status FROM task WHERE job_id=13") == "aborting"
+    assert one(db, "SELECT aborted_by FROM job WHERE id=13") == "alice"
+    assert state(db)["jobs"] != before["jobs"]
 
 
 async def test_cancel_a_waiting_job_with_a_reason(db: str) -> None:

@@ -9,6 +9,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
+from pathlib import Path
 from typing import Any, Protocol
 
 from textual import work
@@ -65,6 +66,8 @@ class BatchdeckApp(App[int]):
 
     TITLE = "batchdeck"
     ENABLE_COMMAND_PALETTE = True
+    # Every style of the console, in one file (absolute: subclasses live elsewhere).
+    CSS_PATH = Path(__file__).with_name("batchdeck.tcss")
 
     BINDINGS = scope_bindings("app")
 

@@ -110,40 +110,6 @@ def fields_renderable(d: JobDetail, now: float) -> Group:
 
 
 class JobDetailScreen(JobKeysMixin, LiveScreen):
-    DEFAULT_CSS = """
-    JobDetailScreen #body {
-        height: 1fr;
-    }
-    JobDetailScreen #fields {
-        padding: 0 1;
-        height: auto;
-    }
-    JobDetailScreen .section {
-        padding: 0 1;
-        margin-top: 1;
-        text-style: bold;
-        color: $text-accent;
-    }
-    JobDetailScreen DataTable {
-        height: auto;
-        max-height: 16;
-        margin: 0 1;
-    }
-    JobDetailScreen #output {
-        padding: 0 1;
-        margin: 0 1;
-        height: auto;
-        background: $boost;
-    }
-    JobDetailScreen #events {
-        padding: 0 1;
-        height: auto;
-    }
-    JobDetailScreen .-hidden {
-        display: none;
-    }
-    """
-
     BINDINGS = [*bindings("detail-back"), *JOB_BINDINGS]
 
     def __init__(self, job_id: int) -> None:

@@ -59,25 +59,6 @@ def help_renderable(keymap: Mapping[str, str] | None = None) -> Group:
 
 
 class HelpScreen(ModalScreen[None]):
-    DEFAULT_CSS = """
-    HelpScreen {
-        align: center middle;
-    }
-    HelpScreen > VerticalScroll {
-        width: 80;
-        max-width: 100%;
-        height: auto;
-        max-height: 100%;
-        border: thick $primary;
-        background: $surface;
-        padding: 0 1;
-    }
-    HelpScreen #help-title {
-        text-style: bold;
-        padding-bottom: 1;
-    }
-    """
-
     BINDINGS = [
         Binding("escape,question_mark,q", "close", "Close"),
     ]

@@ -38,23 +38,6 @@ def counts_text(counts: dict[str, int], shown: int, description: str) -> Text:
 
 
 class JobListScreen(JobKeysMixin, LiveScreen):
-    DEFAULT_CSS = """
-    JobListScreen #counts {
-        height: auto;
-        max-height: 3;
-        padding: 0 1;
-        background: $boost;
-    }
-    JobListScreen #filter {
-        display: none;
-        height: 3;
-        margin: 0 0;
-    }
-    JobListScreen #filter.-visible {
-        display: block;
-    }
-    """
-
     BINDINGS = [
         *bindings("open"),
         *JOB_BINDINGS,

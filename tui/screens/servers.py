@@ -53,18 +53,6 @@ def server_cells(s: ServerView, now: float) -> tuple[object, ...]:
 
 
 class ServersScreen(LiveScreen):
-    DEFAULT_CSS = """
-    ServersScreen DataTable {
-        height: auto;
-        max-height: 1fr;
-        margin: 1 1 0 1;
-    }
-    ServersScreen #servers-note {
-        padding: 1 2;
-        color: $text-muted;
-    }
-    """
-
     BINDINGS = bindings("servers-back")
 
     def __init__(self) -> None:

@@ -97,38 +97,6 @@ def started_cell(at: float | None, now: float, width: int) -> str:
 class JobTable(ScrollView, can_focus=True):
     """A window onto the job list; the cursor is a job id."""
 
-    DEFAULT_CSS = """
-    JobTable {
-        height: 1fr;
-        overflow-x: hidden;
-        overflow-y: auto;
-        scrollbar-size-vertical: 1;
-        background: $surface;
-    }
-    JobTable > .jobtable--header {
-        text-style: bold;
-        background: $panel;
-        color: $text;
-    }
-    JobTable > .jobtable--cursor {
-        background: $block-cursor-background;
-        color: $block-cursor-foreground;
-        text-style: bold;
-    }
-    JobTable:blur > .jobtable--cursor {
-        background: $block-cursor-blurred-background;
-        color: $block-cursor-blurred-foreground;
-        text-style: none;
-    }
-    JobTable > .jobtable--placeholder {
-        color: $text-muted;
-    }
-    JobTable > .jobtable--empty {
-        color: $text-muted;
-        text-style: italic;
-    }
-    """
-
     COMPONENT_CLASSES = {
         "jobtable--header",
         "jobtable--cursor",
