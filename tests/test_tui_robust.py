@@ -25,7 +25,7 @@ from engine.runtime import Engine
 from engine.submit import submit
 from tests import scenario
 from tests.screenshots import make_app, select, settle
-from tests.tui_support import RecordingApp, count_calls, embedded, one, said, state, utc  # noqa: F401 - utc: autouse
+from tests.tui_support import RecordingApp, count_calls, embedded, one, painted, said, state, utc  # noqa: F401 - utc: autouse
 from tests.waiting import until
 from tui.modals.approval import ConfirmApproval
 from tui.modals.cancel import ConfirmCancel
@@ -238,23 +238,28 @@ async def test_a_changed_filter_drops_the_page_of_the_old_one(db: str) -> None:
         gate = asyncio.Event()
         orig = app.data.list_jobs
 
+        held = asyncio.Event()
+
         async def slow(offset: int, limit: int, query: Any) -> Any:
             page = await orig(offset, limit, query)
             if not query.text:
+                held.set()
                 await gate.wait()
             return page
 
         app.data.list_jobs = slow  # type: ignore[method-assign]
         old = asyncio.create_task(t.reload())
-        await pilot.pause(0.2)  # the old query's page is read and held at the gate
-        t.set_query(replace(t.query_spec, text="child"))
+        await until(held.is_set, "the old query's page held at the gate", pilot=pilot)
+        t.query_spec = replace(t.query_spec, text="child")  # a fetch for it starts at once
         gate.set()
-        await old
-        assert t._cache == [] and t.selected_id is None  # noqa: SLF001 - dropped
-        await t.reload()
+        await old  # the old fetch was cancelled: not an error
+        await settle(pilot)
         names = [r.name for r in t._cache]  # noqa: SLF001
-        assert names and all("child" in n for n in names)
+        assert names and all("child" in n for n in names)  # the old page was never kept
         assert t.selected_id == t._cache[0].id  # noqa: SLF001
+        # What is painted is the new query's rows.
+        rows = [line for line in painted(app).splitlines() if "child-" in line]
+        assert len(rows) == len(names) and not said(app, "could not refresh")
 
 
 async def test_reject_asks_first_and_a_double_n_does_nothing(db: str) -> None:

@@ -4,11 +4,12 @@ job keys (cancel, abort, hold, approve...) that act on "the selected job".
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import TYPE_CHECKING, Any, cast
 
+from textual import work
 from textual.screen import Screen
+from textual.timer import Timer
 
 from tui.data import one_line
 from tui.keys import BY_ID, scope_bindings
@@ -23,18 +24,20 @@ TICK_S = 1.0  # durations and countdowns move even when the database does not
 class LiveScreen(Screen[None]):
     """Loads on mount; while it is the top screen, reloads when the database changed.
 
-    The refresh is a one-shot timer re-armed after each refresh (never ``set_interval``),
-    so two refreshes never overlap, and it does nothing while a modal is on top. A refresh
-    that fails (a locked database...) is said once, keeps the last view, and is tried
-    again on the next cycle: it never ends the console, nor the engine inside it.
+    The live refresh is an interval timer, paused while the screen is suspended (a modal
+    or another screen on top) and resumed when it is back. Textual awaits the callback
+    before the next tick, so two cycles never overlap; a cycle skips its turn while a
+    reload is running. A refresh that fails (a locked database...) is said once, keeps
+    the last view, and is tried again on the next cycle: it never ends the console, nor
+    the engine inside it.
     """
 
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
-        self._reload_lock = asyncio.Lock()
         self._seen_version = -1
         self._last_load = 0.0
         self._failing = False
+        self._live: Timer | None = None
         self.loaded = False
 
     @property
@@ -49,51 +52,62 @@ class LiveScreen(Screen[None]):
         await self.reload_now()
 
     def on_mount(self) -> None:
-        self.run_worker(self._first_load(), group="screen-load")
-
-    async def _first_load(self) -> None:
-        await self.reload_now()
         if self.bd.live:
-            self._arm()
+            # Running at once if this screen is already the current one (ScreenResume may have
+            # come before Mount).
+            self._live = self.set_interval(
+                REFRESH_S, self._cycle, name="live-refresh", pause=not self.is_current
+            )
+        self.request_reload()
+
+    def on_screen_suspend(self) -> None:
+        if self._live is not None:
+            self._live.pause()
+
+    def on_screen_resume(self) -> None:
+        if self._live is not None:
+            self._live.resume()
 
     async def reload_now(self) -> None:
-        async with self._reload_lock:
-            try:
-                version = self.bd.data.poll()
-                await self.load()
-            except Exception as exc:  # noqa: BLE001 - said once; retried next cycle
-                self._failed(exc)
-                return
-            self._seen_version = version
-            self._last_load = time.monotonic()
-            self.loaded = True
-            self._failing = False
+        try:
+            version = self.bd.data.poll()
+            await self.load()
+        except Exception as exc:  # noqa: BLE001 - said once; retried next cycle
+            self._failed(exc)
+            return
+        self._seen_version = version
+        self._last_load = time.monotonic()
+        self.loaded = True
+        self._failing = False
 
     def _failed(self, exc: Exception) -> None:
         if not self._failing:
             self._failing = True
             self.notify(f"could not refresh: {one_line(exc)}", severity="error", timeout=6)
 
-    def request_reload(self) -> None:
-        """Reload soon, in a worker (after an action, or a changed filter)."""
-        self.run_worker(self.reload_now(), group="screen-reload")
+    @work(exclusive=True, group="screen-reload")
+    async def request_reload(self) -> None:
+        """Reload now, in a worker (first load, after an action). Exclusive: a newer
+        request replaces one still reading."""
+        await self.reload_now()
 
-    def _arm(self) -> None:
-        self.set_timer(REFRESH_S, self._cycle, name="live-refresh")
+    def _reloading(self) -> bool:
+        return any(
+            w.group == "screen-reload" and w.node is self and not w.is_finished
+            for w in self.workers
+        )
 
     async def _cycle(self) -> None:
+        if self._reloading():
+            return  # a reload is reading: this turn is skipped, the next one looks again
         try:
-            if self.is_active and not self._reload_lock.locked():
-                if self._failing or self.bd.data.poll() != self._seen_version:
-                    await self.reload_now()
-                elif time.monotonic() - self._last_load >= TICK_S:
-                    self._last_load = time.monotonic()
-                    await self.tick()
+            if self._failing or self.bd.data.poll() != self._seen_version:
+                await self.reload_now()
+            elif time.monotonic() - self._last_load >= TICK_S:
+                self._last_load = time.monotonic()
+                await self.tick()
         except Exception as exc:  # noqa: BLE001 - poll() or tick(): as a failed refresh
             self._failed(exc)
-        finally:
-            if self.is_attached:
-                self._arm()
 
 
 JOB_BINDINGS = scope_bindings("job")

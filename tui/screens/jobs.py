@@ -97,9 +97,8 @@ class JobListScreen(JobKeysMixin, LiveScreen):
 
     # -- filter and order -------------------------------------------------------------
     def _set_query(self, query: JobQuery) -> None:
-        self.table.set_query(query)
+        self.table.query_spec = query  # the table starts again at the top, and reads
         self._show_counts()
-        self.request_reload()
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
