@@ -376,3 +376,22 @@ def test_hundred_thousand_jobs_open_fast(tmp_path: Path) -> None:
             assert len(fetches) < 20
 
     asyncio.run(run())
+
+
+def test_one_preview_read_gives_the_job_the_refusal_and_the_plan(db: str) -> None:
+    store = Store(db)
+    try:
+        bulk = control.cancel_preview(store, 2)  # extract Ended, load running, report waits
+        assert (bulk.job.name, bulk.refusal, bulk.not_started, bulk.running) == (
+            "bulk-leads",
+            None,
+            1,
+            1,
+        )
+        assert control.cancel_preview(store, 6).refusal == "System jobs cannot be canceled"
+        assert control.cancel_preview(store, 1).refusal == "Job 1 already Ended"
+        assert control.cancel_preview(store, 99) == control.CancelPreview(
+            None, "Job 99 does not exist"
+        )
+    finally:
+        store.dispose()

@@ -182,7 +182,7 @@ async def test_a_failing_read_in_a_request_is_a_notification(db: str) -> None:
     before = state(db)
     async with app.run_test(size=(100, 30)) as pilot:
         await select(pilot, 14)
-        fail_once(app.data.reader, "job")
+        fail_once(app.data, "control")  # the cancel preview: one read
         await pilot.press("c")
         await until(
             lambda: said(app, "Could not cancel: (sqlite3.OperationalError) database is locked"),

@@ -209,15 +209,11 @@ class BatchdeckApp(App[int]):
         from tui.modals.cancel import ConfirmCancel
 
         with self._reported("cancel", nothing=True):
-            refusal = await self.data.control(control.cancel_refusal, job_id)
-            if refusal:
-                self.notify(nothing_to(refusal, "cancel"), severity="warning")
+            preview = await self.data.control(control.cancel_preview, job_id)
+            if preview.refusal is not None or preview.job is None:
+                self.notify(nothing_to(str(preview.refusal), "cancel"), severity="warning")
                 return
-            job = await self.data.reader.job(job_id)
-            if job is None:
-                self.notify(f"Job {job_id} does not exist", severity="warning")
-                return
-            reason = await self.push_screen_wait(ConfirmCancel(job))
+            reason = await self.push_screen_wait(ConfirmCancel(preview.job))
             if reason is None:
                 return
             await self._control(
