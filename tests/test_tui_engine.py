@@ -24,6 +24,8 @@ from tests.tui_support import (  # noqa: F401 - utc: autouse
     job_status,
     make_db,
     one,
+    painted,
+    painted_job_row,
     said,
     state,
     text_of,
@@ -99,6 +101,8 @@ async def test_cancel_from_the_list(db: str) -> None:
         )
         # The wait was running: it winds down, so the request leaves the job Canceling.
         assert (f"Job {job} Canceling", "information") in app.messages
+        # The list follows on its own (live refresh): the row says so.
+        await until(lambda: " Canceled " in painted_job_row(app, job), "the row", pilot=pilot)
     assert task_status(db, job, "sleep") == "canceled"  # the wait stopped at once
     assert one(db, "SELECT cancel_reason, canceled_by FROM job WHERE id=?", job) == (
         "Job canceled by alice: wrong data",
@@ -157,17 +161,24 @@ async def test_abort_on_an_executing_job_no_then_yes(db: str) -> None:
         assert "Cancel and abort" in text_of(modal.query_one(".dialog-title"))
         await pilot.press("n")
         await until(lambda: not isinstance(app.screen, ModalScreen), "no modal", pilot=pilot)
-        await pilot.pause(0.3)
+        await until(lambda: not app.flow_busy(), "the flow to end", pilot=pilot)
         assert state(db) == before  # No: nothing changed
         await pilot.press("a")
         await until(lambda: isinstance(app.screen, ConfirmAbort), "the modal again", pilot=pilot)
         await pilot.press("y")
         await until(lambda: task_status(db, job, "sleep") == "aborted", "aborted", pilot=pilot)
         await until(lambda: job_status(db, job) == "canceled", "the job canceled", pilot=pilot)
-        # The detail screen follows on its own (live refresh).
+        # The detail screen follows on its own (live refresh), and paints it.
         await until(
             lambda: app.screen.detail is not None and app.screen.detail.job.status == "canceled",
             "the screen to follow",
+            pilot=pilot,
+        )
+        await until(
+            lambda: any(
+                line.split()[:2] == ["sleep", "Aborted"] for line in painted(app).splitlines()
+            ),
+            "the task row painted Aborted",
             pilot=pilot,
         )
 
@@ -216,7 +227,7 @@ async def test_approve_and_reject_ask_first(db: str) -> None:
         )
         await pilot.press("n")
         await until(lambda: not isinstance(app.screen, ModalScreen), "no modal", pilot=pilot)
-        await pilot.pause(0.3)
+        await until(lambda: not app.flow_busy(), "the flow to end", pilot=pilot)
         assert state(db) == before and task_status(db, no, "approve") == "executing"
         # `n`, then Yes: rejected.
         await pilot.press("n")
@@ -309,7 +320,10 @@ async def test_live_refresh_pauses_while_a_modal_is_open(db: str) -> None:
         await until(lambda: isinstance(app.screen, ConfirmCancel), "the modal", pilot=pilot)
         fetches = count_calls(app.data, "list_jobs")
         add(db, "wait.toml")
-        await pilot.pause(1.0)  # three refresh periods: none may run under the modal
+        # The list's live refresh is paused while the modal is up (it would show 3 jobs).
+        list_screen = app.screen_stack[-2]
+        assert list_screen._live is not None and not list_screen._live._active.is_set()  # noqa: SLF001
+        await pilot.pause(1.0)  # three refresh periods: an observation window, not a wait
         assert fetches == [] and table.total == 2
         await pilot.press("escape")
         await until(lambda: table.total == 3, "the refresh after the modal", pilot=pilot)

@@ -14,7 +14,16 @@ from engine import control
 from engine.db import Store
 from tests import scenario
 from tests.screenshots import make_app, select, settle
-from tests.tui_support import RecordingApp, count_calls, one, painted, said, state, text_of, utc  # noqa: F401 - utc: autouse
+from tests.tui_support import (
+    RecordingApp,
+    count_calls,
+    one,
+    painted,
+    painted_job_row,
+    said,
+    state,
+    text_of,
+)  # noqa: F401 - utc: autouse
 from tests.waiting import until
 from tui.app import BatchdeckApp
 from tui.modals.abort import ConfirmAbort
@@ -264,6 +273,8 @@ async def test_cancel_a_waiting_job_with_a_reason(db: str) -> None:
         await until(lambda: said(app, "Job 14 Canceled"), "the result", pilot=pilot)
         await settle(pilot)
         assert table(app).row_at(table(app).cursor).status == "canceled"
+        row = painted_job_row(app, 14)
+        assert row.startswith("▶") and "queued-export" in row and " Canceled " in row
     conn = sqlite3.connect(db)
     status, by, reason = conn.execute(
         "SELECT status, canceled_by, cancel_reason FROM job WHERE id=14"
@@ -276,10 +287,13 @@ async def test_hold_and_release(db: str) -> None:
     app = make_app(db)
     async with app.run_test(size=(100, 30)) as pilot:
         await select(pilot, 7)
+        assert " Withhold " in painted_job_row(app, 7)
         await pilot.press("h")
         await until(lambda: said(app, "Job 7 released (Waiting)"), "release", pilot=pilot)
+        await until(lambda: " Waiting " in painted_job_row(app, 7), "the row", pilot=pilot)
         await pilot.press("h")
         await until(lambda: said(app, "Job 7 Withhold"), "hold", pilot=pilot)
+        await until(lambda: " Withhold " in painted_job_row(app, 7), "the row", pilot=pilot)
 
 
 async def test_detail_screen_and_child_jobs(db: str) -> None:

@@ -121,6 +121,19 @@ def painted(app: Any) -> str:
     return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
 
 
+def painted_job_row(app: Any, job_id: int) -> str:
+    """The job list's painted row for ``job_id`` ("" when it is not on screen)."""
+    from tui.widgets.job_table import JobTable
+
+    table = app.screen.query_one(JobTable)
+    lines = painted(app).splitlines()[table.region.y + 1 : table.region.bottom]
+    for line in lines:
+        words = line.replace("▶", " ").split()
+        if words and words[0] == str(job_id):
+            return line
+    return ""
+
+
 def make_db(directory: Path, recipes: dict[str, str], name: str = "batchdeck.db") -> str:
     """A fresh database beside recipe files written from ``recipes`` (file name -> TOML)."""
     from engine.db import Store
