@@ -48,8 +48,9 @@ class LiveScreen(Screen[None]):
         """Read what the screen shows (subclasses)."""
 
     async def tick(self) -> None:
-        """Time passed but nothing changed: redraw what depends on the clock."""
-        await self.reload_now()
+        """Time passed but nothing changed: redraw what depends on the clock (by default,
+        read again: a lease turns stale with time alone)."""
+        self.request_reload()
 
     def on_mount(self) -> None:
         if self.bd.live:
@@ -102,7 +103,7 @@ class LiveScreen(Screen[None]):
             return  # a reload is reading: this turn is skipped, the next one looks again
         try:
             if self._failing or self.bd.data.poll() != self._seen_version:
-                await self.reload_now()
+                self.request_reload()  # the same worker as every reload: never two at once
             elif time.monotonic() - self._last_load >= TICK_S:
                 self._last_load = time.monotonic()
                 await self.tick()
