@@ -213,6 +213,14 @@ KEYS: tuple[Key, ...] = (
 BY_ID: dict[str, Key] = {k.id: k for k in KEYS}
 JOB_KEYS: tuple[Key, ...] = tuple(k for k in KEYS if k.scope == "job")
 KEY_NAMES = {"slash": "/", "question_mark": "?"}
+# Keys Textual itself binds on every screen: a keymap may not take them.
+RESERVED = {
+    "ctrl+p": "the command palette",
+    "ctrl+q": "quit",
+    "ctrl+c": "copy",
+    "tab": "the next widget",
+    "shift+tab": "the previous widget",
+}
 
 
 def bindings(*ids: str) -> list[Binding]:
@@ -263,6 +271,12 @@ def check_keymap(keymap: Mapping[str, str], origin: str = "keymap") -> dict[str,
             )
         if not isinstance(keys, str) or not _norm(keys):
             raise KeymapError(f'{origin}: {binding_id} must be a key name, like "x" or "ctrl+x"')
+        for name in _norm(keys):
+            if name in RESERVED:
+                raise KeymapError(
+                    f"{origin}: {name!r} is {RESERVED[name]} everywhere; give {binding_id} "
+                    "another key"
+                )
     effective = {k.id: _norm(keymap.get(k.id, k.key)) for k in KEYS}
     for seen in SCOPES_SEEN.values():
         owner: dict[str, Key] = {}
