@@ -20,8 +20,16 @@ from engine import control
 from engine.identity import current_actor
 from tui.data import Data, one_line, owner_pid
 from tui.keys import KEYS, scope_bindings
+from tui.modals.abort import ConfirmAbort
+from tui.modals.approval import ConfirmApproval
+from tui.modals.cancel import ConfirmCancel
+from tui.modals.cancel_tree import ConfirmCancelTree
+from tui.modals.quit import ConfirmQuit
 from tui.screens.base import JobKeysMixin, LiveScreen
-from tui.screens.detail import waiting_approval
+from tui.screens.detail import JobDetailScreen, waiting_approval
+from tui.screens.help import HelpScreen
+from tui.screens.jobs import JobListScreen
+from tui.screens.servers import ServersScreen
 from tui.styles import set_plain
 
 
@@ -96,8 +104,6 @@ class BatchdeckApp(App[int]):
 
     # -- lifecycle ----------------------------------------------------------------------
     def on_mount(self) -> None:
-        from tui.screens.jobs import JobListScreen
-
         self.set_keymap(self.keymap)
         self.sub_title = self.mode_label
         self.push_screen(JobListScreen())
@@ -135,19 +141,13 @@ class BatchdeckApp(App[int]):
         return True
 
     def open_job(self, job_id: int) -> None:
-        from tui.screens.detail import JobDetailScreen
-
         self.push_screen(JobDetailScreen(job_id))
 
     def action_servers(self) -> None:
-        from tui.screens.servers import ServersScreen
-
         if not isinstance(self.screen, ServersScreen):
             self.push_screen(ServersScreen())
 
     def action_help(self) -> None:
-        from tui.screens.help import HelpScreen
-
         self.push_screen(HelpScreen())
 
     async def action_quit(self) -> None:
@@ -156,8 +156,6 @@ class BatchdeckApp(App[int]):
 
     @work(group="flows")
     async def flow_quit(self) -> None:
-        from tui.modals.quit import ConfirmQuit
-
         host = self.host
         if host is not None and host.running:
             names = set(host.servers)
@@ -206,8 +204,6 @@ class BatchdeckApp(App[int]):
 
     @work(group="flows")
     async def flow_cancel(self, job_id: int) -> None:
-        from tui.modals.cancel import ConfirmCancel
-
         with self._reported("cancel", nothing=True):
             preview = await self.data.control(control.cancel_preview, job_id)
             if preview.refusal is not None or preview.job is None:
@@ -222,8 +218,6 @@ class BatchdeckApp(App[int]):
 
     @work(group="flows")
     async def flow_abort(self, job_id: int, *, enhanced: bool) -> None:
-        from tui.modals.abort import ConfirmAbort
-
         with self._reported("abort", nothing=True):
             plan = await self.data.control(control.abort_preview, job_id, enhanced=enhanced)
             if not await self.push_screen_wait(ConfirmAbort(plan, self._now())):
@@ -241,8 +235,6 @@ class BatchdeckApp(App[int]):
 
     @work(group="flows")
     async def flow_cancel_tree(self, job_id: int) -> None:
-        from tui.modals.cancel_tree import ConfirmCancelTree
-
         with self._reported("cancel with children"):
             tree = await self.data.control(control.cancel_tree_preview, job_id)
             if all(skip is not None for _, skip in tree):
@@ -270,8 +262,6 @@ class BatchdeckApp(App[int]):
 
     @work(group="flows")
     async def flow_approval(self, job_id: int, task_id: int | None, *, approve: bool) -> None:
-        from tui.modals.approval import ConfirmApproval
-
         with self._reported("approve" if approve else "reject", nothing=True):
             detail = await self.data.reader.job_detail(job_id, event_limit=0)
             if detail is None:
