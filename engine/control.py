@@ -671,3 +671,38 @@ def bulk_apply(
         else:
             results.append(BulkResult(job.id, True, text))
     return results
+
+
+@dataclass(frozen=True)
+class CancelPreview:
+    """What the console needs before it asks: the job, why a cancel would be refused
+    now (None: it would not), and what it would do to the job's tasks."""
+
+    job: JobRow | None  # None: there is no such job (the refusal says so)
+    refusal: str | None
+    not_started: int = 0  # Waiting/Ready tasks: they become Didn't run
+    running: int = 0  # Executing tasks: they become Canceling and wind down
+
+
+def cancel_preview(store: Store, job_id: int, *, actor: str | None = None) -> CancelPreview:
+    """One read for a cancel confirmation: the job, the refusal (the ``managers`` rule for
+    ``actor`` included) and the plan together. ``cancel`` checks the refusal again when
+    it runs, in its own transaction."""
+    with store.read() as conn:
+        try:
+            job = get_job(conn, job_id)
+        except Refused as exc:
+            return CancelPreview(None, str(exc))
+        w = permissions.who(conn, actor)
+        refusal = permissions.refusal(w, "cancel", job.submitted_by) or _refusal(job)
+        counts = dict(
+            conn.exec_driver_sql(
+                "SELECT status, count(*) FROM task WHERE job_id=? GROUP BY status", (job_id,)
+            ).fetchall()
+        )
+    return CancelPreview(
+        job,
+        refusal,
+        not_started=counts.get("waiting", 0) + counts.get("ready", 0),
+        running=counts.get("executing", 0),
+    )

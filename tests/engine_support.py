@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from engine.db import Store
 from engine.recipes import load_recipe
 from engine.submit import submit
-
-POLL_S = 0.02
-POLL_LIMIT = 1500  # iterations: a generous cap, not a speed target
+from tests.waiting import until  # noqa: F401 - the engine tests import it from here
 
 
 def _toml_value(v: Any) -> str:
@@ -74,12 +70,3 @@ def events(store: Store, job_id: int) -> list[dict[str, Any]]:
         res = conn.exec_driver_sql("SELECT * FROM event WHERE job_id=? ORDER BY id", (job_id,))
         keys = list(res.keys())
         return [dict(zip(keys, r, strict=True)) for r in res.fetchall()]
-
-
-async def until(predicate: Callable[[], bool], what: str = "condition") -> None:
-    """Wait until ``predicate()`` holds, polling; fails only after a generous cap."""
-    for _ in range(POLL_LIMIT):
-        if predicate():
-            return
-        await asyncio.sleep(POLL_S)
-    raise AssertionError(f"gave up waiting for {what}")

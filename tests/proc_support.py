@@ -15,34 +15,16 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-T = TypeVar("T")
+from tests.waiting import until_sync as wait_for  # the suite's one poller, for subprocesses
 
 BATCHDECK = [sys.executable, "-c", "from tui.cli import main; main()"]
 
-WAIT_S = 20.0  # the bound on any wait for a condition
-POLL_S = 0.05
 CLI_TIMEOUT_S = 60.0
-
-
-def wait_for(
-    probe: Callable[[], T], what: str, timeout: float = WAIT_S, interval: float = POLL_S
-) -> T:
-    """Call ``probe`` until it returns something truthy; return that. Bounded."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = probe()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}; last seen: {last!r}")
-        time.sleep(interval)
 
 
 def user() -> str:

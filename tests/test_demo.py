@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +12,7 @@ import pytest
 from engine.db import open_store
 from engine.recipes import check_path
 from engine.runtime import Engine
+from tests.waiting import until
 from tui.demo import (
     CANCEL_REASON,
     CHILDREN,
@@ -26,8 +25,7 @@ from tui.demo import (
     recipe_names,
 )
 
-POLL_S = 0.1
-POLL_LIMIT = 1200  # iterations: a generous cap, not a speed target
+BOUND_S = 120.0  # the demo builds and runs a real engine: a generous cap
 
 
 def query(db: str | Path, sql: str, *params: Any) -> list[dict[str, Any]]:
@@ -189,14 +187,6 @@ def test_refuses_a_database_that_is_not_a_demo(tmp_path: Path) -> None:
     assert (tmp_path / "batchdeck.db").exists()
 
 
-async def until(what: str, predicate: Callable[[], bool]) -> None:
-    for _ in range(POLL_LIMIT):
-        if predicate():
-            return
-        await asyncio.sleep(POLL_S)
-    pytest.fail(f"never happened: {what}")
-
-
 async def test_demo_runs(tmp_path: Path) -> None:
     # Called from inside a running loop: build_demo runs its own engine in a thread.
     db = build_demo(tmp_path / "demo")
@@ -208,27 +198,31 @@ async def test_demo_runs(tmp_path: Path) -> None:
             return tasks(db, job)[name]
 
         await until(
-            "the bulk import reports progress",
             lambda: task("nightly-import", "load")["progress_done"] > 0,
+            "the bulk import reports progress",
+            bound=BOUND_S,
         )
         await until(
-            "the approval task waits for an operator",
             lambda: task("ledger-close", "approve-posting")["status"] == "executing",
+            "the approval task waits for an operator",
+            bound=BOUND_S,
         )
         await until(
-            "the blocking wait is executing",
             lambda: task("warehouse-sync", "pull-inventory")["status"] == "executing",
+            "the blocking wait is executing",
+            bound=BOUND_S,
         )
         await until(
-            "the shell task shows its output",
             lambda: "tick" in (task("log-shipper", "ship")["output"] or ""),
+            "the shell task shows its output",
+            bound=BOUND_S,
         )
         await until(
-            "the 30-minute wait is executing",
             lambda: task("quarterly-reconcile", "reconcile")["status"] == "executing",
+            "the 30-minute wait is executing",
+            bound=BOUND_S,
         )
         await until(
-            "month-end-close has started its two children",
             lambda: (
                 sorted(
                     (j["name"], j["call_mode"])
@@ -240,6 +234,8 @@ async def test_demo_runs(tmp_path: Path) -> None:
                 )
                 == [("audit-trail", "async"), ("ledger-rollup", "sync")]
             ),
+            "month-end-close has started its two children",
+            bound=BOUND_S,
         )
         assert jobs(db)["payroll-run"]["status"] == "withhold"
         assert engine.stats.errors == []

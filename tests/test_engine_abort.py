@@ -300,7 +300,10 @@ async def test_abort_refuses_when_the_plan_grew_since_it_was_confirmed(engine, t
     )
     await until(lambda: task_statuses(store, stuck)["s"] == "executing")
     control.cancel(store, stuck, actor="alice")
-    # "wait" is canceled at once; use a shell that finishes on cancel to keep one Canceling.
+    # "wait" stops at its next safe point: until it is Canceled it still runs on batch-01,
+    # and the plans below would list it as a disrupted job.
+    await until(lambda: task_statuses(store, stuck)["s"] == "canceled", "the wait canceled")
+    # A shell that finishes on cancel keeps one task Canceling.
     job = submit_tasks(
         store,
         tmp_path,
@@ -322,4 +325,4 @@ async def test_abort_refuses_when_the_plan_grew_since_it_was_confirmed(engine, t
     # Confirmed against the current plan, it goes ahead.
     plan = control.abort_preview(store, job, enhanced=True)
     control.abort(store, job, actor="alice", enhanced=True, confirmed=plan)
-    assert task_statuses(store, job)["sh"] in ("aborting", "aborted")
+    await until(lambda: task_statuses(store, job)["sh"] == "aborted", "the shell aborted")

@@ -788,7 +788,8 @@ def test_console_opens_read_only_without_the_keys_that_write() -> None:
 
 
 async def test_console_draws_hostile_text_escaped(tmp_path: Path) -> None:
-    from tests.tui_support import text_of, until
+    from tests.tui_support import text_of
+    from tests.waiting import until
     from tui.app import BatchdeckApp
 
     place = Place(tmp_path, tmp_path / "batchdeck.db")
@@ -796,15 +797,15 @@ async def test_console_draws_hostile_text_escaped(tmp_path: Path) -> None:
     _sql(place.db, "UPDATE task SET action='shell'")  # its output tail is shown too
     app = BatchdeckApp(str(place.db), mode_label="attached", live=False)
     async with app.run_test(size=(160, 40)) as pilot:
-        await until(pilot, lambda: getattr(app.screen, "loaded", False), "the job list")
+        await until(lambda: getattr(app.screen, "loaded", False), "the job list", pilot=pilot)
         listed = "\n".join(s.text for s in app.screen._compositor.render_strips())
         assert not RAW_CONTROL.search(listed.replace("\n", "")), repr(listed)
         assert r"evil\x1b[2J\x1b]0;owned\x07\nname" in listed, listed
         await pilot.press("enter")
         await until(
-            pilot,
             lambda: type(app.screen).__name__ == "JobDetailScreen" and app.screen.loaded,
             "the job detail",
+            pilot=pilot,
         )
         await pilot.pause(0.2)
         shown = "\n".join(s.text for s in app.screen._compositor.render_strips())

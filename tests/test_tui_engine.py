@@ -16,15 +16,29 @@ from textual.widgets import Button
 from engine import batch, control
 from engine.db import Store
 from engine.runtime import Engine
-from tests.tui_support import add, job_status, make_db, one, said, state, text_of, until, utc  # noqa: F401 - utc: autouse
-from tui.app import BatchdeckApp, embedded_label
+from tests.screenshots import select, settle
+from tests.tui_support import (  # noqa: F401 - utc: autouse
+    RecordingApp,
+    add,
+    count_calls,
+    job_status,
+    make_db,
+    one,
+    painted,
+    painted_job_row,
+    said,
+    state,
+    text_of,
+    utc,
+)
+from tests.tui_support import embedded as embedded_app
+from tests.waiting import until
 from tui.launch import placement
 from tui.modals.abort import ConfirmAbort
 from tui.modals.approval import ConfirmApproval
 from tui.modals.cancel import ConfirmCancel
 from tui.modals.quit import ConfirmQuit
 from tui.screens.detail import JobDetailScreen
-from tui.screenshots import select, settle
 
 SERVERS = {"batch-01": 4}
 
@@ -68,24 +82,27 @@ def task_status(db: str, job_id: int, name: str) -> str:
     return one(db, "SELECT status FROM task WHERE job_id=? AND name=?", job_id, name)
 
 
-def embedded(db: str) -> BatchdeckApp:
-    return BatchdeckApp(
-        db, mode_label=embedded_label(SERVERS), engine=Engine(db, SERVERS), actor="alice"
-    )
+def embedded(db: str) -> RecordingApp:
+    return embedded_app(db, SERVERS)[0]
 
 
 async def test_cancel_from_the_list(db: str) -> None:
     job = add(db, "wait.toml")
     app = embedded(db)
     async with app.run_test(size=(100, 30)) as pilot:
-        await until(pilot, lambda: job_status(db, job) == "executing", "the job to start")
+        await until(lambda: job_status(db, job) == "executing", "the job to start", pilot=pilot)
         assert app.sub_title == "embedded engine: batch-01"
         await select(pilot, job)
         await pilot.press("c")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmCancel), "the cancel modal")
+        await until(lambda: isinstance(app.screen, ConfirmCancel), "the cancel modal", pilot=pilot)
         await pilot.press(*"wrong data", "enter")
-        await until(pilot, lambda: job_status(db, job) == "canceled", "the job to be canceled")
-        assert said(app, f"Job {job} Canceling") or said(app, f"Job {job} Canceled")
+        await until(
+            lambda: job_status(db, job) == "canceled", "the job to be canceled", pilot=pilot
+        )
+        # The wait was running: it winds down, so the request leaves the job Canceling.
+        assert (f"Job {job} Canceling", "information") in app.messages
+        # The list follows on its own (live refresh): the row says so.
+        await until(lambda: " Canceled " in painted_job_row(app, job), "the row", pilot=pilot)
     assert task_status(db, job, "sleep") == "canceled"  # the wait stopped at once
     assert one(db, "SELECT cancel_reason, canceled_by FROM job WHERE id=?", job) == (
         "Job canceled by alice: wrong data",
@@ -97,24 +114,30 @@ async def test_abort_from_the_detail_screen_yes(db: str) -> None:
     job = add(db, "stubborn.toml")
     app = embedded(db)
     async with app.run_test(size=(100, 30)) as pilot:
-        await until(pilot, lambda: task_status(db, job, "sleeper") == "executing", "the start")
+        await until(
+            lambda: task_status(db, job, "sleeper") == "executing", "the start", pilot=pilot
+        )
         store = Store(db)
         control.cancel(store, job, actor="bob")  # on_cancel = finish: it keeps running
         store.dispose()
-        await until(pilot, lambda: task_status(db, job, "sleeper") == "canceling", "canceling")
+        await until(
+            lambda: task_status(db, job, "sleeper") == "canceling", "canceling", pilot=pilot
+        )
         await select(pilot, job)
         await pilot.press("enter")
         await settle(pilot)
         assert isinstance(app.screen, JobDetailScreen)
         await pilot.press("a")
         modal = await until(
-            pilot, lambda: isinstance(app.screen, ConfirmAbort) and app.screen, "the abort modal"
+            lambda: isinstance(app.screen, ConfirmAbort) and app.screen,
+            "the abort modal",
+            pilot=pilot,
         )
         assert not modal.plan.cancel_first
         assert f"Abort job {job} stubborn-shell?" in text_of(modal.query_one(".dialog-title"))
         await pilot.press("y")
-        await until(pilot, lambda: task_status(db, job, "sleeper") == "aborted", "aborted")
-        await until(pilot, lambda: job_status(db, job) == "canceled", "the job canceled")
+        await until(lambda: task_status(db, job, "sleeper") == "aborted", "aborted", pilot=pilot)
+        await until(lambda: job_status(db, job) == "canceled", "the job canceled", pilot=pilot)
         assert said(app, f"Aborting job {job}: 1 task")
     assert one(db, "SELECT aborted_by FROM job WHERE id=?", job) == "alice"
 
@@ -123,31 +146,40 @@ async def test_abort_on_an_executing_job_no_then_yes(db: str) -> None:
     job = add(db, "wait.toml")
     app = embedded(db)
     async with app.run_test(size=(100, 30)) as pilot:
-        await until(pilot, lambda: task_status(db, job, "sleep") == "executing", "the start")
+        await until(lambda: task_status(db, job, "sleep") == "executing", "the start", pilot=pilot)
         await select(pilot, job)
         await pilot.press("enter")
         await settle(pilot)
         before = state(db)
         await pilot.press("a")
         modal = await until(
-            pilot, lambda: isinstance(app.screen, ConfirmAbort) and app.screen, "the abort modal"
+            lambda: isinstance(app.screen, ConfirmAbort) and app.screen,
+            "the abort modal",
+            pilot=pilot,
         )
         assert modal.plan.cancel_first  # offers to cancel and abort in one step
         assert "Cancel and abort" in text_of(modal.query_one(".dialog-title"))
         await pilot.press("n")
-        await until(pilot, lambda: not isinstance(app.screen, ModalScreen), "no modal")
-        await pilot.pause(0.3)
+        await until(lambda: not isinstance(app.screen, ModalScreen), "no modal", pilot=pilot)
+        await until(lambda: not app.flow_busy(), "the flow to end", pilot=pilot)
         assert state(db) == before  # No: nothing changed
         await pilot.press("a")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmAbort), "the modal again")
+        await until(lambda: isinstance(app.screen, ConfirmAbort), "the modal again", pilot=pilot)
         await pilot.press("y")
-        await until(pilot, lambda: task_status(db, job, "sleep") == "aborted", "aborted")
-        await until(pilot, lambda: job_status(db, job) == "canceled", "the job canceled")
-        # The detail screen follows on its own (live refresh).
+        await until(lambda: task_status(db, job, "sleep") == "aborted", "aborted", pilot=pilot)
+        await until(lambda: job_status(db, job) == "canceled", "the job canceled", pilot=pilot)
+        # The detail screen follows on its own (live refresh), and paints it.
         await until(
-            pilot,
             lambda: app.screen.detail is not None and app.screen.detail.job.status == "canceled",
             "the screen to follow",
+            pilot=pilot,
+        )
+        await until(
+            lambda: any(
+                line.split()[:2] == ["sleep", "Aborted"] for line in painted(app).splitlines()
+            ),
+            "the task row painted Aborted",
+            pilot=pilot,
         )
 
 
@@ -158,18 +190,18 @@ async def test_approve_and_reject_ask_first(db: str) -> None:
     async with app.run_test(size=(100, 30)) as pilot:
         for job in (yes, no):
             await until(
-                pilot,
                 lambda j=job: task_status(db, j, "approve") == "executing",
                 "the approval to wait",
+                pilot=pilot,
             )
         await select(pilot, yes)
         await pilot.press("enter")
         await settle(pilot)
         await pilot.press("y")
         modal = await until(
-            pilot,
             lambda: isinstance(app.screen, ConfirmApproval) and app.screen,
             "the approve modal",
+            pilot=pilot,
         )
         await pilot.pause()
         assert f"Approve task approve of job {yes} needs-approval?" in text_of(
@@ -177,7 +209,7 @@ async def test_approve_and_reject_ask_first(db: str) -> None:
         )
         assert isinstance(app.focused, Button) and app.focused.id == "no"
         await pilot.press("y")
-        await until(pilot, lambda: job_status(db, yes) == "ended", "approved job to end")
+        await until(lambda: job_status(db, yes) == "ended", "approved job to end", pilot=pilot)
         assert said(app, f"Task approve of job {yes} approved")
         await pilot.press("escape")
         await select(pilot, no)
@@ -186,23 +218,23 @@ async def test_approve_and_reject_ask_first(db: str) -> None:
         # it opens the confirmation, and a second `n` answers No.
         await pilot.press("n")
         modal = await until(
-            pilot,
             lambda: isinstance(app.screen, ConfirmApproval) and app.screen,
             "the reject modal",
+            pilot=pilot,
         )
         assert f"Reject task approve of job {no} needs-approval?" in text_of(
             modal.query_one(".dialog-title")
         )
         await pilot.press("n")
-        await until(pilot, lambda: not isinstance(app.screen, ModalScreen), "no modal")
-        await pilot.pause(0.3)
+        await until(lambda: not isinstance(app.screen, ModalScreen), "no modal", pilot=pilot)
+        await until(lambda: not app.flow_busy(), "the flow to end", pilot=pilot)
         assert state(db) == before and task_status(db, no, "approve") == "executing"
         # `n`, then Yes: rejected.
         await pilot.press("n")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmApproval), "the modal again")
+        await until(lambda: isinstance(app.screen, ConfirmApproval), "the modal again", pilot=pilot)
         await pilot.pause()
         await pilot.click("#yes")
-        await until(pilot, lambda: job_status(db, no) == "error", "rejected job to fail")
+        await until(lambda: job_status(db, no) == "error", "rejected job to fail", pilot=pilot)
         assert said(app, f"Task approve of job {no} rejected")
     assert task_status(db, yes, "approve") == "ended"
     assert task_status(db, no, "approve") == "error"
@@ -213,16 +245,16 @@ async def test_the_embedded_engine_stops_with_the_console(db: str) -> None:
     job = add(db, "wait.toml")
     app = embedded(db)
     async with app.run_test(size=(100, 30)) as pilot:
-        await until(pilot, lambda: job_status(db, job) == "executing", "the start")
+        await until(lambda: job_status(db, job) == "executing", "the start", pilot=pilot)
         await pilot.press("q")  # a task is running: asks first
-        await until(pilot, lambda: isinstance(app.screen, ConfirmQuit), "the quit modal")
+        await until(lambda: isinstance(app.screen, ConfirmQuit), "the quit modal", pilot=pilot)
         await pilot.press("n")
-        await until(pilot, lambda: not isinstance(app.screen, ModalScreen), "no modal")
+        await until(lambda: not isinstance(app.screen, ModalScreen), "no modal", pilot=pilot)
         assert app.is_running
         await pilot.press("q")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmQuit), "the quit modal")
+        await until(lambda: isinstance(app.screen, ConfirmQuit), "the quit modal", pilot=pilot)
         await pilot.press("y")
-        await until(pilot, lambda: not app.is_running or app.engine is None, "the stop")
+        await until(lambda: not app.is_running or not app.host.running, "the stop", pilot=pilot)
     assert one(db, "SELECT status, lease_owner FROM server WHERE name='batch-01'") == (
         "offline",
         None,
@@ -239,18 +271,20 @@ async def test_falls_back_to_attached_when_the_lease_is_taken(db: str) -> None:
         app = embedded(db)
         async with app.run_test(size=(100, 30)) as pilot:
             await until(
-                pilot, lambda: app.engine is None and "attached" in app.sub_title, "the fall back"
+                lambda: app.host.engine is None and "attached" in app.sub_title,
+                "the fall back",
+                pilot=pilot,
             )
             pid = other.owner.split(":")[1]
             assert app.sub_title == f"attached to engine on batch-01 (pid {pid})"
             assert said(app, "Attached to the running engine")
-            await until(pilot, lambda: job_status(db, job) == "executing", "the other engine")
+            await until(lambda: job_status(db, job) == "executing", "the other engine", pilot=pilot)
             await select(pilot, job)
             await pilot.press("c")
-            await until(pilot, lambda: isinstance(app.screen, ConfirmCancel), "the modal")
+            await until(lambda: isinstance(app.screen, ConfirmCancel), "the modal", pilot=pilot)
             await pilot.press("enter")
             # The other engine sees the request through the database and stops the task.
-            await until(pilot, lambda: job_status(db, job) == "canceled", "canceled")
+            await until(lambda: job_status(db, job) == "canceled", "canceled", pilot=pilot)
         # Attached: quitting the console leaves the other engine serving.
         assert one(db, "SELECT lease_owner FROM server WHERE name='batch-01'") == other.owner
     finally:
@@ -275,19 +309,22 @@ async def test_live_refresh_pauses_while_a_modal_is_open(db: str) -> None:
     job = add(db, "wait.toml")
     app = embedded(db)
     async with app.run_test(size=(100, 30)) as pilot:
-        await until(pilot, lambda: job_status(db, job) == "executing", "the start")
+        await until(lambda: job_status(db, job) == "executing", "the start", pilot=pilot)
         await select(pilot, job)
         table = app.screen.table
         # Live: a job submitted elsewhere shows up on its own.
         second = add(db, "wait.toml")
-        await until(pilot, lambda: table.total == 2, "the new job to show")
+        await until(lambda: table.total == 2, "the new job to show", pilot=pilot)
         assert table.selected_id == job  # the selection stayed on the same job
         await pilot.press("c")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmCancel), "the modal")
-        fetches = table.fetches
+        await until(lambda: isinstance(app.screen, ConfirmCancel), "the modal", pilot=pilot)
+        fetches = count_calls(app.data, "list_jobs")
         add(db, "wait.toml")
-        await pilot.pause(1.0)  # three refresh periods: none may run under the modal
-        assert table.fetches == fetches and table.total == 2
+        # The list's live refresh is paused while the modal is up (it would show 3 jobs).
+        list_screen = app.screen_stack[-2]
+        assert list_screen._live is not None and not list_screen._live._active.is_set()  # noqa: SLF001
+        await pilot.pause(1.0)  # three refresh periods: an observation window, not a wait
+        assert fetches == [] and table.total == 2
         await pilot.press("escape")
-        await until(pilot, lambda: table.total == 3, "the refresh after the modal")
+        await until(lambda: table.total == 3, "the refresh after the modal", pilot=pilot)
         assert job_status(db, job) == "executing" and second

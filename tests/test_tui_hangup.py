@@ -14,6 +14,7 @@ import json
 import os
 import select
 import signal
+import sqlite3
 import struct
 import subprocess
 import termios
@@ -24,10 +25,10 @@ import pytest
 
 from engine import control
 from engine.db import Store
-from engine.runtime import Engine
-from tests.proc_support import BATCHDECK, pid_alive, wait_for
-from tests.tui_support import add, job_status, make_db, one, until, utc  # noqa: F401 - utc: autouse
-from tui.app import BatchdeckApp, embedded_label
+from tests.proc_support import BATCHDECK, pid_alive
+from tests.tui_support import RecordingApp, add, embedded, job_status, make_db, one, rows, utc  # noqa: F401 - utc: autouse
+from tests.waiting import until, until_sync
+from tui.host import EngineHost
 from tui.launch import placement, run_headless
 
 SERVERS = {"batch-01": 2}
@@ -78,14 +79,14 @@ async def test_a_hangup_hands_the_engine_over_and_it_runs_until_the_work_is_done
     store = Store(db)
     control.hold(store, held, actor="alice")  # a held job is no work: it does not keep it
     store.dispose()
-    engine = Engine(db, SERVERS, poll_interval=0.02)
-    app = BatchdeckApp(db, mode_label=embedded_label(SERVERS), engine=engine, actor="alice")
+    app, host = embedded(db, SERVERS)
+    engine = host.engine
     async with app.run_test(size=(100, 30)) as pilot:
-        await until(pilot, lambda: job_status(db, job) == "executing", "the start")
-        app.hangup()
-        await until(pilot, lambda: app.handed_off is not None, "the hand-off")
+        await until(lambda: job_status(db, job) == "executing", "the start", pilot=pilot)
+        host.hangup()
+        await until(lambda: host.handed_off is not None, "the hand-off", pilot=pilot)
     # The console is gone; its engine is not: the lease is still held, the job running.
-    assert app.handed_off is engine and lease(db) == ("online", engine.owner)
+    assert host.handed_off is engine and lease(db) == ("online", engine.owner)
     await run_headless(engine, db, check_s=0.05)
     assert job_status(db, job) == "ended"
     assert job_status(db, held) == "withhold"
@@ -93,18 +94,21 @@ async def test_a_hangup_hands_the_engine_over_and_it_runs_until_the_work_is_done
 
 
 async def test_a_hangup_when_attached_just_exits(db: str) -> None:
-    app = BatchdeckApp(db, mode_label="attached", actor="alice")
+    host = EngineHost()
+    app = RecordingApp(db, mode_label="attached", actor="alice", host=host)
     async with app.run_test(size=(100, 30)) as pilot:
-        app.hangup()
-        await until(pilot, lambda: not app.is_running, "the exit")
-    assert app.handed_off is None
+        host.hangup()
+        await until(lambda: not app.is_running, "the exit", pilot=pilot)
+    assert host.handed_off is None
 
 
 # -- a real console on a pseudo terminal ---------------------------------------------------
 class Console:
     """``batchdeck`` on a pty whose master side we hold (as sshd holds it)."""
 
-    def __init__(self, db: str) -> None:
+    def __init__(
+        self, db: str, argv: tuple[str, ...] = ("console", "--server", "batch-01:2")
+    ) -> None:
         master, slave = os.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
         env = dict(os.environ)
@@ -116,7 +120,7 @@ class Console:
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
         self.proc = subprocess.Popen(
-            [*BATCHDECK, "console", "--server", "batch-01:2"],
+            [*BATCHDECK, *argv],
             stdin=slave,
             stdout=slave,
             stderr=slave,
@@ -171,8 +175,8 @@ class Console:
 def console(db: str):
     consoles: list[Console] = []
 
-    def start() -> Console:
-        c = Console(db)
+    def start(*argv: str) -> Console:
+        c = Console(db, *([argv] if argv else []))
         consoles.append(c)
         return c
 
@@ -191,7 +195,7 @@ def fd_target(pid: int, fd: int) -> str:
 def test_an_ssh_drop_does_not_kill_the_jobs(db: str, console) -> None:  # noqa: ANN001
     job = add(db, "approval.toml")
     c = console()
-    wait_for(
+    until_sync(
         lambda: (
             one(db, "SELECT status FROM task WHERE job_id=? AND name='approve'", job) == "executing"
         ),
@@ -201,11 +205,11 @@ def test_an_ssh_drop_does_not_kill_the_jobs(db: str, console) -> None:  # noqa: 
     assert owner and owner.split(":")[1] == str(c.proc.pid)
     c.hang_up()
     # The console let go of the terminal (its fds point at /dev/null)...
-    wait_for(lambda: fd_target(c.proc.pid, 1) == os.devnull, "the console to detach")
+    until_sync(lambda: fd_target(c.proc.pid, 1) == os.devnull, "the console to detach")
     # ...but the process and its engine live on: heartbeats go on, the lease stays live,
     # and a console started now would attach to it.
     beat = one(db, "SELECT heartbeat_at FROM server WHERE name='batch-01'")
-    wait_for(
+    until_sync(
         lambda: one(db, "SELECT heartbeat_at FROM server WHERE name='batch-01'") > beat,
         "a heartbeat after the hangup",
     )
@@ -216,7 +220,7 @@ def test_an_ssh_drop_does_not_kill_the_jobs(db: str, console) -> None:  # noqa: 
     store = Store(db)
     control.decide_approval(store, job, "approve", approve=True, actor="bob")
     store.dispose()
-    wait_for(lambda: c.proc.poll() is not None, "the headless console to exit by itself")
+    until_sync(lambda: c.proc.poll() is not None, "the headless console to exit by itself")
     assert c.proc.returncode == 0
     shown = subprocess.run(
         [*BATCHDECK, "show", str(job), "--json", "--db", db],
@@ -233,12 +237,12 @@ def test_an_ssh_drop_does_not_kill_the_jobs(db: str, console) -> None:  # noqa: 
 def test_sigterm_quits_normally_and_restores_the_terminal(db: str, console) -> None:  # noqa: ANN001
     job = add(db, "long.toml")
     c = console()
-    wait_for(lambda: job_status(db, job) == "executing", "the embedded engine to start the job")
-    wait_for(lambda: b"\x1b[?1049h" in c.output, "the console to take the screen")
+    until_sync(lambda: job_status(db, job) == "executing", "the embedded engine to start the job")
+    until_sync(lambda: b"\x1b[?1049h" in c.output, "the console to take the screen")
     assert c.master is not None
     assert not termios.tcgetattr(c.master)[3] & termios.ICANON  # raw while it runs
     c.proc.send_signal(signal.SIGTERM)
-    wait_for(lambda: c.proc.poll() is not None, "the console to exit")
+    until_sync(lambda: c.proc.poll() is not None, "the console to exit")
     assert c.proc.returncode == 0
     c.stop_reading()
     attrs = termios.tcgetattr(c.master)
@@ -247,3 +251,35 @@ def test_sigterm_quits_normally_and_restores_the_terminal(db: str, console) -> N
     # A normal quit stops the embedded engine: the running task goes back to Ready.
     assert lease(db) == ("offline", None)
     assert one(db, "SELECT status FROM task WHERE job_id=?", job) == "ready"
+
+
+def test_the_demo_ends_with_its_terminal(db: str, console) -> None:  # noqa: ANN001
+    """The demo's data is throwaway, and its approval task would wait for ever: when its
+    terminal goes, the demo stops its engine and exits (a real console would go on)."""
+    demo_dir = Path(db).parent / "demo"
+    c = console("demo", "--dir", str(demo_dir))
+    demo_db = str(demo_dir / "batchdeck.db")
+
+    def engine_up() -> bool:
+        try:  # the demo builds its database first: tables may not be there yet
+            owners = rows(demo_db, "SELECT lease_owner FROM server WHERE lease_owner IS NOT NULL")
+        except sqlite3.OperationalError:
+            return False
+        return len(owners) == 2 and all(o.split(":")[1] == str(c.proc.pid) for (o,) in owners)
+
+    until_sync(engine_up, "the demo's engine to start", bound=120)
+    until_sync(
+        lambda: one(demo_db, "SELECT status FROM task WHERE name='approve-posting'") == "executing",
+        "the demo's approval task to wait",
+        bound=60,
+    )
+    c.hang_up()
+    until_sync(lambda: c.proc.poll() is not None, "the demo to exit with its terminal")
+    assert c.proc.returncode == 0
+    # Its engine stopped cleanly: leases given back, the approval task back to Ready.
+    assert rows(demo_db, "SELECT status, lease_owner FROM server ORDER BY name") == [
+        ("offline", None),
+        ("offline", None),
+    ]
+    assert one(demo_db, "SELECT status FROM task WHERE name='approve-posting'") == "ready"
+    assert not pid_alive(c.proc.pid)

@@ -4,7 +4,6 @@ modals that back out, requests that need no engine (cancel a Waiting job, hold).
 from __future__ import annotations
 
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
@@ -13,15 +12,25 @@ from textual.widgets import Button, Footer
 
 from engine import control
 from engine.db import Store
-from tests.tui_support import said, state, text_of, until, utc  # noqa: F401 - utc: autouse
-from tui import scenario
+from tests import scenario
+from tests.screenshots import make_app, select, settle
+from tests.tui_support import (
+    RecordingApp,
+    count_calls,
+    one,
+    painted,
+    painted_job_row,
+    said,
+    state,
+    text_of,
+)  # noqa: F401 - utc: autouse
+from tests.waiting import until
 from tui.app import BatchdeckApp
 from tui.modals.abort import ConfirmAbort
 from tui.modals.cancel import ConfirmCancel
 from tui.modals.cancel_tree import ConfirmCancelTree
 from tui.screens.detail import JobDetailScreen
 from tui.screens.jobs import JobListScreen
-from tui.screenshots import make_app, select, settle
 from tui.widgets.job_table import JobTable, layout
 
 
@@ -170,7 +179,7 @@ async def test_refusals_are_notifications_and_change_nothing(db: str) -> None:
         ):
             await select(pilot, job_id)
             await pilot.press(key)
-            await until(pilot, lambda w=words: said(app, w), words)
+            await until(lambda w=words: said(app, w), words, pilot=pilot)
             assert not isinstance(app.screen, ModalScreen)
     assert state(db) == before
 
@@ -195,9 +204,9 @@ async def test_escape_from_every_modal_changes_nothing(db: str, in_detail: bool)
                 await pilot.press("enter")
                 await settle(pilot)
             await pilot.press(key)
-            await until(pilot, lambda k=kind: isinstance(app.screen, k), kind.__name__)
+            await until(lambda k=kind: isinstance(app.screen, k), kind.__name__, pilot=pilot)
             await pilot.press("escape")
-            await until(pilot, lambda: not isinstance(app.screen, ModalScreen), "no modal")
+            await until(lambda: not isinstance(app.screen, ModalScreen), "no modal", pilot=pilot)
             if in_detail:
                 assert isinstance(app.screen, JobDetailScreen)
                 await pilot.press("escape")
@@ -213,18 +222,45 @@ async def test_abort_modal_defaults_to_no(db: str) -> None:
         await select(pilot, 13)
         await pilot.press("a")
         modal = await until(
-            pilot, lambda: isinstance(app.screen, ConfirmAbort) and app.screen, "the abort modal"
+            lambda: isinstance(app.screen, ConfirmAbort) and app.screen,
+            "the abort modal",
+            pilot=pilot,
         )
         await pilot.pause()
         assert isinstance(app.focused, Button) and app.focused.id == "no"
         assert "Abort job 13 stuck-canceling?" in text_of(modal.query_one(".dialog-title"))
         await pilot.press("enter")  # on No
-        await until(pilot, lambda: not isinstance(app.screen, ModalScreen), "no modal")
+        await until(lambda: not isinstance(app.screen, ModalScreen), "no modal", pilot=pilot)
         await pilot.press("a")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmAbort), "the modal again")
+        await until(lambda: isinstance(app.screen, ConfirmAbort), "the modal again", pilot=pilot)
         await pilot.press("n")
-        await until(pilot, lambda: not isinstance(app.screen, ModalScreen), "no modal")
+        await until(lambda: not isinstance(app.screen, ModalScreen), "no modal", pilot=pilot)
     assert state(db) == before
+
+
+async def test_tab_moves_between_the_abort_buttons_only(db: str) -> None:
+    """Tried as a new user would: Tab, then Enter, does what the focused button says."""
+    app = make_app(db)
+    before = state(db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await select(pilot, 13)
+        await pilot.press("a")
+        await until(lambda: isinstance(app.screen, ConfirmAbort), "the abort modal", pilot=pilot)
+        await pilot.pause()
+        assert app.focused is not None and app.focused.id == "no"
+        shown = painted(app)
+        assert "Yes, abort [y]" in shown and "No [n]" in shown  # the keys are on the buttons
+        await pilot.press("tab")
+        assert app.focused is not None and app.focused.id == "yes"  # not the task list
+        await pilot.press("tab")
+        assert app.focused is not None and app.focused.id == "no"
+        await pilot.press("tab", "enter")  # on "Yes, abort"
+        await until(lambda: said(app, "Aborting job 13: 1 task"), "the abort", pilot=pilot)
+        await until(lambda: not isinstance(app.screen, ModalScreen), "no modal", pilot=pilot)
+    # Yes was pressed: the task is being force-stopped (no engine here to finish it).
+    assert one(db, "SELECT status FROM task WHERE job_id=13") == "aborting"
+    assert one(db, "SELECT aborted_by FROM job WHERE id=13") == "alice"
+    assert state(db)["jobs"] != before["jobs"]
 
 
 async def test_cancel_a_waiting_job_with_a_reason(db: str) -> None:
@@ -232,11 +268,13 @@ async def test_cancel_a_waiting_job_with_a_reason(db: str) -> None:
     async with app.run_test(size=(100, 30)) as pilot:
         await select(pilot, 14)
         await pilot.press("c")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmCancel), "the cancel modal")
+        await until(lambda: isinstance(app.screen, ConfirmCancel), "the cancel modal", pilot=pilot)
         await pilot.press(*"typo in recipe", "enter")
-        await until(pilot, lambda: said(app, "Job 14 Canceled"), "the result")
+        await until(lambda: said(app, "Job 14 Canceled"), "the result", pilot=pilot)
         await settle(pilot)
         assert table(app).row_at(table(app).cursor).status == "canceled"
+        row = painted_job_row(app, 14)
+        assert row.startswith("▶") and "queued-export" in row and " Canceled " in row
     conn = sqlite3.connect(db)
     status, by, reason = conn.execute(
         "SELECT status, canceled_by, cancel_reason FROM job WHERE id=14"
@@ -249,10 +287,13 @@ async def test_hold_and_release(db: str) -> None:
     app = make_app(db)
     async with app.run_test(size=(100, 30)) as pilot:
         await select(pilot, 7)
+        assert " Withhold " in painted_job_row(app, 7)
         await pilot.press("h")
-        await until(pilot, lambda: said(app, "Job 7 released (Waiting)"), "release")
+        await until(lambda: said(app, "Job 7 released (Waiting)"), "release", pilot=pilot)
+        await until(lambda: " Waiting " in painted_job_row(app, 7), "the row", pilot=pilot)
         await pilot.press("h")
-        await until(pilot, lambda: said(app, "Job 7 Withhold"), "hold")
+        await until(lambda: said(app, "Job 7 Withhold"), "hold", pilot=pilot)
+        await until(lambda: " Withhold " in painted_job_row(app, 7), "the row", pilot=pilot)
 
 
 async def test_detail_screen_and_child_jobs(db: str) -> None:
@@ -267,9 +308,9 @@ async def test_detail_screen_and_child_jobs(db: str) -> None:
         await pilot.press("tab")  # to the child table
         await pilot.press("enter")  # opens child 10
         await until(
-            pilot,
             lambda: isinstance(app.screen, JobDetailScreen) and app.screen.job_id == 10,
             "the child's detail",
+            pilot=pilot,
         )
         await settle(pilot)
         assert "job 9 (sync)" in text_of(app.screen.query_one("#fields"))
@@ -304,7 +345,7 @@ async def test_help_servers_and_palette(db: str) -> None:
         ):
             assert title in titles
         await pilot.press("question_mark")
-        await until(pilot, lambda: isinstance(app.screen, ModalScreen), "help")
+        await until(lambda: isinstance(app.screen, ModalScreen), "help", pilot=pilot)
         await pilot.press("escape")
         await pilot.press("s")
         await settle(pilot)
@@ -330,21 +371,41 @@ def test_hundred_thousand_jobs_open_fast(tmp_path: Path) -> None:
     conn.close()
 
     async def run() -> None:
-        app = BatchdeckApp(
+        app = RecordingApp(
             str(path), mode_label="test", clock=lambda: scenario.NOW, actor="alice", live=False
         )
-        start = time.perf_counter()
+        fetches = count_calls(app.data, "list_jobs")
         async with app.run_test(size=(100, 30)) as pilot:
             await settle(pilot)
-            opened = time.perf_counter() - start
             t = table(app)
             assert t.total == 100_000 and t.selected_id == 100_000
-            assert len(t._cache) < 200  # a window, not the list  # noqa: SLF001
-            assert opened < 10, f"opened in {opened:.1f} s"
+            # Fast because lazy: one page read, a window of rows, not the list.
+            assert len(fetches) == 1 and len(t._cache) < 200  # noqa: SLF001
             await pilot.press("end")
-            await until(pilot, lambda: t.selected_id == 1, "the last row")
+            await until(lambda: t.selected_id == 1, "the last row", pilot=pilot)
             await pilot.press("pageup")
-            await until(pilot, lambda: t.selected_id is not None and t.selected_id > 1, "a page up")
-            assert t.fetches < 20
+            await until(
+                lambda: t.selected_id is not None and t.selected_id > 1, "a page up", pilot=pilot
+            )
+            assert len(fetches) < 20
 
     asyncio.run(run())
+
+
+def test_one_preview_read_gives_the_job_the_refusal_and_the_plan(db: str) -> None:
+    store = Store(db)
+    try:
+        bulk = control.cancel_preview(store, 2)  # extract Ended, load running, report waits
+        assert (bulk.job.name, bulk.refusal, bulk.not_started, bulk.running) == (
+            "bulk-leads",
+            None,
+            1,
+            1,
+        )
+        assert control.cancel_preview(store, 6).refusal == "System jobs cannot be canceled"
+        assert control.cancel_preview(store, 1).refusal == "Job 1 already Ended"
+        assert control.cancel_preview(store, 99) == control.CancelPreview(
+            None, "Job 99 does not exist"
+        )
+    finally:
+        store.dispose()

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests import scenario
+from tests.screenshots import SHOTS, Shot, make_app
 from tests.tui_support import utc  # noqa: F401 - autouse fixture
-from tui import scenario
-from tui.screenshots import SHOTS, Shot, make_app
 
 
 @pytest.fixture(scope="module")

@@ -1,19 +1,22 @@
-"""Helpers for the console tests: the database as rows, bounded polling, UTC."""
+"""Helpers for the console tests: the database as rows, a console that records what it
+said, UTC. (Polling: tests/waiting.py.)"""
 
 from __future__ import annotations
 
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.pilot import Pilot
+from textual.notifications import SeverityLevel
 
-POLL_S = 0.05
-POLL_LIMIT = 600  # iterations: a generous cap, not a speed target
+from engine.runtime import Engine
+from engine.safe_text import safe_block
+from tui.app import BatchdeckApp, embedded_label
+from tui.host import EngineHost
 
 
 @pytest.fixture(autouse=True)
@@ -59,13 +62,46 @@ def state(db: str | Path) -> dict[str, list[tuple]]:
     }
 
 
-async def until(pilot: Pilot, test: Callable[[], Any], what: str, limit: int = POLL_LIMIT) -> Any:
-    for _ in range(limit):
-        value = test()
-        if value:
-            return value
-        await pilot.pause(POLL_S)
-    raise AssertionError(f"gave up waiting for {what}")
+class RecordingApp(BatchdeckApp):
+    """The console, keeping every notification it shows for the test to read (toasts are
+    hidden under ``run_test``)."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.messages: list[tuple[str, str]] = []
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        self.messages.append((safe_block(message), severity))  # as the console shows it
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+
+
+def embedded(db: str, servers: dict[str, int], **kw: Any) -> tuple[RecordingApp, EngineHost]:
+    """A console embedding an engine on ``servers``, through the host tui.launch would make."""
+    engine = kw.pop("engine", None) or Engine(db, servers, poll_interval=0.02)
+    host = EngineHost(engine)
+    kw.setdefault("actor", "alice")
+    return RecordingApp(db, mode_label=embedded_label(servers), host=host, **kw), host
+
+
+def count_calls(obj: Any, name: str) -> list[int]:
+    """Count the calls of ``obj.name`` (an async method) from now on."""
+    orig = getattr(obj, name)
+    calls: list[int] = []
+
+    async def counted(*args: Any, **kw: Any) -> Any:
+        calls.append(1)
+        return await orig(*args, **kw)
+
+    setattr(obj, name, counted)
+    return calls
 
 
 def said(app: Any, text: str) -> bool:
@@ -78,6 +114,25 @@ def text_of(widget: Any) -> str:
 
     size = widget.size
     return "\n".join(s.text for s in widget.render_lines(Region(0, 0, size.width, size.height)))
+
+
+def painted(app: Any) -> str:
+    """The whole screen as the terminal shows it, one line per row (modals over their
+    screen included): what the operator sees, not what the database says."""
+    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+
+
+def painted_job_row(app: Any, job_id: int) -> str:
+    """The job list's painted row for ``job_id`` ("" when it is not on screen)."""
+    from tui.widgets.job_table import JobTable
+
+    table = app.screen.query_one(JobTable)
+    lines = painted(app).splitlines()[table.region.y + 1 : table.region.bottom]
+    for line in lines:
+        words = line.replace("▶", " ").split()
+        if words and words[0] == str(job_id):
+            return line
+    return ""
 
 
 def make_db(directory: Path, recipes: dict[str, str], name: str = "batchdeck.db") -> str:

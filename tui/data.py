@@ -8,9 +8,10 @@ Screens never talk SQL: they call ``Reader`` for what they show and the function
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from engine.db import Store
 from engine.query import JobPage, Reader
@@ -63,6 +64,37 @@ class JobQuery:
         return " · ".join(parts)
 
 
+class WholeReads:
+    """A Reader whose reads always run to their end.
+
+    The console cancels work freely (an exclusive worker replaced by a newer one, the
+    app exiting). A read cut in the middle can leave SQLAlchemy's pooled aiosqlite
+    connection unusable, and closing the pool then waits for ever. So each read runs in
+    its own task: a cancelled caller stops waiting at once, the read finishes on its own,
+    and ``drain`` waits for the ones still running before the pool is closed."""
+
+    def __init__(self, reader: Reader) -> None:
+        self._reader = reader
+        self._running: set[asyncio.Task[Any]] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._reader, name)
+        if not inspect.iscoroutinefunction(attr):
+            return attr
+
+        async def whole(*args: Any, **kw: Any) -> Any:
+            task = asyncio.ensure_future(attr(*args, **kw))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+            return await asyncio.shield(task)
+
+        return whole
+
+    async def drain(self) -> None:
+        if self._running:
+            await asyncio.wait(list(self._running))
+
+
 class Data:
     """One database, as the console sees it."""
 
@@ -73,7 +105,9 @@ class Data:
         self.store = Store(db_path, readonly=None)
         self.read_only = self.store.readonly
         # Every text a screen draws comes escaped: no raw control characters on screen.
-        self.reader = Reader(db_path, terminal_text=True)
+        self._reader = Reader(db_path, terminal_text=True)
+        self._reads = WholeReads(self._reader)
+        self.reader = cast(Reader, self._reads)  # Reader's methods, never cut short
         self._watch = DataVersionWatch(db_path)
         self.version = 0
 
@@ -113,7 +147,8 @@ class Data:
 
     async def close(self) -> None:
         self._watch.close()
-        await self.reader.close()
+        await self._reads.drain()
+        await self._reader.close()
         await asyncio.to_thread(self.store.dispose)
 
 

@@ -7,13 +7,17 @@ no engine and controls jobs through the database, and jobs keep running after it
 quits. Otherwise it embeds an engine for the requested servers; if that engine's
 lease is refused at start (a race with another process), it falls back to attached.
 
-Signals: SIGTERM and SIGINT quit normally (the terminal is restored, an embedded engine
-stops: its running tasks go back to Ready). SIGHUP, or a terminal found dead by the
-periodic check (an SSH drop), ends the console but not the jobs: stdin/stdout/stderr
-go to /dev/null, the app exits, and an embedded engine that was running goes on
-headless, like ``batchdeck serve``, until no job is Waiting, Executing or Canceling
-(or SIGTERM/SIGINT); then it stops cleanly and the process exits. Meanwhile its lease
-stays live, so a console started again attaches to it.
+Signals (handled by tui.host.EngineHost): SIGTERM and SIGINT quit normally (the
+terminal is restored, an embedded engine stops: its running tasks go back to Ready).
+SIGHUP, or a terminal found dead by the periodic check (an SSH drop), ends the console
+but not the jobs: stdin/stdout/stderr go to /dev/null, the app exits, and an embedded
+engine that was running goes on headless, like ``batchdeck serve``, until no job is
+Waiting, Executing or Canceling (or SIGTERM/SIGINT); then it stops cleanly and the
+process exits. Meanwhile its lease stays live, so a console started again attaches to
+it. The demo is the exception: its terminal closed, it stops its engine and exits.
+
+Keys: the operator's keymap (tui.keys) is read before the console takes the terminal;
+a bad one is refused in one line, exit code 2.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import signal
 import sys
 import time
 from typing import Any
+
+from tui.host import EngineHost
 
 DEMO_SERVERS = {"batch-01": 6, "batch-02": 3}
 HEADLESS_CHECK_S = 2.0  # how often a headless engine asks whether work is left
@@ -81,18 +87,18 @@ def _detach_from_tty() -> None:
         os.close(null)
 
 
-def _install_signals(app: Any) -> None:
+def _install_signals(host: EngineHost) -> None:
     def lost(*_: object) -> None:
         _detach_from_tty()  # only now: a live terminal must be restored by Textual
-        app.request_hangup()
+        host.request_hangup()
 
     def stop(*_: object) -> None:
-        app.request_exit()
+        host.request_exit()
 
     signal.signal(signal.SIGHUP, lost)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    app.on_tty_lost = lost
+    host.on_tty_lost = lost
 
 
 async def has_work(reader: Any) -> bool:
@@ -133,12 +139,12 @@ async def run_headless(
                 loop.remove_signal_handler(sig)
 
 
-async def run_app(app: Any, db_path: str) -> int:
+async def run_app(app: Any, host: EngineHost, db_path: str) -> int:
     """The console; then, if the terminal went away under an embedded engine, the engine
     alone (same event loop: its tasks never stop in between)."""
     code = await app.run_async()
-    if app.handed_off is not None:
-        await run_headless(app.handed_off, db_path, stop_now=app.exit_requested)
+    if host.handed_off is not None:
+        await run_headless(host.handed_off, db_path, stop_now=host.exit_requested)
     return int(code or 0)
 
 
@@ -147,8 +153,14 @@ def run_console(args: argparse.Namespace) -> int:
     from engine.cli import server_args
     from engine.db import DatabaseError, check_intact, default_db_path
     from engine.safe_text import safe_line
+    from tui.keys import KeymapError, load_keymap
 
     command = getattr(args, "command", None) or "console"
+    try:
+        keymap = load_keymap()  # first: a bad keymap is said before anything starts
+    except KeymapError as exc:
+        print(f"batchdeck: {exc}", file=sys.stderr)
+        return 2
     if not sys.stdin.isatty() or not sys.stdout.isatty():
         print(
             "batchdeck: the console needs a terminal (use `batchdeck list` or "
@@ -184,6 +196,8 @@ def run_console(args: argparse.Namespace) -> int:
     except DatabaseError as exc:
         print(f"batchdeck: {safe_line(exc)}", file=sys.stderr)
         return 1
-    app = BatchdeckApp(db_path, mode_label=label, engine=engine, watch_tty=_tty_alive)
-    _install_signals(app)
-    return asyncio.run(run_app(app, db_path))
+    # The demo's data is throwaway: it ends with its terminal (see tui.host).
+    host = EngineHost(engine, end_on_hangup=command == "demo", watch_tty=_tty_alive)
+    app = BatchdeckApp(db_path, mode_label=label, host=host, keymap=keymap)
+    _install_signals(host)
+    return asyncio.run(run_app(app, host, db_path))

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, Static
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Static
 
 from engine.control import AbortPlan
 from engine.format import duration, label
 from engine.safe_text import safe_line
 from engine.text_views import plan_task_line
-from tui.modals.base import DIALOG_CSS, YesNoModal
+from tui.modals.base import DialogList, YesNoModal
 
 
 def abort_title(plan: AbortPlan) -> str:
@@ -53,14 +53,6 @@ def abort_lines(plan: AbortPlan, now: float) -> Text:
 
 
 class ConfirmAbort(YesNoModal):
-    DEFAULT_CSS = (
-        DIALOG_CSS.format(name="ConfirmAbort")
-        + """
-    ConfirmAbort > #dialog { border: thick $error; }
-    ConfirmAbort .dialog-list { max-height: 12; }
-    """
-    )
-
     def __init__(self, plan: AbortPlan, now: float) -> None:
         super().__init__()
         self.plan = plan
@@ -72,8 +64,8 @@ class ConfirmAbort(YesNoModal):
             yield Static(
                 "Aborting is unsafe: it can leave orphaned or incomplete data.", classes="warning"
             )
-            with VerticalScroll(classes="dialog-list"):
+            with DialogList(classes="dialog-list"):
                 yield Static(abort_lines(self.plan, self.now))
             with Horizontal(classes="buttons"):
-                yield Button("Yes, abort", variant="error", id="yes")
-                yield Button("No", variant="primary", id="no")
+                yield self.yes_button("Yes, abort", "error")
+                yield self.no_button()

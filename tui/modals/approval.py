@@ -5,10 +5,10 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, Static
+from textual.widgets import Static
 
 from engine.query import JobView, TaskView
-from tui.modals.base import DIALOG_CSS, YesNoModal
+from tui.modals.base import YesNoModal
 
 
 def approval_title(job: JobView, task: TaskView, approve: bool) -> str:
@@ -18,8 +18,6 @@ def approval_title(job: JobView, task: TaskView, approve: bool) -> str:
 
 class ConfirmApproval(YesNoModal):
     """Yes / No for one approval task; Escape, n and the default button (No) do nothing."""
-
-    DEFAULT_CSS = DIALOG_CSS.format(name="ConfirmApproval")
 
     def __init__(self, job: JobView, task: TaskView, *, approve: bool) -> None:
         super().__init__()
@@ -43,7 +41,7 @@ class ConfirmApproval(YesNoModal):
             yield Static(body)
             with Horizontal(classes="buttons"):
                 if self.approve:
-                    yield Button("Yes, approve", variant="success", id="yes")
+                    yield self.yes_button("Yes, approve", "success")
                 else:
-                    yield Button("Yes, reject", variant="error", id="yes")
-                yield Button("No", variant="primary", id="no")
+                    yield self.yes_button("Yes, reject", "error")
+                yield self.no_button()

@@ -1,52 +1,44 @@
-"""The frame every confirmation shares: a bordered dialog, a scrolling list, buttons."""
+"""The frame every confirmation shares: a bordered dialog, a list that scrolls, buttons.
+Its look is in tui/batchdeck.tcss, written once for ``Dialog`` (Textual's type selectors
+match subclasses too)."""
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button
 
-DIALOG_CSS = """
-{name} {{
-    align: center middle;
-    background: $background 60%;
-}}
-{name} > #dialog {{
-    width: 78;
-    max-width: 100%;
-    height: auto;
-    max-height: 100%;
-    border: thick $warning;
-    background: $surface;
-    padding: 0 1;
-}}
-{name} .dialog-title {{
-    text-style: bold;
-    width: 100%;
-}}
-{name} .warning {{
-    color: $text-error;
-    text-style: bold;
-}}
-{name} .dialog-list {{
-    height: auto;
-    max-height: 10;
-    padding: 0 0 0 2;
-    margin-bottom: 1;
-}}
-{name} .buttons {{
-    height: auto;
-    width: 100%;
-    align-horizontal: right;
-}}
-{name} .buttons Button {{
-    margin-left: 2;
-}}
-"""
+R = TypeVar("R")
 
 
-class YesNoModal(ModalScreen[bool]):
-    """Yes / No, with y and n bound; Escape (and No) dismiss with False."""
+class Dialog(ModalScreen[R]):
+    """A confirmation: Escape backs out; the arrow and page keys scroll its list while
+    the focus stays on the buttons."""
+
+    BINDINGS = [
+        Binding("up", "scroll_list(-1)", "Scroll up", show=False),
+        Binding("down", "scroll_list(1)", "Scroll down", show=False),
+        Binding("pageup", "scroll_list(-10)", "Page up", show=False),
+        Binding("pagedown", "scroll_list(10)", "Page down", show=False),
+    ]
+
+    def action_scroll_list(self, lines: int) -> None:
+        for scroll in self.query(DialogList):
+            scroll.scroll_relative(y=lines, animate=False)
+
+
+class DialogList(VerticalScroll, can_focus=False):
+    """What a confirmation lists. Not focusable: Tab goes from button to button, so Tab
+    then Enter does what the focused button says."""
+
+
+class YesNoModal(Dialog[bool]):
+    """Yes / No, with y and n bound (and shown on the buttons); Escape (and No) dismiss
+    with False. No has the focus first: it is the default."""
 
     BINDINGS = [
         Binding("y", "yes", "Yes"),
@@ -54,6 +46,15 @@ class YesNoModal(ModalScreen[bool]):
         Binding("escape", "no", "Back"),
     ]
     AUTO_FOCUS = "#no"
+
+    @staticmethod
+    def yes_button(label: str, variant: str = "error") -> Button:
+        # Content, not a str: "[y]" would be read as markup.
+        return Button(Content(f"{label} [y]"), variant=variant, id="yes")  # type: ignore[arg-type]
+
+    @staticmethod
+    def no_button() -> Button:
+        return Button(Content("No [n]"), variant="primary", id="no")
 
     def action_yes(self) -> None:
         self.dismiss(True)

@@ -6,22 +6,20 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
 
+from engine.control import JobRow
 from engine.format import label
-from engine.query import JobView
-from tui.modals.base import DIALOG_CSS
+from tui.modals.base import Dialog
 
 
-class ConfirmCancel(ModalScreen[str | None]):
+class ConfirmCancel(Dialog[str | None]):
     """Dismisses with the reason typed ("" for none), or None: nothing is done."""
 
-    DEFAULT_CSS = DIALOG_CSS.format(name="ConfirmCancel")
     BINDINGS = [Binding("escape", "back", "Back")]
     AUTO_FOCUS = "#reason"
 
-    def __init__(self, job: JobView) -> None:
+    def __init__(self, job: JobRow) -> None:
         super().__init__()
         self.job = job
 

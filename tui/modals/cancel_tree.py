@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, Static
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Static
 
 from engine.control import JobRow
 from engine.format import label
 from engine.safe_text import safe_line
-from tui.modals.base import DIALOG_CSS, YesNoModal
+from tui.modals.base import DialogList, YesNoModal
 from tui.styles import status_style
 
 
@@ -33,8 +33,6 @@ def tree_lines(tree: list[tuple[JobRow, str | None]]) -> Text:
 
 
 class ConfirmCancelTree(YesNoModal):
-    DEFAULT_CSS = DIALOG_CSS.format(name="ConfirmCancelTree")
-
     def __init__(self, job_id: int, tree: list[tuple[JobRow, str | None]]) -> None:
         super().__init__()
         self.job_id = job_id
@@ -54,10 +52,8 @@ class ConfirmCancelTree(YesNoModal):
                 f"{n} of {len(self.jobs)} job{'s' if len(self.jobs) != 1 else ''} "
                 "will be canceled gracefully (running tasks wind down):"
             )
-            with VerticalScroll(classes="dialog-list"):
+            with DialogList(classes="dialog-list"):
                 yield Static(tree_lines(self.jobs))
             with Horizontal(classes="buttons"):
-                yield Button(
-                    f"Yes, cancel {n} job{'s' if n != 1 else ''}", variant="error", id="yes"
-                )
-                yield Button("No", variant="primary", id="no")
+                yield self.yes_button(f"Yes, cancel {n} job{'s' if n != 1 else ''}")
+                yield self.no_button()

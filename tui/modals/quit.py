@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, Static
+from textual.widgets import Static
 
-from tui.modals.base import DIALOG_CSS, YesNoModal
+from tui.modals.base import YesNoModal
 
 
 class ConfirmQuit(YesNoModal):
-    DEFAULT_CSS = DIALOG_CSS.format(name="ConfirmQuit")
-
     def __init__(self, running: int | None) -> None:
         """``running``: tasks running in the engine, or None when it could not be read."""
         super().__init__()
@@ -31,5 +29,5 @@ class ConfirmQuit(YesNoModal):
                 "the console to it."
             )
             with Horizontal(classes="buttons"):
-                yield Button("Yes, quit", variant="error", id="yes")
-                yield Button("No", variant="primary", id="no")
+                yield self.yes_button("Yes, quit", "error")
+                yield self.no_button()

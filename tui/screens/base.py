@@ -4,14 +4,15 @@ job keys (cancel, abort, hold, approve...) that act on "the selected job".
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import TYPE_CHECKING, Any, cast
 
-from textual.binding import Binding
+from textual import work
 from textual.screen import Screen
+from textual.timer import Timer
 
 from tui.data import one_line
+from tui.keys import BY_ID, scope_bindings
 
 if TYPE_CHECKING:
     from tui.app import BatchdeckApp
@@ -23,18 +24,20 @@ TICK_S = 1.0  # durations and countdowns move even when the database does not
 class LiveScreen(Screen[None]):
     """Loads on mount; while it is the top screen, reloads when the database changed.
 
-    The refresh is a one-shot timer re-armed after each refresh (never ``set_interval``),
-    so two refreshes never overlap, and it does nothing while a modal is on top. A refresh
-    that fails (a locked database...) is said once, keeps the last view, and is tried
-    again on the next cycle: it never ends the console, nor the engine inside it.
+    The live refresh is an interval timer, paused while the screen is suspended (a modal
+    or another screen on top) and resumed when it is back. Textual awaits the callback
+    before the next tick, so two cycles never overlap; a cycle skips its turn while a
+    reload is running. A refresh that fails (a locked database...) is said once, keeps
+    the last view, and is tried again on the next cycle: it never ends the console, nor
+    the engine inside it.
     """
 
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
-        self._reload_lock = asyncio.Lock()
         self._seen_version = -1
         self._last_load = 0.0
         self._failing = False
+        self._live: Timer | None = None
         self.loaded = False
 
     @property
@@ -45,71 +48,75 @@ class LiveScreen(Screen[None]):
         """Read what the screen shows (subclasses)."""
 
     async def tick(self) -> None:
-        """Time passed but nothing changed: redraw what depends on the clock."""
-        await self.reload_now()
+        """Time passed but nothing changed: redraw what depends on the clock (by default,
+        read again: a lease turns stale with time alone)."""
+        self.request_reload()
 
     def on_mount(self) -> None:
-        self.run_worker(self._first_load(), group="screen-load")
-
-    async def _first_load(self) -> None:
-        await self.reload_now()
         if self.bd.live:
-            self._arm()
+            # Running at once if this screen is already the current one (ScreenResume may have
+            # come before Mount).
+            self._live = self.set_interval(
+                REFRESH_S, self._cycle, name="live-refresh", pause=not self.is_current
+            )
+        self.request_reload()
+
+    def on_screen_suspend(self) -> None:
+        if self._live is not None:
+            self._live.pause()
+
+    def on_screen_resume(self) -> None:
+        if self._live is not None:
+            self._live.resume()
 
     async def reload_now(self) -> None:
-        async with self._reload_lock:
-            try:
-                version = self.bd.data.poll()
-                await self.load()
-            except Exception as exc:  # noqa: BLE001 - said once; retried next cycle
-                self._failed(exc)
-                return
-            self._seen_version = version
-            self._last_load = time.monotonic()
-            self.loaded = True
-            self._failing = False
+        try:
+            version = self.bd.data.poll()
+            await self.load()
+        except Exception as exc:  # noqa: BLE001 - said once; retried next cycle
+            self._failed(exc)
+            return
+        self._seen_version = version
+        self._last_load = time.monotonic()
+        self.loaded = True
+        self._failing = False
 
     def _failed(self, exc: Exception) -> None:
         if not self._failing:
             self._failing = True
             self.notify(f"could not refresh: {one_line(exc)}", severity="error", timeout=6)
 
-    def request_reload(self) -> None:
-        """Reload soon, in a worker (after an action, or a changed filter)."""
-        self.run_worker(self.reload_now(), group="screen-reload")
+    @work(exclusive=True, group="screen-reload")
+    async def request_reload(self) -> None:
+        """Reload now, in a worker (first load, after an action). Exclusive: a newer
+        request replaces one still reading."""
+        await self.reload_now()
 
-    def _arm(self) -> None:
-        self.set_timer(REFRESH_S, self._cycle, name="live-refresh")
+    def _reloading(self) -> bool:
+        return any(
+            w.group == "screen-reload" and w.node is self and not w.is_finished
+            for w in self.workers
+        )
 
     async def _cycle(self) -> None:
+        if self._reloading():
+            return  # a reload is reading: this turn is skipped, the next one looks again
         try:
-            if self.is_active and not self._reload_lock.locked():
-                if self._failing or self.bd.data.poll() != self._seen_version:
-                    await self.reload_now()
-                elif time.monotonic() - self._last_load >= TICK_S:
-                    self._last_load = time.monotonic()
-                    await self.tick()
+            if self._failing or self.bd.data.poll() != self._seen_version:
+                self.request_reload()  # the same worker as every reload: never two at once
+            elif time.monotonic() - self._last_load >= TICK_S:
+                self._last_load = time.monotonic()
+                await self.tick()
         except Exception as exc:  # noqa: BLE001 - poll() or tick(): as a failed refresh
             self._failed(exc)
-        finally:
-            if self.is_attached:
-                self._arm()
 
 
-JOB_BINDINGS = [
-    Binding("c", "cancel_job", "Cancel"),
-    Binding("a", "abort_job", "Abort"),
-    Binding("A", "enhanced_abort", "Enhanced abort", show=False),
-    Binding("C", "cancel_tree", "Cancel with children", show=False),
-    Binding("h", "hold_release", "Hold/release", show=False),
-    Binding("y", "approve", "Approve", show=False),
-    Binding("n", "reject", "Reject", show=False),
-]
+JOB_BINDINGS = scope_bindings("job")
 
 
-# The job keys' actions: each asks the engine to change something.
-WRITE_ACTIONS = frozenset(
-    {"cancel_job", "abort_job", "enhanced_abort", "cancel_tree", "hold_release"}
+# The job keys (tui.keys ids) that ask the engine to change something.
+WRITE_KEYS = frozenset(
+    {"cancel-job", "abort-job", "enhanced-abort", "cancel-tree", "hold-release"}
     | {"approve", "reject"}
 )
 
@@ -119,8 +126,8 @@ class JobKeysMixin:
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # Read-only database: the keys that write are absent (not shown, not run).
-        if action in WRITE_ACTIONS and self._bd.data.read_only:
-            return False
+        if action == "job" and parameters and parameters[0] in WRITE_KEYS:
+            return not self._bd.data.read_only
         return True
 
     def selected_job_id(self) -> int | None:
@@ -144,30 +151,8 @@ class JobKeysMixin:
     def _bd(self) -> BatchdeckApp:
         return cast("BatchdeckApp", cast(Screen, self).app)
 
-    def action_cancel_job(self) -> None:
-        if (job_id := self._job_or_say()) is not None:
-            self._bd.flow_cancel(job_id)
-
-    def action_abort_job(self) -> None:
-        if (job_id := self._job_or_say()) is not None:
-            self._bd.flow_abort(job_id, enhanced=False)
-
-    def action_enhanced_abort(self) -> None:
-        if (job_id := self._job_or_say()) is not None:
-            self._bd.flow_abort(job_id, enhanced=True)
-
-    def action_cancel_tree(self) -> None:
-        if (job_id := self._job_or_say()) is not None:
-            self._bd.flow_cancel_tree(job_id)
-
-    def action_hold_release(self) -> None:
-        if (job_id := self._job_or_say()) is not None:
-            self._bd.flow_hold_release(job_id)
-
-    def action_approve(self) -> None:
-        if (job_id := self._job_or_say()) is not None:
-            self._bd.flow_approval(job_id, self.selected_task_id(), approve=True)
-
-    def action_reject(self) -> None:
-        if (job_id := self._job_or_say()) is not None:
-            self._bd.flow_approval(job_id, self.selected_task_id(), approve=False)
+    def action_job(self, key_id: str) -> None:
+        """A job key (tui.keys): start its flow on the job selected now."""
+        flow = BY_ID[key_id].flow
+        if flow is not None and (job_id := self._job_or_say()) is not None:
+            flow(self._bd, job_id, self.selected_task_id())

@@ -6,7 +6,6 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Footer, Header, Static
 from textual.widgets.data_table import RowDoesNotExist
@@ -15,6 +14,7 @@ from engine.format import clock, duration, label, progress, stamp
 from engine.query import JobDetail, TaskView
 from engine.text_views import event_text
 from tui.data import join
+from tui.keys import bindings
 from tui.screens.base import JOB_BINDINGS, JobKeysMixin, LiveScreen
 from tui.styles import status_text
 from tui.widgets.cells import RowCells
@@ -110,44 +110,7 @@ def fields_renderable(d: JobDetail, now: float) -> Group:
 
 
 class JobDetailScreen(JobKeysMixin, LiveScreen):
-    DEFAULT_CSS = """
-    JobDetailScreen #body {
-        height: 1fr;
-    }
-    JobDetailScreen #fields {
-        padding: 0 1;
-        height: auto;
-    }
-    JobDetailScreen .section {
-        padding: 0 1;
-        margin-top: 1;
-        text-style: bold;
-        color: $text-accent;
-    }
-    JobDetailScreen DataTable {
-        height: auto;
-        max-height: 16;
-        margin: 0 1;
-    }
-    JobDetailScreen #output {
-        padding: 0 1;
-        margin: 0 1;
-        height: auto;
-        background: $boost;
-    }
-    JobDetailScreen #events {
-        padding: 0 1;
-        height: auto;
-    }
-    JobDetailScreen .-hidden {
-        display: none;
-    }
-    """
-
-    BINDINGS = [
-        Binding("escape", "back", "Back"),
-        *JOB_BINDINGS,
-    ]
+    BINDINGS = [*bindings("detail-back"), *JOB_BINDINGS]
 
     def __init__(self, job_id: int) -> None:
         super().__init__()

@@ -7,12 +7,12 @@ from dataclasses import replace
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.widgets import Footer, Header, Input, Static
 
 from engine.format import label
 from engine.statuses import LABELS
 from tui.data import JobQuery
+from tui.keys import bindings
 from tui.screens.base import JOB_BINDINGS, JobKeysMixin, LiveScreen
 from tui.styles import status_style
 from tui.widgets.job_table import JobTable
@@ -38,31 +38,10 @@ def counts_text(counts: dict[str, int], shown: int, description: str) -> Text:
 
 
 class JobListScreen(JobKeysMixin, LiveScreen):
-    DEFAULT_CSS = """
-    JobListScreen #counts {
-        height: auto;
-        max-height: 3;
-        padding: 0 1;
-        background: $boost;
-    }
-    JobListScreen #filter {
-        display: none;
-        height: 3;
-        margin: 0 0;
-    }
-    JobListScreen #filter.-visible {
-        display: block;
-    }
-    """
-
     BINDINGS = [
-        Binding("enter", "open", "Open"),
+        *bindings("open"),
         *JOB_BINDINGS,
-        Binding("slash", "filter", "Filter", key_display="/"),
-        Binding("f", "status_filter", "Status filter", show=False),
-        Binding("o", "sort", "Sort", show=False),
-        Binding("O", "reverse", "Reverse order", show=False),
-        Binding("escape", "clear", "Clear filter", show=False),
+        *bindings("filter", "status-filter", "sort", "reverse", "clear"),
     ]
 
     def __init__(self) -> None:
@@ -118,9 +97,8 @@ class JobListScreen(JobKeysMixin, LiveScreen):
 
     # -- filter and order -------------------------------------------------------------
     def _set_query(self, query: JobQuery) -> None:
-        self.table.set_query(query)
+        self.table.query_spec = query  # the table starts again at the top, and reads
         self._show_counts()
-        self.request_reload()
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)

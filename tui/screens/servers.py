@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Static
 
 from engine.format import duration
 from engine.query import ServerView
 from tui.data import owner_pid
+from tui.keys import bindings
 from tui.screens.base import LiveScreen
 from tui.styles import status_text
 from tui.widgets.cells import RowCells
@@ -53,21 +53,7 @@ def server_cells(s: ServerView, now: float) -> tuple[object, ...]:
 
 
 class ServersScreen(LiveScreen):
-    DEFAULT_CSS = """
-    ServersScreen DataTable {
-        height: auto;
-        max-height: 1fr;
-        margin: 1 1 0 1;
-    }
-    ServersScreen #servers-note {
-        padding: 1 2;
-        color: $text-muted;
-    }
-    """
-
-    BINDINGS = [
-        Binding("escape,s", "back", "Back"),
-    ]
+    BINDINGS = bindings("servers-back")
 
     def __init__(self) -> None:
         super().__init__(id="servers-screen")

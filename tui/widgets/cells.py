@@ -34,7 +34,6 @@ class RowCells:
     def __init__(self, columns: Sequence[str]) -> None:
         self.columns = [ColumnKey(c) for c in columns]
         self.rows: dict[str, Cells] = {}
-        self.updates = 0  # cells written by ``sync`` so far (tests read it)
 
     def reset(self, rows: Mapping[str, Cells]) -> None:
         """The table was rebuilt with exactly these rows."""
@@ -53,5 +52,4 @@ class RowCells:
                 table.update_cell(key, column, value, update_width=grow)
                 written += 1
             self.rows[key] = cells
-        self.updates += written
         return written

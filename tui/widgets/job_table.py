@@ -9,23 +9,24 @@ found again, wherever it moved.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
 from rich.style import Style
-from textual import events
-from textual.binding import Binding
+from textual import events, work
 from textual.geometry import Size
 from textual.message import Message
+from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
+from textual.worker import WorkerCancelled, WorkerFailed
 
 from engine.format import clock, duration, label, percent
 from engine.query import JobView
 from tui.data import Data, JobQuery, join, user_name
+from tui.keys import scope_bindings
 from tui.styles import status_style
 
 MARGIN_MIN = 20  # rows fetched above and below the viewport, at least
@@ -97,38 +98,6 @@ def started_cell(at: float | None, now: float, width: int) -> str:
 class JobTable(ScrollView, can_focus=True):
     """A window onto the job list; the cursor is a job id."""
 
-    DEFAULT_CSS = """
-    JobTable {
-        height: 1fr;
-        overflow-x: hidden;
-        overflow-y: auto;
-        scrollbar-size-vertical: 1;
-        background: $surface;
-    }
-    JobTable > .jobtable--header {
-        text-style: bold;
-        background: $panel;
-        color: $text;
-    }
-    JobTable > .jobtable--cursor {
-        background: $block-cursor-background;
-        color: $block-cursor-foreground;
-        text-style: bold;
-    }
-    JobTable:blur > .jobtable--cursor {
-        background: $block-cursor-blurred-background;
-        color: $block-cursor-blurred-foreground;
-        text-style: none;
-    }
-    JobTable > .jobtable--placeholder {
-        color: $text-muted;
-    }
-    JobTable > .jobtable--empty {
-        color: $text-muted;
-        text-style: italic;
-    }
-    """
-
     COMPONENT_CLASSES = {
         "jobtable--header",
         "jobtable--cursor",
@@ -136,14 +105,7 @@ class JobTable(ScrollView, can_focus=True):
         "jobtable--empty",
     }
 
-    BINDINGS = [
-        Binding("up,k", "cursor_up", "Up", show=False),
-        Binding("down,j", "cursor_down", "Down", show=False),
-        Binding("pageup", "page_up", "Page up", show=False),
-        Binding("pagedown", "page_down", "Page down", show=False),
-        Binding("home", "first", "First", show=False),
-        Binding("end", "last", "Last", show=False),
-    ]
+    BINDINGS = scope_bindings("table")
 
     class Loaded(Message):
         """A page arrived: the list has ``total`` jobs."""
@@ -159,21 +121,20 @@ class JobTable(ScrollView, can_focus=True):
             super().__init__()
             self.job_id = job_id
 
+    # The position of the cursor, the query shown and how many jobs it matches: a change
+    # repaints (reactive); a new query starts again at the top (watch_query_spec).
+    cursor: reactive[int] = reactive(0)
+    total: reactive[int] = reactive(0)
+    query_spec: reactive[JobQuery] = reactive(JobQuery, init=False)
+    selected_id: reactive[int | None] = reactive(None)  # the cursor is drawn on this job
+
     def __init__(self, data: Data, clock: Callable[[], float], *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.data = data
         self.clock = clock
-        self.query_spec = JobQuery()
-        self.total = 0
-        self.cursor = 0
-        self.selected_id: int | None = None
         self.loaded = False
         self._cache_start = 0
         self._cache: list[JobView] = []
-        self._lock = asyncio.Lock()
-        self._generation = 0  # bumped by set_query: results of an older query are dropped
-        self._fetch_wanted = False
-        self.fetches = 0  # how many pages were read (tests check the list stays lazy)
         self._id_width = 2  # grows with the largest id seen, never shrinks (no jitter)
 
     # -- data ---------------------------------------------------------------------------
@@ -187,49 +148,53 @@ class JobTable(ScrollView, can_focus=True):
             return self._cache[i]
         return None
 
-    def set_query(self, query: JobQuery) -> None:
-        """A new filter or order: start again at the top. A fetch still reading for the
-        old query drops what it read (its generation is over); a reload follows."""
-        self.query_spec = query
-        self._generation += 1
+    def watch_query_spec(self, query: JobQuery) -> None:
+        """A new filter or order: start again at the top. The fetch started here cancels
+        one still reading for the old query (exclusive), so its page is never shown."""
         self.cursor = 0
         self.selected_id = None
         self._cache = []
         self._cache_start = 0
         self.set_scroll(None, 0)
+        self.fetch()
+
+    def watch_total(self, total: int) -> None:
+        self.virtual_size = Size(self.scrollable_content_region.width, total + 1)
 
     async def reload(self) -> None:
-        """Read the window again (after a change in the database or of the query)."""
-        async with self._lock:
-            await self._fetch()
+        """Read the window again (after a change in the database), and wait for it. A
+        fetch cancelled by a newer one (a new query, a scroll) is not an error: the newer
+        one reads what is wanted now."""
+        try:
+            await self.fetch().wait()
+        except WorkerCancelled:
+            pass
+        except WorkerFailed as exc:
+            raise exc.error from None  # the screen says it, as any failed refresh
 
-    async def _fetch(self) -> None:
-        generation, query = self._generation, self.query_spec
+    @work(exclusive=True, group="jobtable-fetch", exit_on_error=False)
+    async def fetch(self) -> None:
+        """Read the page around the viewport. Exclusive: a newer fetch cancels this one,
+        which then writes nothing (cancellation lands on an await, before any write)."""
+        query = self.query_spec
         for _ in range(3):  # a moved selection can need one more page
             h = self.visible_rows
             margin = max(MARGIN_MIN, h)
             top = int(self.scroll_y)
             start = max(0, top - margin)
             page = await self.data.list_jobs(start, h + 2 * margin, query)
-            self.fetches += 1
-            if generation != self._generation:
-                return  # the query changed while this page was read: it is stale
             self._cache_start, self._cache = start, page.rows
             self.total = page.total
             if page.rows:
                 widest = len(str(max(r.id for r in page.rows)))
                 self._id_width = max(self._id_width, widest)
-            self.virtual_size = Size(self.scrollable_content_region.width, self.total + 1)
-            more = await self._refind(start, len(page.rows), query, generation)
-            if generation != self._generation:
-                return
-            if not more:
+            if not await self._refind(start, len(page.rows), query):
                 break
         self.loaded = True
         self.refresh()
         self.post_message(self.Loaded(self.total))
 
-    async def _refind(self, start: int, count: int, query: JobQuery, generation: int) -> bool:
+    async def _refind(self, start: int, count: int, query: JobQuery) -> bool:
         """Put the cursor back on the selected job; True if another page is needed."""
         self.cursor = max(0, min(self.cursor, self.total - 1))
         if self.selected_id is None:
@@ -249,8 +214,8 @@ class JobTable(ScrollView, can_focus=True):
         if self.total > count or start > 0:
             selected = self.selected_id
             pos = await self.data.position(selected, query)
-            if generation != self._generation or selected != self.selected_id:
-                return False  # changed while we looked: leave the cursor to the newer state
+            if selected != self.selected_id:
+                return False  # moved while we looked: leave the cursor to the newer state
         if pos is None:  # the job left the list (filtered out): select what is there now
             row = self.row_at(self.cursor)
             self.selected_id = row.id if row else None
@@ -260,28 +225,14 @@ class JobTable(ScrollView, can_focus=True):
         return True
 
     def _want_window(self) -> None:
-        """Fetch in the background if the viewport is outside the cached page."""
+        """Fetch if the viewport is outside the cached page (a newer fetch wins)."""
         if not self.loaded:
             return
         top = int(self.scroll_y)
         end = min(self.total, top + self.visible_rows)
         have_end = self._cache_start + len(self._cache)
-        if top >= self._cache_start and end <= have_end:
-            return
-        if self._fetch_wanted:
-            return
-        self._fetch_wanted = True
-        self.run_worker(self._fetch_window(), group="jobtable-window")
-
-    async def _fetch_window(self) -> None:
-        try:
-            async with self._lock:
-                self._fetch_wanted = False
-                await self._fetch()
-        except Exception:  # noqa: BLE001 - placeholders stay; the next reload tries again
-            pass
-        finally:
-            self._fetch_wanted = False
+        if top < self._cache_start or end > have_end:
+            self.fetch()
 
     # -- cursor -------------------------------------------------------------------------
     def _scroll_to_cursor(self) -> bool:
@@ -302,11 +253,10 @@ class JobTable(ScrollView, can_focus=True):
         if self.total == 0:
             return
         index = max(0, min(index, self.total - 1))
-        self.cursor = index
         row = self.row_at(index)
         self.selected_id = row.id if row else None
+        self.cursor = index  # reactive: repaints
         self._scroll_to_cursor()
-        self.refresh()
         self._want_window()
 
     def select_id(self, job_id: int) -> None:
@@ -336,7 +286,7 @@ class JobTable(ScrollView, can_focus=True):
         self._want_window()
 
     def on_resize(self, event: events.Resize) -> None:
-        self.virtual_size = Size(self.scrollable_content_region.width, self.total + 1)
+        self.watch_total(self.total)
         self._want_window()
 
     def on_click(self, event: events.Click) -> None:

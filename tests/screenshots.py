@@ -1,6 +1,7 @@
-"""``python -m tui.screenshots [OUTDIR]``: an SVG of every screen and modal.
+"""``python -m tests.screenshots [OUTDIR]`` (from the repository's root): an SVG of every
+screen and modal, written to ``screenshots/`` by default.
 
-The data is ``tui.scenario`` (built without an engine, at fixed times) and the console
+The data is ``tests.scenario`` (built without an engine, at fixed times) and the console
 runs with a fixed clock and no live refresh, so the pictures are the same on every
 run. The snapshot tests (tests/test_tui_snapshots.py) use the same ``SHOTS``.
 """
@@ -17,9 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from textual.pilot import Pilot
-from textual.screen import ModalScreen
+from textual.screen import ModalScreen, Screen
+from textual.widgets import DataTable
 
-from tui import scenario
+from tests import scenario
+from tests.tui_support import RecordingApp
+from tests.waiting import until
 from tui.app import BatchdeckApp
 
 MODE = "attached to engine on batch-01, batch-02 (pid 4242)"
@@ -32,22 +36,23 @@ def use_utc() -> None:
     time.tzset()
 
 
-def make_app(db_path: str) -> BatchdeckApp:
-    return BatchdeckApp(
+def make_app(db_path: str) -> RecordingApp:
+    return RecordingApp(
         db_path, mode_label=MODE, clock=lambda: scenario.NOW, actor="alice", live=False
     )
 
 
-async def wait_until(pilot: Pilot, test: Callable[[], bool], what: str, tries: int = 200) -> None:
-    for _ in range(tries):
-        if test():
-            return
-        await pilot.pause(0.02)
-    raise TimeoutError(f"gave up waiting for {what}")
-
-
 def _busy(app: BatchdeckApp) -> bool:
     return any(not w.is_finished for w in app.workers if w.group != "flows")
+
+
+def _tables_measured(screen: Screen[object]) -> bool:
+    """DataTable measures its columns on idle, after rows arrive: until then a picture
+    can catch the old widths."""
+    return not any(
+        t._require_update_dimensions or t._updated_cells or t._new_rows  # noqa: SLF001
+        for t in screen.query(DataTable)
+    )
 
 
 async def settle(pilot: Pilot) -> None:
@@ -57,10 +62,16 @@ async def settle(pilot: Pilot) -> None:
 
     def ready() -> bool:
         base = next((s for s in reversed(app.screen_stack) if hasattr(s, "loaded")), None)
-        return base is not None and bool(base.loaded) and not _busy(app)
+        return (
+            base is not None
+            and bool(base.loaded)
+            and not _busy(app)
+            and _tables_measured(app.screen)
+        )
 
-    await wait_until(pilot, ready, "the screen to load")
+    await until(ready, "the screen to load", pilot=pilot)
     await pilot.pause()
+    await until(lambda: _tables_measured(app.screen), "the tables to be measured", pilot=pilot)
 
 
 async def select(pilot: Pilot, job_id: int) -> None:
@@ -76,7 +87,7 @@ async def select(pilot: Pilot, job_id: int) -> None:
 
 
 async def modal_up(pilot: Pilot) -> None:
-    await wait_until(pilot, lambda: isinstance(pilot.app.screen, ModalScreen), "a modal")
+    await until(lambda: isinstance(pilot.app.screen, ModalScreen), "a modal", pilot=pilot)
     await pilot.pause()
 
 
@@ -132,7 +143,7 @@ async def help_screen(pilot: Pilot) -> None:
 async def refused(pilot: Pilot) -> None:
     await select(pilot, 6)  # the system job
     await pilot.press("c")
-    await wait_until(pilot, lambda: bool(pilot.app.messages), "a notification")  # type: ignore[attr-defined]
+    await until(lambda: bool(pilot.app.messages), "a notification", pilot=pilot)  # type: ignore[attr-defined]
     await pilot.pause()
 
 
