@@ -137,6 +137,12 @@ class ServerView:
     heartbeat_at: float | None
     in_use: int
     live: bool
+    host: str | None = None  # where its server process runs
+    pid: int | None = None  # the server process (task code runs there), while live
+    note: str | None = None  # a lease taken over, and the like
+
+    def lease_age(self, now: float) -> float | None:
+        return None if self.heartbeat_at is None else max(0.0, now - self.heartbeat_at)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -679,11 +685,15 @@ class Reader:
         rows = await self._rows(
             "SELECT s.name, s.slots, s.status, s.drain_deadline, s.restart_job_id, "
             "s.lease_owner, s.heartbeat_at, (SELECT count(*) FROM task t WHERE t.server = s.name "
-            "AND t.status IN ('executing', 'canceling', 'aborting')) FROM server s ORDER BY s.name"
+            "AND t.status IN ('executing', 'canceling', 'aborting')), s.host, s.pid, s.note "
+            "FROM server s ORDER BY s.name"
         )
-        return [
-            self._out(ServerView(*r, live=bool(r[5]) and (r[6] or 0) > now - ttl)) for r in rows
-        ]
+        out = []
+        for r in rows:
+            live = bool(r[5]) and (r[6] or 0) > now - ttl
+            view = ServerView(*r[:8], live=live, host=r[8], pid=r[9] if live else None, note=r[10])
+            out.append(self._out(view))
+        return out
 
     async def live_engines(self, now: float | None = None) -> dict[str, list[str]]:
         """Engines holding a live lease: owner -> server names."""

@@ -106,6 +106,8 @@ def build(path: str | Path) -> str:
     with b.store.write() as conn:
         settings.put(conn, "drain_seconds", str(DRAIN_SECONDS))
         batch.claim_leases(conn, SERVERS, OWNER, at=T0)
+        for n, name in enumerate(SERVERS):  # each server's own process, on a fixed host
+            batch.note_server_process(conn, name, OWNER, 4100 + n, "host-01")
 
     # 1 nightly-import: Ended
     j = b.submit(recipe("nightly-import", wait("extract"), wait("load", after=["extract"])), T0)

@@ -1,4 +1,5 @@
-"""The batch servers: status, slots in use, which engine serves them, drain deadlines."""
+"""The batch servers: status, host and pid of each server process, slots in use, drain
+deadline, lease age, and the engine that supervises them."""
 
 from __future__ import annotations
 
@@ -17,9 +18,12 @@ from tui.widgets.cells import RowCells
 COLUMNS = (
     ("name", "Server"),
     ("status", "Status"),
-    ("slots", "Slots in use"),
-    ("engine", "Engine"),
+    ("host", "Host"),
+    ("pid", "PID"),
+    ("slots", "In use"),
     ("drain", "Drain deadline"),
+    ("lease", "Lease age"),
+    ("engine", "Engine"),
     ("note", "Note"),
 )
 
@@ -35,19 +39,22 @@ def drain_cell(s: ServerView, now: float) -> Text:
 
 def server_cells(s: ServerView, now: float) -> tuple[object, ...]:
     if s.live:
-        host = (s.lease_owner or "").split(":")[0]
-        eng = Text(f"live, pid {owner_pid(s.lease_owner or '')}" + (f" on {host}" if host else ""))
+        eng = Text(f"pid {owner_pid(s.lease_owner or '')}")
     else:
-        eng = Text("no live engine", style="dim")
-    note = ""
+        eng = Text("none live", style="dim")
+    note = s.note or ""
     if s.restart_job_id is not None:
         note = f"abort of job {s.restart_job_id}"
+    age = s.lease_age(now)
     return (
         s.name,
         status_text(s.status, server=True),
+        s.host or "-",
+        str(s.pid) if s.pid else "-",
         f"{s.in_use}/{s.slots}",
-        eng,
         drain_cell(s, now),
+        Text(f"{age:.0f} s" if age is not None else "-", style="" if s.live else "dim"),
+        eng,
         note,
     )
 
