@@ -7,6 +7,7 @@ Exit codes: 0 done, 1 refused (the reason on stderr), 2 bad usage.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -695,6 +696,11 @@ def main(argv: Sequence[str] | None = None, console: ConsoleRunner | None = None
         return exc.code
     except KeyboardInterrupt:
         return EXIT_REFUSED
+    except BrokenPipeError:
+        # The reader went away (`batchdeck list | head`): nothing left to say, to anyone.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except Exception as exc:
         # The database failing under a command (a page found damaged only when read, a
         # write on a read-only file): one line, never a traceback. Anything else is a bug.

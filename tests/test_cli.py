@@ -530,3 +530,28 @@ def test_a_fresh_database_locked_by_another_process_is_waited_for(deck: Deck) ->
     assert "Traceback" not in err, err
     assert proc.returncode == 0, err
     assert out.strip() == "900"
+
+
+def test_a_reader_that_goes_away_is_no_traceback(deck: Deck) -> None:
+    """`batchdeck list --json | head -c 10`: the pipe closes under the command."""
+    from engine.db import Store
+    from engine.recipes import Recipe, TaskSpec
+    from engine.submit import submit
+
+    store = Store(deck.db)
+    try:
+        recipe = Recipe("many", None, False, (TaskSpec("t", "wait", (), {"seconds": 1}),))
+        for _ in range(400):
+            submit(store, recipe, actor="tester")
+    finally:
+        store.dispose()
+    cmd = " ".join(f"'{a}'" for a in BATCHDECK)
+    res = subprocess.run(
+        ["sh", "-c", f"{cmd} list --json --limit 400 | head -c 10 >/dev/null"],
+        capture_output=True,
+        text=True,
+        env=deck.env,
+        cwd=deck.dir,
+        timeout=60,
+    )
+    assert res.returncode == 0 and res.stderr == "", res.stderr
