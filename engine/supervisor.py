@@ -111,13 +111,18 @@ class ServerProcess:
         except (ValueError, asyncio.LimitOverrunError) as exc:
             print(f"batchdeck: server {self.name}: bad message: {exc}", file=sys.stderr)
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                if self.proc.returncode is None:
-                    self.proc.kill()
+            self._signal(signal.SIGKILL)
             await self.proc.wait()
             self.exited.set()
             if not self.ending:
                 self._on_exit(self)
+
+    def _signal(self, sig: int) -> None:
+        # os.kill, not Popen.send_signal: that one polls first, reaping an exited process
+        # behind the event loop's child watcher (which then reports a bogus status 255).
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, sig)
 
     def send(self, msgs: list[dict[str, Any]]) -> None:
         if self.proc is None or self.proc.stdin is None or self.exited.is_set():
@@ -140,13 +145,10 @@ class ServerProcess:
             if graceful:
                 self.send([{"op": "stop"}])
             else:
-                with contextlib.suppress(ProcessLookupError):
-                    self.proc.send_signal(signal.SIGTERM)
+                self._signal(signal.SIGTERM)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.exited.wait(), grace + (2.0 if graceful else 0.0))
-            with contextlib.suppress(ProcessLookupError):
-                if self.proc.returncode is None:
-                    self.proc.kill()
+            self._signal(signal.SIGKILL)
         await self.reap()
         return await self.sweep()
 
