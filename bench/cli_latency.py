@@ -1,0 +1,72 @@
+"""The command line on a 100,000-job database: whole-process latency. One figure a line.
+
+    python bench/cli_latency.py [--jobs 100000] [--db PATH] [--runs 7]
+
+Each figure is the median of ``--runs`` fresh processes (``batchdeck ...`` as an
+operator types it, imports included), in milliseconds:
+- cli_list_limit_20_ms: ``list --limit 20``
+- cli_show_json_ms: ``show ID --json`` of a job with tasks and events
+- cli_cancel_refused_ms: ``cancel ID`` of a job already Ended (refused, exit 1)
+- cli_help_ms: ``--help``
+Targets (issue 9): list and show < 150 ms (bar 300), --help < 100 ms (bar 150).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BATCHDECK = Path(sys.executable).parent / "batchdeck"
+
+
+def timed(args: list[str], env: dict[str, str], expect: int) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run([str(BATCHDECK), *args], capture_output=True, env=env, check=False)
+    dt = time.perf_counter() - t0
+    if proc.returncode != expect:
+        raise SystemExit(f"batchdeck {' '.join(args)}: exit {proc.returncode}: {proc.stderr!r}")
+    return dt * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--jobs", type=int, default=100_000)
+    ap.add_argument("--db", help="an existing database built by bench/make_jobs.py")
+    ap.add_argument("--runs", type=int, default=7)
+    args = ap.parse_args()
+    db = args.db
+    if db is None:
+        db = str(Path(tempfile.mkdtemp(prefix="batchdeck-cli-")) / "jobs.db")
+        subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "make_jobs.py"), db, "--jobs", str(args.jobs)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    with sqlite3.connect(db) as conn:
+        ended = conn.execute(
+            "SELECT j.id FROM job j WHERE j.status='ended' AND EXISTS "
+            "(SELECT 1 FROM task t WHERE t.job_id = j.id) ORDER BY j.id DESC LIMIT 1"
+        ).fetchone()[0]
+    env = {**os.environ, "BATCHDECK_DB": db}
+    cases = {
+        "cli_list_limit_20_ms": (["list", "--limit", "20"], 0),
+        "cli_show_json_ms": (["show", str(ended), "--json"], 0),
+        "cli_cancel_refused_ms": (["cancel", str(ended)], 1),
+        "cli_help_ms": (["--help"], 0),
+    }
+    for name, (cmd, expect) in cases.items():
+        timed(cmd, env, expect)  # warm the page cache, as an operator's second try would
+        runs = [timed(cmd, env, expect) for _ in range(args.runs)]
+        print(f"{name} {statistics.median(runs):.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
