@@ -148,6 +148,9 @@ class Deck:
         env.pop("SSH_CONNECTION", None)
         env.pop("NO_COLOR", None)
         env["BATCHDECK_DB"] = str(self.db)
+        # Task code of the tests' own (tests.blocking_fn) imports in the server processes.
+        root = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         self.env = env
         self.servers: list[Serve] = []
         self.pid_files: list[Path] = []  # processes a recipe started, ended at close

@@ -154,15 +154,17 @@ on_cancel = "finish"
 
 def test_abort_of_an_unmanaged_wait_shows_aborting_until_the_block_returns(shared: Deck) -> None:
     deck = shared
+    release = deck.dir / f"release-{time.monotonic_ns()}"
     recipe = deck.recipe(
         "block",
-        """\
+        f"""\
 name = "stuck-driver"
 
 [[task]]
 name = "block"
-action = "blocking_wait"
-seconds = 4
+action = "python"
+function = "tests.blocking_fn:block_until"
+path = "{release}"
 
 [[task]]
 name = "after"
@@ -173,6 +175,7 @@ after = ["block"]
     )
     job_id = deck.submit(recipe)
     deck.wait_task(job_id, "block", "executing")
+    wait_for(lambda: Path(f"{release}.started").exists(), "the block to start")
 
     res = deck.ok("abort", str(job_id), "--yes")
     assert res.out.startswith(f"Canceled and aborting job {job_id}: 1 task"), res.out
@@ -183,15 +186,15 @@ after = ["block"]
 
     # A second plain abort cannot free it; only an enhanced abort (restart) could.
     again = deck.refused("abort", str(job_id), "--yes")
-    if deck.task_status(job_id, "block") == "aborting":
-        assert "Aborting" in again.err, str(again)
+    assert "Aborting" in again.err, str(again)
+    assert deck.task_status(job_id, "block") == "aborting"
 
+    release.touch()  # the blocking call returns: only now is the task Aborted
     deck.wait_task(job_id, "block", "aborted")
     job = deck.show(job_id)
     assert job["status"] == "canceled"
-    block = job["tasks"][0]
-    assert block["status"] == "aborted"
-    assert block["message"] != "blocked 4 s"  # the result of the wait is discarded
+    assert job["tasks"][0]["message"] != "released"  # the result of the wait is discarded
+    assert not Path(f"{release}.after").exists()  # and nothing after it in the task ran
     assert job["tasks"][1]["status"] == "didnt_run"
 
 
@@ -445,10 +448,24 @@ seconds = {seconds}
 """
 
 
+CHILD_BLOCK = """\
+name = "{name}"
+
+[[task]]
+name = "work"
+action = "python"
+function = "tests.blocking_fn:block_until"
+path = "{path}"
+"""
+
+
 def test_canceling_a_parent_does_not_cancel_its_children(shared: Deck) -> None:
     deck = shared
-    deck.recipe("child_sync", CHILD.format(name="child-sync", seconds=3))
-    deck.recipe("child_async", CHILD.format(name="child-async", seconds=3))
+    # The children run until the test releases them: however slow the machine, they are
+    # still running when the parent is canceled.
+    release = {k: deck.dir / f"release-{k}-{time.monotonic_ns()}" for k in ("sync", "async")}
+    deck.recipe("child_sync", CHILD_BLOCK.format(name="child-sync", path=release["sync"]))
+    deck.recipe("child_async", CHILD_BLOCK.format(name="child-async", path=release["async"]))
     parent = deck.submit(
         deck.recipe(
             "parent",
@@ -482,6 +499,8 @@ mode = "async"
 
     deck.ok("cancel", str(parent))
     assert deck.job_status(parent) == "canceling"
+    for path in release.values():
+        path.touch()
 
     def sync_child_done() -> bool:
         # One statement: one consistent snapshot of the child, the task and the parent.
