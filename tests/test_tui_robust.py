@@ -267,7 +267,9 @@ async def test_reject_asks_first_and_a_double_n_does_nothing(db: str) -> None:
     before = state(db)
     async with app.run_test(size=(100, 30)) as pilot:
         await select(pilot, 5)
-        await pilot.press("n", "n")  # opens the confirmation, then answers No
+        await pilot.press("n")  # opens the confirmation (after a read: wait for it)...
+        await until(lambda: isinstance(app.screen, ConfirmApproval), "the modal", pilot=pilot)
+        await pilot.press("n")  # ...and the same key again answers No
         await until(lambda: not app.flow_busy(), "the flow to end", pilot=pilot)
         assert not isinstance(app.screen, ModalScreen)
         assert state(db) == before
