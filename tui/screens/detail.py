@@ -27,6 +27,7 @@ TASK_COLUMNS = (
     ("progress", "Progress"),
     ("started", "Started"),
     ("duration", "Duration"),
+    ("stops", "On cancel"),  # how a cancel stops it (running tasks): tui item "how each stops"
     ("message", "Message"),
 )
 CHILD_COLUMNS = (
@@ -93,6 +94,8 @@ def fields_renderable(d: JobDetail, now: float) -> Group:
     long.add_column(ratio=1)
     long.add_row("Servers", join(j.servers, 60))
     long.add_row("Submitted", f"{stamp(j.submitted_at)} by {j.submitted_by}")
+    if j.rerun_of:
+        long.add_row("Rerun of", f"job {j.rerun_of}")
     if j.parent_id:
         parent = f"job {j.parent_id} ({j.call_mode or 'call'})"
         if j.orphaned:
@@ -125,6 +128,7 @@ class JobDetailScreen(JobKeysMixin, LiveScreen):
     def compose(self) -> ComposeResult:
         yield Header()
         with VerticalScroll(id="body"):
+            yield Static(id="banner", classes="-hidden")  # a stuck job: its next step
             yield Static(id="fields")
             yield Static("Tasks", classes="section")
             tasks: DataTable[object] = DataTable(id="tasks", cursor_type="row")
@@ -184,6 +188,10 @@ class JobDetailScreen(JobKeysMixin, LiveScreen):
             )
             return
         now = self.bd.clock()
+        stuck = await self.bd.data.reader.stuck_job(self.job_id, now=now)
+        banner = self.query_one("#banner", Static)
+        banner.set_class(stuck is None, "-hidden")
+        banner.update(Text(f"STUCK · {stuck.banner}") if stuck is not None else "")
         self.title = f"Job {detail.job.id} {detail.job.name}"
         self.query_one("#fields", Static).update(fields_renderable(detail, now))
         self._fill_tasks(detail, now)
@@ -220,6 +228,7 @@ class JobDetailScreen(JobKeysMixin, LiveScreen):
             progress(t.progress_done, t.progress_total, t.progress_unit) or "-",
             clock(t.started_at, now),
             duration(t.duration(now)),
+            t.stops_by.cancel if t.stops_by is not None else "",
             task_message(t),
         )
 
