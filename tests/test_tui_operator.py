@@ -433,3 +433,19 @@ def test_header_label() -> None:
         "READ-ONLY for you (user bob) · engine gone since 12:04:31"
     )
     assert header_label("embedded engine: b1", None, None, "x" * 100).endswith("x…")
+
+
+async def test_the_banner_comes_when_time_alone_makes_a_job_stuck(scenario_db: str) -> None:
+    """No write at all (no engine): the detail's tick reads the banner again."""
+    now = [scenario.NOW - 40]  # job 13 has been Canceling for 10 s: not stuck yet
+    app = RecordingApp(
+        scenario_db, mode_label="no engine running", clock=lambda: now[0], actor="alice"
+    )
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        app.open_job(13)
+        await until(lambda: isinstance(app.screen, JobDetailScreen), "the detail", pilot=pilot)
+        await settle(pilot)
+        assert "STUCK ·" not in painted(app)
+        now[0] = scenario.NOW  # 50 s: past stuck_seconds (30)
+        await until(lambda: "STUCK · Canceling for 50s" in painted(app), "the banner", pilot=pilot)

@@ -175,6 +175,9 @@ class JobDetailScreen(JobKeysMixin, LiveScreen):
         d = self.detail
         if d is None or d.job.terminal:
             return  # nothing moves on a finished job
+        if any(t.status in ("canceling", "aborting") for t in d.tasks):
+            self.request_reload()  # a job turns stuck with time alone: read the banner again
+            return
         now = self.bd.clock()
         self.query_one("#fields", Static).update(fields_renderable(d, now))
         self._fill_tasks(d, now)
