@@ -449,3 +449,17 @@ async def test_the_banner_comes_when_time_alone_makes_a_job_stuck(scenario_db: s
         assert "STUCK ·" not in painted(app)
         now[0] = scenario.NOW  # 50 s: past stuck_seconds (30)
         await until(lambda: "STUCK · Canceling for 50s" in painted(app), "the banner", pilot=pilot)
+
+
+async def test_bulk_with_nothing_to_act_on_says_why_and_asks_nothing(scenario_db: str) -> None:
+    app = make_app(scenario_db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        for j in (6, 13):
+            await select(pilot, j)
+            await pilot.press("space")
+        await pilot.press("c")
+        await until(lambda: app.messages, "the refusal", pilot=pilot)
+        assert said(app, "Nothing to cancel in the 2 marked: Job 6 maintenance: System jobs cannot")
+        assert said(app, "; Job 13 is already Canceling")
+        assert not isinstance(app.screen, ConfirmBulk)
+        assert list_screen(app).marks == {6, 13}

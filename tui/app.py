@@ -25,7 +25,7 @@ from tui.data import Data, one_line, owner_pid
 from tui.keys import KEYS, scope_bindings
 from tui.modals.abort import ConfirmAbort
 from tui.modals.approval import ConfirmApproval
-from tui.modals.bulk import ConfirmBulk
+from tui.modals.bulk import ConfirmBulk, refusal_line
 from tui.modals.cancel import ConfirmCancel
 from tui.modals.cancel_tree import ConfirmCancelTree
 from tui.modals.quit import ConfirmQuit
@@ -407,10 +407,10 @@ class BatchdeckApp(App[int]):
                 control.bulk_plan, kind, actor=self.actor, job_ids=job_ids
             )
             if not plan.act:
-                why = "; ".join(str(j.refusal) for j in plan.refused[:3])
+                why = "; ".join(refusal_line(j) for j in plan.refused[:3])
+                why = why or "they no longer exist"
                 self.notify(
-                    f"None of the {len(job_ids)} marked jobs can be {verb}ed: {why}",
-                    severity="warning",
+                    f"Nothing to {verb} in the {len(job_ids)} marked: {why}", severity="warning"
                 )
                 return
             if not await self.push_screen_wait(ConfirmBulk(plan)):

@@ -12,7 +12,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Static
 
-from engine.control import BulkPlan
+from engine.control import BulkJob, BulkPlan
 from engine.format import label
 from engine.safe_text import safe_line
 from tui.modals.base import Dialog, DialogList
@@ -36,6 +36,14 @@ def typed_why(kind: str) -> str:
             "type the number of jobs to confirm."
         )
     return f"More than {TYPED_ABOVE} jobs: type the number of jobs to confirm."
+
+
+def refusal_line(item: BulkJob) -> str:
+    """A refused job's line, naming the job once: "Job 6 maintenance: System jobs ..."."""
+    why = str(item.refusal)
+    if why.startswith(f"Job {item.job.id}"):
+        return why
+    return f"Job {item.job.id} {item.job.name}: {why}"
 
 
 def bulk_title(plan: BulkPlan) -> str:
@@ -70,10 +78,7 @@ def bulk_lines(plan: BulkPlan) -> Text:
     if plan.refused or plan.missing:
         text.append(f"\n\nRefused ({len(plan.refused) + len(plan.missing)}):", style="bold")
         for item in plan.refused:
-            why = str(item.refusal)
-            if not why.startswith(f"Job {item.job.id}"):
-                why = f"Job {item.job.id} {item.job.name}: {why}"
-            text.append("\n• " + safe_line(why))
+            text.append("\n• " + safe_line(refusal_line(item)))
         for job_id in plan.missing:
             text.append(f"\n• Job {job_id} does not exist")
     return text
