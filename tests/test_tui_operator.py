@@ -463,3 +463,24 @@ async def test_bulk_with_nothing_to_act_on_says_why_and_asks_nothing(scenario_db
         assert said(app, "; Job 13 is already Canceling")
         assert not isinstance(app.screen, ConfirmBulk)
         assert list_screen(app).marks == {6, 13}
+
+
+async def test_on_cancel_column_while_a_task_runs(db: str) -> None:
+    job = add(db, "wait.toml")
+    app, _host = embedded_app(db, {"batch-01": 2})
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(lambda: job_status(db, job) == "executing", "the start", pilot=pilot)
+        await settle(pilot)
+        app.open_job(job)
+        await until(lambda: isinstance(app.screen, JobDetailScreen), "the detail", pilot=pilot)
+        await until(
+            lambda: "at its next safe point" in painted(app), "how the task stops", pilot=pilot
+        )
+        assert "On cancel" in painted(app)
+        await pilot.press("c")
+        await until(lambda: app.screen.__class__.__name__ == "ConfirmCancel", "cancel", pilot=pilot)
+        await pilot.press("enter")
+        await until(lambda: job_status(db, job) == "canceled", "the cancel", pilot=pilot)
+        # Nothing runs any more: the column goes (the task's message gets the room).
+        await until(lambda: "On cancel" not in painted(app), "the column gone", pilot=pilot)
+        assert "Canceled" in painted(app)

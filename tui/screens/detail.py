@@ -121,7 +121,9 @@ class JobDetailScreen(JobKeysMixin, LiveScreen):
         self.detail: JobDetail | None = None
         self._task_ids: list[int] = []
         self._child_ids: list[int] = []
-        self.task_cells = RowCells([key for key, _ in TASK_COLUMNS])
+        # The task table's columns: "On cancel" only while a task of the job is running.
+        self._task_columns = tuple(c for c in TASK_COLUMNS if c[0] != "stops")
+        self.task_cells = RowCells([key for key, _ in self._task_columns])
         self._child_cells = RowCells([key for key, _ in CHILD_COLUMNS])
         self._event_ids: list[int] | None = None  # what the event log shows
 
@@ -132,7 +134,7 @@ class JobDetailScreen(JobKeysMixin, LiveScreen):
             yield Static(id="fields")
             yield Static("Tasks", classes="section")
             tasks: DataTable[object] = DataTable(id="tasks", cursor_type="row")
-            for key, title in TASK_COLUMNS:
+            for key, title in self._task_columns:
                 tasks.add_column(title, key=key)
             yield tasks
             yield Static(id="output", classes="-hidden")
@@ -205,11 +207,25 @@ class JobDetailScreen(JobKeysMixin, LiveScreen):
     def _fill_tasks(self, d: JobDetail, now: float) -> None:
         table: DataTable[object] = self.query_one("#tasks", DataTable)
         ids = [t.id for t in d.tasks]
-        rows = {str(t.id): self._task_cells(t, now) for t in d.tasks}
+        running = any(t.stops_by is not None for t in d.tasks)
+        columns = tuple(c for c in TASK_COLUMNS if running or c[0] != "stops")
+        previous = self.selected_task_id() if self._task_ids else None
+        if columns != self._task_columns:  # a task started or the last one stopped
+            table.clear(columns=True)
+            for key, title in columns:
+                table.add_column(title, key=key)
+            self._task_columns = columns
+            self.task_cells = RowCells([key for key, _ in columns])
+            self._task_ids = []
+        keep = [i for i, c in enumerate(TASK_COLUMNS) if c in columns]
+        rows = {}
+        for t in d.tasks:
+            cells = self._task_cells(t, now)
+            rows[str(t.id)] = tuple(cells[i] for i in keep)
         if ids == self._task_ids:
             self.task_cells.sync(table, rows)
             return
-        selected = self.selected_task_id() if self._task_ids else _interesting(d.tasks)
+        selected = previous if previous is not None else _interesting(d.tasks)
         table.clear()
         for key, cells in rows.items():
             table.add_row(*cells, key=key)
