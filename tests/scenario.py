@@ -16,8 +16,8 @@ Jobs (ids are fixed by the order below):
    9 parent-flow        Executing  task "call" waits on child 10 (sync)
   10 child-report       Executing  child of 9 (sync), on batch-02
   11 child-cleanup      Ended      child of 9 (async)
-  12 deadlocked-query   Canceling  task Aborting; enhanced abort: batch-02 Draining
-  13 stuck-canceling    Canceling  task Canceling on batch-01
+  12 deadlocked-query   Canceling  task Aborting; enhanced abort: batch-02 Draining (stuck)
+  13 stuck-canceling    Canceling  task Canceling on batch-01 (stuck: stuck_seconds is 30)
   14 queued-export      Waiting
 """
 
@@ -36,6 +36,7 @@ NOW = T0 + 1800.0  # the console's fixed clock: 22:43:20 the same day
 OWNER = "batchhost:4242:abc123"
 SERVERS = {"batch-01": 6, "batch-02": 3}
 DRAIN_SECONDS = 600
+STUCK_SECONDS = 30
 
 ALICE, BOB, CAROL = "alice", "bob", "carol"
 
@@ -105,6 +106,8 @@ def build(path: str | Path) -> str:
     b = Builder(Path(path))
     with b.store.write() as conn:
         settings.put(conn, "drain_seconds", str(DRAIN_SECONDS))
+        # Jobs 12 (Aborting 100 s) and 13 (Canceling 50 s) are stuck at NOW.
+        settings.put(conn, "stuck_seconds", str(STUCK_SECONDS))
         batch.claim_leases(conn, SERVERS, OWNER, at=T0)
         for n, name in enumerate(SERVERS):  # each server's own process, on a fixed host
             batch.note_server_process(conn, name, OWNER, 4100 + n, "host-01")

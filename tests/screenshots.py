@@ -147,6 +147,25 @@ async def refused(pilot: Pilot) -> None:
     await pilot.pause()
 
 
+def marked(*job_ids: int, key: str | None = None) -> Steps:
+    """Mark these jobs (space on each), then press ``key`` (a bulk confirmation)."""
+
+    async def steps(pilot: Pilot) -> None:
+        for job_id in job_ids:
+            await select(pilot, job_id)
+            await pilot.press("space")
+        await settle(pilot)
+        if key is not None:
+            await pilot.press(key)
+            await modal_up(pilot)
+
+    return steps
+
+
+async def typed_count(pilot: Pilot) -> None:
+    await marked(2, 10, 13, key="A")(pilot)
+
+
 @dataclass(frozen=True)
 class Shot:
     name: str
@@ -174,6 +193,11 @@ SHOTS: tuple[Shot, ...] = (
     Shot("modal-cancel-tree", on_job(9, "C")),
     Shot("modal-abort-80x24", on_job(2, "A"), (80, 24)),
     Shot("modal-reject", on_job(5, "n", in_detail=True)),
+    Shot("job-detail-stuck", open_job(13)),
+    Shot("job-list-marks", marked(2, 6, 13)),
+    Shot("modal-bulk-cancel", marked(2, 6, 13, key="c")),
+    Shot("modal-bulk-typed", typed_count),
+    Shot("modal-rerun", on_job(3, "r")),
     Shot("servers", servers),
     Shot("help", help_screen),
     Shot("refused-system-job", refused),

@@ -91,7 +91,9 @@ async def test_cancel_from_the_list(db: str) -> None:
     app = embedded(db)
     async with app.run_test(size=(100, 30)) as pilot:
         await until(lambda: job_status(db, job) == "executing", "the job to start", pilot=pilot)
-        assert app.sub_title == "embedded engine: batch-01"
+        # The header: the mode, then who you are (and whether a manager).
+        await until(lambda: app.who is not None, "whoami", pilot=pilot)
+        assert app.sub_title == "embedded engine: batch-01 · alice (manager)"
         await select(pilot, job)
         await pilot.press("c")
         await until(lambda: isinstance(app.screen, ConfirmCancel), "the cancel modal", pilot=pilot)
@@ -276,7 +278,8 @@ async def test_falls_back_to_attached_when_the_lease_is_taken(db: str) -> None:
                 pilot=pilot,
             )
             pid = other.owner.split(":")[1]
-            assert app.sub_title == f"attached to engine on batch-01 (pid {pid})"
+            assert app.mode_label == f"attached to engine on batch-01 (pid {pid})"
+            assert app.sub_title.startswith(app.mode_label)
             assert said(app, "Attached to the running engine")
             await until(lambda: job_status(db, job) == "executing", "the other engine", pilot=pilot)
             await select(pilot, job)

@@ -129,7 +129,7 @@ def painted_job_row(app: Any, job_id: int) -> str:
     table = app.screen.query_one(JobTable)
     lines = painted(app).splitlines()[table.region.y + 1 : table.region.bottom]
     for line in lines:
-        words = line.replace("▶", " ").split()
+        words = line.replace("▶", " ").replace("✓", " ").split()
         if words and words[0] == str(job_id):
             return line
     return ""

@@ -17,16 +17,19 @@ from textual.app import App, SystemCommand
 from textual.notifications import SeverityLevel
 from textual.screen import ModalScreen, Screen
 
-from engine import control
+from engine import control, rerun
 from engine.identity import current_actor
+from engine.permissions import Who, whoami
 from engine.safe_text import safe_block
 from tui.data import Data, one_line, owner_pid
 from tui.keys import KEYS, scope_bindings
 from tui.modals.abort import ConfirmAbort
 from tui.modals.approval import ConfirmApproval
+from tui.modals.bulk import ConfirmBulk, refusal_line
 from tui.modals.cancel import ConfirmCancel
 from tui.modals.cancel_tree import ConfirmCancelTree
 from tui.modals.quit import ConfirmQuit
+from tui.modals.rerun import ConfirmRerun
 from tui.screens.base import JobKeysMixin, LiveScreen
 from tui.screens.detail import JobDetailScreen, waiting_approval
 from tui.screens.help import HelpScreen
@@ -58,6 +61,42 @@ def read_only_label(mode: str) -> str:
     return f"READ-ONLY for you (user {os_user()}) · {mode}"
 
 
+HEALTH_S = 1.0  # how often the header looks at the engine's health and who you are
+ERROR_WIDTH = 60
+
+
+def who_label(who: Who) -> str:
+    """ "alice (manager)" / "bob (not a manager)": the header's user."""
+    return f"{who.user} ({'manager' if who.manager else 'not a manager'})"
+
+
+def header_label(
+    mode: str, who: Who | None = None, gone: str | None = None, error: str | None = None
+) -> str:
+    """The header's words: the mode ("engine gone since ..." instead of "attached" when the
+    serving engine's lease went stale), the user, and an engine error until it clears."""
+    if gone is not None:
+        mode = mode.replace(mode_head(mode), gone, 1)
+    parts = [mode]
+    if who is not None:
+        parts.append(who_label(who))
+    if error is not None:
+        text = " ".join(error.split())
+        if len(text) > ERROR_WIDTH:
+            text = text[: ERROR_WIDTH - 1] + "…"
+        parts.append(f"ENGINE ERROR: {text}")
+    return " · ".join(parts)
+
+
+def mode_head(mode: str) -> str:
+    """The part of a mode label saying "attached ..." (up to the next " · ")."""
+    start = mode.find("attached")
+    if start < 0:
+        return mode
+    end = mode.find(" · ", start)
+    return mode[start:] if end < 0 else mode[start:end]
+
+
 class Host(Protocol):
     """What the console asks of what runs beside it (tui.host.EngineHost)."""
 
@@ -65,6 +104,8 @@ class Host(Protocol):
 
     @property
     def servers(self) -> list[str]: ...
+    @property
+    def stats(self) -> Any: ...  # the running embedded engine's EngineStats, or None
     def attach(self, console: Any) -> None: ...
     async def stop_engine(self) -> None: ...
     async def detach(self) -> None: ...
@@ -112,6 +153,11 @@ class BatchdeckApp(App[int]):
         self.live = live
         self.keymap = dict(keymap or {})  # binding id -> key (tui.keys), already checked
         self._stopped = False
+        self.who: Who | None = None  # who you are (whoami): the header, the hidden keys
+        self.engine_gone: str | None = None  # "engine gone since 12:04:31" (attached)
+        self.engine_error: str | None = None  # the embedded engine's last failed batch
+        self._errors_seen = 0
+        self._error_ticks = 0
 
     # -- lifecycle ----------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -122,10 +168,47 @@ class BatchdeckApp(App[int]):
         self.push_screen(JobListScreen())
         if self.host is not None:
             self.host.attach(self)
+        self.check_health()
+        if self.live:
+            self.set_interval(HEALTH_S, self.check_health, name="health")
 
     def set_mode(self, label: str) -> None:
         self.mode_label = label
-        self.sub_title = label
+        self._show_header()
+
+    def _show_header(self) -> None:
+        self.sub_title = header_label(
+            self.mode_label, self.who, self.engine_gone, self.engine_error
+        )
+
+    @work(exclusive=True, group="health", exit_on_error=False)
+    async def check_health(self) -> None:
+        """Who you are (the ``managers`` setting can change), an embedded engine's failed
+        batch (shown until a batch succeeds), an attached engine gone: into the header."""
+        try:
+            who = await self.data.control(whoami, self.actor)
+        except Exception:  # noqa: BLE001 - keep what the header said
+            who = self.who
+        if who != self.who:
+            self.who = who
+            self.screen.refresh_bindings()  # keys the user may not use are hidden
+        stats = self.host.stats if self.host is not None else None
+        if stats is not None:
+            errors = list(stats.errors)
+            if len(errors) > self._errors_seen:
+                self._errors_seen = len(errors)
+                self.engine_error = errors[-1]
+                self._error_ticks = stats.ticks
+            elif self.engine_error is not None and stats.ticks > self._error_ticks:
+                self.engine_error = None  # a batch went through since: cleared
+        elif "attached" in self.mode_label:
+            try:
+                now = self._now()
+                health = await self.data.reader.engine_health(now=now)
+                self.engine_gone = health.text(now) if health.state == "gone" else None
+            except Exception:  # noqa: BLE001 - the next look tries again
+                pass
+        self._show_header()
 
     async def live_engines(self) -> dict[str, list[str]]:
         return await self.data.reader.live_engines(time.time())
@@ -313,6 +396,53 @@ class BatchdeckApp(App[int]):
                 now=self._now(),
             )
 
+    @work(group="flows")
+    async def flow_bulk(self, kind: str, job_ids: list[int]) -> None:
+        """Cancel, abort or enhanced abort the marked jobs, through one confirmation."""
+        verb = {"cancel": "cancel", "abort": "abort"}.get(kind, "enhanced abort")
+        with self._reported(verb):
+            if self.data.read_only:
+                raise control.Refused("The database is read-only for you: nothing changed")
+            plan = await self.data.control(
+                control.bulk_plan, kind, actor=self.actor, job_ids=job_ids
+            )
+            if not plan.act:
+                why = "; ".join(refusal_line(j) for j in plan.refused[:3])
+                why = why or "they no longer exist"
+                self.notify(
+                    f"Nothing to {verb} in the {len(job_ids)} marked: {why}", severity="warning"
+                )
+                return
+            if not await self.push_screen_wait(ConfirmBulk(plan)):
+                return
+            results = await self.data.control(
+                control.bulk_apply, plan, actor=self.actor, now=self._now()
+            )
+            done = sum(1 for r in results if r.done)
+            refused = [r for r in results if not r.done]
+            text = f"{verb.capitalize()}: {done} done, {len(refused) + len(plan.missing)} refused"
+            if refused:
+                text += " — " + "; ".join(r.text for r in refused[:3])
+                if len(refused) > 3:
+                    text += f"; and {len(refused) - 3} more"
+            self.notify(text, severity="warning" if refused else "information", timeout=8)
+            for screen in self.screen_stack:
+                if isinstance(screen, JobListScreen):
+                    screen.clear_marks()
+            self.reload_screens()
+
+    @work(group="flows")
+    async def flow_rerun(self, job_id: int) -> None:
+        with self._reported("rerun"):
+            if self.data.read_only:
+                raise control.Refused("The database is read-only for you: nothing changed")
+            plan = await self.data.control(rerun.rerun_preview, job_id)
+            if not await self.push_screen_wait(ConfirmRerun(plan)):
+                return
+            new_id = await self.data.control(rerun.rerun, job_id, actor=self.actor, now=self._now())
+            self.notify(f"Job {new_id} submitted: rerun of job {job_id}")
+            self.reload_screens()
+
     # -- command palette ------------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         """The registry's keys that work here (tui.keys), then Textual's own commands."""
@@ -321,7 +451,8 @@ class BatchdeckApp(App[int]):
             if key.palette is None:
                 continue
             if key.scope == "job":
-                if job_id is not None and not self.data.read_only:
+                allowed = screen.check_action(key.action.split("(")[0], (key.id,))
+                if job_id is not None and allowed:
                     title = key.palette.format(job=job_id)
                     yield SystemCommand(title, key.help, partial(screen.run_action, key.action))
             elif key.scope == "app":

@@ -131,6 +131,10 @@ class Data:
             descending=query.descending,
         )
 
+    async def job_ids(self, query: JobQuery) -> list[int]:
+        """Every job ``query`` shows (not only the window): one query."""
+        return await self.reader.job_ids(text=query.text or None, statuses=query.statuses)
+
     async def position(self, job_id: int, query: JobQuery) -> int | None:
         """Where a job sits in the list ``query`` shows (0-based), or None if it is not in it.
 

@@ -62,6 +62,11 @@ class EngineHost:
     def servers(self) -> list[str]:
         return list(self.engine.servers) if self.engine is not None and self.running else []
 
+    @property
+    def stats(self) -> Any:
+        """The running embedded engine's EngineStats (its errors: the header), or None."""
+        return self.engine.stats if self.engine is not None and self.running else None
+
     # -- the console's side ------------------------------------------------------------
     def attach(self, console: Console) -> None:
         """The console is up (its ``on_mount``): start the engine, watch the terminal."""

@@ -142,6 +142,14 @@ KEYS: tuple[Key, ...] = (
         lambda app, job, task: app.flow_hold_release(job),
     ),
     _job(
+        "rerun-job",
+        "r",
+        "Rerun",
+        "Rerun what did not end (a job in a final status): Ended tasks are carried over",
+        "Rerun job {job}",
+        lambda app, job, task: app.flow_rerun(job),
+    ),
+    _job(
         "approve",
         "y",
         "Approve",
@@ -198,6 +206,26 @@ KEYS: tuple[Key, ...] = (
         palette="Next sort order",
     ),
     Key("reverse", "O", "reverse", "Reverse order", "Reverse the order", "list"),
+    Key(
+        "mark",
+        "space",
+        "mark",
+        "Mark",
+        "Mark or unmark the selected job: c, a and A then act on the marked jobs",
+        "list",
+        show=True,
+        key_display="space",
+    ),
+    Key(
+        "mark-all",
+        "asterisk",
+        "mark_all",
+        "Mark all",
+        "Mark every job the filter shows (again: clear the marks)",
+        "list",
+        key_display="*",
+        palette="Mark every job the filter shows",
+    ),
     Key("clear", "escape", "clear", "Clear filter", "Clear the filters", "list"),
     Key("cursor-up", "up,k", "cursor_up", "Up", "Up", "table"),
     Key("cursor-down", "down,j", "cursor_down", "Down", "Down", "table"),
@@ -212,7 +240,7 @@ KEYS: tuple[Key, ...] = (
 
 BY_ID: dict[str, Key] = {k.id: k for k in KEYS}
 JOB_KEYS: tuple[Key, ...] = tuple(k for k in KEYS if k.scope == "job")
-KEY_NAMES = {"slash": "/", "question_mark": "?"}
+KEY_NAMES = {"slash": "/", "question_mark": "?", "asterisk": "*"}
 # Keys Textual itself binds on every screen: a keymap may not take them.
 RESERVED = {
     "ctrl+p": "the command palette",

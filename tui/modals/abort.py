@@ -33,6 +33,9 @@ def abort_lines(plan: AbortPlan, now: float) -> Text:
     text.append(f"Tasks force-stopped now ({len(plan.tasks)}):", style="bold")
     for t in plan.tasks:
         text.append(f"\n• {plan_task_line(t, now)}")
+        if t.stops_by is not None:  # how each stops: cancel, abort or enhanced abort?
+            how = safe_line(f"on cancel: {t.stops_by.cancel}; on abort: {t.stops_by.abort}")
+            text.append("\n  " + how, style="dim")
     if not plan.tasks:
         text.append("\n• none running: the job is only canceled")
     if plan.enhanced:

@@ -117,8 +117,10 @@ JOB_BINDINGS = scope_bindings("job")
 # The job keys (tui.keys ids) that ask the engine to change something.
 WRITE_KEYS = frozenset(
     {"cancel-job", "abort-job", "enhanced-abort", "cancel-tree", "hold-release"}
-    | {"approve", "reject"}
+    | {"approve", "reject", "rerun-job"}
 )
+# The job keys only a batch job manager may use when the ``managers`` setting is set.
+MANAGER_KEYS = frozenset({"abort-job", "enhanced-abort"})
 
 
 class JobKeysMixin:
@@ -127,7 +129,12 @@ class JobKeysMixin:
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # Read-only database: the keys that write are absent (not shown, not run).
         if action == "job" and parameters and parameters[0] in WRITE_KEYS:
-            return not self._bd.data.read_only
+            if self._bd.data.read_only:
+                return False
+            # Not a manager (``managers`` is set): abort and enhanced abort are absent.
+            who = self._bd.who
+            if parameters[0] in MANAGER_KEYS and who is not None and not who.manager:
+                return False
         return True
 
     def selected_job_id(self) -> int | None:

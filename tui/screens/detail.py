@@ -27,6 +27,7 @@ TASK_COLUMNS = (
     ("progress", "Progress"),
     ("started", "Started"),
     ("duration", "Duration"),
+    ("stops", "On cancel"),  # how a cancel stops it (running tasks): tui item "how each stops"
     ("message", "Message"),
 )
 CHILD_COLUMNS = (
@@ -93,6 +94,8 @@ def fields_renderable(d: JobDetail, now: float) -> Group:
     long.add_column(ratio=1)
     long.add_row("Servers", join(j.servers, 60))
     long.add_row("Submitted", f"{stamp(j.submitted_at)} by {j.submitted_by}")
+    if j.rerun_of:
+        long.add_row("Rerun of", f"job {j.rerun_of}")
     if j.parent_id:
         parent = f"job {j.parent_id} ({j.call_mode or 'call'})"
         if j.orphaned:
@@ -118,17 +121,20 @@ class JobDetailScreen(JobKeysMixin, LiveScreen):
         self.detail: JobDetail | None = None
         self._task_ids: list[int] = []
         self._child_ids: list[int] = []
-        self.task_cells = RowCells([key for key, _ in TASK_COLUMNS])
+        # The task table's columns: "On cancel" only while a task of the job is running.
+        self._task_columns = tuple(c for c in TASK_COLUMNS if c[0] != "stops")
+        self.task_cells = RowCells([key for key, _ in self._task_columns])
         self._child_cells = RowCells([key for key, _ in CHILD_COLUMNS])
         self._event_ids: list[int] | None = None  # what the event log shows
 
     def compose(self) -> ComposeResult:
         yield Header()
         with VerticalScroll(id="body"):
+            yield Static(id="banner", classes="-hidden")  # a stuck job: its next step
             yield Static(id="fields")
             yield Static("Tasks", classes="section")
             tasks: DataTable[object] = DataTable(id="tasks", cursor_type="row")
-            for key, title in TASK_COLUMNS:
+            for key, title in self._task_columns:
                 tasks.add_column(title, key=key)
             yield tasks
             yield Static(id="output", classes="-hidden")
@@ -171,6 +177,9 @@ class JobDetailScreen(JobKeysMixin, LiveScreen):
         d = self.detail
         if d is None or d.job.terminal:
             return  # nothing moves on a finished job
+        if any(t.status in ("canceling", "aborting") for t in d.tasks):
+            self.request_reload()  # a job turns stuck with time alone: read the banner again
+            return
         now = self.bd.clock()
         self.query_one("#fields", Static).update(fields_renderable(d, now))
         self._fill_tasks(d, now)
@@ -184,6 +193,10 @@ class JobDetailScreen(JobKeysMixin, LiveScreen):
             )
             return
         now = self.bd.clock()
+        stuck = await self.bd.data.reader.stuck_job(self.job_id, now=now)
+        banner = self.query_one("#banner", Static)
+        banner.set_class(stuck is None, "-hidden")
+        banner.update(Text(f"STUCK · {stuck.banner}") if stuck is not None else "")
         self.title = f"Job {detail.job.id} {detail.job.name}"
         self.query_one("#fields", Static).update(fields_renderable(detail, now))
         self._fill_tasks(detail, now)
@@ -194,11 +207,25 @@ class JobDetailScreen(JobKeysMixin, LiveScreen):
     def _fill_tasks(self, d: JobDetail, now: float) -> None:
         table: DataTable[object] = self.query_one("#tasks", DataTable)
         ids = [t.id for t in d.tasks]
-        rows = {str(t.id): self._task_cells(t, now) for t in d.tasks}
+        running = any(t.stops_by is not None for t in d.tasks)
+        columns = tuple(c for c in TASK_COLUMNS if running or c[0] != "stops")
+        previous = self.selected_task_id() if self._task_ids else None
+        if columns != self._task_columns:  # a task started or the last one stopped
+            table.clear(columns=True)
+            for key, title in columns:
+                table.add_column(title, key=key)
+            self._task_columns = columns
+            self.task_cells = RowCells([key for key, _ in columns])
+            self._task_ids = []
+        keep = [i for i, c in enumerate(TASK_COLUMNS) if c in columns]
+        rows = {}
+        for t in d.tasks:
+            cells = self._task_cells(t, now)
+            rows[str(t.id)] = tuple(cells[i] for i in keep)
         if ids == self._task_ids:
             self.task_cells.sync(table, rows)
             return
-        selected = self.selected_task_id() if self._task_ids else _interesting(d.tasks)
+        selected = previous if previous is not None else _interesting(d.tasks)
         table.clear()
         for key, cells in rows.items():
             table.add_row(*cells, key=key)
@@ -220,6 +247,7 @@ class JobDetailScreen(JobKeysMixin, LiveScreen):
             progress(t.progress_done, t.progress_total, t.progress_unit) or "-",
             clock(t.started_at, now),
             duration(t.duration(now)),
+            t.stops_by.cancel if t.stops_by is not None else "",
             task_message(t),
         )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.widgets import Footer, Header, Input, Static
 
@@ -20,7 +20,7 @@ from tui.widgets.job_table import JobTable
 COUNT_ORDER = ("executing", "canceling", "waiting", "withhold", "error", "canceled", "ended")
 
 
-def counts_text(counts: dict[str, int], shown: int, description: str) -> Text:
+def counts_text(counts: dict[str, int], shown: int, description: str, marked: int = 0) -> Text:
     text = Text()
     total = sum(counts.values())
     text.append(f"{total:,} job{'s' if total != 1 else ''}", style="bold")
@@ -34,6 +34,8 @@ def counts_text(counts: dict[str, int], shown: int, description: str) -> Text:
             text.append(f"  {LABELS.get(status, status)} {n:,}")
     text.append("\n")
     text.append(f"showing {shown:,} · {description}", style="dim")
+    if marked:
+        text.append(f" · {marked:,} marked: c, a, A act on them", style="bold")
     return text
 
 
@@ -41,8 +43,10 @@ class JobListScreen(JobKeysMixin, LiveScreen):
     BINDINGS = [
         *bindings("open"),
         *JOB_BINDINGS,
-        *bindings("filter", "status-filter", "sort", "reverse", "clear"),
+        *bindings("filter", "status-filter", "sort", "reverse", "clear", "mark", "mark-all"),
     ]
+    # Job keys that act on the marked jobs when there are marks (tui.keys ids -> bulk kind).
+    BULK_KEYS = {"cancel-job": "cancel", "abort-job": "abort", "enhanced-abort": "enhanced_abort"}
 
     def __init__(self) -> None:
         super().__init__(id="jobs-screen")
@@ -78,7 +82,7 @@ class JobListScreen(JobKeysMixin, LiveScreen):
     def _show_counts(self) -> None:
         table = self.table
         self.query_one("#counts", Static).update(
-            counts_text(self._counts, table.total, table.query_spec.describe())
+            counts_text(self._counts, table.total, table.query_spec.describe(), len(table.marks))
         )
 
     def on_job_table_loaded(self, event: JobTable.Loaded) -> None:
@@ -90,6 +94,47 @@ class JobListScreen(JobKeysMixin, LiveScreen):
     # -- the selected job -------------------------------------------------------------
     def selected_job_id(self) -> int | None:
         return self.table.selected_id
+
+    # -- marks ------------------------------------------------------------------------
+    @property
+    def marks(self) -> set[int]:
+        return self.table.marks
+
+    def action_mark(self) -> None:
+        if (job_id := self._selected_or_say()) is None:
+            return
+        self.table.toggle_mark(job_id)
+        self._show_counts()
+        self.table.move_cursor(self.table.cursor + 1)  # on to the next row, as file managers do
+
+    def action_mark_all(self) -> None:
+        """Mark every job the filter shows (read by id, in one query: not the painted
+        rows); when they are all marked already, clear the marks."""
+        self._mark_all()
+
+    @work(exclusive=True, group="mark-all")
+    async def _mark_all(self) -> None:
+        ids = set(await self.bd.data.job_ids(self.table.query_spec))
+        if ids and ids <= self.marks:
+            self.table.set_marks(self.marks - ids)
+            self.notify(f"Unmarked {len(ids):,} jobs", timeout=3)
+        else:
+            self.table.set_marks(self.marks | ids)
+            self.notify(f"Marked {len(ids):,} jobs ({len(self.marks):,} in all)", timeout=3)
+        self._show_counts()
+
+    def clear_marks(self) -> None:
+        self.table.set_marks(set())
+        self._show_counts()
+
+    def action_job(self, key_id: str) -> None:
+        """With marks, cancel / abort / enhanced abort act on the marked jobs."""
+        kind = self.BULK_KEYS.get(key_id)
+        if kind is not None and self.marks:
+            if not self.bd.busy_say():
+                self.bd.flow_bulk(kind, sorted(self.marks))
+            return
+        super().action_job(key_id)
 
     def action_open(self) -> None:
         if (job_id := self._selected_or_say()) is not None:  # reading is never blocked

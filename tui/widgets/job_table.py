@@ -30,6 +30,8 @@ from tui.keys import scope_bindings
 from tui.styles import status_style
 
 MARGIN_MIN = 20  # rows fetched above and below the viewport, at least
+MARK = "✓"  # a marked row (space), in the first column
+STUCK = "STUCK"  # next to the status of a stuck job: a word, not only a colour
 
 
 @dataclass(frozen=True)
@@ -44,9 +46,10 @@ def layout(width: int, id_width: int = 6) -> list[Column]:
     """Columns for a given width: the name column shrinks first, then extras drop."""
     wide = width >= 110
     cols = [
+        Column("mark", MARK, 1),
         Column("id", "ID", max(2, id_width), "right"),
         Column("name", "Name", 0),
-        Column("status", "Status", 9),
+        Column("status", "Status", 15),  # "Canceling STUCK"
         Column("progress", "Tasks", 12 if wide else 7),
         Column("servers", "Server", 17 if wide else 10),
         Column("started", "Started", 16 if wide else 8),
@@ -136,6 +139,8 @@ class JobTable(ScrollView, can_focus=True):
         self._cache_start = 0
         self._cache: list[JobView] = []
         self._id_width = 2  # grows with the largest id seen, never shrinks (no jitter)
+        # Marked jobs, by id (never by row: they survive a refresh, a sort, a filter).
+        self.marks: set[int] = set()
 
     # -- data ---------------------------------------------------------------------------
     @property
@@ -259,6 +264,20 @@ class JobTable(ScrollView, can_focus=True):
         self._scroll_to_cursor()
         self._want_window()
 
+    # -- marks ----------------------------------------------------------------------------
+    def toggle_mark(self, job_id: int) -> bool:
+        """Mark or unmark a job; True if it is marked now."""
+        if job_id in self.marks:
+            self.marks.discard(job_id)
+        else:
+            self.marks.add(job_id)
+        self.refresh()
+        return job_id in self.marks
+
+    def set_marks(self, job_ids: set[int]) -> None:
+        self.marks = set(job_ids)
+        self.refresh()
+
     def select_id(self, job_id: int) -> None:
         """Select a job by id (it is found on the next reload)."""
         self.selected_id = job_id
@@ -322,20 +341,26 @@ class JobTable(ScrollView, can_focus=True):
         segments = [Segment("▶" if on_cursor else " ", row_style)]
         now = self.clock()
         for c in cols:
-            text, style = self._cell(row, c, now)
+            text, style = self._cell(row, c, now, row.id in self.marks)
             cell_style = row_style if on_cursor or style is None else row_style + style
             segments.append(Segment(fit(text, c.width, c.align), cell_style))
             segments.append(Segment(" ", row_style))
         return Strip(segments).adjust_cell_length(width, row_style)
 
     @staticmethod
-    def _cell(row: JobView, col: Column, now: float) -> tuple[str, Style | None]:
+    def _cell(
+        row: JobView, col: Column, now: float, marked: bool = False
+    ) -> tuple[str, Style | None]:
         k = col.key
+        if k == "mark":
+            return (MARK if marked else ""), None
         if k == "id":
             return str(row.id), None
         if k == "name":
             return ("[sys] " if row.system else "") + row.name, None
         if k == "status":
+            if row.stuck_for is not None:
+                return f"{label(row.status)} {STUCK}", status_style(row.status) + Style(bold=True)
             return label(row.status), status_style(row.status)
         if k == "progress":
             return progress_cell(row, col.width), None
