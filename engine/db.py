@@ -26,11 +26,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, QueuePool, create_engine, event, inspect
+from sqlalchemy import (
+    Connection,
+    Engine,
+    QueuePool,
+    create_engine,
+    event,
+    insert,
+    inspect,
+    select,
+)
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
 
 from engine.models import SCHEMA_VERSION
+from engine.tables import meta
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -337,10 +347,7 @@ class Store:
                 if tables - {"sqlite_sequence"}:
                     raise DatabaseError(f"{self.path}: not a batchdeck database")
                 SQLModel.metadata.create_all(conn)
-                conn.exec_driver_sql(
-                    "INSERT INTO meta(key, value) VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
+                conn.execute(insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
                 return
             self._check_version(conn)
 
@@ -353,8 +360,8 @@ class Store:
             self._check_version(conn)
 
     def _check_version(self, conn: Connection) -> None:
-        row = conn.exec_driver_sql("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        version = row[0] if row else "unknown"
+        found = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
+        version = found if found is not None else "unknown"
         if version != str(SCHEMA_VERSION):
             raise DatabaseError(
                 f"{self.path}: database schema version {version}, "

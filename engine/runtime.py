@@ -714,12 +714,7 @@ class Engine:
         c = r.claim
 
         def insert(conn: Any) -> int:
-            depth = conn.exec_driver_sql(
-                "WITH RECURSIVE up(id, parent) AS (SELECT id, parent_id FROM job WHERE id=? "
-                "UNION ALL SELECT j.id, j.parent_id FROM job j JOIN up ON j.id = up.parent) "
-                "SELECT count(*) FROM up",
-                (c.job_id,),
-            ).scalar_one()
+            depth = conn.execute(batch.call_depth(c.job_id)).scalar_one()
             if depth >= MAX_CALL_DEPTH:
                 # A recipe that ends up calling itself would otherwise fill the database.
                 raise ActionError(
