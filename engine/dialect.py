@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Boolean, Connection, String, Table, bindparam
+from sqlalchemy import BigInteger, Boolean, Connection, Integer, String, Table, bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
@@ -32,20 +32,26 @@ WRITE_BEGIN = {"sqlite": "BEGIN IMMEDIATE"}
 
 
 class IdList(TypeDecorator[list]):
-    """A Python list bound as one parameter: JSON text for SQLite, an array elsewhere."""
+    """A Python list bound as one parameter: JSON text for SQLite; for PostgreSQL an
+    array of the column's own type, so ``= ANY`` can use the column's index."""
 
     impl = String
     cache_ok = True
 
+    def __init__(self, numeric: bool = True) -> None:
+        super().__init__()
+        self.numeric = numeric
+
     def load_dialect_impl(self, dialect: Any) -> Any:
         if dialect.name == "postgresql":
-            return dialect.type_descriptor(postgresql.ARRAY(String))
+            item = BigInteger() if self.numeric else String()
+            return dialect.type_descriptor(postgresql.ARRAY(item))
         return dialect.type_descriptor(String())
 
     def process_bind_param(self, value: Any, dialect: Any) -> Any:
         items = list(value)
         if dialect.name == "postgresql":
-            return [str(v) for v in items]
+            return items
         return json.dumps(items)
 
 
@@ -74,9 +80,8 @@ def _in_list_sqlite(element: InList, compiler: Any, **kw: Any) -> str:
 
 @compiles(InList, "postgresql")
 def _in_list_postgresql(element: InList, compiler: Any, **kw: Any) -> str:
-    # The array is bound as text[]: compare as text so one type serves ids and names.
     col = compiler.process(element.column, **kw)
-    return f"CAST({col} AS TEXT) = ANY({compiler.process(element.param, **kw)})"
+    return f"{col} = ANY({compiler.process(element.param, **kw)})"
 
 
 class _Match(ColumnElement[bool]):
@@ -172,9 +177,10 @@ def glob(column: ColumnElement[Any], pattern: str) -> Glob:
 def in_list(column: ColumnElement[Any], values: Iterable[Any] | str) -> InList:
     """``column IN values``, the values bound as one parameter. ``values`` a str: the name
     of a bound parameter given at execution (for statements prebuilt once)."""
+    kind = IdList(numeric=isinstance(column.type, Integer))
     if isinstance(values, str):
-        return InList(column, bindparam(values, type_=IdList()))
-    return InList(column, bindparam(None, list(values), type_=IdList()))
+        return InList(column, bindparam(values, type_=kind))
+    return InList(column, bindparam(None, list(values), type_=kind))
 
 
 def upsert(

@@ -13,10 +13,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, TypeVar
 
 from sqlalchemy import Select, bindparam, case, func, over, select
-from sqlalchemy import event as sa_event
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine.db import BUSY_TIMEOUT_MS, Store, reader_url
+from engine.db import shared_store
 from engine.dialect import distinct_list, in_list, like_ci
 from engine.format import clock
 from engine.models import STOPPING_STATUSES
@@ -410,18 +409,11 @@ class Reader:
     def __init__(
         self, path: str, *, lease_seconds: float | None = None, terminal_text: bool = False
     ) -> None:
-        # Creates or checks the schema (version) before the first read; read-only (and
-        # never creating anything) for a user who may not write the database.
-        Store(path, readonly=None).dispose()
+        # The process's gateway: the schema was created or checked when it opened;
+        # read-only (and never creating anything) for a user who may not write it.
+        self.store = shared_store(path, readonly=None)
         self.path = path
-        self.engine: AsyncEngine = create_async_engine(reader_url(path))
-
-        @sa_event.listens_for(self.engine.sync_engine, "connect")
-        def _on_connect(dbapi_conn, _record):  # noqa: ANN001
-            cur = dbapi_conn.cursor()
-            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.close()
+        self._engine: AsyncEngine | None = None
 
         self._lease_seconds = lease_seconds
         self._terminal_text = terminal_text
@@ -429,8 +421,18 @@ class Reader:
     def _out(self, view: V) -> V:
         return terminal_safe(view) if self._terminal_text else view
 
+    @property
+    def engine(self) -> AsyncEngine:
+        # Taken on first use, on the loop that reads (a Reader may be made outside one).
+        if self._engine is None:
+            self._engine = self.store.async_engine()
+        return self._engine
+
     async def close(self) -> None:
-        await self.engine.dispose()
+        if self._engine is not None:
+            await self.store.release_async(self._engine)
+            self._engine = None
+        self.store.dispose()
 
     async def _rows(self, stmt: Any, params: dict[str, Any] | None = None) -> list[Any]:
         async with self.engine.connect() as conn:
