@@ -203,3 +203,27 @@ def test_an_engine_on_postgresql_is_refused_in_one_line(pg_url: str) -> None:
 
     with pytest.raises(DatabaseError, match="not supported yet"):
         asyncio.run(start())
+
+
+def test_settings_rerun_and_hold_on_postgresql(pg_url: str) -> None:
+    from engine import settings
+    from engine.rerun import rerun
+
+    store = Store(pg_url)
+    try:
+        with store.write() as conn:
+            settings.put(conn, "stuck_seconds", "60")
+            settings.put(conn, "stuck_seconds", "90")  # the upsert updates the row
+            assert settings.stuck_seconds(conn) == 90.0
+        job = submit(store, two_tasks(), actor="alice")
+        assert control.hold(store, job, actor="alice") == f"Job {job} Withhold"
+        assert control.release(store, job, actor="alice") == f"Job {job} released (Waiting)"
+        control.cancel(store, job, actor="alice")
+        again = rerun(store, job, actor="alice")
+        with store.read() as conn:
+            rows = conn.execute(
+                task.select().where(task.c.job_id == again).order_by(task.c.seq)
+            ).all()
+        assert [(r.name, r.status) for r in rows] == [("first", "ready"), ("second", "waiting")]
+    finally:
+        store.dispose()
