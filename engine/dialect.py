@@ -20,7 +20,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, Connection, Integer, String, Table, bindparam
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import GenericFunction
@@ -44,8 +43,11 @@ class IdList(TypeDecorator[list]):
 
     def load_dialect_impl(self, dialect: Any) -> Any:
         if dialect.name == "postgresql":
+            # Imported here: a command line on SQLite never pays for PostgreSQL's dialect.
+            from sqlalchemy.dialects.postgresql import ARRAY
+
             item = BigInteger() if self.numeric else String()
-            return dialect.type_descriptor(postgresql.ARRAY(item))
+            return dialect.type_descriptor(ARRAY(item))
         return dialect.type_descriptor(String())
 
     def process_bind_param(self, value: Any, dialect: Any) -> Any:
@@ -188,7 +190,10 @@ def upsert(
 ) -> Any:
     """``INSERT values ON CONFLICT (key) DO UPDATE SET update``; in ``update``, the
     proposed row is ``stmt.excluded`` (pass a callable taking it for such values)."""
-    mod = postgresql if conn.dialect.name == "postgresql" else sqlite
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql as mod
+    else:
+        from sqlalchemy.dialects import sqlite as mod
     stmt = mod.insert(table).values(**values)
     sets = {k: (v(stmt.excluded) if callable(v) else v) for k, v in update.items()}
     return conn.execute(stmt.on_conflict_do_update(index_elements=[key], set_=sets))
