@@ -12,16 +12,30 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection
+from sqlalchemy import (
+    Connection,
+    Float,
+    Integer,
+    Select,
+    String,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 
 from engine import settings
+from engine.dialect import in_list, upsert
 from engine.statuses import TASK_RUNNING, resolve_outcome
+from engine.tables import job, server, task
 from engine.writes import (
-    IN_IDS,
     add_event,
     after_task_changes,
     finalize_jobs,
-    ids_json,
     move_job,
     move_tasks,
 )
@@ -85,20 +99,111 @@ class TickOut:
     lost: list[str] = field(default_factory=list)  # servers whose lease another engine holds
 
 
+# Prebuilt statements of the hot path (every tick), their values bound by name.
+# Fenced: a run whose claim was taken over writes nothing.
+_FENCE = or_(task.c.claim_token == bindparam("b_token"), bindparam("b_token2").is_(None))
+_WRITE_PROGRESS = (
+    update(task)
+    .where(task.c.id == bindparam("b_id"), _FENCE)
+    .values(
+        progress_done=bindparam("b_done"),
+        progress_total=func.coalesce(bindparam("b_total", type_=Float), task.c.progress_total),
+        progress_unit=func.coalesce(bindparam("b_unit", type_=String), task.c.progress_unit),
+        message=func.coalesce(bindparam("b_message", type_=String), task.c.message),
+        output=func.coalesce(bindparam("b_output", type_=String), task.c.output),
+        child_job_id=func.coalesce(bindparam("b_child", type_=Integer), task.c.child_job_id),
+    )
+)
+_OUTCOME_STATE = select(
+    task.c.id,
+    task.c.job_id,
+    task.c.status,
+    task.c.attempt,
+    task.c.max_attempts,
+    task.c.child_job_id,
+    task.c.claim_token,
+).where(in_list(task.c.id, "ids"))
+_OUTCOME_MESSAGE = (
+    update(task)
+    .where(task.c.id == bindparam("b_id"))
+    .values(
+        message=bindparam("b_message"),
+        error=func.coalesce(bindparam("b_error", type_=String), task.c.error),
+    )
+)
+_ORPHAN = (
+    update(job)
+    .where(
+        job.c.id == bindparam("b_id"),
+        job.c.status.not_in(["canceled", "ended", "error"]),
+    )
+    .values(orphaned=True)
+)
+# Back to Ready for another attempt: the run's traces go with it.
+_REQUEUE_VALUES = {
+    "attempt": task.c.attempt + 1,
+    "server": None,
+    "started_at": None,
+    "progress_done": 0,
+    "approval": None,
+    "claim_token": None,
+}
+_READY = (
+    select(task.c.id)
+    .join(job, job.c.id == task.c.job_id)
+    .where(
+        task.c.status == "ready",
+        job.c.status.in_(["waiting", "executing"]),
+        ~in_list(task.c.id, "taken"),
+    )
+    .order_by(task.c.id)
+    .limit(bindparam("n"))
+)
+_CLAIMED = (
+    select(
+        task.c.id,
+        task.c.job_id,
+        task.c.name,
+        task.c.action,
+        task.c.params,
+        task.c.attempt,
+        job.c.recipe_path,
+        task.c.child_job_id,
+    )
+    .join(job, job.c.id == task.c.job_id)
+    .where(in_list(task.c.id, "ids"))
+    .order_by(task.c.id)
+)
+_SERVER_STATE = select(
+    server.c.name,
+    server.c.status,
+    server.c.drain_deadline,
+    server.c.restart_job_id,
+    server.c.lease_owner,
+).where(in_list(server.c.name, "names"))
+_TASK_STATE = select(task.c.id, task.c.status, task.c.approval, task.c.approval_by).where(
+    in_list(task.c.id, "ids")
+)
+_JOB_STATE = select(job.c.id, job.c.status).where(in_list(job.c.id, "ids"))
+
+
 def write_progress(conn: Connection, items: Iterable[Progress]) -> None:
     rows = [
-        (p.done, p.total, p.unit, p.message, p.output, p.child_job_id, p.task_id, p.token, p.token)
+        {
+            "b_id": p.task_id,
+            "b_token": p.token,
+            "b_token2": p.token,
+            "b_done": p.done,
+            "b_total": p.total,
+            "b_unit": p.unit,
+            "b_message": p.message,
+            "b_output": p.output,
+            "b_child": p.child_job_id,
+        }
         for p in items
     ]
     if rows:
-        conn.exec_driver_sql(
-            "UPDATE task SET progress_done=?, progress_total=COALESCE(?, progress_total), "
-            "progress_unit=COALESCE(?, progress_unit), message=COALESCE(?, message), "
-            "output=COALESCE(?, output), child_job_id=COALESCE(?, child_job_id) WHERE id=? "
-            # Fenced: a run whose claim was taken over writes nothing.
-            "AND (claim_token=? OR ? IS NULL)",
-            rows,
-        )
+        conn.execute(_WRITE_PROGRESS, rows)
 
 
 def apply_outcomes(
@@ -108,70 +213,57 @@ def apply_outcomes(
     if not outcomes:
         return {}
     by_id = {o.task_id: o for o in outcomes}
-    current = conn.exec_driver_sql(
-        f"SELECT id, job_id, status, attempt, max_attempts, child_job_id, claim_token FROM task "
-        f"WHERE id IN {IN_IDS}",
-        (ids_json(by_id),),
-    ).fetchall()
+    current = conn.execute(_OUTCOME_STATE, {"ids": list(by_id)}).all()
     groups: dict[tuple[str, str, str | None], list[int]] = {}
     jobs: set[int] = set()
     orphans: list[tuple[int, int]] = []
-    for tid, job_id, status, attempt, max_attempts, child, token in current:
-        o = by_id[tid]
-        if o.token is not None and o.token != token:
+    for r in current:
+        o = by_id[r.id]
+        if o.token is not None and o.token != r.claim_token:
             continue  # a stale run's report (fenced): another claim owns the task now
-        left = o.requeue_always or attempt < max_attempts
-        target = resolve_outcome(status, o.outcome, attempts_left=left)
+        left = o.requeue_always or r.attempt < r.max_attempts
+        target = resolve_outcome(r.status, o.outcome, attempts_left=left)
         if target is None:
             continue
         reason = o.reason or o.message
-        groups.setdefault((status, target, reason), []).append(tid)
-        jobs.add(job_id)
-        if target == "aborted" and child:
-            orphans.append((tid, child))
+        groups.setdefault((r.status, target, reason), []).append(r.id)
+        jobs.add(r.job_id)
+        if target == "aborted" and r.child_job_id:
+            orphans.append((r.id, r.child_job_id))
     # Messages first, so the status event and the final message agree; a late report
     # for a task already settled elsewhere changes nothing of it.
     moving = {tid for tids in groups.values() for tid in tids}
     msgs = [
-        (o.message, o.message if o.outcome == "error" else None, o.task_id)
+        {
+            "b_id": o.task_id,
+            "b_message": o.message,
+            "b_error": o.message if o.outcome == "error" else None,
+        }
         for o in outcomes
         if o.message and o.task_id in moving
     ]
     if msgs:
-        conn.exec_driver_sql("UPDATE task SET message=?, error=COALESCE(?, error) WHERE id=?", msgs)
+        conn.execute(_OUTCOME_MESSAGE, msgs)
     changed: dict[int, str] = {}
     for (status, target, reason), tids in groups.items():
-        where = f"id IN {IN_IDS} AND status=?"
         if target == "ready":
-            sets, params = (
-                (
-                    ", attempt=attempt+1, server=NULL, started_at=NULL, "
-                    "progress_done=0, approval=NULL, claim_token=NULL"
-                ),
-                (),
-            )
+            values: dict = _REQUEUE_VALUES
         else:
-            sets, params = ", ended_at=?", (at,)
+            values = {"ended_at": at}
             if target == "error" and reason:
-                sets, params = ", ended_at=?, error=?, message=?", (at, reason, reason)
+                values = {"ended_at": at, "error": reason, "message": reason}
         move_tasks(
             conn,
             target,
-            where,
-            (ids_json(tids), status),
+            and_(in_list(task.c.id, tids), task.c.status == status),
             at=at,
             actor=actor,
             reason=reason,
-            sets=sets,
-            set_params=params,
+            values=values,
         )
         changed.update(dict.fromkeys(tids, target))
     for tid, child in orphans:
-        n = conn.exec_driver_sql(
-            "UPDATE job SET orphaned=1 WHERE id=? AND status NOT IN ('canceled', 'ended', 'error')",
-            (child,),
-        ).rowcount
-        if n:
+        if conn.execute(_ORPHAN, {"b_id": child}).rowcount:
             add_event(
                 conn,
                 at=at,
@@ -187,41 +279,43 @@ def apply_outcomes(
 def claim(conn: Connection, free: dict[str, int], *, at: float, token: str = "") -> list[Claimed]:
     claimed: list[Claimed] = []
     taken: list[int] = []
-    for server, n in free.items():
+    for name, n in free.items():
         if n <= 0:
             continue
-        ids = [
-            r[0]
-            for r in conn.exec_driver_sql(
-                "SELECT t.id FROM task t JOIN job j ON j.id = t.job_id "
-                f"WHERE t.status='ready' AND j.status IN ('waiting', 'executing') "
-                f"AND t.id NOT IN {IN_IDS} ORDER BY t.id LIMIT ?",
-                (ids_json(taken), n),
-            )
-        ]
+        ids = list(conn.execute(_READY, {"taken": taken, "n": n}).scalars())
         if not ids:
             break
         taken.extend(ids)
         move_tasks(
             conn,
             "executing",
-            f"id IN {IN_IDS}",
-            (ids_json(ids),),
+            in_list(task.c.id, ids),
             at=at,
             actor="engine",
-            reason=f"started on {server}",
-            sets=", server=?, started_at=?, ended_at=NULL, message=NULL, claim_token=?",
-            set_params=(server, at, token),
-            event_server=server,
+            reason=f"started on {name}",
+            values={
+                "server": name,
+                "started_at": at,
+                "ended_at": None,
+                "message": None,
+                "claim_token": token,
+            },
+            event_server=name,
         )
-        for r in conn.exec_driver_sql(
-            "SELECT t.id, t.job_id, t.name, t.action, t.params, t.attempt, j.recipe_path, "
-            f"t.child_job_id FROM task t JOIN job j ON j.id = t.job_id WHERE t.id IN {IN_IDS} "
-            "ORDER BY t.id",
-            (ids_json(ids),),
-        ):
+        for r in conn.execute(_CLAIMED, {"ids": ids}):
             claimed.append(
-                Claimed(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], server, r[6], r[7], token)
+                Claimed(
+                    r.id,
+                    r.job_id,
+                    r.name,
+                    r.action,
+                    json.loads(r.params),
+                    r.attempt,
+                    name,
+                    r.recipe_path,
+                    r.child_job_id,
+                    token,
+                )
             )
     for job_id in sorted({c.job_id for c in claimed}):
         move_job(
@@ -231,8 +325,7 @@ def claim(conn: Connection, free: dict[str, int], *, at: float, token: str = "")
             at=at,
             actor="engine",
             reason="first task started",
-            sets=", started_at=?",
-            set_params=(at,),
+            values={"started_at": at},
         )
     return claimed
 
@@ -242,14 +335,10 @@ def tick(conn: Connection, inp: TickIn) -> TickOut:
     apply_outcomes(conn, inp.outcomes, at=inp.at)
     out = TickOut()
     if inp.servers:
-        for name, status, deadline, job_id, lease_owner in conn.exec_driver_sql(
-            f"SELECT name, status, drain_deadline, restart_job_id, lease_owner FROM server "
-            f"WHERE name IN {IN_IDS}",
-            (json.dumps(inp.servers),),
-        ):
-            out.servers[name] = (status, deadline, job_id)
-            if inp.owner and lease_owner != inp.owner:
-                out.lost.append(name)
+        for r in conn.execute(_SERVER_STATE, {"names": inp.servers}):
+            out.servers[r.name] = (r.status, r.drain_deadline, r.restart_job_id)
+            if inp.owner and r.lease_owner != inp.owner:
+                out.lost.append(r.name)
     # A drain written since the engine last looked must stop claims in this very batch,
     # and an engine claims only where it holds the lease (fencing).
     free = {
@@ -260,16 +349,11 @@ def tick(conn: Connection, inp: TickIn) -> TickOut:
     out.claimed = claim(conn, free, at=inp.at, token=inp.token)
     running = inp.running + [c.task_id for c in out.claimed]
     if running:
-        for tid, status, approval, by in conn.exec_driver_sql(
-            f"SELECT id, status, approval, approval_by FROM task WHERE id IN {IN_IDS}",
-            (ids_json(running),),
-        ):
-            out.task_state[tid] = (status, approval, by)
+        for r in conn.execute(_TASK_STATE, {"ids": running}):
+            out.task_state[r.id] = (r.status, r.approval, r.approval_by)
     if inp.watched_jobs:
-        for jid, status in conn.exec_driver_sql(
-            f"SELECT id, status FROM job WHERE id IN {IN_IDS}", (ids_json(inp.watched_jobs),)
-        ):
-            out.job_status[jid] = status
+        for r in conn.execute(_JOB_STATE, {"ids": inp.watched_jobs}):
+            out.job_status[r.id] = r.status
     return out
 
 
@@ -283,23 +367,55 @@ class LeaseRefused(Exception):
 def claim_leases(conn: Connection, servers: dict[str, int], owner: str, *, at: float) -> None:
     ttl = settings.lease_seconds(conn)
     for name, slots in servers.items():
-        row = conn.exec_driver_sql(
-            "SELECT lease_owner, heartbeat_at FROM server WHERE name=?", (name,)
-        ).fetchone()
-        if row and row[0] and row[0] != owner and row[1] and row[1] > at - ttl:
+        row = conn.execute(
+            select(server.c.lease_owner, server.c.heartbeat_at).where(server.c.name == name)
+        ).first()
+        if (
+            row
+            and row.lease_owner
+            and row.lease_owner != owner
+            and row.heartbeat_at
+            and row.heartbeat_at > at - ttl
+        ):
             raise LeaseRefused(
-                f"server {name} is already served by engine {row[0]} "
-                f"(heartbeat {max(0.0, at - row[1]):.1f} s ago); stop it first"
+                f"server {name} is already served by engine {row.lease_owner} "
+                f"(heartbeat {max(0.0, at - row.heartbeat_at):.1f} s ago); stop it first"
             )
-        conn.exec_driver_sql(
-            "INSERT INTO server(name, slots, status, lease_owner, heartbeat_at) "
-            "VALUES (?, ?, 'online', ?, ?) ON CONFLICT(name) DO UPDATE SET slots=excluded.slots, "
-            "status='online', drain_deadline=NULL, restart_job_id=NULL, pid=NULL, "
-            "note=CASE WHEN server.lease_owner IS NOT NULL AND server.lease_owner != "
-            "excluded.lease_owner AND server.status != 'offline' THEN 'taken over from engine ' "
-            "|| server.lease_owner || ', whose lease had expired' ELSE NULL END, "
-            "lease_owner=excluded.lease_owner, heartbeat_at=excluded.heartbeat_at",
-            (name, slots, owner, at),
+        # Taking over a lease another engine let expire leaves a note for the operator.
+        taken_over = case(
+            (
+                and_(
+                    server.c.lease_owner.is_not(None),
+                    server.c.lease_owner != literal(owner, String),
+                    server.c.status != "offline",
+                ),
+                literal("taken over from engine ", String)
+                + server.c.lease_owner
+                + literal(", whose lease had expired", String),
+            ),
+            else_=None,
+        )
+        upsert(
+            conn,
+            server,
+            {
+                "name": name,
+                "slots": slots,
+                "status": "online",
+                "lease_owner": owner,
+                "heartbeat_at": at,
+            },
+            "name",
+            {
+                "slots": lambda new: new.slots,
+                "status": "online",
+                "drain_deadline": None,
+                "restart_job_id": None,
+                "pid": None,
+                "note": taken_over,
+                "lease_owner": lambda new: new.lease_owner,
+                "heartbeat_at": lambda new: new.heartbeat_at,
+            },
         )
         add_event(
             conn,
@@ -311,28 +427,35 @@ def claim_leases(conn: Connection, servers: dict[str, int], owner: str, *, at: f
         )
 
 
+_HEARTBEAT = (
+    update(server)
+    .where(in_list(server.c.name, "names"), server.c.lease_owner == bindparam("owner"))
+    .values(heartbeat_at=bindparam("at"))
+)
+_LOST = select(server.c.name).where(
+    in_list(server.c.name, "names"),
+    or_(server.c.lease_owner.is_(None), server.c.lease_owner != bindparam("owner")),
+)
+
+
 def heartbeat(conn: Connection, servers: list[str], owner: str, *, at: float) -> list[str]:
     """Renew our leases; returns the servers whose lease another engine has taken."""
-    conn.exec_driver_sql(
-        f"UPDATE server SET heartbeat_at=? WHERE name IN {IN_IDS} AND lease_owner=?",
-        (at, json.dumps(servers), owner),
-    )
-    return [
-        r[0]
-        for r in conn.exec_driver_sql(
-            f"SELECT name FROM server WHERE name IN {IN_IDS} AND "
-            "(lease_owner IS NULL OR lease_owner != ?)",
-            (json.dumps(servers), owner),
-        )
-    ]
+    conn.execute(_HEARTBEAT, {"names": servers, "owner": owner, "at": at})
+    return list(conn.execute(_LOST, {"names": servers, "owner": owner}).scalars())
 
 
 def release_leases(conn: Connection, servers: list[str], owner: str, *, at: float) -> None:
     for name in servers:
-        n = conn.exec_driver_sql(
-            "UPDATE server SET status='offline', lease_owner=NULL, drain_deadline=NULL, "
-            "restart_job_id=NULL, pid=NULL WHERE name=? AND lease_owner=?",
-            (name, owner),
+        n = conn.execute(
+            update(server)
+            .where(server.c.name == name, server.c.lease_owner == owner)
+            .values(
+                status="offline",
+                lease_owner=None,
+                drain_deadline=None,
+                restart_job_id=None,
+                pid=None,
+            )
         ).rowcount
         if n:
             add_event(conn, at=at, actor="engine", kind="server", server=name, reason="offline")
@@ -346,28 +469,32 @@ def recover(conn: Connection, owner: str, *, at: float) -> dict[int, str]:
     finish canceling, Aborting ones are Aborted; their jobs are then finished.
     """
     ttl = settings.lease_seconds(conn)
-    live_other = [
-        r[0]
-        for r in conn.exec_driver_sql(
-            "SELECT name FROM server WHERE lease_owner IS NOT NULL AND lease_owner != ? "
-            "AND heartbeat_at > ?",
-            (owner, at - ttl),
-        )
-    ]
-    conn.exec_driver_sql(
-        f"UPDATE server SET status='offline', lease_owner=NULL WHERE name NOT IN {IN_IDS} "
-        "AND (lease_owner IS NULL OR lease_owner != ?) AND status != 'offline'",
-        (json.dumps(live_other), owner),
+    live_other = list(
+        conn.execute(
+            select(server.c.name).where(
+                server.c.lease_owner.is_not(None),
+                server.c.lease_owner != owner,
+                server.c.heartbeat_at > at - ttl,
+            )
+        ).scalars()
     )
-    running = ",".join(f"'{s}'" for s in TASK_RUNNING)
-    stale = [
-        r[0]
-        for r in conn.exec_driver_sql(
-            f"SELECT id FROM task WHERE status IN ({running}) "
-            f"AND (server IS NULL OR server NOT IN {IN_IDS})",
-            (json.dumps(live_other),),
+    conn.execute(
+        update(server)
+        .where(
+            ~in_list(server.c.name, live_other),
+            or_(server.c.lease_owner.is_(None), server.c.lease_owner != owner),
+            server.c.status != "offline",
         )
-    ]
+        .values(status="offline", lease_owner=None)
+    )
+    stale = list(
+        conn.execute(
+            select(task.c.id).where(
+                task.c.status.in_(sorted(TASK_RUNNING)),
+                or_(task.c.server.is_(None), ~in_list(task.c.server, live_other)),
+            )
+        ).scalars()
+    )
     changed = apply_outcomes(
         conn,
         [Outcome(t, "interrupted", reason="interrupted: engine stopped") for t in stale],
@@ -378,12 +505,9 @@ def recover(conn: Connection, owner: str, *, at: float) -> dict[int, str]:
     # the last task's end and the job's); finish those too.
     finalize_jobs(
         conn,
-        [
-            r[0]
-            for r in conn.exec_driver_sql(
-                "SELECT id FROM job WHERE status IN ('executing', 'canceling')"
-            )
-        ],
+        conn.execute(
+            select(job.c.id).where(job.c.status.in_(["executing", "canceling"]))
+        ).scalars(),
         at=at,
     )
     return changed
@@ -392,68 +516,85 @@ def recover(conn: Connection, owner: str, *, at: float) -> dict[int, str]:
 def servers_without_engine(conn: Connection, owner: str, *, at: float) -> list[str]:
     """Servers no live engine holds (ours excepted): a dead engine's leftovers."""
     ttl = settings.lease_seconds(conn)
-    return [
-        r[0]
-        for r in conn.exec_driver_sql(
-            "SELECT name FROM server WHERE lease_owner IS NULL OR lease_owner = ? "
-            "OR heartbeat_at IS NULL OR heartbeat_at <= ?",
-            (owner, at - ttl),
-        )
-    ]
+    return list(
+        conn.execute(
+            select(server.c.name).where(
+                or_(
+                    server.c.lease_owner.is_(None),
+                    server.c.lease_owner == owner,
+                    server.c.heartbeat_at.is_(None),
+                    server.c.heartbeat_at <= at - ttl,
+                )
+            )
+        ).scalars()
+    )
 
 
 def note_server_process(
     conn: Connection, name: str, owner: str, pid: int | None, host: str
 ) -> None:
-    conn.exec_driver_sql(
-        "UPDATE server SET pid=?, host=? WHERE name=? AND lease_owner=?", (pid, host, name, owner)
+    conn.execute(
+        update(server)
+        .where(server.c.name == name, server.c.lease_owner == owner)
+        .values(pid=pid, host=host)
     )
 
 
 def note_lease_lost(conn: Connection, name: str, owner: str, *, at: float) -> None:
     why = f"engine {owner} stalled past its lease; another engine took it over"
-    conn.exec_driver_sql("UPDATE server SET note=? WHERE name=?", (why, name))
+    conn.execute(update(server).where(server.c.name == name).values(note=why))
     add_event(conn, at=at, actor="engine", kind="server", server=name, reason=why)
 
 
+_HOLDS_CLAIM = select(task.c.id).where(
+    task.c.id == bindparam("id"),
+    task.c.claim_token == bindparam("token"),
+    task.c.status.in_(["executing", "canceling", "aborting"]),
+)
+
+
 def holds_claim(conn: Connection, task_id: int, token: str) -> bool:
-    row = conn.exec_driver_sql(
-        "SELECT 1 FROM task WHERE id=? AND claim_token=? AND status IN "
-        "('executing', 'canceling', 'aborting')",
-        (task_id, token),
-    ).fetchone()
-    return row is not None
+    return conn.execute(_HOLDS_CLAIM, {"id": task_id, "token": token}).first() is not None
 
 
 def record_child(conn: Connection, task_id: int, token: str, child_job_id: int) -> None:
-    conn.exec_driver_sql(
-        "UPDATE task SET child_job_id=? WHERE id=? AND claim_token=?",
-        (child_job_id, task_id, token),
+    conn.execute(
+        update(task)
+        .where(task.c.id == task_id, task.c.claim_token == token)
+        .values(child_job_id=child_job_id)
     )
 
 
-def restart_begin(conn: Connection, server: str, owner: str, *, at: float, why: str) -> bool:
+def restart_begin(conn: Connection, name: str, owner: str, *, at: float, why: str) -> bool:
     """Mark the server Restarting; False (nothing written) if ``owner`` lost its lease."""
-    n = conn.exec_driver_sql(
-        "UPDATE server SET status='restarting' WHERE name=? AND lease_owner=?", (server, owner)
+    n = conn.execute(
+        update(server)
+        .where(server.c.name == name, server.c.lease_owner == owner)
+        .values(status="restarting")
     ).rowcount
     if not n:
         return False
-    add_event(
-        conn, at=at, actor="engine", kind="server", server=server, reason=f"restarting: {why}"
-    )
+    add_event(conn, at=at, actor="engine", kind="server", server=name, reason=f"restarting: {why}")
     return True
 
 
 def restart_end(
-    conn: Connection, server: str, owner: str, outcomes: list[Outcome], *, at: float
+    conn: Connection, name: str, owner: str, outcomes: list[Outcome], *, at: float
 ) -> None:
     apply_outcomes(conn, outcomes, at=at)  # fenced by each run's claim token
-    n = conn.exec_driver_sql(
-        "UPDATE server SET status='online', drain_deadline=NULL, restart_job_id=NULL "
-        "WHERE name=? AND lease_owner=?",
-        (server, owner),
+    n = conn.execute(
+        update(server)
+        .where(server.c.name == name, server.c.lease_owner == owner)
+        .values(status="online", drain_deadline=None, restart_job_id=None)
     ).rowcount
     if not n:
         return  # another engine holds it now: its state is not ours to say
-    add_event(conn, at=at, actor="engine", kind="server", server=server, reason="restarted: online")
+    add_event(conn, at=at, actor="engine", kind="server", server=name, reason="restarted: online")
+
+
+def call_depth(job_id: int) -> Select:
+    """How many jobs deep ``job_id`` sits in its chain of callers (itself counted)."""
+    up = select(job.c.id, job.c.parent_id).where(job.c.id == job_id).cte("up", recursive=True)
+    j = job.alias("j")
+    up = up.union_all(select(j.c.id, j.c.parent_id).join(up, j.c.id == up.c.parent_id))
+    return select(func.count()).select_from(up)

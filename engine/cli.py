@@ -259,6 +259,8 @@ def _usable(args: argparse.Namespace, *, write: bool) -> str:
     )
 
     path = _db_path(args)
+    if "://" in path:
+        return path  # a PostgreSQL server: no file of ours to check
     unreadable = unreadable_message(path)
     if unreadable:
         raise Fail(unreadable)
@@ -680,6 +682,16 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def main(argv: Sequence[str] | None = None, console: ConsoleRunner | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "db", None):
+        # sqlite:///PATH is its PATH from here on; a PostgreSQL URL stays a URL.
+        from engine.dburl import parse_db
+
+        try:
+            target = parse_db(args.db)
+        except ValueError as exc:
+            print(f"batchdeck: {exc}", file=sys.stderr)
+            return 2
+        args.db = target.path if target.is_sqlite else target.url
     command = args.command or "console"
     if command in ("console", "demo"):
         if console is None:

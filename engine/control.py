@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, literal, select, update
 
 from engine import permissions, settings
 from engine.db import Store
+from engine.dialect import glob, in_list
 from engine.identity import user_name
 from engine.statuses import JOB_TERMINAL, LABELS
 from engine.stopping import StopsBy, stops_by
-from engine.writes import IN_IDS, add_event, finalize_jobs, ids_json, move_job, move_tasks
+from engine.tables import job as job_t
+from engine.tables import server, task
+from engine.tables import task as task_table
+from engine.writes import add_event, finalize_jobs, move_job, move_tasks
 
 
 class Refused(Exception):
@@ -27,12 +31,22 @@ class Refused(Exception):
 
 @dataclass(frozen=True)
 class JobRow:
+    """What a request needs to know of a job, read by column name (``_JOB_ROW``)."""
+
     id: int
     name: str
     status: str
     system: bool
     parent_id: int | None
     submitted_by: str = ""
+
+
+_JOB_ROW = [job_t.c[f] for f in ("id", "name", "status", "system", "parent_id", "submitted_by")]
+
+
+def _job_row(r: Any) -> JobRow:
+    m = r._mapping
+    return JobRow(**{c.name: m[c.name] for c in _JOB_ROW} | {"system": bool(m["system"])})
 
 
 @dataclass(frozen=True)
@@ -76,20 +90,19 @@ def _now(now: float | None) -> float:
 
 def live_servers(conn: Connection, now: float) -> list[str]:
     ttl = settings.lease_seconds(conn)
-    rows = conn.exec_driver_sql(
-        "SELECT name FROM server WHERE lease_owner IS NOT NULL AND heartbeat_at > ?",
-        (now - ttl,),
+    rows = conn.execute(
+        select(server.c.name).where(
+            server.c.lease_owner.is_not(None), server.c.heartbeat_at > now - ttl
+        )
     )
-    return [r[0] for r in rows]
+    return list(rows.scalars())
 
 
 def get_job(conn: Connection, job_id: int) -> JobRow:
-    row = conn.exec_driver_sql(
-        "SELECT id, name, status, system, parent_id, submitted_by FROM job WHERE id=?", (job_id,)
-    ).fetchone()
+    row = conn.execute(select(*_JOB_ROW).where(job_t.c.id == job_id)).first()
     if row is None:
         raise Refused(f"Job {job_id} does not exist")
-    return JobRow(row[0], row[1], row[2], bool(row[3]), row[4], row[5])
+    return _job_row(row)
 
 
 def cancel_reason(actor: str, words: str | None) -> str:
@@ -112,24 +125,21 @@ def _cancel_in(conn: Connection, job: JobRow, actor: str, words: str | None, at:
     move_tasks(
         conn,
         "didnt_run",
-        "job_id=? AND status IN ('waiting', 'ready')",
-        (job.id,),
+        (task.c.job_id == job.id) & task.c.status.in_(["waiting", "ready"]),
         at=at,
         actor=actor,
         reason=reason,
-        sets=", ended_at=?",
-        set_params=(at,),
+        values={"ended_at": at},
     )
     move_tasks(
         conn,
         "canceling",
-        "job_id=? AND status='executing'",
-        (job.id,),
+        (task.c.job_id == job.id) & (task.c.status == "executing"),
         at=at,
         actor=actor,
         reason=reason,
     )
-    fields = ", canceled_by=?, canceled_at=?, cancel_reason=?"
+    fields = {"canceled_by": actor, "canceled_at": at, "cancel_reason": reason}
     if job.status == "executing":
         move_job(
             conn,
@@ -138,8 +148,7 @@ def _cancel_in(conn: Connection, job: JobRow, actor: str, words: str | None, at:
             at=at,
             actor=actor,
             reason=reason,
-            sets=fields,
-            set_params=(actor, at, reason),
+            values=fields,
         )
         finalize_jobs(conn, [job.id], at=at)
     else:  # nothing started: straight to Canceled
@@ -150,8 +159,7 @@ def _cancel_in(conn: Connection, job: JobRow, actor: str, words: str | None, at:
             at=at,
             actor=actor,
             reason=reason,
-            sets=fields + ", ended_at=?",
-            set_params=(actor, at, reason, at),
+            values=fields | {"ended_at": at},
         )
 
 
@@ -181,14 +189,17 @@ def _deny(store: Store, actor: str, text: str, job_id: int | None, at: float) ->
 def job_tree(conn: Connection, job_id: int) -> list[JobRow]:
     """The job and all its descendants, parents before children."""
     get_job(conn, job_id)
-    rows = conn.exec_driver_sql(
-        "WITH RECURSIVE tree(id, depth) AS (SELECT ?, 0 UNION ALL "
-        "SELECT j.id, tree.depth + 1 FROM job j JOIN tree ON j.parent_id = tree.id) "
-        "SELECT j.id, j.name, j.status, j.system, j.parent_id, j.submitted_by FROM tree "
-        "JOIN job j ON j.id = tree.id ORDER BY tree.depth, j.id",
-        (job_id,),
+    tree = select(literal(job_id).label("id"), literal(0).label("depth")).cte(
+        "tree", recursive=True
     )
-    return [JobRow(r[0], r[1], r[2], bool(r[3]), r[4], r[5]) for r in rows]
+    child = job_t.alias("j")
+    tree = tree.union_all(
+        select(child.c.id, tree.c.depth + 1).join(tree, child.c.parent_id == tree.c.id)
+    )
+    rows = conn.execute(
+        select(*_JOB_ROW).join(tree, job_t.c.id == tree.c.id).order_by(tree.c.depth, job_t.c.id)
+    )
+    return [_job_row(r) for r in rows]
 
 
 def cancel_tree_preview(
@@ -254,14 +265,34 @@ def cancel_with_children(
     return text + (f"; skipped {', '.join(skipped)}" if skipped else "")
 
 
-def _plan_tasks(conn: Connection, where: str, params: tuple) -> list[PlanTask]:
-    rows = conn.exec_driver_sql(
-        "SELECT t.id, t.job_id, t.name, t.server, t.status, t.started_at, t.progress_done, "
-        "t.progress_total, t.progress_unit, t.action, t.params, j.recipe_path "
-        f"FROM task t JOIN job j ON j.id = t.job_id WHERE {where} ORDER BY t.id",
-        params,
+_PLAN_FIELDS = (
+    "id",
+    "job_id",
+    "name",
+    "server",
+    "status",
+    "started_at",
+    "progress_done",
+    "progress_total",
+    "progress_unit",
+    "action",
+)
+_PLAN_TASKS = select(*(task.c[f] for f in _PLAN_FIELDS), task.c.params, job_t.c.recipe_path).join(
+    job_t, job_t.c.id == task.c.job_id
+)
+
+
+def _plan_tasks(conn: Connection, job_id: int, statuses: list[str]) -> list[PlanTask]:
+    rows = conn.execute(
+        _PLAN_TASKS.where(task.c.job_id == job_id, task.c.status.in_(statuses)).order_by(task.c.id)
     )
-    return [PlanTask(*r[:10], stops_by=stops_by(r[9], r[10], r[11])) for r in rows]
+    return [
+        PlanTask(
+            **{f: r._mapping[f] for f in _PLAN_FIELDS},
+            stops_by=stops_by(r.action, r.params, r.recipe_path),
+        )
+        for r in rows
+    ]
 
 
 def _abort_plan(conn: Connection, job: JobRow, enhanced: bool) -> AbortPlan:
@@ -277,13 +308,9 @@ def _abort_plan(conn: Connection, job: JobRow, enhanced: bool) -> AbortPlan:
     statuses = ["executing"] if cancel_first else ["canceling"]
     if enhanced:
         statuses.append("aborting")
-    tasks = _plan_tasks(
-        conn,
-        f"t.job_id=? AND t.status IN ({','.join('?' * len(statuses))})",
-        (job.id, *statuses),
-    )
+    tasks = _plan_tasks(conn, job.id, statuses)
     if not tasks and not cancel_first:
-        stuck = _plan_tasks(conn, "t.job_id=? AND t.status='aborting'", (job.id,))
+        stuck = _plan_tasks(conn, job.id, ["aborting"])
         if stuck:
             raise Refused(
                 f"Job {job.id}: {', '.join(t.name for t in stuck)} already Aborting, "
@@ -297,11 +324,15 @@ def _abort_plan(conn: Connection, job: JobRow, enhanced: bool) -> AbortPlan:
         if plan.servers:
             names: dict[int, list[str]] = {}
             job_names: dict[int, str] = {}
-            for jid, jname, tname in conn.exec_driver_sql(
-                "SELECT j.id, j.name, t.name FROM task t JOIN job j ON j.id = t.job_id "
-                f"WHERE t.server IN {IN_IDS} AND t.job_id != ? "
-                "AND t.status IN ('executing', 'canceling', 'aborting') ORDER BY j.id, t.id",
-                (ids_json(plan.servers), job.id),
+            for jid, jname, tname in conn.execute(
+                select(job_t.c.id, job_t.c.name, task.c.name)
+                .join(job_t, job_t.c.id == task.c.job_id)
+                .where(
+                    in_list(task.c.server, plan.servers),
+                    task.c.job_id != job.id,
+                    task.c.status.in_(["executing", "canceling", "aborting"]),
+                )
+                .order_by(job_t.c.id, task.c.id)
             ):
                 names.setdefault(jid, []).append(tname)
                 job_names[jid] = jname
@@ -374,8 +405,7 @@ def abort(
         n = move_tasks(
             conn,
             "aborting",
-            "job_id=? AND status='canceling'",
-            (job.id,),
+            (task.c.job_id == job.id) & (task.c.status == "canceling"),
             at=at,
             actor=actor,
             reason=reason,
@@ -384,16 +414,20 @@ def abort(
         # engine can make sure the task's code runs nowhere, and its start-up recovery
         # does that before the task is reported Aborted.
         live = live_servers(conn, at)
-        conn.exec_driver_sql(
-            "UPDATE job SET aborted_by=?, aborted_at=? WHERE id=?", (actor, at, job.id)
+        conn.execute(
+            update(job_t).where(job_t.c.id == job.id).values(aborted_by=actor, aborted_at=at)
         )
         if enhanced:
             servers = [s for s in plan.servers if s in live]
             for name in servers:
-                conn.exec_driver_sql(
-                    "UPDATE server SET status='draining', drain_deadline=?, restart_job_id=? "
-                    "WHERE name=?",
-                    (at + plan.drain_seconds, job.id, name),
+                conn.execute(
+                    update(server)
+                    .where(server.c.name == name)
+                    .values(
+                        status="draining",
+                        drain_deadline=at + plan.drain_seconds,
+                        restart_job_id=job.id,
+                    )
                 )
                 add_event(
                     conn,
@@ -469,13 +503,15 @@ def decide_approval(
     now: float | None = None,
 ) -> str:
     at = _now(now)
+    t = task_table  # ``task`` here is the task the operator named
     with store.write() as conn:
         get_job(conn, job_id)
         col, value = ("id", int(task)) if str(task).isdigit() else ("name", str(task))
-        row = conn.exec_driver_sql(
-            f"SELECT id, name, action, status, approval FROM task WHERE job_id=? AND {col}=?",
-            (job_id, value),
-        ).fetchone()
+        row = conn.execute(
+            select(t.c.id, t.c.name, t.c.action, t.c.status, t.c.approval).where(
+                t.c.job_id == job_id, t.c[col] == value
+            )
+        ).first()
         if row is None:
             raise Refused(f"Job {job_id} has no task {task!r}")
         tid, name, action, status, decided = row
@@ -488,9 +524,7 @@ def decide_approval(
         if decided:
             raise Refused(f"Task {name} of job {job_id} was already {decided}")
         word = "approved" if approve else "rejected"
-        conn.exec_driver_sql(
-            "UPDATE task SET approval=?, approval_by=? WHERE id=?", (word, actor, tid)
-        )
+        conn.execute(update(t).where(t.c.id == tid).values(approval=word, approval_by=actor))
         add_event(
             conn,
             at=at,
@@ -560,25 +594,16 @@ def select_jobs(
 ) -> list[JobRow]:
     """The jobs a bulk action considers. Without ``job_ids`` or ``statuses``: every job
     not in a final status (the others could only be refused)."""
-    clauses, params = [], []
+    stmt = select(*_JOB_ROW).order_by(job_t.c.id)
     if job_ids is not None:
-        clauses.append(f"id IN {IN_IDS}")
-        params.append(ids_json(job_ids))
+        stmt = stmt.where(in_list(job_t.c.id, job_ids))
     if statuses:
-        clauses.append(f"status IN ({','.join('?' * len(statuses))})")
-        params.extend(statuses)
+        stmt = stmt.where(job_t.c.status.in_(statuses))
     elif job_ids is None:
-        clauses.append(f"status NOT IN ({','.join('?' * len(JOB_TERMINAL))})")
-        params.extend(sorted(JOB_TERMINAL))
+        stmt = stmt.where(job_t.c.status.not_in(sorted(JOB_TERMINAL)))
     if name:
-        clauses.append("name GLOB ?")
-        params.append(name)
-    where = " WHERE " + " AND ".join(clauses) if clauses else ""
-    rows = conn.exec_driver_sql(
-        f"SELECT id, name, status, system, parent_id, submitted_by FROM job{where} ORDER BY id",
-        tuple(params),
-    )
-    jobs = [JobRow(r[0], r[1], r[2], bool(r[3]), r[4], r[5]) for r in rows]
+        stmt = stmt.where(glob(job_t.c.name, name))
+    jobs = [_job_row(r) for r in conn.execute(stmt)]
     if user:
         jobs = [j for j in jobs if user_name(j.submitted_by) == user]
     return jobs
@@ -609,12 +634,9 @@ def bulk_plan(
         plan = BulkPlan(kind)
         if job_ids is not None:
             found = {j.id for j in jobs}
-            exist = {
-                r[0]
-                for r in conn.exec_driver_sql(
-                    f"SELECT id FROM job WHERE id IN {IN_IDS}", (ids_json(job_ids),)
-                )
-            }
+            exist = set(
+                conn.execute(select(job_t.c.id).where(in_list(job_t.c.id, job_ids))).scalars()
+            )
             plan.missing = sorted(set(job_ids) - exist - found)
         for job in jobs:
             if kind == "cancel":

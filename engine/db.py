@@ -18,19 +18,34 @@ read-only file into the one line the command line and the console show.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shlex
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Connection, Engine, QueuePool, create_engine, event, inspect
+from sqlalchemy import (
+    Connection,
+    Engine,
+    QueuePool,
+    create_engine,
+    event,
+    func,
+    insert,
+    inspect,
+    select,
+)
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
 
+from engine.dburl import DbTarget, parse_db
 from engine.models import SCHEMA_VERSION
+from engine.tables import meta
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -51,7 +66,21 @@ class ReadOnlyError(DatabaseError):
 
 
 def default_db_path() -> str:
-    return os.environ.get("BATCHDECK_DB") or "./batchdeck.db"
+    return normalize_db(os.environ.get("BATCHDECK_DB") or "./batchdeck.db")
+
+
+def normalize_db(text: str) -> str:
+    """``--db``/``BATCHDECK_DB`` as the rest of batchdeck takes it: a SQLite file as its
+    path (``sqlite:///x.db`` -> ``x.db``), a PostgreSQL URL unchanged."""
+    try:
+        target = parse_db(text)
+    except ValueError as exc:
+        raise DatabaseError(str(exc)) from None
+    return target.path if target.is_sqlite else target.url  # type: ignore[return-value]
+
+
+def is_postgresql(db: str) -> bool:
+    return "://" in str(db) and not parse_db(str(db)).is_sqlite
 
 
 def writable(path: str | os.PathLike[str]) -> bool:
@@ -276,10 +305,24 @@ class Store:
     may not write the file or its directory (``writable``).
     """
 
+    shared_key: tuple[str, bool] | None = None  # set for the process's shared Store
+
     def __init__(
         self, path: str | os.PathLike[str], *, create: bool = True, readonly: bool | None = False
     ) -> None:
-        self.path = str(Path(path))
+        self._refs = 1
+        self._lock = threading.Lock()
+        self._async: dict[asyncio.AbstractEventLoop, tuple[Any, int]] = {}
+        self._watch_conn: sqlite3.Connection | None = None
+        self._watch_lock = threading.Lock()
+        try:
+            self.target: DbTarget = parse_db(str(path))
+        except ValueError as exc:
+            raise DatabaseError(str(exc)) from None
+        if not self.target.is_sqlite:
+            self._open_postgresql(create)
+            return
+        self.path = str(Path(str(self.target.path)))
         exists = Path(self.path).exists()
         if readonly is None:
             readonly = exists and not writable(self.path)
@@ -312,6 +355,87 @@ class Store:
             self.dispose()
             raise
 
+    @property
+    def is_postgresql(self) -> bool:
+        return not self.target.is_sqlite
+
+    def _open_postgresql(self, create: bool) -> None:
+        self.path = self.target.display()
+        self.readonly = False
+        # One engine serves writes and reads: PostgreSQL has no database-wide write lock
+        # to take up front; row locks (claims: FOR UPDATE SKIP LOCKED) do that work.
+        eng = create_engine(self.target.sqlalchemy_url(), pool_pre_ping=True)
+        self.writer = eng
+        self.reader = eng
+        try:
+            with eng.begin() as conn:
+                # Two hosts starting on a new database at once: one creates the schema.
+                conn.execute(select(func.pg_advisory_xact_lock(SCHEMA_LOCK_KEY)))
+                tables = set(inspect(conn).get_table_names())
+                if "meta" not in tables:
+                    if tables or not create:
+                        raise DatabaseError(f"{self.path}: not a batchdeck database")
+                    SQLModel.metadata.create_all(conn)
+                    conn.execute(
+                        insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION))
+                    )
+                else:
+                    self._check_version(conn)
+        except SQLAlchemyError as exc:
+            eng.dispose()
+            detail = " ".join(str(getattr(exc, "orig", None) or exc).split())
+            raise DatabaseError(f"{self.path}: cannot use it: {detail}") from None
+        except DatabaseError:
+            eng.dispose()
+            raise
+
+    def async_engine(self) -> Any:
+        """The process's async reader for this database, on the running event loop (an
+        async engine's connections belong to the loop that opened them). Release it
+        with ``release_async``."""
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            eng, users = self._async.get(loop, (None, 0))
+            if eng is None:
+                if self.is_postgresql:
+                    eng = create_async_engine(self.target.sqlalchemy_url(async_=True))
+                else:
+                    eng = create_async_engine(reader_url(self.path))
+                    event.listen(eng.sync_engine, "connect", _reader_pragmas)
+            self._async[loop] = (eng, users + 1)
+            return eng
+
+    async def release_async(self, eng: Any) -> None:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            held, users = self._async.get(loop, (None, 0))
+            if held is not eng:
+                last = True  # not ours to count: dispose what we were given
+            else:
+                last = users <= 1
+                if last:
+                    del self._async[loop]
+                else:
+                    self._async[loop] = (eng, users - 1)
+        if last:
+            await eng.dispose()
+
+    def watcher(self) -> Any:
+        """A change watch of its own (``changed()``, ``wait()``) over the process's one
+        watch connection for this database."""
+        from engine.watch import DataVersionWatch, PollWatch
+
+        if self.is_postgresql:
+            return PollWatch()
+        with self._lock:
+            if self._watch_conn is None:
+                self._watch_conn = raw_connection(self.path)
+            conn = self._watch_conn
+        # Its own lock: reads of the one connection from several threads take turns.
+        return DataVersionWatch(conn, self._watch_lock)
+
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A write transaction: committed on success, rolled back on any exception."""
@@ -326,9 +450,22 @@ class Store:
             yield conn
 
     def dispose(self) -> None:
+        """Close it; a shared Store closes when its last user has disposed of it."""
+        if self.shared_key is not None:
+            with _SHARED_LOCK:
+                self._refs -= 1
+                if self._refs > 0:
+                    return
+                if _SHARED.get(self.shared_key) is self:
+                    del _SHARED[self.shared_key]
         if self.writer is not None:
             self.writer.dispose()
-        self.reader.dispose()
+        if self.reader is not self.writer:
+            self.reader.dispose()
+        with self._lock:
+            if self._watch_conn is not None:
+                self._watch_conn.close()
+                self._watch_conn = None
 
     def _ensure_schema(self) -> None:
         with self.write() as conn:
@@ -337,10 +474,7 @@ class Store:
                 if tables - {"sqlite_sequence"}:
                     raise DatabaseError(f"{self.path}: not a batchdeck database")
                 SQLModel.metadata.create_all(conn)
-                conn.exec_driver_sql(
-                    "INSERT INTO meta(key, value) VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
+                conn.execute(insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
                 return
             self._check_version(conn)
 
@@ -353,13 +487,57 @@ class Store:
             self._check_version(conn)
 
     def _check_version(self, conn: Connection) -> None:
-        row = conn.exec_driver_sql("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        version = row[0] if row else "unknown"
+        found = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
+        version = found if found is not None else "unknown"
         if version != str(SCHEMA_VERSION):
             raise DatabaseError(
                 f"{self.path}: database schema version {version}, "
                 f"this batchdeck needs version {SCHEMA_VERSION}"
             )
+
+
+# The process's database gateway: one Store per database and access mode, so that an
+# embedded engine, its console and their readers share one write engine, one reader,
+# one async reader per event loop and one change watch, and check the schema once.
+_SHARED: dict[tuple[str, bool], Store] = {}
+_SHARED_LOCK = threading.Lock()
+SCHEMA_LOCK_KEY = 0x62617463  # "batc": the advisory lock held while creating the schema
+
+
+def shared_store(path: str | os.PathLike[str], *, readonly: bool | None = False) -> Store:
+    """The process's one Store for this database (opened, and its schema created or
+    checked, on first use). Each caller gives it back with ``dispose()``.
+
+    ``readonly`` None: read-only exactly when this user may not write it (``Store``)."""
+    db = normalize_db(str(path))
+    pg = is_postgresql(db)
+    if readonly is None:
+        readonly = False if pg else (os.path.exists(db) and not writable(db))
+    key = (db if pg else os.path.realpath(db), bool(readonly))
+    with _SHARED_LOCK:
+        store = _SHARED.get(key)
+        if store is not None:
+            store._refs += 1
+            return store
+    store = Store(db, readonly=readonly)
+    with _SHARED_LOCK:
+        other = _SHARED.get(key)
+        if other is not None:  # another thread opened it meanwhile: use that one
+            other._refs += 1
+        else:
+            store.shared_key = key
+            _SHARED[key] = store
+    if other is not None:
+        store.dispose()
+        return other
+    return store
+
+
+def _reader_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
 
 
 def open_store(

@@ -101,7 +101,8 @@ class Server(SQLModel, table=True):
 
 # The events that put a task into Canceling or Aborting: "since when" a stuck job has
 # been winding down. Partial, so the many other status events never touch it.
-STOPPING_EVENT = "to_status IN ('canceling', 'aborting')"
+STOPPING_STATUSES = ("canceling", "aborting")
+STOPPING_EVENT = "to_status IN (" + ", ".join(f"'{s}'" for s in STOPPING_STATUSES) + ")"
 
 
 class Event(SQLModel, table=True):

@@ -25,11 +25,12 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
 from engine import settings
 from engine.db import Store
 from engine.identity import current_actor, user_name
+from engine.tables import job
 from engine.writes import add_event
 
 Action = Literal["cancel", "abort", "enhanced_abort", "settings"]
@@ -130,8 +131,8 @@ def job_refusal(conn: Connection, w: Who, action: Action, job_id: int) -> str | 
     """Why ``w`` may not do ``action`` to job ``job_id`` (None: allowed, or no such job)."""
     if w.manager:
         return None
-    row = conn.exec_driver_sql("SELECT submitted_by FROM job WHERE id=?", (job_id,)).fetchone()
-    return refusal(w, action, row[0] if row else None)
+    row = conn.execute(select(job.c.submitted_by).where(job.c.id == job_id)).first()
+    return refusal(w, action, row.submitted_by if row else None)
 
 
 def may(

@@ -12,23 +12,29 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, TypeVar
 
-from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy import Select, bindparam, case, func, over, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from engine.db import BUSY_TIMEOUT_MS, Store, reader_url
+from engine.db import shared_store
+from engine.dialect import distinct_list, in_list, like_ci
 from engine.format import clock
-from engine.models import STOPPING_EVENT
+from engine.models import STOPPING_STATUSES
 from engine.safe_text import safe_block, safe_line
 from engine.settings import MAXIMUM_SECONDS
 from engine.statuses import JOB_TERMINAL, TASK_RUNNING, TASK_TERMINAL
 from engine.stopping import StopsBy, stops_by
+from engine.tables import event as event_t
+from engine.tables import job as job_t
+from engine.tables import meta as meta_t
+from engine.tables import server as server_t
+from engine.tables import task as task_t
 
 SORTS = {
-    "id": "j.id",
-    "name": "j.name",
-    "status": "j.status",
-    "started": "j.started_at",
-    "submitted_by": "j.submitted_by",
+    "id": job_t.c.id,
+    "name": job_t.c.name,
+    "status": job_t.c.status,
+    "started": job_t.c.started_at,
+    "submitted_by": job_t.c.submitted_by,
 }
 
 
@@ -170,29 +176,34 @@ class JobPage:
     offset: int
 
 
-_JOB_COLS = (
-    "j.id, j.name, j.status, j.system, j.submitted_by, j.submitted_at, j.started_at, "
-    "j.ended_at, j.parent_id, j.call_mode, j.orphaned, j.cancel_reason, j.canceled_by, "
-    "j.canceled_at, j.aborted_by, j.aborted_at, j.error, j.recipe_path, j.rerun_of"
-)
-_TASK_COLS = (
-    "id, job_id, seq, name, action, status, server, attempt, max_attempts, progress_done, "
-    "progress_total, progress_unit, message, error, output, approval, approval_by, "
-    "child_job_id, started_at, ended_at, params"
-)
-_DONE = ",".join(f"'{s}'" for s in TASK_TERMINAL)
+def _columns(view: type, table: Any) -> list[Any]:
+    """The table's columns a view takes, by the view's field names: a view field that
+    names a column is read from it, so columns can move without breaking a view."""
+    return [table.c[f.name] for f in fields(view) if f.name in table.c]
+
+
+_JOB_COLS = _columns(JobView, job_t)
+_TASK_COLS = _columns(TaskView, task_t)
+_EVENT_COLS = _columns(EventView, event_t)
+_SERVER_COLS = _columns(ServerView, server_t)
+_JOBS = select(*_JOB_COLS)
+
+
+def _picked(row: Any, cols: list[Any]) -> dict[str, Any]:
+    m = row._mapping
+    return {c.name: m[c.name] for c in cols}
 
 
 def _job(
-    row: Iterable[Any],
+    row: Any,
     agg: tuple[int, int, str | None] | None = None,
     stuck_for: float | None = None,
 ) -> JobView:
-    r = list(row)
-    r[3], r[10] = bool(r[3]), bool(r[10])
+    values = _picked(row, _JOB_COLS)
+    values["system"], values["orphaned"] = bool(values["system"]), bool(values["orphaned"])
     total, done, servers = agg or (0, 0, None)
     return JobView(
-        *r,
+        **values,
         tasks_total=total,
         tasks_done=done,
         servers=tuple(sorted(set(servers.split(",")))) if servers else (),
@@ -200,24 +211,55 @@ def _job(
     )
 
 
-def _task(row: tuple, recipe_path: str | None) -> TaskView:
-    *cols, params = row
-    status, action = cols[5], cols[4]
-    how = stops_by(action, params, recipe_path) if status in TASK_RUNNING else None
-    return TaskView(*cols, stops_by=how)
+def _task(row: Any, recipe_path: str | None) -> TaskView:
+    values = _picked(row, _TASK_COLS)
+    running = values["status"] in TASK_RUNNING
+    how = stops_by(values["action"], row.params, recipe_path) if running else None
+    return TaskView(**values, stops_by=how)
 
 
 # Tasks winding down, with since when: the first event that put each into Canceling or
 # Aborting (``since``) and the one that put it into its current status. Both lookups
 # use the partial index ix_event_stopping, so the cost follows the number of tasks
 # winding down, not the size of the database.
-_STOPPING_TASKS = (
-    "SELECT t.job_id, t.id, t.name, t.action, t.params, t.status, t.server, t.started_at, "
-    f"(SELECT min(e.at) FROM event e WHERE e.task_id = t.id AND e.{STOPPING_EVENT}), "
-    f"(SELECT max(e.at) FROM event e WHERE e.task_id = t.id AND e.{STOPPING_EVENT} "
-    "AND e.to_status = t.status) "
-    "FROM task t WHERE t.status IN ('canceling', 'aborting')"
+def _stopping_event(e: Any) -> Any:
+    # Rendered with its values inline: SQLite uses the partial index only when the
+    # query's terms match the index's own predicate, which bound parameters cannot.
+    return e.c.to_status.in_(
+        bindparam("stopping", list(STOPPING_STATUSES), expanding=True, literal_execute=True)
+    )
+
+
+_E1, _E2 = event_t.alias("e1"), event_t.alias("e2")
+_STOPPING_TASKS = select(
+    task_t.c.job_id,
+    task_t.c.id,
+    task_t.c.name,
+    task_t.c.action,
+    task_t.c.params,
+    task_t.c.status,
+    task_t.c.server,
+    task_t.c.started_at,
+    select(func.min(_E1.c.at))
+    .where(_E1.c.task_id == task_t.c.id, _stopping_event(_E1))
+    .scalar_subquery()
+    .label("since"),
+    select(func.max(_E2.c.at))
+    .where(_E2.c.task_id == task_t.c.id, _stopping_event(_E2), _E2.c.to_status == task_t.c.status)
+    .scalar_subquery()
+    .label("status_since"),
+).where(task_t.c.status.in_(list(STOPPING_STATUSES)))
+_AGGREGATES = (
+    select(
+        task_t.c.job_id,
+        func.count().label("total"),
+        func.sum(case((task_t.c.status.in_(sorted(TASK_TERMINAL)), 1), else_=0)).label("done"),
+        distinct_list(task_t.c.server).label("servers"),
+    )
+    .where(in_list(task_t.c.job_id, "ids"))
+    .group_by(task_t.c.job_id)
 )
+_SETTING = select(meta_t.c.value).where(meta_t.c.key == bindparam("key"))
 
 
 @dataclass(frozen=True)
@@ -373,18 +415,11 @@ class Reader:
     def __init__(
         self, path: str, *, lease_seconds: float | None = None, terminal_text: bool = False
     ) -> None:
-        # Creates or checks the schema (version) before the first read; read-only (and
-        # never creating anything) for a user who may not write the database.
-        Store(path, readonly=None).dispose()
+        # The process's gateway: the schema was created or checked when it opened;
+        # read-only (and never creating anything) for a user who may not write it.
+        self.store = shared_store(path, readonly=None)
         self.path = path
-        self.engine: AsyncEngine = create_async_engine(reader_url(path))
-
-        @event.listens_for(self.engine.sync_engine, "connect")
-        def _on_connect(dbapi_conn, _record):  # noqa: ANN001
-            cur = dbapi_conn.cursor()
-            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.close()
+        self._engine: AsyncEngine | None = None
 
         self._lease_seconds = lease_seconds
         self._terminal_text = terminal_text
@@ -392,45 +427,49 @@ class Reader:
     def _out(self, view: V) -> V:
         return terminal_safe(view) if self._terminal_text else view
 
-    async def close(self) -> None:
-        await self.engine.dispose()
+    @property
+    def engine(self) -> AsyncEngine:
+        # Taken on first use, on the loop that reads (a Reader may be made outside one).
+        if self._engine is None:
+            self._engine = self.store.async_engine()
+        return self._engine
 
-    async def _rows(self, sql: str, params: tuple = ()) -> list[tuple]:
+    async def close(self) -> None:
+        if self._engine is not None:
+            await self.store.release_async(self._engine)
+            self._engine = None
+        self.store.dispose()
+
+    async def _rows(self, stmt: Any, params: dict[str, Any] | None = None) -> list[Any]:
         async with self.engine.connect() as conn:
-            res = await conn.exec_driver_sql(sql, params)
-            return [tuple(r) for r in res.fetchall()]
+            res = await conn.execute(stmt, params or {})
+            return list(res.all())
 
     async def _aggregates(self, ids: list[int]) -> dict[int, tuple[int, int, str | None]]:
         if not ids:
             return {}
-        marks = ",".join("?" * len(ids))
-        rows = await self._rows(
-            f"SELECT job_id, count(*), sum(status IN ({_DONE})), group_concat(DISTINCT server) "
-            f"FROM task WHERE job_id IN ({marks}) GROUP BY job_id",
-            tuple(ids),
-        )
-        return {r[0]: (r[1], r[2] or 0, r[3]) for r in rows}
+        rows = await self._rows(_AGGREGATES, {"ids": ids})
+        return {r.job_id: (r.total, r.done or 0, r.servers) for r in rows}
 
     @staticmethod
-    def _filter(text: str | None, statuses: Iterable[str] | None) -> tuple[str, list[Any]]:
-        clauses, params = [], []
+    def _filter(stmt: Select, text: str | None, statuses: Iterable[str] | None) -> Select:
         if statuses:
-            st = list(statuses)
-            clauses.append(f"j.status IN ({','.join('?' * len(st))})")
-            params.extend(st)
+            stmt = stmt.where(job_t.c.status.in_(list(statuses)))
         if text:
             t = text.strip()
             if t.isdigit():
-                clauses.append("(j.id = ? OR j.name LIKE ?)")
-                params.extend([int(t), f"%{t}%"])
+                stmt = stmt.where((job_t.c.id == int(t)) | like_ci(job_t.c.name, f"%{t}%"))
             else:
-                clauses.append("(j.name LIKE ? OR j.submitted_by LIKE ? OR j.status LIKE ?)")
-                params.extend([f"%{t}%", f"%{t}%", f"{t}%"])
-        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+                stmt = stmt.where(
+                    like_ci(job_t.c.name, f"%{t}%")
+                    | like_ci(job_t.c.submitted_by, f"%{t}%")
+                    | like_ci(job_t.c.status, f"{t}%")
+                )
+        return stmt
 
     async def _setting(self, key: str, default: str) -> str:
-        rows = await self._rows("SELECT value FROM meta WHERE key=?", (f"setting.{key}",))
-        return rows[0][0] if rows else default
+        rows = await self._rows(_SETTING, {"key": f"setting.{key}"})
+        return rows[0].value if rows else default
 
     async def stuck_seconds(self) -> float:
         return float(await self._setting("stuck_seconds", "300"))
@@ -440,24 +479,23 @@ class Reader:
     ) -> list[StoppingTask]:
         """Tasks Canceling or Aborting (of ``job_ids``, or all), longest first."""
         now = time.time() if now is None else now
-        sql, params = _STOPPING_TASKS, ()
+        stmt = _STOPPING_TASKS
         if job_ids is not None:
             if not job_ids:
                 return []
-            sql += f" AND t.job_id IN ({','.join('?' * len(job_ids))})"
-            params = tuple(job_ids)
-        rows = await self._rows(sql, params)
+            stmt = stmt.where(in_list(task_t.c.job_id, job_ids))
+        rows = await self._rows(stmt)
         paths: dict[int, str | None] = {}
         if rows:
-            ids = sorted({r[0] for r in rows})
-            paths = dict(
-                await self._rows(
-                    f"SELECT id, recipe_path FROM job WHERE id IN ({','.join('?' * len(ids))})",
-                    tuple(ids),
+            ids = sorted({r.job_id for r in rows})
+            paths = {
+                r.id: r.recipe_path
+                for r in await self._rows(
+                    select(job_t.c.id, job_t.c.recipe_path).where(in_list(job_t.c.id, ids))
                 )
-            )
+            }
         out = []
-        for job_id, tid, name, action, params_json, status, server, started, since, st in rows:
+        for job_id, tid, name, action, params_json, status, srv, started, since, st in rows:
             # No event (a row written by hand): fall back on when the task started.
             began = since if since is not None else (started if started is not None else now)
             out.append(
@@ -467,7 +505,7 @@ class Reader:
                     name,
                     action,
                     status,
-                    server,
+                    srv,
                     began,
                     st if st is not None else began,
                     stops_by(action, params_json, paths.get(job_id)),
@@ -532,27 +570,28 @@ class Reader:
         if not job_ids:
             return {}
         out: dict[int, dict[str, tuple[str, float | None]]] = {}
-        for name, status, deadline, job in await self._rows(
-            "SELECT name, status, drain_deadline, restart_job_id FROM server "
-            f"WHERE restart_job_id IN ({','.join('?' * len(job_ids))}) "
-            "AND status IN ('draining', 'restarting')",
-            tuple(job_ids),
+        for r in await self._rows(
+            select(
+                server_t.c.name,
+                server_t.c.status,
+                server_t.c.drain_deadline,
+                server_t.c.restart_job_id,
+            ).where(
+                in_list(server_t.c.restart_job_id, job_ids),
+                server_t.c.status.in_(["draining", "restarting"]),
+            )
         ):
-            out.setdefault(job, {})[name] = (status, deadline)
+            out.setdefault(r.restart_job_id, {})[r.name] = (r.status, r.drain_deadline)
         return out
 
     async def jobs_by_ids(self, ids: list[int], now: float | None = None) -> list[JobView]:
         """These jobs (newest first), with their aggregates and stuck_for."""
         if not ids:
             return []
-        rows = await self._rows(
-            f"SELECT {_JOB_COLS} FROM job j WHERE j.id IN ({','.join('?' * len(ids))}) "
-            "ORDER BY j.id DESC",
-            tuple(ids),
-        )
-        agg = await self._aggregates([r[0] for r in rows])
-        stuck = await self.stuck_for([r[0] for r in rows], now)
-        return [_job(r, agg.get(r[0]), stuck.get(r[0])) for r in rows]
+        rows = await self._rows(_JOBS.where(in_list(job_t.c.id, ids)).order_by(job_t.c.id.desc()))
+        agg = await self._aggregates([r.id for r in rows])
+        stuck = await self.stuck_for([r.id for r in rows], now)
+        return [_job(r, agg.get(r.id), stuck.get(r.id)) for r in rows]
 
     async def engine_health(
         self, owner: str | None = None, now: float | None = None
@@ -566,19 +605,21 @@ class Reader:
             if self._lease_seconds is not None
             else await self._setting("lease_seconds", "5")
         )
-        rows = await self._rows(
-            "SELECT name, lease_owner, heartbeat_at FROM server WHERE lease_owner IS NOT NULL "
-            + ("AND lease_owner = ? " if owner else "")
-            + "ORDER BY name",
-            (owner,) if owner else (),
+        stmt = (
+            select(server_t.c.name, server_t.c.lease_owner, server_t.c.heartbeat_at)
+            .where(server_t.c.lease_owner.is_not(None))
+            .order_by(server_t.c.name)
         )
-        live = [r for r in rows if (r[2] or 0) > now - ttl]
+        if owner:
+            stmt = stmt.where(server_t.c.lease_owner == owner)
+        rows = await self._rows(stmt)
+        live = [r for r in rows if (r.heartbeat_at or 0) > now - ttl]
         if live:
-            last = max(r[2] for r in live)
-            return EngineHealth("serving", live[0][1], last, tuple(r[0] for r in live))
+            last = max(r.heartbeat_at for r in live)
+            return EngineHealth("serving", live[0].lease_owner, last, tuple(r.name for r in live))
         if rows:
-            last = max((r[2] or 0) for r in rows) or None
-            return EngineHealth("gone", rows[0][1], last, tuple(r[0] for r in rows))
+            last = max((r.heartbeat_at or 0) for r in rows) or None
+            return EngineHealth("gone", rows[0].lease_owner, last, tuple(r.name for r in rows))
         if owner:
             # Our engine released its leases (a clean stop) or another took them over.
             return EngineHealth("none", owner, None, ())
@@ -587,8 +628,8 @@ class Reader:
     async def count_jobs(
         self, text: str | None = None, statuses: Iterable[str] | None = None
     ) -> int:
-        where, params = self._filter(text, statuses)
-        return (await self._rows(f"SELECT count(*) FROM job j{where}", tuple(params)))[0][0]
+        stmt = self._filter(select(func.count()).select_from(job_t), text, statuses)
+        return (await self._rows(stmt))[0][0]
 
     async def job_ids(
         self, text: str | None = None, statuses: Iterable[str] | None = None
@@ -609,21 +650,17 @@ class Reader:
         descending: bool = True,
         with_total: bool = True,
     ) -> JobPage:
-        where, params = self._filter(text, statuses)
         order = SORTS.get(sort)
         if order is None:
             raise ValueError(f"unknown sort {sort!r} (known: {', '.join(SORTS)})")
-        direction = "DESC" if descending else "ASC"
-        rows = await self._rows(
-            f"SELECT {_JOB_COLS} FROM job j{where} ORDER BY {order} {direction}, j.id {direction} "
-            "LIMIT ? OFFSET ?",
-            (*params, limit, offset),
-        )
-        agg = await self._aggregates([r[0] for r in rows])
-        stuck = await self.stuck_for([r[0] for r in rows])
+        keys = (order.desc(), job_t.c.id.desc()) if descending else (order.asc(), job_t.c.id.asc())
+        stmt = self._filter(_JOBS, text, statuses).order_by(*keys).limit(limit).offset(offset)
+        rows = await self._rows(stmt)
+        agg = await self._aggregates([r.id for r in rows])
+        stuck = await self.stuck_for([r.id for r in rows])
         total = await self.count_jobs(text, statuses) if with_total else len(rows)
         return JobPage(
-            [self._out(_job(r, agg.get(r[0]), stuck.get(r[0]))) for r in rows], total, offset
+            [self._out(_job(r, agg.get(r.id), stuck.get(r.id))) for r in rows], total, offset
         )
 
     async def job_position(
@@ -637,21 +674,22 @@ class Reader:
     ) -> int | None:
         """Where a job sits (0-based) in the list ``list_jobs`` shows with these arguments,
         or None when the filter leaves it out. One window-function query, no full load."""
-        where, params = self._filter(text, statuses)
         order = SORTS[sort]
-        d = "DESC" if descending else "ASC"
-        rows = await self._rows(
-            f"SELECT rn FROM (SELECT j.id AS id, ROW_NUMBER() OVER "
-            f"(ORDER BY {order} {d}, j.id {d}) AS rn FROM job j{where}) WHERE id = ?",
-            (*params, job_id),
-        )
-        return int(rows[0][0]) - 1 if rows else None
+        keys = (order.desc(), job_t.c.id.desc()) if descending else (order.asc(), job_t.c.id.asc())
+        numbered = self._filter(
+            select(job_t.c.id, over(func.row_number(), order_by=keys).label("rn")),
+            text,
+            statuses,
+        ).subquery()
+        rows = await self._rows(select(numbered.c.rn).where(numbered.c.id == job_id))
+        return int(rows[0].rn) - 1 if rows else None
 
     async def status_counts(self) -> dict[str, int]:
-        return dict(await self._rows("SELECT status, count(*) FROM job GROUP BY status"))
+        rows = await self._rows(select(job_t.c.status, func.count()).group_by(job_t.c.status))
+        return {status: n for status, n in rows}
 
     async def job(self, job_id: int, now: float | None = None) -> JobView | None:
-        rows = await self._rows(f"SELECT {_JOB_COLS} FROM job j WHERE j.id=?", (job_id,))
+        rows = await self._rows(_JOBS.where(job_t.c.id == job_id))
         if not rows:
             return None
         stuck = (await self.stuck_for([job_id], now)).get(job_id)
@@ -664,43 +702,50 @@ class Reader:
         tasks = [
             self._out(_task(r, job.recipe_path))
             for r in await self._rows(
-                f"SELECT {_TASK_COLS} FROM task WHERE job_id=? ORDER BY seq, id", (job_id,)
+                select(*_TASK_COLS, task_t.c.params)
+                .where(task_t.c.job_id == job_id)
+                .order_by(task_t.c.seq, task_t.c.id)
             )
         ]
-        child_rows = await self._rows(
-            f"SELECT {_JOB_COLS} FROM job j WHERE j.parent_id=? ORDER BY j.id", (job_id,)
-        )
-        agg = await self._aggregates([r[0] for r in child_rows])
-        child_stuck = await self.stuck_for([r[0] for r in child_rows])
+        child_rows = await self._rows(_JOBS.where(job_t.c.parent_id == job_id).order_by(job_t.c.id))
+        agg = await self._aggregates([r.id for r in child_rows])
+        child_stuck = await self.stuck_for([r.id for r in child_rows])
         events = [
-            self._out(EventView(*r))
+            self._out(EventView(**_picked(r, _EVENT_COLS)))
             for r in await self._rows(
-                "SELECT id, at, job_id, task_id, server, kind, from_status, to_status, "
-                "actor, reason FROM event WHERE job_id=? ORDER BY id DESC LIMIT ?",
-                (job_id, event_limit),
+                select(*_EVENT_COLS)
+                .where(event_t.c.job_id == job_id)
+                .order_by(event_t.c.id.desc())
+                .limit(event_limit)
             )
         ]
         events.reverse()
-        children = [self._out(_job(r, agg.get(r[0]), child_stuck.get(r[0]))) for r in child_rows]
+        children = [self._out(_job(r, agg.get(r.id), child_stuck.get(r.id))) for r in child_rows]
         return JobDetail(job, tasks, children, events)
 
     async def servers(self, now: float | None = None) -> list[ServerView]:
         now = time.time() if now is None else now
         ttl = self._lease_seconds
         if ttl is None:
-            rows = await self._rows("SELECT value FROM meta WHERE key='setting.lease_seconds'")
-            ttl = min(float(rows[0][0]), MAXIMUM_SECONDS["lease_seconds"]) if rows else 5.0
-        rows = await self._rows(
-            "SELECT s.name, s.slots, s.status, s.drain_deadline, s.restart_job_id, "
-            "s.lease_owner, s.heartbeat_at, (SELECT count(*) FROM task t WHERE t.server = s.name "
-            "AND t.status IN ('executing', 'canceling', 'aborting')), s.host, s.pid, s.note "
-            "FROM server s ORDER BY s.name"
+            rows = await self._rows(_SETTING, {"key": "setting.lease_seconds"})
+            ttl = min(float(rows[0].value), MAXIMUM_SECONDS["lease_seconds"]) if rows else 5.0
+        in_use = (
+            select(func.count())
+            .where(
+                task_t.c.server == server_t.c.name,
+                task_t.c.status.in_(["executing", "canceling", "aborting"]),
+            )
+            .scalar_subquery()
+            .label("in_use")
         )
+        rows = await self._rows(select(*_SERVER_COLS, in_use).order_by(server_t.c.name))
         out = []
         for r in rows:
-            live = bool(r[5]) and (r[6] or 0) > now - ttl
-            view = ServerView(*r[:8], live=live, host=r[8], pid=r[9] if live else None, note=r[10])
-            out.append(self._out(view))
+            fields = _picked(r, _SERVER_COLS)
+            live = bool(r.lease_owner) and (r.heartbeat_at or 0) > now - ttl
+            if not live:
+                fields["pid"] = None  # a process no engine vouches for is not shown as its
+            out.append(self._out(ServerView(**fields, in_use=r.in_use, live=live)))
         return out
 
     async def live_engines(self, now: float | None = None) -> dict[str, list[str]]:

@@ -11,13 +11,14 @@ import json
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
 from engine.control import Refused, get_job
 from engine.db import Store
 from engine.recipes import Recipe, TaskSpec
 from engine.statuses import JOB_TERMINAL, LABELS
 from engine.submit import insert_job, recipe_from_json
+from engine.tables import job, task, taskdep
 
 
 @dataclass(frozen=True)
@@ -31,31 +32,36 @@ class RerunPlan:
 
 def _recipe(conn: Connection, job_id: int) -> Recipe:
     """The recipe as stored at submit; for a job stored without one, its task rows."""
-    row = conn.exec_driver_sql(
-        "SELECT name, recipe_path, system, recipe_json FROM job WHERE id=?", (job_id,)
+    row = conn.execute(
+        select(job.c.name, job.c.recipe_path, job.c.system, job.c.recipe_json).where(
+            job.c.id == job_id
+        )
     ).one()
-    if row[3]:
-        return recipe_from_json(row[3])
-    tasks = conn.exec_driver_sql(
-        "SELECT id, name, action, params, max_attempts FROM task WHERE job_id=? ORDER BY seq, id",
-        (job_id,),
-    ).fetchall()
-    names = {t[0]: t[1] for t in tasks}
+    if row.recipe_json:
+        return recipe_from_json(row.recipe_json)
+    tasks = conn.execute(
+        select(task.c.id, task.c.name, task.c.action, task.c.params, task.c.max_attempts)
+        .where(task.c.job_id == job_id)
+        .order_by(task.c.seq, task.c.id)
+    ).all()
+    names = {t.id: t.name for t in tasks}
     after: dict[int, list[str]] = {}
-    for tid, dep in conn.exec_driver_sql(
-        "SELECT d.task_id, d.dep_id FROM taskdep d JOIN task t ON t.id = d.task_id "
-        "WHERE t.job_id=? ORDER BY d.task_id, d.dep_id",
-        (job_id,),
+    for d in conn.execute(
+        select(taskdep.c.task_id, taskdep.c.dep_id)
+        .join(task, task.c.id == taskdep.c.task_id)
+        .where(task.c.job_id == job_id)
+        .order_by(taskdep.c.task_id, taskdep.c.dep_id)
     ):
-        after.setdefault(tid, []).append(names[dep])
+        after.setdefault(d.task_id, []).append(names[d.dep_id])
     return Recipe(
-        name=row[0],
-        path=row[1],
-        system=bool(row[2]),
+        name=row.name,
+        path=row.recipe_path,
+        system=bool(row.system),
         tasks=tuple(
-            TaskSpec(t[1], t[2], tuple(after.get(t[0], ())), json.loads(t[3])) for t in tasks
+            TaskSpec(t.name, t.action, tuple(after.get(t.id, ())), json.loads(t.params))
+            for t in tasks
         ),
-        max_attempts=tasks[0][4] if tasks else 3,
+        max_attempts=tasks[0].max_attempts if tasks else 3,
     )
 
 
@@ -67,12 +73,11 @@ def _plan(conn: Connection, job_id: int) -> tuple[RerunPlan, Recipe]:
             "(Canceled, Ended, Error) can be rerun"
         )
     recipe = _recipe(conn, job_id)
-    ended = {
-        r[0]
-        for r in conn.exec_driver_sql(
-            "SELECT name FROM task WHERE job_id=? AND status='ended'", (job_id,)
-        )
-    }
+    ended = set(
+        conn.execute(
+            select(task.c.name).where(task.c.job_id == job_id, task.c.status == "ended")
+        ).scalars()
+    )
     carried = tuple(t.name for t in recipe.tasks if t.name in ended)
     rerun = tuple(t.name for t in recipe.tasks if t.name not in ended)
     if not rerun:

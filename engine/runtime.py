@@ -26,12 +26,11 @@ from typing import Any, TypeVar
 
 from engine import batch, settings
 from engine.context import ActionError
-from engine.db import Store
+from engine.db import DatabaseError, Store, is_postgresql, shared_store
 from engine.identity import current_actor
 from engine.procs import RUN_MARKER, kill_all
 from engine.statuses import JOB_TERMINAL
 from engine.supervisor import ServerProcess
-from engine.watch import DataVersionWatch
 
 R = TypeVar("R")
 
@@ -188,7 +187,14 @@ class Engine:
     async def start(self) -> None:
         """Open the database, take the server leases, recover, and start the servers."""
         try:
-            self.store = await self._db(Store, self.db_path)
+            if is_postgresql(self.db_path):
+                # Statements and schema serve PostgreSQL already; the engine's claims,
+                # leases and change watch there are not built yet (issue 7, step 3).
+                raise DatabaseError(
+                    "running an engine on PostgreSQL is not supported yet: "
+                    "submit, list, show, cancel and abort work there"
+                )
+            self.store = await self._db(shared_store, self.db_path)
             at = self.clock()
             await self._db(self._write, batch.claim_leases, self.servers, self.owner, at=at)
             self._lease_s = await self._db(self._read, settings.lease_seconds)
@@ -219,7 +225,7 @@ class Engine:
                 await self._db(self.store.dispose)
             self._writer.shutdown(wait=False)
             raise
-        self._watch = DataVersionWatch(self.db_path)
+        self._watch = self.store.watcher()
         self._wake.set()  # work queued before we started: look at once
         self._main = asyncio.create_task(self._run(), name="batchdeck-engine")
 
@@ -730,12 +736,7 @@ class Engine:
         c = r.claim
 
         def insert(conn: Any) -> int:
-            depth = conn.exec_driver_sql(
-                "WITH RECURSIVE up(id, parent) AS (SELECT id, parent_id FROM job WHERE id=? "
-                "UNION ALL SELECT j.id, j.parent_id FROM job j JOIN up ON j.id = up.parent) "
-                "SELECT count(*) FROM up",
-                (c.job_id,),
-            ).scalar_one()
+            depth = conn.execute(batch.call_depth(c.job_id)).scalar_one()
             if depth >= MAX_CALL_DEPTH:
                 # A recipe that ends up calling itself would otherwise fill the database.
                 raise ActionError(

@@ -4,41 +4,46 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, func, select
 
 from engine import settings
 from engine.format import stamp
+from engine.tables import server, task
 
 
 def server_rows(conn: Connection, now: float) -> list[dict[str, Any]]:
     """name, status, host, pid, slots, in_use, drain_deadline, lease_age (s), owner, note."""
     ttl = settings.lease_seconds(conn)
-    in_use = dict(
-        conn.exec_driver_sql(
-            "SELECT server, count(*) FROM task WHERE status IN "
-            "('executing', 'canceling', 'aborting') AND server IS NOT NULL GROUP BY server"
-        ).fetchall()
-    )
+    in_use = {
+        r.server: r.n
+        for r in conn.execute(
+            select(task.c.server, func.count().label("n"))
+            .where(
+                task.c.status.in_(["executing", "canceling", "aborting"]),
+                task.c.server.is_not(None),
+            )
+            .group_by(task.c.server)
+        )
+    }
     rows = []
-    for name, status, host, pid, slots, deadline, owner, beat, note in conn.exec_driver_sql(
-        "SELECT name, status, host, pid, slots, drain_deadline, lease_owner, heartbeat_at, note "
-        "FROM server ORDER BY name"
-    ):
+    for s in conn.execute(select(server).order_by(server.c.name)):
+        beat, owner = s.heartbeat_at, s.lease_owner
         age = None if beat is None or owner is None else round(max(0.0, now - beat), 1)
+        status = s.status
         if status != "offline" and (age is None or age > ttl):
             status = "offline"  # its engine stopped beating: nothing serves it now
         rows.append(
             {
-                "name": name,
+                "name": s.name,
                 "status": status,
-                "host": host,
-                "pid": pid if status != "offline" else None,
-                "slots": slots,
-                "in_use": in_use.get(name, 0),
-                "drain_deadline": deadline,
+                "host": s.host,
+                "pid": s.pid if status != "offline" else None,
+                "slots": s.slots,
+                "in_use": in_use.get(s.name, 0),
+                "drain_deadline": s.drain_deadline,
                 "lease_age": age,
                 "engine": owner,
-                "note": note,
+                "note": s.note,
             }
         )
     return rows

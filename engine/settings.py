@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 import re
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
+
+from engine.dialect import upsert
+from engine.tables import meta
 
 MINIMUM_LEASE_S = 1.0
 # Upper bounds. A lease outlives a dead engine by up to its length: an hour is already a
@@ -33,8 +36,8 @@ class SettingError(ValueError):
 def get(conn: Connection, key: str) -> str:
     if key not in DEFAULTS:
         raise SettingError(f"unknown setting {key!r} (known: {', '.join(sorted(DEFAULTS))})")
-    row = conn.exec_driver_sql("SELECT value FROM meta WHERE key=?", (f"setting.{key}",)).fetchone()
-    return row[0] if row else DEFAULTS[key]
+    value = conn.execute(select(meta.c.value).where(meta.c.key == f"setting.{key}")).scalar()
+    return value if value is not None else DEFAULTS[key]
 
 
 def put(conn: Connection, key: str, value: str) -> None:
@@ -58,11 +61,7 @@ def put(conn: Connection, key: str, value: str) -> None:
                 f"setting {key}: expected a positive number{floor} and at most {most:g} "
                 f"(seconds), got {value[:40]!r}"
             )
-    conn.exec_driver_sql(
-        "INSERT INTO meta(key, value) VALUES (?, ?) "
-        "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-        (f"setting.{key}", value),
-    )
+    upsert(conn, meta, {"key": f"setting.{key}", "value": value}, "key", {"value": value})
 
 
 def all_settings(conn: Connection) -> dict[str, str]:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import time
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, bindparam, insert, select
 
 from engine.db import Store
 from engine.recipes import Recipe, TaskSpec
+from engine.tables import job, task, taskdep
 from engine.writes import add_event
 
 
@@ -44,6 +45,21 @@ def recipe_from_json(text: str) -> Recipe:
     )
 
 
+_INSERT_TASK = insert(task).values(
+    job_id=bindparam("b_job_id"),
+    seq=bindparam("b_seq"),
+    name=bindparam("b_name"),
+    action=bindparam("b_action"),
+    params=bindparam("b_params"),
+    status=bindparam("b_status"),
+    attempt=1,
+    max_attempts=bindparam("b_max_attempts"),
+    progress_done=0,
+    message=bindparam("b_message"),
+    ended_at=bindparam("b_ended_at"),
+)
+
+
 def insert_job(
     conn: Connection,
     recipe: Recipe,
@@ -61,22 +77,23 @@ def insert_job(
     rerun carries over as Ended (they do not run again; their dependents can start)."""
     carried = carried or {}
     is_system = recipe.system if system is None else system
-    job_id = conn.exec_driver_sql(
-        "INSERT INTO job(name, recipe_path, status, system, submitted_by, submitted_at, "
-        "parent_id, parent_task_id, call_mode, orphaned, recipe_json, rerun_of) "
-        "VALUES (?, ?, 'waiting', ?, ?, ?, ?, ?, ?, 0, ?, ?) RETURNING id",
-        (
-            recipe.name,
-            recipe.path,
-            is_system,
-            actor,
-            at,
-            parent_id,
-            parent_task_id,
-            call_mode,
-            recipe_to_json(recipe),
-            rerun_of,
-        ),
+    job_id = conn.execute(
+        insert(job)
+        .values(
+            name=recipe.name,
+            recipe_path=recipe.path,
+            status="waiting",
+            system=is_system,
+            submitted_by=actor,
+            submitted_at=at,
+            parent_id=parent_id,
+            parent_task_id=parent_task_id,
+            call_mode=call_mode,
+            orphaned=False,
+            recipe_json=recipe_to_json(recipe),
+            rerun_of=rerun_of,
+        )
+        .returning(job.c.id)
     ).scalar_one()
 
     def status(spec: TaskSpec) -> str:
@@ -85,31 +102,33 @@ def insert_job(
         return "ready" if all(d in carried for d in spec.after) else "waiting"
 
     rows = [
-        (
-            job_id,
-            seq,
-            spec.name,
-            spec.action,
-            json.dumps(spec.params),
-            status(spec),
-            recipe.max_attempts,
-            carried.get(spec.name),
-            at if spec.name in carried else None,
-        )
+        {
+            "b_seq": seq,
+            "b_name": spec.name,
+            "b_action": spec.action,
+            "b_params": json.dumps(spec.params),
+            "b_status": status(spec),
+            "b_message": carried.get(spec.name),
+            "b_ended_at": at if spec.name in carried else None,
+        }
         for seq, spec in enumerate(recipe.tasks)
     ]
-    conn.exec_driver_sql(
-        "INSERT INTO task(job_id, seq, name, action, params, status, attempt, max_attempts, "
-        "progress_done, message, ended_at) VALUES (?, ?, ?, ?, ?, ?, 1, ?, 0, ?, ?)",
-        rows,
-    )
+    # One executemany of a prebuilt statement: the job's own values are the same in
+    # every row, so they ride along as constants of this call.
+    for row in rows:
+        row.update(b_job_id=job_id, b_max_attempts=recipe.max_attempts)
+    conn.execute(_INSERT_TASK, rows)
     ids = {
-        name: tid
-        for tid, name in conn.exec_driver_sql("SELECT id, name FROM task WHERE job_id=?", (job_id,))
+        r.name: r.id
+        for r in conn.execute(select(task.c.id, task.c.name).where(task.c.job_id == job_id))
     }
-    deps = [(ids[spec.name], ids[dep]) for spec in recipe.tasks for dep in spec.after]
+    deps = [
+        {"task_id": ids[spec.name], "dep_id": ids[dep]}
+        for spec in recipe.tasks
+        for dep in spec.after
+    ]
     if deps:
-        conn.exec_driver_sql("INSERT INTO taskdep(task_id, dep_id) VALUES (?, ?)", deps)
+        conn.execute(insert(taskdep), deps)
     how = f"called by job {parent_id} ({call_mode})" if parent_id else "submitted"
     what = f"{len(rows)} task{'s' if len(rows) != 1 else ''}"
     if rerun_of is not None:

@@ -1,66 +1,102 @@
-"""Every status write, as set-based SQL checked against the transition table.
+"""Every status write, as set-based statements checked against the transition table.
 
 A status changes only through ``move_tasks`` or ``move_job``: the UPDATE's WHERE
 clause admits only the source statuses the table allows for the target, so an
 illegal transition writes nothing, and the event row for each change is inserted
 from the same WHERE clause in the same transaction.
+
+Callers pass a WHERE clause built from the tables (``task.c.job_id == 7``) and the
+extra values to set as a dict of column name to value or expression, never SQL text.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import (
+    Connection,
+    Float,
+    Integer,
+    String,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    literal,
+    null,
+    select,
+    update,
+)
+from sqlalchemy.sql.elements import ColumnElement
 
+from engine.dialect import in_list
 from engine.statuses import (
     TASK_TERMINAL,
     job_sources,
     job_status_after,
     task_sources,
 )
+from engine.tables import event, job, task, taskdep
 
-_EVENT_COLS = "at, job_id, task_id, server, kind, from_status, to_status, actor, reason"
+_EVENT_COLS = [
+    event.c.at,
+    event.c.job_id,
+    event.c.task_id,
+    event.c.server,
+    event.c.kind,
+    event.c.from_status,
+    event.c.to_status,
+    event.c.actor,
+    event.c.reason,
+]
 
-
-def ids_json(ids: Iterable[int]) -> str:
-    return json.dumps(list(ids))
-
-
-IN_IDS = "(SELECT value FROM json_each(?))"
-
-
-def _quoted(statuses: Iterable[str]) -> str:
-    return ",".join(f"'{s}'" for s in sorted(statuses))
+# Prebuilt: one event row, its fields bound by name.
+_ADD_EVENT = insert(event).values(
+    at=bindparam("at"),
+    job_id=bindparam("job_id"),
+    task_id=bindparam("task_id"),
+    server=bindparam("server"),
+    kind=bindparam("kind"),
+    actor=bindparam("actor"),
+    reason=bindparam("reason"),
+)
 
 
 def move_tasks(
     conn: Connection,
     target: str,
-    where: str,
-    params: Sequence[Any],
+    where: ColumnElement[bool],
     *,
     at: float,
     actor: str,
     reason: str | None = None,
-    sets: str = "",
-    set_params: Sequence[Any] = (),
+    values: Mapping[str, Any] | None = None,
     event_server: str | None = None,
 ) -> int:
     """Move the tasks matching ``where`` whose status may reach ``target``; returns the count.
 
-    ``sets`` is extra assignments (", ended_at=?") with ``set_params``.
+    ``values``: the other columns to set with the status, by name.
     """
-    cond = f"({where}) AND status IN ({_quoted(task_sources(target))})"
-    conn.exec_driver_sql(
-        f"INSERT INTO event({_EVENT_COLS}) SELECT ?, job_id, id, COALESCE(?, server), "
-        f"'status', status, ?, ?, ? FROM task WHERE {cond}",
-        (at, event_server, target, actor, reason, *params),
+    cond = and_(where, task.c.status.in_(sorted(task_sources(target))))
+    conn.execute(
+        insert(event).from_select(
+            _EVENT_COLS,
+            select(
+                literal(at, Float),
+                task.c.job_id,
+                task.c.id,
+                func.coalesce(literal(event_server, String), task.c.server),
+                literal("status", String),
+                task.c.status,
+                literal(target, String),
+                literal(actor, String),
+                literal(reason, String),
+            ).where(cond),
+        )
     )
-    res = conn.exec_driver_sql(
-        f"UPDATE task SET status=?{sets} WHERE {cond}", (target, *set_params, *params)
-    )
+    res = conn.execute(update(task).where(cond).values(status=target, **(values or {})))
     return res.rowcount
 
 
@@ -72,19 +108,27 @@ def move_job(
     at: float,
     actor: str,
     reason: str | None = None,
-    sets: str = "",
-    set_params: Sequence[Any] = (),
+    values: Mapping[str, Any] | None = None,
 ) -> bool:
     """Move one job to ``target`` if the table allows it from its current status."""
-    cond = f"id=? AND status IN ({_quoted(job_sources(target))})"
-    conn.exec_driver_sql(
-        f"INSERT INTO event({_EVENT_COLS}) SELECT ?, id, NULL, NULL, 'status', status, ?, ?, ? "
-        f"FROM job WHERE {cond}",
-        (at, target, actor, reason, job_id),
+    cond = and_(job.c.id == job_id, job.c.status.in_(sorted(job_sources(target))))
+    conn.execute(
+        insert(event).from_select(
+            _EVENT_COLS,
+            select(
+                literal(at, Float),
+                job.c.id,
+                null(),
+                null(),
+                literal("status", String),
+                job.c.status,
+                literal(target, String),
+                literal(actor, String),
+                literal(reason, String),
+            ).where(cond),
+        )
     )
-    res = conn.exec_driver_sql(
-        f"UPDATE job SET status=?{sets} WHERE {cond}", (target, *set_params, job_id)
-    )
+    res = conn.execute(update(job).where(cond).values(status=target, **(values or {})))
     return res.rowcount == 1
 
 
@@ -99,9 +143,17 @@ def add_event(
     task_id: int | None = None,
     server: str | None = None,
 ) -> None:
-    conn.exec_driver_sql(
-        f"INSERT INTO event({_EVENT_COLS}) VALUES (?, ?, ?, ?, ?, NULL, NULL, ?, ?)",
-        (at, job_id, task_id, server, kind, actor, reason),
+    conn.execute(
+        _ADD_EVENT,
+        {
+            "at": at,
+            "job_id": job_id,
+            "task_id": task_id,
+            "server": server,
+            "kind": kind,
+            "actor": actor,
+            "reason": reason,
+        },
     )
 
 
@@ -109,13 +161,18 @@ def release_dependents(conn: Connection, ended_ids: Sequence[int], *, at: float)
     """Waiting tasks whose every dependency has Ended become Ready."""
     if not ended_ids:
         return 0
+    dep, t2 = taskdep.alias("d"), task.alias("t2")
+    unmet = exists().where(
+        dep.c.task_id == task.c.id, t2.c.id == dep.c.dep_id, t2.c.status != "ended"
+    )
     return move_tasks(
         conn,
         "ready",
-        f"id IN (SELECT task_id FROM taskdep WHERE dep_id IN {IN_IDS}) AND status='waiting' "
-        "AND NOT EXISTS (SELECT 1 FROM taskdep d JOIN task t2 ON t2.id = d.dep_id "
-        "WHERE d.task_id = task.id AND t2.status != 'ended')",
-        (ids_json(ended_ids),),
+        and_(
+            task.c.id.in_(select(taskdep.c.task_id).where(in_list(taskdep.c.dep_id, ended_ids))),
+            task.c.status == "waiting",
+            ~unmet,
+        ),
         at=at,
         actor="engine",
         reason="dependencies ended",
@@ -126,20 +183,41 @@ def skip_dependents(conn: Connection, failed_ids: Sequence[int], *, at: float) -
     """Every task downstream of a task that did not end can never run: Didn't run."""
     if not failed_ids:
         return 0
+    down = (
+        select(taskdep.c.task_id.label("id"))
+        .where(in_list(taskdep.c.dep_id, failed_ids))
+        .cte("down", recursive=True)
+    )
+    d = taskdep.alias("d")
+    down = down.union(select(d.c.task_id).join(down, d.c.dep_id == down.c.id))
     return move_tasks(
         conn,
         "didnt_run",
-        "id IN (WITH RECURSIVE down(id) AS ("
-        f"SELECT task_id FROM taskdep WHERE dep_id IN {IN_IDS} "
-        "UNION SELECT d.task_id FROM taskdep d JOIN down ON d.dep_id = down.id"
-        ") SELECT id FROM down)",
-        (ids_json(failed_ids),),
+        task.c.id.in_(select(down.c.id)),
         at=at,
         actor="engine",
         reason="a task it depends on did not end",
-        sets=", ended_at=?",
-        set_params=(at,),
+        values={"ended_at": at},
     )
+
+
+_STARTED_JOBS = select(job.c.id, job.c.status).where(
+    in_list(job.c.id, "ids"), job.c.status.in_(["executing", "canceling"])
+)
+_TASK_COUNTS = (
+    select(task.c.job_id, task.c.status, func.count().label("n"))
+    .where(in_list(task.c.job_id, "ids"))
+    .group_by(task.c.job_id, task.c.status)
+)
+_FIRST_FAILURE = (
+    select(task.c.name, func.coalesce(task.c.error, task.c.status).label("why"))
+    .where(
+        task.c.job_id == bindparam("job_id", type_=Integer),
+        task.c.status.in_(["error", "aborted", "canceled"]),
+    )
+    .order_by(task.c.id)
+    .limit(1)
+)
 
 
 def finalize_jobs(conn: Connection, job_ids: Iterable[int], *, at: float) -> list[int]:
@@ -147,43 +225,31 @@ def finalize_jobs(conn: Connection, job_ids: Iterable[int], *, at: float) -> lis
     ids = sorted(set(job_ids))
     if not ids:
         return []
-    jobs = conn.exec_driver_sql(
-        f"SELECT id, status FROM job WHERE id IN {IN_IDS} AND status IN ('executing', 'canceling')",
-        (ids_json(ids),),
-    ).fetchall()
+    jobs = conn.execute(_STARTED_JOBS, {"ids": ids}).all()
     if not jobs:
         return []
     counts: dict[int, dict[str, int]] = {}
-    for job_id, status, n in conn.exec_driver_sql(
-        f"SELECT job_id, status, count(*) FROM task WHERE job_id IN {IN_IDS} "
-        "GROUP BY job_id, status",
-        (ids_json([j for j, _ in jobs]),),
-    ):
-        counts.setdefault(job_id, {})[status] = n
+    for r in conn.execute(_TASK_COUNTS, {"ids": [j.id for j in jobs]}):
+        counts.setdefault(r.job_id, {})[r.status] = r.n
     moved = []
-    for job_id, status in jobs:
-        target = job_status_after(status, counts.get(job_id, {}))
+    for j in jobs:
+        target = job_status_after(j.status, counts.get(j.id, {}))
         if target is None:
             continue
         error = None
         if target == "error":
-            row = conn.exec_driver_sql(
-                "SELECT name, COALESCE(error, status) FROM task WHERE job_id=? "
-                "AND status IN ('error', 'aborted', 'canceled') ORDER BY id LIMIT 1",
-                (job_id,),
-            ).fetchone()
-            error = f"task {row[0]}: {row[1]}" if row else "a task did not end"
+            row = conn.execute(_FIRST_FAILURE, {"job_id": j.id}).first()
+            error = f"task {row.name}: {row.why}" if row else "a task did not end"
         if move_job(
             conn,
-            job_id,
+            j.id,
             target,
             at=at,
             actor="engine",
             reason=error,
-            sets=", ended_at=?, error=COALESCE(error, ?)",
-            set_params=(at, error),
+            values={"ended_at": at, "error": func.coalesce(job.c.error, literal(error, String))},
         ):
-            moved.append(job_id)
+            moved.append(j.id)
     return moved
 
 

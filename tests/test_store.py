@@ -19,6 +19,7 @@ from engine.statuses import (
     resolve_outcome,
 )
 from engine.submit import insert_job
+from engine.tables import task
 from engine.writes import move_tasks
 from tests.engine_support import job_status, submit_tasks, task_row, until
 
@@ -61,7 +62,7 @@ def test_illegal_transition_writes_nothing(tmp_path):
     job = _job(store)
     with store.write() as conn:
         # Ready -> Ended is not in the table: no row moves and no event is written.
-        n = move_tasks(conn, "ended", "job_id=?", (job,), at=1, actor="t")
+        n = move_tasks(conn, "ended", task.c.job_id == job, at=1, actor="t")
         events = conn.exec_driver_sql("SELECT count(*) FROM event WHERE to_status='ended'")
         assert n == 0 and events.scalar_one() == 0
         statuses = {r[0] for r in conn.exec_driver_sql("SELECT status FROM task")}

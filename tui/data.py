@@ -13,9 +13,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar, cast
 
-from engine.db import Store
+from engine.db import shared_store
 from engine.query import JobPage, Reader
-from engine.watch import DataVersionWatch
 
 R = TypeVar("R")
 
@@ -102,13 +101,13 @@ class Data:
         self.path = db_path
         # Creates or checks the schema; read-only for a user who may not write the file
         # (then the console offers no key that writes).
-        self.store = Store(db_path, readonly=None)
+        self.store = shared_store(db_path, readonly=None)
         self.read_only = self.store.readonly
         # Every text a screen draws comes escaped: no raw control characters on screen.
         self._reader = Reader(db_path, terminal_text=True)
         self._reads = WholeReads(self._reader)
         self.reader = cast(Reader, self._reads)  # Reader's methods, never cut short
-        self._watch = DataVersionWatch(db_path)
+        self._watch = self.store.watcher()
         self.version = 0
 
     def poll(self) -> int:
