@@ -636,8 +636,8 @@ class Reader:
     ) -> list[int]:
         """The ids of every job the list shows with this filter (the console's "mark
         all"): one query, no aggregates."""
-        where, params = self._filter(text, statuses)
-        return [r[0] for r in await self._rows(f"SELECT j.id FROM job j{where}", tuple(params))]
+        stmt = self._filter(select(job_t.c.id).select_from(job_t), text, statuses)
+        return [r.id for r in await self._rows(stmt)]
 
     async def list_jobs(
         self,
