@@ -607,6 +607,33 @@ class Engine:
             return f"signal {-rc} ({name})"
         return f"exit status {rc}"
 
+    async def _restart_begin(self, name: str, why: str) -> bool:
+        """Mark the server Restarting; False if another engine holds it now (then we
+        stop serving it: nothing of it is ours to write)."""
+        held = await self._db(
+            self._write, batch.restart_begin, name, self.owner, at=self.clock(), why=why
+        )
+        if not held:
+            self._lose(name)
+        return held
+
+    async def _restart_end(
+        self, name: str, victims: list[Runner], outcomes: list[batch.Outcome]
+    ) -> None:
+        """Start a fresh process, then write what happened to the old one's runs and
+        bring the server back Online (only once the new process is ready)."""
+        progress = [self._dirty.pop(r.task_id) for r in victims if r.task_id in self._dirty]
+        fresh = await self._start_server(name)
+
+        def end(conn: Any) -> None:
+            batch.write_progress(conn, progress)
+            if fresh is not None:
+                batch.restart_end(conn, name, self.owner, outcomes, at=self.clock())
+            else:
+                batch.apply_outcomes(conn, outcomes, at=self.clock())
+
+        await self._db(self._write, end)
+
     async def _server_died(self, sp: ServerProcess) -> None:
         """Its code is gone; so must be everything it started. Then say what happened to
         each of its runs, and start a fresh process."""
@@ -614,11 +641,7 @@ class Engine:
         self.stats.crashes += 1
         cause = f"server process died: {self._death_cause(sp.returncode)}"
         try:
-            held = await self._db(
-                self._write, batch.restart_begin, name, self.owner, at=self.clock(), why=cause
-            )
-            if not held:
-                self._lose(name)
+            if not await self._restart_begin(name, cause):
                 return
             left = await sp.sweep()
             if left:
@@ -659,18 +682,7 @@ class Engine:
                     )
             self.note(f"server {name}: {cause}")
             self.procs.pop(name, None)
-            fresh = await self._start_server(name)
-            at = self.clock()
-            progress = [self._dirty.pop(r.task_id) for r in victims if r.task_id in self._dirty]
-
-            def end(conn: Any) -> None:
-                batch.write_progress(conn, progress)
-                if fresh is not None:
-                    batch.restart_end(conn, name, self.owner, outcomes, at=at)
-                else:
-                    batch.apply_outcomes(conn, outcomes, at=at)
-
-            await self._db(self._write, end)
+            await self._restart_end(name, victims, outcomes)
         finally:
             self._restarting.discard(name)
             self._server_state[name] = ("online", None, None)
@@ -680,11 +692,7 @@ class Engine:
         """Enhanced abort: end the server process and everything it started, then report
         its runs (Aborted, or back to Ready for other jobs) and bring it back Online."""
         try:
-            held = await self._db(
-                self._write, batch.restart_begin, name, self.owner, at=self.clock(), why=why
-            )
-            if not held:
-                self._lose(name)
+            if not await self._restart_begin(name, why):
                 return
             sp = self.procs.pop(name, None)
             if sp is None:
@@ -707,17 +715,7 @@ class Engine:
                             token=r.claim.token,
                         )
                     )
-            progress = [self._dirty.pop(r.task_id) for r in victims if r.task_id in self._dirty]
-            fresh = await self._start_server(name)
-
-            def end(conn: Any) -> None:
-                batch.write_progress(conn, progress)
-                if fresh is not None:
-                    batch.restart_end(conn, name, self.owner, outcomes, at=self.clock())
-                else:
-                    batch.apply_outcomes(conn, outcomes, at=self.clock())
-
-            await self._db(self._write, end)
+            await self._restart_end(name, victims, outcomes)
             self.stats.restarts += 1
         finally:
             self._restarting.discard(name)
