@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Iterable
 
 RUN_MARKER = "BATCHDECK_RUN"
@@ -125,8 +126,6 @@ def kill_all_blocking(
     pgids: Iterable[int] = (), markers: Iterable[tuple[str, str]] = (), limit: float = 5.0
 ) -> list[int]:
     """``kill_all`` for code with no event loop (a server's exit path)."""
-    import time
-
     pgids, markers = list(pgids), list(markers)
     deadline = time.monotonic() + limit
     left = survivors(pgids, markers)

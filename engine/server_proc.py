@@ -117,12 +117,11 @@ class Server:
     def _exit_hook(self, code: int = 0) -> None:
         """``os._exit`` called by task code: say which task, then exit as asked."""
         tid = CURRENT_TASK.get()
-        if tid is not None:
-            try:
+        try:
+            if tid is not None:
                 self.send({"op": "exit", "task": tid, "code": code})
-            finally:
-                _real_exit(code)
-        _real_exit(code)
+        finally:
+            _real_exit(code)
 
     # -- messages from the supervisor -----------------------------------------------
     def _on_messages(self, msgs: list[dict[str, Any]]) -> None:
@@ -253,9 +252,12 @@ class Server:
         return str(decision), str(by)
 
     # -- the loop -------------------------------------------------------------------
+    def _send_progress(self, ctx: TaskContext) -> None:
+        self.send({"op": "progress", "task": ctx.task_id, "progress": wire.progress_of(ctx)})
+
     def _flush_one(self, ctx: TaskContext) -> None:
         self._dirty.pop(ctx.task_id, None)
-        self.send({"op": "progress", "task": ctx.task_id, "progress": wire.progress_of(ctx)})
+        self._send_progress(ctx)
 
     async def _flush_progress(self) -> None:
         while True:
@@ -263,9 +265,7 @@ class Server:
             dirty, self._dirty = self._dirty, {}
             for ctx in dirty.values():
                 if ctx.task_id in self.runs:
-                    self.send(
-                        {"op": "progress", "task": ctx.task_id, "progress": wire.progress_of(ctx)}
-                    )
+                    self._send_progress(ctx)
 
     async def main(self) -> None:
         self._loop = asyncio.get_running_loop()
