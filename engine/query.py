@@ -1,41 +1,31 @@
 """Reading jobs, tasks, servers and events: the public query API.
 
-Async, over aiosqlite, so the console never blocks the event loop it shares with the
-engine. The job list is read a window at a time (``list_jobs(offset, limit)``) with
-task aggregates for just those rows, which is what keeps a 100,000-job database fast.
+Async, so the console never blocks the event loop it shares with the engine. The job
+list is read a window at a time (``list_jobs(offset, limit)``) with task aggregates for
+just those rows, which is what keeps a 100,000-job database fast.
+
+No SQLAlchemy here: the statements are built from the tables in
+``engine.read_statements`` and run by name. On SQLite they run as their rendered text
+through the standard library's ``sqlite3`` (``engine.read_sql``), so a command line
+reads without importing SQLModel; on PostgreSQL, and for a SQLite file the light path
+cannot open as it is, through the process's gateway (``engine.db``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, bindparam, case, func, over, select
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from engine.db import shared_store
-from engine.dialect import distinct_list, in_list, like_ci
 from engine.format import clock
-from engine.models import STOPPING_STATUSES
+from engine.read_sql import SORTS, NeedsGateway, SqliteReads, variant_key
 from engine.safe_text import safe_block, safe_line
-from engine.settings import MAXIMUM_SECONDS
-from engine.statuses import JOB_TERMINAL, TASK_RUNNING, TASK_TERMINAL
+from engine.setting_values import DEFAULTS, MAXIMUM_SECONDS
+from engine.statuses import JOB_TERMINAL, TASK_RUNNING
 from engine.stopping import StopsBy, stops_by
-from engine.tables import event as event_t
-from engine.tables import job as job_t
-from engine.tables import meta as meta_t
-from engine.tables import server as server_t
-from engine.tables import task as task_t
-
-SORTS = {
-    "id": job_t.c.id,
-    "name": job_t.c.name,
-    "status": job_t.c.status,
-    "started": job_t.c.started_at,
-    "submitted_by": job_t.c.submitted_by,
-}
 
 
 @dataclass(frozen=True)
@@ -176,30 +166,17 @@ class JobPage:
     offset: int
 
 
-def _columns(view: type, table: Any) -> list[Any]:
-    """The table's columns a view takes, by the view's field names: a view field that
-    names a column is read from it, so columns can move without breaking a view."""
-    return [table.c[f.name] for f in fields(view) if f.name in table.c]
-
-
-_JOB_COLS = _columns(JobView, job_t)
-_TASK_COLS = _columns(TaskView, task_t)
-_EVENT_COLS = _columns(EventView, event_t)
-_SERVER_COLS = _columns(ServerView, server_t)
-_JOBS = select(*_JOB_COLS)
-
-
-def _picked(row: Any, cols: list[Any]) -> dict[str, Any]:
-    m = row._mapping
-    return {c.name: m[c.name] for c in cols}
+def _picked(row: dict[str, Any], view: type) -> dict[str, Any]:
+    """The view's fields a row holds: the statements select its columns by name."""
+    return {f.name: row[f.name] for f in fields(view) if f.name in row}
 
 
 def _job(
-    row: Any,
+    row: dict[str, Any],
     agg: tuple[int, int, str | None] | None = None,
     stuck_for: float | None = None,
 ) -> JobView:
-    values = _picked(row, _JOB_COLS)
+    values = _picked(row, JobView)
     values["system"], values["orphaned"] = bool(values["system"]), bool(values["orphaned"])
     total, done, servers = agg or (0, 0, None)
     return JobView(
@@ -211,55 +188,22 @@ def _job(
     )
 
 
-def _task(row: Any, recipe_path: str | None) -> TaskView:
-    values = _picked(row, _TASK_COLS)
+def _task(row: dict[str, Any], recipe_path: str | None) -> TaskView:
+    values = _picked(row, TaskView)
     running = values["status"] in TASK_RUNNING
-    how = stops_by(values["action"], row.params, recipe_path) if running else None
+    how = stops_by(values["action"], row["params"], recipe_path) if running else None
     return TaskView(**values, stops_by=how)
 
 
-# Tasks winding down, with since when: the first event that put each into Canceling or
-# Aborting (``since``) and the one that put it into its current status. Both lookups
-# use the partial index ix_event_stopping, so the cost follows the number of tasks
-# winding down, not the size of the database.
-def _stopping_event(e: Any) -> Any:
-    # Rendered with its values inline: SQLite uses the partial index only when the
-    # query's terms match the index's own predicate, which bound parameters cannot.
-    return e.c.to_status.in_(
-        bindparam("stopping", list(STOPPING_STATUSES), expanding=True, literal_execute=True)
-    )
-
-
-_E1, _E2 = event_t.alias("e1"), event_t.alias("e2")
-_STOPPING_TASKS = select(
-    task_t.c.job_id,
-    task_t.c.id,
-    task_t.c.name,
-    task_t.c.action,
-    task_t.c.params,
-    task_t.c.status,
-    task_t.c.server,
-    task_t.c.started_at,
-    select(func.min(_E1.c.at))
-    .where(_E1.c.task_id == task_t.c.id, _stopping_event(_E1))
-    .scalar_subquery()
-    .label("since"),
-    select(func.max(_E2.c.at))
-    .where(_E2.c.task_id == task_t.c.id, _stopping_event(_E2), _E2.c.to_status == task_t.c.status)
-    .scalar_subquery()
-    .label("status_since"),
-).where(task_t.c.status.in_(list(STOPPING_STATUSES)))
-_AGGREGATES = (
-    select(
-        task_t.c.job_id,
-        func.count().label("total"),
-        func.sum(case((task_t.c.status.in_(sorted(TASK_TERMINAL)), 1), else_=0)).label("done"),
-        distinct_list(task_t.c.server).label("servers"),
-    )
-    .where(in_list(task_t.c.job_id, "ids"))
-    .group_by(task_t.c.job_id)
-)
-_SETTING = select(meta_t.c.value).where(meta_t.c.key == bindparam("key"))
+def _text_filter(text: str | None) -> tuple[str, dict[str, Any]]:
+    """The shape of the list's text filter (``engine.read_statements``) and its values:
+    digits match a job id or a name; words a name, a user or the start of a status."""
+    t = (text or "").strip() if text else ""
+    if not t:
+        return "none", {}
+    if t.isdigit():
+        return "digits", {"text_id": int(t), "pattern": f"%{t}%"}
+    return "words", {"pattern": f"%{t}%", "prefix": f"{t}%"}
 
 
 @dataclass(frozen=True)
@@ -410,105 +354,174 @@ class Reader:
     ``terminal_text``: every view it returns has its text escaped for a terminal
     (``terminal_safe``); the console reads this way, so no screen can draw a raw
     control character from a recipe or a task.
+
+    ``inline``: on SQLite, run each read on the calling thread (a command line, whose
+    loop has nothing else to do). Otherwise the reads run on a thread of the Reader's
+    own, one at a time, so the event loop it shares with the engine never waits on
+    the disk.
     """
 
     def __init__(
-        self, path: str, *, lease_seconds: float | None = None, terminal_text: bool = False
+        self,
+        path: str,
+        *,
+        lease_seconds: float | None = None,
+        terminal_text: bool = False,
+        inline: bool = False,
+        gateway: bool = False,
     ) -> None:
-        # The process's gateway: the schema was created or checked when it opened;
-        # read-only (and never creating anything) for a user who may not write it.
-        self.store = shared_store(path, readonly=None)
-        self.path = path
-        self._engine: AsyncEngine | None = None
+        from engine.sqlite_file import is_postgresql, normalize_db
 
+        self.path = path
+        self._db = normalize_db(path)
         self._lease_seconds = lease_seconds
         self._terminal_text = terminal_text
+        self._inline = inline
+        # SQLite reads run their rendered text unless asked (``gateway``) or unable to.
+        self._light_ok = not gateway and not is_postgresql(self._db)
+        self._light: SqliteReads | None = None
+        self._thread: ThreadPoolExecutor | None = None
+        self._store: Any = None
+        self._engine: Any = None
 
     def _out(self, view: V) -> V:
         return terminal_safe(view) if self._terminal_text else view
 
     @property
-    def engine(self) -> AsyncEngine:
-        # Taken on first use, on the loop that reads (a Reader may be made outside one).
+    def store(self) -> Any:
+        """The process's gateway for this database (``engine.db.shared_store``): the
+        schema created or checked when it opened; read-only (and never creating
+        anything) for a user who may not write it. Opened on first use."""
+        if self._store is None:
+            from engine.db import shared_store
+
+            self._store = shared_store(self._db, readonly=None)
+        return self._store
+
+    @property
+    def engine(self) -> Any:
+        """The gateway's async reader, taken on first use on the loop that reads."""
         if self._engine is None:
             self._engine = self.store.async_engine()
         return self._engine
 
     async def close(self) -> None:
+        if self._light is not None:
+            light, self._light = self._light, None
+            if self._thread is not None:
+                await asyncio.get_running_loop().run_in_executor(self._thread, light.close)
+            else:
+                light.close()
+        if self._thread is not None:
+            self._thread.shutdown(wait=False)
+            self._thread = None
         if self._engine is not None:
             await self.store.release_async(self._engine)
             self._engine = None
-        self.store.dispose()
+        if self._store is not None:
+            self._store.dispose()
+            self._store = None
 
-    async def _rows(self, stmt: Any, params: dict[str, Any] | None = None) -> list[Any]:
+    def _light_rows(self, key: str, params: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """The rows by the light path, or None when it cannot read this database."""
+        if self._light is None:
+            if not self._light_ok:
+                return None
+            try:
+                self._light = SqliteReads(self._db)
+            except NeedsGateway:
+                self._light_ok = False
+                return None
+        return self._light.rows(key, params)
+
+    async def _rows(
+        self, name: str, params: dict[str, Any] | None = None, **variant: Any
+    ) -> list[dict[str, Any]]:
+        """The rows of the statement ``name`` (its ``variant``), as dicts by column."""
+        key = variant_key(name, **variant)
+        params = params or {}
+        if self._light_ok:
+            if self._inline:
+                rows = self._light_rows(key, params)
+            else:
+                if self._thread is None:
+                    self._thread = ThreadPoolExecutor(1, thread_name_prefix="batchdeck-reads")
+                loop = asyncio.get_running_loop()
+                rows = await loop.run_in_executor(self._thread, self._light_rows, key, params)
+            if rows is not None:
+                return rows
+        from engine.read_statements import statements
+
         async with self.engine.connect() as conn:
-            res = await conn.execute(stmt, params or {})
-            return list(res.all())
+            res = await conn.execute(statements()[key], params)
+            return [dict(r._mapping) for r in res]
 
     async def _aggregates(self, ids: list[int]) -> dict[int, tuple[int, int, str | None]]:
         if not ids:
             return {}
-        rows = await self._rows(_AGGREGATES, {"ids": ids})
-        return {r.job_id: (r.total, r.done or 0, r.servers) for r in rows}
+        rows = await self._rows("aggregates", {"ids": ids})
+        return {r["job_id"]: (r["total"], r["done"] or 0, r["servers"]) for r in rows}
 
-    @staticmethod
-    def _filter(stmt: Select, text: str | None, statuses: Iterable[str] | None) -> Select:
+    async def _filtered(
+        self,
+        name: str,
+        text: str | None,
+        statuses: Iterable[str] | None,
+        params: dict[str, Any] | None = None,
+        **variant: Any,
+    ) -> list[dict[str, Any]]:
+        kind, values = _text_filter(text)
+        statuses = list(statuses or [])
         if statuses:
-            stmt = stmt.where(job_t.c.status.in_(list(statuses)))
-        if text:
-            t = text.strip()
-            if t.isdigit():
-                stmt = stmt.where((job_t.c.id == int(t)) | like_ci(job_t.c.name, f"%{t}%"))
-            else:
-                stmt = stmt.where(
-                    like_ci(job_t.c.name, f"%{t}%")
-                    | like_ci(job_t.c.submitted_by, f"%{t}%")
-                    | like_ci(job_t.c.status, f"{t}%")
-                )
-        return stmt
+            values["statuses"] = statuses
+        return await self._rows(
+            name, {**values, **(params or {})}, text=kind, statuses=bool(statuses), **variant
+        )
 
-    async def _setting(self, key: str, default: str) -> str:
-        rows = await self._rows(_SETTING, {"key": f"setting.{key}"})
-        return rows[0].value if rows else default
+    async def _setting(self, key: str) -> str:
+        rows = await self._rows("setting", {"key": f"setting.{key}"})
+        return rows[0]["value"] if rows else DEFAULTS[key]
 
     async def stuck_seconds(self) -> float:
-        return float(await self._setting("stuck_seconds", "300"))
+        return float(await self._setting("stuck_seconds"))
+
+    async def managers(self) -> str:
+        """The ``managers`` setting as written (empty: everyone is a manager)."""
+        return await self._setting("managers")
 
     async def stopping_tasks(
         self, job_ids: list[int] | None = None, now: float | None = None
     ) -> list[StoppingTask]:
         """Tasks Canceling or Aborting (of ``job_ids``, or all), longest first."""
         now = time.time() if now is None else now
-        stmt = _STOPPING_TASKS
-        if job_ids is not None:
-            if not job_ids:
-                return []
-            stmt = stmt.where(in_list(task_t.c.job_id, job_ids))
-        rows = await self._rows(stmt)
+        if job_ids is None:
+            rows = await self._rows("stopping_tasks")
+        elif not job_ids:
+            return []
+        else:
+            rows = await self._rows("stopping_tasks_of", {"ids": job_ids})
         paths: dict[int, str | None] = {}
         if rows:
-            ids = sorted({r.job_id for r in rows})
+            ids = sorted({r["job_id"] for r in rows})
             paths = {
-                r.id: r.recipe_path
-                for r in await self._rows(
-                    select(job_t.c.id, job_t.c.recipe_path).where(in_list(job_t.c.id, ids))
-                )
+                r["id"]: r["recipe_path"] for r in await self._rows("recipe_paths", {"ids": ids})
             }
         out = []
-        for job_id, tid, name, action, params_json, status, srv, started, since, st in rows:
+        for r in rows:
+            since, started = r["since"], r["started_at"]
             # No event (a row written by hand): fall back on when the task started.
             began = since if since is not None else (started if started is not None else now)
             out.append(
                 StoppingTask(
-                    job_id,
-                    tid,
-                    name,
-                    action,
-                    status,
-                    srv,
+                    r["job_id"],
+                    r["id"],
+                    r["name"],
+                    r["action"],
+                    r["status"],
+                    r["server"],
                     began,
-                    st if st is not None else began,
-                    stops_by(action, params_json, paths.get(job_id)),
+                    r["status_since"] if r["status_since"] is not None else began,
+                    stops_by(r["action"], r["params"], paths.get(r["job_id"])),
                 )
             )
         out.sort(key=lambda t: (t.since, t.id))
@@ -519,9 +532,12 @@ class Reader:
     ) -> dict[int, float]:
         """Stuck jobs (of ``job_ids``, or all) -> seconds winding down."""
         now = time.time() if now is None else now
+        tasks = await self.stopping_tasks(job_ids, now)
+        if not tasks:
+            return {}
         limit = await self.stuck_seconds()
         out: dict[int, float] = {}
-        for t in await self.stopping_tasks(job_ids, now):
+        for t in tasks:
             age = now - t.since
             if age > limit:
                 out[t.job_id] = max(out.get(t.job_id, 0.0), age)
@@ -531,7 +547,7 @@ class Reader:
         """Every stuck job, oldest first, with the banner naming the next step."""
         now = time.time() if now is None else now
         limit = await self.stuck_seconds()
-        enhanced_on = (await self._setting("enhanced_abort", "on")) == "on"
+        enhanced_on = (await self._setting("enhanced_abort")) == "on"
         by_job: dict[int, list[StoppingTask]] = {}
         for t in await self.stopping_tasks(None, now):
             by_job.setdefault(t.job_id, []).append(t)
@@ -558,7 +574,7 @@ class Reader:
         job = await self.job(job_id, now=now)
         if job is None:
             return None
-        enhanced_on = (await self._setting("enhanced_abort", "on")) == "on"
+        enhanced_on = (await self._setting("enhanced_abort")) == "on"
         age = now - tasks[0].since
         restarts = (await self._restarts([job_id])).get(job_id)
         banner, step = stuck_banner(job.status, age, tasks, enhanced_on, restarts, now)
@@ -570,28 +586,23 @@ class Reader:
         if not job_ids:
             return {}
         out: dict[int, dict[str, tuple[str, float | None]]] = {}
-        for r in await self._rows(
-            select(
-                server_t.c.name,
-                server_t.c.status,
-                server_t.c.drain_deadline,
-                server_t.c.restart_job_id,
-            ).where(
-                in_list(server_t.c.restart_job_id, job_ids),
-                server_t.c.status.in_(["draining", "restarting"]),
-            )
-        ):
-            out.setdefault(r.restart_job_id, {})[r.name] = (r.status, r.drain_deadline)
+        for r in await self._rows("restarts", {"ids": job_ids}):
+            out.setdefault(r["restart_job_id"], {})[r["name"]] = (r["status"], r["drain_deadline"])
         return out
 
     async def jobs_by_ids(self, ids: list[int], now: float | None = None) -> list[JobView]:
         """These jobs (newest first), with their aggregates and stuck_for."""
         if not ids:
             return []
-        rows = await self._rows(_JOBS.where(in_list(job_t.c.id, ids)).order_by(job_t.c.id.desc()))
-        agg = await self._aggregates([r.id for r in rows])
-        stuck = await self.stuck_for([r.id for r in rows], now)
-        return [_job(r, agg.get(r.id), stuck.get(r.id)) for r in rows]
+        rows = await self._rows("jobs_by_ids", {"ids": ids})
+        return await self._jobs(rows, now)
+
+    async def _jobs(self, rows: list[dict[str, Any]], now: float | None = None) -> list[JobView]:
+        """Job rows as views, with their task aggregates and how long each is stuck."""
+        ids = [r["id"] for r in rows]
+        agg = await self._aggregates(ids)
+        stuck = await self.stuck_for(ids, now)
+        return [self._out(_job(r, agg.get(r["id"]), stuck.get(r["id"]))) for r in rows]
 
     async def engine_health(
         self, owner: str | None = None, now: float | None = None
@@ -603,23 +614,23 @@ class Reader:
         ttl = float(
             self._lease_seconds
             if self._lease_seconds is not None
-            else await self._setting("lease_seconds", "5")
-        )
-        stmt = (
-            select(server_t.c.name, server_t.c.lease_owner, server_t.c.heartbeat_at)
-            .where(server_t.c.lease_owner.is_not(None))
-            .order_by(server_t.c.name)
+            else await self._setting("lease_seconds")
         )
         if owner:
-            stmt = stmt.where(server_t.c.lease_owner == owner)
-        rows = await self._rows(stmt)
-        live = [r for r in rows if (r.heartbeat_at or 0) > now - ttl]
+            rows = await self._rows("leases_of", {"owner": owner})
+        else:
+            rows = await self._rows("leases")
+        live = [r for r in rows if (r["heartbeat_at"] or 0) > now - ttl]
         if live:
-            last = max(r.heartbeat_at for r in live)
-            return EngineHealth("serving", live[0].lease_owner, last, tuple(r.name for r in live))
+            last = max(r["heartbeat_at"] for r in live)
+            return EngineHealth(
+                "serving", live[0]["lease_owner"], last, tuple(r["name"] for r in live)
+            )
         if rows:
-            last = max((r.heartbeat_at or 0) for r in rows) or None
-            return EngineHealth("gone", rows[0].lease_owner, last, tuple(r.name for r in rows))
+            last = max((r["heartbeat_at"] or 0) for r in rows) or None
+            return EngineHealth(
+                "gone", rows[0]["lease_owner"], last, tuple(r["name"] for r in rows)
+            )
         if owner:
             # Our engine released its leases (a clean stop) or another took them over.
             return EngineHealth("none", owner, None, ())
@@ -628,16 +639,20 @@ class Reader:
     async def count_jobs(
         self, text: str | None = None, statuses: Iterable[str] | None = None
     ) -> int:
-        stmt = self._filter(select(func.count()).select_from(job_t), text, statuses)
-        return (await self._rows(stmt))[0][0]
+        return (await self._filtered("count_jobs", text, statuses))[0]["n"]
 
     async def job_ids(
         self, text: str | None = None, statuses: Iterable[str] | None = None
     ) -> list[int]:
         """The ids of every job the list shows with this filter (the console's "mark
         all"): one query, no aggregates."""
-        stmt = self._filter(select(job_t.c.id).select_from(job_t), text, statuses)
-        return [r.id for r in await self._rows(stmt)]
+        return [r["id"] for r in await self._filtered("job_ids", text, statuses)]
+
+    @staticmethod
+    def _sort(sort: str) -> str:
+        if sort not in SORTS:
+            raise ValueError(f"unknown sort {sort!r} (known: {', '.join(SORTS)})")
+        return sort
 
     async def list_jobs(
         self,
@@ -650,18 +665,18 @@ class Reader:
         descending: bool = True,
         with_total: bool = True,
     ) -> JobPage:
-        order = SORTS.get(sort)
-        if order is None:
-            raise ValueError(f"unknown sort {sort!r} (known: {', '.join(SORTS)})")
-        keys = (order.desc(), job_t.c.id.desc()) if descending else (order.asc(), job_t.c.id.asc())
-        stmt = self._filter(_JOBS, text, statuses).order_by(*keys).limit(limit).offset(offset)
-        rows = await self._rows(stmt)
-        agg = await self._aggregates([r.id for r in rows])
-        stuck = await self.stuck_for([r.id for r in rows])
-        total = await self.count_jobs(text, statuses) if with_total else len(rows)
-        return JobPage(
-            [self._out(_job(r, agg.get(r.id), stuck.get(r.id))) for r in rows], total, offset
+        statuses = list(statuses or [])
+        rows = await self._filtered(
+            "list_jobs",
+            text,
+            statuses,
+            {"limit": limit, "offset": offset},
+            sort=self._sort(sort),
+            descending=descending,
         )
+        jobs = await self._jobs(rows)
+        total = await self.count_jobs(text, statuses) if with_total else len(rows)
+        return JobPage(jobs, total, offset)
 
     async def job_position(
         self,
@@ -674,26 +689,24 @@ class Reader:
     ) -> int | None:
         """Where a job sits (0-based) in the list ``list_jobs`` shows with these arguments,
         or None when the filter leaves it out. One window-function query, no full load."""
-        order = SORTS[sort]
-        keys = (order.desc(), job_t.c.id.desc()) if descending else (order.asc(), job_t.c.id.asc())
-        numbered = self._filter(
-            select(job_t.c.id, over(func.row_number(), order_by=keys).label("rn")),
+        rows = await self._filtered(
+            "job_position",
             text,
             statuses,
-        ).subquery()
-        rows = await self._rows(select(numbered.c.rn).where(numbered.c.id == job_id))
-        return int(rows[0].rn) - 1 if rows else None
+            {"job_id": job_id},
+            sort=self._sort(sort),
+            descending=descending,
+        )
+        return int(rows[0]["rn"]) - 1 if rows else None
 
     async def status_counts(self) -> dict[str, int]:
-        rows = await self._rows(select(job_t.c.status, func.count()).group_by(job_t.c.status))
-        return {status: n for status, n in rows}
+        return {r["status"]: r["n"] for r in await self._rows("status_counts")}
 
     async def job(self, job_id: int, now: float | None = None) -> JobView | None:
-        rows = await self._rows(_JOBS.where(job_t.c.id == job_id))
+        rows = await self._rows("job", {"job_id": job_id})
         if not rows:
             return None
-        stuck = (await self.stuck_for([job_id], now)).get(job_id)
-        return self._out(_job(rows[0], (await self._aggregates([job_id])).get(job_id), stuck))
+        return (await self._jobs(rows, now))[0]
 
     async def job_detail(self, job_id: int, *, event_limit: int = 500) -> JobDetail | None:
         job = await self.job(job_id)
@@ -701,51 +714,29 @@ class Reader:
             return None
         tasks = [
             self._out(_task(r, job.recipe_path))
-            for r in await self._rows(
-                select(*_TASK_COLS, task_t.c.params)
-                .where(task_t.c.job_id == job_id)
-                .order_by(task_t.c.seq, task_t.c.id)
-            )
+            for r in await self._rows("job_tasks", {"job_id": job_id})
         ]
-        child_rows = await self._rows(_JOBS.where(job_t.c.parent_id == job_id).order_by(job_t.c.id))
-        agg = await self._aggregates([r.id for r in child_rows])
-        child_stuck = await self.stuck_for([r.id for r in child_rows])
+        children = await self._jobs(await self._rows("job_children", {"job_id": job_id}))
         events = [
-            self._out(EventView(**_picked(r, _EVENT_COLS)))
-            for r in await self._rows(
-                select(*_EVENT_COLS)
-                .where(event_t.c.job_id == job_id)
-                .order_by(event_t.c.id.desc())
-                .limit(event_limit)
-            )
+            self._out(EventView(**_picked(r, EventView)))
+            for r in await self._rows("job_events", {"job_id": job_id, "limit": event_limit})
         ]
         events.reverse()
-        children = [self._out(_job(r, agg.get(r.id), child_stuck.get(r.id))) for r in child_rows]
         return JobDetail(job, tasks, children, events)
 
     async def servers(self, now: float | None = None) -> list[ServerView]:
         now = time.time() if now is None else now
         ttl = self._lease_seconds
         if ttl is None:
-            rows = await self._rows(_SETTING, {"key": "setting.lease_seconds"})
-            ttl = min(float(rows[0].value), MAXIMUM_SECONDS["lease_seconds"]) if rows else 5.0
-        in_use = (
-            select(func.count())
-            .where(
-                task_t.c.server == server_t.c.name,
-                task_t.c.status.in_(["executing", "canceling", "aborting"]),
-            )
-            .scalar_subquery()
-            .label("in_use")
-        )
-        rows = await self._rows(select(*_SERVER_COLS, in_use).order_by(server_t.c.name))
+            rows = await self._rows("setting", {"key": "setting.lease_seconds"})
+            ttl = min(float(rows[0]["value"]), MAXIMUM_SECONDS["lease_seconds"]) if rows else 5.0
         out = []
-        for r in rows:
-            fields = _picked(r, _SERVER_COLS)
-            live = bool(r.lease_owner) and (r.heartbeat_at or 0) > now - ttl
+        for r in await self._rows("servers"):
+            values = _picked(r, ServerView)
+            live = bool(r["lease_owner"]) and (r["heartbeat_at"] or 0) > now - ttl
             if not live:
-                fields["pid"] = None  # a process no engine vouches for is not shown as its
-            out.append(self._out(ServerView(**fields, in_use=r.in_use, live=live)))
+                values["pid"] = None  # a process no engine vouches for is not shown as its
+            out.append(self._out(ServerView(**values, live=live)))
         return out
 
     async def live_engines(self, now: float | None = None) -> dict[str, list[str]]:

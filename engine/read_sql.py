@@ -1,0 +1,255 @@
+"""The read statements as SQL text, and a light driver that runs them on SQLite.
+
+``engine.read_statements`` builds every read from the tables (SQLAlchemy); importing
+SQLAlchemy and SQLModel costs a command line ~0.6 s before it reads a row. So the
+statements are rendered once per dialect into SQL text with named parameters and kept
+in a cache file, and the standard library's ``sqlite3`` runs that text. Nothing here is
+a second copy of a statement: the text is always what the statements compile to.
+
+The cache file is named for a fingerprint of every source file that shapes the SQL
+(the statements, the tables and models, hence the schema version, the dialect
+constructs, the views' fields) and of the installed SQLAlchemy, so an edited statement
+can never run stale: a changed file gives another name, rendered afresh. It lives in
+``$XDG_CACHE_HOME/batchdeck`` (or ``~/.cache/batchdeck``), is written atomically, and is
+skipped silently where it cannot be written (the text is then rendered per process).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# The list's sort columns and the shapes of its text filter (see Reader.list_jobs).
+SORTS = ("id", "name", "status", "started", "submitted_by")
+TEXT_KINDS = ("none", "digits", "words")
+
+_ENGINE_DIR = Path(__file__).resolve().parent
+# Every file whose content changes the SQL text of a read.
+SOURCES = (
+    "read_statements.py",
+    "read_sql.py",
+    "query.py",
+    "tables.py",
+    "models.py",
+    "dialect.py",
+    "statuses.py",
+)
+FORMAT = 1  # of the cache file
+
+
+def variant_key(name: str, **variant: Any) -> str:
+    """A statement's name with the options that select its variant:
+    ``list_jobs|descending=1|sort=name|statuses=0|text=none``."""
+    parts = [f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in sorted(variant.items())]
+    return "|".join([name, *parts])
+
+
+@dataclass(frozen=True)
+class SqlText:
+    """One statement rendered for a dialect."""
+
+    sql: str
+    defaults: dict[str, Any]  # its constant parameters (a fixed list of statuses, ...)
+    needed: tuple[str, ...]  # the parameters given at execution
+    as_json: tuple[str, ...]  # of those, the lists bound as JSON text (``IdList``)
+
+    def bind(self, params: dict[str, Any]) -> dict[str, Any]:
+        missing = [n for n in self.needed if n not in params]
+        if missing:
+            raise TypeError(f"missing parameters {missing} for {self.sql[:60]!r}")
+        out = dict(self.defaults)
+        for name in self.needed:
+            value = params[name]
+            out[name] = json.dumps(list(value)) if name in self.as_json else value
+        return out
+
+
+@dataclass(frozen=True)
+class Rendered:
+    dialect: str
+    schema_version: int
+    statements: dict[str, SqlText]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "dialect": self.dialect,
+            "schema_version": self.schema_version,
+            "statements": {
+                k: {"sql": s.sql, "defaults": s.defaults, "needed": s.needed, "as_json": s.as_json}
+                for k, s in self.statements.items()
+            },
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Rendered:
+        if d.get("format") != FORMAT:
+            raise ValueError("another format")
+        return cls(
+            d["dialect"],
+            int(d["schema_version"]),
+            {
+                k: SqlText(s["sql"], s["defaults"], tuple(s["needed"]), tuple(s["as_json"]))
+                for k, s in d["statements"].items()
+            },
+        )
+
+
+def fingerprint(dialect: str) -> str:
+    h = hashlib.sha256(f"{FORMAT}:{dialect}:{sys.version_info[:2]}".encode())
+    for name in SOURCES:
+        h.update(name.encode())
+        h.update((_ENGINE_DIR / name).read_bytes())
+    h.update(_sqlalchemy_stamp().encode())
+    return h.hexdigest()[:24]
+
+
+def _sqlalchemy_stamp() -> str:
+    """Which SQLAlchemy is installed (its compiler renders the text), without importing it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sqlalchemy")
+    origin = spec.origin if spec is not None else None
+    if origin is None:
+        return "none"
+    try:
+        text = Path(origin).read_text(encoding="utf-8")
+    except OSError:
+        return origin
+    version = next((ln for ln in text.splitlines() if ln.startswith("__version__")), "")
+    return f"{origin}:{version}"
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "batchdeck"
+
+
+def cache_file(dialect: str) -> Path:
+    return cache_dir() / f"reads-{dialect}-{fingerprint(dialect)}.json"
+
+
+def render(dialect: str = "sqlite") -> Rendered:
+    """Compile every read statement for ``dialect`` (imports SQLAlchemy and the tables)."""
+    from sqlalchemy.dialects import sqlite
+
+    from engine.models import SCHEMA_VERSION
+    from engine.read_statements import is_id_list, statements
+
+    if dialect != "sqlite":
+        raise ValueError(f"no rendered text for {dialect}: its reads run the statements")
+    d = sqlite.dialect(paramstyle="named")
+    out: dict[str, SqlText] = {}
+    for key, stmt in statements().items():
+        binds = stmt.compile(dialect=d).binds
+        needed = sorted(n for n, b in binds.items() if b.value is None and b.callable is None)
+        # The constant lists (a fixed set of statuses) are expanded once here, into
+        # :status_1_1, :status_1_2 with their values; the parameters given at execution
+        # take a stand-in value, dropped below.
+        compiled = stmt.compile(dialect=d)
+        stand_in = {n: ([] if is_id_list(binds[n]) else 0) for n in needed}
+        state = compiled.construct_expanded_state(stand_in)
+        as_json = [n for n in needed if is_id_list(binds[n])]
+        for name in state.processors:
+            if name not in as_json:
+                raise TypeError(f"{key}: parameter {name} needs a bind processor")
+        defaults = {k: v for k, v in state.parameters.items() if k not in needed}
+        sql = state.statement
+        out[key] = SqlText(sql, defaults, tuple(needed), tuple(as_json))
+    return Rendered(dialect, SCHEMA_VERSION, out)
+
+
+_LOADED: dict[str, Rendered] = {}
+_LOAD_LOCK = threading.Lock()
+
+
+def rendered(dialect: str = "sqlite") -> Rendered:
+    """The rendered reads for ``dialect``: from this process, the cache file, or rendered
+    now (and then written to the cache file when it can be)."""
+    with _LOAD_LOCK:
+        got = _LOADED.get(dialect)
+        if got is None:
+            got = _LOADED[dialect] = _load_or_render(dialect)
+        return got
+
+
+def _load_or_render(dialect: str) -> Rendered:
+    path = cache_file(dialect)
+    try:
+        return Rendered.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # none yet, or unreadable: render it
+    fresh = render(dialect)
+    _write(path, json.dumps(fresh.to_json(), separators=(",", ":")))
+    return fresh
+
+
+def _write(path: Path, text: str) -> None:
+    """Atomically, or not at all: a read never fails for want of a cache."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".reads-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError:
+        return
+
+
+class NeedsGateway(Exception):
+    """The light path cannot read this database as it is (no file yet, no schema, another
+    schema version, an SQLite error on opening): the gateway (``engine.db``) opens it,
+    creating the schema or saying in one line what is wrong."""
+
+
+class SqliteReads:
+    """One sqlite3 connection running the rendered reads, read-only for a user who may
+    not write the database. Not thread-safe: one thread at a time uses it."""
+
+    def __init__(self, path: str) -> None:
+        from engine.sqlite_file import BUSY_TIMEOUT_MS, _ro_uri, writable
+
+        self.path = path
+        if not os.path.exists(path) or os.path.getsize(path) == 0:
+            raise NeedsGateway(path)
+        read_only = not writable(path)
+        self.sql = rendered("sqlite")
+        try:
+            self.conn = sqlite3.connect(
+                _ro_uri(path) if read_only else path,
+                uri=read_only,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise NeedsGateway(path) from exc
+        try:
+            self.conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            found = self.rows("schema_version", {})
+        except sqlite3.Error as exc:
+            self.conn.close()
+            raise NeedsGateway(path) from exc
+        if not found or found[0]["value"] != str(self.sql.schema_version):
+            self.conn.close()
+            raise NeedsGateway(path)
+
+    def rows(self, key: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        text = self.sql.statements[key]
+        cur = self.conn.execute(text.sql, text.bind(params))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def close(self) -> None:
+        self.conn.close()
