@@ -13,19 +13,21 @@ cannot open as it is, through the process's gateway (``engine.db``).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from engine.format import clock
 from engine.read_sql import SORTS, NeedsGateway, SqliteReads, variant_key
 from engine.safe_text import safe_block, safe_line
 from engine.setting_values import DEFAULTS, MAXIMUM_SECONDS
 from engine.statuses import JOB_TERMINAL, TASK_RUNNING
-from engine.stopping import StopsBy, stops_by
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from engine.stopping import StopsBy
 
 
 @dataclass(frozen=True)
@@ -190,8 +192,12 @@ def _job(
 
 def _task(row: dict[str, Any], recipe_path: str | None) -> TaskView:
     values = _picked(row, TaskView)
-    running = values["status"] in TASK_RUNNING
-    how = stops_by(values["action"], row["params"], recipe_path) if running else None
+    how = None
+    if values["status"] in TASK_RUNNING:
+        # Only for a running task: it loads every action (and asyncio with them).
+        from engine.stopping import stops_by
+
+        how = stops_by(values["action"], row["params"], recipe_path)
     return TaskView(**values, stops_by=how)
 
 
@@ -355,10 +361,10 @@ class Reader:
     (``terminal_safe``); the console reads this way, so no screen can draw a raw
     control character from a recipe or a task.
 
-    ``inline``: on SQLite, run each read on the calling thread (a command line, whose
-    loop has nothing else to do). Otherwise the reads run on a thread of the Reader's
-    own, one at a time, so the event loop it shares with the engine never waits on
-    the disk.
+    ``inline``: run each read on the calling thread, synchronously (a command line: its
+    loop has nothing else to do, and its coroutines then never wait, so they need no
+    event loop at all). Otherwise SQLite reads run on a thread of the Reader's own, one
+    at a time, so the event loop it shares with the engine never waits on the disk.
     """
 
     def __init__(
@@ -409,6 +415,8 @@ class Reader:
         if self._light is not None:
             light, self._light = self._light, None
             if self._thread is not None:
+                import asyncio
+
                 await asyncio.get_running_loop().run_in_executor(self._thread, light.close)
             else:
                 light.close()
@@ -440,14 +448,20 @@ class Reader:
         """The rows of the statement ``name`` (its ``variant``), as dicts by column."""
         key = variant_key(name, **variant)
         params = params or {}
+        if self._inline:
+            rows = self._light_rows(key, params)
+            if rows is None:
+                rows = self._gateway_rows(key, params)
+            return rows
         if self._light_ok:
-            if self._inline:
-                rows = self._light_rows(key, params)
-            else:
-                if self._thread is None:
-                    self._thread = ThreadPoolExecutor(1, thread_name_prefix="batchdeck-reads")
-                loop = asyncio.get_running_loop()
-                rows = await loop.run_in_executor(self._thread, self._light_rows, key, params)
+            import asyncio
+
+            if self._thread is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._thread = ThreadPoolExecutor(1, thread_name_prefix="batchdeck-reads")
+            loop = asyncio.get_running_loop()
+            rows = await loop.run_in_executor(self._thread, self._light_rows, key, params)
             if rows is not None:
                 return rows
         from engine.read_statements import statements
@@ -455,6 +469,13 @@ class Reader:
         async with self.engine.connect() as conn:
             res = await conn.execute(statements()[key], params)
             return [dict(r._mapping) for r in res]
+
+    def _gateway_rows(self, key: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """The statement itself, through the gateway's synchronous reader."""
+        from engine.read_statements import statements
+
+        with self.store.read() as conn:
+            return [dict(r._mapping) for r in conn.execute(statements()[key], params)]
 
     async def _aggregates(self, ids: list[int]) -> dict[int, tuple[int, int, str | None]]:
         if not ids:
@@ -500,12 +521,12 @@ class Reader:
             return []
         else:
             rows = await self._rows("stopping_tasks_of", {"ids": job_ids})
-        paths: dict[int, str | None] = {}
-        if rows:
-            ids = sorted({r["job_id"] for r in rows})
-            paths = {
-                r["id"]: r["recipe_path"] for r in await self._rows("recipe_paths", {"ids": ids})
-            }
+        if not rows:
+            return []
+        from engine.stopping import stops_by
+
+        ids = sorted({r["job_id"] for r in rows})
+        paths = {r["id"]: r["recipe_path"] for r in await self._rows("recipe_paths", {"ids": ids})}
         out = []
         for r in rows:
             since, started = r["since"], r["started_at"]

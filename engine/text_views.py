@@ -7,11 +7,14 @@ newline cannot break a table row."""
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
-from engine.control import AbortPlan, BulkPlan, PlanTask
 from engine.format import clock, duration, label, progress, stamp
 from engine.query import EventView, JobDetail, JobView
 from engine.safe_text import safe_line
+
+if TYPE_CHECKING:  # the plans' types only: list and show never load the write path
+    from engine.control import AbortPlan, BulkPlan, PlanTask
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
