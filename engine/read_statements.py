@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import fields
+from functools import cache
 from itertools import product
 from typing import Any
 
@@ -200,8 +201,9 @@ def _filtered_variants() -> Iterator[tuple[str, dict[str, Any], Select]]:
             )
 
 
+@cache
 def statements() -> dict[str, Select]:
-    """Every read statement, by ``variant_key``."""
+    """Every read statement, by ``variant_key``: built once per process."""
     out = dict(_fixed())
     for name, variant, stmt in _filtered_variants():
         out[variant_key(name, **variant)] = stmt
