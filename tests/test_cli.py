@@ -1,12 +1,18 @@
 """``batchdeck`` on the command line: every command, its output and its exit code.
 
-Each test runs the real command in a fresh interpreter against a real SQLite file in
-``tmp_path``. Exit codes: 0 done, 1 refused (one line on stderr), 2 bad usage.
+Each test runs the real command line against a real SQLite file in ``tmp_path``: in
+this interpreter (``in_process``: the same parser, commands and exit codes, its output
+captured), except where the process is the subject (what it imports, a lock it waits
+for, a pipe closed under it) and for ``serve``, which are real processes. Exit codes:
+0 done, 1 refused (one line on stderr), 2 bad usage.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
 import re
 import sqlite3
 import subprocess
@@ -16,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.proc_support import BATCHDECK, Deck, Result, deck_in, user, wait_recipe
+from tests.proc_support import BATCHDECK, Deck, Result, deck_in, user, wait_for, wait_recipe
 
 SNAKE = {
     "waiting",
@@ -51,7 +57,40 @@ after = ["first"]
 @pytest.fixture
 def deck(tmp_path: Path) -> Iterator[Deck]:
     with deck_in(tmp_path) as d:
+        in_process(d)
         yield d
+
+
+def in_process(deck: Deck) -> None:
+    """Run the deck's commands in this interpreter: a process start (~0.4 s for a write
+    command, which imports SQLAlchemy) is not what these tests are about."""
+
+    def run(*args: str, env: dict[str, str] | None = None) -> Result:
+        from engine.cli import main
+        from tui.cli import _console
+
+        saved_env, saved_cwd = dict(os.environ), os.getcwd()
+        out, err = io.StringIO(), io.StringIO()
+        os.environ.clear()
+        os.environ.update({**deck.env, **(env or {})})
+        os.chdir(deck.dir)
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                try:
+                    rc = main(list(args), console=_console)
+                except SystemExit as exc:  # argparse: --help, bad usage
+                    rc = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved_env)
+            os.chdir(saved_cwd)
+        return Result(list(args), rc, out.getvalue(), err.getvalue())
+
+    def run_all(*commands: tuple[str, ...], env: dict[str, str] | None = None) -> list[Result]:
+        return [run(*args, env=env) for args in commands]
+
+    deck.run = run  # type: ignore[method-assign]
+    deck.run_all = run_all  # type: ignore[method-assign]
 
 
 def one_line(res: Result) -> str:
@@ -506,6 +545,16 @@ def test_settings_refuse_nan(deck: Deck) -> None:
     assert res.rc == 2, str(res)
 
 
+def _waiting_on(pid: int, db: Path) -> bool:
+    """Has process ``pid`` opened ``db``, and is it asleep in a timed wait?"""
+    try:
+        fds = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        wchan = Path(f"/proc/{pid}/wchan").read_text()
+    except OSError:
+        return False
+    return str(db) in fds and "nanosleep" in wchan
+
+
 def test_a_fresh_database_locked_by_another_process_is_waited_for(deck: Deck) -> None:
     holder = sqlite3.connect(deck.db, isolation_level=None, check_same_thread=False)
     try:
@@ -518,11 +567,9 @@ def test_a_fresh_database_locked_by_another_process_is_waited_for(deck: Deck) ->
             cwd=deck.dir,
             env=deck.env,
         )
-        try:
-            # Keep the lock a while (the command should wait for it), then let go.
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
+        # Let go once the command is waiting for the lock: it has the file open and
+        # sleeps (SQLite's busy handler, or the retry of the switch to WAL).
+        wait_for(lambda: _waiting_on(proc.pid, deck.db), "the command to wait for the lock")
         holder.execute("ROLLBACK")
         out, err = proc.communicate(timeout=60)
     finally:
