@@ -189,7 +189,25 @@ def _load_or_render(dialect: str) -> Rendered:
         pass  # none yet, or unreadable: render it
     fresh = render(dialect)
     _write(path, json.dumps(fresh.to_json(), separators=(",", ":")))
+    _prune(path)
     return fresh
+
+
+# Text rendered by other versions of the sources goes once it is this old: another
+# installed batchdeck may still use its own, and renders it again if it is gone.
+STALE_S = 7 * 86400
+
+
+def _prune(keep: Path) -> None:
+    import time
+
+    dialect = keep.name.split("-")[1]
+    try:
+        for other in keep.parent.glob(f"reads-{dialect}-*.json"):
+            if other != keep and other.stat().st_mtime < time.time() - STALE_S:
+                other.unlink()
+    except OSError:
+        return
 
 
 def _write(path: Path, text: str) -> None:

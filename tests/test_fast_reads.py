@@ -325,3 +325,19 @@ def test_a_refused_cancel_says_what_the_write_path_says(scenario_db: str, tmp_pa
         store.dispose()
     # Ended, Canceled, Error, Canceling, a system job, no such job, and jobs it may cancel.
     assert {"Ended", "Canceled", "Error", "do", "canceled", "exist", None} <= seen
+
+
+def test_text_of_other_sources_is_pruned_once_stale(cache_home: Path) -> None:
+    import os
+    import time
+
+    where = cache_home / "batchdeck"
+    where.mkdir(parents=True)
+    old, recent = where / "reads-sqlite-old.json", where / "reads-sqlite-recent.json"
+    for p in (old, recent):
+        p.write_text("{}")
+    stale = time.time() - read_sql.STALE_S - 60
+    os.utime(old, (stale, stale))
+    read_sql.rendered("sqlite")
+    names = sorted(p.name for p in where.iterdir())
+    assert names == sorted([read_sql.cache_file("sqlite").name, recent.name])
