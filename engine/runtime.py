@@ -40,8 +40,9 @@ PROGRESS_FLUSH_S = 0.1
 DRAIN_CHECK_S = 0.2
 # How often an idle engine asks whether another process wrote (a cancel, an abort, a
 # submit): PRAGMA data_version costs microseconds, and an operator's cancel should be
-# acted on in milliseconds, not in a poll interval.
-WATCH_S = 0.005
+# acted on in milliseconds, not in a poll interval. Measured: an idle `serve` uses
+# ~2% of a core at 10 ms, ~1% at 50 ms.
+WATCH_S = 0.01
 MAX_CALL_DEPTH = 20
 RESTART_GRACE_S = 2.0
 # A server whose process keeps dying at start is given up after this many tries in a row.
