@@ -11,7 +11,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from sqlalchemy import Connection, Integer, String, and_, bindparam, literal, select, update
+from sqlalchemy import (
+    Connection,
+    Integer,
+    String,
+    and_,
+    bindparam,
+    func,
+    literal,
+    select,
+    update,
+)
 
 from engine import permissions, settings
 from engine.db import Store
@@ -702,11 +712,12 @@ def cancel_preview(store: Store, job_id: int, *, actor: str | None = None) -> Ca
             return CancelPreview(None, str(exc))
         w = permissions.who(conn, actor)
         refusal = permissions.refusal(w, "cancel", job.submitted_by) or _refusal(job)
-        counts = dict(
-            conn.exec_driver_sql(
-                "SELECT status, count(*) FROM task WHERE job_id=? GROUP BY status", (job_id,)
-            ).fetchall()
-        )
+        rows = conn.execute(
+            select(task.c.status, func.count())
+            .where(task.c.job_id == job_id)
+            .group_by(task.c.status)
+        ).all()
+        counts = {status: n for status, n in rows}
     return CancelPreview(
         job,
         refusal,
