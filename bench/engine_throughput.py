@@ -11,7 +11,22 @@
 3. Across processes: a `batchdeck serve` subprocess runs a long `wait`; this process
    cancels it; ms until the database shows the serving engine acted (task Canceled).
    Median of 10. Target (SPEC): within 200 ms.
-Targets (issue 2): >= 5,000 tasks/s; cancel < 50 ms.
+4. Baselines, measured in the same run on the same machine (SQLite only):
+   - stdlib_single_row_commits_per_s: the standard library's sqlite3, one-row UPDATE
+     and its own commit, WAL, synchronous=NORMAL: the physical limit of one commit;
+   - stdlib_batched_tasks_per_s: the same two transitions per task the engine writes
+     (Ready -> Executing -> Ended, each with its event row), by plain sqlite3, 256
+     tasks per transaction: the physical limit of the work itself;
+   - naive_async_session_tasks_per_s: what a user would write first, one SQLModel
+     ``AsyncSession`` commit per transition (ORM objects, aiosqlite);
+   - stdlib_10k_row_update_ms: one UPDATE of a job's 10,000 tasks by plain sqlite3;
+   and our ratios to them.
+
+``--db postgresql://…`` runs 1 and 2 on that PostgreSQL server (its database is used
+as is: give it an empty one); the baselines are SQLite's only.
+Targets (issue 9): 2 x 256 slots >= 1.0 x stdlib single-row commits/s; 4 slots
+>= 5,000 tasks/s; cancel transaction <= 1.0 x one stdlib 10k-row UPDATE and the job
+Canceled < 50 ms. On PostgreSQL (issue 7): >= 3,000 tasks/s, cancel < 100 ms.
 """
 
 from __future__ import annotations
@@ -39,8 +54,37 @@ def noop_recipe(n: int, seconds: float = 0.0) -> Recipe:
 
 
 def job_status(store, job_id: int) -> str:
+    from sqlalchemy import select
+
+    from engine.tables import job
+
     with store.read() as conn:
-        return conn.exec_driver_sql("SELECT status FROM job WHERE id=?", (job_id,)).scalar_one()
+        return conn.execute(select(job.c.status).where(job.c.id == job_id)).scalar_one()
+
+
+def executing_count(store, job_id: int) -> int:
+    from sqlalchemy import func, select
+
+    from engine.tables import task
+
+    with store.read() as conn:
+        return conn.execute(
+            select(func.count()).where(task.c.job_id == job_id, task.c.status == "executing")
+        ).scalar_one()
+
+
+def status_counts(store, job_id: int) -> dict[str, int]:
+    from sqlalchemy import func, select
+
+    from engine.tables import task
+
+    with store.read() as conn:
+        rows = conn.execute(
+            select(task.c.status, func.count())
+            .where(task.c.job_id == job_id)
+            .group_by(task.c.status)
+        ).all()
+    return {r[0]: r[1] for r in rows}
 
 
 async def throughput(db: str, n: int, servers: dict[str, int]) -> float:
@@ -66,24 +110,13 @@ async def cancel_latency(db: str) -> tuple[float, float]:
         tasks = tuple(TaskSpec(f"t{i}", "wait", (), {"seconds": 600}) for i in range(10_100))
         job = submit(engine.store, Recipe("bench-cancel", None, False, tasks), actor="bench")
         engine._wake.set()
-        while True:
-            with engine.store.read() as conn:
-                running = conn.exec_driver_sql(
-                    "SELECT count(*) FROM task WHERE job_id=? AND status='executing'", (job,)
-                ).scalar_one()
-            if running == 100:
-                break
+        while executing_count(engine.store, job) != 100:
             await asyncio.sleep(0.01)
         t0 = time.perf_counter()
         # The command line's path: a separate connection, one transaction.
         await asyncio.to_thread(control.cancel, engine.store, job, actor="bench")
         t_tx = time.perf_counter() - t0
-        with engine.store.read() as conn:
-            counts = dict(
-                conn.exec_driver_sql(
-                    "SELECT status, count(*) FROM task WHERE job_id=? GROUP BY status", (job,)
-                ).fetchall()
-            )
+        counts = status_counts(engine.store, job)
         assert counts.get("didnt_run") == 10_000, counts
         while job_status(engine.store, job) != "canceled":
             await asyncio.sleep(0.005)
@@ -122,22 +155,158 @@ def cross_process_ms(tmp: str, runs: int = 10) -> float:
         serve.wait(10)
 
 
+def stdlib_single_row_commits_per_s(tmp: str, seconds: float = 1.0) -> float:
+    import sqlite3
+
+    conn = sqlite3.connect(f"{tmp}/base1.db", isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, status TEXT, at REAL)")
+    conn.execute("INSERT INTO t VALUES (1, 'ready', 0)")
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("UPDATE t SET status = ?, at = ? WHERE id = 1", (f"s{n % 2}", n))
+        conn.execute("COMMIT")
+        n += 1
+    rate = n / (time.perf_counter() - t0)
+    conn.close()
+    return rate
+
+
+def _job_with_tasks(db: str, n: int, seconds: float = 0.0) -> tuple[object, int]:
+    from engine.db import Store
+
+    store = Store(db)
+    return store, submit(store, noop_recipe(n, seconds), actor="bench")
+
+
+def stdlib_batched_tasks_per_s(tmp: str, n: int, batch: int = 256) -> float:
+    """Our schema, our two transitions and event rows per task, by plain sqlite3."""
+    import sqlite3
+
+    db = f"{tmp}/base2.db"
+    store, job_id = _job_with_tasks(db, n)
+    store.dispose()
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    ids = [r[0] for r in conn.execute("SELECT id FROM task WHERE job_id=? ORDER BY id", (job_id,))]
+    event = (
+        "INSERT INTO event (at, job_id, task_id, server, kind, from_status, to_status, actor)"
+        " VALUES (?, ?, ?, 'b', 'status', ?, ?, 'engine')"
+    )
+    t0 = time.perf_counter()
+    for i in range(0, len(ids), batch):
+        chunk = ids[i : i + batch]
+        at = time.time()
+        conn.execute("BEGIN IMMEDIATE")
+        for src, dst in (("ready", "executing"), ("executing", "ended")):
+            conn.executemany(event, [(at, job_id, t, src, dst) for t in chunk])
+            conn.executemany(
+                "UPDATE task SET status=?, started_at=? WHERE id=? AND status=?",
+                [(dst, at, t, src) for t in chunk],
+            )
+        conn.execute("COMMIT")
+    rate = len(ids) / (time.perf_counter() - t0)
+    conn.close()
+    return rate
+
+
+async def naive_async_session_tasks_per_s(tmp: str, n: int) -> float:
+    """One AsyncSession commit per transition, ORM objects, as a first version would."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlmodel import select
+    from sqlmodel.ext.asyncio.session import AsyncSession
+
+    from engine.models import Event, Task
+
+    db = f"{tmp}/naive.db"
+    store, job_id = _job_with_tasks(db, n)
+    store.dispose()
+    eng = create_async_engine(f"sqlite+aiosqlite:///{db}")
+    t0 = time.perf_counter()
+    async with AsyncSession(eng, expire_on_commit=False) as session:
+        tasks = (await session.exec(select(Task).where(Task.job_id == job_id))).all()
+        for t in tasks:
+            for src, dst in (("ready", "executing"), ("executing", "ended")):
+                t.status = dst
+                session.add(t)
+                session.add(
+                    Event(
+                        at=time.time(),
+                        job_id=job_id,
+                        task_id=t.id,
+                        server="b",
+                        kind="status",
+                        from_status=src,
+                        to_status=dst,
+                        actor="engine",
+                    )
+                )
+                await session.commit()
+    rate = len(tasks) / (time.perf_counter() - t0)
+    await eng.dispose()
+    return rate
+
+
+def stdlib_10k_row_update_ms(tmp: str) -> float:
+    """One UPDATE of a job's 10,000 not-started tasks, our schema and indexes."""
+    import sqlite3
+
+    db = f"{tmp}/base3.db"
+    store, job_id = _job_with_tasks(db, 10_000, seconds=600)
+    store.dispose()
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    t0 = time.perf_counter()
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute(
+        "UPDATE task SET status='didnt_run', ended_at=? WHERE job_id=? "
+        "AND status IN ('waiting', 'ready')",
+        (time.time(), job_id),
+    )
+    conn.execute("COMMIT")
+    ms = (time.perf_counter() - t0) * 1000
+    conn.close()
+    return ms
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tasks", type=int, default=20_000)
     p.add_argument("--servers", nargs="*", default=["batch-01:256", "batch-02:256"])
+    p.add_argument("--db", help="postgresql://… to run on PostgreSQL (an empty database)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        rate_default = asyncio.run(throughput(f"{tmp}/a.db", args.tasks, parse_servers(None)))
+        pg = args.db is not None
+        where = (lambda name: args.db) if pg else (lambda name: f"{tmp}/{name}.db")
+        rate_default = asyncio.run(throughput(where("a"), args.tasks, parse_servers(None)))
         print(f"throughput_default_server_4_slots_tasks_per_s {rate_default:.0f}")
         wide = parse_servers(args.servers)
-        rate = asyncio.run(throughput(f"{tmp}/b.db", args.tasks, wide))
+        rate = asyncio.run(throughput(where("b"), args.tasks, wide))
         slots = sum(wide.values())
         print(f"throughput_{len(wide)}_servers_{slots}_slots_tasks_per_s {rate:.0f}")
-        tx_ms, done_ms = asyncio.run(cancel_latency(f"{tmp}/c.db"))
+        tx_ms, done_ms = asyncio.run(cancel_latency(where("c")))
         print(f"cancel_10000_not_started_100_executing_transaction_ms {tx_ms:.1f}")
         print(f"cancel_until_job_canceled_ms {done_ms:.1f}")
+        if pg:
+            return
         print(f"cross_process_cancel_acted_on_median_ms {cross_process_ms(tmp):.1f}")
+        commits = stdlib_single_row_commits_per_s(tmp)
+        print(f"stdlib_single_row_commits_per_s {commits:.0f}")
+        batched = stdlib_batched_tasks_per_s(tmp, args.tasks)
+        print(f"stdlib_batched_tasks_per_s {batched:.0f}")
+        naive = asyncio.run(naive_async_session_tasks_per_s(tmp, min(args.tasks, 2000)))
+        print(f"naive_async_session_tasks_per_s {naive:.0f}")
+        update_ms = stdlib_10k_row_update_ms(tmp)
+        print(f"stdlib_10k_row_update_ms {update_ms:.1f}")
+        print(f"ratio_wide_to_stdlib_single_row_commits {rate / commits:.2f}")
+        print(f"ratio_wide_to_stdlib_batched {rate / batched:.2f}")
+        print(f"ratio_wide_to_naive_async_session {rate / naive:.1f}")
+        print(f"ratio_default_to_naive_async_session {rate_default / naive:.1f}")
+        print(f"ratio_cancel_transaction_to_stdlib_10k_row_update {tx_ms / update_ms:.2f}")
 
 
 if __name__ == "__main__":

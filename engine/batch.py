@@ -29,15 +29,17 @@ from sqlalchemy import (
 )
 
 from engine import settings
-from engine.dialect import in_list, upsert
+from engine.dialect import in_list, one_of, upsert
+from engine.prepared import Prepared
 from engine.statuses import TASK_RUNNING, resolve_outcome
 from engine.tables import job, server, task
 from engine.writes import (
+    AT,
+    JobMove,
+    TaskMove,
     add_event,
     after_task_changes,
     finalize_jobs,
-    move_job,
-    move_tasks,
 )
 
 
@@ -99,14 +101,14 @@ class TickOut:
     lost: list[str] = field(default_factory=list)  # servers whose lease another engine holds
 
 
-# Prebuilt statements of the hot path (every tick), their values bound by name.
+# Prepared statements of the hot path (every tick), their values bound by name.
 # Fenced: a run whose claim was taken over writes nothing.
 _FENCE = or_(task.c.claim_token == bindparam("b_token"), bindparam("b_token2").is_(None))
-_WRITE_PROGRESS = (
+_WRITE_PROGRESS = Prepared(
     update(task)
     .where(task.c.id == bindparam("b_id"), _FENCE)
     .values(
-        progress_done=bindparam("b_done"),
+        progress_done=bindparam("b_done", type_=Float),
         progress_total=func.coalesce(bindparam("b_total", type_=Float), task.c.progress_total),
         progress_unit=func.coalesce(bindparam("b_unit", type_=String), task.c.progress_unit),
         message=func.coalesce(bindparam("b_message", type_=String), task.c.message),
@@ -114,52 +116,90 @@ _WRITE_PROGRESS = (
         child_job_id=func.coalesce(bindparam("b_child", type_=Integer), task.c.child_job_id),
     )
 )
-_OUTCOME_STATE = select(
-    task.c.id,
-    task.c.job_id,
-    task.c.status,
-    task.c.attempt,
-    task.c.max_attempts,
-    task.c.child_job_id,
-    task.c.claim_token,
-).where(in_list(task.c.id, "ids"))
-_OUTCOME_MESSAGE = (
+_OUTCOME_STATE = Prepared(
+    select(
+        task.c.id,
+        task.c.job_id,
+        task.c.status,
+        task.c.attempt,
+        task.c.max_attempts,
+        task.c.child_job_id,
+        task.c.claim_token,
+    ).where(in_list(task.c.id, "ids"))
+)
+_OUTCOME_MESSAGE = Prepared(
     update(task)
     .where(task.c.id == bindparam("b_id"))
     .values(
-        message=bindparam("b_message"),
+        message=bindparam("b_message", type_=String),
         error=func.coalesce(bindparam("b_error", type_=String), task.c.error),
     )
 )
-_ORPHAN = (
+_ORPHAN = Prepared(
     update(job)
     .where(
         job.c.id == bindparam("b_id"),
-        job.c.status.not_in(["canceled", "ended", "error"]),
+        ~one_of(job.c.status, ["canceled", "ended", "error"]),
     )
     .values(orphaned=True)
 )
-# Back to Ready for another attempt: the run's traces go with it.
-_REQUEUE_VALUES = {
-    "attempt": task.c.attempt + 1,
-    "server": None,
-    "started_at": None,
-    "progress_done": 0,
-    "approval": None,
-    "claim_token": None,
+_OF_RUN = and_(in_list(task.c.id, "ids"), task.c.status == bindparam("from_status", type_=String))
+# What a finished run moves its task to: the outcome resolved against the status.
+_SETTLE = {
+    # Back to Ready for another attempt: the run's traces go with it.
+    "ready": TaskMove(
+        "ready",
+        _OF_RUN,
+        {
+            "attempt": task.c.attempt + 1,
+            "server": None,
+            "started_at": None,
+            "progress_done": 0,
+            "approval": None,
+            "claim_token": None,
+        },
+    ),
+    "error": TaskMove(
+        "error",
+        _OF_RUN,
+        {
+            "ended_at": AT,
+            "error": func.coalesce(bindparam("why", type_=String), task.c.error),
+            "message": func.coalesce(bindparam("why", type_=String), task.c.message),
+        },
+    ),
+    **{
+        target: TaskMove(target, _OF_RUN, {"ended_at": AT})
+        for target in ("ended", "canceled", "aborted")
+    },
 }
-_READY = (
+_READY = Prepared(
     select(task.c.id)
     .join(job, job.c.id == task.c.job_id)
     .where(
         task.c.status == "ready",
-        job.c.status.in_(["waiting", "executing"]),
+        one_of(job.c.status, ["waiting", "executing"]),
         ~in_list(task.c.id, "taken"),
     )
     .order_by(task.c.id)
-    .limit(bindparam("n"))
+    .limit(bindparam("n", type_=Integer))
+    # Hosts sharing PostgreSQL pass over each other's claims instead of queueing.
+    .with_for_update(skip_locked=True, of=task)
 )
-_CLAIMED = (
+_START = TaskMove(
+    "executing",
+    in_list(task.c.id, "ids"),
+    {
+        "server": bindparam("server", type_=String),
+        "started_at": AT,
+        "ended_at": None,
+        "message": None,
+        "claim_token": bindparam("token", type_=String),
+    },
+    event_server=bindparam("server", type_=String),
+)
+_START_JOB = JobMove("executing", {"started_at": AT})
+_CLAIMED = Prepared(
     select(
         task.c.id,
         task.c.job_id,
@@ -169,22 +209,27 @@ _CLAIMED = (
         task.c.attempt,
         job.c.recipe_path,
         task.c.child_job_id,
+        job.c.status.label("job_status"),
     )
     .join(job, job.c.id == task.c.job_id)
     .where(in_list(task.c.id, "ids"))
     .order_by(task.c.id)
 )
-_SERVER_STATE = select(
-    server.c.name,
-    server.c.status,
-    server.c.drain_deadline,
-    server.c.restart_job_id,
-    server.c.lease_owner,
-).where(in_list(server.c.name, "names"))
-_TASK_STATE = select(task.c.id, task.c.status, task.c.approval, task.c.approval_by).where(
-    in_list(task.c.id, "ids")
+_SERVER_STATE = Prepared(
+    select(
+        server.c.name,
+        server.c.status,
+        server.c.drain_deadline,
+        server.c.restart_job_id,
+        server.c.lease_owner,
+    ).where(in_list(server.c.name, "names"))
 )
-_JOB_STATE = select(job.c.id, job.c.status).where(in_list(job.c.id, "ids"))
+_TASK_STATE = Prepared(
+    select(task.c.id, task.c.status, task.c.approval, task.c.approval_by).where(
+        in_list(task.c.id, "ids")
+    )
+)
+_JOB_STATE = Prepared(select(job.c.id, job.c.status).where(in_list(job.c.id, "ids")))
 
 
 def write_progress(conn: Connection, items: Iterable[Progress]) -> None:
@@ -203,7 +248,7 @@ def write_progress(conn: Connection, items: Iterable[Progress]) -> None:
         for p in items
     ]
     if rows:
-        conn.execute(_WRITE_PROGRESS, rows)
+        _WRITE_PROGRESS(conn, rows)
 
 
 def apply_outcomes(
@@ -213,7 +258,7 @@ def apply_outcomes(
     if not outcomes:
         return {}
     by_id = {o.task_id: o for o in outcomes}
-    current = conn.execute(_OUTCOME_STATE, {"ids": list(by_id)}).all()
+    current = _OUTCOME_STATE(conn, {"ids": list(by_id)}).all()
     groups: dict[tuple[str, str, str | None], list[int]] = {}
     jobs: set[int] = set()
     orphans: list[tuple[int, int]] = []
@@ -243,27 +288,21 @@ def apply_outcomes(
         if o.message and o.task_id in moving
     ]
     if msgs:
-        conn.execute(_OUTCOME_MESSAGE, msgs)
+        _OUTCOME_MESSAGE(conn, msgs)
     changed: dict[int, str] = {}
     for (status, target, reason), tids in groups.items():
-        if target == "ready":
-            values: dict = _REQUEUE_VALUES
-        else:
-            values = {"ended_at": at}
-            if target == "error" and reason:
-                values = {"ended_at": at, "error": reason, "message": reason}
-        move_tasks(
+        _SETTLE[target](
             conn,
-            target,
-            and_(in_list(task.c.id, tids), task.c.status == status),
             at=at,
             actor=actor,
             reason=reason,
-            values=values,
+            ids=tids,
+            from_status=status,
+            why=reason,
         )
         changed.update(dict.fromkeys(tids, target))
     for tid, child in orphans:
-        if conn.execute(_ORPHAN, {"b_id": child}).rowcount:
+        if _ORPHAN(conn, {"b_id": child}).rowcount:
             add_event(
                 conn,
                 at=at,
@@ -279,30 +318,26 @@ def apply_outcomes(
 def claim(conn: Connection, free: dict[str, int], *, at: float, token: str = "") -> list[Claimed]:
     claimed: list[Claimed] = []
     taken: list[int] = []
+    starting: set[int] = set()
     for name, n in free.items():
         if n <= 0:
             continue
-        ids = list(conn.execute(_READY, {"taken": taken, "n": n}).scalars())
+        ids = _READY(conn, {"taken": taken, "n": n}).scalars()
         if not ids:
             break
         taken.extend(ids)
-        move_tasks(
+        _START(
             conn,
-            "executing",
-            in_list(task.c.id, ids),
             at=at,
             actor="engine",
             reason=f"started on {name}",
-            values={
-                "server": name,
-                "started_at": at,
-                "ended_at": None,
-                "message": None,
-                "claim_token": token,
-            },
-            event_server=name,
+            ids=ids,
+            server=name,
+            token=token,
         )
-        for r in conn.execute(_CLAIMED, {"ids": ids}):
+        for r in _CLAIMED(conn, {"ids": ids}):
+            if r.job_status == "waiting":
+                starting.add(r.job_id)
             claimed.append(
                 Claimed(
                     r.id,
@@ -317,16 +352,8 @@ def claim(conn: Connection, free: dict[str, int], *, at: float, token: str = "")
                     token,
                 )
             )
-    for job_id in sorted({c.job_id for c in claimed}):
-        move_job(
-            conn,
-            job_id,
-            "executing",
-            at=at,
-            actor="engine",
-            reason="first task started",
-            values={"started_at": at},
-        )
+    for job_id in sorted(starting):
+        _START_JOB(conn, at=at, actor="engine", reason="first task started", job_id=job_id)
     return claimed
 
 
@@ -335,7 +362,7 @@ def tick(conn: Connection, inp: TickIn) -> TickOut:
     apply_outcomes(conn, inp.outcomes, at=inp.at)
     out = TickOut()
     if inp.servers:
-        for r in conn.execute(_SERVER_STATE, {"names": inp.servers}):
+        for r in _SERVER_STATE(conn, {"names": inp.servers}):
             out.servers[r.name] = (r.status, r.drain_deadline, r.restart_job_id)
             if inp.owner and r.lease_owner != inp.owner:
                 out.lost.append(r.name)
@@ -349,11 +376,12 @@ def tick(conn: Connection, inp: TickIn) -> TickOut:
     out.claimed = claim(conn, free, at=inp.at, token=inp.token)
     running = inp.running + [c.task_id for c in out.claimed]
     if running:
-        for r in conn.execute(_TASK_STATE, {"ids": running}):
+        for r in _TASK_STATE(conn, {"ids": running}):
             out.task_state[r.id] = (r.status, r.approval, r.approval_by)
     if inp.watched_jobs:
-        for r in conn.execute(_JOB_STATE, {"ids": inp.watched_jobs}):
+        for r in _JOB_STATE(conn, {"ids": inp.watched_jobs}):
             out.job_status[r.id] = r.status
+
     return out
 
 

@@ -19,12 +19,26 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Connection, Integer, String, Table, bindparam
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Connection,
+    Integer,
+    String,
+    Table,
+    bindparam,
+    false,
+    literal_column,
+)
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import GenericFunction
 from sqlalchemy.sql.visitors import InternalTraversal
 from sqlalchemy.types import TypeDecorator
+
+# Databases whose writers lock rows (a status move locks its rows first); SQLite's
+# BEGIN IMMEDIATE holds the whole database instead.
+ROW_LOCKING = frozenset({"postgresql"})
 
 # SQLite only takes its write lock at the first write unless asked up front.
 WRITE_BEGIN = {"sqlite": "BEGIN IMMEDIATE"}
@@ -174,6 +188,16 @@ class GlobPattern(TypeDecorator[str]):
 
 def glob(column: ColumnElement[Any], pattern: str) -> Glob:
     return Glob(column, bindparam(None, pattern, type_=GlobPattern()))
+
+
+def one_of(column: ColumnElement[Any], values: Iterable[str]) -> ColumnElement[bool]:
+    """``column IN ('a', 'b')`` with the values written into the statement: for the
+    statuses the transition table names, fixed per statement, so a prepared statement
+    (``engine.prepared``) stays one text with no list to expand at each execution."""
+    items = sorted(set(values))
+    if not items:
+        return false()
+    return column.in_([literal_column("'" + v.replace("'", "''") + "'") for v in items])
 
 
 def in_list(column: ColumnElement[Any], values: Iterable[Any] | str) -> InList:

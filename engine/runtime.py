@@ -38,6 +38,11 @@ DEFAULT_SERVERS = {"batch-01": 4}
 HOST = socket.gethostname()
 PROGRESS_FLUSH_S = 0.1
 DRAIN_CHECK_S = 0.2
+# How often an idle engine asks whether another process wrote (a cancel, an abort, a
+# submit): PRAGMA data_version costs microseconds, and an operator's cancel should be
+# acted on in milliseconds, not in a poll interval. Measured: an idle `serve` uses
+# ~2% of a core at 10 ms, ~1% at 50 ms.
+WATCH_S = 0.01
 MAX_CALL_DEPTH = 20
 RESTART_GRACE_S = 2.0
 # A server whose process keeps dying at start is given up after this many tries in a row.
@@ -329,7 +334,7 @@ class Engine:
             if draining and self.clock() - self._last_flush >= DRAIN_CHECK_S:
                 return  # drain deadlines and "nothing left" are checked on a tick
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                await asyncio.wait_for(self._wake.wait(), min(self.poll_interval, WATCH_S))
 
     def _lease_valid_for(self, elapsed: float) -> float:
         # The servers must have stopped before another engine may take the lease over:

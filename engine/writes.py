@@ -19,6 +19,7 @@ from sqlalchemy import (
     Float,
     Integer,
     String,
+    Table,
     and_,
     bindparam,
     exists,
@@ -26,13 +27,17 @@ from sqlalchemy import (
     insert,
     literal,
     null,
+    or_,
     select,
     update,
 )
 from sqlalchemy.sql.elements import ColumnElement
 
-from engine.dialect import in_list
+from engine.dialect import ROW_LOCKING, in_list, one_of
+from engine.prepared import Prepared
 from engine.statuses import (
+    TASK_NOT_STARTED,
+    TASK_RUNNING,
     TASK_TERMINAL,
     job_sources,
     job_status_after,
@@ -53,15 +58,143 @@ _EVENT_COLS = [
 ]
 
 # Prebuilt: one event row, its fields bound by name.
-_ADD_EVENT = insert(event).values(
-    at=bindparam("at"),
-    job_id=bindparam("job_id"),
-    task_id=bindparam("task_id"),
-    server=bindparam("server"),
-    kind=bindparam("kind"),
-    actor=bindparam("actor"),
-    reason=bindparam("reason"),
+_ADD_EVENT = Prepared(
+    insert(event).values(
+        at=bindparam("at", type_=Float),
+        job_id=bindparam("job_id", type_=Integer),
+        task_id=bindparam("task_id", type_=Integer),
+        server=bindparam("server", type_=String),
+        kind=bindparam("kind", type_=String),
+        actor=bindparam("actor", type_=String),
+        reason=bindparam("reason", type_=String),
+    )
 )
+
+# Every move binds these: when, who and why, written with the status on its event row.
+AT = bindparam("m_at", type_=Float)
+_ACTOR = bindparam("m_actor", type_=String)
+_REASON = bindparam("m_reason", type_=String)
+
+
+class _Move:
+    """A status move of the rows of ``table`` matching ``where`` (the source statuses
+    the transition table allows for ``target`` added), with the event row of each.
+
+    SQLite: the event rows are inserted from the same WHERE clause, then the rows are
+    updated; BEGIN IMMEDIATE holds every other writer off in between. PostgreSQL has no
+    such lock: the rows are first locked (``FOR UPDATE``, which also re-reads a row a
+    concurrent transaction just changed), then events and update name exactly the rows
+    locked, so no concurrent move can slip a row in between or take one out.
+
+    ``prepare``: compile once per dialect and run on the driver (``engine.prepared``),
+    for the statements of the hot path; ad-hoc moves run as plain SQLAlchemy statements.
+    """
+
+    def __init__(
+        self,
+        table: Table,
+        target: str,
+        sources: Iterable[str],
+        where: ColumnElement[bool],
+        event_row: Sequence[Any],
+        values: Mapping[str, Any],
+        *,
+        prepare: bool,
+    ) -> None:
+        cond = and_(where, one_of(table.c.status, sources))
+        locked = and_(cond, in_list(table.c.id, "m_ids"))
+
+        def events(c: ColumnElement[bool]) -> Any:
+            return insert(event).from_select(_EVENT_COLS, select(*event_row).where(c))
+
+        def moves(c: ColumnElement[bool]) -> Any:
+            return update(table).where(c).values(status=target, **values)
+
+        wrap = Prepared if prepare else _Plain
+        self._plain = (wrap(events(cond)), wrap(moves(cond)))
+        self._locking = (
+            wrap(select(table.c.id).where(cond).with_for_update()),
+            wrap(events(locked)),
+            wrap(moves(locked)),
+        )
+
+    def __call__(
+        self, conn: Connection, *, at: float, actor: str, reason: str | None, **params: Any
+    ) -> int:
+        p = {**params, "m_at": at, "m_actor": actor, "m_reason": reason}
+        if conn.dialect.name in ROW_LOCKING:
+            lock, add_events, move = self._locking
+            p["m_ids"] = list(lock(conn, p).scalars())
+            if not p["m_ids"]:
+                return 0
+        else:
+            add_events, move = self._plain
+        add_events(conn, p)
+        return move(conn, p).rowcount
+
+
+class _Plain:
+    """A statement run through SQLAlchemy, with the interface of ``Prepared``."""
+
+    def __init__(self, stmt: Any) -> None:
+        self.stmt = stmt
+
+    def __call__(self, conn: Connection, params: Mapping[str, Any]) -> Any:
+        return conn.execute(self.stmt, dict(params))
+
+
+class TaskMove(_Move):
+    """Tasks matching ``where`` move to ``target``; ``values``: other columns to set,
+    by name (a value, an expression, or a ``bindparam`` given at the call).
+    ``event_server``: the server named on the event rows (default: the task's)."""
+
+    def __init__(
+        self,
+        target: str,
+        where: ColumnElement[bool],
+        values: Mapping[str, Any] | None = None,
+        *,
+        event_server: ColumnElement[Any] | None = None,
+        prepare: bool = True,
+    ) -> None:
+        server_of = task.c.server if event_server is None else event_server
+        row = [
+            AT,
+            task.c.job_id,
+            task.c.id,
+            server_of,
+            literal("status", String),
+            task.c.status,
+            literal(target, String),
+            _ACTOR,
+            _REASON,
+        ]
+        super().__init__(
+            task, target, task_sources(target), where, row, values or {}, prepare=prepare
+        )
+
+
+class JobMove(_Move):
+    """The job ``:job_id`` moves to ``target`` if the table allows it from its status."""
+
+    def __init__(
+        self, target: str, values: Mapping[str, Any] | None = None, *, prepare: bool = True
+    ) -> None:
+        row = [
+            AT,
+            job.c.id,
+            null(),
+            null(),
+            literal("status", String),
+            job.c.status,
+            literal(target, String),
+            _ACTOR,
+            _REASON,
+        ]
+        where = job.c.id == bindparam("job_id", type_=Integer)
+        super().__init__(
+            job, target, job_sources(target), where, row, values or {}, prepare=prepare
+        )
 
 
 def move_tasks(
@@ -75,29 +208,11 @@ def move_tasks(
     values: Mapping[str, Any] | None = None,
     event_server: str | None = None,
 ) -> int:
-    """Move the tasks matching ``where`` whose status may reach ``target``; returns the count.
-
-    ``values``: the other columns to set with the status, by name.
-    """
-    cond = and_(where, task.c.status.in_(sorted(task_sources(target))))
-    conn.execute(
-        insert(event).from_select(
-            _EVENT_COLS,
-            select(
-                literal(at, Float),
-                task.c.job_id,
-                task.c.id,
-                func.coalesce(literal(event_server, String), task.c.server),
-                literal("status", String),
-                task.c.status,
-                literal(target, String),
-                literal(actor, String),
-                literal(reason, String),
-            ).where(cond),
-        )
-    )
-    res = conn.execute(update(task).where(cond).values(status=target, **(values or {})))
-    return res.rowcount
+    """Move the tasks matching ``where`` whose status may reach ``target``; returns the
+    count. Built for this call: a path that runs often prepares a ``TaskMove`` once."""
+    server_of = None if event_server is None else literal(event_server, String)
+    move = TaskMove(target, where, values, event_server=server_of, prepare=False)
+    return move(conn, at=at, actor=actor, reason=reason)
 
 
 def move_job(
@@ -111,25 +226,8 @@ def move_job(
     values: Mapping[str, Any] | None = None,
 ) -> bool:
     """Move one job to ``target`` if the table allows it from its current status."""
-    cond = and_(job.c.id == job_id, job.c.status.in_(sorted(job_sources(target))))
-    conn.execute(
-        insert(event).from_select(
-            _EVENT_COLS,
-            select(
-                literal(at, Float),
-                job.c.id,
-                null(),
-                null(),
-                literal("status", String),
-                job.c.status,
-                literal(target, String),
-                literal(actor, String),
-                literal(reason, String),
-            ).where(cond),
-        )
-    )
-    res = conn.execute(update(job).where(cond).values(status=target, **(values or {})))
-    return res.rowcount == 1
+    move = JobMove(target, values, prepare=False)
+    return move(conn, at=at, actor=actor, reason=reason, job_id=job_id) == 1
 
 
 def add_event(
@@ -143,8 +241,8 @@ def add_event(
     task_id: int | None = None,
     server: str | None = None,
 ) -> None:
-    conn.execute(
-        _ADD_EVENT,
+    _ADD_EVENT(
+        conn,
         {
             "at": at,
             "job_id": job_id,
@@ -157,67 +255,97 @@ def add_event(
     )
 
 
+_DEP = taskdep.alias("d")
+_T2 = task.alias("t2")
+_HAS_DEPENDENTS = Prepared(
+    select(taskdep.c.task_id).where(in_list(taskdep.c.dep_id, "ids")).limit(1)
+)
+_RELEASE = TaskMove(
+    "ready",
+    and_(
+        task.c.id.in_(select(taskdep.c.task_id).where(in_list(taskdep.c.dep_id, "ids"))),
+        task.c.status == "waiting",
+        ~exists().where(
+            _DEP.c.task_id == task.c.id, _T2.c.id == _DEP.c.dep_id, _T2.c.status != "ended"
+        ),
+    ),
+)
+
+
 def release_dependents(conn: Connection, ended_ids: Sequence[int], *, at: float) -> int:
     """Waiting tasks whose every dependency has Ended become Ready."""
-    if not ended_ids:
+    # Most ended tasks have no dependents: one indexed probe instead of the move.
+    if not ended_ids or not _HAS_DEPENDENTS(conn, {"ids": list(ended_ids)}).first():
         return 0
-    dep, t2 = taskdep.alias("d"), task.alias("t2")
-    unmet = exists().where(
-        dep.c.task_id == task.c.id, t2.c.id == dep.c.dep_id, t2.c.status != "ended"
-    )
-    return move_tasks(
-        conn,
-        "ready",
-        and_(
-            task.c.id.in_(select(taskdep.c.task_id).where(in_list(taskdep.c.dep_id, ended_ids))),
-            task.c.status == "waiting",
-            ~unmet,
-        ),
-        at=at,
-        actor="engine",
-        reason="dependencies ended",
-    )
+    return _RELEASE(conn, at=at, actor="engine", reason="dependencies ended", ids=list(ended_ids))
 
 
-def skip_dependents(conn: Connection, failed_ids: Sequence[int], *, at: float) -> int:
-    """Every task downstream of a task that did not end can never run: Didn't run."""
-    if not failed_ids:
-        return 0
+def _downstream() -> ColumnElement[bool]:
     down = (
         select(taskdep.c.task_id.label("id"))
-        .where(in_list(taskdep.c.dep_id, failed_ids))
+        .where(in_list(taskdep.c.dep_id, "ids"))
         .cte("down", recursive=True)
     )
     d = taskdep.alias("d")
     down = down.union(select(d.c.task_id).join(down, d.c.dep_id == down.c.id))
-    return move_tasks(
+    return task.c.id.in_(select(down.c.id))
+
+
+_SKIP = TaskMove("didnt_run", _downstream(), {"ended_at": AT})
+
+
+def skip_dependents(conn: Connection, failed_ids: Sequence[int], *, at: float) -> int:
+    """Every task downstream of a task that did not end can never run: Didn't run."""
+    if not failed_ids or not _HAS_DEPENDENTS(conn, {"ids": list(failed_ids)}).first():
+        return 0
+    return _SKIP(
         conn,
-        "didnt_run",
-        task.c.id.in_(select(down.c.id)),
         at=at,
         actor="engine",
         reason="a task it depends on did not end",
-        values={"ended_at": at},
+        ids=list(failed_ids),
     )
 
 
-_STARTED_JOBS = select(job.c.id, job.c.status).where(
-    in_list(job.c.id, "ids"), job.c.status.in_(["executing", "canceling"])
+def _busy(statuses: Iterable[str]) -> Any:
+    return exists().where(task.c.job_id == job.c.id, one_of(task.c.status, statuses))
+
+
+# Started jobs that may be finishing: nothing running, and for an Executing job nothing
+# left to start. Two indexed probes per job (ix_task_job_status), where counting its
+# tasks would read every one of them on every tick.
+_FINISHING_JOBS = Prepared(
+    select(job.c.id, job.c.status).where(
+        in_list(job.c.id, "ids"),
+        one_of(job.c.status, ["executing", "canceling"]),
+        ~_busy(TASK_RUNNING),
+        or_(job.c.status == "canceling", ~_busy(TASK_NOT_STARTED)),
+    )
 )
-_TASK_COUNTS = (
+_TASK_COUNTS = Prepared(
     select(task.c.job_id, task.c.status, func.count().label("n"))
     .where(in_list(task.c.job_id, "ids"))
     .group_by(task.c.job_id, task.c.status)
 )
-_FIRST_FAILURE = (
+_FIRST_FAILURE = Prepared(
     select(task.c.name, func.coalesce(task.c.error, task.c.status).label("why"))
     .where(
         task.c.job_id == bindparam("job_id", type_=Integer),
-        task.c.status.in_(["error", "aborted", "canceled"]),
+        one_of(task.c.status, ["error", "aborted", "canceled"]),
     )
     .order_by(task.c.id)
     .limit(1)
 )
+_FINISH = {
+    target: JobMove(
+        target,
+        {
+            "ended_at": AT,
+            "error": func.coalesce(job.c.error, bindparam("error", type_=String)),
+        },
+    )
+    for target in ("ended", "error", "canceled")
+}
 
 
 def finalize_jobs(conn: Connection, job_ids: Iterable[int], *, at: float) -> list[int]:
@@ -225,11 +353,11 @@ def finalize_jobs(conn: Connection, job_ids: Iterable[int], *, at: float) -> lis
     ids = sorted(set(job_ids))
     if not ids:
         return []
-    jobs = conn.execute(_STARTED_JOBS, {"ids": ids}).all()
+    jobs = _FINISHING_JOBS(conn, {"ids": ids}).all()
     if not jobs:
         return []
     counts: dict[int, dict[str, int]] = {}
-    for r in conn.execute(_TASK_COUNTS, {"ids": [j.id for j in jobs]}):
+    for r in _TASK_COUNTS(conn, {"ids": [j.id for j in jobs]}):
         counts.setdefault(r.job_id, {})[r.status] = r.n
     moved = []
     for j in jobs:
@@ -238,17 +366,9 @@ def finalize_jobs(conn: Connection, job_ids: Iterable[int], *, at: float) -> lis
             continue
         error = None
         if target == "error":
-            row = conn.execute(_FIRST_FAILURE, {"job_id": j.id}).first()
+            row = _FIRST_FAILURE(conn, {"job_id": j.id}).first()
             error = f"task {row.name}: {row.why}" if row else "a task did not end"
-        if move_job(
-            conn,
-            j.id,
-            target,
-            at=at,
-            actor="engine",
-            reason=error,
-            values={"ended_at": at, "error": func.coalesce(job.c.error, literal(error, String))},
-        ):
+        if _FINISH[target](conn, at=at, actor="engine", reason=error, job_id=j.id, error=error):
             moved.append(j.id)
     return moved
 

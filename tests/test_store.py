@@ -30,6 +30,30 @@ def _job(store: Store, n: int = 2, at: float = 100.0) -> int:
         return insert_job(conn, Recipe("j", None, False, tasks), actor="t", at=at)
 
 
+def test_a_large_write_is_checkpointed_after_its_commit_not_inside_it(tmp_path):
+    db = tmp_path / "t.db"
+    store = Store(db)
+    with store.write() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one() == 0
+    other = sqlite3.connect(db, isolation_level=None)
+    try:
+        job_id = _job(store, n=25_000)  # a WAL past the threshold
+        # A read transaction on the new data: closing the Store's connections is then
+        # not the last close (which would checkpoint by itself), and does not hold
+        # back a checkpoint of what it sees.
+        other.execute("BEGIN")
+        other.execute("SELECT count(*) FROM task").fetchone()
+        store.dispose()  # waits for the checkpoint under way
+        # Read the main file alone (immutable: the WAL is ignored): the rows are in it.
+        main_only = sqlite3.connect(f"{db.as_uri()}?immutable=1", uri=True)
+        q = "SELECT count(*) FROM task WHERE job_id=?"
+        n = main_only.execute(q, (job_id,)).fetchone()
+        main_only.close()
+    finally:
+        other.close()
+    assert n == (25_000,)
+
+
 def test_every_connection_has_wal_busy_timeout_and_foreign_keys(tmp_path):
     store = Store(tmp_path / "t.db")
     with store.read() as conn:
