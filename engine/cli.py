@@ -395,7 +395,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     detail, stuck = _run(both, args)
     if detail is None:
-        raise Fail(f"Job {args.job} does not exist")
+        from engine.statuses import no_such_job
+
+        raise Fail(no_such_job(args.job))
     if args.json:
         print(json.dumps(detail.to_json(), indent=2))
         return EXIT_OK
@@ -495,19 +497,12 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cancel_refusal_of(job_id: int, job: Any) -> str | None:
     """Why a cancel of ``job`` (a ``JobView``, None: no such job) is refused by its
-    status alone, in ``engine.control``'s words (a test holds the two to the same text),
-    or None."""
-    from engine.statuses import JOB_TERMINAL, LABELS
+    status alone, in ``engine.control``'s words, or None."""
+    from engine.statuses import cancel_refused, no_such_job
 
     if job is None:
-        return f"Job {job_id} does not exist"
-    if job.system:
-        return "System jobs cannot be canceled"
-    if job.status in JOB_TERMINAL:
-        return f"Job {job.id} already {LABELS[job.status]}"
-    if job.status == "canceling":
-        return f"Job {job.id} is already Canceling: nothing to do"
-    return None
+        return no_such_job(job_id)
+    return cancel_refused(job.id, job.status, job.system)
 
 
 def _quick_cancel_refusal(args: argparse.Namespace) -> str | None:

@@ -27,7 +27,7 @@ from engine import permissions, settings
 from engine.db import Store
 from engine.dialect import glob, in_list, one_of
 from engine.identity import user_name
-from engine.statuses import JOB_TERMINAL, LABELS
+from engine.statuses import JOB_TERMINAL, LABELS, cancel_refused, no_such_job
 from engine.stopping import StopsBy, stops_by
 from engine.tables import job as job_t
 from engine.tables import server, task
@@ -111,7 +111,7 @@ def live_servers(conn: Connection, now: float) -> list[str]:
 def get_job(conn: Connection, job_id: int) -> JobRow:
     row = conn.execute(select(*_JOB_ROW).where(job_t.c.id == job_id)).first()
     if row is None:
-        raise Refused(f"Job {job_id} does not exist")
+        raise Refused(no_such_job(job_id))
     return _job_row(row)
 
 
@@ -122,12 +122,9 @@ def cancel_reason(actor: str, words: str | None) -> str:
 
 
 def _check_cancel(job: JobRow) -> None:
-    if job.system:
-        raise Refused("System jobs cannot be canceled")
-    if job.status in JOB_TERMINAL:
-        raise Refused(f"Job {job.id} already {LABELS[job.status]}")
-    if job.status == "canceling":
-        raise Refused(f"Job {job.id} is already Canceling: nothing to do")
+    why = cancel_refused(job.id, job.status, job.system)
+    if why is not None:
+        raise Refused(why)
 
 
 _OF_JOB = task.c.job_id == bindparam("job_id", type_=Integer)

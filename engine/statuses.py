@@ -149,3 +149,19 @@ def job_status_after(current: str, counts: dict[str, int]) -> str | None:
         failed = sum(counts.get(s, 0) for s in (T.ERROR, T.DIDNT_RUN, T.CANCELED, T.ABORTED))
         return J.ERROR if failed else J.ENDED
     return None
+
+
+def no_such_job(job_id: int) -> str:
+    return f"Job {job_id} does not exist"
+
+
+def cancel_refused(job_id: int, status: str, system: bool) -> str | None:
+    """Why a cancel of this job is refused by what it is and its status alone (one line),
+    or None: the words of ``engine.control`` and of the command line's quick check."""
+    if system:
+        return "System jobs cannot be canceled"
+    if status in JOB_TERMINAL:
+        return f"Job {job_id} already {LABELS[status]}"
+    if status == J.CANCELING:
+        return f"Job {job_id} is already Canceling: nothing to do"
+    return None
