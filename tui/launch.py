@@ -29,6 +29,7 @@ import os
 import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from tui.host import EngineHost
@@ -51,18 +52,19 @@ def _live_engines(db_path: str) -> dict[str, list[str]]:
     return asyncio.run(ask())
 
 
-def placement(db_path: str, servers: dict[str, int]) -> tuple[Any, str]:
+def placement(db_path: str, servers: dict[str, int], *, embed: bool = True) -> tuple[Any, str]:
     """(an Engine to embed, or None to attach) and the words the header shows.
 
     A database this user may not write: never an embedded engine (it would have to
     write); the console opens read-only and shows what the engines write."""
     from engine.db import writable
-    from engine.runtime import Engine
     from tui.app import attached_label, embedded_label
 
     live = _live_engines(db_path)
-    if live or (os.path.exists(db_path) and not writable(db_path)):
+    if not embed or live or (os.path.exists(db_path) and not writable(db_path)):
         return None, attached_label(live)
+    from engine.runtime import Engine
+
     return Engine(db_path, servers), embedded_label(servers)
 
 
@@ -150,12 +152,8 @@ async def run_app(app: Any, host: EngineHost, db_path: str) -> int:
 
 def run_console(args: argparse.Namespace) -> int:
     """Open the console for ``batchdeck`` / ``batchdeck console`` / ``batchdeck demo``."""
-    from engine.cli import server_args
-    from engine.db import DatabaseError, check_intact, default_db_path
-    from engine.safe_text import safe_line
     from tui.keys import KeymapError, load_keymap
 
-    command = getattr(args, "command", None) or "console"
     try:
         keymap = load_keymap()  # first: a bad keymap is said before anything starts
     except KeymapError as exc:
@@ -168,6 +166,29 @@ def run_console(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    made = make_console(args, keymap=keymap, watch_tty=_tty_alive)
+    if isinstance(made, int):
+        return made
+    app, host, db_path = made
+    _install_signals(host)
+    return asyncio.run(run_app(app, host, db_path))
+
+
+def make_console(
+    args: argparse.Namespace,
+    *,
+    keymap: dict[str, str] | None = None,
+    watch_tty: Any = None,
+    embed: bool = True,
+) -> tuple[Any, EngineHost, str] | int:
+    """The console app and its host, as ``run_console`` starts them (an exit code when
+    it cannot start). ``embed=False``: never an embedded engine (bench/console_list.py
+    measures the console alone, through this same path)."""
+    from engine.cli import server_args
+    from engine.db import DatabaseError, check_intact, default_db_path
+    from engine.safe_text import safe_line
+
+    command = getattr(args, "command", None) or "console"
     if command == "demo":
         try:
             import tui.demo as demo  # written separately; may be absent in a build
@@ -188,16 +209,19 @@ def run_console(args: argparse.Namespace) -> int:
             print(f"batchdeck: {exc}", file=sys.stderr)
             return 2
 
-    from tui.app import BatchdeckApp
+    # The damage check reads every page (~0.15 s on 100,000 jobs); SQLite does that
+    # without the GIL, so it runs in a thread while Textual and the console import.
+    with ThreadPoolExecutor(1, thread_name_prefix="batchdeck-check") as pool:
+        intact = pool.submit(check_intact, db_path)
+        from tui.app import BatchdeckApp
 
-    try:
-        check_intact(db_path)  # a damaged file: one line on how to recover, no console
-        engine, label = placement(db_path, servers)
-    except DatabaseError as exc:
-        print(f"batchdeck: {safe_line(exc)}", file=sys.stderr)
-        return 1
+        try:
+            intact.result()  # a damaged file: one line on how to recover, no console
+            engine, label = placement(db_path, servers, embed=embed)
+        except DatabaseError as exc:
+            print(f"batchdeck: {safe_line(exc)}", file=sys.stderr)
+            return 1
     # The demo's data is throwaway: it ends with its terminal (see tui.host).
-    host = EngineHost(engine, end_on_hangup=command == "demo", watch_tty=_tty_alive)
+    host = EngineHost(engine, end_on_hangup=command == "demo", watch_tty=watch_tty)
     app = BatchdeckApp(db_path, mode_label=label, host=host, keymap=keymap)
-    _install_signals(host)
-    return asyncio.run(run_app(app, host, db_path))
+    return app, host, db_path
