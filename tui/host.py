@@ -53,6 +53,7 @@ class EngineHost:
         self._watch_tty = watch_tty
         self._tty_check_s = tty_check_s
         self._hangup_requested = False
+        self._start_called = False  # start() ran
         self._console: Console | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._start: asyncio.Task[None] | None = None
@@ -69,19 +70,26 @@ class EngineHost:
 
     # -- the console's side ------------------------------------------------------------
     def attach(self, console: Console) -> None:
-        """The console is up (its ``on_mount``): start the engine, watch the terminal."""
+        """The console is up (its ``on_mount``): from now on a signal reaches it."""
         self._console = console
         self._loop = asyncio.get_running_loop()
-        if self.engine is not None:
+        if self.exit_requested:  # a signal came before the loop was known
+            console.exit(0)
+        elif self._hangup_requested:
+            self.hangup()
+
+    def start(self) -> None:
+        """The console's first list is painted: start the engine, watch the terminal.
+        (Not earlier: the first paint is what the operator waits for.)"""
+        if self._console is None or self._start_called or self.exit_requested:
+            return
+        self._start_called = True
+        if self.engine is not None and not self._hangup_requested:
             # A plain task, not a worker: Textual cancels workers when it exits, and a
             # start cancelled after its leases were written would leave them behind.
             self._start = self._spawn(self._start_engine(), "batchdeck-engine-start")
         if self._watch_tty is not None:
             self._spawn(self._check_tty(), "batchdeck-tty-check")
-        if self.exit_requested:  # a signal came before the loop was known
-            console.exit(0)
-        elif self._hangup_requested:
-            self.hangup()
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=name)

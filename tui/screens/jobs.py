@@ -51,6 +51,7 @@ class JobListScreen(JobKeysMixin, LiveScreen):
     def __init__(self) -> None:
         super().__init__(id="jobs-screen")
         self._counts: dict[str, int] = {}
+        self._first_loaded = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -75,6 +76,12 @@ class JobListScreen(JobKeysMixin, LiveScreen):
         await self.table.reload()
         self._counts = await self.bd.data.reader.status_counts()
         self._show_counts()
+
+    async def reload_now(self) -> None:
+        await super().reload_now()
+        if not self._first_loaded:  # painted or failed: either way, the rest may start
+            self._first_loaded = True
+            self.call_after_refresh(self.bd.after_first_list)
 
     async def tick(self) -> None:
         self.table.refresh()  # durations move; nothing to read
