@@ -392,6 +392,47 @@ def test_hundred_thousand_jobs_open_fast(tmp_path: Path) -> None:
     asyncio.run(run())
 
 
+def test_down_reads_nothing_in_the_window_and_the_next_page_is_read_ahead(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    path = tmp_path / "many.db"
+    Store(path).dispose()
+    conn = sqlite3.connect(path)
+    conn.executemany(
+        "INSERT INTO job(name, status, system, submitted_by, submitted_at, orphaned) "
+        "VALUES (?, 'waiting', 0, 'alice', ?, 0)",
+        ((f"job-{i:04d}", scenario.T0 + i) for i in range(2_000)),
+    )
+    conn.commit()
+    conn.close()
+
+    async def run() -> None:
+        app = RecordingApp(
+            str(path), mode_label="test", clock=lambda: scenario.NOW, actor="alice", live=False
+        )
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot)
+            t = table(app)
+            fetches = count_calls(app.data, "list_jobs")
+            for _ in range(3):
+                await pilot.press("down")
+            assert t.selected_id == 2_000 - 3 and fetches == []  # rows in the window: no read
+            h = t.visible_rows
+            for n in range(1, 8):
+                await pilot.press("pagedown")
+                await until(lambda: not t._fetching(), "the read ahead", pilot=pilot)  # noqa: SLF001
+                top = int(t.scroll_y)
+                # The next page down finds its rows loaded, whatever this one needed.
+                assert t._cache_start + len(t._cache) >= top + 2 * h, n  # noqa: SLF001
+                assert t.row_at(t.cursor) is not None
+                assert painted_job_row(app, t.selected_id) != ""
+            assert 0 < len(fetches) < 7  # a read every few pages, not one per key
+
+    asyncio.run(run())
+
+
 def test_one_preview_read_gives_the_job_the_refusal_and_the_plan(db: str) -> None:
     store = Store(db)
     try:

@@ -7,7 +7,7 @@ from dataclasses import replace
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.widgets import Footer, Header, Input, Static
+from textual.widgets import Header, Input, Static
 
 from engine.format import label
 from engine.statuses import LABELS
@@ -15,6 +15,7 @@ from tui.data import JobQuery
 from tui.keys import bindings
 from tui.screens.base import JOB_BINDINGS, JobKeysMixin, LiveScreen
 from tui.styles import status_style
+from tui.widgets.footer import KeyFooter
 from tui.widgets.job_table import JobTable
 
 COUNT_ORDER = ("executing", "canceling", "waiting", "withhold", "error", "canceled", "ended")
@@ -63,7 +64,7 @@ class JobListScreen(JobKeysMixin, LiveScreen):
         box.cursor_blink = self.bd.live  # a still cursor keeps screenshots stable
         yield box
         yield JobTable(self.bd.data, self.bd.clock, id="jobs")
-        yield Footer()
+        yield KeyFooter()
 
     @property
     def table(self) -> JobTable:
