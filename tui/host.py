@@ -57,6 +57,7 @@ class EngineHost:
         self._console: Console | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._start: asyncio.Task[None] | None = None
+        self._stop: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -131,17 +132,21 @@ class EngineHost:
             await asyncio.wait([task])
 
     async def stop_engine(self) -> None:
-        """Stop the embedded engine; one still starting is let finish first, then stopped."""
+        """Stop the embedded engine; one still starting is let finish first, then stopped.
+        The stop is a task of its own: a caller cancelled meanwhile (the quit flow, when
+        the app exits) does not cut it short, and ``detach`` waits for it."""
         await self._started()
         engine, self.engine = self.engine, None
         if engine is not None and self.running:
             self.running = False
-            await engine.stop()
+            self._stop = self._spawn(engine.stop(), "batchdeck-engine-stop")
+        if self._stop is not None:
+            await asyncio.shield(self._stop)
 
     async def detach(self) -> None:
         """The console is going (its ``on_unmount``): stop the engine unless handed off."""
         for task in list(self._tasks):
-            if task is not self._start:
+            if task is not self._start and task is not self._stop:
                 task.cancel()
         with contextlib.suppress(Exception):
             await self.stop_engine()
