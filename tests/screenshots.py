@@ -22,7 +22,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable
 
 from tests import scenario
-from tests.tui_support import RecordingApp, press, shown
+from tests.tui_support import RecordingApp
 from tests.waiting import until
 from tui.app import BatchdeckApp
 
@@ -87,13 +87,14 @@ async def select(pilot: Pilot, job_id: int) -> None:
 
 
 async def modal_up(pilot: Pilot) -> None:
-    await shown(pilot, ModalScreen)
+    await until(lambda: isinstance(pilot.app.screen, ModalScreen), "a modal", pilot=pilot)
+    await pilot.pause()
 
 
 def open_job(job_id: int) -> Steps:
     async def steps(pilot: Pilot) -> None:
         await select(pilot, job_id)
-        await press(pilot, "enter")
+        await pilot.press("enter")
         await settle(pilot)
 
     return steps
@@ -103,9 +104,9 @@ def on_job(job_id: int, key: str, *, in_detail: bool = False) -> Steps:
     async def steps(pilot: Pilot) -> None:
         await select(pilot, job_id)
         if in_detail:
-            await press(pilot, "enter")
+            await pilot.press("enter")
             await settle(pilot)
-        await press(pilot, key)
+        await pilot.press(key)
         await modal_up(pilot)
 
     return steps
@@ -117,31 +118,31 @@ async def list_only(pilot: Pilot) -> None:
 
 async def running_filter(pilot: Pilot) -> None:
     await settle(pilot)
-    await press(pilot, "f")
+    await pilot.press("f")
     await settle(pilot)
 
 
 async def text_filter(pilot: Pilot) -> None:
     await settle(pilot)
-    await press(pilot, "slash", *"child", "enter")
+    await pilot.press("slash", *"child", "enter")
     await settle(pilot)
 
 
 async def servers(pilot: Pilot) -> None:
     await settle(pilot)
-    await press(pilot, "s")
+    await pilot.press("s")
     await settle(pilot)
 
 
 async def help_screen(pilot: Pilot) -> None:
     await settle(pilot)
-    await press(pilot, "question_mark")
+    await pilot.press("question_mark")
     await modal_up(pilot)
 
 
 async def refused(pilot: Pilot) -> None:
     await select(pilot, 6)  # the system job
-    await press(pilot, "c")
+    await pilot.press("c")
     await until(lambda: bool(pilot.app.messages), "a notification", pilot=pilot)  # type: ignore[attr-defined]
     await pilot.pause()
 
@@ -152,10 +153,10 @@ def marked(*job_ids: int, key: str | None = None) -> Steps:
     async def steps(pilot: Pilot) -> None:
         for job_id in job_ids:
             await select(pilot, job_id)
-            await press(pilot, "space")
+            await pilot.press("space")
         await settle(pilot)
         if key is not None:
-            await press(pilot, key)
+            await pilot.press(key)
             await modal_up(pilot)
 
     return steps
