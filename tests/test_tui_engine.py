@@ -26,7 +26,9 @@ from tests.tui_support import (  # noqa: F401 - utc: autouse
     one,
     painted,
     painted_job_row,
+    press,
     said,
+    shown,
     state,
     text_of,
     utc,
@@ -95,9 +97,9 @@ async def test_cancel_from_the_list(db: str) -> None:
         await until(lambda: app.who is not None, "whoami", pilot=pilot)
         assert app.sub_title == "embedded engine: batch-01 · alice (manager)"
         await select(pilot, job)
-        await pilot.press("c")
-        await until(lambda: isinstance(app.screen, ConfirmCancel), "the cancel modal", pilot=pilot)
-        await pilot.press(*"wrong data", "enter")
+        await press(pilot, "c")
+        await shown(pilot, ConfirmCancel)
+        await press(pilot, *"wrong data", "enter")
         await until(
             lambda: job_status(db, job) == "canceled", "the job to be canceled", pilot=pilot
         )
@@ -126,10 +128,10 @@ async def test_abort_from_the_detail_screen_yes(db: str) -> None:
             lambda: task_status(db, job, "sleeper") == "canceling", "canceling", pilot=pilot
         )
         await select(pilot, job)
-        await pilot.press("enter")
+        await press(pilot, "enter")
         await settle(pilot)
         assert isinstance(app.screen, JobDetailScreen)
-        await pilot.press("a")
+        await press(pilot, "a")
         modal = await until(
             lambda: isinstance(app.screen, ConfirmAbort) and app.screen,
             "the abort modal",
@@ -137,7 +139,7 @@ async def test_abort_from_the_detail_screen_yes(db: str) -> None:
         )
         assert not modal.plan.cancel_first
         assert f"Abort job {job} stubborn-shell?" in text_of(modal.query_one(".dialog-title"))
-        await pilot.press("y")
+        await press(pilot, "y")
         await until(lambda: task_status(db, job, "sleeper") == "aborted", "aborted", pilot=pilot)
         await until(lambda: job_status(db, job) == "canceled", "the job canceled", pilot=pilot)
         assert said(app, f"Aborting job {job}: 1 task")
@@ -150,24 +152,20 @@ async def test_abort_on_an_executing_job_no_then_yes(db: str) -> None:
     async with app.run_test(size=(100, 30)) as pilot:
         await until(lambda: task_status(db, job, "sleep") == "executing", "the start", pilot=pilot)
         await select(pilot, job)
-        await pilot.press("enter")
+        await press(pilot, "enter")
         await settle(pilot)
         before = state(db)
-        await pilot.press("a")
-        modal = await until(
-            lambda: isinstance(app.screen, ConfirmAbort) and app.screen,
-            "the abort modal",
-            pilot=pilot,
-        )
+        await press(pilot, "a")
+        modal = await shown(pilot, ConfirmAbort)
         assert modal.plan.cancel_first  # offers to cancel and abort in one step
         assert "Cancel and abort" in text_of(modal.query_one(".dialog-title"))
-        await pilot.press("n")
+        await press(pilot, "n")
         await until(lambda: not isinstance(app.screen, ModalScreen), "no modal", pilot=pilot)
         await until(lambda: not app.flow_busy(), "the flow to end", pilot=pilot)
         assert state(db) == before  # No: nothing changed
-        await pilot.press("a")
-        await until(lambda: isinstance(app.screen, ConfirmAbort), "the modal again", pilot=pilot)
-        await pilot.press("y")
+        await press(pilot, "a")
+        await shown(pilot, ConfirmAbort)
+        await press(pilot, "y")
         await until(lambda: task_status(db, job, "sleep") == "aborted", "aborted", pilot=pilot)
         await until(lambda: job_status(db, job) == "canceled", "the job canceled", pilot=pilot)
         # The detail screen follows on its own (live refresh), and paints it.
@@ -197,9 +195,9 @@ async def test_approve_and_reject_ask_first(db: str) -> None:
                 pilot=pilot,
             )
         await select(pilot, yes)
-        await pilot.press("enter")
+        await press(pilot, "enter")
         await settle(pilot)
-        await pilot.press("y")
+        await press(pilot, "y")
         modal = await until(
             lambda: isinstance(app.screen, ConfirmApproval) and app.screen,
             "the approve modal",
@@ -210,15 +208,15 @@ async def test_approve_and_reject_ask_first(db: str) -> None:
             modal.query_one(".dialog-title")
         )
         assert isinstance(app.focused, Button) and app.focused.id == "no"
-        await pilot.press("y")
+        await press(pilot, "y")
         await until(lambda: job_status(db, yes) == "ended", "approved job to end", pilot=pilot)
         assert said(app, f"Task approve of job {yes} approved")
-        await pilot.press("escape")
+        await press(pilot, "escape")
         await select(pilot, no)
         before = state(db)
         # `n` alone (say, a double tap after closing another confirmation) rejects nothing:
         # it opens the confirmation, and a second `n` answers No.
-        await pilot.press("n")
+        await press(pilot, "n")
         modal = await until(
             lambda: isinstance(app.screen, ConfirmApproval) and app.screen,
             "the reject modal",
@@ -227,13 +225,13 @@ async def test_approve_and_reject_ask_first(db: str) -> None:
         assert f"Reject task approve of job {no} needs-approval?" in text_of(
             modal.query_one(".dialog-title")
         )
-        await pilot.press("n")
+        await press(pilot, "n")
         await until(lambda: not isinstance(app.screen, ModalScreen), "no modal", pilot=pilot)
         await until(lambda: not app.flow_busy(), "the flow to end", pilot=pilot)
         assert state(db) == before and task_status(db, no, "approve") == "executing"
         # `n`, then Yes: rejected.
-        await pilot.press("n")
-        await until(lambda: isinstance(app.screen, ConfirmApproval), "the modal again", pilot=pilot)
+        await press(pilot, "n")
+        await shown(pilot, ConfirmApproval)
         await pilot.pause()
         await pilot.click("#yes")
         await until(lambda: job_status(db, no) == "error", "rejected job to fail", pilot=pilot)
@@ -248,15 +246,15 @@ async def test_the_embedded_engine_stops_with_the_console(db: str) -> None:
     app = embedded(db)
     async with app.run_test(size=(100, 30)) as pilot:
         await until(lambda: job_status(db, job) == "executing", "the start", pilot=pilot)
-        await pilot.press("q")  # a task is running: asks first
-        await until(lambda: isinstance(app.screen, ConfirmQuit), "the quit modal", pilot=pilot)
-        await pilot.press("n")
+        await press(pilot, "q")  # a task is running: asks first
+        await shown(pilot, ConfirmQuit)
+        await press(pilot, "n")
         await until(lambda: not isinstance(app.screen, ModalScreen), "no modal", pilot=pilot)
         assert app.is_running
-        await pilot.press("q")
-        await until(lambda: isinstance(app.screen, ConfirmQuit), "the quit modal", pilot=pilot)
-        await pilot.press("y")
-        await until(lambda: not app.is_running or not app.host.running, "the stop", pilot=pilot)
+        await press(pilot, "q")
+        await shown(pilot, ConfirmQuit)
+        await press(pilot, "y")
+        await until(lambda: not app.is_running, "the console to exit", pilot=pilot)
     assert one(db, "SELECT status, lease_owner FROM server WHERE name='batch-01'") == (
         "offline",
         None,
@@ -283,9 +281,9 @@ async def test_falls_back_to_attached_when_the_lease_is_taken(db: str) -> None:
             assert said(app, "Attached to the running engine")
             await until(lambda: job_status(db, job) == "executing", "the other engine", pilot=pilot)
             await select(pilot, job)
-            await pilot.press("c")
-            await until(lambda: isinstance(app.screen, ConfirmCancel), "the modal", pilot=pilot)
-            await pilot.press("enter")
+            await press(pilot, "c")
+            await shown(pilot, ConfirmCancel)
+            await press(pilot, "enter")
             # The other engine sees the request through the database and stops the task.
             await until(lambda: job_status(db, job) == "canceled", "canceled", pilot=pilot)
         # Attached: quitting the console leaves the other engine serving.
@@ -319,8 +317,8 @@ async def test_live_refresh_pauses_while_a_modal_is_open(db: str) -> None:
         second = add(db, "wait.toml")
         await until(lambda: table.total == 2, "the new job to show", pilot=pilot)
         assert table.selected_id == job  # the selection stayed on the same job
-        await pilot.press("c")
-        await until(lambda: isinstance(app.screen, ConfirmCancel), "the modal", pilot=pilot)
+        await press(pilot, "c")
+        await shown(pilot, ConfirmCancel)
         fetches = count_calls(app.data, "list_jobs")
         add(db, "wait.toml")
         # The list's live refresh is paused while the modal is up (it would show 3 jobs).
@@ -328,6 +326,6 @@ async def test_live_refresh_pauses_while_a_modal_is_open(db: str) -> None:
         assert list_screen._live is not None and not list_screen._live._active.is_set()  # noqa: SLF001
         await pilot.pause(1.0)  # three refresh periods: an observation window, not a wait
         assert fetches == [] and table.total == 2
-        await pilot.press("escape")
+        await press(pilot, "escape")
         await until(lambda: table.total == 3, "the refresh after the modal", pilot=pilot)
         assert job_status(db, job) == "executing" and second

@@ -10,7 +10,7 @@ import pytest
 
 from tests import scenario
 from tests.screenshots import select, settle
-from tests.tui_support import RecordingApp, painted, text_of, utc  # noqa: F401 - utc: autouse
+from tests.tui_support import RecordingApp, painted, press, shown, text_of, utc  # noqa: F401 - utc: autouse
 from tests.waiting import until
 from tui.keys import JOB_KEYS, KeymapError, check_keymap, keymap_path, load_keymap
 from tui.launch import run_console
@@ -109,24 +109,24 @@ async def test_a_remapped_key_works_and_shows_everywhere(tmp_path: Path) -> None
         await select(pilot, 2)
         footer = painted(app).splitlines()[-1]
         assert " x Cancel " in footer and " ^b Abort " in footer and " c Cancel " not in footer
-        await pilot.press("c")  # its old key does nothing now
+        await press(pilot, "c")  # its old key does nothing now
         await pilot.pause()
         assert isinstance(app.screen, JobListScreen)
-        await pilot.press("x")
-        await until(lambda: isinstance(app.screen, ConfirmCancel), "the cancel modal", pilot=pilot)
-        await pilot.press("escape")
-        await until(lambda: isinstance(app.screen, JobListScreen), "back", pilot=pilot)
-        await pilot.press("ctrl+b")
-        await until(lambda: isinstance(app.screen, ConfirmAbort), "the abort modal", pilot=pilot)
-        await pilot.press("escape")
+        await press(pilot, "x")
+        await shown(pilot, ConfirmCancel)
+        await press(pilot, "escape")
+        await shown(pilot, JobListScreen)
+        await press(pilot, "ctrl+b")
+        await shown(pilot, ConfirmAbort)
+        await press(pilot, "escape")
         await settle(pilot)
-        await pilot.press("question_mark")
+        await press(pilot, "question_mark")
         help_screen = await until(
             lambda: isinstance(app.screen, HelpScreen) and app.screen, "help", pilot=pilot
         )
-        shown = text_of(help_screen.query_one("#help-body"))
-        assert "x           Cancel gracefully" in shown
-        assert "ctrl+b      Abort: force-stop" in shown
+        body = text_of(help_screen.query_one("#help-body"))
+        assert "x           Cancel gracefully" in body
+        assert "ctrl+b      Abort: force-stop" in body
         # The palette offers the same actions, named by the registry.
         titles = [c.title for c in app.get_system_commands(app.screen_stack[1])]
         assert "Cancel job 2" in titles and "Abort job 2" in titles

@@ -20,7 +20,9 @@ from tests.tui_support import (
     one,
     painted,
     painted_job_row,
+    press,
     said,
+    shown,
     state,
     text_of,
 )  # noqa: F401 - utc: autouse
@@ -92,15 +94,15 @@ async def test_cursor_keys_and_selection_by_id(db: str) -> None:
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
         t = table(app)
-        await pilot.press("down", "down")
+        await press(pilot, "down", "down")
         assert t.selected_id == 12
-        await pilot.press("end")
+        await press(pilot, "end")
         assert t.selected_id == 1
-        await pilot.press("home")
+        await press(pilot, "home")
         assert t.selected_id == 14
-        await pilot.press("pagedown")
+        await press(pilot, "pagedown")
         assert t.selected_id == 1  # the page is taller than the list
-        await pilot.press("up")
+        await press(pilot, "up")
         assert t.selected_id == 2
 
 
@@ -122,7 +124,7 @@ async def test_selection_follows_the_job_when_rows_move(db: str) -> None:
         assert t.selected_id == 5 and t.cursor == before + 2
         assert t.row_at(t.cursor).id == 5
         # Sorted by status, a status change moves it far: still job 5.
-        await pilot.press("o", "o")  # id -> name -> status
+        await press(pilot, "o", "o")  # id -> name -> status
         await settle(pilot)
         assert t.query_spec.sort == "status"
         await select(pilot, 14)
@@ -138,24 +140,24 @@ async def test_status_filter_text_filter_and_sort(db: str) -> None:
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
         t = table(app)
-        await pilot.press("f")  # running: Executing + Canceling
+        await press(pilot, "f")  # running: Executing + Canceling
         await settle(pilot)
         assert t.total == 7
         assert {t.row_at(i).status for i in range(t.total)} == {"executing", "canceling"}
-        await pilot.press("f", "f")  # waiting, then failed
+        await press(pilot, "f", "f")  # waiting, then failed
         await settle(pilot)
         assert t.query_spec.status_label == "failed"
         assert {t.row_at(i).status for i in range(t.total)} == {"error", "canceled"}
-        await pilot.press("escape")  # clears the filters
+        await press(pilot, "escape")  # clears the filters
         await settle(pilot)
         assert t.total == 14
-        await pilot.press("slash", *"leads", "enter")
+        await press(pilot, "slash", *"leads", "enter")
         await settle(pilot)
         assert t.total == 1 and t.selected_id == 2
-        await pilot.press("slash", "escape")  # escape in the box clears the text
+        await press(pilot, "slash", "escape")  # escape in the box clears the text
         await settle(pilot)
         assert t.total == 14 and t.query_spec.text == ""
-        await pilot.press("o")  # by name, A to Z
+        await press(pilot, "o")  # by name, A to Z
         await settle(pilot)
         names = [t.row_at(i).name for i in range(t.total)]
         assert names == sorted(names)
@@ -178,7 +180,7 @@ async def test_refusals_are_notifications_and_change_nothing(db: str) -> None:
             (2, "h", "Job 2 is Executing: only a Waiting job can be held"),
         ):
             await select(pilot, job_id)
-            await pilot.press(key)
+            await press(pilot, key)
             await until(lambda w=words: said(app, w), words, pilot=pilot)
             assert not isinstance(app.screen, ModalScreen)
     assert state(db) == before
@@ -201,15 +203,15 @@ async def test_escape_from_every_modal_changes_nothing(db: str, in_detail: bool)
         for job_id, key, kind in MODALS:
             await select(pilot, job_id)
             if in_detail:
-                await pilot.press("enter")
+                await press(pilot, "enter")
                 await settle(pilot)
-            await pilot.press(key)
-            await until(lambda k=kind: isinstance(app.screen, k), kind.__name__, pilot=pilot)
-            await pilot.press("escape")
+            await press(pilot, key)
+            await shown(pilot, kind)
+            await press(pilot, "escape")
             await until(lambda: not isinstance(app.screen, ModalScreen), "no modal", pilot=pilot)
             if in_detail:
                 assert isinstance(app.screen, JobDetailScreen)
-                await pilot.press("escape")
+                await press(pilot, "escape")
             await settle(pilot)
             assert isinstance(app.screen, JobListScreen)
     assert state(db) == before
@@ -220,7 +222,7 @@ async def test_abort_modal_defaults_to_no(db: str) -> None:
     before = state(db)
     async with app.run_test(size=(100, 30)) as pilot:
         await select(pilot, 13)
-        await pilot.press("a")
+        await press(pilot, "a")
         modal = await until(
             lambda: isinstance(app.screen, ConfirmAbort) and app.screen,
             "the abort modal",
@@ -229,11 +231,11 @@ async def test_abort_modal_defaults_to_no(db: str) -> None:
         await pilot.pause()
         assert isinstance(app.focused, Button) and app.focused.id == "no"
         assert "Abort job 13 stuck-canceling?" in text_of(modal.query_one(".dialog-title"))
-        await pilot.press("enter")  # on No
+        await press(pilot, "enter")  # on No
         await until(lambda: not isinstance(app.screen, ModalScreen), "no modal", pilot=pilot)
-        await pilot.press("a")
-        await until(lambda: isinstance(app.screen, ConfirmAbort), "the modal again", pilot=pilot)
-        await pilot.press("n")
+        await press(pilot, "a")
+        await shown(pilot, ConfirmAbort)
+        await press(pilot, "n")
         await until(lambda: not isinstance(app.screen, ModalScreen), "no modal", pilot=pilot)
     assert state(db) == before
 
@@ -244,17 +246,17 @@ async def test_tab_moves_between_the_abort_buttons_only(db: str) -> None:
     before = state(db)
     async with app.run_test(size=(100, 30)) as pilot:
         await select(pilot, 13)
-        await pilot.press("a")
-        await until(lambda: isinstance(app.screen, ConfirmAbort), "the abort modal", pilot=pilot)
+        await press(pilot, "a")
+        await shown(pilot, ConfirmAbort)
         await pilot.pause()
         assert app.focused is not None and app.focused.id == "no"
-        shown = painted(app)
-        assert "Yes, abort [y]" in shown and "No [n]" in shown  # the keys are on the buttons
-        await pilot.press("tab")
+        on_screen = painted(app)
+        assert "Yes, abort [y]" in on_screen and "No [n]" in on_screen  # keys on the buttons
+        await press(pilot, "tab")
         assert app.focused is not None and app.focused.id == "yes"  # not the task list
-        await pilot.press("tab")
+        await press(pilot, "tab")
         assert app.focused is not None and app.focused.id == "no"
-        await pilot.press("tab", "enter")  # on "Yes, abort"
+        await press(pilot, "tab", "enter")  # on "Yes, abort"
         await until(lambda: said(app, "Aborting job 13: 1 task"), "the abort", pilot=pilot)
         await until(lambda: not isinstance(app.screen, ModalScreen), "no modal", pilot=pilot)
     # Yes was pressed: the task is being force-stopped (no engine here to finish it).
@@ -267,9 +269,9 @@ async def test_cancel_a_waiting_job_with_a_reason(db: str) -> None:
     app = make_app(db)
     async with app.run_test(size=(100, 30)) as pilot:
         await select(pilot, 14)
-        await pilot.press("c")
-        await until(lambda: isinstance(app.screen, ConfirmCancel), "the cancel modal", pilot=pilot)
-        await pilot.press(*"typo in recipe", "enter")
+        await press(pilot, "c")
+        await shown(pilot, ConfirmCancel)
+        await press(pilot, *"typo in recipe", "enter")
         await until(lambda: said(app, "Job 14 Canceled"), "the result", pilot=pilot)
         await settle(pilot)
         assert table(app).row_at(table(app).cursor).status == "canceled"
@@ -288,10 +290,10 @@ async def test_hold_and_release(db: str) -> None:
     async with app.run_test(size=(100, 30)) as pilot:
         await select(pilot, 7)
         assert " Withhold " in painted_job_row(app, 7)
-        await pilot.press("h")
+        await press(pilot, "h")
         await until(lambda: said(app, "Job 7 released (Waiting)"), "release", pilot=pilot)
         await until(lambda: " Waiting " in painted_job_row(app, 7), "the row", pilot=pilot)
-        await pilot.press("h")
+        await press(pilot, "h")
         await until(lambda: said(app, "Job 7 Withhold"), "hold", pilot=pilot)
         await until(lambda: " Withhold " in painted_job_row(app, 7), "the row", pilot=pilot)
 
@@ -300,13 +302,13 @@ async def test_detail_screen_and_child_jobs(db: str) -> None:
     app = make_app(db)
     async with app.run_test(size=(100, 30)) as pilot:
         await select(pilot, 9)
-        await pilot.press("enter")
+        await press(pilot, "enter")
         await settle(pilot)
         screen = app.screen
         assert isinstance(screen, JobDetailScreen) and screen.job_id == 9
         assert [c.id for c in screen.detail.children] == [10, 11]
-        await pilot.press("tab")  # to the child table
-        await pilot.press("enter")  # opens child 10
+        await press(pilot, "tab")  # to the child table
+        await press(pilot, "enter")  # opens child 10
         await until(
             lambda: isinstance(app.screen, JobDetailScreen) and app.screen.job_id == 10,
             "the child's detail",
@@ -314,7 +316,7 @@ async def test_detail_screen_and_child_jobs(db: str) -> None:
         )
         await settle(pilot)
         assert "job 9 (sync)" in text_of(app.screen.query_one("#fields"))
-        await pilot.press("escape", "escape")
+        await press(pilot, "escape", "escape")
         await settle(pilot)
         assert isinstance(app.screen, JobListScreen)
 
@@ -323,7 +325,7 @@ async def test_canceled_job_detail_shows_who_and_why(db: str) -> None:
     app = make_app(db)
     async with app.run_test(size=(120, 40)) as pilot:
         await select(pilot, 3)
-        await pilot.press("enter")
+        await press(pilot, "enter")
         await settle(pilot)
         fields = text_of(app.screen.query_one("#fields"))
         assert "Job canceled by bob: wrong sandbox" in fields
@@ -344,13 +346,13 @@ async def test_help_servers_and_palette(db: str) -> None:
             "Help",
         ):
             assert title in titles
-        await pilot.press("question_mark")
-        await until(lambda: isinstance(app.screen, ModalScreen), "help", pilot=pilot)
-        await pilot.press("escape")
-        await pilot.press("s")
+        await press(pilot, "question_mark")
+        await shown(pilot, ModalScreen)
+        await press(pilot, "escape")
+        await press(pilot, "s")
         await settle(pilot)
         assert app.screen.title == "Servers"
-        await pilot.press("escape")
+        await press(pilot, "escape")
         await settle(pilot)
         assert isinstance(app.screen, JobListScreen)
 
@@ -381,13 +383,54 @@ def test_hundred_thousand_jobs_open_fast(tmp_path: Path) -> None:
             assert t.total == 100_000 and t.selected_id == 100_000
             # Fast because lazy: one page read, a window of rows, not the list.
             assert len(fetches) == 1 and len(t._cache) < 200  # noqa: SLF001
-            await pilot.press("end")
+            await press(pilot, "end")
             await until(lambda: t.selected_id == 1, "the last row", pilot=pilot)
-            await pilot.press("pageup")
+            await press(pilot, "pageup")
             await until(
                 lambda: t.selected_id is not None and t.selected_id > 1, "a page up", pilot=pilot
             )
             assert len(fetches) < 20
+
+    asyncio.run(run())
+
+
+def test_down_reads_nothing_in_the_window_and_the_next_page_is_read_ahead(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    path = tmp_path / "many.db"
+    Store(path).dispose()
+    conn = sqlite3.connect(path)
+    conn.executemany(
+        "INSERT INTO job(name, status, system, submitted_by, submitted_at, orphaned) "
+        "VALUES (?, 'waiting', 0, 'alice', ?, 0)",
+        ((f"job-{i:04d}", scenario.T0 + i) for i in range(2_000)),
+    )
+    conn.commit()
+    conn.close()
+
+    async def run() -> None:
+        app = RecordingApp(
+            str(path), mode_label="test", clock=lambda: scenario.NOW, actor="alice", live=False
+        )
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot)
+            t = table(app)
+            fetches = count_calls(app.data, "list_jobs")
+            for _ in range(3):
+                await press(pilot, "down")
+            assert t.selected_id == 2_000 - 3 and fetches == []  # rows in the window: no read
+            h = t.visible_rows
+            for n in range(1, 8):
+                await press(pilot, "pagedown")
+                await until(lambda: not t._fetching(), "the read ahead", pilot=pilot)  # noqa: SLF001
+                top = int(t.scroll_y)
+                # The next page down finds its rows loaded, whatever this one needed.
+                assert t._cache_start + len(t._cache) >= top + 2 * h, n  # noqa: SLF001
+                assert t.row_at(t.cursor) is not None
+                assert painted_job_row(app, t.selected_id) != ""
+            assert 0 < len(fetches) < 7  # a read every few pages, not one per key
 
     asyncio.run(run())
 

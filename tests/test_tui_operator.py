@@ -24,8 +24,10 @@ from tests.tui_support import (  # noqa: F401 - utc: autouse
     one,
     painted,
     painted_job_row,
+    press,
     rows,
     said,
+    shown,
     utc,
 )
 from tests.tui_support import embedded as embedded_app
@@ -87,21 +89,21 @@ async def test_space_marks_and_unmarks_and_marks_survive_a_refresh(scenario_db: 
     app = make_app(scenario_db)
     async with app.run_test(size=(100, 30)) as pilot:
         await select(pilot, 2)
-        await pilot.press("space")
+        await press(pilot, "space")
         await select(pilot, 13)
-        await pilot.press("space")
+        await press(pilot, "space")
         await select(pilot, 6)
-        await pilot.press("space")
+        await press(pilot, "space")
         await pilot.pause()
         assert list_screen(app).marks == {2, 6, 13}
         assert marked_rows(app) == {2, 6, 13}
         assert "3 marked" in painted(app)
         await select(pilot, 6)
-        await pilot.press("space")  # again: unmarked
+        await press(pilot, "space")  # again: unmarked
         await pilot.pause()
         assert marked_rows(app) == {2, 13}
         # A refresh and a new order move the rows: the marks stay on the same jobs.
-        await pilot.press("o")  # sort by name
+        await press(pilot, "o")  # sort by name
         await settle(pilot)
         await list_screen(app).reload_now()
         await settle(pilot)
@@ -114,9 +116,9 @@ async def test_mark_all_marks_every_job_the_filter_shows(scenario_db: str) -> No
     app = make_app(scenario_db)
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
-        await pilot.press("f")  # running: Executing and Canceling
+        await press(pilot, "f")  # running: Executing and Canceling
         await settle(pilot)
-        await pilot.press("asterisk")
+        await press(pilot, "asterisk")
         running = {
             r[0]
             for r in rows(
@@ -126,7 +128,7 @@ async def test_mark_all_marks_every_job_the_filter_shows(scenario_db: str) -> No
         screen = list_screen(app)
         await until(lambda: screen.marks == running, "the running jobs marked", pilot=pilot)
         assert marked_rows(app) == running
-        await pilot.press("asterisk")  # all marked already: cleared
+        await press(pilot, "asterisk")  # all marked already: cleared
         await until(lambda: not screen.marks, "the marks cleared", pilot=pilot)
 
 
@@ -137,7 +139,7 @@ async def test_mark_all_reads_ids_not_painted_rows(db: str) -> None:
     app = RecordingApp(db, mode_label="no engine running", actor="alice")
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
-        await pilot.press("asterisk")
+        await press(pilot, "asterisk")
         screen = list_screen(app)
         await until(lambda: len(screen.marks) == 300, "300 marks", pilot=pilot)
         assert screen.marks == {r[0] for r in rows(db, "SELECT id FROM job")}
@@ -157,9 +159,9 @@ async def test_bulk_cancel_of_marked_jobs_through_one_confirmation(db: str) -> N
         await settle(pilot)
         for j in jobs[:2]:
             await select(pilot, j)
-            await pilot.press("space")
-        await pilot.press("c")
-        await until(lambda: isinstance(app.screen, ConfirmBulk), "the confirmation", pilot=pilot)
+            await press(pilot, "space")
+        await press(pilot, "c")
+        await shown(pilot, ConfirmBulk)
         dialog = app.screen
         assert app.focused is not None and app.focused.id == "no"  # the default is No
         text = painted(app)
@@ -168,13 +170,13 @@ async def test_bulk_cancel_of_marked_jobs_through_one_confirmation(db: str) -> N
         listing = list_screen(app)
         assert listing._live is not None and not listing._live._active.is_set()  # noqa: SLF001
         # Escape backs out: nothing changed, the marks are still there.
-        await pilot.press("escape")
-        await until(lambda: isinstance(app.screen, JobListScreen), "the list", pilot=pilot)
+        await press(pilot, "escape")
+        await shown(pilot, JobListScreen)
         assert all(job_status(db, j) == "executing" for j in jobs)
         assert listing.marks == set(jobs[:2])
         # Again, and yes.
-        await pilot.press("c")
-        await until(lambda: isinstance(app.screen, ConfirmBulk), "the confirmation", pilot=pilot)
+        await press(pilot, "c")
+        await shown(pilot, ConfirmBulk)
         assert app.screen is not dialog
         await pilot.click("#yes")
         await until(
@@ -200,16 +202,16 @@ async def test_bulk_confirmation_lists_counts_and_refusals(scenario_db: str) -> 
     async with app.run_test(size=(100, 30)) as pilot:
         for j in (2, 6, 13):
             await select(pilot, j)
-            await pilot.press("space")
-        await pilot.press("c")
-        await until(lambda: isinstance(app.screen, ConfirmBulk), "the confirmation", pilot=pilot)
+            await press(pilot, "space")
+        await press(pilot, "c")
+        await shown(pilot, ConfirmBulk)
         text = painted(app)
         assert "Cancel 1 marked job?" in text
         assert "Executing 1 · refused 2" in text
         assert "Job 6 maintenance: System jobs cannot be canceled" in text
         assert "Job 13 is already Canceling" in text
-        await pilot.press("escape")
-        await until(lambda: isinstance(app.screen, JobListScreen), "the list", pilot=pilot)
+        await press(pilot, "escape")
+        await shown(pilot, JobListScreen)
         assert job_status(scenario_db, 2) == "executing"
 
 
@@ -218,24 +220,24 @@ async def test_above_twenty_jobs_the_count_must_be_typed(db: str) -> None:
     app = RecordingApp(db, mode_label="no engine running", actor="alice")
     async with app.run_test(size=(100, 40)) as pilot:
         await settle(pilot)
-        await pilot.press("asterisk")
+        await press(pilot, "asterisk")
         screen = list_screen(app)
         await until(lambda: len(screen.marks) == 25, "25 marks", pilot=pilot)
-        await pilot.press("c")
-        await until(lambda: isinstance(app.screen, ConfirmBulk), "the confirmation", pilot=pilot)
+        await press(pilot, "c")
+        await shown(pilot, ConfirmBulk)
         yes = app.screen.query_one("#yes", Button)
         assert yes.disabled
         assert "type the number of jobs to confirm" in painted(app)
         assert app.focused is not None and app.focused.id == "no"
         await pilot.click("#count")
-        await pilot.press("2", "4")
+        await press(pilot, "2", "4")
         await pilot.pause()
         assert yes.disabled  # the wrong number
-        await pilot.press("enter")  # does nothing while OK is disabled
+        await press(pilot, "enter")  # does nothing while OK is disabled
         await pilot.pause()
         assert isinstance(app.screen, ConfirmBulk)
         app.screen.query_one("#count", Input).value = ""
-        await pilot.press("2", "5")
+        await press(pilot, "2", "5")
         await until(lambda: not yes.disabled, "OK enabled", pilot=pilot)
         await pilot.click("#yes")
         await until(
@@ -277,13 +279,13 @@ async def test_rerun_carries_over_what_ended(tmp_path: Path) -> None:
     app = make_app(db)
     async with app.run_test(size=(100, 30)) as pilot:
         await select(pilot, job)
-        await pilot.press("r")
-        await until(lambda: isinstance(app.screen, ConfirmRerun), "the confirmation", pilot=pilot)
+        await press(pilot, "r")
+        await shown(pilot, ConfirmRerun)
         text = painted(app)
         assert "Run again (1):" in text and "• second" in text
         assert "Carried over as Ended, not run again (1):" in text and "• first" in text
         assert app.focused is not None and app.focused.id == "no"
-        await pilot.press("y")
+        await press(pilot, "y")
         new = await until(
             lambda: one(db, "SELECT id FROM job WHERE rerun_of=?", job), "the rerun", pilot=pilot
         )
@@ -293,8 +295,8 @@ async def test_rerun_carries_over_what_ended(tmp_path: Path) -> None:
         )
         await settle(pilot)
         await select(pilot, new)
-        await pilot.press("enter")
-        await until(lambda: isinstance(app.screen, JobDetailScreen), "the detail", pilot=pilot)
+        await press(pilot, "enter")
+        await shown(pilot, JobDetailScreen)
         await settle(pilot)
         assert f"Rerun of           job {job}" in painted(app)
 
@@ -303,7 +305,7 @@ async def test_rerun_is_refused_for_a_job_still_running(scenario_db: str) -> Non
     app = make_app(scenario_db)
     async with app.run_test(size=(100, 30)) as pilot:
         await select(pilot, 2)
-        await pilot.press("r")
+        await press(pilot, "r")
         await until(lambda: app.messages, "the refusal", pilot=pilot)
         assert said(app, "Job 2 is Executing: only a job in a final status")
         assert not isinstance(app.screen, ConfirmRerun)
@@ -323,7 +325,7 @@ async def test_stuck_jobs_are_marked_in_the_list_and_the_detail_names_the_next_s
         assert "Canceling STUCK" in painted_job_row(app, 12)
         assert "STUCK" not in painted_job_row(app, 2)
         await select(pilot, 13)
-        await pilot.press("enter")
+        await press(pilot, "enter")
         await settle(pilot)
         text = painted(app)
         assert (
@@ -332,9 +334,9 @@ async def test_stuck_jobs_are_marked_in_the_list_and_the_detail_names_the_next_s
         )
         # How a cancel stops each running task, in the task table.
         assert "On cancel" in text and "gets SIGTERM" in text
-        await pilot.press("escape")
+        await press(pilot, "escape")
         await select(pilot, 2)
-        await pilot.press("enter")
+        await press(pilot, "enter")
         await settle(pilot)
         text = painted(app)
         assert "STUCK" not in text and "at its next safe point" in text
@@ -364,8 +366,8 @@ async def test_header_names_a_non_manager_and_abort_keys_are_hidden(scenario_db:
         footer = painted(app).splitlines()[-1]
         assert "Abort" not in footer and "Cancel" in footer
         before = one(scenario_db, "SELECT count(*) FROM event")
-        await pilot.press("a")
-        await pilot.press("A")
+        await press(pilot, "a")
+        await press(pilot, "A")
         await pilot.pause()
         assert isinstance(app.screen, JobListScreen)
         assert one(scenario_db, "SELECT count(*) FROM event") == before
@@ -382,7 +384,7 @@ async def test_header_names_a_manager(scenario_db: str) -> None:
         assert "carol (manager)" in app.sub_title
         assert app.screen.check_action("job", ("abort-job",)) is True
         await select(pilot, 13)
-        await pilot.press("a")
+        await press(pilot, "a")
         await until(lambda: app.screen.__class__.__name__ == "ConfirmAbort", "abort", pilot=pilot)
 
 
@@ -444,7 +446,7 @@ async def test_the_banner_comes_when_time_alone_makes_a_job_stuck(scenario_db: s
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
         app.open_job(13)
-        await until(lambda: isinstance(app.screen, JobDetailScreen), "the detail", pilot=pilot)
+        await shown(pilot, JobDetailScreen)
         await settle(pilot)
         assert "STUCK ·" not in painted(app)
         now[0] = scenario.NOW  # 50 s: past stuck_seconds (30)
@@ -456,8 +458,8 @@ async def test_bulk_with_nothing_to_act_on_says_why_and_asks_nothing(scenario_db
     async with app.run_test(size=(100, 30)) as pilot:
         for j in (6, 13):
             await select(pilot, j)
-            await pilot.press("space")
-        await pilot.press("c")
+            await press(pilot, "space")
+        await press(pilot, "c")
         await until(lambda: app.messages, "the refusal", pilot=pilot)
         assert said(app, "Nothing to cancel in the 2 marked: Job 6 maintenance: System jobs cannot")
         assert said(app, "; Job 13 is already Canceling")
@@ -472,14 +474,14 @@ async def test_on_cancel_column_while_a_task_runs(db: str) -> None:
         await until(lambda: job_status(db, job) == "executing", "the start", pilot=pilot)
         await settle(pilot)
         app.open_job(job)
-        await until(lambda: isinstance(app.screen, JobDetailScreen), "the detail", pilot=pilot)
+        await shown(pilot, JobDetailScreen)
         await until(
             lambda: "at its next safe point" in painted(app), "how the task stops", pilot=pilot
         )
         assert "On cancel" in painted(app)
-        await pilot.press("c")
+        await press(pilot, "c")
         await until(lambda: app.screen.__class__.__name__ == "ConfirmCancel", "cancel", pilot=pilot)
-        await pilot.press("enter")
+        await press(pilot, "enter")
         await until(lambda: job_status(db, job) == "canceled", "the cancel", pilot=pilot)
         # Nothing runs any more: the column goes (the task's message gets the room).
         await until(lambda: "On cancel" not in painted(app), "the column gone", pilot=pilot)

@@ -25,7 +25,18 @@ from engine.runtime import Engine
 from engine.submit import submit
 from tests import scenario
 from tests.screenshots import make_app, select, settle
-from tests.tui_support import RecordingApp, count_calls, embedded, one, painted, said, state, utc  # noqa: F401 - utc: autouse
+from tests.tui_support import (  # noqa: F401 - utc: autouse
+    RecordingApp,
+    count_calls,
+    embedded,
+    one,
+    painted,
+    press,
+    said,
+    shown,
+    state,
+    utc,
+)
 from tests.waiting import until
 from tui.modals.approval import ConfirmApproval
 from tui.modals.cancel import ConfirmCancel
@@ -164,7 +175,7 @@ async def test_a_failing_refresh_keeps_the_view_and_tries_again(db: str) -> None
         assert sum("could not refresh" in m for m, _ in app.messages) == 1
         # The detail screen too.
         await select(pilot, 2)
-        await pilot.press("enter")
+        await press(pilot, "enter")
         await settle(pilot)
         detail = app.screen
         assert isinstance(detail, JobDetailScreen)
@@ -183,7 +194,7 @@ async def test_a_failing_read_in_a_request_is_a_notification(db: str) -> None:
     async with app.run_test(size=(100, 30)) as pilot:
         await select(pilot, 14)
         fail_once(app.data, "control")  # the cancel preview: one read
-        await pilot.press("c")
+        await press(pilot, "c")
         await until(
             lambda: said(app, "Could not cancel: (sqlite3.OperationalError) database is locked"),
             "the notification",
@@ -191,14 +202,14 @@ async def test_a_failing_read_in_a_request_is_a_notification(db: str) -> None:
         )
         assert app.is_running and not isinstance(app.screen, ModalScreen)
         await until(lambda: not app.flow_busy(), "the flow to end", pilot=pilot)
-        await pilot.press("c")  # the next try works
-        await until(lambda: isinstance(app.screen, ConfirmCancel), "the modal", pilot=pilot)
-        await pilot.press("escape")
+        await press(pilot, "c")  # the next try works
+        await shown(pilot, ConfirmCancel)
+        await press(pilot, "escape")
         # The abort preview goes through the same handling.
         await until(lambda: not isinstance(app.screen, ModalScreen), "no modal", pilot=pilot)
         await select(pilot, 13)
         fail_once(app.data, "control")
-        await pilot.press("a")
+        await press(pilot, "a")
         await until(
             lambda: said(app, "Could not abort: (sqlite3.OperationalError)"),
             "the abort notification",
@@ -220,12 +231,12 @@ async def test_one_request_at_a_time_is_said_and_open_still_works(db: str) -> No
             return await orig(job_id)
 
         app.data.reader.job = slow  # type: ignore[method-assign]
-        await pilot.press("h")  # hold/release: waits on the slow read
+        await press(pilot, "h")  # hold/release: waits on the slow read
         await until(app.flow_busy, "the flow to start", pilot=pilot)
-        await pilot.press("c")
+        await press(pilot, "c")
         await until(lambda: said(app, "Another request is in progress"), "the message", pilot=pilot)
-        await pilot.press("enter")  # reading is never blocked
-        await until(lambda: isinstance(app.screen, JobDetailScreen), "the detail", pilot=pilot)
+        await press(pilot, "enter")  # reading is never blocked
+        await shown(pilot, JobDetailScreen)
         gate.set()
         await until(lambda: said(app, "Job 7 released (Waiting)"), "the release", pilot=pilot)
 
@@ -267,24 +278,24 @@ async def test_reject_asks_first_and_a_double_n_does_nothing(db: str) -> None:
     before = state(db)
     async with app.run_test(size=(100, 30)) as pilot:
         await select(pilot, 5)
-        await pilot.press("n")  # opens the confirmation (after a read: wait for it)...
-        await until(lambda: isinstance(app.screen, ConfirmApproval), "the modal", pilot=pilot)
-        await pilot.press("n")  # ...and the same key again answers No
+        await press(pilot, "n")  # opens the confirmation (after a read: wait for it)...
+        await shown(pilot, ConfirmApproval)
+        await press(pilot, "n")  # ...and the same key again answers No
         await until(lambda: not app.flow_busy(), "the flow to end", pilot=pilot)
         assert not isinstance(app.screen, ModalScreen)
         assert state(db) == before
-        await pilot.press("n")
+        await press(pilot, "n")
         modal = await until(
             lambda: isinstance(app.screen, ConfirmApproval) and app.screen, "the modal", pilot=pilot
         )
         await pilot.pause()
         assert isinstance(app.focused, Button) and app.focused.id == "no"
-        await pilot.press("enter")  # the default: No
+        await press(pilot, "enter")  # the default: No
         await until(lambda: not isinstance(app.screen, ModalScreen), "no modal", pilot=pilot)
         assert state(db) == before and not modal.approve
-        await pilot.press("n")
-        await until(lambda: isinstance(app.screen, ConfirmApproval), "the modal", pilot=pilot)
-        await pilot.press("y")
+        await press(pilot, "n")
+        await shown(pilot, ConfirmApproval)
+        await press(pilot, "y")
         await until(lambda: said(app, "Task approve of job 5 rejected"), "the result", pilot=pilot)
     assert one(db, "SELECT approval, approval_by FROM task WHERE job_id=5 AND name='approve'") == (
         "rejected",
@@ -319,7 +330,7 @@ async def test_quitting_while_the_engine_starts_leaves_no_lease(tmp_path: Path) 
             pilot=pilot,
         )
         assert not host.running
-        await pilot.press("q")  # no confirmation: nothing reported running yet
+        await press(pilot, "q")  # no confirmation: nothing reported running yet
         asyncio.get_running_loop().call_later(0.2, gate.set)
     assert one(path, "SELECT status, lease_owner FROM server WHERE name='batch-01'") == (
         "offline",

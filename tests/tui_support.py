@@ -161,3 +161,53 @@ def add(db: str, recipe: str) -> int:
 
 def job_status(db: str, job_id: int) -> str:
     return one(db, "SELECT status FROM job WHERE id=?", job_id)
+
+
+ROUNDS = 3  # key -> app -> focused widget -> what its action posts
+
+
+async def press(pilot: Any, *keys: str) -> None:
+    """Press keys as a terminal sends them, each handled before the next.
+
+    ``Pilot.press`` also waits, twice per key, for the whole process to go idle: with an
+    engine or a read running beside the console that takes up to a second a key (143 ms
+    on average over the console tests). Here each key is posted to the app's queue, and
+    the wait is for what it caused: the app and every widget of the screen have handled
+    their pending messages, over a few rounds (the key goes app -> focused widget -> the
+    action's messages). Anything slower (a read, a worker) the test waits for with
+    ``until``, as after any key."""
+    import unicodedata
+
+    from textual import events
+    from textual.keys import REPLACED_KEYS, _character_to_key, _get_unicode_name_from_key
+
+    app = pilot.app
+    for key in keys:
+        if len(key) == 1 and not key.isalnum():
+            key = _character_to_key(key)
+        original = REPLACED_KEYS.get(key, key)
+        try:
+            char: str | None = unicodedata.lookup(_get_unicode_name_from_key(original))
+        except KeyError:
+            char = key if len(key) == 1 else None
+        event = events.Key(key, char)
+        event.set_sender(app)
+        app.post_message(event)
+        for _ in range(ROUNDS):
+            await pilot._wait_for_screen()  # noqa: SLF001 - Pilot's own wait, minus the idle one
+
+
+async def shown(pilot: Any, kind: type) -> Any:
+    """Until a screen of ``kind`` is on top, mounted (its widgets composed) and painted;
+    that screen. (``isinstance(app.screen, kind)`` alone holds from the push on, before
+    the screen has composed anything.)"""
+    from tests.waiting import until
+
+    app = pilot.app
+    screen = await until(
+        lambda: isinstance(app.screen, kind) and app.screen.is_mounted and app.screen,
+        f"{kind.__name__} shown",
+        pilot=pilot,
+    )
+    await pilot.pause(0)  # its first frame
+    return screen

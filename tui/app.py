@@ -10,32 +10,26 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from textual import work
 from textual.app import App, SystemCommand
 from textual.notifications import SeverityLevel
 from textual.screen import ModalScreen, Screen
 
-from engine import control, rerun
 from engine.identity import current_actor
-from engine.permissions import Who, whoami
 from engine.safe_text import safe_block
 from tui.data import Data, one_line, owner_pid
 from tui.keys import KEYS, scope_bindings
-from tui.modals.abort import ConfirmAbort
-from tui.modals.approval import ConfirmApproval
-from tui.modals.bulk import ConfirmBulk, refusal_line
-from tui.modals.cancel import ConfirmCancel
-from tui.modals.cancel_tree import ConfirmCancelTree
-from tui.modals.quit import ConfirmQuit
-from tui.modals.rerun import ConfirmRerun
 from tui.screens.base import JobKeysMixin, LiveScreen
-from tui.screens.detail import JobDetailScreen, waiting_approval
-from tui.screens.help import HelpScreen
 from tui.screens.jobs import JobListScreen
-from tui.screens.servers import ServersScreen
 from tui.styles import set_plain
+
+# The first paint needs only the job list. Everything else (the other screens, the
+# confirmations, the control and rerun requests) is imported when first used: see
+# the lazy imports in the flows below, and ``_after_first_paint``.
+if TYPE_CHECKING:
+    from engine.permissions import Who
 
 
 def attached_label(live: dict[str, list[str]]) -> str:
@@ -107,6 +101,7 @@ class Host(Protocol):
     @property
     def stats(self) -> Any: ...  # the running embedded engine's EngineStats, or None
     def attach(self, console: Any) -> None: ...
+    def start(self) -> None: ...
     async def stop_engine(self) -> None: ...
     async def detach(self) -> None: ...
 
@@ -158,6 +153,7 @@ class BatchdeckApp(App[int]):
         self.engine_error: str | None = None  # the embedded engine's last failed batch
         self._errors_seen = 0
         self._error_ticks = 0
+        self._started_beside = False  # after_first_list ran
 
     # -- lifecycle ----------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -167,7 +163,17 @@ class BatchdeckApp(App[int]):
         self.sub_title = self.mode_label
         self.push_screen(JobListScreen())
         if self.host is not None:
-            self.host.attach(self)
+            self.host.attach(self)  # signals reach the console from now on
+        # Only the list is needed for the first paint: the engine, the terminal watch and
+        # the health checks start once it is painted (JobListScreen calls back).
+
+    def after_first_list(self) -> None:
+        """The job list's first window is painted: start what runs beside it."""
+        if self._started_beside:
+            return
+        self._started_beside = True
+        if self.host is not None:
+            self.host.start()
         self.check_health()
         if self.live:
             self.set_interval(HEALTH_S, self.check_health, name="health")
@@ -185,6 +191,8 @@ class BatchdeckApp(App[int]):
     async def check_health(self) -> None:
         """Who you are (the ``managers`` setting can change), an embedded engine's failed
         batch (shown until a batch succeeds), an attached engine gone: into the header."""
+        from engine.permissions import whoami
+
         try:
             who = await self.data.control(whoami, self.actor)
         except Exception:  # noqa: BLE001 - keep what the header said
@@ -250,13 +258,19 @@ class BatchdeckApp(App[int]):
         return True
 
     def open_job(self, job_id: int) -> None:
+        from tui.screens.detail import JobDetailScreen
+
         self.push_screen(JobDetailScreen(job_id))
 
     def action_servers(self) -> None:
+        from tui.screens.servers import ServersScreen
+
         if not isinstance(self.screen, ServersScreen):
             self.push_screen(ServersScreen())
 
     def action_help(self) -> None:
+        from tui.screens.help import HelpScreen
+
         self.push_screen(HelpScreen())
 
     async def action_quit(self) -> None:
@@ -265,6 +279,8 @@ class BatchdeckApp(App[int]):
 
     @work(group="flows")
     async def flow_quit(self) -> None:
+        from tui.modals.quit import ConfirmQuit
+
         host = self.host
         if host is not None and host.running:
             names = set(host.servers)
@@ -296,6 +312,8 @@ class BatchdeckApp(App[int]):
     def _reported(self, verb: str, *, nothing: bool = False) -> Iterator[None]:
         """A flow's reads and its request: a refusal or an error ends the flow with a
         notification (never a traceback: the console and its engine keep running)."""
+        from engine import control
+
         try:
             yield
         except control.Refused as exc:
@@ -306,6 +324,8 @@ class BatchdeckApp(App[int]):
 
     async def _control(self, fn: Callable[..., str], *args: Any, **kw: Any) -> str:
         """The request itself; a refusal or error propagates to ``_reported``."""
+        from engine import control
+
         if self.data.read_only:
             raise control.Refused("The database is read-only for you: nothing changed")
         text = await self.data.control(fn, *args, **kw)
@@ -315,6 +335,9 @@ class BatchdeckApp(App[int]):
 
     @work(group="flows")
     async def flow_cancel(self, job_id: int) -> None:
+        from engine import control
+        from tui.modals.cancel import ConfirmCancel
+
         with self._reported("cancel", nothing=True):
             preview = await self.data.control(control.cancel_preview, job_id)
             if preview.refusal is not None or preview.job is None:
@@ -329,6 +352,9 @@ class BatchdeckApp(App[int]):
 
     @work(group="flows")
     async def flow_abort(self, job_id: int, *, enhanced: bool) -> None:
+        from engine import control
+        from tui.modals.abort import ConfirmAbort
+
         with self._reported("abort", nothing=True):
             plan = await self.data.control(control.abort_preview, job_id, enhanced=enhanced)
             if not await self.push_screen_wait(ConfirmAbort(plan, self._now())):
@@ -346,6 +372,9 @@ class BatchdeckApp(App[int]):
 
     @work(group="flows")
     async def flow_cancel_tree(self, job_id: int) -> None:
+        from engine import control
+        from tui.modals.cancel_tree import ConfirmCancelTree
+
         with self._reported("cancel with children"):
             tree = await self.data.control(control.cancel_tree_preview, job_id)
             if all(skip is not None for _, skip in tree):
@@ -363,6 +392,8 @@ class BatchdeckApp(App[int]):
 
     @work(group="flows")
     async def flow_hold_release(self, job_id: int) -> None:
+        from engine import control
+
         with self._reported("hold or release"):
             job = await self.data.reader.job(job_id)
             if job is None:
@@ -373,6 +404,10 @@ class BatchdeckApp(App[int]):
 
     @work(group="flows")
     async def flow_approval(self, job_id: int, task_id: int | None, *, approve: bool) -> None:
+        from engine import control
+        from tui.modals.approval import ConfirmApproval
+        from tui.screens.detail import waiting_approval
+
         with self._reported("approve" if approve else "reject", nothing=True):
             detail = await self.data.reader.job_detail(job_id, event_limit=0)
             if detail is None:
@@ -399,6 +434,9 @@ class BatchdeckApp(App[int]):
     @work(group="flows")
     async def flow_bulk(self, kind: str, job_ids: list[int]) -> None:
         """Cancel, abort or enhanced abort the marked jobs, through one confirmation."""
+        from engine import control
+        from tui.modals.bulk import ConfirmBulk, refusal_line
+
         verb = {"cancel": "cancel", "abort": "abort"}.get(kind, "enhanced abort")
         with self._reported(verb):
             if self.data.read_only:
@@ -433,6 +471,9 @@ class BatchdeckApp(App[int]):
 
     @work(group="flows")
     async def flow_rerun(self, job_id: int) -> None:
+        from engine import control, rerun
+        from tui.modals.rerun import ConfirmRerun
+
         with self._reported("rerun"):
             if self.data.read_only:
                 raise control.Refused("The database is read-only for you: nothing changed")

@@ -53,9 +53,11 @@ class EngineHost:
         self._watch_tty = watch_tty
         self._tty_check_s = tty_check_s
         self._hangup_requested = False
+        self._start_called = False  # start() ran
         self._console: Console | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._start: asyncio.Task[None] | None = None
+        self._stop: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -69,19 +71,26 @@ class EngineHost:
 
     # -- the console's side ------------------------------------------------------------
     def attach(self, console: Console) -> None:
-        """The console is up (its ``on_mount``): start the engine, watch the terminal."""
+        """The console is up (its ``on_mount``): from now on a signal reaches it."""
         self._console = console
         self._loop = asyncio.get_running_loop()
-        if self.engine is not None:
+        if self.exit_requested:  # a signal came before the loop was known
+            console.exit(0)
+        elif self._hangup_requested:
+            self.hangup()
+
+    def start(self) -> None:
+        """The console's first list is painted: start the engine, watch the terminal.
+        (Not earlier: the first paint is what the operator waits for.)"""
+        if self._console is None or self._start_called or self.exit_requested:
+            return
+        self._start_called = True
+        if self.engine is not None and not self._hangup_requested:
             # A plain task, not a worker: Textual cancels workers when it exits, and a
             # start cancelled after its leases were written would leave them behind.
             self._start = self._spawn(self._start_engine(), "batchdeck-engine-start")
         if self._watch_tty is not None:
             self._spawn(self._check_tty(), "batchdeck-tty-check")
-        if self.exit_requested:  # a signal came before the loop was known
-            console.exit(0)
-        elif self._hangup_requested:
-            self.hangup()
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=name)
@@ -123,17 +132,21 @@ class EngineHost:
             await asyncio.wait([task])
 
     async def stop_engine(self) -> None:
-        """Stop the embedded engine; one still starting is let finish first, then stopped."""
+        """Stop the embedded engine; one still starting is let finish first, then stopped.
+        The stop is a task of its own: a caller cancelled meanwhile (the quit flow, when
+        the app exits) does not cut it short, and ``detach`` waits for it."""
         await self._started()
         engine, self.engine = self.engine, None
         if engine is not None and self.running:
             self.running = False
-            await engine.stop()
+            self._stop = self._spawn(engine.stop(), "batchdeck-engine-stop")
+        if self._stop is not None:
+            await asyncio.shield(self._stop)
 
     async def detach(self) -> None:
         """The console is going (its ``on_unmount``): stop the engine unless handed off."""
         for task in list(self._tasks):
-            if task is not self._start:
+            if task is not self._start and task is not self._stop:
                 task.cancel()
         with contextlib.suppress(Exception):
             await self.stop_engine()

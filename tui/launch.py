@@ -29,6 +29,7 @@ import os
 import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from tui.host import EngineHost
@@ -51,18 +52,24 @@ def _live_engines(db_path: str) -> dict[str, list[str]]:
     return asyncio.run(ask())
 
 
-def placement(db_path: str, servers: dict[str, int]) -> tuple[Any, str]:
+def placement(
+    db_path: str, servers: dict[str, int] | None, *, embed: bool = True
+) -> tuple[Any, str]:
     """(an Engine to embed, or None to attach) and the words the header shows.
+    ``servers``: the embedded engine's (None: the default ones).
 
     A database this user may not write: never an embedded engine (it would have to
     write); the console opens read-only and shows what the engines write."""
     from engine.db import writable
-    from engine.runtime import Engine
     from tui.app import attached_label, embedded_label
 
     live = _live_engines(db_path)
-    if live or (os.path.exists(db_path) and not writable(db_path)):
+    if not embed or live or (os.path.exists(db_path) and not writable(db_path)):
         return None, attached_label(live)
+    from engine.cli import server_args
+    from engine.runtime import Engine
+
+    servers = servers if servers is not None else server_args(None)
     return Engine(db_path, servers), embedded_label(servers)
 
 
@@ -150,12 +157,8 @@ async def run_app(app: Any, host: EngineHost, db_path: str) -> int:
 
 def run_console(args: argparse.Namespace) -> int:
     """Open the console for ``batchdeck`` / ``batchdeck console`` / ``batchdeck demo``."""
-    from engine.cli import server_args
-    from engine.db import DatabaseError, check_intact, default_db_path
-    from engine.safe_text import safe_line
     from tui.keys import KeymapError, load_keymap
 
-    command = getattr(args, "command", None) or "console"
     try:
         keymap = load_keymap()  # first: a bad keymap is said before anything starts
     except KeymapError as exc:
@@ -168,36 +171,73 @@ def run_console(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if command == "demo":
-        try:
-            import tui.demo as demo  # written separately; may be absent in a build
-        except ImportError as exc:
-            print(f"batchdeck demo: the demo is not available ({exc})", file=sys.stderr)
-            return 2
-        try:
-            db_path = str(demo.build_demo(getattr(args, "dir", None) or "./batchdeck-demo"))
-        except Exception as exc:  # noqa: BLE001 - DemoError and file errors: one line
-            print(f"batchdeck demo: {exc}", file=sys.stderr)
-            return 1
-        servers = dict(getattr(demo, "SERVERS", DEMO_SERVERS))
-    else:
-        db_path = getattr(args, "db", None) or default_db_path()
-        try:
-            servers = server_args(getattr(args, "server", None))
-        except ValueError as exc:
-            print(f"batchdeck: {exc}", file=sys.stderr)
-            return 2
-
-    from tui.app import BatchdeckApp
-
-    try:
-        check_intact(db_path)  # a damaged file: one line on how to recover, no console
-        engine, label = placement(db_path, servers)
-    except DatabaseError as exc:
-        print(f"batchdeck: {safe_line(exc)}", file=sys.stderr)
-        return 1
-    # The demo's data is throwaway: it ends with its terminal (see tui.host).
-    host = EngineHost(engine, end_on_hangup=command == "demo", watch_tty=_tty_alive)
-    app = BatchdeckApp(db_path, mode_label=label, host=host, keymap=keymap)
+    made = make_console(args, keymap=keymap, watch_tty=_tty_alive)
+    if isinstance(made, int):
+        return made
+    app, host, db_path = made
     _install_signals(host)
     return asyncio.run(run_app(app, host, db_path))
+
+
+def _checked(db: str | None) -> str:
+    """The database's path, its file checked for damage (``check_intact``)."""
+    from engine.db import check_intact, default_db_path
+
+    path = db or default_db_path()
+    check_intact(path)
+    return path
+
+
+def make_console(
+    args: argparse.Namespace,
+    *,
+    keymap: dict[str, str] | None = None,
+    watch_tty: Any = None,
+    embed: bool = True,
+) -> tuple[Any, EngineHost, str] | int:
+    """The console app and its host, as ``run_console`` starts them (an exit code when
+    it cannot start). ``embed=False``: never an embedded engine (bench/console_list.py
+    measures the console alone, through this same path)."""
+    from engine.cli import server_args
+    from engine.safe_text import safe_line
+
+    command = getattr(args, "command", None) or "console"
+    # The damage check reads every page (~0.15 s on 100,000 jobs). SQLite reads without
+    # the GIL, so it runs in a thread from the start, beside the imports of Textual and
+    # the console; its answer is taken before the console takes the terminal.
+    with ThreadPoolExecutor(1, thread_name_prefix="batchdeck-check") as pool:
+        specs = getattr(args, "server", None)
+        if command == "demo":
+            try:
+                import tui.demo as demo  # written separately; may be absent in a build
+            except ImportError as exc:
+                print(f"batchdeck demo: the demo is not available ({exc})", file=sys.stderr)
+                return 2
+            try:
+                built = str(demo.build_demo(getattr(args, "dir", None) or "./batchdeck-demo"))
+            except Exception as exc:  # noqa: BLE001 - DemoError and file errors: one line
+                print(f"batchdeck demo: {exc}", file=sys.stderr)
+                return 1
+            intact = pool.submit(_checked, built)
+            servers: dict[str, int] | None = dict(getattr(demo, "SERVERS", DEMO_SERVERS))
+        else:
+            intact = pool.submit(_checked, getattr(args, "db", None))
+            try:
+                # The default servers are read only if an engine is embedded (placement).
+                servers = server_args(specs) if specs else None
+            except ValueError as exc:
+                print(f"batchdeck: {exc}", file=sys.stderr)
+                return 2
+        from engine.db import DatabaseError
+        from tui.app import BatchdeckApp
+
+        try:
+            db_path = intact.result()  # a damaged file: one line on how to recover
+            engine, label = placement(db_path, servers, embed=embed)
+        except DatabaseError as exc:
+            print(f"batchdeck: {safe_line(exc)}", file=sys.stderr)
+            return 1
+    # The demo's data is throwaway: it ends with its terminal (see tui.host).
+    host = EngineHost(engine, end_on_hangup=command == "demo", watch_tty=watch_tty)
+    app = BatchdeckApp(db_path, mode_label=label, host=host, keymap=keymap)
+    return app, host, db_path

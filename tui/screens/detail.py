@@ -7,7 +7,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 from textual.widgets.data_table import RowDoesNotExist
 
 from engine.format import clock, duration, label, progress, stamp
@@ -18,6 +18,7 @@ from tui.keys import bindings
 from tui.screens.base import JOB_BINDINGS, JobKeysMixin, LiveScreen
 from tui.styles import status_text
 from tui.widgets.cells import RowCells
+from tui.widgets.footer import KeyFooter
 
 TASK_COLUMNS = (
     ("task", "Task"),
@@ -147,7 +148,7 @@ class JobDetailScreen(JobKeysMixin, LiveScreen):
             yield children
             yield Static("Events", classes="section")
             yield Static(id="events")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:  # LiveScreen.on_mount runs too
         self.title = f"Job {self.job_id}"

@@ -7,7 +7,7 @@ from dataclasses import replace
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.widgets import Footer, Header, Input, Static
+from textual.widgets import Header, Input, Static
 
 from engine.format import label
 from engine.statuses import LABELS
@@ -15,6 +15,7 @@ from tui.data import JobQuery
 from tui.keys import bindings
 from tui.screens.base import JOB_BINDINGS, JobKeysMixin, LiveScreen
 from tui.styles import status_style
+from tui.widgets.footer import KeyFooter
 from tui.widgets.job_table import JobTable
 
 COUNT_ORDER = ("executing", "canceling", "waiting", "withhold", "error", "canceled", "ended")
@@ -51,6 +52,7 @@ class JobListScreen(JobKeysMixin, LiveScreen):
     def __init__(self) -> None:
         super().__init__(id="jobs-screen")
         self._counts: dict[str, int] = {}
+        self._first_loaded = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -62,7 +64,7 @@ class JobListScreen(JobKeysMixin, LiveScreen):
         box.cursor_blink = self.bd.live  # a still cursor keeps screenshots stable
         yield box
         yield JobTable(self.bd.data, self.bd.clock, id="jobs")
-        yield Footer()
+        yield KeyFooter()
 
     @property
     def table(self) -> JobTable:
@@ -75,6 +77,12 @@ class JobListScreen(JobKeysMixin, LiveScreen):
         await self.table.reload()
         self._counts = await self.bd.data.reader.status_counts()
         self._show_counts()
+
+    async def reload_now(self) -> None:
+        await super().reload_now()
+        if not self._first_loaded:  # painted or failed: either way, the rest may start
+            self._first_loaded = True
+            self.call_after_refresh(self.bd.after_first_list)
 
     async def tick(self) -> None:
         self.table.refresh()  # durations move; nothing to read

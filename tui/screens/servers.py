@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 
 from engine.format import duration
 from engine.query import ServerView
@@ -14,6 +14,7 @@ from tui.keys import bindings
 from tui.screens.base import LiveScreen
 from tui.styles import status_text
 from tui.widgets.cells import RowCells
+from tui.widgets.footer import KeyFooter
 
 COLUMNS = (
     ("name", "Server"),
@@ -74,7 +75,7 @@ class ServersScreen(LiveScreen):
             table.add_column(title, key=key)
         yield table
         yield Static(id="servers-note")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:  # LiveScreen.on_mount runs too
         self.title = "Servers"

@@ -184,7 +184,7 @@ class JobTable(ScrollView, can_focus=True):
         query = self.query_spec
         for _ in range(3):  # a moved selection can need one more page
             h = self.visible_rows
-            margin = max(MARGIN_MIN, h)
+            margin = max(MARGIN_MIN, 2 * h)  # two pages each way: see _want_window
             top = int(self.scroll_y)
             start = max(0, top - margin)
             page = await self.data.list_jobs(start, h + 2 * margin, query)
@@ -230,14 +230,22 @@ class JobTable(ScrollView, can_focus=True):
         return True
 
     def _want_window(self) -> None:
-        """Fetch if the viewport is outside the cached page (a newer fetch wins)."""
+        """Fetch if the viewport is outside the cached page (a newer fetch wins), or,
+        ahead of time, if one more page up or down would be: the next page is read while
+        this one is shown, so a page key finds its rows loaded."""
         if not self.loaded:
             return
         top = int(self.scroll_y)
-        end = min(self.total, top + self.visible_rows)
+        h = self.visible_rows
         have_end = self._cache_start + len(self._cache)
-        if top < self._cache_start or end > have_end:
-            self.fetch()
+        if top < self._cache_start or min(self.total, top + h) > have_end:
+            self.fetch()  # rows on screen are missing: now
+        elif max(0, top - h) < self._cache_start or min(self.total, top + 2 * h) > have_end:
+            if not self._fetching():  # the next page: one read at a time is enough
+                self.fetch()
+
+    def _fetching(self) -> bool:
+        return any(w.group == "jobtable-fetch" and not w.is_finished for w in self.workers)
 
     # -- cursor -------------------------------------------------------------------------
     def _scroll_to_cursor(self) -> bool:
