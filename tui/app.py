@@ -172,11 +172,18 @@ class BatchdeckApp(App[int]):
         if self._started_beside:
             return
         self._started_beside = True
+        self.open_data()
         if self.host is not None:
             self.host.start()
         self.check_health()
         if self.live:
             self.set_interval(HEALTH_S, self.check_health, name="health")
+
+    @work(group="open-data", exit_on_error=False)
+    async def open_data(self) -> None:
+        """The Store and the change watch: live refresh and writes need them, the first
+        list does not (a failure here shows when a write or a refresh needs it)."""
+        await self.data.open()
 
     def set_mode(self, label: str) -> None:
         self.mode_label = label

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar, cast
 
-from engine.db import shared_store
 from engine.query import JobPage, Reader
+from engine.sqlite_file import writable
 
 R = TypeVar("R")
 
@@ -99,25 +101,54 @@ class Data:
 
     def __init__(self, db_path: str) -> None:
         self.path = db_path
-        # Creates or checks the schema; read-only for a user who may not write the file
-        # (then the console offers no key that writes).
-        self.store = shared_store(db_path, readonly=None)
-        self.read_only = self.store.readonly
+        # Read-only for a user who may not write the file: the console then offers no
+        # key that writes (the Store, opened later, decides the same way).
+        self.read_only = os.path.exists(db_path) and not writable(db_path)
         # Every text a screen draws comes escaped: no raw control characters on screen.
         self._reader = Reader(db_path, terminal_text=True)
         self._reads = WholeReads(self._reader)
         self.reader = cast(Reader, self._reads)  # Reader's methods, never cut short
-        self._watch = self.store.watcher()
+        # The database layer (SQLAlchemy, ~0.3 s of imports) and the change watch are
+        # opened after the first list is painted (``open``): the list reads without them.
+        self._store: Any = None
+        self._watch: Any = None
+        self._lock = threading.Lock()
         self.version = 0
+
+    @property
+    def store(self) -> Any:
+        if self._store is None:
+            self._open()
+        return self._store
+
+    def _open(self) -> None:
+        from engine.db import shared_store
+
+        store = shared_store(self.path, readonly=None)
+        with self._lock:
+            if self._store is not None:  # opened meanwhile: give this one back
+                store.dispose()
+                return
+            self._store = store
+            self.read_only = store.readonly
+            self._watch = store.watcher()
+            # Commits between the first read and the watch's first look: read again.
+            self.version += 1
+
+    async def open(self) -> None:
+        """Open the Store (creating or checking the schema) and the change watch."""
+        if self._store is None:
+            await asyncio.to_thread(self._open)
 
     def poll(self) -> int:
         """The change counter: bumped when any other connection (the engine's too) committed."""
-        if self._watch.changed():
+        if self._watch is not None and self._watch.changed():
             self.version += 1
         return self.version
 
     async def control(self, fn: Callable[..., R], *args: Any, **kw: Any) -> R:
         """Run a synchronous ``engine.control`` function with our Store, off the loop."""
+        await self.open()
         return await asyncio.to_thread(fn, self.store, *args, **kw)
 
     async def list_jobs(self, offset: int, limit: int, query: JobQuery) -> JobPage:
@@ -149,10 +180,12 @@ class Data:
         )
 
     async def close(self) -> None:
-        self._watch.close()
+        if self._watch is not None:
+            self._watch.close()
         await self._reads.drain()
         await self._reader.close()
-        await asyncio.to_thread(self.store.dispose)
+        if self._store is not None:
+            await asyncio.to_thread(self._store.dispose)
 
 
 def user_name(actor: str | None) -> str:

@@ -60,7 +60,7 @@ def placement(
 
     A database this user may not write: never an embedded engine (it would have to
     write); the console opens read-only and shows what the engines write."""
-    from engine.db import writable
+    from engine.sqlite_file import writable
     from tui.app import attached_label, embedded_label
 
     live = _live_engines(db_path)
@@ -181,7 +181,7 @@ def run_console(args: argparse.Namespace) -> int:
 
 def _checked(db: str | None) -> str:
     """The database's path, its file checked for damage (``check_intact``)."""
-    from engine.db import check_intact, default_db_path
+    from engine.sqlite_file import check_intact, default_db_path
 
     path = db or default_db_path()
     check_intact(path)
@@ -228,7 +228,7 @@ def make_console(
             except ValueError as exc:
                 print(f"batchdeck: {exc}", file=sys.stderr)
                 return 2
-        from engine.db import DatabaseError
+        from engine.sqlite_file import DatabaseError
         from tui.app import BatchdeckApp
 
         try:
