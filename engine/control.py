@@ -8,7 +8,7 @@ the commit through ``PRAGMA data_version`` and stops the running work.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, NoReturn
 
 from sqlalchemy import (
@@ -27,8 +27,9 @@ from engine import permissions, settings
 from engine.db import Store
 from engine.dialect import glob, in_list, one_of
 from engine.identity import user_name
+from engine.query import JobView, TaskView
 from engine.statuses import JOB_TERMINAL, LABELS, cancel_refused, no_such_job
-from engine.stopping import StopsBy, stops_by
+from engine.stopping import stops_by
 from engine.tables import job as job_t
 from engine.tables import server, task
 from engine.tables import task as task_table
@@ -39,39 +40,16 @@ class Refused(Exception):
     """The request cannot be done; the message is one line for the operator."""
 
 
-@dataclass(frozen=True)
-class JobRow:
-    """What a request needs to know of a job, read by column name (``_JOB_ROW``)."""
-
-    id: int
-    name: str
-    status: str
-    system: bool
-    parent_id: int | None
-    submitted_by: str = ""
+# A job and a task have one representation, the views the console and the command
+# line's JSON show (engine.query), their fields read from the tables' columns by name.
+_JOB_ROW = [job_t.c[f.name] for f in fields(JobView) if f.name in job_t.c]
+_TASK_FIELDS = [f.name for f in fields(TaskView) if f.name in task.c]
 
 
-_JOB_ROW = [job_t.c[f] for f in ("id", "name", "status", "system", "parent_id", "submitted_by")]
-
-
-def _job_row(r: Any) -> JobRow:
+def _job_row(r: Any) -> JobView:
     m = r._mapping
-    return JobRow(**{c.name: m[c.name] for c in _JOB_ROW} | {"system": bool(m["system"])})
-
-
-@dataclass(frozen=True)
-class PlanTask:
-    id: int
-    job_id: int
-    name: str
-    server: str | None
-    status: str
-    started_at: float | None
-    progress_done: float
-    progress_total: float | None
-    progress_unit: str | None
-    action: str = ""
-    stops_by: StopsBy | None = None  # how a cancel (and an abort) stops it
+    booleans = {"system": bool(m["system"]), "orphaned": bool(m["orphaned"])}
+    return JobView(**{c.name: m[c.name] for c in _JOB_ROW} | booleans)
 
 
 @dataclass(frozen=True)
@@ -85,10 +63,10 @@ class DisruptedJob:
 class AbortPlan:
     """What an abort will stop, computed by the same code that then carries it out."""
 
-    job: JobRow
+    job: JobView
     enhanced: bool
     cancel_first: bool
-    tasks: list[PlanTask] = field(default_factory=list)
+    tasks: list[TaskView] = field(default_factory=list)
     servers: list[str] = field(default_factory=list)
     disrupted: list[DisruptedJob] = field(default_factory=list)
     drain_seconds: float = 0.0
@@ -108,7 +86,7 @@ def live_servers(conn: Connection, now: float) -> list[str]:
     return list(rows.scalars())
 
 
-def get_job(conn: Connection, job_id: int) -> JobRow:
+def get_job(conn: Connection, job_id: int) -> JobView:
     row = conn.execute(select(*_JOB_ROW).where(job_t.c.id == job_id)).first()
     if row is None:
         raise Refused(no_such_job(job_id))
@@ -121,7 +99,7 @@ def cancel_reason(actor: str, words: str | None) -> str:
     return f"{reason}: {words}" if words else reason
 
 
-def _check_cancel(job: JobRow) -> None:
+def _check_cancel(job: JobView) -> None:
     why = cancel_refused(job.id, job.status, job.system)
     if why is not None:
         raise Refused(why)
@@ -143,7 +121,7 @@ _JOB_CANCELING = JobMove("canceling", _CANCEL_FIELDS)
 _JOB_CANCELED = JobMove("canceled", {**_CANCEL_FIELDS, "ended_at": AT})
 
 
-def _cancel_in(conn: Connection, job: JobRow, actor: str, words: str | None, at: float) -> None:
+def _cancel_in(conn: Connection, job: JobView, actor: str, words: str | None, at: float) -> None:
     reason = cancel_reason(actor, words)
     said = {"at": at, "actor": actor, "reason": reason, "job_id": job.id}
     _NOT_STARTED_DIDNT_RUN(conn, **said)
@@ -178,7 +156,7 @@ def _deny(store: Store, actor: str, text: str, job_id: int | None, at: float) ->
     raise Refused(text)
 
 
-def job_tree(conn: Connection, job_id: int) -> list[JobRow]:
+def job_tree(conn: Connection, job_id: int) -> list[JobView]:
     """The job and all its descendants, parents before children."""
     get_job(conn, job_id)
     tree = select(literal(job_id).label("id"), literal(0).label("depth")).cte(
@@ -196,7 +174,7 @@ def job_tree(conn: Connection, job_id: int) -> list[JobRow]:
 
 def cancel_tree_preview(
     store: Store, job_id: int, *, actor: str | None = None
-) -> list[tuple[JobRow, str | None]]:
+) -> list[tuple[JobView, str | None]]:
     """Each job of the tree with the reason it would be skipped (None: it will be canceled);
     the ``managers`` rule is applied for ``actor`` (default: the current user)."""
     with store.read() as conn:
@@ -220,7 +198,7 @@ def cancel_refusal(store: Store, job_id: int, *, actor: str | None = None) -> st
         return permissions.refusal(w, "cancel", job.submitted_by) or _refusal(job)
 
 
-def _refusal(job: JobRow) -> str | None:
+def _refusal(job: JobView) -> str | None:
     try:
         _check_cancel(job)
     except Refused as exc:
@@ -257,37 +235,25 @@ def cancel_with_children(
     return text + (f"; skipped {', '.join(skipped)}" if skipped else "")
 
 
-_PLAN_FIELDS = (
-    "id",
-    "job_id",
-    "name",
-    "server",
-    "status",
-    "started_at",
-    "progress_done",
-    "progress_total",
-    "progress_unit",
-    "action",
-)
-_PLAN_TASKS = select(*(task.c[f] for f in _PLAN_FIELDS), task.c.params, job_t.c.recipe_path).join(
+_PLAN_TASKS = select(*(task.c[f] for f in _TASK_FIELDS), task.c.params, job_t.c.recipe_path).join(
     job_t, job_t.c.id == task.c.job_id
 )
 
 
-def _plan_tasks(conn: Connection, job_id: int, statuses: list[str]) -> list[PlanTask]:
+def _plan_tasks(conn: Connection, job_id: int, statuses: list[str]) -> list[TaskView]:
     rows = conn.execute(
         _PLAN_TASKS.where(task.c.job_id == job_id, task.c.status.in_(statuses)).order_by(task.c.id)
     )
     return [
-        PlanTask(
-            **{f: r._mapping[f] for f in _PLAN_FIELDS},
+        TaskView(
+            **{f: r._mapping[f] for f in _TASK_FIELDS},
             stops_by=stops_by(r.action, r.params, r.recipe_path),
         )
         for r in rows
     ]
 
 
-def _abort_plan(conn: Connection, job: JobRow, enhanced: bool) -> AbortPlan:
+def _abort_plan(conn: Connection, job: JobView, enhanced: bool) -> AbortPlan:
     if job.system:
         raise Refused("System jobs cannot be aborted")
     if job.status in JOB_TERMINAL:
@@ -536,7 +502,7 @@ BULK_KINDS = ("cancel", "abort", "enhanced_abort")
 
 @dataclass(frozen=True)
 class BulkJob:
-    job: JobRow
+    job: JobView
     refusal: str | None  # None: it will be acted on
     abort: AbortPlan | None = None  # abort kinds: what it will stop (the confirmed plan)
 
@@ -583,7 +549,7 @@ def select_jobs(
     statuses: list[str] | None = None,
     name: str | None = None,
     user: str | None = None,
-) -> list[JobRow]:
+) -> list[JobView]:
     """The jobs a bulk action considers. Without ``job_ids`` or ``statuses``: every job
     not in a final status (the others could only be refused)."""
     stmt = select(*_JOB_ROW).order_by(job_t.c.id)
@@ -692,7 +658,7 @@ class CancelPreview:
     """What the console needs before it asks: the job, why a cancel would be refused
     now (None: it would not), and what it would do to the job's tasks."""
 
-    job: JobRow | None  # None: there is no such job (the refusal says so)
+    job: JobView | None  # None: there is no such job (the refusal says so)
     refusal: str | None
     not_started: int = 0  # Waiting/Ready tasks: they become Didn't run
     running: int = 0  # Executing tasks: they become Canceling and wind down

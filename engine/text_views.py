@@ -10,11 +10,11 @@ import time
 from typing import TYPE_CHECKING
 
 from engine.format import clock, duration, label, progress, stamp
-from engine.query import EventView, JobDetail, JobView
+from engine.query import EventView, JobDetail, JobView, TaskView
 from engine.safe_text import safe_line
 
 if TYPE_CHECKING:  # the plans' types only: list and show never load the write path
-    from engine.control import AbortPlan, BulkPlan, PlanTask
+    from engine.control import AbortPlan, BulkPlan
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -129,7 +129,7 @@ def event_text(e: EventView, task_names: dict[int, str]) -> str:
     return safe_line(f"{e.actor}: {what}{move}{why}")
 
 
-def plan_task_line(t: PlanTask, now: float) -> str:
+def plan_task_line(t: TaskView, now: float) -> str:
     running = duration(now - t.started_at) if t.started_at else "-"
     prog = progress(t.progress_done, t.progress_total, t.progress_unit) or "no progress reported"
     return safe_line(f"{t.name} on {t.server or '-'}, running {running}, {prog}")

@@ -8,8 +8,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Static
 
-from engine.control import JobRow
 from engine.format import label
+from engine.query import JobView
 from tui.modals.base import Dialog
 
 
@@ -19,7 +19,7 @@ class ConfirmCancel(Dialog[str | None]):
     BINDINGS = [Binding("escape", "back", "Back")]
     AUTO_FOCUS = "#reason"
 
-    def __init__(self, job: JobRow) -> None:
+    def __init__(self, job: JobView) -> None:
         super().__init__()
         self.job = job
 
