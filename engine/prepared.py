@@ -40,36 +40,61 @@ def _named_dialect(conn: Connection) -> Any:
         return named
 
 
-class _Compiled:
-    __slots__ = ("sql", "defaults", "processors", "row")
+class CompiledText:
+    """A statement compiled to SQL text with named parameters, as a driver takes it.
+
+    Constant lists in the statement (``.in_([...])`` of fixed statuses) are expanded
+    here, once, into parameters of their own whose values are kept in ``defaults``;
+    ``needed`` are the parameters the caller gives at each execution, and
+    ``processors`` the conversions some of them need first (a list bound as JSON text
+    for SQLite, see ``engine.dialect.IdList``). Also what ``engine.read_sql`` renders
+    and caches for the command line's reads."""
+
+    __slots__ = ("sql", "defaults", "needed", "processors", "row")
 
     def __init__(self, stmt: ClauseElement, dialect: Any) -> None:
         compiled = stmt.compile(dialect=dialect)
-        if any(b.expanding for b in compiled.binds.values()):
-            # Rendered per execution by SQLAlchemy, so never fixed text: use one_of or
-            # in_list (engine.dialect) for a list in a prepared statement.
-            raise ValueError(f"a list bound with .in_() cannot be prepared: {stmt}")
-        self.sql: str = compiled.string
-        # Values the statement carries itself (``literal(...)``, ``.in_([...])``).
-        self.defaults: dict[str, Any] = {
-            name: bp.effective_value
-            for name, bp in ((compiled.bind_names[b], b) for b in compiled.binds.values())
-            if not bp.required and bp.callable is None
-        }
-        self.processors: dict[str, Callable[[Any], Any]] = {}
-        for bp in compiled.binds.values():
+        binds = compiled.binds
+        self.needed: tuple[str, ...] = tuple(
+            sorted(n for n, b in binds.items() if b.required)
+        )
+        # Stand-ins for the caller's values: only the expansion of constant lists needs
+        # values now, and a list parameter takes a list.
+        stand_in = {n: ([] if binds[n].expanding or _is_list(binds[n]) else 0) for n in self.needed}
+        state = compiled.construct_expanded_state(stand_in)
+        self.sql: str = state.statement
+        # Expanded constants come with their processors; every other parameter's is its
+        # type's for this dialect (a TypeDecorator's process_bind_param included).
+        processors: dict[str, Callable[[Any], Any]] = dict(state.processors or {})
+        for name, bp in binds.items():
             proc = bp.type._cached_bind_processor(dialect)
-            if proc is not None:
-                self.processors[compiled.bind_names[bp]] = proc
+            if proc is not None and not bp.expanding:
+                processors[name] = proc
+        # The statement's own values converted once; the caller's at each execution.
+        self.defaults: dict[str, Any] = {
+            k: (processors[k](v) if k in processors else v)
+            for k, v in state.parameters.items()
+            if k not in self.needed
+        }
+        self.processors = {k: v for k, v in processors.items() if k in self.needed}
         self.row: Any = None
 
     def params(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        missing = [n for n in self.needed if n not in given]
+        if missing:
+            raise TypeError(f"missing parameters {missing} for {self.sql[:60]!r}")
         out = dict(self.defaults)
-        out.update(given)
-        for name, proc in self.processors.items():
-            if name in out:
-                out[name] = proc(out[name])
+        for name in self.needed:
+            value = given[name]
+            proc = self.processors.get(name)
+            out[name] = value if proc is None else proc(value)
         return out
+
+
+def _is_list(bind: Any) -> bool:
+    from engine.dialect import IdList
+
+    return isinstance(bind.type, IdList)
 
 
 class Result:
@@ -99,13 +124,13 @@ class Prepared:
 
     def __init__(self, stmt: ClauseElement) -> None:
         self.stmt = stmt
-        self._by_dialect: dict[str, _Compiled] = {}
+        self._by_dialect: dict[str, CompiledText] = {}
 
-    def _compiled(self, conn: Connection) -> _Compiled:
+    def _compiled(self, conn: Connection) -> CompiledText:
         name = conn.dialect.name
         c = self._by_dialect.get(name)
         if c is None:
-            c = _Compiled(self.stmt, _named_dialect(conn))
+            c = CompiledText(self.stmt, _named_dialect(conn))
             self._by_dialect[name] = c
         return c
 

@@ -41,6 +41,7 @@ SOURCES = (
     "models.py",
     "dialect.py",
     "statuses.py",
+    "prepared.py",
 )
 FORMAT = 1  # of the cache file
 
@@ -142,6 +143,7 @@ def render(dialect: str = "sqlite") -> Rendered:
     from sqlalchemy.dialects import sqlite
 
     from engine.models import SCHEMA_VERSION
+    from engine.prepared import CompiledText
     from engine.read_statements import is_id_list, statements
 
     if dialect != "sqlite":
@@ -149,21 +151,13 @@ def render(dialect: str = "sqlite") -> Rendered:
     d = sqlite.dialect(paramstyle="named")
     out: dict[str, SqlText] = {}
     for key, stmt in statements().items():
+        c = CompiledText(stmt, d)
         binds = stmt.compile(dialect=d).binds
-        needed = sorted(n for n, b in binds.items() if b.value is None and b.callable is None)
-        # The constant lists (a fixed set of statuses) are expanded once here, into
-        # :status_1_1, :status_1_2 with their values; the parameters given at execution
-        # take a stand-in value, dropped below.
-        compiled = stmt.compile(dialect=d)
-        stand_in = {n: ([] if is_id_list(binds[n]) else 0) for n in needed}
-        state = compiled.construct_expanded_state(stand_in)
-        as_json = [n for n in needed if is_id_list(binds[n])]
-        for name in state.processors:
+        as_json = [n for n in c.needed if is_id_list(binds[n])]
+        for name in c.processors:
             if name not in as_json:
                 raise TypeError(f"{key}: parameter {name} needs a bind processor")
-        defaults = {k: v for k, v in state.parameters.items() if k not in needed}
-        sql = state.statement
-        out[key] = SqlText(sql, defaults, tuple(needed), tuple(as_json))
+        out[key] = SqlText(c.sql, c.defaults, c.needed, tuple(as_json))
     return Rendered(dialect, SCHEMA_VERSION, out)
 
 
