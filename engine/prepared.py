@@ -55,9 +55,7 @@ class CompiledText:
     def __init__(self, stmt: ClauseElement, dialect: Any) -> None:
         compiled = stmt.compile(dialect=dialect)
         binds = compiled.binds
-        self.needed: tuple[str, ...] = tuple(
-            sorted(n for n, b in binds.items() if b.required)
-        )
+        self.needed: tuple[str, ...] = tuple(sorted(n for n, b in binds.items() if b.required))
         # Stand-ins for the caller's values: only the expansion of constant lists needs
         # values now, and a list parameter takes a list.
         stand_in = {n: ([] if binds[n].expanding or _is_list(binds[n]) else 0) for n in self.needed}
