@@ -101,7 +101,9 @@ class TickOut:
 
 # Prebuilt statements of the hot path (every tick), their values bound by name.
 # Fenced: a run whose claim was taken over writes nothing.
-_FENCE = or_(task.c.claim_token == bindparam("b_token"), bindparam("b_token2").is_(None))
+_FENCE = or_(
+    task.c.claim_token == bindparam("b_token"), bindparam("b_token2", type_=String).is_(None)
+)
 _WRITE_PROGRESS = (
     update(task)
     .where(task.c.id == bindparam("b_id"), _FENCE)
