@@ -10,11 +10,8 @@ directory to others: the data directory is made under /tmp for that reason.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -114,29 +111,6 @@ async def test_one_store_reader_and_watch_connection_per_database(tmp_path: Path
 
 
 # -- PostgreSQL ------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[object]:
-    import pgserver
-
-    data = tempfile.mkdtemp(prefix="batchdeck-pg-")
-    server = pgserver.get_server(data, cleanup_mode="stop")
-    try:
-        yield server
-    finally:
-        server.cleanup()
-
-
-_names = itertools.count()
-
-
-@pytest.fixture
-def pg_url(pg_server) -> str:
-    """A fresh, empty database on the session's PostgreSQL, as a libpq URL."""
-    name = f"t{next(_names)}"
-    pg_server.psql(f"CREATE DATABASE {name};")
-    return pg_server.get_uri(name)
 
 
 def test_postgresql_schema_is_created_once_and_versioned(pg_url: str) -> None:

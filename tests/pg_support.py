@@ -1,0 +1,76 @@
+"""PostgreSQL for the tests: one server per session from the ``pgserver`` wheel
+(PostgreSQL 16), a fresh database per test, and the ``backend`` a test runs on.
+
+As root, pgserver runs the server as a system user ``pgserver`` it creates, and opens the
+directories above its data directory to others: the data directory is made under /tmp
+for that reason. Each test's database is a copy of a template that already holds the
+schema (``CREATE DATABASE … TEMPLATE``), cheaper than creating the schema every time.
+
+A module runs its tests on both databases by naming them: ``BACKENDS = ("sqlite",
+"postgresql")``; every other module runs on SQLite only, with unchanged test ids.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+TEMPLATE = "batchdeck_template"
+_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    import pgserver
+
+    from engine.db import Store
+
+    data = tempfile.mkdtemp(prefix="batchdeck-pg-")
+    server = pgserver.get_server(data, cleanup_mode="stop")
+    try:
+        server.psql(f"CREATE DATABASE {TEMPLATE};")
+        Store(server.get_uri(TEMPLATE)).dispose()  # the schema, once
+        yield server
+    finally:
+        server.cleanup()
+
+
+def new_pg_database(server: Any, *, empty: bool = False) -> str:
+    """A fresh database on the session's server, as a libpq URL: with the schema, or
+    ``empty``."""
+    name = f"t{next(_names)}"
+    server.psql(
+        f"CREATE DATABASE {name};" if empty else f"CREATE DATABASE {name} TEMPLATE {TEMPLATE};"
+    )
+    return server.get_uri(name)
+
+
+@pytest.fixture
+def pg_url(pg_server: Any) -> str:
+    """A fresh, empty database on the session's PostgreSQL, as a libpq URL."""
+    return new_pg_database(pg_server, empty=True)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    backends = getattr(metafunc.module, "BACKENDS", None)
+    if backends and "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", list(backends), indirect=True)
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> str:
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def db(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """The database a test runs on: a file in ``tmp_path``, or a fresh PostgreSQL
+    database with the schema (a libpq URL)."""
+    if backend == "postgresql":
+        return new_pg_database(request.getfixturevalue("pg_server"))
+    return str(tmp_path / "t.db")
