@@ -160,6 +160,10 @@ _READY = (
     )
     .order_by(task.c.id)
     .limit(bindparam("n"))
+    # PostgreSQL: engines on other hosts claim at once; each skips the rows another is
+    # claiming (task rows only: other tasks of the same job stay claimable). SQLite
+    # renders nothing here: its write lock already serializes claims.
+    .with_for_update(skip_locked=True, of=task)
 )
 _CLAIMED = (
     select(
