@@ -74,3 +74,40 @@ def db(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
     if backend == "postgresql":
         return new_pg_database(request.getfixturevalue("pg_server"))
     return str(tmp_path / "t.db")
+
+
+def pg_deck(root: Path, url: str) -> Any:
+    """A ``Deck`` (tests/proc_support.py) whose command line, ``serve`` processes and
+    direct reads all use the PostgreSQL database ``url``."""
+    from tests.proc_support import Deck
+
+    class PgDeck(Deck):
+        def __init__(self) -> None:
+            super().__init__(root)
+            self.db = url  # type: ignore[assignment]
+            self.env["BATCHDECK_DB"] = url
+
+        def _query(self, query: str, params: tuple, *, rows: Any = None) -> Any:
+            import psycopg
+
+            kw = {"row_factory": rows} if rows is not None else {}
+            with psycopg.connect(url, autocommit=True, **kw) as conn:
+                cur = conn.execute(query.replace("?", "%s"), params)
+                return cur.fetchall() if cur.description else None
+
+        def sql(self, query: str, params: tuple = ()) -> list[tuple]:
+            return [tuple(r) for r in self._query(query, params)]
+
+        def write_sql(self, query: str, params: tuple = ()) -> None:
+            self._query(query, params)
+
+        def task(self, job: int, name: str) -> dict[str, Any]:
+            from psycopg.rows import dict_row
+
+            found = self._query(
+                "SELECT * FROM task WHERE job_id=? AND name=?", (job, name), rows=dict_row
+            )
+            assert found, f"job {job} has no task {name!r}"
+            return found[0]
+
+    return PgDeck()
