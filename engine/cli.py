@@ -619,12 +619,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_servers(args: argparse.Namespace) -> int:
     import time
 
+    from engine.dialect import db_now
     from engine.servers_view import server_rows, servers_table
 
     store = _store(args, create=False, write=False)
     try:
         with store.read() as conn:
-            rows = server_rows(conn, time.time())
+            rows = server_rows(conn, db_now(conn, time.time()))  # lease ages: database time
     finally:
         store.dispose()
     if args.json:

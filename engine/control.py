@@ -15,7 +15,7 @@ from sqlalchemy import Connection, literal, select, update
 
 from engine import permissions, settings
 from engine.db import Store
-from engine.dialect import glob, in_list
+from engine.dialect import db_now, glob, in_list
 from engine.identity import user_name
 from engine.statuses import JOB_TERMINAL, LABELS
 from engine.stopping import StopsBy, stops_by
@@ -90,6 +90,7 @@ def _now(now: float | None) -> float:
 
 def live_servers(conn: Connection, now: float) -> list[str]:
     ttl = settings.lease_seconds(conn)
+    now = db_now(conn, now)  # leases are in the database's time on PostgreSQL
     rows = conn.execute(
         select(server.c.name).where(
             server.c.lease_owner.is_not(None), server.c.heartbeat_at > now - ttl
