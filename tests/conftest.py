@@ -6,9 +6,13 @@ from __future__ import annotations
 import pytest
 
 from engine.runtime import Engine
-from tests.pg_support import backend, db, pg_server, pg_url, pytest_generate_tests
+from tests.pg_support import backend, db, deck_db, pg_server, pg_url, pytest_generate_tests
 
-__all__ = ["backend", "db", "pg_server", "pg_url", "pytest_generate_tests"]
+__all__ = ["backend", "db", "deck_db", "pg_server", "pg_url", "pytest_generate_tests"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "both_databases: run on SQLite and on PostgreSQL")
 
 
 @pytest.fixture

@@ -7,7 +7,9 @@ for that reason. Each test's database is a copy of a template that already holds
 schema (``CREATE DATABASE … TEMPLATE``), cheaper than creating the schema every time.
 
 A module runs its tests on both databases by naming them: ``BACKENDS = ("sqlite",
-"postgresql")``; every other module runs on SQLite only, with unchanged test ids.
+"postgresql")``, a test by its mark ``@pytest.mark.both_databases``; every other test
+runs on SQLite only, with unchanged ids. (The command-line suites are slow per test:
+there the tests of control run on both, the tests of files and flags on SQLite.)
 """
 
 from __future__ import annotations
@@ -56,8 +58,13 @@ def pg_url(pg_server: Any) -> str:
     return new_pg_database(pg_server, empty=True)
 
 
+BOTH = ("sqlite", "postgresql")
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     backends = getattr(metafunc.module, "BACKENDS", None)
+    if metafunc.definition.get_closest_marker("both_databases"):
+        backends = BOTH
     if backends and "backend" in metafunc.fixturenames:
         metafunc.parametrize("backend", list(backends), indirect=True)
 
@@ -74,6 +81,14 @@ def db(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
     if backend == "postgresql":
         return new_pg_database(request.getfixturevalue("pg_server"))
     return str(tmp_path / "t.db")
+
+
+@pytest.fixture
+def deck_db(backend: str, request: pytest.FixtureRequest) -> str | None:
+    """For ``deck_in``: None (its own SQLite file), or a fresh PostgreSQL database."""
+    if backend == "postgresql":
+        return new_pg_database(request.getfixturevalue("pg_server"))
+    return None
 
 
 def pg_deck(root: Path, url: str) -> Any:
