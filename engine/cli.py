@@ -598,7 +598,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         names = ", ".join(f"{n} ({k} slots)" for n, k in servers.items())
         print(
-            f"serving {names} on {path}; pid {engine.owner.split(':')[1]}; Ctrl-C to stop",
+            # The store's name for it: a URL without its password.
+            f"serving {names} on {engine.store.path}; pid {engine.owner.split(':')[1]}; "
+            "Ctrl-C to stop",
             flush=True,
         )
         await stop.wait()

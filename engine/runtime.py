@@ -130,6 +130,7 @@ class Engine:
         self._background: set[asyncio.Task[Any]] = set()
         self._lease_s = 5.0
         self._claims = 0
+        self._watch: Any = None
         # Set when every server's lease was lost: ``serve`` stops then.
         self.nothing_to_serve = asyncio.Event()
 
@@ -205,6 +206,9 @@ class Engine:
             stale = await self._db(self._read, batch.servers_without_engine, self.owner, at=at)
             await kill_all(markers=[(RUN_MARKER, f"{self._run_prefix}{n}|") for n in stale])
             await self._db(self._write, batch.recover, self.owner, at=at)
+            # Before any server starts: a watch that cannot open (PostgreSQL's LISTEN
+            # connection refused) leaves nothing running.
+            self._watch = await self._db(self.store.watcher)
             started = await asyncio.gather(*(self._start_server(n) for n in self.servers))
             if not any(started):
                 raise RuntimeError("no server process would start; see the server log")
@@ -213,6 +217,8 @@ class Engine:
             for sp in self.procs.values():
                 await sp.end(graceful=False)
             self.procs.clear()
+            if self._watch is not None:
+                self._watch.close()
             if self.store is not None:
                 with contextlib.suppress(Exception):
                     await self._db(
@@ -225,7 +231,6 @@ class Engine:
                 await self._db(self.store.dispose)
             self._writer.shutdown(wait=False)
             raise
-        self._watch = self.store.watcher()
         self._wake.set()  # work queued before we started: look at once
         self._main = asyncio.create_task(self._run(), name="batchdeck-engine")
 

@@ -293,6 +293,23 @@ def test_db_now_is_the_engines_clock_on_sqlite(tmp_path: Path) -> None:
         store.dispose()
 
 
+def test_serve_on_an_unreachable_postgresql_fails_in_one_line_without_the_password(
+    tmp_path: Path,
+) -> None:
+    # Port 1 on this host: nothing listens there.
+    url = "postgresql://alice:s3cret@127.0.0.1:1/batch"
+    res = subprocess.run(
+        [sys.executable, "-c", "from tui.cli import main; main()", "serve", "--db", url],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.returncode == 1 and len(lines) == 1, res.stderr
+    assert "127.0.0.1" in lines[0] and "s3cret" not in res.stderr + res.stdout
+
+
 def test_settings_rerun_and_hold_on_postgresql(pg_url: str) -> None:
     from engine import settings
     from engine.rerun import rerun
