@@ -450,6 +450,13 @@ class Store:
         if self.writer is None:
             raise ReadOnlyError(read_only_message(self.path))
         with self.writer.begin() as conn:
+            if self.is_postgresql:
+                # Writers take turns, as on SQLite (BEGIN IMMEDIATE). Under READ
+                # COMMITTED two engines ending the last tasks of one job at once each
+                # saw the other's still running and left the job Canceling for good;
+                # locking the rows concerned instead deadlocked, since a transaction
+                # reaches jobs and tasks in no one order. Held until commit.
+                conn.exec_driver_sql(_WRITE_LOCK)
             yield conn
             if self.is_postgresql:
                 # Watchers on every host learn of the change at commit (NOTIFY is
@@ -520,6 +527,7 @@ _SHARED_LOCK = threading.Lock()
 _NOTIFY_IF_WRITTEN = (
     "SELECT pg_notify('batchdeck', '') WHERE pg_current_xact_id_if_assigned() IS NOT NULL"
 )
+_WRITE_LOCK = "SELECT pg_advisory_xact_lock(1650553956)"  # "bdwr": one writer at a time
 SCHEMA_LOCK_KEY = 0x62617463  # "batc": the advisory lock held while creating the schema
 
 
