@@ -220,27 +220,11 @@ _FIRST_FAILURE = (
 )
 
 
-def lock_jobs(conn: Connection, job_ids: Iterable[int]) -> None:
-    """PostgreSQL: hold these jobs' rows until commit, so that what follows reads every
-    other transaction's committed task changes. Without it two engines ending the last
-    tasks of one job at once each see the other's tasks still running (neither commit
-    is visible to the other) and the job is never finished; likewise a task waiting on
-    two tasks that end on two hosts. Ids in order: no deadlock between two lockers.
-    SQLite's write lock already serializes writers."""
-    ids = sorted(set(job_ids))
-    if ids and conn.dialect.name == "postgresql":
-        conn.execute(_LOCK_JOBS, {"ids": ids})
-
-
-_LOCK_JOBS = select(job.c.id).where(in_list(job.c.id, "ids")).order_by(job.c.id).with_for_update()
-
-
 def finalize_jobs(conn: Connection, job_ids: Iterable[int], *, at: float) -> list[int]:
     """Finish the started jobs among ``job_ids`` whose tasks allow it; returns those moved."""
     ids = sorted(set(job_ids))
     if not ids:
         return []
-    lock_jobs(conn, ids)
     jobs = conn.execute(_STARTED_JOBS, {"ids": ids}).all()
     if not jobs:
         return []
@@ -275,8 +259,6 @@ def after_task_changes(
     """Follow-up of task moves: release or skip dependents, then finish jobs."""
     ended = [t for t, s in changed.items() if s == "ended"]
     failed = [t for t, s in changed.items() if s in TASK_TERMINAL and s != "ended"]
-    job_ids = list(job_ids)
-    lock_jobs(conn, job_ids)
     release_dependents(conn, ended, at=at)
     skip_dependents(conn, failed, at=at)
     return finalize_jobs(conn, job_ids, at=at)
