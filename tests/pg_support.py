@@ -33,7 +33,7 @@ def pg_server() -> Iterator[Any]:
     from engine.db import Store
 
     data = tempfile.mkdtemp(prefix="batchdeck-pg-")
-    server = pgserver.get_server(data, cleanup_mode="stop")
+    server = pgserver.get_server(data, cleanup_mode="delete")  # data dir too
     try:
         server.psql(f"CREATE DATABASE {TEMPLATE};")
         Store(server.get_uri(TEMPLATE)).dispose()  # the schema, once
