@@ -353,7 +353,6 @@ def test_enhanced_abort_restarts_at_once_when_nothing_else_runs_there(deck: Deck
 # -- recovery ---------------------------------------------------------------------------------
 
 
-@pytest.mark.both_databases
 def test_recovery_after_the_engine_is_killed(deck: Deck) -> None:
     deck.ok("settings", "lease_seconds", "1")
     first = deck.serve("--server", "batch-01:8")
