@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 
 from engine import settings
-from engine.dialect import in_list, one_of, upsert
+from engine.dialect import db_now, in_list, one_of, upsert
 from engine.prepared import Prepared
 from engine.statuses import TASK_RUNNING, resolve_outcome
 from engine.tables import job, server, task
@@ -103,7 +103,9 @@ class TickOut:
 
 # Prepared statements of the hot path (every tick), their values bound by name.
 # Fenced: a run whose claim was taken over writes nothing.
-_FENCE = or_(task.c.claim_token == bindparam("b_token"), bindparam("b_token2").is_(None))
+_FENCE = or_(
+    task.c.claim_token == bindparam("b_token"), bindparam("b_token2", type_=String).is_(None)
+)
 _WRITE_PROGRESS = Prepared(
     update(task)
     .where(task.c.id == bindparam("b_id"), _FENCE)
@@ -183,7 +185,9 @@ _READY = Prepared(
     )
     .order_by(task.c.id)
     .limit(bindparam("n", type_=Integer))
-    # Hosts sharing PostgreSQL pass over each other's claims instead of queueing.
+    # PostgreSQL: engines on other hosts claim at once; each skips the rows another is
+    # claiming (task rows only: other tasks of the same job stay claimable). SQLite
+    # renders nothing here: its write lock already serializes claims.
     .with_for_update(skip_locked=True, of=task)
 )
 _START = TaskMove(
@@ -394,6 +398,7 @@ class LeaseRefused(Exception):
 
 def claim_leases(conn: Connection, servers: dict[str, int], owner: str, *, at: float) -> None:
     ttl = settings.lease_seconds(conn)
+    now = db_now(conn, at)
     for name, slots in servers.items():
         row = conn.execute(
             select(server.c.lease_owner, server.c.heartbeat_at).where(server.c.name == name)
@@ -403,11 +408,11 @@ def claim_leases(conn: Connection, servers: dict[str, int], owner: str, *, at: f
             and row.lease_owner
             and row.lease_owner != owner
             and row.heartbeat_at
-            and row.heartbeat_at > at - ttl
+            and row.heartbeat_at > now - ttl
         ):
             raise LeaseRefused(
                 f"server {name} is already served by engine {row.lease_owner} "
-                f"(heartbeat {max(0.0, at - row.heartbeat_at):.1f} s ago); stop it first"
+                f"(heartbeat {max(0.0, now - row.heartbeat_at):.1f} s ago); stop it first"
             )
         # Taking over a lease another engine let expire leaves a note for the operator.
         taken_over = case(
@@ -431,7 +436,7 @@ def claim_leases(conn: Connection, servers: dict[str, int], owner: str, *, at: f
                 "slots": slots,
                 "status": "online",
                 "lease_owner": owner,
-                "heartbeat_at": at,
+                "heartbeat_at": now,
             },
             "name",
             {
@@ -468,7 +473,7 @@ _LOST = select(server.c.name).where(
 
 def heartbeat(conn: Connection, servers: list[str], owner: str, *, at: float) -> list[str]:
     """Renew our leases; returns the servers whose lease another engine has taken."""
-    conn.execute(_HEARTBEAT, {"names": servers, "owner": owner, "at": at})
+    conn.execute(_HEARTBEAT, {"names": servers, "owner": owner, "at": db_now(conn, at)})
     return list(conn.execute(_LOST, {"names": servers, "owner": owner}).scalars())
 
 
@@ -497,12 +502,13 @@ def recover(conn: Connection, owner: str, *, at: float) -> dict[int, str]:
     finish canceling, Aborting ones are Aborted; their jobs are then finished.
     """
     ttl = settings.lease_seconds(conn)
+    now = db_now(conn, at)
     live_other = list(
         conn.execute(
             select(server.c.name).where(
                 server.c.lease_owner.is_not(None),
                 server.c.lease_owner != owner,
-                server.c.heartbeat_at > at - ttl,
+                server.c.heartbeat_at > now - ttl,
             )
         ).scalars()
     )
@@ -544,6 +550,7 @@ def recover(conn: Connection, owner: str, *, at: float) -> dict[int, str]:
 def servers_without_engine(conn: Connection, owner: str, *, at: float) -> list[str]:
     """Servers no live engine holds (ours excepted): a dead engine's leftovers."""
     ttl = settings.lease_seconds(conn)
+    now = db_now(conn, at)
     return list(
         conn.execute(
             select(server.c.name).where(
@@ -551,11 +558,90 @@ def servers_without_engine(conn: Connection, owner: str, *, at: float) -> list[s
                     server.c.lease_owner.is_(None),
                     server.c.lease_owner == owner,
                     server.c.heartbeat_at.is_(None),
-                    server.c.heartbeat_at <= at - ttl,
+                    server.c.heartbeat_at <= now - ttl,
                 )
             )
         ).scalars()
     )
+
+
+def _expired_peers(now: float, ttl: float):
+    return and_(
+        server.c.lease_owner.is_not(None),
+        server.c.lease_owner != bindparam("owner"),
+        server.c.heartbeat_at <= now - ttl,
+    )
+
+
+def expired_peers(conn: Connection, owner: str, *, at: float) -> list[str]:
+    """Servers another engine held and let expire (its host died): one small read, done
+    by every live engine each beat so a dead host's tasks do not wait for a restart."""
+    ttl = settings.lease_seconds(conn)
+    now = db_now(conn, at)
+    return list(
+        conn.execute(
+            select(server.c.name).where(_expired_peers(now, ttl)), {"owner": owner}
+        ).scalars()
+    )
+
+
+def recover_peers(conn: Connection, owner: str, names: list[str], *, at: float) -> dict[int, str]:
+    """Take ``names`` offline, if their leases are still expired, and recover what ran
+    there as ``recover`` does. The expiry is checked again in this transaction: a peer
+    that woke meanwhile keeps its servers, and of two engines recovering at once only
+    the first finds them (the second's update waits on the row, then matches nothing)."""
+    if not names:
+        return {}
+    ttl = settings.lease_seconds(conn)
+    now = db_now(conn, at)
+    taken = list(
+        conn.execute(
+            update(server)
+            .where(in_list(server.c.name, "names"), _expired_peers(now, ttl))
+            .values(
+                status="offline",
+                lease_owner=None,
+                pid=None,
+                note=literal("engine ", String)
+                + server.c.lease_owner
+                + literal(" stopped beating; its tasks were recovered", String),
+            )
+            .returning(server.c.name),
+            {"names": names, "owner": owner},
+        ).scalars()
+    )
+    if not taken:
+        return {}
+    for name in taken:
+        add_event(
+            conn,
+            at=at,
+            actor="recovery",
+            kind="server",
+            server=name,
+            reason=f"offline: lease expired; recovered by engine {owner}",
+        )
+    stale = list(
+        conn.execute(
+            select(task.c.id).where(
+                task.c.status.in_(sorted(TASK_RUNNING)), in_list(task.c.server, taken)
+            )
+        ).scalars()
+    )
+    changed = apply_outcomes(
+        conn,
+        [Outcome(t, "interrupted", reason="interrupted: its engine stopped") for t in stale],
+        at=at,
+        actor="recovery",
+    )
+    finalize_jobs(
+        conn,
+        conn.execute(
+            select(job.c.id).where(job.c.status.in_(["executing", "canceling"]))
+        ).scalars(),
+        at=at,
+    )
+    return changed
 
 
 def note_server_process(

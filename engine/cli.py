@@ -648,7 +648,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         names = ", ".join(f"{n} ({k} slots)" for n, k in servers.items())
         print(
-            f"serving {names} on {path}; pid {engine.owner.split(':')[1]}; Ctrl-C to stop",
+            # The store's name for it: a URL without its password.
+            f"serving {names} on {engine.store.path}; pid {engine.owner.split(':')[1]}; "
+            "Ctrl-C to stop",
             flush=True,
         )
         await stop.wait()
@@ -669,12 +671,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_servers(args: argparse.Namespace) -> int:
     import time
 
+    from engine.dialect import db_now
     from engine.servers_view import server_rows, servers_table
 
     store = _store(args, create=False, write=False)
     try:
         with store.read() as conn:
-            rows = server_rows(conn, time.time())
+            rows = server_rows(conn, db_now(conn, time.time()))  # lease ages: database time
     finally:
         store.dispose()
     if args.json:

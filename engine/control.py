@@ -25,7 +25,7 @@ from sqlalchemy import (
 
 from engine import permissions, settings
 from engine.db import Store
-from engine.dialect import glob, in_list, one_of
+from engine.dialect import db_now, glob, in_list, one_of
 from engine.identity import user_name
 from engine.query import JobView, TaskView
 from engine.statuses import JOB_TERMINAL, LABELS, cancel_refused, no_such_job
@@ -78,6 +78,7 @@ def _now(now: float | None) -> float:
 
 def live_servers(conn: Connection, now: float) -> list[str]:
     ttl = settings.lease_seconds(conn)
+    now = db_now(conn, now)  # leases are in the database's time on PostgreSQL
     rows = conn.execute(
         select(server.c.name).where(
             server.c.lease_owner.is_not(None), server.c.heartbeat_at > now - ttl

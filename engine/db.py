@@ -167,6 +167,7 @@ class Store:
         self._lock = threading.Lock()
         self._async: dict[asyncio.AbstractEventLoop, tuple[Any, int]] = {}
         self._watch_conn: sqlite3.Connection | None = None
+        self._hub: Any = None  # PostgreSQL: the process's LISTEN connection (engine.watch)
         self._watch_lock = threading.Lock()
         self._checkpointer: threading.Thread | None = None
         try:
@@ -279,10 +280,17 @@ class Store:
     def watcher(self) -> Any:
         """A change watch of its own (``changed()``, ``wait()``) over the process's one
         watch connection for this database."""
-        from engine.watch import DataVersionWatch, PollWatch
+        from engine.watch import DataVersionWatch, NotifyHub
 
         if self.is_postgresql:
-            return PollWatch()
+            with self._lock:
+                if self._hub is None:
+                    try:
+                        self._hub = NotifyHub(self.target.url)
+                    except Exception as exc:  # noqa: BLE001 - psycopg's own error, one line
+                        detail = " ".join(str(exc).split())
+                        raise DatabaseError(f"{self.path}: cannot listen: {detail}") from None
+                return self._hub.watch()
         with self._lock:
             if self._watch_conn is None:
                 self._watch_conn = raw_connection(self.path)
@@ -296,7 +304,19 @@ class Store:
         if self.writer is None:
             raise ReadOnlyError(read_only_message(self.path))
         with self.writer.begin() as conn:
+            if self.is_postgresql:
+                # Writers take turns, as on SQLite (BEGIN IMMEDIATE). Under READ
+                # COMMITTED two engines ending the last tasks of one job at once each
+                # saw the other's still running and left the job Canceling for good;
+                # locking the rows concerned instead deadlocked, since a transaction
+                # reaches jobs and tasks in no one order. Held until commit.
+                conn.exec_driver_sql(_WRITE_LOCK)
             yield conn
+            if self.is_postgresql:
+                # Watchers on every host learn of the change at commit (NOTIFY is
+                # transactional and deduplicated); a transaction that wrote nothing has
+                # no transaction id and wakes nobody.
+                conn.exec_driver_sql(_NOTIFY_IF_WRITTEN)
         if not self.is_postgresql:
             self._checkpoint_if_due()
 
@@ -355,6 +375,9 @@ class Store:
             if self._watch_conn is not None:
                 self._watch_conn.close()
                 self._watch_conn = None
+            if self._hub is not None:
+                self._hub.close()
+                self._hub = None
 
     def _ensure_schema(self) -> None:
         with self.write() as conn:
@@ -390,6 +413,10 @@ class Store:
 # one async reader per event loop and one change watch, and check the schema once.
 _SHARED: dict[tuple[str, bool], Store] = {}
 _SHARED_LOCK = threading.Lock()
+_NOTIFY_IF_WRITTEN = (
+    "SELECT pg_notify('batchdeck', '') WHERE pg_current_xact_id_if_assigned() IS NOT NULL"
+)
+_WRITE_LOCK = "SELECT pg_advisory_xact_lock(1650553956)"  # "bdwr": one writer at a time
 SCHEMA_LOCK_KEY = 0x62617463  # "batc": the advisory lock held while creating the schema
 
 

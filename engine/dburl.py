@@ -9,6 +9,7 @@ this before it decides whether it needs the database layer at all.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -32,6 +33,15 @@ class DbTarget:
             return f"sqlite+aiosqlite:///{self.path}" if async_ else f"sqlite:///{self.path}"
         parts = urlsplit(self.url)
         return urlunsplit(("postgresql+psycopg",) + tuple(parts[1:]))
+
+    def identity(self) -> str:
+        """Which database this is, password left out: the file's real path, or
+        ``user@host:port/db`` (with the query, which may name a socket directory)."""
+        if self.is_sqlite:
+            return os.path.realpath(str(self.path))
+        parts = urlsplit(self.url)
+        host = (parts.hostname or "").lower()
+        return f"{parts.username or ''}@{host}:{parts.port or 5432}{parts.path}?{parts.query}"
 
     def display(self) -> str:
         """For messages: the path, or the URL without its password."""

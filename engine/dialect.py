@@ -36,10 +36,6 @@ from sqlalchemy.sql.functions import GenericFunction
 from sqlalchemy.sql.visitors import InternalTraversal
 from sqlalchemy.types import TypeDecorator
 
-# Databases whose writers lock rows (a status move locks its rows first); SQLite's
-# BEGIN IMMEDIATE holds the whole database instead.
-ROW_LOCKING = frozenset({"postgresql"})
-
 # SQLite only takes its write lock at the first write unless asked up front.
 WRITE_BEGIN = {"sqlite": "BEGIN IMMEDIATE"}
 
@@ -221,3 +217,17 @@ def upsert(
     stmt = mod.insert(table).values(**values)
     sets = {k: (v(stmt.excluded) if callable(v) else v) for k, v in update.items()}
     return conn.execute(stmt.on_conflict_do_update(index_elements=[key], set_=sets))
+
+
+# Hosts' clocks differ: leases written by several hosts are compared on the database's
+# clock. clock_timestamp(), not now(): now() is the transaction's start, which a long
+# transaction would hold back.
+_PG_NOW = "SELECT extract(epoch from clock_timestamp())::float8"
+
+
+def db_now(conn: Connection, fallback: float) -> float:
+    """The time leases are written and compared in: the database's clock on PostgreSQL,
+    ``fallback`` (the engine's clock, injectable in tests) on SQLite, one host only."""
+    if conn.dialect.name == "postgresql":
+        return float(conn.exec_driver_sql(_PG_NOW).scalar_one())
+    return fallback

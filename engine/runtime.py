@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import signal
 import socket
@@ -26,7 +27,8 @@ from typing import Any, TypeVar
 
 from engine import batch, settings
 from engine.context import ActionError
-from engine.db import DatabaseError, Store, is_postgresql, shared_store
+from engine.db import Store, is_postgresql, shared_store
+from engine.dburl import parse_db
 from engine.identity import current_actor
 from engine.procs import RUN_MARKER, kill_all
 from engine.statuses import JOB_TERMINAL
@@ -133,6 +135,7 @@ class Engine:
         self._background: set[asyncio.Task[Any]] = set()
         self._lease_s = 5.0
         self._claims = 0
+        self._watch: Any = None
         # Set when every server's lease was lost: ``serve`` stops then.
         self.nothing_to_serve = asyncio.Event()
 
@@ -161,6 +164,11 @@ class Engine:
     def _run_prefix(self) -> str:
         # Server processes of this database carry it in their marker, whatever engine
         # started them: a recovery finds a dead engine's leftovers by it.
+        # A URL: a hash of it without its password, which has no business in every
+        # process's environment, and no "|" of its own to confuse the marker.
+        if is_postgresql(self.db_path):
+            identity = parse_db(self.db_path).identity()
+            return f"pg:{hashlib.sha256(identity.encode()).hexdigest()[:16]}|"
         return f"{os.path.realpath(self.db_path)}|"
 
     def _spawn(self, name: str) -> ServerProcess:
@@ -192,13 +200,6 @@ class Engine:
     async def start(self) -> None:
         """Open the database, take the server leases, recover, and start the servers."""
         try:
-            if is_postgresql(self.db_path):
-                # Statements and schema serve PostgreSQL already; the engine's claims,
-                # leases and change watch there are not built yet (issue 7, step 3).
-                raise DatabaseError(
-                    "running an engine on PostgreSQL is not supported yet: "
-                    "submit, list, show, cancel and abort work there"
-                )
             self.store = await self._db(shared_store, self.db_path)
             at = self.clock()
             await self._db(self._write, batch.claim_leases, self.servers, self.owner, at=at)
@@ -210,6 +211,9 @@ class Engine:
             stale = await self._db(self._read, batch.servers_without_engine, self.owner, at=at)
             await kill_all(markers=[(RUN_MARKER, f"{self._run_prefix}{n}|") for n in stale])
             await self._db(self._write, batch.recover, self.owner, at=at)
+            # Before any server starts: a watch that cannot open (PostgreSQL's LISTEN
+            # connection refused) leaves nothing running.
+            self._watch = await self._db(self.store.watcher)
             started = await asyncio.gather(*(self._start_server(n) for n in self.servers))
             if not any(started):
                 raise RuntimeError("no server process would start; see the server log")
@@ -218,6 +222,8 @@ class Engine:
             for sp in self.procs.values():
                 await sp.end(graceful=False)
             self.procs.clear()
+            if self._watch is not None:
+                self._watch.close()
             if self.store is not None:
                 with contextlib.suppress(Exception):
                     await self._db(
@@ -230,7 +236,6 @@ class Engine:
                 await self._db(self.store.dispose)
             self._writer.shutdown(wait=False)
             raise
-        self._watch = self.store.watcher()
         self._wake.set()  # work queued before we started: look at once
         self._main = asyncio.create_task(self._run(), name="batchdeck-engine")
 
@@ -357,6 +362,22 @@ class Engine:
             vouch = [{"op": "lease", "valid_for": self._lease_valid_for(self.clock() - at)}]
             for sp in self.procs.values():
                 sp.send(vouch)
+            try:
+                await self._recover_peers(at)
+            except Exception as exc:  # noqa: BLE001 - try again next beat
+                self.note(f"recovery of other engines' servers: {exc}")
+
+    async def _recover_peers(self, at: float) -> None:
+        """Another engine let its lease expire (its host died): recover its tasks here
+        now, not at the next engine start. One small read per beat."""
+        expired = await self._db(self._read, batch.expired_peers, self.owner, at=at)
+        if not expired:
+            return
+        # Its server processes, if on this host, die first: nothing runs twice.
+        await kill_all(markers=[(RUN_MARKER, f"{self._run_prefix}{n}|") for n in expired])
+        changed = await self._db(self._write, batch.recover_peers, self.owner, expired, at=at)
+        self.note(f"recovered {len(changed)} task(s) of expired server(s) {', '.join(expired)}")
+        self._wake.set()
 
     def _lose(self, name: str) -> None:
         """Another engine took this server (we stalled past the lease): stop serving it.

@@ -1,6 +1,7 @@
-"""Noticing other connections' commits cheaply: ``PRAGMA data_version``.
+"""Noticing other connections' commits cheaply: SQLite's ``PRAGMA data_version``;
+PostgreSQL's ``LISTEN``/``NOTIFY`` (``NotifyHub``).
 
-The value changes whenever another connection commits to the database file; reading
+SQLite: the value changes whenever another connection commits to the file; reading
 it costs microseconds, so polling it a few times a second is cheaper than any other
 signal SQLite offers and needs no daemon. One connection per process serves every
 watch (``Store.watcher``); each watch keeps its own last value.
@@ -9,10 +10,17 @@ watch (``Store.watcher``); each watch keeps its own last value.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
+from typing import Any
 
 from engine.db import raw_connection
+
+CHANNEL = "batchdeck"  # PostgreSQL's LISTEN/NOTIFY channel (see ``Store.write``)
+LISTEN_TIMEOUT_S = 0.5
+RECONNECT_PAUSE_S = 0.2
+NOTIFY_POLL_S = 0.02
 
 
 class DataVersionWatch:
@@ -47,15 +55,98 @@ class DataVersionWatch:
             self._conn.close()
 
 
-class PollWatch:
-    """Where no cheap change signal is wired (PostgreSQL, until LISTEN/NOTIFY is): every
-    look is a change, so readers simply re-read at their own pace."""
+class NotifyHub:
+    """PostgreSQL's change signal: one connection per process, in autocommit, listening
+    on ``CHANNEL``; every write transaction (``Store.write``) notifies it at commit.
 
-    def changed(self) -> bool:
-        return True
+    A daemon thread waits on the connection and raises each watch's flag, so
+    ``changed()`` costs nothing. A broken connection is reopened and every watch told
+    "changed": notifications sent meanwhile are lost, and a lost one must never mean a
+    cancel not acted on.
+    """
 
-    async def wait(self, interval: float = 0.1) -> None:
-        await asyncio.sleep(interval)
+    def __init__(self, conninfo: str) -> None:
+        self._conninfo = conninfo
+        self._watches: set[NotifyWatch] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._conn: Any = None
+        self._connect()  # the first connection in the caller: a bad URL fails there
+        self._thread = threading.Thread(target=self._listen, name="batchdeck-listen", daemon=True)
+        self._thread.start()
+
+    def _connect(self) -> None:
+        import psycopg
+
+        conn = psycopg.connect(self._conninfo, autocommit=True)
+        conn.execute(f"LISTEN {CHANNEL}")
+        self._conn = conn
+
+    def watch(self) -> NotifyWatch:
+        w = NotifyWatch(self)
+        with self._lock:
+            self._watches.add(w)
+        return w
+
+    def _forget(self, w: NotifyWatch) -> None:
+        with self._lock:
+            self._watches.discard(w)
+
+    def _signal(self) -> None:
+        with self._lock:
+            watches = list(self._watches)
+        for w in watches:
+            w._flag.set()
+
+    def _listen(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self._conn is None:
+                    self._connect()
+                    self._signal()
+                # A bounded wait: ``close`` is seen within it.
+                for _ in self._conn.notifies(timeout=LISTEN_TIMEOUT_S):
+                    self._signal()
+            except Exception:  # noqa: BLE001 - any failure: reopen, and say "changed"
+                self._drop()
+                self._signal()
+                self._stop.wait(RECONNECT_PAUSE_S)
+        self._drop()
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
 
     def close(self) -> None:
-        pass
+        # The thread closes its own connection at its next wake (psycopg holds the
+        # connection's lock while waiting); not joined, so a Store closes at once.
+        self._stop.set()
+
+
+class NotifyWatch:
+    """One reader's view of the process's ``NotifyHub``: ``changed()`` is True once for
+    each batch of notifications since last asked. Starts "changed", as a first look
+    must read."""
+
+    def __init__(self, hub: NotifyHub) -> None:
+        self._hub = hub
+        self._flag = threading.Event()
+        self._flag.set()
+
+    def changed(self) -> bool:
+        if self._flag.is_set():
+            self._flag.clear()
+            return True
+        return False
+
+    async def wait(self, interval: float = 0.1) -> None:
+        """Return after the next notification (checked every ``NOTIFY_POLL_S``, well
+        inside the 200 ms a cancel on another host may take)."""
+        step = min(interval, NOTIFY_POLL_S)
+        while not self.changed():
+            await asyncio.sleep(step)
+
+    def close(self) -> None:
+        self._hub._forget(self)

@@ -33,7 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.elements import ColumnElement
 
-from engine.dialect import ROW_LOCKING, in_list, one_of
+from engine.dialect import in_list, one_of
 from engine.prepared import Prepared
 from engine.statuses import (
     TASK_NOT_STARTED,
@@ -80,11 +80,9 @@ class _Move:
     """A status move of the rows of ``table`` matching ``where`` (the source statuses
     the transition table allows for ``target`` added), with the event row of each.
 
-    SQLite: the event rows are inserted from the same WHERE clause, then the rows are
-    updated; BEGIN IMMEDIATE holds every other writer off in between. PostgreSQL has no
-    such lock: the rows are first locked (``FOR UPDATE``, which also re-reads a row a
-    concurrent transaction just changed), then events and update name exactly the rows
-    locked, so no concurrent move can slip a row in between or take one out.
+    The event rows are inserted from the same WHERE clause, then the rows are updated;
+    no other writer can change a row in between: writers take turns (SQLite's BEGIN
+    IMMEDIATE; on PostgreSQL the lock every write transaction takes, ``Store.write``).
 
     ``prepare``: compile once per dialect and run on the driver (``engine.prepared``),
     for the statements of the hot path; ad-hoc moves run as plain SQLAlchemy statements.
@@ -102,35 +100,17 @@ class _Move:
         prepare: bool,
     ) -> None:
         cond = and_(where, one_of(table.c.status, sources))
-        locked = and_(cond, in_list(table.c.id, "m_ids"))
-
-        def events(c: ColumnElement[bool]) -> Any:
-            return insert(event).from_select(_EVENT_COLS, select(*event_row).where(c))
-
-        def moves(c: ColumnElement[bool]) -> Any:
-            return update(table).where(c).values(status=target, **values)
-
+        events = insert(event).from_select(_EVENT_COLS, select(*event_row).where(cond))
+        moves = update(table).where(cond).values(status=target, **values)
         wrap = Prepared if prepare else _Plain
-        self._plain = (wrap(events(cond)), wrap(moves(cond)))
-        self._locking = (
-            wrap(select(table.c.id).where(cond).with_for_update()),
-            wrap(events(locked)),
-            wrap(moves(locked)),
-        )
+        self._events, self._update = wrap(events), wrap(moves)
 
     def __call__(
         self, conn: Connection, *, at: float, actor: str, reason: str | None, **params: Any
     ) -> int:
         p = {**params, "m_at": at, "m_actor": actor, "m_reason": reason}
-        if conn.dialect.name in ROW_LOCKING:
-            lock, add_events, move = self._locking
-            p["m_ids"] = list(lock(conn, p).scalars())
-            if not p["m_ids"]:
-                return 0
-        else:
-            add_events, move = self._plain
-        add_events(conn, p)
-        return move(conn, p).rowcount
+        self._events(conn, p)
+        return self._update(conn, p).rowcount
 
 
 class _Plain:

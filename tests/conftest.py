@@ -1,10 +1,18 @@
-"""Shared fixtures: an embedded engine on a fresh database file."""
+"""Shared fixtures: an embedded engine on a fresh database (a file, or PostgreSQL: see
+``tests/pg_support.py``)."""
 
 from __future__ import annotations
 
 import pytest
 
 from engine.runtime import Engine
+from tests.pg_support import backend, db, deck_db, pg_server, pg_url, pytest_generate_tests
+
+__all__ = ["backend", "db", "deck_db", "pg_server", "pg_url", "pytest_generate_tests"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "both_databases: run on SQLite and on PostgreSQL")
 
 
 @pytest.fixture
@@ -14,8 +22,8 @@ def servers() -> dict[str, int]:
 
 
 @pytest.fixture
-async def engine(tmp_path, servers):
-    eng = Engine(str(tmp_path / "t.db"), servers, poll_interval=0.02)
+async def engine(db, servers):
+    eng = Engine(db, servers, poll_interval=0.02)
     await eng.start()
     try:
         yield eng

@@ -39,34 +39,41 @@ def submit_tasks(
     return submit(store, load_recipe(write_recipe(directory, name, tasks, **top)), actor="tester")
 
 
+def sql(conn: Any, query: str, params: tuple = ()) -> Any:
+    """A query written with ``?`` placeholders, on either database."""
+    if conn.dialect.name == "postgresql":
+        query = query.replace("?", "%s")
+    return conn.exec_driver_sql(query, params)
+
+
 def job_status(store: Store, job_id: int) -> str:
     with store.read() as conn:
-        return conn.exec_driver_sql("SELECT status FROM job WHERE id=?", (job_id,)).scalar_one()
+        return sql(conn, "SELECT status FROM job WHERE id=?", (job_id,)).scalar_one()
 
 
 def task_row(store: Store, job_id: int, name: str) -> dict[str, Any]:
     with store.read() as conn:
-        res = conn.exec_driver_sql("SELECT * FROM task WHERE job_id=? AND name=?", (job_id, name))
+        res = sql(conn, "SELECT * FROM task WHERE job_id=? AND name=?", (job_id, name))
         return dict(zip(res.keys(), res.one(), strict=True))
 
 
 def task_statuses(store: Store, job_id: int) -> dict[str, str]:
     with store.read() as conn:
         return dict(
-            conn.exec_driver_sql(
-                "SELECT name, status FROM task WHERE job_id=? ORDER BY seq", (job_id,)
+            sql(
+                conn, "SELECT name, status FROM task WHERE job_id=? ORDER BY seq", (job_id,)
             ).fetchall()
         )
 
 
 def job_row(store: Store, job_id: int) -> dict[str, Any]:
     with store.read() as conn:
-        res = conn.exec_driver_sql("SELECT * FROM job WHERE id=?", (job_id,))
+        res = sql(conn, "SELECT * FROM job WHERE id=?", (job_id,))
         return dict(zip(res.keys(), res.one(), strict=True))
 
 
 def events(store: Store, job_id: int) -> list[dict[str, Any]]:
     with store.read() as conn:
-        res = conn.exec_driver_sql("SELECT * FROM event WHERE job_id=? ORDER BY id", (job_id,))
+        res = sql(conn, "SELECT * FROM event WHERE job_id=? ORDER BY id", (job_id,))
         keys = list(res.keys())
         return [dict(zip(keys, r, strict=True)) for r in res.fetchall()]

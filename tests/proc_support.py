@@ -329,8 +329,14 @@ class Deck:
 
 
 @contextlib.contextmanager
-def deck_in(root: Path):  # noqa: ANN201 - a generator context manager
-    deck = Deck(root)
+def deck_in(root: Path, db: str | None = None):  # noqa: ANN201 - a generator context manager
+    """A Deck on its own SQLite file in ``root``, or on the PostgreSQL database ``db``."""
+    if db is None:
+        deck = Deck(root)
+    else:
+        from tests.pg_support import pg_deck
+
+        deck = pg_deck(root, db)
     try:
         yield deck
     finally:

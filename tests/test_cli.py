@@ -55,8 +55,8 @@ after = ["first"]
 
 
 @pytest.fixture
-def deck(tmp_path: Path) -> Iterator[Deck]:
-    with deck_in(tmp_path) as d:
+def deck(tmp_path: Path, deck_db: str | None) -> Iterator[Deck]:
+    with deck_in(tmp_path, deck_db) as d:
         in_process(d)
         yield d
 
@@ -259,6 +259,7 @@ def test_submit_bad_or_missing_recipe_is_refused_with_one_line(deck: Deck) -> No
 # -- cancel ------------------------------------------------------------------------------
 
 
+@pytest.mark.both_databases
 def test_cancel_of_waiting_and_held_jobs_without_an_engine(deck: Deck) -> None:
     two = deck.submit(deck.recipe("two", TWO_TASKS))
     w = deck.recipe("w", wait_recipe("w", 5))
@@ -370,6 +371,7 @@ def _state(deck: Deck, job_id: int) -> tuple:
     )
 
 
+@pytest.mark.both_databases
 def test_abort_prints_the_plan_without_yes_and_enhanced_can_be_turned_off(deck: Deck) -> None:
     job_id = deck.submit(deck.recipe("two", TWO_TASKS))
     deck.serve()
@@ -395,6 +397,7 @@ def test_abort_prints_the_plan_without_yes_and_enhanced_can_be_turned_off(deck: 
 # -- hold / release / approve / reject -------------------------------------------------------
 
 
+@pytest.mark.both_databases
 def test_hold_and_release_round_trip(deck: Deck) -> None:
     job_id = deck.submit(deck.recipe("w", wait_recipe("w", 5)))
     assert "Withhold" in deck.ok("hold", str(job_id)).out

@@ -10,14 +10,14 @@ directory to others: the data directory is made under /tmp for that reason.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from engine import control
 from engine.db import DatabaseError, Store, normalize_db, shared_store
@@ -26,6 +26,7 @@ from engine.query import Reader
 from engine.recipes import Recipe, TaskSpec
 from engine.submit import submit
 from engine.tables import task
+from tests.waiting import until, until_sync
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,29 +117,6 @@ async def test_one_store_reader_and_watch_connection_per_database(tmp_path: Path
 # -- PostgreSQL ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[object]:
-    import pgserver
-
-    data = tempfile.mkdtemp(prefix="batchdeck-pg-")
-    server = pgserver.get_server(data, cleanup_mode="stop")
-    try:
-        yield server
-    finally:
-        server.cleanup()
-
-
-_names = itertools.count()
-
-
-@pytest.fixture
-def pg_url(pg_server) -> str:
-    """A fresh, empty database on the session's PostgreSQL, as a libpq URL."""
-    name = f"t{next(_names)}"
-    pg_server.psql(f"CREATE DATABASE {name};")
-    return pg_server.get_uri(name)
-
-
 def test_postgresql_schema_is_created_once_and_versioned(pg_url: str) -> None:
     store = Store(pg_url)
     assert store.is_postgresql
@@ -195,14 +173,141 @@ def test_cancel_and_abort_run_the_same_statements_on_postgresql(pg_url: str) -> 
     asyncio.run(read())
 
 
-def test_an_engine_on_postgresql_is_refused_in_one_line(pg_url: str) -> None:
+def _listen(url: str) -> Any:
+    import psycopg
+
+    conn = psycopg.connect(url, autocommit=True)
+    conn.execute("LISTEN batchdeck")
+    return conn
+
+
+def test_only_a_transaction_that_wrote_notifies_and_at_commit(pg_url: str) -> None:
+    store = Store(pg_url)
+    listener = _listen(pg_url)
+    try:
+        with store.write() as conn:
+            conn.execute(select(task.c.id))  # reads only: wakes nobody
+        with store.write() as conn:
+            submit_in = conn.execute(task.select()).all()
+        assert submit_in == []
+        listener.execute("SELECT pg_notify('batchdeck', 'sentinel')")
+        # Notifications arrive in commit order: anything the two transactions sent
+        # would come before the sentinel.
+        got = [n.payload for n in listener.notifies(stop_after=1)]
+        assert got == ["sentinel"]
+        job = submit(store, two_tasks(), actor="t")
+        assert job > 0
+        assert [n.payload for n in listener.notifies(stop_after=1)] == [""]
+    finally:
+        listener.close()
+        store.dispose()
+
+
+def test_every_watch_sees_a_commit_and_a_lost_listen_connection_counts_as_a_change(
+    pg_url: str,
+) -> None:
+    store = Store(pg_url)
+    other = Store(pg_url)  # another process's connection, as far as the watch can tell
+    try:
+        a, b = store.watcher(), store.watcher()
+        assert a.changed() and b.changed()  # a first look always reads
+        submit(other, two_tasks(), actor="t")
+        until_sync(a.changed, "watch a to see the commit")
+        until_sync(b.changed, "watch b to see the commit")
+        assert not a.changed()
+        # The server drops the LISTEN connection: the watch says "changed" (a lost
+        # notification must not mean a lost cancel), listens again, and sees new commits.
+        with other.write() as conn:
+            killed = conn.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE query = 'LISTEN batchdeck' AND datname = current_database()"
+            ).all()
+        assert killed == [(True,)]
+        until_sync(a.changed, "watch a to report the lost connection as a change")
+        until_sync(
+            lambda: other.writer is not None and _listening(other), "the watch to listen again"
+        )
+        b.changed()
+        submit(other, two_tasks(), actor="t")
+        until_sync(b.changed, "watch b to see a commit after the reconnect")
+        a.close()
+        b.close()
+    finally:
+        other.dispose()
+        store.dispose()
+
+
+def _listening(store: Store) -> bool:
+    with store.read() as conn:
+        return bool(
+            conn.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE query = 'LISTEN batchdeck' AND datname = current_database()"
+            ).scalar()
+        )
+
+
+def test_an_engine_on_postgresql_keeps_its_leases_in_database_time(pg_url: str) -> None:
     from engine.runtime import Engine
 
-    async def start() -> None:
-        await Engine(pg_url, {"batch-01": 1}).start()
+    day = 86_400.0
 
-    with pytest.raises(DatabaseError, match="not supported yet"):
-        asyncio.run(start())
+    async def run() -> None:
+        # This host's clock is a day behind the database's: leases must not care.
+        engine = Engine(
+            pg_url, {"batch-01": 2}, poll_interval=0.02, clock=lambda: time.time() - day
+        )
+        await engine.start()
+        try:
+            job = submit(engine.store, two_tasks(), actor="t")
+            await until(lambda: _job_status(engine.store, job) == "ended", "the job to end")
+            with engine.store.read() as conn:
+                beat, now = conn.exec_driver_sql(
+                    "SELECT heartbeat_at, extract(epoch from clock_timestamp())::float8 "
+                    "FROM server WHERE name = 'batch-01'"
+                ).one()
+            assert now - day / 2 < beat <= now  # the database's clock, not the engine's
+            # Not taken for expired by the engine's own check of other engines' leases.
+            assert engine.stats.errors == []
+        finally:
+            await engine.stop()
+
+    asyncio.run(run())
+
+
+def _job_status(store: Store, job: int) -> str:
+    from engine.tables import job as job_table
+
+    with store.read() as conn:
+        return conn.execute(select(job_table.c.status).where(job_table.c.id == job)).scalar_one()
+
+
+def test_db_now_is_the_engines_clock_on_sqlite(tmp_path: Path) -> None:
+    from engine.dialect import db_now
+
+    store = Store(tmp_path / "t.db")
+    try:
+        with store.read() as conn:
+            assert db_now(conn, 42.0) == 42.0  # tests inject a fixed clock there
+    finally:
+        store.dispose()
+
+
+def test_serve_on_an_unreachable_postgresql_fails_in_one_line_without_the_password(
+    tmp_path: Path,
+) -> None:
+    # Port 1 on this host: nothing listens there.
+    url = "postgresql://alice:s3cret@127.0.0.1:1/batch"
+    res = subprocess.run(
+        [sys.executable, "-c", "from tui.cli import main; main()", "serve", "--db", url],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.returncode == 1 and len(lines) == 1, res.stderr
+    assert "127.0.0.1" in lines[0] and "s3cret" not in res.stderr + res.stdout
 
 
 def test_settings_rerun_and_hold_on_postgresql(pg_url: str) -> None:

@@ -20,6 +20,9 @@ from tests.engine_support import (
     until,
 )
 
+# The engine on both databases (tests/pg_support.py).
+BACKENDS = ("sqlite", "postgresql")
+
 
 @pytest.fixture
 def servers() -> dict[str, int]:

@@ -9,11 +9,15 @@ from tests.engine_support import (
     events,
     job_row,
     job_status,
+    sql,
     submit_tasks,
     task_row,
     task_statuses,
     until,
 )
+
+# The engine on both databases (tests/pg_support.py).
+BACKENDS = ("sqlite", "postgresql")
 
 
 async def test_not_started_tasks_become_didnt_run_and_wait_is_canceled_at_once(engine, tmp_path):
@@ -166,9 +170,7 @@ async def test_children_are_not_canceled_with_the_parent(engine, tmp_path):
         with store.read() as conn:
             return [
                 r[0]
-                for r in conn.exec_driver_sql(
-                    "SELECT id FROM job WHERE parent_id=? ORDER BY id", (parent,)
-                )
+                for r in sql(conn, "SELECT id FROM job WHERE parent_id=? ORDER BY id", (parent,))
             ]
 
     await until(lambda: len(children()) == 2, "both children start")
@@ -228,10 +230,7 @@ async def test_a_retried_sync_call_waits_for_the_child_it_started(tmp_path):
 
     def children() -> list[int]:
         with store.read() as conn:
-            return [
-                r[0]
-                for r in conn.exec_driver_sql("SELECT id FROM job WHERE parent_id=?", (parent,))
-            ]
+            return [r[0] for r in sql(conn, "SELECT id FROM job WHERE parent_id=?", (parent,))]
 
     async with Engine(path, {"batch-01": 4}, poll_interval=0.02):
         await until(

@@ -19,18 +19,20 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.pg_support import new_pg_database
 from tests.proc_support import Deck, deck_in, pid_alive, read_pid, user, wait_for, wait_recipe
 
 RUNNING = ("executing", "canceling", "aborting")
 
 
 @pytest.fixture
-def deck(tmp_path: Path) -> Iterator[Deck]:
+def deck(tmp_path: Path, deck_db: str | None) -> Iterator[Deck]:
     """A database of its own, for tests that start, kill or configure engines."""
-    with deck_in(tmp_path) as d:
+    with deck_in(tmp_path, deck_db) as d:
         yield d
 
 
@@ -43,8 +45,18 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deck]:
         yield d
 
 
+@pytest.fixture(scope="module")
+def served_pg(tmp_path_factory: pytest.TempPathFactory, pg_server: Any) -> Iterator[Deck]:
+    """``served`` on PostgreSQL."""
+    url = new_pg_database(pg_server)
+    with deck_in(tmp_path_factory.mktemp("served-pg"), url) as d:
+        d.serve("--server", "batch-01:16")
+        yield d
+
+
 @pytest.fixture
-def shared(served: Deck) -> Deck:
+def shared(backend: str, request: pytest.FixtureRequest) -> Deck:
+    served = request.getfixturevalue("served_pg" if backend == "postgresql" else "served")
     assert served.servers[0].running(), served.servers[0].errors()
     return served
 
@@ -73,6 +85,7 @@ def task_events(deck: Deck, job: int, name: str) -> list[tuple[str, str, str, st
 # -- cancel and abort acted on by the serving engine ---------------------------------------
 
 
+@pytest.mark.both_databases
 def test_cancel_from_another_process_is_acted_on_by_serve(shared: Deck) -> None:
     deck = shared
     job_id = deck.submit(deck.recipe("cancel-me", wait_recipe("long-wait", 60)))
@@ -104,6 +117,7 @@ def test_cancel_from_another_process_is_acted_on_by_serve(shared: Deck) -> None:
     ]
 
 
+@pytest.mark.both_databases
 def test_abort_kills_the_shell_command_and_its_children(shared: Deck) -> None:
     deck = shared
     recipe = deck.recipe(
@@ -152,6 +166,7 @@ on_cancel = "finish"
     ]
 
 
+@pytest.mark.both_databases
 def test_abort_of_an_unmanaged_wait_shows_aborting_until_the_block_returns(shared: Deck) -> None:
     deck = shared
     release = deck.dir / f"release-{time.monotonic_ns()}"
@@ -528,6 +543,7 @@ mode = "async"
         assert job["cancel_reason"] is None and job["canceled_by"] is None
 
 
+@pytest.mark.both_databases
 def test_cancel_with_children_cancels_the_whole_tree_and_abort_orphans_a_child(
     shared: Deck,
 ) -> None:
@@ -582,6 +598,7 @@ mode = "sync"
 # -- approvals ----------------------------------------------------------------------------------
 
 
+@pytest.mark.both_databases
 def test_approve_and_reject_from_another_process(shared: Deck) -> None:
     deck = shared
     gate = """\
@@ -680,6 +697,7 @@ def test_a_stopped_engine_past_its_lease_runs_nothing_twice_and_writes_nothing(d
     assert not any(pid_alive(int(p)) for p in pids.read_text().split())
 
 
+@pytest.mark.both_databases
 def test_servers_lists_each_server_process(deck: Deck) -> None:
     deck.serve("--server", "batch-01:16")
     job = deck.submit(deck.recipe("one-running", wait_recipe("busy", 60)))

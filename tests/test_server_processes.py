@@ -19,6 +19,9 @@ from engine.db import Store
 from engine.runtime import Engine
 from tests.engine_support import job_status, submit_tasks, task_row, task_statuses, until
 
+# The engine on both databases (tests/pg_support.py).
+BACKENDS = ("sqlite", "postgresql")
+
 TASK_CODE = textwrap.dedent(
     """\
     import ctypes, os, sys, time
