@@ -117,6 +117,8 @@ def _pragmas(dbapi_conn: sqlite3.Connection) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     # Checkpoints run after a commit, not inside it (Store._checkpoint_if_due).
     cur.execute("PRAGMA wal_autocheckpoint=0")
+    # A WAL started over is cut back to this size, so its size tells when it is due.
+    cur.execute(f"PRAGMA journal_size_limit={WAL_CHECKPOINT_BYTES}")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 
@@ -329,7 +331,9 @@ class Store:
         the caller waits for it (PASSIVE never waits for other connections either).
         ``dispose`` waits for a checkpoint under way, so a command line finishes it."""
         try:
-            if os.path.getsize(self.path + "-wal") < WAL_CHECKPOINT_BYTES:
+            # Past the limit only once new frames fill it: SQLite truncates the file to
+            # the limit when it starts the WAL over (journal_size_limit).
+            if os.path.getsize(self.path + "-wal") <= WAL_CHECKPOINT_BYTES:
                 return
         except OSError:
             return
