@@ -87,7 +87,11 @@ async def select(pilot: Pilot, job_id: int) -> None:
 
 
 async def modal_up(pilot: Pilot) -> None:
-    await until(lambda: isinstance(pilot.app.screen, ModalScreen), "a modal", pilot=pilot)
+    await until(
+        lambda: isinstance(pilot.app.screen, ModalScreen) and pilot.app.screen.is_mounted,
+        "a modal, composed",
+        pilot=pilot,
+    )
     await pilot.pause()
 
 

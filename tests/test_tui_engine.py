@@ -132,11 +132,7 @@ async def test_abort_from_the_detail_screen_yes(db: str) -> None:
         await settle(pilot)
         assert isinstance(app.screen, JobDetailScreen)
         await press(pilot, "a")
-        modal = await until(
-            lambda: isinstance(app.screen, ConfirmAbort) and app.screen,
-            "the abort modal",
-            pilot=pilot,
-        )
+        modal = await shown(pilot, ConfirmAbort)
         assert not modal.plan.cancel_first
         assert f"Abort job {job} stubborn-shell?" in text_of(modal.query_one(".dialog-title"))
         await press(pilot, "y")
@@ -198,11 +194,7 @@ async def test_approve_and_reject_ask_first(db: str) -> None:
         await press(pilot, "enter")
         await settle(pilot)
         await press(pilot, "y")
-        modal = await until(
-            lambda: isinstance(app.screen, ConfirmApproval) and app.screen,
-            "the approve modal",
-            pilot=pilot,
-        )
+        modal = await shown(pilot, ConfirmApproval)
         await pilot.pause()
         assert f"Approve task approve of job {yes} needs-approval?" in text_of(
             modal.query_one(".dialog-title")
@@ -217,11 +209,7 @@ async def test_approve_and_reject_ask_first(db: str) -> None:
         # `n` alone (say, a double tap after closing another confirmation) rejects nothing:
         # it opens the confirmation, and a second `n` answers No.
         await press(pilot, "n")
-        modal = await until(
-            lambda: isinstance(app.screen, ConfirmApproval) and app.screen,
-            "the reject modal",
-            pilot=pilot,
-        )
+        modal = await shown(pilot, ConfirmApproval)
         assert f"Reject task approve of job {no} needs-approval?" in text_of(
             modal.query_one(".dialog-title")
         )

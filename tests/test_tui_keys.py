@@ -11,7 +11,6 @@ import pytest
 from tests import scenario
 from tests.screenshots import select, settle
 from tests.tui_support import RecordingApp, painted, press, shown, text_of, utc  # noqa: F401 - utc: autouse
-from tests.waiting import until
 from tui.keys import JOB_KEYS, KeymapError, check_keymap, keymap_path, load_keymap
 from tui.launch import run_console
 from tui.modals.abort import ConfirmAbort
@@ -121,9 +120,7 @@ async def test_a_remapped_key_works_and_shows_everywhere(tmp_path: Path) -> None
         await press(pilot, "escape")
         await settle(pilot)
         await press(pilot, "question_mark")
-        help_screen = await until(
-            lambda: isinstance(app.screen, HelpScreen) and app.screen, "help", pilot=pilot
-        )
+        help_screen = await shown(pilot, HelpScreen)
         body = text_of(help_screen.query_one("#help-body"))
         assert "x           Cancel gracefully" in body
         assert "ctrl+b      Abort: force-stop" in body

@@ -223,11 +223,7 @@ async def test_abort_modal_defaults_to_no(db: str) -> None:
     async with app.run_test(size=(100, 30)) as pilot:
         await select(pilot, 13)
         await press(pilot, "a")
-        modal = await until(
-            lambda: isinstance(app.screen, ConfirmAbort) and app.screen,
-            "the abort modal",
-            pilot=pilot,
-        )
+        modal = await shown(pilot, ConfirmAbort)
         await pilot.pause()
         assert isinstance(app.focused, Button) and app.focused.id == "no"
         assert "Abort job 13 stuck-canceling?" in text_of(modal.query_one(".dialog-title"))

@@ -285,9 +285,7 @@ async def test_reject_asks_first_and_a_double_n_does_nothing(db: str) -> None:
         assert not isinstance(app.screen, ModalScreen)
         assert state(db) == before
         await press(pilot, "n")
-        modal = await until(
-            lambda: isinstance(app.screen, ConfirmApproval) and app.screen, "the modal", pilot=pilot
-        )
+        modal = await shown(pilot, ConfirmApproval)
         await pilot.pause()
         assert isinstance(app.focused, Button) and app.focused.id == "no"
         await press(pilot, "enter")  # the default: No
