@@ -27,6 +27,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.sql.elements import ColumnElement
 
 from engine import settings
 from engine.dialect import db_now, in_list, one_of, upsert
@@ -521,19 +522,22 @@ def recover(conn: Connection, owner: str, *, at: float) -> dict[int, str]:
         )
         .values(status="offline", lease_owner=None)
     )
+    orphaned = or_(task.c.server.is_(None), ~in_list(task.c.server, live_other))
+    return _recover_tasks(conn, orphaned, "interrupted: engine stopped", at=at)
+
+
+def _recover_tasks(
+    conn: Connection, where: ColumnElement[bool], why: str, *, at: float
+) -> dict[int, str]:
+    """The running tasks ``where`` selects, as runs interrupted for ``why`` (back to
+    Ready while attempts remain); then every started job that may now finish."""
     stale = list(
         conn.execute(
-            select(task.c.id).where(
-                task.c.status.in_(sorted(TASK_RUNNING)),
-                or_(task.c.server.is_(None), ~in_list(task.c.server, live_other)),
-            )
+            select(task.c.id).where(task.c.status.in_(sorted(TASK_RUNNING)), where)
         ).scalars()
     )
     changed = apply_outcomes(
-        conn,
-        [Outcome(t, "interrupted", reason="interrupted: engine stopped") for t in stale],
-        at=at,
-        actor="recovery",
+        conn, [Outcome(t, "interrupted", reason=why) for t in stale], at=at, actor="recovery"
     )
     # A job can be left Canceling or Executing with nothing running (killed between
     # the last task's end and the job's); finish those too.
@@ -621,27 +625,8 @@ def recover_peers(conn: Connection, owner: str, names: list[str], *, at: float) 
             server=name,
             reason=f"offline: lease expired; recovered by engine {owner}",
         )
-    stale = list(
-        conn.execute(
-            select(task.c.id).where(
-                task.c.status.in_(sorted(TASK_RUNNING)), in_list(task.c.server, taken)
-            )
-        ).scalars()
-    )
-    changed = apply_outcomes(
-        conn,
-        [Outcome(t, "interrupted", reason="interrupted: its engine stopped") for t in stale],
-        at=at,
-        actor="recovery",
-    )
-    finalize_jobs(
-        conn,
-        conn.execute(
-            select(job.c.id).where(job.c.status.in_(["executing", "canceling"]))
-        ).scalars(),
-        at=at,
-    )
-    return changed
+    on_them = in_list(task.c.server, taken)
+    return _recover_tasks(conn, on_them, "interrupted: its engine stopped", at=at)
 
 
 def note_server_process(
