@@ -138,7 +138,9 @@ async def test_abort_from_the_detail_screen_yes(db: str) -> None:
         await press(pilot, "y")
         await until(lambda: task_status(db, job, "sleeper") == "aborted", "aborted", pilot=pilot)
         await until(lambda: job_status(db, job) == "canceled", "the job canceled", pilot=pilot)
-        assert said(app, f"Aborting job {job}: 1 task")
+        await until(
+            lambda: said(app, f"Aborting job {job}: 1 task"), "the result shown", pilot=pilot
+        )
     assert one(db, "SELECT aborted_by FROM job WHERE id=?", job) == "alice"
 
 
@@ -202,7 +204,11 @@ async def test_approve_and_reject_ask_first(db: str) -> None:
         assert isinstance(app.focused, Button) and app.focused.id == "no"
         await press(pilot, "y")
         await until(lambda: job_status(db, yes) == "ended", "approved job to end", pilot=pilot)
-        assert said(app, f"Task approve of job {yes} approved")
+        await until(
+            lambda: said(app, f"Task approve of job {yes} approved"),
+            "the result shown",
+            pilot=pilot,
+        )
         await press(pilot, "escape")
         await select(pilot, no)
         before = state(db)
@@ -223,7 +229,9 @@ async def test_approve_and_reject_ask_first(db: str) -> None:
         await pilot.pause()
         await pilot.click("#yes")
         await until(lambda: job_status(db, no) == "error", "rejected job to fail", pilot=pilot)
-        assert said(app, f"Task approve of job {no} rejected")
+        await until(
+            lambda: said(app, f"Task approve of job {no} rejected"), "the result shown", pilot=pilot
+        )
     assert task_status(db, yes, "approve") == "ended"
     assert task_status(db, no, "approve") == "error"
     assert task_status(db, no, "after") == "didnt_run"

@@ -185,7 +185,7 @@ async def test_bulk_cancel_of_marked_jobs_through_one_confirmation(db: str) -> N
             pilot=pilot,
         )
         assert job_status(db, jobs[2]) == "executing"
-        assert said(app, "Cancel: 2 done, 0 refused")
+        await until(lambda: said(app, "Cancel: 2 done, 0 refused"), "the result shown", pilot=pilot)
         await until(
             lambda: (
                 all("Cancel" in painted_job_row(app, j) for j in jobs[:2])
@@ -243,7 +243,9 @@ async def test_above_twenty_jobs_the_count_must_be_typed(db: str) -> None:
         await until(
             lambda: all(job_status(db, j) == "canceled" for j in jobs), "25 canceled", pilot=pilot
         )
-        assert said(app, "Cancel: 25 done, 0 refused")
+        await until(
+            lambda: said(app, "Cancel: 25 done, 0 refused"), "the result shown", pilot=pilot
+        )
         await until(
             lambda: "Canceled" in painted_job_row(app, jobs[-1]), "the painted row", pilot=pilot
         )
@@ -289,7 +291,11 @@ async def test_rerun_carries_over_what_ended(tmp_path: Path) -> None:
         new = await until(
             lambda: one(db, "SELECT id FROM job WHERE rerun_of=?", job), "the rerun", pilot=pilot
         )
-        assert said(app, f"Job {new} submitted: rerun of job {job}")
+        await until(
+            lambda: said(app, f"Job {new} submitted: rerun of job {job}"),
+            "the result shown",
+            pilot=pilot,
+        )
         assert dict(rows(db, "SELECT name, status FROM task WHERE job_id=?", new))["first"] == (
             "ended"
         )
@@ -399,7 +405,11 @@ async def test_header_says_engine_gone_when_the_lease_goes_stale(scenario_db: st
         await settle(pilot)
         await until(lambda: "gone" in app.sub_title, "the header", pilot=pilot)
         assert app.sub_title == "engine gone since 22:43:19 · alice (manager)"
-        assert "engine gone since 22:43:19" in painted(app).splitlines()[0]
+        await until(
+            lambda: "engine gone since 22:43:19" in painted(app).splitlines()[0],
+            "the header painted",
+            pilot=pilot,
+        )
     fresh = RecordingApp(
         scenario_db, mode_label=mode, clock=lambda: scenario.NOW, actor="alice", live=False
     )
