@@ -67,8 +67,8 @@ class IdList(TypeDecorator[list]):
         return json.dumps(items)
 
 
-class InList(ColumnElement[bool]):
-    """``column IN <the list bound as one parameter>``; see ``in_list``."""
+class _ColumnTest(ColumnElement[bool]):
+    """A predicate on ``column`` and one bound ``param``, compiled per dialect."""
 
     inherit_cache = True
     type = Boolean()
@@ -84,6 +84,12 @@ class InList(ColumnElement[bool]):
         self.param = param
 
 
+class InList(_ColumnTest):
+    """``column IN <the list bound as one parameter>``; see ``in_list``."""
+
+    inherit_cache = True
+
+
 @compiles(InList, "sqlite")
 def _in_list_sqlite(element: InList, compiler: Any, **kw: Any) -> str:
     col = compiler.process(element.column, **kw)
@@ -96,21 +102,11 @@ def _in_list_postgresql(element: InList, compiler: Any, **kw: Any) -> str:
     return f"{col} = ANY({compiler.process(element.param, **kw)})"
 
 
-class _Match(ColumnElement[bool]):
+class _Match(_ColumnTest):
     """``column <operator> pattern``, the operator spelled per dialect (``OPERATORS``)."""
 
     OPERATORS: dict[str, str] = {}
     inherit_cache = True
-    type = Boolean()
-    _is_implicitly_boolean = True
-    _traverse_internals = [
-        ("column", InternalTraversal.dp_clauseelement),
-        ("param", InternalTraversal.dp_clauseelement),
-    ]
-
-    def __init__(self, column: ColumnElement[Any], param: ColumnElement[Any]) -> None:
-        self.column = column
-        self.param = param
 
 
 class Glob(_Match):

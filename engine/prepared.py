@@ -50,7 +50,7 @@ class CompiledText:
     for SQLite, see ``engine.dialect.IdList``). Also what ``engine.read_sql`` renders
     and caches for the command line's reads."""
 
-    __slots__ = ("sql", "defaults", "needed", "processors", "row")
+    __slots__ = ("sql", "defaults", "needed", "lists", "processors", "row")
 
     def __init__(self, stmt: ClauseElement, dialect: Any) -> None:
         compiled = stmt.compile(dialect=dialect)
@@ -58,7 +58,9 @@ class CompiledText:
         self.needed: tuple[str, ...] = tuple(sorted(n for n, b in binds.items() if b.required))
         # Stand-ins for the caller's values: only the expansion of constant lists needs
         # values now, and a list parameter takes a list.
-        stand_in = {n: ([] if binds[n].expanding or _is_list(binds[n]) else 0) for n in self.needed}
+        # The parameters bound as one list (``IdList``: JSON text on SQLite).
+        self.lists: tuple[str, ...] = tuple(n for n in self.needed if _is_list(binds[n]))
+        stand_in = {n: ([] if binds[n].expanding or n in self.lists else 0) for n in self.needed}
         state = compiled.construct_expanded_state(stand_in)
         self.sql: str = state.statement
         # Expanded constants come with their processors; every other parameter's is its

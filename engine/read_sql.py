@@ -144,7 +144,7 @@ def render(dialect: str = "sqlite") -> Rendered:
 
     from engine.models import SCHEMA_VERSION
     from engine.prepared import CompiledText
-    from engine.read_statements import is_id_list, statements
+    from engine.read_statements import statements
 
     if dialect != "sqlite":
         raise ValueError(f"no rendered text for {dialect}: its reads run the statements")
@@ -152,12 +152,10 @@ def render(dialect: str = "sqlite") -> Rendered:
     out: dict[str, SqlText] = {}
     for key, stmt in statements().items():
         c = CompiledText(stmt, d)
-        binds = stmt.compile(dialect=d).binds
-        as_json = [n for n in c.needed if is_id_list(binds[n])]
         for name in c.processors:
-            if name not in as_json:
+            if name not in c.lists:
                 raise TypeError(f"{key}: parameter {name} needs a bind processor")
-        out[key] = SqlText(c.sql, c.defaults, c.needed, tuple(as_json))
+        out[key] = SqlText(c.sql, c.defaults, c.needed, c.lists)
     return Rendered(dialect, SCHEMA_VERSION, out)
 
 

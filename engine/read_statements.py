@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Select, String, bindparam, case, func, over, select
 
-from engine.dialect import IdList, LikeCI, distinct_list, in_list
+from engine.dialect import LikeCI, distinct_list, in_list
 from engine.models import STOPPING_STATUSES
 from engine.query import EventView, JobView, ServerView, TaskView
 from engine.read_sql import SORTS, TEXT_KINDS, variant_key
@@ -208,8 +208,3 @@ def statements() -> dict[str, Select]:
     for name, variant, stmt in _filtered_variants():
         out[variant_key(name, **variant)] = stmt
     return out
-
-
-def is_id_list(bind: Any) -> bool:
-    """A parameter bound as one list (``engine.dialect.IdList``)."""
-    return isinstance(bind.type, IdList)
