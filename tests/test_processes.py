@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -656,6 +657,27 @@ after = ["slow"]
 """
 
 
+def stop_outside_a_write(pid: int, db: Path) -> None:
+    """SIGSTOP a serving engine at a moment it holds no write transaction.
+
+    An engine stopped inside one holds SQLite's write lock, and then no other process
+    may write until it runs again (every writer is told "the database is locked"): one
+    file has one lock, and no lease can take it back. What this suite tests is an
+    engine stalled between its writes, which is what another may take over."""
+    for _ in range(200):
+        os.kill(pid, signal.SIGSTOP)
+        probe = sqlite3.connect(db, timeout=0.2, isolation_level=None)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:
+            os.kill(pid, signal.SIGCONT)  # caught inside a write: let it finish it
+        finally:
+            probe.close()
+    raise AssertionError(f"engine {pid} was inside a write transaction at every try")
+
+
 def test_a_stopped_engine_past_its_lease_runs_nothing_twice_and_writes_nothing(deck: Deck) -> None:
     deck.ok("settings", "lease_seconds", "1")
     first = deck.serve("--server", "batch-01:4")
@@ -666,7 +688,7 @@ def test_a_stopped_engine_past_its_lease_runs_nothing_twice_and_writes_nothing(d
     first_copy = read_pid(pids)
     assert first_copy is not None
 
-    os.kill(first.pid, signal.SIGSTOP)
+    stop_outside_a_write(first.pid, deck.db)
     try:
         # Its servers stop every task once the lease it vouched for has run out: before
         # another engine may take the server over.
