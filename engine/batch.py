@@ -176,8 +176,19 @@ _SETTLE = {
         for target in ("ended", "canceled", "aborted")
     },
 }
+# What a claim starts: the ready tasks, with all a run needs (a start changes none of it).
 _READY = Prepared(
-    select(task.c.id)
+    select(
+        task.c.id,
+        task.c.job_id,
+        task.c.name,
+        task.c.action,
+        task.c.params,
+        task.c.attempt,
+        job.c.recipe_path,
+        task.c.child_job_id,
+        job.c.status.label("job_status"),
+    )
     .join(job, job.c.id == task.c.job_id)
     .where(
         task.c.status == "ready",
@@ -204,22 +215,6 @@ _START = TaskMove(
     event_server=bindparam("server", type_=String),
 )
 _START_JOB = JobMove("executing", {"started_at": AT})
-_CLAIMED = Prepared(
-    select(
-        task.c.id,
-        task.c.job_id,
-        task.c.name,
-        task.c.action,
-        task.c.params,
-        task.c.attempt,
-        job.c.recipe_path,
-        task.c.child_job_id,
-        job.c.status.label("job_status"),
-    )
-    .join(job, job.c.id == task.c.job_id)
-    .where(in_list(task.c.id, "ids"))
-    .order_by(task.c.id)
-)
 _SERVER_STATE = Prepared(
     select(
         server.c.name,
@@ -229,9 +224,13 @@ _SERVER_STATE = Prepared(
         server.c.lease_owner,
     ).where(in_list(server.c.name, "names"))
 )
+# Only the running tasks with something to act on: an operator's cancel or abort, an
+# approval decided, or settled elsewhere. With hundreds running, reading every one of
+# them back on every tick cost more than the tick's writes.
 _TASK_STATE = Prepared(
     select(task.c.id, task.c.status, task.c.approval, task.c.approval_by).where(
-        in_list(task.c.id, "ids")
+        in_list(task.c.id, "ids"),
+        or_(task.c.status != "executing", task.c.approval.is_not(None)),
     )
 )
 _JOB_STATE = Prepared(select(job.c.id, job.c.status).where(in_list(job.c.id, "ids")))
@@ -295,17 +294,14 @@ def apply_outcomes(
     if msgs:
         _OUTCOME_MESSAGE(conn, msgs)
     changed: dict[int, str] = {}
+    by_move: dict[tuple[str, str], list[dict[str, object]]] = {}
     for (status, target, reason), tids in groups.items():
-        _SETTLE[target](
-            conn,
-            at=at,
-            actor=actor,
-            reason=reason,
-            ids=tids,
-            from_status=status,
-            why=reason,
+        by_move.setdefault((status, target), []).append(
+            {"ids": tids, "from_status": status, "why": reason, "reason": reason}
         )
         changed.update(dict.fromkeys(tids, target))
+    for (_status, target), rows in by_move.items():
+        _SETTLE[target].each(conn, rows, at=at, actor=actor)
     for tid, child in orphans:
         if _ORPHAN(conn, {"b_id": child}).rowcount:
             add_event(
@@ -327,9 +323,10 @@ def claim(conn: Connection, free: dict[str, int], *, at: float, token: str = "")
     for name, n in free.items():
         if n <= 0:
             continue
-        ids = _READY(conn, {"taken": taken, "n": n}).scalars()
-        if not ids:
+        rows = _READY(conn, {"taken": taken, "n": n}).all()
+        if not rows:
             break
+        ids = [r.id for r in rows]
         taken.extend(ids)
         _START(
             conn,
@@ -340,7 +337,7 @@ def claim(conn: Connection, free: dict[str, int], *, at: float, token: str = "")
             server=name,
             token=token,
         )
-        for r in _CLAIMED(conn, {"ids": ids}):
+        for r in rows:
             if r.job_status == "waiting":
                 starting.add(r.job_id)
             claimed.append(

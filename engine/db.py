@@ -66,6 +66,7 @@ from engine.sqlite_file import (  # noqa: F401
     writable,
 )
 from engine.tables import meta
+from engine.upgrade import UPGRADES, upgrade
 
 # SQLite's default automatic checkpoint: 1,000 pages of 4 KiB.
 WAL_CHECKPOINT_BYTES = 4 * 1024 * 1024
@@ -400,16 +401,26 @@ class Store:
             tables = set(inspect(conn).get_table_names())
             if "meta" not in tables:
                 raise DatabaseError(f"{self.path}: not a batchdeck database")
-            self._check_version(conn)
+            self._check_version(conn, writable=False)
 
-    def _check_version(self, conn: Connection) -> None:
+    def _check_version(self, conn: Connection, *, writable: bool = True) -> None:
         found = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
         version = found if found is not None else "unknown"
-        if version != str(SCHEMA_VERSION):
+        if version == str(SCHEMA_VERSION):
+            return
+        if writable:
+            if upgrade(conn, version, SCHEMA_VERSION):
+                return
+        elif version in UPGRADES:
             raise DatabaseError(
-                f"{self.path}: database schema version {version}, "
-                f"this batchdeck needs version {SCHEMA_VERSION}"
+                f"{self.path}: database schema version {version}, this batchdeck needs "
+                f"version {SCHEMA_VERSION}; a command that writes (or `batchdeck serve`) "
+                "run by a user who may write upgrades it"
             )
+        raise DatabaseError(
+            f"{self.path}: database schema version {version}, "
+            f"this batchdeck needs version {SCHEMA_VERSION}"
+        )
 
 
 # The process's database gateway: one Store per database and access mode, so that an

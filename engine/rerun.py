@@ -18,7 +18,7 @@ from engine.db import Store
 from engine.recipes import Recipe, TaskSpec
 from engine.statuses import JOB_TERMINAL, LABELS
 from engine.submit import insert_job, recipe_from_json
-from engine.tables import job, task, taskdep
+from engine.tables import job, job_recipe, task, taskdep
 
 
 @dataclass(frozen=True)
@@ -33,9 +33,9 @@ class RerunPlan:
 def _recipe(conn: Connection, job_id: int) -> Recipe:
     """The recipe as stored at submit; for a job stored without one, its task rows."""
     row = conn.execute(
-        select(job.c.name, job.c.recipe_path, job.c.system, job.c.recipe_json).where(
-            job.c.id == job_id
-        )
+        select(job.c.name, job.c.recipe_path, job.c.system, job_recipe.c.recipe_json)
+        .outerjoin(job_recipe, job_recipe.c.job_id == job.c.id)
+        .where(job.c.id == job_id)
     ).one()
     if row.recipe_json:
         return recipe_from_json(row.recipe_json)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from sqlalchemy import Table
 
-from engine.models import Event, Job, Meta, Server, Task, TaskDep
+from engine.models import Event, Job, JobRecipe, Meta, Server, Task, TaskDep
 
 job: Table = Job.__table__  # type: ignore[assignment]
+job_recipe: Table = JobRecipe.__table__  # type: ignore[assignment]
 task: Table = Task.__table__  # type: ignore[assignment]
 taskdep: Table = TaskDep.__table__  # type: ignore[assignment]
 server: Table = Server.__table__  # type: ignore[assignment]

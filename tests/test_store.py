@@ -73,6 +73,44 @@ def test_other_schema_version_is_a_clear_error(tmp_path):
         Store(path)
 
 
+def _as_version_2(path) -> None:
+    """Lay the database out as version 2 had it: the recipe in the job's own row."""
+    with sqlite3.connect(path) as raw:
+        raw.execute("ALTER TABLE job ADD COLUMN recipe_json VARCHAR")
+        raw.execute(
+            "UPDATE job SET recipe_json ="
+            " (SELECT recipe_json FROM job_recipe WHERE job_id = job.id)"
+        )
+        raw.execute("DROP TABLE job_recipe")
+        raw.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
+
+
+def test_a_version_2_database_is_upgraded_by_a_writer_and_its_recipes_kept(tmp_path):
+    from engine.rerun import _recipe
+
+    path = tmp_path / "t.db"
+    store = Store(path)
+    job_id = _job(store, n=3)
+    store.dispose()
+    _as_version_2(path)
+    # A reader may not change the file: it says what to do.
+    with pytest.raises(DatabaseError, match="schema version 2, .* upgrades it"):
+        Store(path, readonly=True)
+    store = Store(path)
+    try:
+        with store.read() as conn:  # what a rerun would run: the recipe as submitted
+            assert [t.name for t in _recipe(conn, job_id).tasks] == ["t0", "t1", "t2"]
+    finally:
+        store.dispose()
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT value FROM meta").fetchall() == [(str(SCHEMA_VERSION),)]
+        assert raw.execute("SELECT count(*) FROM job WHERE recipe_json IS NOT NULL").fetchone() == (
+            0,
+        )
+        assert raw.execute("SELECT count(*) FROM job_recipe").fetchone() == (1,)
+    Store(path, readonly=True).dispose()
+
+
 def test_foreign_database_is_refused(tmp_path):
     path = tmp_path / "other.db"
     with sqlite3.connect(path) as raw:

@@ -1,0 +1,40 @@
+"""Bringing a database of an older schema version up to this one, in the transaction
+that opens it for writing. Read-only opens never change a database: they refuse it
+with the version found and how to upgrade it (``engine.db``)."""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, column, insert, select, table, update
+
+from engine.tables import job_recipe, meta
+
+# What version 2 had and 3 no longer declares: the recipe in the job's own row.
+_JOB_V2 = table("job", column("id"), column("recipe_json"))
+
+
+def _from_2(conn: Connection) -> None:
+    job_recipe.create(conn, checkfirst=True)
+    conn.execute(
+        insert(job_recipe).from_select(
+            ["job_id", "recipe_json"],
+            select(_JOB_V2.c.id, _JOB_V2.c.recipe_json).where(_JOB_V2.c.recipe_json.is_not(None)),
+        )
+    )
+    # The column stays (SQLite cannot drop it everywhere); emptied, it costs nothing.
+    conn.execute(update(_JOB_V2).where(_JOB_V2.c.recipe_json.is_not(None)).values(recipe_json=None))
+
+
+UPGRADES = {"2": _from_2}
+
+
+def upgrade(conn: Connection, found: str, to: int) -> bool:
+    """Upgrade from version ``found`` step by step; False if there is no way from it."""
+    version = found
+    while version != str(to):
+        step = UPGRADES.get(version)
+        if step is None:
+            return False
+        step(conn)
+        version = str(int(version) + 1)
+    conn.execute(update(meta).where(meta.c.key == "schema_version").values(value=version))
+    return True
