@@ -8,7 +8,6 @@ transition costs a few rows of work and not a commit of its own.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -72,7 +71,7 @@ class Claimed:
     job_id: int
     name: str
     action: str
-    params: dict
+    params_json: str  # as stored: the server parses it, not the writer thread
     attempt: int
     server: str
     recipe_path: str | None
@@ -346,7 +345,7 @@ def claim(conn: Connection, free: dict[str, int], *, at: float, token: str = "")
                     r.job_id,
                     r.name,
                     r.action,
-                    json.loads(r.params),
+                    r.params,
                     r.attempt,
                     name,
                     r.recipe_path,

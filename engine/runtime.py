@@ -514,7 +514,7 @@ class Engine:
                     "job": c.job_id,
                     "name": c.name,
                     "action": c.action,
-                    "params": c.params,
+                    "params_json": c.params_json,
                     "attempt": c.attempt,
                     "recipe_path": c.recipe_path,
                     "child": c.child_job_id,

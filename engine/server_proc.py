@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import faulthandler
+import json
 import os
 import signal
 import sys
@@ -90,7 +91,7 @@ class Server:
                     break
                 buf += chunk
                 *lines, buf = buf.split(b"\n")
-                msgs = [wire.decode(line) for line in lines if line.strip()]
+                msgs = wire.decode_lines(lines)
                 if msgs and self._loop is not None:
                     self._loop.call_soon_threadsafe(self._on_messages, msgs)
         self.die("supervisor gone", 0)
@@ -179,7 +180,7 @@ class Server:
             action = get_action(m["action"])
             if action is None:
                 raise ActionError(f"unknown action {m['action']!r}")
-            result = await action.run(ctx, **m["params"])
+            result = await action.run(ctx, **json.loads(m["params_json"]))
             message = result if isinstance(result, str) else ctx.message
         except TaskCanceled as exc:
             outcome, message = "canceled", str(exc)

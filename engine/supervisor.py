@@ -95,11 +95,11 @@ class ServerProcess:
                 line = await stdout.readline()
                 if not line:
                     break
-                msgs = [wire.decode(line)]
+                lines = [line]
                 # Take everything already buffered in one go: one batch per wake-up.
                 while b"\n" in stdout._buffer:  # noqa: SLF001 - cheap peek, no await
-                    more = await stdout.readline()
-                    msgs.append(wire.decode(more))
+                    lines.append(await stdout.readline())
+                msgs = wire.decode_lines(lines)
                 for m in msgs:
                     if m["op"] == "ready":
                         self.ready.set()
@@ -128,7 +128,7 @@ class ServerProcess:
         if self.proc is None or self.proc.stdin is None or self.exited.is_set():
             return
         with contextlib.suppress(ConnectionError, RuntimeError):
-            self.proc.stdin.write(b"".join(wire.encode(m) for m in msgs))
+            self.proc.stdin.write(wire.encode_batch(msgs))
 
     def forget(self, task_id: int) -> None:
         self.groups.pop(task_id, None)
