@@ -408,19 +408,18 @@ class Store:
         version = found if found is not None else "unknown"
         if version == str(SCHEMA_VERSION):
             return
-        if writable:
-            if upgrade(conn, version, SCHEMA_VERSION):
-                return
-        elif version in UPGRADES:
-            raise DatabaseError(
-                f"{self.path}: database schema version {version}, this batchdeck needs "
-                f"version {SCHEMA_VERSION}; a command that writes (or `batchdeck serve`) "
-                "run by a user who may write upgrades it"
-            )
-        raise DatabaseError(
+        if writable and upgrade(conn, version, SCHEMA_VERSION):
+            return
+        why = (
             f"{self.path}: database schema version {version}, "
             f"this batchdeck needs version {SCHEMA_VERSION}"
         )
+        if not writable and version in UPGRADES:
+            why += (
+                "; a command that writes (or `batchdeck serve`) run by a user who may "
+                "write upgrades it"
+            )
+        raise DatabaseError(why)
 
 
 # The process's database gateway: one Store per database and access mode, so that an

@@ -108,9 +108,7 @@ class _Move:
     def __call__(
         self, conn: Connection, *, at: float, actor: str, reason: str | None, **params: Any
     ) -> int:
-        p = {**params, "m_at": at, "m_actor": actor, "m_reason": reason}
-        self._events(conn, p)
-        return self._update(conn, p).rowcount
+        return self._run(conn, {**params, "m_at": at, "m_actor": actor, "m_reason": reason})
 
     def each(
         self, conn: Connection, rows: Sequence[Mapping[str, Any]], *, at: float, actor: str
@@ -119,10 +117,11 @@ class _Move:
         each statement), each with its own ``reason``: 100 canceled runs, each with its
         own message, cost two driver calls, not two hundred statements."""
         ps = [{**r, "m_at": at, "m_actor": actor, "m_reason": r.get("reason")} for r in rows]
-        if not ps:
-            return 0
-        self._events(conn, ps)
-        return self._update(conn, ps).rowcount
+        return self._run(conn, ps) if ps else 0
+
+    def _run(self, conn: Connection, p: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> int:
+        self._events(conn, p)
+        return self._update(conn, p).rowcount
 
 
 class _Plain:

@@ -353,20 +353,25 @@ async def test_help_servers_and_palette(db: str) -> None:
         assert isinstance(app.screen, JobListScreen)
 
 
-def test_hundred_thousand_jobs_open_fast(tmp_path: Path) -> None:
-    import asyncio
-
-    path = tmp_path / "big.db"
+def _waiting_jobs(path: Path, n: int, *, digits: int) -> Path:
+    """A database of ``n`` Waiting jobs, bulk-created (as insert_job creates them; no
+    status transition)."""
     Store(path).dispose()
     conn = sqlite3.connect(path)
-    # Bulk-created Waiting jobs (as insert_job creates them; no status transition).
     conn.executemany(
         "INSERT INTO job(name, status, system, submitted_by, submitted_at, orphaned) "
         "VALUES (?, 'waiting', 0, 'alice', ?, 0)",
-        ((f"job-{i:06d}", scenario.T0 + i) for i in range(100_000)),
+        ((f"job-{i:0{digits}d}", scenario.T0 + i) for i in range(n)),
     )
     conn.commit()
     conn.close()
+    return path
+
+
+def test_hundred_thousand_jobs_open_fast(tmp_path: Path) -> None:
+    import asyncio
+
+    path = _waiting_jobs(tmp_path / "big.db", 100_000, digits=6)
 
     async def run() -> None:
         app = RecordingApp(
@@ -395,16 +400,7 @@ def test_down_reads_nothing_in_the_window_and_the_next_page_is_read_ahead(
 ) -> None:
     import asyncio
 
-    path = tmp_path / "many.db"
-    Store(path).dispose()
-    conn = sqlite3.connect(path)
-    conn.executemany(
-        "INSERT INTO job(name, status, system, submitted_by, submitted_at, orphaned) "
-        "VALUES (?, 'waiting', 0, 'alice', ?, 0)",
-        ((f"job-{i:04d}", scenario.T0 + i) for i in range(2_000)),
-    )
-    conn.commit()
-    conn.close()
+    path = _waiting_jobs(tmp_path / "many.db", 2_000, digits=4)
 
     async def run() -> None:
         app = RecordingApp(
