@@ -8,7 +8,7 @@ transition costs a few rows of work and not a commit of its own.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from sqlalchemy import (
@@ -84,7 +84,9 @@ class TickIn:
     at: float
     outcomes: list[Outcome] = field(default_factory=list)
     progress: list[Progress] = field(default_factory=list)
-    free: dict[str, int] = field(default_factory=dict)  # server -> free slots (online only)
+    # server -> free slots (online only), asked for when the claim is made: slots freed
+    # while the tick's first statements ran are filled in this tick, not the next.
+    free: Callable[[], dict[str, int]] = dict
     running: list[int] = field(default_factory=list)
     servers: list[str] = field(default_factory=list)
     watched_jobs: list[int] = field(default_factory=list)
@@ -371,7 +373,7 @@ def tick(conn: Connection, inp: TickIn) -> TickOut:
     # and an engine claims only where it holds the lease (fencing).
     free = {
         s: n
-        for s, n in inp.free.items()
+        for s, n in inp.free().items()
         if out.servers.get(s, ("online",))[0] == "online" and s not in out.lost
     }
     out.claimed = claim(conn, free, at=inp.at, token=inp.token)

@@ -406,11 +406,16 @@ class Engine:
         )
 
     def _free_slots(self) -> dict[str, int]:
-        used: dict[str, int] = dict.fromkeys(self.servers, 0)
-        for r in self._runners.values():
+        """Called by the tick in the writer thread while the loop runs on: it reads
+        copies (``list`` of a dict is taken whole under the GIL), never the live dicts."""
+        if self._stopping:
+            return {}
+        servers = list(self.servers.items())
+        used: dict[str, int] = {}
+        for r in list(self._runners.values()):
             used[r.server] = used.get(r.server, 0) + 1
         free = {}
-        for name, slots in self.servers.items():
+        for name, slots in servers:
             status = self._server_state.get(name, ("online",))[0]
             sp = self.procs.get(name)
             if sp is None or not sp.ready.is_set() or sp.exited.is_set():
@@ -431,7 +436,7 @@ class Engine:
             at=at,
             outcomes=self._take_outcomes(),
             progress=list(dirty.values()),
-            free=self._free_slots() if not self._stopping else {},
+            free=self._free_slots,
             running=[tid for tid, r in self._runners.items() if not r.detached],
             servers=list(self.servers),
             watched_jobs=list(self._job_waiters),

@@ -221,3 +221,38 @@ async def test_an_engine_whose_lease_was_taken_stops_serving_that_server(tmp_pat
         await until(lambda: not eng._runners, "its run dropped")
         assert any("taken by another engine" in e for e in eng.stats.errors)
         assert task_row(store, job, "a")["status"] == "executing"  # nothing written by us
+
+
+def test_a_tick_counts_free_slots_when_it_claims_after_writing_its_outcomes(tmp_path):
+    """A slot freed while the tick's first statements ran is filled in that same tick:
+    the engine's count of free slots is asked for at the claim, not when the tick began."""
+    store = Store(tmp_path / "t.db")
+    steps = [{"name": n, "action": "wait", "seconds": 0} for n in ("a", "b")]
+    job = submit_tasks(store, tmp_path, "s", steps)
+    with store.write() as conn:
+        batch.claim_leases(conn, {"batch-01": 1}, "me:1:x", at=1.0)
+        (first,) = batch.claim(conn, {"batch-01": 1}, at=2.0, token="t1")
+    seen: list[str] = []
+
+    def free_now() -> dict[str, int]:
+        # Asked inside the tick's transaction: the run's outcome is already written.
+        seen.append(
+            conn.exec_driver_sql(f"SELECT status FROM task WHERE id={first.task_id}").scalar_one()
+        )
+        return {"batch-01": 1}
+
+    with store.write() as conn:
+        out = batch.tick(
+            conn,
+            batch.TickIn(
+                at=3.0,
+                outcomes=[batch.Outcome(first.task_id, "ended", token="t1")],
+                free=free_now,
+                servers=["batch-01"],
+                owner="me:1:x",
+                token="t2",
+            ),
+        )
+    assert seen == ["ended"]
+    assert [c.name for c in out.claimed] == ["b"]
+    assert task_row(store, job, "b")["status"] == "executing"
