@@ -133,14 +133,17 @@ def cross_process_ms(tmp: str, runs: int = 10) -> float:
 
     db = f"{tmp}/x.db"
     store = Store(db)
+    # Its servers' words on stderr go to a file, not among this script's figures.
+    log = Path(tmp, "serve.err")
     serve = subprocess.Popen(
         [sys.executable, "-c", "from tui.cli import main; main()", "--db", db, "serve"],
         stdout=subprocess.PIPE,
+        stderr=log.open("w"),
         text=True,
         cwd=Path(__file__).resolve().parents[1],
     )
     try:
-        assert "serving" in serve.stdout.readline()
+        assert "serving" in serve.stdout.readline(), log.read_text()
         times = []
         for _ in range(runs):
             job = submit(store, noop_recipe(1, seconds=600), actor="bench")

@@ -75,6 +75,7 @@ class EngineStats:
     restarts: int = 0
     crashes: int = 0
     errors: list[str] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)  # notable, not errors
 
 
 def parse_servers(specs: list[str] | None) -> dict[str, int]:
@@ -154,9 +155,11 @@ class Engine:
         with self.store.write() as conn:
             return fn(conn, *args, **kw)
 
-    def note(self, message: str) -> None:
-        """An engine error or notable event: kept for the operator, and logged."""
-        self.stats.errors.append(message)
+    def note(self, message: str, *, error: bool = True) -> None:
+        """An engine error, kept for the operator (the console's header shows the last
+        one), and logged; ``error=False``: a notable event, logged and kept apart, which
+        the console must not show as an error."""
+        (self.stats.errors if error else self.stats.events).append(message)
         if self._log is not None:
             self._log(message)
 
@@ -376,7 +379,10 @@ class Engine:
         # Its server processes, if on this host, die first: nothing runs twice.
         await kill_all(markers=[(RUN_MARKER, f"{self._run_prefix}{n}|") for n in expired])
         changed = await self._db(self._write, batch.recover_peers, self.owner, expired, at=at)
-        self.note(f"recovered {len(changed)} task(s) of expired server(s) {', '.join(expired)}")
+        self.note(
+            f"recovered {len(changed)} task(s) of expired server(s) {', '.join(expired)}",
+            error=False,
+        )
         self._wake.set()
 
     def _lose(self, name: str) -> None:

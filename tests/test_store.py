@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 
 import pytest
 
@@ -256,3 +257,18 @@ def test_a_tick_counts_free_slots_when_it_claims_after_writing_its_outcomes(tmp_
     assert seen == ["ended"]
     assert [c.name for c in out.claimed] == ["b"]
     assert task_row(store, job, "b")["status"] == "executing"
+
+
+async def test_recovering_an_expired_peers_tasks_is_an_event_not_an_engine_error(tmp_path):
+    path = tmp_path / "t.db"
+    store = Store(path)
+    job = submit_tasks(store, tmp_path, "p", [{"name": "a", "action": "wait", "seconds": 600}])
+    with store.write() as conn:  # another engine's server, alive for now, runs "a"
+        batch.claim_leases(conn, {"ghost": 1}, "peer:1:x", at=time.time())
+        batch.claim(conn, {"ghost": 1}, at=time.time())
+    async with Engine(str(path), {"batch-01": 1}, heartbeat_interval=0.05) as eng:
+        with store.write() as conn:  # ...then its engine stops beating
+            conn.exec_driver_sql("UPDATE server SET heartbeat_at=1 WHERE name='ghost'")
+        await until(lambda: task_row(store, job, "a")["server"] == "batch-01", "a run here")
+        assert eng.stats.events == ["recovered 1 task(s) of expired server(s) ghost"]
+        assert eng.stats.errors == []
