@@ -8,7 +8,7 @@ transition costs a few rows of work and not a commit of its own.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from sqlalchemy import (
@@ -131,11 +131,19 @@ _OUTCOME_STATE = Prepared(
         task.c.claim_token,
     ).where(in_list(task.c.id, "ids"))
 )
-_OUTCOME_MESSAGE = Prepared(
+# A settled run's last words, in one statement: its final progress (which rides with
+# its outcome) and its message; three updates of the same row cost more than the rest
+# of a wide tick.
+_RUN_FINAL = Prepared(
     update(task)
     .where(task.c.id == bindparam("b_id"))
     .values(
-        message=bindparam("b_message", type_=String),
+        progress_done=func.coalesce(bindparam("b_done", type_=Float), task.c.progress_done),
+        progress_total=func.coalesce(bindparam("b_total", type_=Float), task.c.progress_total),
+        progress_unit=func.coalesce(bindparam("b_unit", type_=String), task.c.progress_unit),
+        message=func.coalesce(bindparam("b_message", type_=String), task.c.message),
+        output=func.coalesce(bindparam("b_output", type_=String), task.c.output),
+        child_job_id=func.coalesce(bindparam("b_child", type_=Integer), task.c.child_job_id),
         error=func.coalesce(bindparam("b_error", type_=String), task.c.error),
     )
 )
@@ -256,10 +264,27 @@ def write_progress(conn: Connection, items: Iterable[Progress]) -> None:
         _WRITE_PROGRESS(conn, rows)
 
 
-def apply_outcomes(
-    conn: Connection, outcomes: list[Outcome], *, at: float, actor: str = "engine"
+def write_runs(
+    conn: Connection, outcomes: list[Outcome], progress: Iterable[Progress], *, at: float
 ) -> dict[int, str]:
-    """Resolve each run's outcome against the task's current status and write it."""
+    """Runs' progress and outcomes: a run that settles its task has its final progress
+    written with its message (``apply_outcomes``), every other report as progress."""
+    reports = {p.task_id: p for p in progress}
+    changed = apply_outcomes(conn, outcomes, at=at, final=reports)
+    write_progress(conn, [p for p in reports.values() if p.task_id not in changed])
+    return changed
+
+
+def apply_outcomes(
+    conn: Connection,
+    outcomes: list[Outcome],
+    *,
+    at: float,
+    actor: str = "engine",
+    final: Mapping[int, Progress] | None = None,
+) -> dict[int, str]:
+    """Resolve each run's outcome against the task's current status and write it.
+    ``final``: the runs' last progress reports, written for the tasks that move."""
     if not outcomes:
         return {}
     by_id = {o.task_id: o for o in outcomes}
@@ -283,17 +308,26 @@ def apply_outcomes(
     # Messages first, so the status event and the final message agree; a late report
     # for a task already settled elsewhere changes nothing of it.
     moving = {tid for tids in groups.values() for tid in tids}
-    msgs = [
-        {
-            "b_id": o.task_id,
-            "b_message": o.message,
-            "b_error": o.message if o.outcome == "error" else None,
-        }
-        for o in outcomes
-        if o.message and o.task_id in moving
-    ]
-    if msgs:
-        _OUTCOME_MESSAGE(conn, msgs)
+    final = final or {}
+    last = []
+    for o in by_id.values():
+        p = final.get(o.task_id)
+        if o.task_id not in moving or (p is None and not o.message):
+            continue
+        last.append(
+            {
+                "b_id": o.task_id,
+                "b_done": p and p.done,
+                "b_total": p and p.total,
+                "b_unit": p and p.unit,
+                "b_message": o.message or (p and p.message),
+                "b_output": p and p.output,
+                "b_child": p and p.child_job_id,
+                "b_error": o.message if o.outcome == "error" and o.message else None,
+            }
+        )
+    if last:
+        _RUN_FINAL(conn, last)
     changed: dict[int, str] = {}
     by_move: dict[tuple[str, str], list[dict[str, object]]] = {}
     for (status, target, reason), tids in groups.items():
@@ -361,8 +395,7 @@ def claim(conn: Connection, free: dict[str, int], *, at: float, token: str = "")
 
 
 def tick(conn: Connection, inp: TickIn) -> TickOut:
-    write_progress(conn, inp.progress)
-    apply_outcomes(conn, inp.outcomes, at=inp.at)
+    write_runs(conn, inp.outcomes, inp.progress, at=inp.at)
     out = TickOut()
     if inp.servers:
         for r in _SERVER_STATE(conn, {"names": inp.servers}):

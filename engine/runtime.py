@@ -277,8 +277,7 @@ class Engine:
         final_outcomes = self._take_outcomes() + outcomes
 
         def final(conn: Any) -> None:
-            batch.write_progress(conn, dirty)
-            batch.apply_outcomes(conn, final_outcomes, at=at)
+            batch.write_runs(conn, final_outcomes, dirty, at=at)
             batch.release_leases(conn, list(self.servers), self.owner, at=at)
 
         await self._db(self._write, final)
