@@ -23,7 +23,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -173,6 +173,7 @@ class Store:
         self._hub: Any = None  # PostgreSQL: the process's LISTEN connection (engine.watch)
         self._watch_lock = threading.Lock()
         self._checkpointer: threading.Thread | None = None
+        self._bells: list[Callable[[], None]] = []
         try:
             self.target: DbTarget = parse_db(str(path))
         except ValueError as exc:
@@ -301,6 +302,20 @@ class Store:
         # Its own lock: reads of the one connection from several threads take turns.
         return DataVersionWatch(conn, self._watch_lock)
 
+    def on_commit(self, bell: Callable[[], None]) -> Callable[[], None]:
+        """Call ``bell`` after each write transaction of this Store commits, in the
+        thread that committed; returns what stops it. A console and an engine in one
+        process share a Store (``shared_store``): the engine hears the console's cancel
+        at its commit instead of at its next look at ``data_version``."""
+        with self._lock:
+            self._bells = [*self._bells, bell]
+
+        def stop() -> None:
+            with self._lock:
+                self._bells = [b for b in self._bells if b is not bell]
+
+        return stop
+
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A write transaction: committed on success, rolled back on any exception."""
@@ -320,6 +335,8 @@ class Store:
                 # transactional and deduplicated); a transaction that wrote nothing has
                 # no transaction id and wakes nobody.
                 conn.exec_driver_sql(_NOTIFY_IF_WRITTEN)
+        for bell in self._bells:
+            bell()
         if not self.is_postgresql:
             self._checkpoint_if_due()
 

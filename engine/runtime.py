@@ -18,6 +18,7 @@ import hashlib
 import os
 import signal
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -137,6 +138,8 @@ class Engine:
         self._lease_s = 5.0
         self._claims = 0
         self._watch: Any = None
+        self._stop_bell: Callable[[], None] = lambda: None
+        self._writer_ident = 0
         # Set when every server's lease was lost: ``serve`` stops then.
         self.nothing_to_serve = asyncio.Event()
 
@@ -217,6 +220,8 @@ class Engine:
             # Before any server starts: a watch that cannot open (PostgreSQL's LISTEN
             # connection refused) leaves nothing running.
             self._watch = await self._db(self.store.watcher)
+            self._writer_ident = await self._db(threading.get_ident)
+            self._stop_bell = self.store.on_commit(self._bell(asyncio.get_running_loop()))
             started = await asyncio.gather(*(self._start_server(n) for n in self.servers))
             if not any(started):
                 raise RuntimeError("no server process would start; see the server log")
@@ -227,6 +232,7 @@ class Engine:
             self.procs.clear()
             if self._watch is not None:
                 self._watch.close()
+            self._stop_bell()
             if self.store is not None:
                 with contextlib.suppress(Exception):
                     await self._db(
@@ -283,6 +289,7 @@ class Engine:
         await self._db(self._write, final)
         self._runners.clear()
         self.procs.clear()
+        self._stop_bell()
         self._watch.close()
         await self._db(self.store.dispose)
         self._writer.shutdown(wait=True)
@@ -342,6 +349,18 @@ class Engine:
                 return  # drain deadlines and "nothing left" are checked on a tick
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), min(self.poll_interval, WATCH_S))
+
+    def _bell(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+        """Woken by another writer's commit through this process's Store (a console's
+        cancel): the engine's own commits, made in its writer thread, are not news."""
+
+        def ring() -> None:
+            if threading.get_ident() == self._writer_ident:
+                return
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody to wake
+                loop.call_soon_threadsafe(self._wake.set)
+
+        return ring
 
     def _lease_valid_for(self, elapsed: float) -> float:
         # The servers must have stopped before another engine may take the lease over:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 
@@ -272,3 +273,20 @@ async def test_recovering_an_expired_peers_tasks_is_an_event_not_an_engine_error
         await until(lambda: task_row(store, job, "a")["server"] == "batch-01", "a run here")
         assert eng.stats.events == ["recovered 1 task(s) of expired server(s) ghost"]
         assert eng.stats.errors == []
+
+
+async def test_an_engine_hears_a_commit_through_its_own_store_at_once(tmp_path, monkeypatch):
+    """A console and an engine in one process share a Store: the engine is woken by the
+    console's cancel at its commit. With its look at ``data_version`` and its poll made
+    an hour long, only that can make it wind the job down."""
+    from engine import control, runtime
+
+    monkeypatch.setattr(runtime, "WATCH_S", 3600.0)
+    path = tmp_path / "t.db"
+    store = Store(path)
+    job = submit_tasks(store, tmp_path, "b", [{"name": "a", "action": "wait", "seconds": 600}])
+    async with Engine(str(path), {"batch-01": 1}, poll_interval=3600.0) as eng:
+        await until(lambda: task_row(store, job, "a")["status"] == "executing", "a started")
+        await asyncio.to_thread(control.cancel, eng.store, job, actor="op")
+        await until(lambda: job_status(store, job) == "canceled", "the cancel acted on")
+        assert task_row(store, job, "a")["status"] == "canceled"
