@@ -135,13 +135,14 @@ def cross_process_ms(tmp: str, runs: int = 10) -> float:
     store = Store(db)
     # Its servers' words on stderr go to a file, not among this script's figures.
     log = Path(tmp, "serve.err")
-    serve = subprocess.Popen(
-        [sys.executable, "-c", "from tui.cli import main; main()", "--db", db, "serve"],
-        stdout=subprocess.PIPE,
-        stderr=log.open("w"),
-        text=True,
-        cwd=Path(__file__).resolve().parents[1],
-    )
+    with log.open("w") as err:
+        serve = subprocess.Popen(
+            [sys.executable, "-c", "from tui.cli import main; main()", "--db", db, "serve"],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            cwd=Path(__file__).resolve().parents[1],
+        )
     try:
         assert "serving" in serve.stdout.readline(), log.read_text()
         times = []

@@ -132,8 +132,8 @@ _OUTCOME_STATE = Prepared(
     ).where(in_list(task.c.id, "ids"))
 )
 # A settled run's last words, in one statement: its final progress (which rides with
-# its outcome) and its message; three updates of the same row cost more than the rest
-# of a wide tick.
+# its outcome) and its message. As two updates of the row before its status move they
+# took a third of a wide tick's statement time.
 _RUN_FINAL = Prepared(
     update(task)
     .where(task.c.id == bindparam("b_id"))
@@ -245,19 +245,27 @@ _TASK_STATE = Prepared(
 _JOB_STATE = Prepared(select(job.c.id, job.c.status).where(in_list(job.c.id, "ids")))
 
 
+_NO_PROGRESS = dict.fromkeys(("b_done", "b_total", "b_unit", "b_message", "b_output", "b_child"))
+
+
+def _progress_params(p: Progress | None) -> dict[str, object]:
+    """A progress report as the parameters of _WRITE_PROGRESS and _RUN_FINAL (None:
+    none, every column kept as it is)."""
+    if p is None:
+        return dict(_NO_PROGRESS)
+    return {
+        "b_done": p.done,
+        "b_total": p.total,
+        "b_unit": p.unit,
+        "b_message": p.message,
+        "b_output": p.output,
+        "b_child": p.child_job_id,
+    }
+
+
 def write_progress(conn: Connection, items: Iterable[Progress]) -> None:
     rows = [
-        {
-            "b_id": p.task_id,
-            "b_token": p.token,
-            "b_token2": p.token,
-            "b_done": p.done,
-            "b_total": p.total,
-            "b_unit": p.unit,
-            "b_message": p.message,
-            "b_output": p.output,
-            "b_child": p.child_job_id,
-        }
+        {"b_id": p.task_id, "b_token": p.token, "b_token2": p.token, **_progress_params(p)}
         for p in items
     ]
     if rows:
@@ -314,18 +322,11 @@ def apply_outcomes(
         p = final.get(o.task_id)
         if o.task_id not in moving or (p is None and not o.message):
             continue
-        last.append(
-            {
-                "b_id": o.task_id,
-                "b_done": p and p.done,
-                "b_total": p and p.total,
-                "b_unit": p and p.unit,
-                "b_message": o.message or (p and p.message),
-                "b_output": p and p.output,
-                "b_child": p and p.child_job_id,
-                "b_error": o.message if o.outcome == "error" and o.message else None,
-            }
-        )
+        row = {"b_id": o.task_id, **_progress_params(p)}
+        if o.message:  # the outcome's words over the last progress report's
+            row["b_message"] = o.message
+        row["b_error"] = o.message if o.outcome == "error" and o.message else None
+        last.append(row)
     if last:
         _RUN_FINAL(conn, last)
     changed: dict[int, str] = {}
@@ -708,10 +709,8 @@ def restart_begin(conn: Connection, name: str, owner: str, *, at: float, why: st
     return True
 
 
-def restart_end(
-    conn: Connection, name: str, owner: str, outcomes: list[Outcome], *, at: float
-) -> None:
-    apply_outcomes(conn, outcomes, at=at)  # fenced by each run's claim token
+def restart_end(conn: Connection, name: str, owner: str, *, at: float) -> None:
+    """The restarted server back Online, if ``owner`` still holds it."""
     n = conn.execute(
         update(server)
         .where(server.c.name == name, server.c.lease_owner == owner)

@@ -681,11 +681,10 @@ class Engine:
         fresh = await self._start_server(name)
 
         def end(conn: Any) -> None:
-            batch.write_progress(conn, progress)
+            at = self.clock()
+            batch.write_runs(conn, outcomes, progress, at=at)  # fenced by claim tokens
             if fresh is not None:
-                batch.restart_end(conn, name, self.owner, outcomes, at=self.clock())
-            else:
-                batch.apply_outcomes(conn, outcomes, at=self.clock())
+                batch.restart_end(conn, name, self.owner, at=at)
 
         await self._db(self._write, end)
 
