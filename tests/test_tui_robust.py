@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy.exc import OperationalError
+from textual.app import App, ComposeResult
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable
 
@@ -42,6 +43,7 @@ from tui.modals.approval import ConfirmApproval
 from tui.modals.cancel import ConfirmCancel
 from tui.screens.detail import JobDetailScreen
 from tui.screens.jobs import JobListScreen
+from tui.widgets.cells import RowCells
 from tui.widgets.job_table import JobTable
 
 TASKS = 300
@@ -334,3 +336,34 @@ async def test_quitting_while_the_engine_starts_leaves_no_lease(tmp_path: Path) 
         "offline",
         None,
     )
+
+
+class _OneTable(App[None]):
+    def compose(self) -> ComposeResult:
+        yield DataTable(id="t")
+
+
+@pytest.mark.parametrize("how", ["rebuilt", "a cell grew"])
+async def test_a_frame_painted_before_the_table_measures_shows_whole_cells(how: str) -> None:
+    """DataTable caches painted cells under a key without the column widths: a frame drawn
+    between writing rows and the table's idle-time measuring used to keep label-wide
+    columns ("slee", "Aborte") for good (the detail screen of a finished job)."""
+    app = _OneTable()
+    async with app.run_test(size=(60, 6)) as pilot:
+        table: DataTable[object] = app.query_one(DataTable)
+        cells = RowCells(["task", "status"])
+        table.add_column("Task", key="task")
+        table.add_column("Status", key="status")
+        if how == "rebuilt":
+            rows = {"1": ("sleep", "Aborted")}
+            table.add_row(*rows["1"], key="1")
+            cells.reset(table, rows)
+        else:
+            table.add_row("s", "Run", key="1")
+            cells.reset(table, {"1": ("s", "Run")})
+            await pilot.pause()
+            cells.sync(table, {"1": ("sleep", "Aborted")})
+        early = table.render_line(1).text  # painted before the table's idle handler
+        await pilot.pause()
+        for line in (early, table.render_line(1).text):
+            assert line.split()[:2] == ["sleep", "Aborted"], line

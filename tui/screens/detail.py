@@ -230,7 +230,7 @@ class JobDetailScreen(JobKeysMixin, LiveScreen):
         table.clear()
         for key, cells in rows.items():
             table.add_row(*cells, key=key)
-        self.task_cells.reset(rows)
+        self.task_cells.reset(table, rows)
         self._task_ids = ids
         if selected is not None:
             try:
@@ -276,7 +276,7 @@ class JobDetailScreen(JobKeysMixin, LiveScreen):
         table.clear()
         for key, cells in rows.items():
             table.add_row(*cells, key=key)
-        self._child_cells.reset(rows)
+        self._child_cells.reset(table, rows)
         self._child_ids = ids
 
     def _fill_events(self, d: JobDetail, now: float) -> None:

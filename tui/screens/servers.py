@@ -98,7 +98,7 @@ class ServersScreen(LiveScreen):
             table.clear()
             for name in names:
                 table.add_row(*rows[name], key=name)
-            self._cells.reset(rows)
+            self._cells.reset(table, rows)
             self._names = names
         note = self.query_one("#servers-note", Static)
         if not servers:

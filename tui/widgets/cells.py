@@ -6,6 +6,12 @@ in the number of rows (300 tasks blocked the loop for seconds, and the embedded 
 with it). Here a cell is written only when its value differs from the one written last
 time, without re-measuring; a column grows when a new value is wider than it (measuring
 that one cell) and never shrinks while the rows stay the same.
+
+Columns are widened here, in the same step that writes the cells, never left to the
+table's idle-time measuring: DataTable caches rendered cells under a key that does not
+hold the column widths, so a frame painted between ``add_row`` and that measuring kept
+the label-wide columns ("slee", "Aborte") until the next change, which on a finished job
+never comes.
 """
 
 from __future__ import annotations
@@ -35,9 +41,12 @@ class RowCells:
         self.columns = [ColumnKey(c) for c in columns]
         self.rows: dict[str, Cells] = {}
 
-    def reset(self, rows: Mapping[str, Cells]) -> None:
-        """The table was rebuilt with exactly these rows."""
+    def reset(self, table: DataTable[Any], rows: Mapping[str, Cells]) -> None:
+        """The table was rebuilt with exactly these rows: its columns fit them now."""
         self.rows = dict(rows)
+        for cells in rows.values():
+            for column, value in zip(self.columns, cells, strict=True):
+                _fit(table, column, value)
 
     def sync(self, table: DataTable[Any], rows: Mapping[str, Cells]) -> int:
         """Write the cells that changed since last time (same row keys); how many were."""
@@ -47,9 +56,21 @@ class RowCells:
             for i, (column, value) in enumerate(zip(self.columns, cells, strict=True)):
                 if before is not None and before[i] == value:
                     continue
-                col = table.columns.get(column)
-                grow = col is not None and col.auto_width and cell_width(value) > col.content_width
-                table.update_cell(key, column, value, update_width=grow)
+                grew = _fit(table, column, value)
+                # update_width: the table's own measuring then moves its scroll size too.
+                table.update_cell(key, column, value, update_width=grew)
+                if grew:
+                    table.refresh()  # every row, not only this cell, is wider now
                 written += 1
             self.rows[key] = cells
         return written
+
+
+def _fit(table: DataTable[Any], column: ColumnKey, value: object) -> bool:
+    """Widen an auto-width column to hold ``value``; whether it grew."""
+    col = table.columns.get(column)
+    width = cell_width(value)
+    if col is None or not col.auto_width or width <= col.content_width:
+        return False
+    col.content_width = width
+    return True
