@@ -641,6 +641,7 @@ class Reader:
             rows = await self._rows("leases_of", {"owner": owner})
         else:
             rows = await self._rows("leases")
+        rows = self._on_clock(rows, await self._clock_shift(now))
         live = [r for r in rows if (r["heartbeat_at"] or 0) > now - ttl]
         if live:
             last = max(r["heartbeat_at"] for r in live)
@@ -745,6 +746,34 @@ class Reader:
         events.reverse()
         return JobDetail(job, tasks, children, events)
 
+    async def _clock_shift(self, now: float) -> float:
+        """How far ``now`` (this host's clock) is ahead of the clock leases are written
+        in: the database's on PostgreSQL, where engines on several hosts renew them; 0 on
+        SQLite (one host, and tests inject a fixed clock)."""
+        from engine.sqlite_file import is_postgresql
+
+        if not is_postgresql(self._db):
+            return 0.0
+        from engine.dialect import db_now
+
+        if self._inline:
+            with self.store.read() as conn:
+                return now - db_now(conn, now)
+        async with self.engine.connect() as conn:
+            return now - await conn.run_sync(lambda c: db_now(c, now))
+
+    @staticmethod
+    def _on_clock(rows: list[dict[str, Any]], shift: float) -> list[dict[str, Any]]:
+        """Lease rows with their heartbeats moved onto this host's clock."""
+        if not shift:
+            return rows
+        return [
+            {**r, "heartbeat_at": r["heartbeat_at"] + shift}
+            if r.get("heartbeat_at") is not None
+            else r
+            for r in rows
+        ]
+
     async def servers(self, now: float | None = None) -> list[ServerView]:
         now = time.time() if now is None else now
         ttl = self._lease_seconds
@@ -752,7 +781,7 @@ class Reader:
             rows = await self._rows("setting", {"key": "setting.lease_seconds"})
             ttl = min(float(rows[0]["value"]), MAXIMUM_SECONDS["lease_seconds"]) if rows else 5.0
         out = []
-        for r in await self._rows("servers"):
+        for r in self._on_clock(await self._rows("servers"), await self._clock_shift(now)):
             values = _picked(r, ServerView)
             live = bool(r["lease_owner"]) and (r["heartbeat_at"] or 0) > now - ttl
             if not live:

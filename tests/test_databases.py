@@ -332,3 +332,41 @@ def test_settings_rerun_and_hold_on_postgresql(pg_url: str) -> None:
         assert [(r.name, r.status) for r in rows] == [("first", "ready"), ("second", "waiting")]
     finally:
         store.dispose()
+
+
+@pytest.mark.parametrize("inline", [False, True])
+def test_a_console_whose_clock_is_off_judges_leases_on_the_database_clock(
+    pg_url: str, inline: bool
+) -> None:
+    """Engines on PostgreSQL renew their leases in the database's time: a console on a
+    host a day ahead or behind still sees a fresh lease as live, with its true age, and
+    an old one as gone."""
+    from engine import batch
+
+    day = 86_400.0
+    store = Store(pg_url)
+    with store.write() as conn:
+        batch.claim_leases(conn, {"batch-01": 2}, "e1", at=0.0)
+
+    async def run(skew: float) -> tuple[Any, Any]:
+        reader = Reader(pg_url, inline=inline)
+        try:
+            now = time.time() + skew
+            (s,) = await reader.servers(now)
+            return s, (s.lease_age(now), await reader.engine_health(now=now))
+        finally:
+            await reader.close()
+
+    try:
+        for skew in (day, -day):
+            s, (age, health) = asyncio.run(run(skew))
+            assert s.live, skew
+            assert age < 60, (skew, age)
+            assert health.state == "serving" and health.servers == ("batch-01",), skew
+        with store.write() as conn:  # the lease last renewed two hours ago, database time
+            conn.exec_driver_sql("UPDATE server SET heartbeat_at = heartbeat_at - 7200")
+        s, (age, health) = asyncio.run(run(-day))
+        assert not s.live and 7100 < age < 7300
+        assert health.state == "gone"
+    finally:
+        store.dispose()
