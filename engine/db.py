@@ -317,24 +317,32 @@ class Store:
         return stop
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
-        """A write transaction: committed on success, rolled back on any exception."""
+    def write(
+        self, *, after_commit: Callable[[Connection], None] | None = None
+    ) -> Iterator[Connection]:
+        """A write transaction: committed on success, rolled back on any exception.
+        ``after_commit`` runs once it has committed, on the same connection, before
+        the connection goes back to the pool (no other thread can have it meanwhile)."""
         if self.writer is None:
             raise ReadOnlyError(read_only_message(self.path))
-        with self.writer.begin() as conn:
-            if self.is_postgresql:
-                # Writers take turns, as on SQLite (BEGIN IMMEDIATE). Under READ
-                # COMMITTED two engines ending the last tasks of one job at once each
-                # saw the other's still running and left the job Canceling for good;
-                # locking the rows concerned instead deadlocked, since a transaction
-                # reaches jobs and tasks in no one order. Held until commit.
-                conn.exec_driver_sql(_WRITE_LOCK)
-            yield conn
-            if self.is_postgresql:
-                # Watchers on every host learn of the change at commit (NOTIFY is
-                # transactional and deduplicated); a transaction that wrote nothing has
-                # no transaction id and wakes nobody.
-                conn.exec_driver_sql(_NOTIFY_IF_WRITTEN)
+        with self.writer.connect() as conn:
+            with conn.begin():
+                if self.is_postgresql:
+                    # Writers take turns, as on SQLite (BEGIN IMMEDIATE). Under READ
+                    # COMMITTED two engines ending the last tasks of one job at once
+                    # each saw the other's still running and left the job Canceling for
+                    # good; locking the rows concerned instead deadlocked, since a
+                    # transaction reaches jobs and tasks in no one order. Held until
+                    # commit.
+                    conn.exec_driver_sql(_WRITE_LOCK)
+                yield conn
+                if self.is_postgresql:
+                    # Watchers on every host learn of the change at commit (NOTIFY is
+                    # transactional and deduplicated); a transaction that wrote nothing
+                    # has no transaction id and wakes nobody.
+                    conn.exec_driver_sql(_NOTIFY_IF_WRITTEN)
+            if after_commit is not None:
+                after_commit(conn)
         for bell in self._bells:
             bell()
         if not self.is_postgresql:

@@ -158,6 +158,28 @@ class Engine:
         with self.store.write() as conn:
             return fn(conn, *args, **kw)
 
+    def _write_tick(self, inp: batch.TickIn) -> batch.TickOut:
+        """A tick's transaction, its own commit then taken as seen by the engine's watch
+        (``DataVersionWatch.absorb``; PostgreSQL's watch has no such step). The check:
+        the writer connection's ``data_version`` counts other connections' commits
+        only, so it is unchanged after the commit unless another one came."""
+        absorb = getattr(self._watch, "absorb", None)
+        if absorb is None:
+            return self._write(batch.tick, inp)
+        from engine.watch import data_version
+
+        mark: list[int] = []
+
+        def after(conn: Any) -> None:
+            raw = conn.connection.driver_connection
+            absorb(lambda: data_version(raw) == mark[0])
+
+        assert self.store is not None
+        with self.store.write(after_commit=after) as conn:
+            out = batch.tick(conn, inp)
+            mark.append(data_version(conn.connection.driver_connection))
+        return out
+
     def note(self, message: str, *, error: bool = True) -> None:
         """An engine error, kept for the operator (the console's header shows the last
         one), and logged; ``error=False``: a notable event, logged and kept apart, which
@@ -469,7 +491,7 @@ class Engine:
         )
         self._last_flush = at
         try:
-            out = await self._db(self._write, batch.tick, inp)
+            out = await self._db(self._write_tick, inp)
         except Exception:
             # Nothing of the batch was written: keep it for the next try.
             self._outcomes[:0] = inp.outcomes

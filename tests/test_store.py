@@ -290,3 +290,52 @@ async def test_an_engine_hears_a_commit_through_its_own_store_at_once(tmp_path, 
         await asyncio.to_thread(control.cancel, eng.store, job, actor="op")
         await until(lambda: job_status(store, job) == "canceled", "the cancel acted on")
         assert task_row(store, job, "a")["status"] == "canceled"
+
+
+def test_a_watch_takes_its_writers_commit_as_seen_but_never_anothers(tmp_path):
+    """``absorb`` after a commit: the writer's own commit is no news, but a commit by
+    another connection that slips in between the commit and the look is reported."""
+    from engine.watch import data_version
+
+    path = tmp_path / "t.db"
+    store, other = Store(path), Store(path)
+    watch = store.watcher()
+
+    def write(slip: bool) -> None:
+        mark: list[int] = []
+
+        def after(conn) -> None:
+            raw = conn.connection.driver_connection
+            if slip:
+                with other.write() as o:
+                    o.exec_driver_sql("UPDATE meta SET value = value WHERE key = 'x'")
+                    o.exec_driver_sql("INSERT INTO meta (key, value) VALUES ('y', '1')")
+            watch.absorb(lambda: data_version(raw) == mark[0])
+
+        with store.write(after_commit=after) as conn:
+            conn.exec_driver_sql("INSERT OR REPLACE INTO meta (key, value) VALUES ('x', 'a')")
+            mark.append(data_version(conn.connection.driver_connection))
+
+    try:
+        write(slip=False)
+        assert not watch.changed()  # only our own commit: nothing to look at
+        write(slip=True)
+        assert watch.changed()  # theirs is not swallowed with ours
+        assert not watch.changed()
+    finally:
+        store.dispose()
+        other.dispose()
+
+
+async def test_an_engine_is_not_woken_by_its_own_ticks(tmp_path):
+    """Each tick's commit used to show in the engine's own ``data_version`` watch and
+    bring one more tick with nothing to do: at one slot, about two ticks per task."""
+    path = tmp_path / "t.db"
+    store = Store(path)
+    n = 40
+    steps = [{"name": f"t{i}", "action": "wait", "seconds": 0} for i in range(n)]
+    job = submit_tasks(store, tmp_path, "seq", steps)
+    async with Engine(str(path), {"batch-01": 1}) as eng:
+        assert await eng.wait_job(job) == "ended"
+        ticks = eng.stats.ticks
+    assert ticks < n * 1.5, ticks
