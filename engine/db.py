@@ -318,11 +318,13 @@ class Store:
 
     @contextmanager
     def write(
-        self, *, after_commit: Callable[[Connection], None] | None = None
+        self, *, after_commit: Callable[[Connection], None] | None = None, tag: str = ""
     ) -> Iterator[Connection]:
         """A write transaction: committed on success, rolled back on any exception.
         ``after_commit`` runs once it has committed, on the same connection, before
-        the connection goes back to the pool (no other thread can have it meanwhile)."""
+        the connection goes back to the pool (no other thread can have it meanwhile).
+        ``tag``: on PostgreSQL, the payload of the commit's notification (a watch may
+        ignore its own, ``NotifyWatch.ignore``)."""
         if self.writer is None:
             raise ReadOnlyError(read_only_message(self.path))
         with self.writer.connect() as conn:
@@ -340,7 +342,7 @@ class Store:
                     # Watchers on every host learn of the change at commit (NOTIFY is
                     # transactional and deduplicated); a transaction that wrote nothing
                     # has no transaction id and wakes nobody.
-                    conn.exec_driver_sql(_NOTIFY_IF_WRITTEN)
+                    conn.exec_driver_sql(_NOTIFY_IF_WRITTEN, {"tag": tag})
             if after_commit is not None:
                 after_commit(conn)
         for bell in self._bells:
@@ -453,7 +455,7 @@ class Store:
 _SHARED: dict[tuple[str, bool], Store] = {}
 _SHARED_LOCK = threading.Lock()
 _NOTIFY_IF_WRITTEN = (
-    "SELECT pg_notify('batchdeck', '') WHERE pg_current_xact_id_if_assigned() IS NOT NULL"
+    "SELECT pg_notify('batchdeck', %(tag)s) WHERE pg_current_xact_id_if_assigned() IS NOT NULL"
 )
 _WRITE_LOCK = "SELECT pg_advisory_xact_lock(1650553956)"  # "bdwr": one writer at a time
 SCHEMA_LOCK_KEY = 0x62617463  # "batc": the advisory lock held while creating the schema

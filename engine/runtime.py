@@ -114,6 +114,7 @@ class Engine:
         self.heartbeat_interval = heartbeat_interval
         self.clock = clock
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._tick_tag = f"tick {self.owner}"
         self.actor = current_actor()
         self.stats = EngineStats()
         self.store: Store | None = None
@@ -159,13 +160,16 @@ class Engine:
             return fn(conn, *args, **kw)
 
     def _write_tick(self, inp: batch.TickIn) -> batch.TickOut:
-        """A tick's transaction, its own commit then taken as seen by the engine's watch
-        (``DataVersionWatch.absorb``; PostgreSQL's watch has no such step). The check:
-        the writer connection's ``data_version`` counts other connections' commits
-        only, so it is unchanged after the commit unless another one came."""
+        """A tick's transaction, whose own commit does not wake the engine again.
+        SQLite: the watch takes it as seen (``DataVersionWatch.absorb``), checked on the
+        writer connection, whose ``data_version`` counts other connections' commits
+        only. PostgreSQL: its notification carries the engine's tick tag, which the
+        engine's watch ignores (``NotifyWatch.ignore``)."""
         absorb = getattr(self._watch, "absorb", None)
-        if absorb is None:
-            return self._write(batch.tick, inp)
+        assert self.store is not None
+        if absorb is None:  # PostgreSQL: the watch ignores this tag
+            with self.store.write(tag=self._tick_tag) as conn:
+                return batch.tick(conn, inp)
         from engine.watch import data_version
 
         mark: list[int] = []
@@ -174,7 +178,6 @@ class Engine:
             raw = conn.connection.driver_connection
             absorb(lambda: data_version(raw) == mark[0])
 
-        assert self.store is not None
         with self.store.write(after_commit=after) as conn:
             out = batch.tick(conn, inp)
             mark.append(data_version(conn.connection.driver_connection))
@@ -242,6 +245,8 @@ class Engine:
             # Before any server starts: a watch that cannot open (PostgreSQL's LISTEN
             # connection refused) leaves nothing running.
             self._watch = await self._db(self.store.watcher)
+            if hasattr(self._watch, "ignore"):
+                self._watch.ignore(self._tick_tag)
             self._writer_ident = await self._db(threading.get_ident)
             self._stop_bell = self.store.on_commit(self._bell(asyncio.get_running_loop()))
             started = await asyncio.gather(*(self._start_server(n) for n in self.servers))

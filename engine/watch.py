@@ -110,11 +110,14 @@ class NotifyHub:
         with self._lock:
             self._watches.discard(w)
 
-    def _signal(self) -> None:
+    def _signal(self, payload: str | None = None) -> None:
+        """Flag every watch but those ignoring ``payload`` (None: a lost connection,
+        which flags all)."""
         with self._lock:
             watches = list(self._watches)
         for w in watches:
-            w._flag.set()
+            if payload is None or payload != w._ignored:
+                w._flag.set()
 
     def _listen(self) -> None:
         while not self._stop.is_set():
@@ -123,8 +126,8 @@ class NotifyHub:
                     self._connect()
                     self._signal()
                 # A bounded wait: ``close`` is seen within it.
-                for _ in self._conn.notifies(timeout=LISTEN_TIMEOUT_S):
-                    self._signal()
+                for note in self._conn.notifies(timeout=LISTEN_TIMEOUT_S):
+                    self._signal(note.payload)
             except Exception:  # noqa: BLE001 - any failure: reopen, and say "changed"
                 self._drop()
                 self._signal()
@@ -152,6 +155,13 @@ class NotifyWatch:
         self._hub = hub
         self._flag = threading.Event()
         self._flag.set()
+        self._ignored: str | None = None
+
+    def ignore(self, tag: str) -> None:
+        """Not flagged by commits written with this tag (``Store.write(tag=)``): an
+        engine's own ticks. Another transaction's commit has its own notification, so
+        none is hidden by it."""
+        self._ignored = tag
 
     def changed(self) -> bool:
         if self._flag.is_set():

@@ -370,3 +370,25 @@ def test_a_console_whose_clock_is_off_judges_leases_on_the_database_clock(
         assert health.state == "gone"
     finally:
         store.dispose()
+
+
+def test_a_watch_ignores_only_the_commits_of_its_own_tag(pg_url: str) -> None:
+    """An engine's ticks notify with its tag, which its own watch ignores: one watch
+    that hears everything shows the notification was delivered, the ignoring one stays
+    quiet; an untagged commit (a cancel from the command line) still reaches it."""
+    store = Store(pg_url)
+    try:
+        mine, everyone = store.watcher(), store.watcher()
+        mine.ignore("tick me")
+        assert mine.changed() and everyone.changed()  # a first look always reads
+        with store.write(tag="tick me") as conn:
+            conn.exec_driver_sql("UPDATE meta SET value = value")
+        until_sync(everyone.changed, "the tagged commit's notification")
+        assert not mine.changed()
+        with store.write() as conn:
+            conn.exec_driver_sql("UPDATE meta SET value = value")
+        until_sync(mine.changed, "an untagged commit to reach the ignoring watch")
+        mine.close()
+        everyone.close()
+    finally:
+        store.dispose()

@@ -327,15 +327,19 @@ def test_a_watch_takes_its_writers_commit_as_seen_but_never_anothers(tmp_path):
         other.dispose()
 
 
-async def test_an_engine_is_not_woken_by_its_own_ticks(tmp_path):
-    """Each tick's commit used to show in the engine's own ``data_version`` watch and
-    bring one more tick with nothing to do: at one slot, about two ticks per task."""
-    path = tmp_path / "t.db"
-    store = Store(path)
+@pytest.mark.both_databases
+async def test_an_engine_is_not_woken_by_its_own_ticks(db, tmp_path):
+    """Each tick's commit used to wake the engine for one more tick with nothing to do
+    (SQLite's data_version, PostgreSQL's notification): at one slot, about two ticks
+    per task."""
+    store = Store(db)
     n = 40
     steps = [{"name": f"t{i}", "action": "wait", "seconds": 0} for i in range(n)]
     job = submit_tasks(store, tmp_path, "seq", steps)
-    async with Engine(str(path), {"batch-01": 1}) as eng:
-        assert await eng.wait_job(job) == "ended"
-        ticks = eng.stats.ticks
+    try:
+        async with Engine(db, {"batch-01": 1}) as eng:
+            assert await eng.wait_job(job) == "ended"
+            ticks = eng.stats.ticks
+    finally:
+        store.dispose()
     assert ticks < n * 1.5, ticks
