@@ -4,7 +4,9 @@
 
 1. N no-op tasks (``wait`` of 0 s, independent) end to end: submit, run, every
    transition and its event row persisted; tasks/s from submit to the job's Ended.
-   Run once with the default server (4 slots) and once with wide servers.
+   Run once with the default server (4 slots) and once with wide servers. With the
+   default server also the ticks (the engine's transactions) per 1,000 tasks: at most
+   4 tasks settle per tick, so 250 is the floor.
 2. Cancel of one job with 10,000 not-started tasks and 100 executing ones: ms for the
    cancel transaction (after it the database shows Didn't run / Canceling), and ms
    until the engine has wound the job down to Canceled. Median of ``--rounds`` fresh
@@ -89,7 +91,8 @@ def status_counts(store, job_id: int) -> dict[str, int]:
     return {r[0]: r[1] for r in rows}
 
 
-async def throughput(db: str, n: int, servers: dict[str, int]) -> float:
+async def throughput(db: str, n: int, servers: dict[str, int]) -> tuple[float, int]:
+    """Tasks a second, and the engine's ticks (transactions) for them."""
     engine = Engine(db, servers)
     await engine.start()
     try:
@@ -100,9 +103,10 @@ async def throughput(db: str, n: int, servers: dict[str, int]) -> float:
         status = await engine.wait_job(job)
         dt = time.perf_counter() - t0
         assert status == "ended", status
+        ticks = engine.stats.ticks
     finally:
         await engine.stop()
-    return n / dt
+    return n / dt, ticks
 
 
 async def cancel_latency(db: str) -> tuple[float, float]:
@@ -289,10 +293,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         pg = args.db is not None
         where = (lambda name: args.db) if pg else (lambda name: f"{tmp}/{name}.db")
-        rate_default = asyncio.run(throughput(where("a"), args.tasks, parse_servers(None)))
+        rate_default, ticks = asyncio.run(throughput(where("a"), args.tasks, parse_servers(None)))
         print(f"throughput_default_server_4_slots_tasks_per_s {rate_default:.0f}")
+        print(f"ticks_per_1000_tasks_4_slots {ticks * 1000 / args.tasks:.0f}")
         wide = parse_servers(args.servers)
-        rate = asyncio.run(throughput(where("b"), args.tasks, wide))
+        rate, _ = asyncio.run(throughput(where("b"), args.tasks, wide))
         slots = sum(wide.values())
         print(f"throughput_{len(wide)}_servers_{slots}_slots_tasks_per_s {rate:.0f}")
         rounds, updates = [], []
