@@ -343,3 +343,25 @@ async def test_an_engine_is_not_woken_by_its_own_ticks(db, tmp_path):
     finally:
         store.dispose()
     assert ticks < n * 1.5, ticks
+
+
+async def test_a_failed_look_after_a_ticks_commit_does_not_undo_the_tick(tmp_path, monkeypatch):
+    """The tick has committed when its watch looks: an error there must not make the
+    engine take the tick for failed (it would write its outcomes again and lose its
+    claims)."""
+    from engine.watch import DataVersionWatch
+
+    def broken(self, only_ours):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(DataVersionWatch, "absorb", broken)
+    path = tmp_path / "t.db"
+    store = Store(path)
+    steps = [{"name": f"t{i}", "action": "wait", "seconds": 0} for i in range(5)]
+    job = submit_tasks(store, tmp_path, "seq", steps)
+    async with Engine(str(path), {"batch-01": 1}) as eng:
+        # Bounded: taken for failed, the tick's claimed tasks stayed Executing for good.
+        assert await asyncio.wait_for(eng.wait_job(job), 60) == "ended"
+        assert eng.stats.errors == []
+    for i in range(5):
+        assert task_row(store, job, f"t{i}")["attempt"] == 1
