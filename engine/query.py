@@ -383,8 +383,9 @@ class Reader:
         self._lease_seconds = lease_seconds
         self._terminal_text = terminal_text
         self._inline = inline
+        self._postgresql = is_postgresql(self._db)
         # SQLite reads run their rendered text unless asked (``gateway``) or unable to.
-        self._light_ok = not gateway and not is_postgresql(self._db)
+        self._light_ok = not gateway and not self._postgresql
         self._light: SqliteReads | None = None
         self._thread: ThreadPoolExecutor | None = None
         self._store: Any = None
@@ -750,9 +751,7 @@ class Reader:
         """How far ``now`` (this host's clock) is ahead of the clock leases are written
         in: the database's on PostgreSQL, where engines on several hosts renew them; 0 on
         SQLite (one host, and tests inject a fixed clock)."""
-        from engine.sqlite_file import is_postgresql
-
-        if not is_postgresql(self._db):
+        if not self._postgresql:
             return 0.0
         from engine.dialect import db_now
 

@@ -355,12 +355,9 @@ async def test_a_frame_painted_before_the_table_measures_shows_whole_cells(how: 
         table.add_column("Task", key="task")
         table.add_column("Status", key="status")
         if how == "rebuilt":
-            rows = {"1": ("sleep", "Aborted")}
-            table.add_row(*rows["1"], key="1")
-            cells.reset(table, rows)
+            cells.rebuild(table, {"1": ("sleep", "Aborted")})
         else:
-            table.add_row("s", "Run", key="1")
-            cells.reset(table, {"1": ("s", "Run")})
+            cells.rebuild(table, {"1": ("s", "Run")})
             await pilot.pause()
             cells.sync(table, {"1": ("sleep", "Aborted")})
         early = table.render_line(1).text  # painted before the table's idle handler

@@ -227,10 +227,7 @@ class JobDetailScreen(JobKeysMixin, LiveScreen):
             self.task_cells.sync(table, rows)
             return
         selected = previous if previous is not None else _interesting(d.tasks)
-        table.clear()
-        for key, cells in rows.items():
-            table.add_row(*cells, key=key)
-        self.task_cells.reset(table, rows)
+        self.task_cells.rebuild(table, rows)
         self._task_ids = ids
         if selected is not None:
             try:
@@ -273,10 +270,7 @@ class JobDetailScreen(JobKeysMixin, LiveScreen):
         if ids == self._child_ids:
             self._child_cells.sync(table, rows)
             return
-        table.clear()
-        for key, cells in rows.items():
-            table.add_row(*cells, key=key)
-        self._child_cells.reset(table, rows)
+        self._child_cells.rebuild(table, rows)
         self._child_ids = ids
 
     def _fill_events(self, d: JobDetail, now: float) -> None:

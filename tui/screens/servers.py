@@ -95,10 +95,7 @@ class ServersScreen(LiveScreen):
         if names == self._names:
             self._cells.sync(table, rows)
         else:
-            table.clear()
-            for name in names:
-                table.add_row(*rows[name], key=name)
-            self._cells.reset(table, rows)
+            self._cells.rebuild(table, rows)
             self._names = names
         note = self.query_one("#servers-note", Static)
         if not servers:

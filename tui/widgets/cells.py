@@ -41,12 +41,15 @@ class RowCells:
         self.columns = [ColumnKey(c) for c in columns]
         self.rows: dict[str, Cells] = {}
 
-    def reset(self, table: DataTable[Any], rows: Mapping[str, Cells]) -> None:
-        """The table was rebuilt with exactly these rows: its columns fit them now."""
-        self.rows = dict(rows)
-        for cells in rows.values():
+    def rebuild(self, table: DataTable[Any], rows: Mapping[str, Cells]) -> None:
+        """Write the table again with exactly these rows, in this order; its columns fit
+        them before any frame is painted."""
+        table.clear()
+        for key, cells in rows.items():
+            table.add_row(*cells, key=key)
             for column, value in zip(self.columns, cells, strict=True):
                 _fit(table, column, value)
+        self.rows = dict(rows)
 
     def sync(self, table: DataTable[Any], rows: Mapping[str, Cells]) -> int:
         """Write the cells that changed since last time (same row keys); how many were."""
