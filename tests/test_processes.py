@@ -12,6 +12,7 @@ behind (found through their pid files) are killed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -657,6 +658,16 @@ after = ["slow"]
 """
 
 
+def all_threads_stopped(pid: int) -> bool:
+    """Every thread of ``pid`` in the stopped state ("T" in /proc)."""
+    states = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        with contextlib.suppress(OSError):
+            # The state follows the command name, which is in parentheses.
+            states.append(stat.read_text().rpartition(")")[2].split()[0])
+    return bool(states) and all(s in ("T", "t") for s in states)
+
+
 def stop_outside_a_write(pid: int, db: Path) -> None:
     """SIGSTOP a serving engine at a moment it holds no write transaction.
 
@@ -666,6 +677,10 @@ def stop_outside_a_write(pid: int, db: Path) -> None:
     engine stalled between its writes, which is what another may take over."""
     for _ in range(200):
         os.kill(pid, signal.SIGSTOP)
+        # The signal is delivered when each thread next leaves the kernel: a thread busy
+        # in a system call until after the probe could still begin a write. Probe only
+        # once every thread is stopped.
+        wait_for(lambda: all_threads_stopped(pid), f"engine {pid} to stop", poll=0.001)
         probe = sqlite3.connect(db, timeout=0.2, isolation_level=None)
         try:
             probe.execute("BEGIN IMMEDIATE")
