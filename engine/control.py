@@ -8,24 +8,24 @@ the commit through ``PRAGMA data_version`` and stops the running work.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import Any, NoReturn
 
 from sqlalchemy import (
     Connection,
-    Integer,
-    String,
-    and_,
-    bindparam,
     func,
     literal,
     select,
     update,
 )
 
-from engine import permissions, settings
+from engine import flows, permissions, settings
 from engine.db import Store
-from engine.dialect import db_now, glob, in_list, one_of
+from engine.dialect import db_now, glob, in_list
+from engine.flow_statements import flow_sql
+from engine.flows import Refused, Sql  # noqa: F401 - Refused: the requests' refusal, as before
 from engine.identity import user_name
 from engine.query import JobView, TaskView
 from engine.statuses import JOB_TERMINAL, LABELS, cancel_refused, no_such_job
@@ -33,12 +33,7 @@ from engine.stopping import stops_by
 from engine.tables import job as job_t
 from engine.tables import server, task
 from engine.tables import task as task_table
-from engine.writes import AT, JobMove, TaskMove, add_event, finalize_jobs, move_job, move_tasks
-
-
-class Refused(Exception):
-    """The request cannot be done; the message is one line for the operator."""
-
+from engine.writes import add_event, finalize_jobs, move_job, move_tasks
 
 # A job and a task have one representation, the views the console and the command
 # line's JSON show (engine.query), their fields read from the tables' columns by name.
@@ -94,61 +89,29 @@ def get_job(conn: Connection, job_id: int) -> JobView:
     return _job_row(row)
 
 
-def cancel_reason(actor: str, words: str | None) -> str:
-    reason = f"Job canceled by {actor}"
-    words = (words or "").strip()
-    return f"{reason}: {words}" if words else reason
-
-
 def _check_cancel(job: JobView) -> None:
     why = cancel_refused(job.id, job.status, job.system)
     if why is not None:
         raise Refused(why)
 
 
-_OF_JOB = task.c.job_id == bindparam("job_id", type_=Integer)
-# Prepared once: a cancel of 10,000 tasks is two set-based statements per move, and
-# compiling them again on every cancel cost more than SQLite's own work on the events.
-_NOT_STARTED_DIDNT_RUN = TaskMove(
-    "didnt_run", and_(_OF_JOB, one_of(task.c.status, ["waiting", "ready"])), {"ended_at": AT}
-)
-_RUNNING_CANCELING = TaskMove("canceling", and_(_OF_JOB, task.c.status == "executing"))
-_CANCEL_FIELDS = {
-    "canceled_by": bindparam("by", type_=String),
-    "canceled_at": AT,
-    "cancel_reason": bindparam("m_reason", type_=String),
-}
-_JOB_CANCELING = JobMove("canceling", _CANCEL_FIELDS)
-_JOB_CANCELED = JobMove("canceled", {**_CANCEL_FIELDS, "ended_at": AT})
-
-
-def _cancel_in(conn: Connection, job: JobView, actor: str, words: str | None, at: float) -> None:
-    reason = cancel_reason(actor, words)
-    said = {"at": at, "actor": actor, "reason": reason, "job_id": job.id}
-    _NOT_STARTED_DIDNT_RUN(conn, **said)
-    _RUNNING_CANCELING(conn, **said)
-    if job.status == "executing":
-        _JOB_CANCELING(conn, **said, by=actor)
-        finalize_jobs(conn, [job.id], at=at)
-    else:  # nothing started: straight to Canceled
-        _JOB_CANCELED(conn, **said, by=actor)
+@contextmanager
+def _flow_transaction(store: Store) -> Iterator[Sql]:
+    with store.write() as conn:
+        yield flow_sql(conn)
 
 
 def cancel(
     store: Store, job_id: int, *, actor: str, reason: str | None = None, now: float | None = None
 ) -> str:
-    at = _now(now)
-    denied = None
-    with store.write() as conn:
-        job = get_job(conn, job_id)
-        denied = permissions.refusal(permissions.who(conn, actor), "cancel", job.submitted_by)
-        if denied is None:
-            _check_cancel(job)
-            _cancel_in(conn, job, actor, reason, at)
-            status = get_job(conn, job_id).status
-    if denied is not None:
-        _deny(store, actor, denied, job_id, at)
-    return f"Job {job_id} {LABELS[status]}"
+    """Cancel one job (``engine.flows.cancel``, the transaction the light path runs too)."""
+    return flows.cancel(
+        lambda: _flow_transaction(store), job_id, actor=actor, words=reason, at=_now(now)
+    )
+
+
+def _cancel_in(conn: Connection, job: JobView, actor: str, words: str | None, at: float) -> None:
+    flows.cancel_in(flow_sql(conn), job.id, job.status, actor=actor, words=words, at=at)
 
 
 def _deny(store: Store, actor: str, text: str, job_id: int | None, at: float) -> NoReturn:

@@ -22,7 +22,6 @@ import asyncio
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,8 +50,11 @@ from engine.sqlite_file import (  # noqa: F401
     BUSY_TIMEOUT_MS,
     DB_FILE_MODE,
     SQLITE_MAGIC,
+    WAL_CHECKPOINT_BYTES,
     DatabaseError,
     ReadOnlyError,
+    _companions_like_main,
+    _pragmas,
     _ro_pragmas,
     _ro_uri,
     check_intact,
@@ -63,13 +65,11 @@ from engine.sqlite_file import (  # noqa: F401
     normalize_db,
     read_only_message,
     unreadable_message,
+    wal_due,
     writable,
 )
 from engine.tables import meta
 from engine.upgrade import UPGRADES, upgrade
-
-# SQLite's default automatic checkpoint: 1,000 pages of 4 KiB.
-WAL_CHECKPOINT_BYTES = 4 * 1024 * 1024
 
 
 def _create_private(path: str) -> None:
@@ -81,47 +81,6 @@ def _create_private(path: str) -> None:
     except OSError as exc:
         raise DatabaseError(f"{path}: cannot create: {exc.strerror or exc}") from None
     os.close(fd)
-
-
-def _companions_like_main(path: str) -> None:
-    """-wal and -shm with the main file's mode (SQLite does so too; this makes sure)."""
-    try:
-        mode = os.stat(path).st_mode & 0o666
-    except OSError:
-        return
-    for suffix in ("-wal", "-shm"):
-        try:
-            st = os.stat(path + suffix)
-        except OSError:
-            continue
-        if st.st_mode & 0o777 & ~mode:
-            try:
-                os.chmod(path + suffix, mode)
-            except OSError:
-                pass  # not ours to change: SQLite set it from the main file already
-
-
-def _pragmas(dbapi_conn: sqlite3.Connection) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    # Switching a new file to WAL needs a lock the busy handler does not wait for:
-    # another process creating the same database at this moment makes it fail at once.
-    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-    while True:
-        try:
-            cur.execute("PRAGMA journal_mode=WAL")
-            break
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
-    cur.execute("PRAGMA synchronous=NORMAL")
-    # Checkpoints run after a commit, not inside it (Store._checkpoint_if_due).
-    cur.execute("PRAGMA wal_autocheckpoint=0")
-    # A WAL started over is cut back to this size, so its size tells when it is due.
-    cur.execute(f"PRAGMA journal_size_limit={WAL_CHECKPOINT_BYTES}")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
 
 
 def _make_sync_engine(path: str, begin: str, *, readonly: bool = False) -> Engine:
@@ -358,12 +317,7 @@ class Store:
         here it runs after the commit, in a thread of its own, so neither the lock nor
         the caller waits for it (PASSIVE never waits for other connections either).
         ``dispose`` waits for a checkpoint under way, so a command line finishes it."""
-        try:
-            # Past the limit only once new frames fill it: SQLite truncates the file to
-            # the limit when it starts the WAL over (journal_size_limit).
-            if os.path.getsize(self.path + "-wal") <= WAL_CHECKPOINT_BYTES:
-                return
-        except OSError:
+        if not wal_due(self.path):
             return
         with self._lock:
             if self._checkpointer is not None and self._checkpointer.is_alive():

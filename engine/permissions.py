@@ -18,113 +18,36 @@ file can write the rows directly (see README, "Who may abort").
 
 from __future__ import annotations
 
-import grp
-import os
-import pwd
 import time
-from dataclasses import dataclass
-from typing import Literal
 
 from sqlalchemy import Connection, select
 
 from engine import settings
 from engine.db import Store
-from engine.identity import current_actor, user_name
+from engine.identity import current_actor
+
+# The rule itself needs no database layer: the command line's light cancel applies it too.
+from engine.manager_rule import (  # noqa: F401
+    Action,
+    NotAllowed,
+    Who,
+    is_manager,
+    refusal,
+    user_groups,
+    who_with,
+)
 from engine.tables import job
 from engine.writes import add_event
 
-Action = Literal["cancel", "abort", "enhanced_abort", "settings"]
-
-_RULES: dict[str, str] = {
-    "abort": "Abort",
-    "enhanced_abort": "Enhanced abort",
-    "settings": "Changing settings",
-    "cancel": "Cancel",
-}
-
-
-class NotAllowed(Exception):
-    """The user may not do this; the message is one line for the operator."""
-
-
-@dataclass(frozen=True)
-class Who:
-    """The user asking, and what the ``managers`` setting makes of them."""
-
-    actor: str  # as recorded in the audit: "bob" or "bob from 10.0.0.5"
-    user: str  # the Unix user name
-    manager: bool
-    managers: tuple[str, ...]  # the setting; empty: everyone is a manager
-
-    @property
-    def restricted(self) -> bool:
-        return bool(self.managers)
-
-
-def user_groups(user: str) -> set[str]:
-    """The names of the Unix groups ``user`` belongs to (primary and supplementary)."""
-    names: set[str] = set()
-    try:
-        pw = pwd.getpwnam(user)
-    except KeyError:
-        pw = None
-    gids: list[int] = []
-    if pw is not None:
-        try:
-            gids = os.getgrouplist(user, pw.pw_gid)
-        except OSError:
-            gids = [pw.pw_gid]
-    for gid in gids:
-        try:
-            names.add(grp.getgrgid(gid).gr_name)
-        except KeyError:
-            continue
-    # Members listed in /etc/group count even without a passwd entry for the user.
-    for group in grp.getgrall():
-        if user in group.gr_mem:
-            names.add(group.gr_name)
-    return names
-
-
-def is_manager(user: str, managers: tuple[str, ...]) -> bool:
-    if not managers:
-        return True
-    if user in managers:
-        return True
-    wanted = {m[1:] for m in managers if m.startswith("@")}
-    return bool(wanted) and bool(wanted & user_groups(user))
-
 
 def who(conn: Connection, actor: str | None = None) -> Who:
-    actor = actor or current_actor()
-    names = settings.managers(conn)
-    user = user_name(actor)
-    return Who(actor=actor, user=user, manager=is_manager(user, names), managers=names)
+    return who_with(actor or current_actor(), settings.get(conn, "managers"))
 
 
 def whoami(store: Store, actor: str | None = None) -> Who:
     """Who am I, and am I a manager: for the console's header."""
     with store.read() as conn:
         return who(conn, actor)
-
-
-def _needs_manager(rule: str, w: Who) -> str:
-    return f"{rule} needs a batch job manager ({', '.join(w.managers)}); you are {w.user}"
-
-
-def refusal(w: Who, action: Action, submitted_by: str | None = None) -> str | None:
-    """Why ``w`` may not do ``action`` (to a job submitted by ``submitted_by``), or None."""
-    if w.manager:
-        return None
-    if action == "cancel":
-        submitter = user_name(submitted_by or "")
-        if submitter and submitter == w.user:
-            return None
-        return (
-            f"Cancel needs the job's submitter ({submitter or 'unknown'}) or a batch job "
-            f"manager ({', '.join(w.managers)}); you are {w.user}"
-        )
-    return _needs_manager(_RULES[action], w)
 
 
 def job_refusal(conn: Connection, w: Who, action: Action, job_id: int) -> str | None:

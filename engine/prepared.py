@@ -19,7 +19,7 @@ from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Float
 from sqlalchemy.sql import ClauseElement
 
 _NAMED_DIALECTS: dict[str, Any] = {}
@@ -50,7 +50,7 @@ class CompiledText:
     for SQLite, see ``engine.dialect.IdList``). Also what ``engine.read_sql`` renders
     and caches for the command line's reads."""
 
-    __slots__ = ("sql", "defaults", "needed", "lists", "processors", "row")
+    __slots__ = ("sql", "defaults", "needed", "lists", "floats", "processors", "row")
 
     def __init__(self, stmt: ClauseElement, dialect: Any) -> None:
         compiled = stmt.compile(dialect=dialect)
@@ -60,6 +60,10 @@ class CompiledText:
         # values now, and a list parameter takes a list.
         # The parameters bound as one list (``IdList``: JSON text on SQLite).
         self.lists: tuple[str, ...] = tuple(n for n in self.needed if _is_list(binds[n]))
+        # The parameters of a Float type (its processor makes an int a float).
+        self.floats: tuple[str, ...] = tuple(
+            n for n in self.needed if isinstance(binds[n].type, Float)
+        )
         stand_in = {n: ([] if binds[n].expanding or n in self.lists else 0) for n in self.needed}
         state = compiled.construct_expanded_state(stand_in)
         self.sql: str = state.statement
@@ -152,3 +156,20 @@ class Prepared:
             return Result([make(r) for r in cur.fetchall()], cur.rowcount)
         finally:
             cur.close()
+
+
+class PreparedSql:
+    """An ``engine.flows.Sql`` on a SQLAlchemy connection: each key's ``Prepared``
+    statement run in the connection's transaction."""
+
+    __slots__ = ("_conn", "_statements")
+
+    def __init__(self, conn: Connection, statements: Mapping[str, Prepared]) -> None:
+        self._conn = conn
+        self._statements = statements
+
+    def rows(self, key: str, params: Mapping[str, Any]) -> list[Any]:
+        return self._statements[key](self._conn, params).all()
+
+    def run(self, key: str, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> int:
+        return self._statements[key](self._conn, params).rowcount

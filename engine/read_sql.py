@@ -16,6 +16,7 @@ skipped silently where it cannot be written (the text is then rendered per proce
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -23,7 +24,11 @@ import sqlite3
 import sys
 import tempfile
 import threading
+from collections import namedtuple
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +47,12 @@ SOURCES = (
     "dialect.py",
     "statuses.py",
     "prepared.py",
+    "flow_statements.py",
+    "writes.py",
 )
-FORMAT = 1  # of the cache file
+FORMAT = 2  # of the cache file
+# The keys of the flows' statements (``engine.flow_statements``) among the reads'.
+FLOW = "flow:"
 
 
 def variant_key(name: str, **variant: Any) -> str:
@@ -61,15 +70,20 @@ class SqlText:
     defaults: dict[str, Any]  # its constant parameters (a fixed list of statuses, ...)
     needed: tuple[str, ...]  # the parameters given at execution
     as_json: tuple[str, ...]  # of those, the lists bound as JSON text (``IdList``)
+    as_float: tuple[str, ...] = ()  # of those, the ones of a Float column (1 -> 1.0)
 
-    def bind(self, params: dict[str, Any]) -> dict[str, Any]:
+    def bind(self, params: Mapping[str, Any]) -> dict[str, Any]:
         missing = [n for n in self.needed if n not in params]
         if missing:
             raise TypeError(f"missing parameters {missing} for {self.sql[:60]!r}")
         out = dict(self.defaults)
         for name in self.needed:
             value = params[name]
-            out[name] = json.dumps(list(value)) if name in self.as_json else value
+            if name in self.as_json:
+                value = json.dumps(list(value))
+            elif name in self.as_float and value is not None:
+                value = float(value)
+            out[name] = value
         return out
 
 
@@ -85,7 +99,13 @@ class Rendered:
             "dialect": self.dialect,
             "schema_version": self.schema_version,
             "statements": {
-                k: {"sql": s.sql, "defaults": s.defaults, "needed": s.needed, "as_json": s.as_json}
+                k: {
+                    "sql": s.sql,
+                    "defaults": s.defaults,
+                    "needed": s.needed,
+                    "as_json": s.as_json,
+                    "as_float": s.as_float,
+                }
                 for k, s in self.statements.items()
             },
         }
@@ -98,7 +118,13 @@ class Rendered:
             d["dialect"],
             int(d["schema_version"]),
             {
-                k: SqlText(s["sql"], s["defaults"], tuple(s["needed"]), tuple(s["as_json"]))
+                k: SqlText(
+                    s["sql"],
+                    s["defaults"],
+                    tuple(s["needed"]),
+                    tuple(s["as_json"]),
+                    tuple(s["as_float"]),
+                )
                 for k, s in d["statements"].items()
             },
         )
@@ -142,20 +168,24 @@ def render(dialect: str = "sqlite") -> Rendered:
     """Compile every read statement for ``dialect`` (imports SQLAlchemy and the tables)."""
     from sqlalchemy.dialects import sqlite
 
+    from engine import flow_statements, read_statements
     from engine.models import SCHEMA_VERSION
     from engine.prepared import CompiledText
-    from engine.read_statements import statements
 
     if dialect != "sqlite":
         raise ValueError(f"no rendered text for {dialect}: its reads run the statements")
     d = sqlite.dialect(paramstyle="named")
     out: dict[str, SqlText] = {}
-    for key, stmt in statements().items():
+    every = {
+        **read_statements.statements(),
+        **{FLOW + k: s for k, s in flow_statements.statements().items()},
+    }
+    for key, stmt in every.items():
         c = CompiledText(stmt, d)
         for name in c.processors:
-            if name not in c.lists:
+            if name not in c.lists and name not in c.floats:
                 raise TypeError(f"{key}: parameter {name} needs a bind processor")
-        out[key] = SqlText(c.sql, c.defaults, c.needed, c.lists)
+        out[key] = SqlText(c.sql, c.defaults, c.needed, c.lists, c.floats)
     return Rendered(dialect, SCHEMA_VERSION, out)
 
 
@@ -226,15 +256,20 @@ class NeedsGateway(Exception):
 
 class SqliteReads:
     """One sqlite3 connection running the rendered reads, read-only for a user who may
-    not write the database. Not thread-safe: one thread at a time uses it."""
+    not write the database. Not thread-safe: one thread at a time uses it.
 
-    def __init__(self, path: str) -> None:
-        from engine.sqlite_file import BUSY_TIMEOUT_MS, _ro_uri, writable
+    ``write``: a read-write connection with the pragmas every writer sets
+    (``engine.sqlite_file._pragmas``), whose ``transaction()`` runs a flow
+    (``engine.flows``) on the rendered text; the caller has checked the file is
+    writable and intact."""
+
+    def __init__(self, path: str, *, write: bool = False) -> None:
+        from engine.sqlite_file import BUSY_TIMEOUT_MS, _pragmas, _ro_uri, writable
 
         self.path = path
         if not os.path.exists(path) or os.path.getsize(path) == 0:
             raise NeedsGateway(path)
-        read_only = not writable(path)
+        read_only = not write and not writable(path)
         self.sql = rendered("sqlite")
         try:
             self.conn = sqlite3.connect(
@@ -246,7 +281,10 @@ class SqliteReads:
         except sqlite3.Error as exc:
             raise NeedsGateway(path) from exc
         try:
-            self.conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            if write:
+                _pragmas(self.conn)
+            else:
+                self.conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             found = self.rows("schema_version", {})
         except sqlite3.Error as exc:
             self.conn.close()
@@ -261,5 +299,51 @@ class SqliteReads:
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
+    @contextmanager
+    def transaction(self) -> Iterator[LightSql]:
+        """A write transaction (BEGIN IMMEDIATE, as every writer's): committed when the
+        block ends, rolled back on any exception; then the WAL is checkpointed if it is
+        due, as ``Store`` does after its commits."""
+        from engine.sqlite_file import wal_due
+
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield LightSql(self.conn, self.sql)
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+        if wal_due(self.path):
+            with contextlib.suppress(sqlite3.Error):  # busy: the next writer does it
+                self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
     def close(self) -> None:
         self.conn.close()
+
+
+class LightSql:
+    """An ``engine.flows.Sql`` on a sqlite3 connection: the flows' statements as their
+    rendered text, rows as named tuples (as ``engine.prepared`` gives them)."""
+
+    def __init__(self, conn: sqlite3.Connection, sql: Rendered) -> None:
+        self._conn = conn
+        self._sql = sql
+
+    def _text(self, key: str) -> SqlText:
+        return self._sql.statements[FLOW + key]
+
+    def rows(self, key: str, params: Mapping[str, Any]) -> list[Any]:
+        cur = self._conn.execute(self._text(key).sql, self._text(key).bind(params))
+        row = _row_type(key, tuple(d[0] for d in cur.description))
+        return [row._make(r) for r in cur.fetchall()]
+
+    def run(self, key: str, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> int:
+        text = self._text(key)
+        if isinstance(params, Mapping):
+            return self._conn.execute(text.sql, text.bind(params)).rowcount
+        return self._conn.executemany(text.sql, [text.bind(p) for p in params]).rowcount
+
+
+@cache
+def _row_type(key: str, names: tuple[str, ...]) -> Any:
+    return namedtuple("Row", names, rename=True)  # type: ignore[misc]

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 MINIMUM_LEASE_S = 1.0
 # Upper bounds. A lease outlives a dead engine by up to its length: an hour is already a
 # long wait before its tasks are recovered (1e308 made recovery impossible). A drain
@@ -18,3 +20,21 @@ DEFAULTS: dict[str, str] = {
     # Unix user names and @group names, comma-separated; empty: everyone is a manager.
     "managers": "",
 }
+
+_MANAGER_NAME = re.compile(r"^@?[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$")
+
+
+class SettingError(ValueError):
+    pass
+
+
+def parse_managers(text: str, *, strict: bool = False) -> tuple[str, ...]:
+    """``"alice, @batchops"`` -> ("alice", "@batchops"); empty: nobody named (everyone)."""
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if strict:
+        for name in names:
+            if not _MANAGER_NAME.match(name):
+                raise SettingError(
+                    f"setting managers: {name!r} is not a user name or an @group name"
+                )
+    return names

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import math
-import re
 
 from sqlalchemy import Connection, select
 
 from engine.dialect import upsert
 
 # Defined apart so the command line's fast reads need no SQLAlchemy for them.
-from engine.setting_values import DEFAULTS, MAXIMUM_SECONDS, MINIMUM_LEASE_S  # noqa: F401
+from engine.setting_values import (  # noqa: F401
+    DEFAULTS,
+    MAXIMUM_SECONDS,
+    MINIMUM_LEASE_S,
+    SettingError,
+    parse_managers,
+)
 from engine.tables import meta
-
-_MANAGER_NAME = re.compile(r"^@?[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$")
-
-
-class SettingError(ValueError):
-    pass
 
 
 def get(conn: Connection, key: str) -> str:
@@ -74,18 +73,6 @@ def lease_seconds(conn: Connection) -> float:
 
 def stuck_seconds(conn: Connection) -> float:
     return _bounded(conn, "stuck_seconds")
-
-
-def parse_managers(text: str, *, strict: bool = False) -> tuple[str, ...]:
-    """``"alice, @batchops"`` -> ("alice", "@batchops"); empty: nobody named (everyone)."""
-    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
-    if strict:
-        for name in names:
-            if not _MANAGER_NAME.match(name):
-                raise SettingError(
-                    f"setting managers: {name!r} is not a user name or an @group name"
-                )
-    return names
 
 
 def managers(conn: Connection) -> tuple[str, ...]:

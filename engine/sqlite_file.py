@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shlex
 import sqlite3
+import time
 from pathlib import Path
 
 from engine.dburl import parse_db
@@ -184,3 +185,58 @@ def _ro_pragmas(dbapi_conn: sqlite3.Connection) -> None:
     cur = dbapi_conn.cursor()
     cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cur.close()
+
+
+# SQLite's default automatic checkpoint: 1,000 pages of 4 KiB.
+WAL_CHECKPOINT_BYTES = 4 * 1024 * 1024
+
+
+def _companions_like_main(path: str) -> None:
+    """-wal and -shm with the main file's mode (SQLite does so too; this makes sure)."""
+    try:
+        mode = os.stat(path).st_mode & 0o666
+    except OSError:
+        return
+    for suffix in ("-wal", "-shm"):
+        try:
+            st = os.stat(path + suffix)
+        except OSError:
+            continue
+        if st.st_mode & 0o777 & ~mode:
+            try:
+                os.chmod(path + suffix, mode)
+            except OSError:
+                pass  # not ours to change: SQLite set it from the main file already
+
+
+def _pragmas(dbapi_conn: sqlite3.Connection) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    # Switching a new file to WAL needs a lock the busy handler does not wait for:
+    # another process creating the same database at this moment makes it fail at once.
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+    cur.execute("PRAGMA synchronous=NORMAL")
+    # Checkpoints run after a commit, not inside it (Store._checkpoint_if_due).
+    cur.execute("PRAGMA wal_autocheckpoint=0")
+    # A WAL started over is cut back to this size, so its size tells when it is due.
+    cur.execute(f"PRAGMA journal_size_limit={WAL_CHECKPOINT_BYTES}")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def wal_due(path: str) -> bool:
+    """Whether the WAL has grown past WAL_CHECKPOINT_BYTES (see Store._checkpoint_if_due)."""
+    try:
+        # Past the limit only once new frames fill it: SQLite truncates the file to the
+        # limit when it starts the WAL over (journal_size_limit).
+        return os.path.getsize(path + "-wal") > WAL_CHECKPOINT_BYTES
+    except OSError:
+        return False

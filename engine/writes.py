@@ -33,14 +33,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.elements import ColumnElement
 
+from engine import flows
 from engine.dialect import in_list, one_of
-from engine.prepared import Prepared
+from engine.prepared import Prepared, PreparedSql
 from engine.statuses import (
     TASK_NOT_STARTED,
     TASK_RUNNING,
     TASK_TERMINAL,
     job_sources,
-    job_status_after,
     task_sources,
 )
 from engine.tables import event, job, task, taskdep
@@ -136,6 +136,18 @@ class _Plain:
         if isinstance(params, Mapping):
             return conn.execute(self.stmt, dict(params))
         return conn.execute(self.stmt, [dict(p) for p in params])
+
+
+def statement_keys(items: Mapping[str, Prepared | _Move]) -> dict[str, Prepared]:
+    """Statements by key for ``engine.flows``: a move's two under ``KEY/events`` and
+    ``KEY/update`` (the order ``flows.move`` runs them in, as ``_Move`` does)."""
+    out: dict[str, Prepared] = {}
+    for key, item in items.items():
+        if isinstance(item, _Move):
+            out[f"{key}/events"], out[f"{key}/update"] = item._events, item._update
+        else:
+            out[key] = item
+    return out
 
 
 class TaskMove(_Move):
@@ -236,17 +248,15 @@ def add_event(
     task_id: int | None = None,
     server: str | None = None,
 ) -> None:
-    _ADD_EVENT(
-        conn,
-        {
-            "at": at,
-            "job_id": job_id,
-            "task_id": task_id,
-            "server": server,
-            "kind": kind,
-            "actor": actor,
-            "reason": reason,
-        },
+    flows.add_event(
+        PreparedSql(conn, STATEMENTS),
+        at=at,
+        actor=actor,
+        kind=kind,
+        reason=reason,
+        job_id=job_id,
+        task_id=task_id,
+        server=server,
     )
 
 
@@ -343,29 +353,21 @@ _FINISH = {
 }
 
 
+# The statements of the flows (``engine.flows``) defined here, by key.
+STATEMENTS = statement_keys(
+    {
+        "event": _ADD_EVENT,
+        "finalize.finishing": _FINISHING_JOBS,
+        "finalize.counts": _TASK_COUNTS,
+        "finalize.first_failure": _FIRST_FAILURE,
+        **{f"finalize.{target}": m for target, m in _FINISH.items()},
+    }
+)
+
+
 def finalize_jobs(conn: Connection, job_ids: Iterable[int], *, at: float) -> list[int]:
     """Finish the started jobs among ``job_ids`` whose tasks allow it; returns those moved."""
-    ids = sorted(set(job_ids))
-    if not ids:
-        return []
-    jobs = _FINISHING_JOBS(conn, {"ids": ids}).all()
-    if not jobs:
-        return []
-    counts: dict[int, dict[str, int]] = {}
-    for r in _TASK_COUNTS(conn, {"ids": [j.id for j in jobs]}):
-        counts.setdefault(r.job_id, {})[r.status] = r.n
-    moved = []
-    for j in jobs:
-        target = job_status_after(j.status, counts.get(j.id, {}))
-        if target is None:
-            continue
-        error = None
-        if target == "error":
-            row = _FIRST_FAILURE(conn, {"job_id": j.id}).first()
-            error = f"task {row.name}: {row.why}" if row else "a task did not end"
-        if _FINISH[target](conn, at=at, actor="engine", reason=error, job_id=j.id, error=error):
-            moved.append(j.id)
-    return moved
+    return flows.finalize_jobs(PreparedSql(conn, STATEMENTS), job_ids, at=at)
 
 
 def after_task_changes(

@@ -1,0 +1,163 @@
+"""Transactions written once and run on either path: SQLAlchemy's or the light one.
+
+A flow names its statements by key (``engine.flow_statements`` builds them from the
+tables) and runs them through an ``Sql``: ``PreparedSql`` on a SQLAlchemy connection
+(the engine, the console, every command), or ``engine.read_sql.LightSql`` on a plain
+``sqlite3`` connection running their rendered text, so that ``batchdeck cancel`` need
+not import SQLModel (~0.6 s) to write one transaction. The decisions (who may, which
+status may move, when a job has finished) live here once, whichever path runs them.
+No SQLAlchemy here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from engine.manager_rule import refusal, who_with
+from engine.setting_values import DEFAULTS
+from engine.statuses import LABELS, cancel_refused, job_status_after, no_such_job
+
+Params = Mapping[str, Any]
+
+
+class Refused(Exception):
+    """The request cannot be done; the message is one line for the operator."""
+
+
+class Sql(Protocol):
+    """The statements of ``engine.flow_statements``, run by key in one transaction."""
+
+    def rows(self, key: str, params: Params) -> list[Any]:
+        """A read's rows, their columns as attributes."""
+        ...
+
+    def run(self, key: str, params: Params | Sequence[Params]) -> int:
+        """A write (several parameter sets: one ``executemany``); its row count."""
+        ...
+
+
+def move(sql: Sql, key: str, *, at: float, actor: str, reason: str | None, **params: Any) -> int:
+    """A status move (``engine.writes.TaskMove`` / ``JobMove`` registered under ``key``):
+    its event rows, then its rows; the count moved."""
+    p = {**params, "m_at": at, "m_actor": actor, "m_reason": reason}
+    sql.run(f"{key}/events", p)
+    return sql.run(f"{key}/update", p)
+
+
+def add_event(
+    sql: Sql,
+    *,
+    at: float,
+    actor: str,
+    kind: str,
+    reason: str | None = None,
+    job_id: int | None = None,
+    task_id: int | None = None,
+    server: str | None = None,
+) -> None:
+    sql.run(
+        "event",
+        {
+            "at": at,
+            "job_id": job_id,
+            "task_id": task_id,
+            "server": server,
+            "kind": kind,
+            "actor": actor,
+            "reason": reason,
+        },
+    )
+
+
+def setting(sql: Sql, key: str) -> str:
+    rows = sql.rows("setting", {"key": f"setting.{key}"})
+    value = rows[0].value if rows else None
+    return value if value is not None else DEFAULTS[key]
+
+
+def finalize_jobs(sql: Sql, job_ids: Iterable[int], *, at: float) -> list[int]:
+    """Finish the started jobs among ``job_ids`` whose tasks allow it; returns those moved."""
+    ids = sorted(set(job_ids))
+    if not ids:
+        return []
+    jobs = sql.rows("finalize.finishing", {"ids": ids})
+    if not jobs:
+        return []
+    counts: dict[int, dict[str, int]] = {}
+    for r in sql.rows("finalize.counts", {"ids": [j.id for j in jobs]}):
+        counts.setdefault(r.job_id, {})[r.status] = r.n
+    moved = []
+    for j in jobs:
+        target = job_status_after(j.status, counts.get(j.id, {}))
+        if target is None:
+            continue
+        error = None
+        if target == "error":
+            first = sql.rows("finalize.first_failure", {"job_id": j.id})
+            error = f"task {first[0].name}: {first[0].why}" if first else "a task did not end"
+        if move(
+            sql, f"finalize.{target}", at=at, actor="engine", reason=error, job_id=j.id, error=error
+        ):
+            moved.append(j.id)
+    return moved
+
+
+# -- cancel -------------------------------------------------------------------------------
+
+
+def cancel_reason(actor: str, words: str | None) -> str:
+    reason = f"Job canceled by {actor}"
+    words = (words or "").strip()
+    return f"{reason}: {words}" if words else reason
+
+
+def cancel_in(
+    sql: Sql, job_id: int, status: str, *, actor: str, words: str | None, at: float
+) -> None:
+    """Cancel one job whose cancel is allowed: not-started tasks Didn't run, running
+    ones Canceling, the job Canceling (Canceled at once if nothing runs)."""
+    said = {"at": at, "actor": actor, "reason": cancel_reason(actor, words), "job_id": job_id}
+    move(sql, "cancel.didnt_run", **said)
+    move(sql, "cancel.canceling", **said)
+    if status == "executing":
+        move(sql, "cancel.job_canceling", **said, by=actor)
+        finalize_jobs(sql, [job_id], at=at)
+    else:  # nothing started: straight to Canceled
+        move(sql, "cancel.job_canceled", **said, by=actor)
+
+
+def _job(sql: Sql, job_id: int) -> Any:
+    rows = sql.rows("cancel.job", {"job_id": job_id})
+    if not rows:
+        raise Refused(no_such_job(job_id))
+    return rows[0]
+
+
+def cancel(
+    transaction: Callable[[], AbstractContextManager[Sql]],
+    job_id: int,
+    *,
+    actor: str,
+    words: str | None,
+    at: float,
+) -> str:
+    """Cancel one job: one transaction, after the ``managers`` rule and the job's status
+    allow it; returns what the job became. A refusal by the rule is recorded in the audit
+    in a transaction of its own (the refused cancel writes nothing); every refusal raises
+    Refused. ``transaction()``: a write transaction, committed when it ends."""
+    with transaction() as sql:
+        job = _job(sql, job_id)
+        denied = refusal(who_with(actor, setting(sql, "managers")), "cancel", job.submitted_by)
+        if denied is None:
+            why = cancel_refused(job.id, job.status, bool(job.system))
+            if why is not None:
+                raise Refused(why)
+            cancel_in(sql, job.id, job.status, actor=actor, words=words, at=at)
+            status = _job(sql, job_id).status
+    if denied is not None:
+        with transaction() as sql:
+            add_event(sql, at=at, actor=actor, kind="refused", job_id=job_id, reason=denied)
+        raise Refused(denied)
+    return f"Job {job_id} {LABELS[status]}"

@@ -1,0 +1,195 @@
+"""The command line's light cancel: ``engine.flows.cancel`` on the statements' rendered
+text through ``sqlite3``, held to the same flow on SQLAlchemy (``control.cancel``).
+
+Both paths run one flow; these tests prove that on copies of one database they leave
+byte-identical rows behind, refuse alike, and that ``batchdeck cancel`` takes the light
+path without importing the database layer.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine import control, flows, read_sql, settings
+from engine.db import Store
+from engine.read_sql import NeedsGateway, SqliteReads
+from tests import scenario
+
+ROOT = Path(__file__).resolve().parents[1]
+AT = scenario.NOW + 5.0
+
+
+@pytest.fixture(scope="module")
+def scenario_db(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return scenario.build(tmp_path_factory.mktemp("light") / "scenario.db")
+
+
+@pytest.fixture(autouse=True)
+def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
+    monkeypatch.setattr(read_sql, "_LOADED", {})
+    return home
+
+
+def _copy(db: str, to: Path) -> str:
+    with sqlite3.connect(db) as src, sqlite3.connect(to) as dst:
+        src.backup(dst)
+    src.close()
+    dst.close()
+    return str(to)
+
+
+def _rows(path: str) -> list[str]:
+    with sqlite3.connect(path) as raw:
+        return list(raw.iterdump())
+
+
+def _heavy(path: str, job_id: int, actor: str, words: str | None) -> str:
+    store = Store(path)
+    try:
+        return control.cancel(store, job_id, actor=actor, reason=words, now=AT)
+    except control.Refused as exc:
+        return f"refused: {exc}"
+    finally:
+        store.dispose()
+
+
+def _light(path: str, job_id: int, actor: str, words: str | None) -> str:
+    db = SqliteReads(path, write=True)
+    try:
+        return flows.cancel(db.transaction, job_id, actor=actor, words=words, at=AT)
+    except flows.Refused as exc:
+        return f"refused: {exc}"
+    finally:
+        db.close()
+
+
+def _both(db: str, tmp_path: Path, job_id: int, actor: str, words: str | None = None) -> str:
+    heavy = _copy(db, tmp_path / f"heavy-{job_id}.db")
+    light = _copy(db, tmp_path / f"light-{job_id}.db")
+    said = _heavy(heavy, job_id, actor, words)
+    assert _light(light, job_id, actor, words) == said, job_id
+    assert _rows(light) == _rows(heavy), job_id
+    return said
+
+
+def test_every_job_of_the_scenario_is_canceled_or_refused_alike(
+    scenario_db: str, tmp_path: Path
+) -> None:
+    said = {j: _both(scenario_db, tmp_path, j, "alice", "wrong input") for j in range(1, 16)}
+    assert said[14] == "Job 14 Canceled"  # Waiting: nothing started, straight to Canceled
+    assert said[2] == "Job 2 Canceling"  # a task runs: it winds down first
+    assert said[1].startswith("refused:") and "Ended" in said[1]
+    assert said[15] == "refused: Job 15 does not exist"
+    assert said[6].startswith("refused:")  # a system job
+
+
+def test_an_executing_job_with_nothing_running_is_finished_alike(
+    scenario_db: str, tmp_path: Path
+) -> None:
+    """Nothing runs: the cancel finishes the job in the same transaction (the flow's
+    finalize), on both paths."""
+    db = _copy(scenario_db, tmp_path / "idle.db")
+    with sqlite3.connect(db) as raw:  # job 14 as if its tasks went back to Ready
+        raw.execute("UPDATE job SET status = 'executing', started_at = ? WHERE id = 14", (AT,))
+    raw.close()
+    assert _both(db, tmp_path, 14, "alice") == "Job 14 Canceled"
+
+
+def test_a_refusal_by_the_managers_rule_is_audited_alike(scenario_db: str, tmp_path: Path) -> None:
+    db = _copy(scenario_db, tmp_path / "managers.db")
+    store = Store(db)
+    with store.write() as conn:
+        settings.put(conn, "managers", "carol")
+    store.dispose()
+    said = _both(db, tmp_path, 14, "mallory")
+    assert said.startswith("refused: Cancel needs the job's submitter"), said
+    with sqlite3.connect(tmp_path / "light-14.db") as raw:
+        kinds = raw.execute("SELECT kind, actor FROM event ORDER BY id DESC LIMIT 1").fetchall()
+    raw.close()
+    assert kinds == [("refused", "mallory")]
+
+
+def test_a_database_the_light_path_cannot_take_as_it_is_goes_to_the_gateway(
+    tmp_path: Path,
+) -> None:
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    with pytest.raises(NeedsGateway):
+        SqliteReads(str(empty), write=True)
+    other = tmp_path / "other.db"
+    Store(str(other)).dispose()
+    with sqlite3.connect(other) as raw:
+        raw.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    raw.close()
+    with pytest.raises(NeedsGateway):
+        SqliteReads(str(other), write=True)
+
+
+PROBE = """\
+import sys
+from engine.cli import main
+rc = main(sys.argv[1:])
+heavy = sorted(
+    {m.split(".")[0] for m in sys.modules}
+    & {"sqlalchemy", "sqlmodel", "pydantic", "textual", "aiosqlite"}
+)
+print("HEAVY", ",".join(heavy) or "-", rc, file=sys.stderr)
+"""
+
+
+def test_batchdeck_cancel_writes_without_the_database_layer(
+    scenario_db: str, tmp_path: Path, cache_home: Path
+) -> None:
+    db = _copy(scenario_db, tmp_path / "cli.db")
+    heavy = _copy(scenario_db, tmp_path / "cli-heavy.db")
+
+    def cancel(*argv: str) -> tuple[str, str, str]:
+        proc = subprocess.run(
+            [sys.executable, "-c", PROBE, "--db", db, "cancel", *argv],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={"XDG_CACHE_HOME": str(cache_home), "PATH": "/usr/bin:/bin"},
+            timeout=60,
+        )
+        return proc.stdout, proc.stderr, proc.stderr.strip().splitlines()[-1]
+
+    cancel("1")  # refused (Ended); the first command renders the text into the cache
+    out, err, last = cancel("2", "--reason", "bad batch")
+    assert out == "Job 2 Canceling\n" and last == "HEAVY - 0", err
+    out, err, last = cancel("2")  # now Canceling: refused by the light read
+    assert "already Canceling" in err and last == "HEAVY - 1", err
+    # What it wrote is what control.cancel writes, the time and actor aside.
+    with sqlite3.connect(db) as raw:
+        light = raw.execute(
+            "SELECT task_id, from_status, to_status, reason FROM event "
+            "WHERE job_id = 2 AND id > (SELECT max(id) FROM event) - 10 ORDER BY id"
+        ).fetchall()
+        tasks = raw.execute("SELECT id, status FROM task WHERE job_id = 2 ORDER BY id").fetchall()
+    raw.close()
+    store = Store(heavy)
+    from engine.identity import current_actor
+
+    control.cancel(store, 2, actor=current_actor(), reason="bad batch")
+    store.dispose()
+    with sqlite3.connect(heavy) as raw:
+        assert (
+            raw.execute(
+                "SELECT task_id, from_status, to_status, reason FROM event "
+                "WHERE job_id = 2 AND id > (SELECT max(id) FROM event) - 10 ORDER BY id"
+            ).fetchall()
+            == light
+        )
+        assert (
+            raw.execute("SELECT id, status FROM task WHERE job_id = 2 ORDER BY id").fetchall()
+            == tasks
+        )
+    raw.close()
+    assert any(status == "canceling" for _, status in tasks), tasks
