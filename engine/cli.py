@@ -13,7 +13,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from engine.safe_text import safe_line
 
@@ -22,6 +22,8 @@ EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 # Job ids are SQLite integers: 64-bit signed.
 MAX_JOB_ID = 2**63 - 1
 MAX_LIST_LIMIT = 1_000_000
+R = TypeVar("R")
+
 # A read command checks the whole file for damage up to this size (PRAGMA quick_check
 # reads every page, ~1.6 ms per MiB: 13 ms here, 0.14 s for 100,000 jobs, which would be
 # most of a list's time); above it, SQLite's own errors say so when a damaged page is
@@ -319,14 +321,24 @@ def _control(fn_name: str, args: argparse.Namespace, **kw: Any) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    from engine import flows
     from engine.recipes import RecipeError, load_recipe
-    from engine.submit import submit
 
     try:
         recipe = load_recipe(args.recipe)
     except RecipeError as exc:
         raise Fail(str(exc)) from None
-    print(submit(_store(args), recipe, actor=_actor(), system=True if args.system else None))
+    system = True if args.system else None
+
+    def light(transaction: Any, at: float) -> int:
+        return flows.submit(transaction, recipe, actor=_actor(), system=system, at=at)
+
+    job_id = _light_write(args, light)
+    if job_id is None:
+        from engine.submit import submit
+
+        job_id = submit(_store(args), recipe, actor=_actor(), system=system)
+    print(job_id)
     return EXIT_OK
 
 
@@ -491,7 +503,12 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         why = _quick_cancel_refusal(args)
         if why is not None:
             raise Fail(why)
-        done = _light_cancel(args)
+        from engine import flows
+
+        def light(transaction: Any, at: float) -> str:
+            return flows.cancel(transaction, args.job, actor=_actor(), words=args.reason, at=at)
+
+        done = _light_write(args, light)
         if done is not None:
             print(safe_line(done))
             return EXIT_OK
@@ -499,11 +516,12 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return _control(fn, args, reason=args.reason)
 
 
-def _light_cancel(args: argparse.Namespace) -> str | None:
-    """The cancel on the light path: ``engine.flows.cancel``, the transaction
-    ``control.cancel`` runs, here on the statements' rendered text through ``sqlite3``,
-    without importing SQLModel (~0.6 s of a cancel's ~1 s). None: the database needs the
-    gateway (PostgreSQL, no schema yet, another schema version); nothing was written."""
+def _light_write(args: argparse.Namespace, flow: Callable[[Any, float], R]) -> R | None:
+    """``flow(transaction, now)`` on the light path: an ``engine.flows`` flow, the one the
+    SQLAlchemy path runs, here on the statements' rendered text through ``sqlite3``,
+    without importing SQLModel (~0.6 s of a ~1 s command). None: the database needs the
+    gateway (PostgreSQL, no file or schema yet, another schema version); nothing was
+    written. A refusal (``flows.Refused``) is the command's one-line Fail."""
     import time
 
     from engine import flows
@@ -517,9 +535,7 @@ def _light_cancel(args: argparse.Namespace) -> str | None:
     except NeedsGateway:
         return None
     try:
-        return flows.cancel(
-            db.transaction, args.job, actor=_actor(), words=args.reason, at=time.time()
-        )
+        return flow(db.transaction, time.time())
     except flows.Refused as exc:
         raise Fail(str(exc)) from None
     finally:

@@ -8,8 +8,6 @@ the commit through ``PRAGMA data_version`` and stops the running work.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import Any, NoReturn
 
@@ -24,7 +22,7 @@ from sqlalchemy import (
 from engine import flows, permissions, settings
 from engine.db import Store
 from engine.dialect import db_now, glob, in_list
-from engine.flow_statements import flow_sql
+from engine.flow_statements import flow_sql, flow_transaction
 from engine.flows import Refused, Sql  # noqa: F401 - Refused: the requests' refusal, as before
 from engine.identity import user_name
 from engine.query import JobView, TaskView
@@ -95,18 +93,12 @@ def _check_cancel(job: JobView) -> None:
         raise Refused(why)
 
 
-@contextmanager
-def _flow_transaction(store: Store) -> Iterator[Sql]:
-    with store.write() as conn:
-        yield flow_sql(conn)
-
-
 def cancel(
     store: Store, job_id: int, *, actor: str, reason: str | None = None, now: float | None = None
 ) -> str:
     """Cancel one job (``engine.flows.cancel``, the transaction the light path runs too)."""
     return flows.cancel(
-        lambda: _flow_transaction(store), job_id, actor=actor, words=reason, at=_now(now)
+        lambda: flow_transaction(store), job_id, actor=actor, words=reason, at=_now(now)
     )
 
 

@@ -11,13 +11,17 @@ No SQLAlchemy here.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.manager_rule import refusal, who_with
 from engine.setting_values import DEFAULTS
 from engine.statuses import LABELS, cancel_refused, job_status_after, no_such_job
+
+if TYPE_CHECKING:
+    from engine.recipes import Recipe, TaskSpec
 
 Params = Mapping[str, Any]
 
@@ -161,3 +165,92 @@ def cancel(
             add_event(sql, at=at, actor=actor, kind="refused", job_id=job_id, reason=denied)
         raise Refused(denied)
     return f"Job {job_id} {LABELS[status]}"
+
+
+# -- submit -------------------------------------------------------------------------------
+
+
+def insert_job(
+    sql: Sql,
+    recipe: Recipe,
+    *,
+    actor: str,
+    at: float,
+    system: bool | None = None,
+    parent_id: int | None = None,
+    parent_task_id: int | None = None,
+    call_mode: str | None = None,
+    rerun_of: int | None = None,
+    carried: dict[str, str] | None = None,
+) -> int:
+    """Insert a job and its tasks. ``carried``: task name -> message, for the tasks a
+    rerun carries over as Ended (they do not run again; their dependents can start)."""
+    from engine.recipes import recipe_to_json
+
+    carried = carried or {}
+    (row,) = sql.rows(
+        "submit.job",
+        {
+            "name": recipe.name,
+            "recipe_path": recipe.path,
+            "system": recipe.system if system is None else system,
+            "submitted_by": actor,
+            "submitted_at": at,
+            "parent_id": parent_id,
+            "parent_task_id": parent_task_id,
+            "call_mode": call_mode,
+            "rerun_of": rerun_of,
+        },
+    )
+    job_id = row.id
+    sql.run("submit.recipe", {"job_id": job_id, "recipe_json": recipe_to_json(recipe)})
+
+    def status(spec: TaskSpec) -> str:
+        if spec.name in carried:
+            return "ended"
+        return "ready" if all(d in carried for d in spec.after) else "waiting"
+
+    # One executemany: the job's own values are the same in every row.
+    rows = [
+        {
+            "b_job_id": job_id,
+            "b_max_attempts": recipe.max_attempts,
+            "b_seq": seq,
+            "b_name": spec.name,
+            "b_action": spec.action,
+            "b_params": json.dumps(spec.params),
+            "b_status": status(spec),
+            "b_message": carried.get(spec.name),
+            "b_ended_at": at if spec.name in carried else None,
+        }
+        for seq, spec in enumerate(recipe.tasks)
+    ]
+    if rows:
+        sql.run("submit.task", rows)
+    deps = [(spec.name, dep) for spec in recipe.tasks for dep in spec.after]
+    if deps:
+        ids = {r.name: r.id for r in sql.rows("submit.task_ids", {"b_job_id": job_id})}
+        sql.run("submit.dep", [{"b_task_id": ids[t], "b_dep_id": ids[d]} for t, d in deps])
+    how = f"called by job {parent_id} ({call_mode})" if parent_id else "submitted"
+    what = f"{len(rows)} task{'s' if len(rows) != 1 else ''}"
+    if rerun_of is not None:
+        how = f"rerun of job {rerun_of}"
+        names = [spec.name for spec in recipe.tasks if spec.name in carried]
+        what += f", {len(names)} carried over as Ended" + (
+            f" ({', '.join(names)})" if names else ""
+        )
+    add_event(sql, at=at, actor=actor, kind="request", job_id=job_id, reason=f"{how}: {what}")
+    return job_id
+
+
+def submit(
+    transaction: Callable[[], AbstractContextManager[Sql]],
+    recipe: Recipe,
+    *,
+    actor: str,
+    system: bool | None,
+    at: float,
+) -> int:
+    """Submit a validated recipe: the new job's id."""
+    with transaction() as sql:
+        return insert_job(sql, recipe, actor=actor, at=at, system=system)

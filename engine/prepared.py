@@ -19,7 +19,7 @@ from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Float
+from sqlalchemy import Boolean, Connection, Float
 from sqlalchemy.sql import ClauseElement
 
 _NAMED_DIALECTS: dict[str, Any] = {}
@@ -50,7 +50,7 @@ class CompiledText:
     for SQLite, see ``engine.dialect.IdList``). Also what ``engine.read_sql`` renders
     and caches for the command line's reads."""
 
-    __slots__ = ("sql", "defaults", "needed", "lists", "floats", "processors", "row")
+    __slots__ = ("sql", "defaults", "needed", "lists", "floats", "bools", "processors", "row")
 
     def __init__(self, stmt: ClauseElement, dialect: Any) -> None:
         compiled = stmt.compile(dialect=dialect)
@@ -63,6 +63,10 @@ class CompiledText:
         # The parameters of a Float type (its processor makes an int a float).
         self.floats: tuple[str, ...] = tuple(
             n for n in self.needed if isinstance(binds[n].type, Float)
+        )
+        # And of a Boolean type (a bool or None, stored as 1/0 on SQLite).
+        self.bools: tuple[str, ...] = tuple(
+            n for n in self.needed if isinstance(binds[n].type, Boolean)
         )
         stand_in = {n: ([] if binds[n].expanding or n in self.lists else 0) for n in self.needed}
         state = compiled.construct_expanded_state(stand_in)

@@ -50,7 +50,7 @@ SOURCES = (
     "flow_statements.py",
     "writes.py",
 )
-FORMAT = 2  # of the cache file
+FORMAT = 3  # of the cache file
 # The keys of the flows' statements (``engine.flow_statements``) among the reads'.
 FLOW = "flow:"
 
@@ -71,6 +71,7 @@ class SqlText:
     needed: tuple[str, ...]  # the parameters given at execution
     as_json: tuple[str, ...]  # of those, the lists bound as JSON text (``IdList``)
     as_float: tuple[str, ...] = ()  # of those, the ones of a Float column (1 -> 1.0)
+    as_bool: tuple[str, ...] = ()  # of those, the ones of a Boolean column (True -> 1)
 
     def bind(self, params: Mapping[str, Any]) -> dict[str, Any]:
         missing = [n for n in self.needed if n not in params]
@@ -81,8 +82,12 @@ class SqlText:
             value = params[name]
             if name in self.as_json:
                 value = json.dumps(list(value))
-            elif name in self.as_float and value is not None:
+            elif value is None:
+                pass
+            elif name in self.as_float:
                 value = float(value)
+            elif name in self.as_bool:
+                value = int(bool(value))
             out[name] = value
         return out
 
@@ -105,6 +110,7 @@ class Rendered:
                     "needed": s.needed,
                     "as_json": s.as_json,
                     "as_float": s.as_float,
+                    "as_bool": s.as_bool,
                 }
                 for k, s in self.statements.items()
             },
@@ -124,6 +130,7 @@ class Rendered:
                     tuple(s["needed"]),
                     tuple(s["as_json"]),
                     tuple(s["as_float"]),
+                    tuple(s["as_bool"]),
                 )
                 for k, s in d["statements"].items()
             },
@@ -183,9 +190,9 @@ def render(dialect: str = "sqlite") -> Rendered:
     for key, stmt in every.items():
         c = CompiledText(stmt, d)
         for name in c.processors:
-            if name not in c.lists and name not in c.floats:
+            if name not in (*c.lists, *c.floats, *c.bools):
                 raise TypeError(f"{key}: parameter {name} needs a bind processor")
-        out[key] = SqlText(c.sql, c.defaults, c.needed, c.lists, c.floats)
+        out[key] = SqlText(c.sql, c.defaults, c.needed, c.lists, c.floats, c.bools)
     return Rendered(dialect, SCHEMA_VERSION, out)
 
 

@@ -7,6 +7,7 @@ refused ``submit`` can print it as is.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import tomllib
@@ -448,3 +449,38 @@ def _check_cycles(tasks: list[TaskSpec]) -> None:
                 trail.append(dep)
                 on_trail.add(dep)
                 pending.append(iter(deps[dep]))
+
+
+# -- the recipe as stored with its job ------------------------------------------------
+
+
+def recipe_to_json(recipe: Recipe) -> str:
+    """The parsed recipe as stored with the job at submit (what a rerun runs)."""
+    return json.dumps(
+        {
+            "name": recipe.name,
+            "path": recipe.path,
+            "system": recipe.system,
+            "max_attempts": recipe.max_attempts,
+            "description": recipe.description,
+            "tasks": [
+                {"name": t.name, "action": t.action, "after": list(t.after), "params": t.params}
+                for t in recipe.tasks
+            ],
+        }
+    )
+
+
+def recipe_from_json(text: str) -> Recipe:
+    data = json.loads(text)
+    return Recipe(
+        name=data["name"],
+        path=data.get("path"),
+        system=bool(data.get("system", False)),
+        tasks=tuple(
+            TaskSpec(t["name"], t["action"], tuple(t.get("after", ())), dict(t["params"]))
+            for t in data["tasks"]
+        ),
+        max_attempts=int(data.get("max_attempts", 3)),
+        description=data.get("description", ""),
+    )

@@ -1,9 +1,10 @@
-"""The command line's light cancel: ``engine.flows.cancel`` on the statements' rendered
-text through ``sqlite3``, held to the same flow on SQLAlchemy (``control.cancel``).
+"""The command line's light writes: ``engine.flows`` (cancel, submit) on the statements'
+rendered text through ``sqlite3``, held to the same flows on SQLAlchemy
+(``control.cancel``, ``submit.submit``).
 
 Both paths run one flow; these tests prove that on copies of one database they leave
-byte-identical rows behind, refuse alike, and that ``batchdeck cancel`` takes the light
-path without importing the database layer.
+byte-identical rows behind, refuse alike, and that ``batchdeck cancel`` and ``batchdeck
+submit`` take the light path without importing the database layer.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from engine import control, flows, read_sql, settings
+from engine import control, flows, read_sql, settings, submit
 from engine.db import Store
 from engine.read_sql import NeedsGateway, SqliteReads
+from engine.recipes import Recipe, TaskSpec
 from tests import scenario
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,6 +134,43 @@ def test_a_database_the_light_path_cannot_take_as_it_is_goes_to_the_gateway(
         SqliteReads(str(other), write=True)
 
 
+def test_a_submit_inserts_alike(scenario_db: str, tmp_path: Path) -> None:
+    """Tasks with dependencies, a system job, a message in the parameters: the job, its
+    recipe, tasks, dependencies and event are the same rows on both paths."""
+    tasks = (
+        TaskSpec("extract", "wait", (), {"seconds": 1.5}),
+        TaskSpec("load", "wait", ("extract",), {"seconds": 2}),
+        TaskSpec("report", "shell", ("extract", "load"), {"command": "echo 'ünïcode'"}),
+        *(TaskSpec(f"t{i}", "wait", (), {"seconds": i}) for i in range(300)),
+    )
+    recipe = Recipe("etl", "/srv/recipes/etl.toml", False, tasks, max_attempts=5)
+    for system in (None, True):
+        heavy = _copy(scenario_db, tmp_path / f"heavy-submit-{system}.db")
+        light = _copy(scenario_db, tmp_path / f"light-submit-{system}.db")
+        store = Store(heavy)
+        try:
+            heavy_id = submit.submit(store, recipe, actor="alice", system=system, now=AT)
+        finally:
+            store.dispose()
+        db = SqliteReads(light, write=True)
+        try:
+            light_id = flows.submit(db.transaction, recipe, actor="alice", system=system, at=AT)
+        finally:
+            db.close()
+        assert light_id == heavy_id
+        assert _rows(light) == _rows(heavy)
+        with sqlite3.connect(light) as raw:
+            assert raw.execute(
+                "SELECT system, status FROM job WHERE id = ?", (light_id,)
+            ).fetchone() == (1 if system else 0, "waiting")
+            assert raw.execute(
+                "SELECT count(*) FROM taskdep JOIN task ON task.id = taskdep.task_id "
+                "WHERE task.job_id = ?",
+                (light_id,),
+            ).fetchone() == (3,)
+        raw.close()
+
+
 PROBE = """\
 import sys
 from engine.cli import main
@@ -193,3 +232,46 @@ def test_batchdeck_cancel_writes_without_the_database_layer(
         )
     raw.close()
     assert any(status == "canceling" for _, status in tasks), tasks
+
+
+def test_batchdeck_submit_writes_without_the_database_layer(
+    scenario_db: str, tmp_path: Path, cache_home: Path
+) -> None:
+    db = _copy(scenario_db, tmp_path / "submit.db")
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        'name = "two"\n[[task]]\nname = "a"\naction = "wait"\nseconds = 1\n'
+        '[[task]]\nname = "b"\naction = "wait"\nseconds = 1\nafter = ["a"]\n'
+    )
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", PROBE, "--db", db, *argv],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={"XDG_CACHE_HOME": str(cache_home), "PATH": "/usr/bin:/bin"},
+            timeout=60,
+        )
+
+    run("list")  # the first command renders the text into the cache
+    proc = run("submit", str(recipe))
+    assert proc.stderr.strip().splitlines()[-1] == "HEAVY - 0", proc.stderr
+    job_id = int(proc.stdout)
+    with sqlite3.connect(db) as raw:
+        tasks = raw.execute(
+            "SELECT name, status FROM task WHERE job_id = ? ORDER BY seq", (job_id,)
+        ).fetchall()
+    raw.close()
+    assert tasks == [("a", "ready"), ("b", "waiting")]
+    # A database that does not exist yet is the gateway's: it creates the schema.
+    fresh = tmp_path / "new.db"
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, "--db", str(fresh), "submit", str(recipe)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"XDG_CACHE_HOME": str(cache_home), "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
+    assert proc.stdout == "1\n" and "sqlalchemy" in proc.stderr.splitlines()[-1], proc.stderr
