@@ -542,6 +542,30 @@ def _light_write(args: argparse.Namespace, flow: Callable[[Any, float], R]) -> R
         db.close()
 
 
+def _light_read(
+    args: argparse.Namespace, flow: Callable[[Any], R], *, write: bool = False
+) -> R | None:
+    """``flow(sql)`` in a read transaction on the light path (see ``_light_write``);
+    ``write``: check the file as for a write. None: the database needs the gateway."""
+    from engine import flows
+    from engine.read_sql import NeedsGateway, SqliteReads
+
+    path = _usable(args, write=write)
+    if "://" in path:
+        return None
+    try:
+        db = SqliteReads(path)
+    except NeedsGateway:
+        return None
+    try:
+        with db.reading() as sql:
+            return flow(sql)
+    except flows.Refused as exc:
+        raise Fail(str(exc)) from None
+    finally:
+        db.close()
+
+
 def cancel_refusal_of(job_id: int, job: Any) -> str | None:
     """Why a cancel of ``job`` (a ``JobView``, None: no such job) is refused by its
     status alone, in ``engine.control``'s words, or None."""
@@ -571,35 +595,56 @@ def _quick_cancel_refusal(args: argparse.Namespace) -> str | None:
 
 
 def cmd_abort(args: argparse.Namespace) -> int:
-    from engine import control
+    from engine import abort_flow
+    from engine.flows import Refused
+    from engine.text_views import abort_plan_text
 
     _bulk_usage(args)
     if args.all:
         return _bulk(args, "enhanced_abort" if args.enhanced else "abort")
-    store = _store(args, write=args.yes)
-    try:
-        if args.dry_run:
-            from engine.text_views import abort_plan_text
+    if args.yes and not args.dry_run:
+        # abort checks who may, then plans exactly as the preview does.
+        def do(transaction: Any, at: float) -> str:
+            return abort_flow.abort(
+                transaction,
+                args.job,
+                actor=_actor(),
+                enhanced=args.enhanced,
+                confirmed=None,
+                at=at,
+            )
 
-            plan = control.abort_preview(store, args.job, enhanced=args.enhanced, actor=_actor())
-            print(abort_plan_text(plan))
-            print("Dry run: nothing changed.")
-            return EXIT_OK
-        if args.yes:
-            # abort checks who may, then plans exactly as abort_preview does.
-            print(control.abort(store, args.job, actor=_actor(), enhanced=args.enhanced))
-            return EXIT_OK
-        plan = control.abort_preview(store, args.job, enhanced=args.enhanced, actor=_actor())
-        if not args.yes:
-            from engine.text_views import abort_plan_text
+        done = _light_write(args, do)
+        if done is None:
+            from engine import control
 
-            print(abort_plan_text(plan))
-            print("Nothing done: add --yes to abort.", file=sys.stderr)
-            return EXIT_REFUSED
-        print(safe_line(control.abort(store, args.job, actor=_actor(), enhanced=args.enhanced)))
-    except control.Refused as exc:
-        raise Fail(str(exc)) from None
-    return EXIT_OK
+            try:
+                done = control.abort(_store(args), args.job, actor=_actor(), enhanced=args.enhanced)
+            except Refused as exc:
+                raise Fail(str(exc)) from None
+        print(safe_line(done))
+        return EXIT_OK
+
+    def preview(sql: Any) -> Any:
+        return abort_flow.preview(sql, args.job, enhanced=args.enhanced, actor=_actor())
+
+    # With --yes (and --dry-run) the file is checked as for the write it would be.
+    plan = _light_read(args, preview, write=args.yes)
+    if plan is None:
+        from engine import control
+
+        try:
+            plan = control.abort_preview(
+                _store(args, write=args.yes), args.job, enhanced=args.enhanced, actor=_actor()
+            )
+        except Refused as exc:
+            raise Fail(str(exc)) from None
+    print(abort_plan_text(plan))
+    if args.dry_run:
+        print("Dry run: nothing changed.")
+        return EXIT_OK
+    print("Nothing done: add --yes to abort.", file=sys.stderr)
+    return EXIT_REFUSED
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:

@@ -19,24 +19,23 @@ from sqlalchemy import (
     update,
 )
 
-from engine import flows, permissions, settings
+from engine import abort_flow, flows, permissions
+from engine.abort_flow import AbortPlan, DisruptedJob  # noqa: F401 - their home before
 from engine.db import Store
-from engine.dialect import db_now, glob, in_list
+from engine.dialect import glob, in_list
 from engine.flow_statements import flow_sql, flow_transaction
 from engine.flows import Refused, Sql  # noqa: F401 - Refused: the requests' refusal, as before
 from engine.identity import user_name
-from engine.query import JobView, TaskView
-from engine.statuses import JOB_TERMINAL, LABELS, cancel_refused, no_such_job
-from engine.stopping import stops_by
+from engine.query import JobView
+from engine.statuses import JOB_TERMINAL, LABELS, cancel_refused
 from engine.tables import job as job_t
-from engine.tables import server, task
+from engine.tables import task
 from engine.tables import task as task_table
-from engine.writes import add_event, finalize_jobs, move_job, move_tasks
+from engine.writes import add_event, move_job
 
 # A job and a task have one representation, the views the console and the command
 # line's JSON show (engine.query), their fields read from the tables' columns by name.
 _JOB_ROW = [job_t.c[f.name] for f in fields(JobView) if f.name in job_t.c]
-_TASK_FIELDS = [f.name for f in fields(TaskView) if f.name in task.c]
 
 
 def _job_row(r: Any) -> JobView:
@@ -45,46 +44,16 @@ def _job_row(r: Any) -> JobView:
     return JobView(**{c.name: m[c.name] for c in _JOB_ROW} | booleans)
 
 
-@dataclass(frozen=True)
-class DisruptedJob:
-    id: int
-    name: str
-    tasks: tuple[str, ...]
-
-
-@dataclass
-class AbortPlan:
-    """What an abort will stop, computed by the same code that then carries it out."""
-
-    job: JobView
-    enhanced: bool
-    cancel_first: bool
-    tasks: list[TaskView] = field(default_factory=list)
-    servers: list[str] = field(default_factory=list)
-    disrupted: list[DisruptedJob] = field(default_factory=list)
-    drain_seconds: float = 0.0
-
-
 def _now(now: float | None) -> float:
     return time.time() if now is None else now
 
 
 def live_servers(conn: Connection, now: float) -> list[str]:
-    ttl = settings.lease_seconds(conn)
-    now = db_now(conn, now)  # leases are in the database's time on PostgreSQL
-    rows = conn.execute(
-        select(server.c.name).where(
-            server.c.lease_owner.is_not(None), server.c.heartbeat_at > now - ttl
-        )
-    )
-    return list(rows.scalars())
+    return abort_flow.live_servers(flow_sql(conn), now)
 
 
 def get_job(conn: Connection, job_id: int) -> JobView:
-    row = conn.execute(select(*_JOB_ROW).where(job_t.c.id == job_id)).first()
-    if row is None:
-        raise Refused(no_such_job(job_id))
-    return _job_row(row)
+    return flows.job_view(flow_sql(conn), job_id)
 
 
 def _check_cancel(job: JobView) -> None:
@@ -191,67 +160,8 @@ def cancel_with_children(
     return text + (f"; skipped {', '.join(skipped)}" if skipped else "")
 
 
-_PLAN_TASKS = select(*(task.c[f] for f in _TASK_FIELDS), task.c.params, job_t.c.recipe_path).join(
-    job_t, job_t.c.id == task.c.job_id
-)
-
-
-def _plan_tasks(conn: Connection, job_id: int, statuses: list[str]) -> list[TaskView]:
-    rows = conn.execute(
-        _PLAN_TASKS.where(task.c.job_id == job_id, task.c.status.in_(statuses)).order_by(task.c.id)
-    )
-    return [
-        TaskView(
-            **{f: r._mapping[f] for f in _TASK_FIELDS},
-            stops_by=stops_by(r.action, r.params, r.recipe_path),
-        )
-        for r in rows
-    ]
-
-
 def _abort_plan(conn: Connection, job: JobView, enhanced: bool) -> AbortPlan:
-    if job.system:
-        raise Refused("System jobs cannot be aborted")
-    if job.status in JOB_TERMINAL:
-        raise Refused(f"Job {job.id} already {LABELS[job.status]}")
-    if job.status in ("waiting", "withhold"):
-        raise Refused(f"Job {job.id} is {LABELS[job.status]}: nothing is running to abort")
-    if enhanced and not settings.enhanced_abort_on(conn):
-        raise Refused("Enhanced abort is turned off in settings")
-    cancel_first = job.status == "executing"
-    statuses = ["executing"] if cancel_first else ["canceling"]
-    if enhanced:
-        statuses.append("aborting")
-    tasks = _plan_tasks(conn, job.id, statuses)
-    if not tasks and not cancel_first:
-        stuck = _plan_tasks(conn, job.id, ["aborting"])
-        if stuck:
-            raise Refused(
-                f"Job {job.id}: {', '.join(t.name for t in stuck)} already Aborting, "
-                "in an unmanaged wait; only an enhanced abort (restart) frees it"
-            )
-        raise Refused(f"Job {job.id} has no Canceling task to abort")
-    plan = AbortPlan(job=job, enhanced=enhanced, cancel_first=cancel_first, tasks=tasks)
-    if enhanced:
-        plan.servers = sorted({t.server for t in tasks if t.server})
-        plan.drain_seconds = settings.drain_seconds(conn)
-        if plan.servers:
-            names: dict[int, list[str]] = {}
-            job_names: dict[int, str] = {}
-            for jid, jname, tname in conn.execute(
-                select(job_t.c.id, job_t.c.name, task.c.name)
-                .join(job_t, job_t.c.id == task.c.job_id)
-                .where(
-                    in_list(task.c.server, plan.servers),
-                    task.c.job_id != job.id,
-                    task.c.status.in_(["executing", "canceling", "aborting"]),
-                )
-                .order_by(job_t.c.id, task.c.id)
-            ):
-                names.setdefault(jid, []).append(tname)
-                job_names[jid] = jname
-            plan.disrupted = [DisruptedJob(j, job_names[j], tuple(n)) for j, n in names.items()]
-    return plan
+    return abort_flow.plan(flow_sql(conn), job, enhanced)
 
 
 def abort_preview(
@@ -262,23 +172,7 @@ def abort_preview(
     With ``actor``, also refuses (without recording it: nothing was attempted) when the
     ``managers`` setting does not let ``actor`` abort."""
     with store.read() as conn:
-        job = get_job(conn, job_id)
-        if actor is not None:
-            w = permissions.who(conn, actor)
-            denied = permissions.refusal(w, "enhanced_abort" if enhanced else "abort")
-            if denied:
-                raise Refused(denied)
-        return _abort_plan(conn, job, enhanced)
-
-
-def _beyond(plan: AbortPlan, confirmed: AbortPlan) -> list[str]:
-    """What ``plan`` would stop or disrupt that the operator did not see in ``confirmed``."""
-    seen_tasks = {t.id for t in confirmed.tasks}
-    seen_jobs = {d.id for d in confirmed.disrupted}
-    new = [f"task {t.name}" for t in plan.tasks if t.id not in seen_tasks]
-    new += [f"server {s}" for s in plan.servers if s not in confirmed.servers]
-    new += [f"job {d.id} {d.name}" for d in plan.disrupted if d.id not in seen_jobs]
-    return new
+        return abort_flow.preview(flow_sql(conn), job_id, enhanced=enhanced, actor=actor)
 
 
 def abort(
@@ -290,74 +184,16 @@ def abort(
     confirmed: AbortPlan | None = None,
     now: float | None = None,
 ) -> str:
-    """Abort as planned by ``abort_preview``. With ``confirmed`` (the plan the operator
-    read and accepted), refuse if the plan has grown since: the operator decides on what
-    will be stopped and disrupted, not on what it has become."""
-    at = _now(now)
-    with store.read() as conn:
-        get_job(conn, job_id)
-        denied = permissions.refusal(
-            permissions.who(conn, actor), "enhanced_abort" if enhanced else "abort"
-        )
-    if denied is not None:
-        _deny(store, actor, denied, job_id, at)
-    with store.write() as conn:
-        job = get_job(conn, job_id)
-        plan = _abort_plan(conn, job, enhanced)
-        if confirmed is not None:
-            grown = _beyond(plan, confirmed)
-            if grown:
-                raise Refused(
-                    "The abort plan changed since you confirmed it: it would now "
-                    f"also stop or disrupt {', '.join(grown)}. Nothing done; "
-                    "look again"
-                )
-        if plan.cancel_first:
-            _cancel_in(conn, job, actor, None, at)
-        how = "enhanced abort" if enhanced else "abort"
-        reason = f"{how} by {actor}"
-        n = move_tasks(
-            conn,
-            "aborting",
-            (task.c.job_id == job.id) & (task.c.status == "canceling"),
-            at=at,
-            actor=actor,
-            reason=reason,
-        )
-        # With no engine behind a server, the abort stays requested (Aborting): only an
-        # engine can make sure the task's code runs nowhere, and its start-up recovery
-        # does that before the task is reported Aborted.
-        live = live_servers(conn, at)
-        conn.execute(
-            update(job_t).where(job_t.c.id == job.id).values(aborted_by=actor, aborted_at=at)
-        )
-        if enhanced:
-            servers = [s for s in plan.servers if s in live]
-            for name in servers:
-                conn.execute(
-                    update(server)
-                    .where(server.c.name == name)
-                    .values(
-                        status="draining",
-                        drain_deadline=at + plan.drain_seconds,
-                        restart_job_id=job.id,
-                    )
-                )
-                add_event(
-                    conn,
-                    at=at,
-                    actor=actor,
-                    kind="server",
-                    server=name,
-                    job_id=job.id,
-                    reason=f"draining for restart ({how} of job {job.id})",
-                )
-        finalize_jobs(conn, [job.id], at=at)
-    first = "Canceled and aborting" if plan.cancel_first else "Aborting"
-    text = f"{first} job {job_id}: {n} task{'s' if n != 1 else ''}"
-    if enhanced and plan.servers:
-        text += f"; restarting {', '.join(plan.servers)}"
-    return text
+    """Abort as planned by ``abort_preview`` (``engine.abort_flow.abort``, the flow the
+    command line runs on the light path)."""
+    return abort_flow.abort(
+        lambda: flow_transaction(store),
+        job_id,
+        actor=actor,
+        enhanced=enhanced,
+        confirmed=confirmed,
+        at=_now(now),
+    )
 
 
 def _hold_move(

@@ -9,17 +9,33 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import fields
 
-from sqlalchemy import Boolean, Connection, Float, Integer, String, and_, bindparam, insert, select
+from sqlalchemy import (
+    Boolean,
+    Connection,
+    Float,
+    Integer,
+    String,
+    and_,
+    bindparam,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.sql import ClauseElement
 
 from engine.db import Store
-from engine.dialect import one_of
+from engine.dialect import in_list, one_of
 from engine.prepared import Prepared, PreparedSql
-from engine.tables import job, job_recipe, meta, task, taskdep
+from engine.query import JobView, TaskView
+from engine.tables import job, job_recipe, meta, server, task, taskdep
 from engine.writes import AT, JobMove, TaskMove, statement_keys
 from engine.writes import STATEMENTS as WRITES
 
+# The views' fields that are columns (engine.query): read by name.
+_JOB_COLUMNS = [job.c[f.name] for f in fields(JobView) if f.name in job.c]
+_TASK_COLUMNS = [task.c[f.name] for f in fields(TaskView) if f.name in task.c]
 _OF_JOB = task.c.job_id == bindparam("job_id", type_=Integer)
 _CANCEL_FIELDS = {
     "canceled_by": bindparam("by", type_=String),
@@ -36,10 +52,9 @@ STATEMENTS: dict[str, Prepared] = {
             "setting": Prepared(
                 select(meta.c.value).where(meta.c.key == bindparam("key", type_=String))
             ),
-            "cancel.job": Prepared(
-                select(job.c.id, job.c.status, job.c.system, job.c.submitted_by).where(
-                    job.c.id == bindparam("job_id", type_=Integer)
-                )
+            # A job as the views show it: its columns named as JobView's fields.
+            "job.view": Prepared(
+                select(*_JOB_COLUMNS).where(job.c.id == bindparam("job_id", type_=Integer))
             ),
             "cancel.didnt_run": TaskMove(
                 "didnt_run",
@@ -49,6 +64,47 @@ STATEMENTS: dict[str, Prepared] = {
             "cancel.canceling": TaskMove("canceling", and_(_OF_JOB, task.c.status == "executing")),
             "cancel.job_canceling": JobMove("canceling", _CANCEL_FIELDS),
             "cancel.job_canceled": JobMove("canceled", {**_CANCEL_FIELDS, "ended_at": AT}),
+            "abort.tasks": Prepared(
+                select(*_TASK_COLUMNS, task.c.params, job.c.recipe_path)
+                .join(job, job.c.id == task.c.job_id)
+                .where(_OF_JOB, in_list(task.c.status, "statuses"))
+                .order_by(task.c.id)
+            ),
+            # Jobs whose tasks run on the servers an enhanced abort restarts.
+            "abort.disrupted": Prepared(
+                select(job.c.id, job.c.name, task.c.name)
+                .join(job, job.c.id == task.c.job_id)
+                .where(
+                    in_list(task.c.server, "servers"),
+                    task.c.job_id != bindparam("job_id", type_=Integer),
+                    one_of(task.c.status, ["executing", "canceling", "aborting"]),
+                )
+                .order_by(job.c.id, task.c.id)
+            ),
+            "abort.aborting": TaskMove("aborting", and_(_OF_JOB, task.c.status == "canceling")),
+            "abort.live_servers": Prepared(
+                select(server.c.name).where(
+                    server.c.lease_owner.is_not(None),
+                    server.c.heartbeat_at > bindparam("since", type_=Float),
+                )
+            ),
+            "abort.job": Prepared(
+                update(job)
+                .where(job.c.id == bindparam("job_id", type_=Integer))
+                .values(
+                    aborted_by=bindparam("by", type_=String),
+                    aborted_at=bindparam("at", type_=Float),
+                )
+            ),
+            "abort.drain": Prepared(
+                update(server)
+                .where(server.c.name == bindparam("name", type_=String))
+                .values(
+                    status="draining",
+                    drain_deadline=bindparam("deadline", type_=Float),
+                    restart_job_id=bindparam("job_id", type_=Integer),
+                )
+            ),
             "submit.job": Prepared(
                 insert(job)
                 .values(

@@ -17,6 +17,7 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.manager_rule import refusal, who_with
+from engine.query import JobView
 from engine.setting_values import DEFAULTS
 from engine.statuses import LABELS, cancel_refused, job_status_after, no_such_job
 
@@ -39,6 +40,11 @@ class Sql(Protocol):
 
     def run(self, key: str, params: Params | Sequence[Params]) -> int:
         """A write (several parameter sets: one ``executemany``); its row count."""
+        ...
+
+    def db_now(self, fallback: float) -> float:
+        """The time leases are compared in: the database's clock on PostgreSQL,
+        ``fallback`` (the caller's clock, injectable in tests) on SQLite."""
         ...
 
 
@@ -132,11 +138,14 @@ def cancel_in(
         move(sql, "cancel.job_canceled", **said, by=actor)
 
 
-def _job(sql: Sql, job_id: int) -> Any:
-    rows = sql.rows("cancel.job", {"job_id": job_id})
+def job_view(sql: Sql, job_id: int) -> JobView:
+    """The job as the console and the command line show it (its own columns); Refused
+    if there is no such job."""
+    rows = sql.rows("job.view", {"job_id": job_id})
     if not rows:
         raise Refused(no_such_job(job_id))
-    return rows[0]
+    r = rows[0]
+    return JobView(**r._asdict() | {"system": bool(r.system), "orphaned": bool(r.orphaned)})
 
 
 def cancel(
@@ -152,14 +161,14 @@ def cancel(
     in a transaction of its own (the refused cancel writes nothing); every refusal raises
     Refused. ``transaction()``: a write transaction, committed when it ends."""
     with transaction() as sql:
-        job = _job(sql, job_id)
+        job = job_view(sql, job_id)
         denied = refusal(who_with(actor, setting(sql, "managers")), "cancel", job.submitted_by)
         if denied is None:
-            why = cancel_refused(job.id, job.status, bool(job.system))
+            why = cancel_refused(job.id, job.status, job.system)
             if why is not None:
                 raise Refused(why)
             cancel_in(sql, job.id, job.status, actor=actor, words=words, at=at)
-            status = _job(sql, job_id).status
+            status = job_view(sql, job_id).status
     if denied is not None:
         with transaction() as sql:
             add_event(sql, at=at, actor=actor, kind="refused", job_id=job_id, reason=denied)

@@ -177,3 +177,8 @@ class PreparedSql:
 
     def run(self, key: str, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> int:
         return self._statements[key](self._conn, params).rowcount
+
+    def db_now(self, fallback: float) -> float:
+        from engine.dialect import db_now
+
+        return db_now(self._conn, fallback)

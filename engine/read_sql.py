@@ -307,6 +307,15 @@ class SqliteReads:
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
     @contextmanager
+    def reading(self) -> Iterator[LightSql]:
+        """A read transaction: the flow's statements see one snapshot of the database."""
+        self.conn.execute("BEGIN")
+        try:
+            yield LightSql(self.conn, self.sql)
+        finally:
+            self.conn.execute("ROLLBACK")  # it wrote nothing: there is nothing to keep
+
+    @contextmanager
     def transaction(self) -> Iterator[LightSql]:
         """A write transaction (BEGIN IMMEDIATE, as every writer's): committed when the
         block ends, rolled back on any exception; then the WAL is checkpointed if it is
@@ -349,6 +358,9 @@ class LightSql:
         if isinstance(params, Mapping):
             return self._conn.execute(text.sql, text.bind(params)).rowcount
         return self._conn.executemany(text.sql, [text.bind(p) for p in params]).rowcount
+
+    def db_now(self, fallback: float) -> float:
+        return fallback  # SQLite: one host, one clock
 
 
 @cache

@@ -38,3 +38,9 @@ def parse_managers(text: str, *, strict: bool = False) -> tuple[str, ...]:
                     f"setting managers: {name!r} is not a user name or an @group name"
                 )
     return names
+
+
+def bounded(key: str, value: str) -> float:
+    """A setting of seconds as a number within its bound: a value stored before the
+    bounds existed is read within them."""
+    return min(float(value), MAXIMUM_SECONDS[key])

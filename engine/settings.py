@@ -14,6 +14,7 @@ from engine.setting_values import (  # noqa: F401
     MAXIMUM_SECONDS,
     MINIMUM_LEASE_S,
     SettingError,
+    bounded,
     parse_managers,
 )
 from engine.tables import meta
@@ -59,8 +60,7 @@ def enhanced_abort_on(conn: Connection) -> bool:
 
 
 def _bounded(conn: Connection, key: str) -> float:
-    # A value stored before the bounds existed is read within them.
-    return min(float(get(conn, key)), MAXIMUM_SECONDS[key])
+    return bounded(key, get(conn, key))
 
 
 def drain_seconds(conn: Connection) -> float:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import control, flows, read_sql, settings, submit
+from engine import abort_flow, control, flows, read_sql, settings, submit
 from engine.db import Store
 from engine.read_sql import NeedsGateway, SqliteReads
 from engine.recipes import Recipe, TaskSpec
@@ -171,6 +171,70 @@ def test_a_submit_inserts_alike(scenario_db: str, tmp_path: Path) -> None:
         raw.close()
 
 
+def _abort_both(db: str, tmp_path: Path, job_id: int, enhanced: bool, actor: str) -> str:
+    heavy = _copy(db, tmp_path / f"heavy-abort-{job_id}-{enhanced}.db")
+    light = _copy(db, tmp_path / f"light-abort-{job_id}-{enhanced}.db")
+    store = Store(heavy)
+    try:
+        said = control.abort(store, job_id, actor=actor, enhanced=enhanced, now=AT)
+    except control.Refused as exc:
+        said = f"refused: {exc}"
+    finally:
+        store.dispose()
+    reads = SqliteReads(light, write=True)
+    try:
+        light_said = abort_flow.abort(
+            reads.transaction, job_id, actor=actor, enhanced=enhanced, confirmed=None, at=AT
+        )
+    except flows.Refused as exc:
+        light_said = f"refused: {exc}"
+    finally:
+        reads.close()
+    assert light_said == said, (job_id, enhanced)
+    assert _rows(light) == _rows(heavy), (job_id, enhanced)
+    return said
+
+
+def test_every_abort_of_the_scenario_is_planned_and_done_alike(
+    scenario_db: str, tmp_path: Path
+) -> None:
+    said = {}
+    for job_id in range(1, 16):
+        for enhanced in (False, True):
+            store = Store(scenario_db, readonly=True)
+            try:
+                heavy_plan = control.abort_preview(store, job_id, enhanced=enhanced, actor="alice")
+            except control.Refused as exc:
+                heavy_plan = f"refused: {exc}"
+            finally:
+                store.dispose()
+            reads = SqliteReads(scenario_db)
+            try:
+                with reads.reading() as sql:
+                    light_plan = abort_flow.preview(sql, job_id, enhanced=enhanced, actor="alice")
+            except flows.Refused as exc:
+                light_plan = f"refused: {exc}"
+            finally:
+                reads.close()
+            assert light_plan == heavy_plan, (job_id, enhanced)
+            said[job_id, enhanced] = _abort_both(scenario_db, tmp_path, job_id, enhanced, "alice")
+    assert said[2, False].startswith("Canceled and aborting job 2")
+    assert said[12, True].startswith("Aborting job 12") and "restarting" in said[12, True]
+    assert said[1, False].startswith("refused:") and said[15, True].startswith("refused:")
+
+
+def test_an_abort_refused_by_the_managers_rule_is_audited_alike(
+    scenario_db: str, tmp_path: Path
+) -> None:
+    db = _copy(scenario_db, tmp_path / "abort-managers.db")
+    store = Store(db)
+    with store.write() as conn:
+        settings.put(conn, "managers", "carol")
+    store.dispose()
+    said = _abort_both(db, tmp_path, 2, True, "mallory")
+    assert said.startswith("refused: Enhanced abort needs a batch job manager"), said
+
+
 PROBE = """\
 import sys
 from engine.cli import main
@@ -275,3 +339,31 @@ def test_batchdeck_submit_writes_without_the_database_layer(
         timeout=60,
     )
     assert proc.stdout == "1\n" and "sqlalchemy" in proc.stderr.splitlines()[-1], proc.stderr
+
+
+def test_batchdeck_abort_previews_and_writes_without_the_database_layer(
+    scenario_db: str, tmp_path: Path, cache_home: Path
+) -> None:
+    db = _copy(scenario_db, tmp_path / "abort.db")
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", PROBE, "--db", db, *argv],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={"XDG_CACHE_HOME": str(cache_home), "PATH": "/usr/bin:/bin"},
+            timeout=60,
+        )
+
+    run("list")  # the first command renders the text into the cache
+    proc = run("abort", "2")
+    assert "Tasks to force-stop" in proc.stdout and "add --yes" in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "HEAVY - 1", proc.stderr
+    proc = run("abort", "2", "--yes")
+    assert proc.stdout.startswith("Canceled and aborting job 2"), proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "HEAVY - 0", proc.stderr
+    with sqlite3.connect(db) as raw:
+        statuses = {s for (s,) in raw.execute("SELECT status FROM task WHERE job_id = 2")}
+    raw.close()
+    assert "aborting" in statuses, statuses
