@@ -16,6 +16,8 @@ The database is a copy: a cancel that would not be refused changes nothing of yo
 - cli_cancel_ms: ``cancel ID`` of a Waiting job: the cancel goes ahead (a write
   transaction, after the whole-file damage check every write makes), each run another job
 - cli_help_ms: ``--help``
+- cli_abort_ms: ``abort ID --yes`` of an Executing job (cancel first, then Aborting),
+  each run another job
 - cli_submit_ms: ``submit`` of a one-task recipe (a write transaction, after the
   whole-file damage check every write makes)
 Targets (issue 9): list and show < 150 ms (bar 300), --help < 100 ms (bar 150).
@@ -79,7 +81,16 @@ def main() -> None:
                 (args.runs + 1,),
             )
         ]
+        executing = [
+            r[0]
+            for r in conn.execute(
+                "SELECT id FROM job WHERE status = 'executing' AND NOT system ORDER BY id LIMIT ?",
+                (args.runs + 1,),
+            )
+        ]
     conn.close()
+    if len(executing) < args.runs + 1:
+        raise SystemExit(f"{db}: fewer than {args.runs + 1} Executing jobs to abort")
     if len(waiting) < args.runs + 1:
         raise SystemExit(f"{db}: fewer than {args.runs + 1} Waiting jobs to cancel")
     env = {**os.environ, "BATCHDECK_DB": db}
@@ -98,6 +109,8 @@ def main() -> None:
             print(f"{name} {statistics.median(runs):.0f}", flush=True)
         runs = [timed(["cancel", str(job)], env, 0) for job in waiting]
         print(f"cli_cancel_ms {statistics.median(runs[1:]):.0f}", flush=True)
+        runs = [timed(["abort", str(job), "--yes"], env, 0) for job in executing]
+        print(f"cli_abort_ms {statistics.median(runs[1:]):.0f}", flush=True)
         recipe = where / "one.toml"
         recipe.write_text('name = "one"\n[[task]]\nname = "a"\naction = "wait"\nseconds = 1\n')
         timed(["submit", str(recipe)], env, 0)

@@ -320,6 +320,27 @@ def _control(fn_name: str, args: argparse.Namespace, **kw: Any) -> int:
     return EXIT_OK
 
 
+def _request(args: argparse.Namespace, name: str, *extra: Any, **kw: Any) -> int:
+    """An operator's request on one job (``engine.request_flows``: hold, release, an
+    approval decided), on the light path, else through ``engine.control``."""
+    from engine import request_flows
+
+    def light(transaction: Any, at: float) -> str:
+        flow = getattr(request_flows, name)
+        return flow(transaction, args.job, *extra, actor=_actor(), at=at, **kw)
+
+    done = _light_write(args, light)
+    if done is None:
+        from engine import control
+
+        try:
+            done = getattr(control, name)(_store(args), args.job, *extra, actor=_actor(), **kw)
+        except control.Refused as exc:
+            raise Fail(str(exc)) from None
+    print(safe_line(done))
+    return EXIT_OK
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     from engine import flows
     from engine.recipes import RecipeError, load_recipe
@@ -659,20 +680,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
 
 
 def cmd_approval(args: argparse.Namespace) -> int:
-    from engine import control
-
-    store = _store(args)
-    try:
-        print(
-            safe_line(
-                control.decide_approval(
-                    store, args.job, args.task, approve=args.command == "approve", actor=_actor()
-                )
-            )
-        )
-    except control.Refused as exc:
-        raise Fail(str(exc)) from None
-    return EXIT_OK
+    return _request(args, "decide_approval", args.task, approve=args.command == "approve")
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
@@ -816,8 +824,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "cancel": cmd_cancel,
     "abort": cmd_abort,
     "rerun": cmd_rerun,
-    "hold": lambda a: _control("hold", a),
-    "release": lambda a: _control("release", a),
+    "hold": lambda a: _request(a, "hold"),
+    "release": lambda a: _request(a, "release"),
     "approve": cmd_approval,
     "reject": cmd_approval,
     "recipes": cmd_recipes,

@@ -16,10 +16,9 @@ from sqlalchemy import (
     func,
     literal,
     select,
-    update,
 )
 
-from engine import abort_flow, flows, permissions
+from engine import abort_flow, flows, permissions, request_flows
 from engine.abort_flow import AbortPlan, DisruptedJob  # noqa: F401 - their home before
 from engine.db import Store
 from engine.dialect import glob, in_list
@@ -27,11 +26,10 @@ from engine.flow_statements import flow_sql, flow_transaction
 from engine.flows import Refused, Sql  # noqa: F401 - Refused: the requests' refusal, as before
 from engine.identity import user_name
 from engine.query import JobView
-from engine.statuses import JOB_TERMINAL, LABELS, cancel_refused
+from engine.statuses import JOB_TERMINAL, cancel_refused
 from engine.tables import job as job_t
 from engine.tables import task
-from engine.tables import task as task_table
-from engine.writes import add_event, move_job
+from engine.writes import add_event
 
 # A job and a task have one representation, the views the console and the command
 # line's JSON show (engine.query), their fields read from the tables' columns by name.
@@ -196,51 +194,12 @@ def abort(
     )
 
 
-def _hold_move(
-    store: Store,
-    job_id: int,
-    source: str,
-    target: str,
-    *,
-    actor: str,
-    needs: str,
-    verb: str,
-    now: float | None,
-) -> None:
-    at = _now(now)
-    with store.write() as conn:
-        job = get_job(conn, job_id)
-        if job.status != source:
-            raise Refused(f"Job {job_id} is {LABELS[job.status]}: {needs}")
-        move_job(conn, job_id, target, at=at, actor=actor, reason=f"{verb} by {actor}")
-
-
 def hold(store: Store, job_id: int, *, actor: str, now: float | None = None) -> str:
-    _hold_move(
-        store,
-        job_id,
-        "waiting",
-        "withhold",
-        actor=actor,
-        verb="held",
-        needs="only a Waiting job can be held",
-        now=now,
-    )
-    return f"Job {job_id} Withhold"
+    return request_flows.hold(lambda: flow_transaction(store), job_id, actor=actor, at=_now(now))
 
 
 def release(store: Store, job_id: int, *, actor: str, now: float | None = None) -> str:
-    _hold_move(
-        store,
-        job_id,
-        "withhold",
-        "waiting",
-        actor=actor,
-        verb="released",
-        needs="only a held job can be released",
-        now=now,
-    )
-    return f"Job {job_id} released (Waiting)"
+    return request_flows.release(lambda: flow_transaction(store), job_id, actor=actor, at=_now(now))
 
 
 def decide_approval(
@@ -252,39 +211,9 @@ def decide_approval(
     actor: str,
     now: float | None = None,
 ) -> str:
-    at = _now(now)
-    t = task_table  # ``task`` here is the task the operator named
-    with store.write() as conn:
-        get_job(conn, job_id)
-        col, value = ("id", int(task)) if str(task).isdigit() else ("name", str(task))
-        row = conn.execute(
-            select(t.c.id, t.c.name, t.c.action, t.c.status, t.c.approval).where(
-                t.c.job_id == job_id, t.c[col] == value
-            )
-        ).first()
-        if row is None:
-            raise Refused(f"Job {job_id} has no task {task!r}")
-        tid, name, action, status, decided = row
-        if action != "approval":
-            raise Refused(f"Task {name} of job {job_id} is not an approval task")
-        if status not in ("executing", "canceling"):
-            raise Refused(
-                f"Task {name} of job {job_id} is {LABELS[status]}: it is not waiting for approval"
-            )
-        if decided:
-            raise Refused(f"Task {name} of job {job_id} was already {decided}")
-        word = "approved" if approve else "rejected"
-        conn.execute(update(t).where(t.c.id == tid).values(approval=word, approval_by=actor))
-        add_event(
-            conn,
-            at=at,
-            actor=actor,
-            kind="approval",
-            job_id=job_id,
-            task_id=tid,
-            reason=f"{word} by {actor}",
-        )
-    return f"Task {name} of job {job_id} {word}"
+    return request_flows.decide_approval(
+        lambda: flow_transaction(store), job_id, task, approve=approve, actor=actor, at=_now(now)
+    )
 
 
 # -- beyond one job at a time: bulk cancel and abort -----------------------------------

@@ -105,6 +105,27 @@ STATEMENTS: dict[str, Prepared] = {
                     restart_job_id=bindparam("job_id", type_=Integer),
                 )
             ),
+            "job.withhold": JobMove("withhold"),
+            "job.waiting": JobMove("waiting"),
+            **{
+                f"approval.task_by_{by}": Prepared(
+                    select(
+                        task.c.id, task.c.name, task.c.action, task.c.status, task.c.approval
+                    ).where(_OF_JOB, column == bindparam(param, type_=kind))
+                )
+                for by, column, param, kind in (
+                    ("id", task.c.id, "task_id", Integer),
+                    ("name", task.c.name, "name", String),
+                )
+            },
+            "approval.decide": Prepared(
+                update(task)
+                .where(task.c.id == bindparam("task_id", type_=Integer))
+                .values(
+                    approval=bindparam("word", type_=String),
+                    approval_by=bindparam("by", type_=String),
+                )
+            ),
             "submit.job": Prepared(
                 insert(job)
                 .values(

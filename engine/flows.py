@@ -6,6 +6,8 @@ tables) and runs them through an ``Sql``: ``PreparedSql`` on a SQLAlchemy connec
 ``sqlite3`` connection running their rendered text, so that ``batchdeck cancel`` need
 not import SQLModel (~0.6 s) to write one transaction. The decisions (who may, which
 status may move, when a job has finished) live here once, whichever path runs them.
+Here: the core (``Sql``, ``move``, events, settings, a job's finish), cancel and submit;
+``engine.abort_flow``: abort; ``engine.request_flows``: hold, release, approvals.
 No SQLAlchemy here.
 """
 

@@ -1,9 +1,10 @@
 """Every status write, as set-based statements checked against the transition table.
 
-A status changes only through ``move_tasks`` or ``move_job``: the UPDATE's WHERE
+A status changes only through a ``TaskMove`` or a ``JobMove``: the UPDATE's WHERE
 clause admits only the source statuses the table allows for the target, so an
 illegal transition writes nothing, and the event row for each change is inserted
-from the same WHERE clause in the same transaction.
+from the same WHERE clause in the same transaction. The engine's ticks run theirs
+directly; the operators' requests by key (``engine.flows.move``).
 
 Callers pass a WHERE clause built from the tables (``task.c.job_id == 7``) and the
 extra values to set as a dict of column name to value or expression, never SQL text.
@@ -83,9 +84,8 @@ class _Move:
     The event rows are inserted from the same WHERE clause, then the rows are updated;
     no other writer can change a row in between: writers take turns (SQLite's BEGIN
     IMMEDIATE; on PostgreSQL the lock every write transaction takes, ``Store.write``).
-
-    ``prepare``: compile once per dialect and run on the driver (``engine.prepared``),
-    for the statements of the hot path; ad-hoc moves run as plain SQLAlchemy statements.
+    Both statements are compiled once per dialect and run on the driver
+    (``engine.prepared``).
     """
 
     def __init__(
@@ -96,14 +96,11 @@ class _Move:
         where: ColumnElement[bool],
         event_row: Sequence[Any],
         values: Mapping[str, Any],
-        *,
-        prepare: bool,
     ) -> None:
         cond = and_(where, one_of(table.c.status, sources))
         events = insert(event).from_select(_EVENT_COLS, select(*event_row).where(cond))
         moves = update(table).where(cond).values(status=target, **values)
-        wrap = Prepared if prepare else _Plain
-        self._events, self._update = wrap(events), wrap(moves)
+        self._events, self._update = Prepared(events), Prepared(moves)
 
     def __call__(
         self, conn: Connection, *, at: float, actor: str, reason: str | None, **params: Any
@@ -122,20 +119,6 @@ class _Move:
     def _run(self, conn: Connection, p: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> int:
         self._events(conn, p)
         return self._update(conn, p).rowcount
-
-
-class _Plain:
-    """A statement run through SQLAlchemy, with the interface of ``Prepared``."""
-
-    def __init__(self, stmt: Any) -> None:
-        self.stmt = stmt
-
-    def __call__(
-        self, conn: Connection, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]
-    ) -> Any:
-        if isinstance(params, Mapping):
-            return conn.execute(self.stmt, dict(params))
-        return conn.execute(self.stmt, [dict(p) for p in params])
 
 
 def statement_keys(items: Mapping[str, Prepared | _Move]) -> dict[str, Prepared]:
@@ -162,7 +145,6 @@ class TaskMove(_Move):
         values: Mapping[str, Any] | None = None,
         *,
         event_server: ColumnElement[Any] | None = None,
-        prepare: bool = True,
     ) -> None:
         server_of = task.c.server if event_server is None else event_server
         row = [
@@ -176,17 +158,13 @@ class TaskMove(_Move):
             _ACTOR,
             _REASON,
         ]
-        super().__init__(
-            task, target, task_sources(target), where, row, values or {}, prepare=prepare
-        )
+        super().__init__(task, target, task_sources(target), where, row, values or {})
 
 
 class JobMove(_Move):
     """The job ``:job_id`` moves to ``target`` if the table allows it from its status."""
 
-    def __init__(
-        self, target: str, values: Mapping[str, Any] | None = None, *, prepare: bool = True
-    ) -> None:
+    def __init__(self, target: str, values: Mapping[str, Any] | None = None) -> None:
         row = [
             AT,
             job.c.id,
@@ -199,42 +177,7 @@ class JobMove(_Move):
             _REASON,
         ]
         where = job.c.id == bindparam("job_id", type_=Integer)
-        super().__init__(
-            job, target, job_sources(target), where, row, values or {}, prepare=prepare
-        )
-
-
-def move_tasks(
-    conn: Connection,
-    target: str,
-    where: ColumnElement[bool],
-    *,
-    at: float,
-    actor: str,
-    reason: str | None = None,
-    values: Mapping[str, Any] | None = None,
-    event_server: str | None = None,
-) -> int:
-    """Move the tasks matching ``where`` whose status may reach ``target``; returns the
-    count. Built for this call: a path that runs often prepares a ``TaskMove`` once."""
-    server_of = None if event_server is None else literal(event_server, String)
-    move = TaskMove(target, where, values, event_server=server_of, prepare=False)
-    return move(conn, at=at, actor=actor, reason=reason)
-
-
-def move_job(
-    conn: Connection,
-    job_id: int,
-    target: str,
-    *,
-    at: float,
-    actor: str,
-    reason: str | None = None,
-    values: Mapping[str, Any] | None = None,
-) -> bool:
-    """Move one job to ``target`` if the table allows it from its current status."""
-    move = JobMove(target, values, prepare=False)
-    return move(conn, at=at, actor=actor, reason=reason, job_id=job_id) == 1
+        super().__init__(job, target, job_sources(target), where, row, values or {})
 
 
 def add_event(

@@ -12,11 +12,13 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from engine import abort_flow, control, flows, read_sql, settings, submit
+from engine import abort_flow, control, flows, read_sql, request_flows, settings, submit
 from engine.db import Store
 from engine.read_sql import NeedsGateway, SqliteReads
 from engine.recipes import Recipe, TaskSpec
@@ -52,33 +54,46 @@ def _rows(path: str) -> list[str]:
         return list(raw.iterdump())
 
 
-def _heavy(path: str, job_id: int, actor: str, words: str | None) -> str:
-    store = Store(path)
+def _said(fn: Callable[[], str]) -> str:
     try:
-        return control.cancel(store, job_id, actor=actor, reason=words, now=AT)
-    except control.Refused as exc:
+        return fn()
+    except flows.Refused as exc:  # control.Refused is the same class
         return f"refused: {exc}"
+
+
+def _alike(
+    db: str,
+    tmp_path: Path,
+    name: str,
+    heavy: Callable[[Store], str],
+    light: Callable[[Any], str],
+) -> str:
+    """One request through ``control`` (SQLAlchemy) and through its flow on the light
+    path, each on a copy of ``db``: the same answer, byte-identical rows after."""
+    heavy_db = _copy(db, tmp_path / f"heavy-{name}.db")
+    light_db = _copy(db, tmp_path / f"light-{name}.db")
+    store = Store(heavy_db)
+    try:
+        said = _said(lambda: heavy(store))
     finally:
         store.dispose()
-
-
-def _light(path: str, job_id: int, actor: str, words: str | None) -> str:
-    db = SqliteReads(path, write=True)
+    reads = SqliteReads(light_db, write=True)
     try:
-        return flows.cancel(db.transaction, job_id, actor=actor, words=words, at=AT)
-    except flows.Refused as exc:
-        return f"refused: {exc}"
+        assert _said(lambda: light(reads.transaction)) == said, name
     finally:
-        db.close()
+        reads.close()
+    assert _rows(light_db) == _rows(heavy_db), name
+    return said
 
 
 def _both(db: str, tmp_path: Path, job_id: int, actor: str, words: str | None = None) -> str:
-    heavy = _copy(db, tmp_path / f"heavy-{job_id}.db")
-    light = _copy(db, tmp_path / f"light-{job_id}.db")
-    said = _heavy(heavy, job_id, actor, words)
-    assert _light(light, job_id, actor, words) == said, job_id
-    assert _rows(light) == _rows(heavy), job_id
-    return said
+    return _alike(
+        db,
+        tmp_path,
+        f"cancel-{job_id}",
+        lambda store: control.cancel(store, job_id, actor=actor, reason=words, now=AT),
+        lambda tx: flows.cancel(tx, job_id, actor=actor, words=words, at=AT),
+    )
 
 
 def test_every_job_of_the_scenario_is_canceled_or_refused_alike(
@@ -112,7 +127,7 @@ def test_a_refusal_by_the_managers_rule_is_audited_alike(scenario_db: str, tmp_p
     store.dispose()
     said = _both(db, tmp_path, 14, "mallory")
     assert said.startswith("refused: Cancel needs the job's submitter"), said
-    with sqlite3.connect(tmp_path / "light-14.db") as raw:
+    with sqlite3.connect(tmp_path / "light-cancel-14.db") as raw:
         kinds = raw.execute("SELECT kind, actor FROM event ORDER BY id DESC LIMIT 1").fetchall()
     raw.close()
     assert kinds == [("refused", "mallory")]
@@ -172,27 +187,15 @@ def test_a_submit_inserts_alike(scenario_db: str, tmp_path: Path) -> None:
 
 
 def _abort_both(db: str, tmp_path: Path, job_id: int, enhanced: bool, actor: str) -> str:
-    heavy = _copy(db, tmp_path / f"heavy-abort-{job_id}-{enhanced}.db")
-    light = _copy(db, tmp_path / f"light-abort-{job_id}-{enhanced}.db")
-    store = Store(heavy)
-    try:
-        said = control.abort(store, job_id, actor=actor, enhanced=enhanced, now=AT)
-    except control.Refused as exc:
-        said = f"refused: {exc}"
-    finally:
-        store.dispose()
-    reads = SqliteReads(light, write=True)
-    try:
-        light_said = abort_flow.abort(
-            reads.transaction, job_id, actor=actor, enhanced=enhanced, confirmed=None, at=AT
-        )
-    except flows.Refused as exc:
-        light_said = f"refused: {exc}"
-    finally:
-        reads.close()
-    assert light_said == said, (job_id, enhanced)
-    assert _rows(light) == _rows(heavy), (job_id, enhanced)
-    return said
+    return _alike(
+        db,
+        tmp_path,
+        f"abort-{job_id}-{enhanced}",
+        lambda store: control.abort(store, job_id, actor=actor, enhanced=enhanced, now=AT),
+        lambda tx: abort_flow.abort(
+            tx, job_id, actor=actor, enhanced=enhanced, confirmed=None, at=AT
+        ),
+    )
 
 
 def test_every_abort_of_the_scenario_is_planned_and_done_alike(
@@ -233,6 +236,40 @@ def test_an_abort_refused_by_the_managers_rule_is_audited_alike(
     store.dispose()
     said = _abort_both(db, tmp_path, 2, True, "mallory")
     assert said.startswith("refused: Enhanced abort needs a batch job manager"), said
+
+
+def test_holds_releases_and_approvals_are_done_and_refused_alike(
+    scenario_db: str, tmp_path: Path
+) -> None:
+    said = {}
+    for name in ("hold", "release"):
+        for job_id in (7, 14, 1, 15):
+            said[name, job_id] = _alike(
+                scenario_db,
+                tmp_path,
+                f"{name}-{job_id}",
+                lambda store, n=name, j=job_id: getattr(control, n)(store, j, actor="bob", now=AT),
+                lambda tx, n=name, j=job_id: getattr(request_flows, n)(tx, j, actor="bob", at=AT),
+            )
+    assert said["hold", 14] == "Job 14 Withhold" and said["release", 7].startswith("Job 7 rel")
+    assert said["hold", 7].startswith("refused:") and said["release", 14].startswith("refused:")
+    for approve in (True, False):
+        for job_id, task in ((5, "approve"), (5, "nope"), (2, "load"), (1, "1"), (15, "x")):
+            said[approve, job_id, task] = _alike(
+                scenario_db,
+                tmp_path,
+                f"approval-{approve}-{job_id}-{task}",
+                lambda store, a=approve, j=job_id, k=task: control.decide_approval(
+                    store, j, k, approve=a, actor="bob", now=AT
+                ),
+                lambda tx, a=approve, j=job_id, k=task: request_flows.decide_approval(
+                    tx, j, k, approve=a, actor="bob", at=AT
+                ),
+            )
+    assert said[True, 5, "approve"].endswith("approved")
+    assert said[False, 5, "approve"].endswith("rejected")
+    assert said[True, 5, "nope"] == "refused: Job 5 has no task 'nope'"
+    assert said[True, 2, "load"].startswith("refused:")
 
 
 PROBE = """\

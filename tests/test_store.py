@@ -22,7 +22,7 @@ from engine.statuses import (
 )
 from engine.submit import insert_job
 from engine.tables import task
-from engine.writes import move_tasks
+from engine.writes import TaskMove
 from tests.engine_support import job_status, submit_tasks, task_row, until
 
 
@@ -126,7 +126,8 @@ def test_illegal_transition_writes_nothing(tmp_path):
     job = _job(store)
     with store.write() as conn:
         # Ready -> Ended is not in the table: no row moves and no event is written.
-        n = move_tasks(conn, "ended", task.c.job_id == job, at=1, actor="t")
+        move = TaskMove("ended", task.c.job_id == job)
+        n = move(conn, at=1, actor="t", reason=None)
         events = conn.exec_driver_sql("SELECT count(*) FROM event WHERE to_status='ended'")
         assert n == 0 and events.scalar_one() == 0
         statuses = {r[0] for r in conn.exec_driver_sql("SELECT status FROM task")}
