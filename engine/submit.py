@@ -6,6 +6,7 @@ The transaction is ``engine.flows.insert_job``, run here on SQLAlchemy; the comm
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from sqlalchemy import Connection
 
@@ -15,32 +16,10 @@ from engine.flow_statements import flow_sql, flow_transaction
 from engine.recipes import Recipe, recipe_from_json, recipe_to_json  # noqa: F401
 
 
-def insert_job(
-    conn: Connection,
-    recipe: Recipe,
-    *,
-    actor: str,
-    at: float,
-    system: bool | None = None,
-    parent_id: int | None = None,
-    parent_task_id: int | None = None,
-    call_mode: str | None = None,
-    rerun_of: int | None = None,
-    carried: dict[str, str] | None = None,
-) -> int:
-    """Insert a job and its tasks (``flows.insert_job``) in ``conn``'s transaction."""
-    return flows.insert_job(
-        flow_sql(conn),
-        recipe,
-        actor=actor,
-        at=at,
-        system=system,
-        parent_id=parent_id,
-        parent_task_id=parent_task_id,
-        call_mode=call_mode,
-        rerun_of=rerun_of,
-        carried=carried,
-    )
+def insert_job(conn: Connection, recipe: Recipe, **how: Any) -> int:
+    """Insert a job and its tasks (``flows.insert_job``, whose keywords ``how`` takes) in
+    ``conn``'s transaction."""
+    return flows.insert_job(flow_sql(conn), recipe, **how)
 
 
 def submit(

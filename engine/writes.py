@@ -180,27 +180,10 @@ class JobMove(_Move):
         super().__init__(job, target, job_sources(target), where, row, values or {})
 
 
-def add_event(
-    conn: Connection,
-    *,
-    at: float,
-    actor: str,
-    kind: str,
-    reason: str | None = None,
-    job_id: int | None = None,
-    task_id: int | None = None,
-    server: str | None = None,
-) -> None:
-    flows.add_event(
-        PreparedSql(conn, STATEMENTS),
-        at=at,
-        actor=actor,
-        kind=kind,
-        reason=reason,
-        job_id=job_id,
-        task_id=task_id,
-        server=server,
-    )
+def add_event(conn: Connection, **fields: Any) -> None:
+    """An event row (``engine.flows.add_event``: at, actor, kind, reason, job_id, task_id,
+    server) in ``conn``'s transaction."""
+    flows.add_event(PreparedSql(conn, STATEMENTS), **fields)
 
 
 _DEP = taskdep.alias("d")

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-import subprocess
-import sys
 from dataclasses import fields, replace
 from itertools import product
 from pathlib import Path
@@ -25,6 +23,7 @@ from engine import read_sql
 from engine.query import JobDetail, JobPage, JobView, Reader
 from engine.read_sql import SORTS, TEXT_KINDS, Rendered, render
 from tests import scenario
+from tests.probe_support import probe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -253,30 +252,10 @@ def _copy(db: str, where: Path) -> str:
 
 # -- the command line imports only what a read needs --------------------------------------
 
-PROBE = """\
-import sys
-from engine.cli import main
-rc = main(sys.argv[1:])
-heavy = sorted(
-    {m.split(".")[0] for m in sys.modules}
-    & {"sqlalchemy", "sqlmodel", "pydantic", "textual", "aiosqlite"}
-)
-print("HEAVY", ",".join(heavy) or "-", rc, file=sys.stderr)
-"""
-
 
 def _probe(db: str, cache: Path, *argv: str) -> tuple[str, str]:
-    proc = subprocess.run(
-        [sys.executable, "-c", PROBE, "--db", db, *argv],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={"XDG_CACHE_HOME": str(cache), "PATH": "/usr/bin:/bin"},
-        timeout=60,
-    )
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("HEAVY"), proc.stderr
-    return proc.stdout, last
+    got = probe(db, cache, *argv)
+    return got.out, got.heavy
 
 
 def test_list_show_and_cancel_import_no_database_layer(scenario_db: str, tmp_path: Path) -> None:

@@ -10,8 +10,6 @@ submit`` take the light path without importing the database layer.
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,8 +21,8 @@ from engine.db import Store
 from engine.read_sql import NeedsGateway, SqliteReads
 from engine.recipes import Recipe, TaskSpec
 from tests import scenario
+from tests.probe_support import probe
 
-ROOT = Path(__file__).resolve().parents[1]
 AT = scenario.NOW + 5.0
 
 
@@ -272,18 +270,6 @@ def test_holds_releases_and_approvals_are_done_and_refused_alike(
     assert said[True, 2, "load"].startswith("refused:")
 
 
-PROBE = """\
-import sys
-from engine.cli import main
-rc = main(sys.argv[1:])
-heavy = sorted(
-    {m.split(".")[0] for m in sys.modules}
-    & {"sqlalchemy", "sqlmodel", "pydantic", "textual", "aiosqlite"}
-)
-print("HEAVY", ",".join(heavy) or "-", rc, file=sys.stderr)
-"""
-
-
 def test_batchdeck_cancel_writes_without_the_database_layer(
     scenario_db: str, tmp_path: Path, cache_home: Path
 ) -> None:
@@ -291,15 +277,8 @@ def test_batchdeck_cancel_writes_without_the_database_layer(
     heavy = _copy(scenario_db, tmp_path / "cli-heavy.db")
 
     def cancel(*argv: str) -> tuple[str, str, str]:
-        proc = subprocess.run(
-            [sys.executable, "-c", PROBE, "--db", db, "cancel", *argv],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            env={"XDG_CACHE_HOME": str(cache_home), "PATH": "/usr/bin:/bin"},
-            timeout=60,
-        )
-        return proc.stdout, proc.stderr, proc.stderr.strip().splitlines()[-1]
+        got = probe(db, cache_home, "cancel", *argv)
+        return got.out, got.err, got.heavy
 
     cancel("1")  # refused (Ended); the first command renders the text into the cache
     out, err, last = cancel("2", "--reason", "bad batch")
@@ -345,20 +324,10 @@ def test_batchdeck_submit_writes_without_the_database_layer(
         '[[task]]\nname = "b"\naction = "wait"\nseconds = 1\nafter = ["a"]\n'
     )
 
-    def run(*argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-c", PROBE, "--db", db, *argv],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            env={"XDG_CACHE_HOME": str(cache_home), "PATH": "/usr/bin:/bin"},
-            timeout=60,
-        )
-
-    run("list")  # the first command renders the text into the cache
-    proc = run("submit", str(recipe))
-    assert proc.stderr.strip().splitlines()[-1] == "HEAVY - 0", proc.stderr
-    job_id = int(proc.stdout)
+    probe(db, cache_home, "list")  # the first command renders the text into the cache
+    got = probe(db, cache_home, "submit", str(recipe))
+    assert got.heavy == "HEAVY - 0", got.err
+    job_id = int(got.out)
     with sqlite3.connect(db) as raw:
         tasks = raw.execute(
             "SELECT name, status FROM task WHERE job_id = ? ORDER BY seq", (job_id,)
@@ -367,15 +336,8 @@ def test_batchdeck_submit_writes_without_the_database_layer(
     assert tasks == [("a", "ready"), ("b", "waiting")]
     # A database that does not exist yet is the gateway's: it creates the schema.
     fresh = tmp_path / "new.db"
-    proc = subprocess.run(
-        [sys.executable, "-c", PROBE, "--db", str(fresh), "submit", str(recipe)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={"XDG_CACHE_HOME": str(cache_home), "PATH": "/usr/bin:/bin"},
-        timeout=60,
-    )
-    assert proc.stdout == "1\n" and "sqlalchemy" in proc.stderr.splitlines()[-1], proc.stderr
+    got = probe(fresh, cache_home, "submit", str(recipe))
+    assert got.out == "1\n" and "sqlalchemy" in got.heavy, got.err
 
 
 def test_batchdeck_abort_previews_and_writes_without_the_database_layer(
@@ -383,23 +345,13 @@ def test_batchdeck_abort_previews_and_writes_without_the_database_layer(
 ) -> None:
     db = _copy(scenario_db, tmp_path / "abort.db")
 
-    def run(*argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-c", PROBE, "--db", db, *argv],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            env={"XDG_CACHE_HOME": str(cache_home), "PATH": "/usr/bin:/bin"},
-            timeout=60,
-        )
-
-    run("list")  # the first command renders the text into the cache
-    proc = run("abort", "2")
-    assert "Tasks to force-stop" in proc.stdout and "add --yes" in proc.stderr, proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == "HEAVY - 1", proc.stderr
-    proc = run("abort", "2", "--yes")
-    assert proc.stdout.startswith("Canceled and aborting job 2"), proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == "HEAVY - 0", proc.stderr
+    probe(db, cache_home, "list")  # the first command renders the text into the cache
+    got = probe(db, cache_home, "abort", "2")
+    assert "Tasks to force-stop" in got.out and "add --yes" in got.err, got.err
+    assert got.heavy == "HEAVY - 1", got.err
+    got = probe(db, cache_home, "abort", "2", "--yes")
+    assert got.out.startswith("Canceled and aborting job 2"), got.err
+    assert got.heavy == "HEAVY - 0", got.err
     with sqlite3.connect(db) as raw:
         statuses = {s for (s,) in raw.execute("SELECT status FROM task WHERE job_id = 2")}
     raw.close()
