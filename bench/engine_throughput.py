@@ -26,6 +26,9 @@
    - stdlib_10k_row_update_ms: one UPDATE of a job's 10,000 tasks by plain sqlite3;
    and our ratios to them.
 
+What the process imported is frozen first (``engine.runtime.freeze_heap``), as
+``batchdeck serve`` does once it serves: full garbage collections then skip it.
+
 ``--db postgresql://…`` runs 1 and 2 on that PostgreSQL server (its database is used
 as is: give it an empty one); the baselines are SQLite's only.
 Targets (issue 9): 2 x 256 slots >= 1.0 x stdlib single-row commits/s; 4 slots
@@ -48,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine import control  # noqa: E402
 from engine.recipes import Recipe, TaskSpec  # noqa: E402
-from engine.runtime import Engine, parse_servers  # noqa: E402
+from engine.runtime import Engine, freeze_heap, parse_servers  # noqa: E402
 from engine.submit import submit  # noqa: E402
 
 
@@ -290,6 +293,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5, help="cancel rounds (median)")
     p.add_argument("--db", help="postgresql://… to run on PostgreSQL (an empty database)")
     args = p.parse_args()
+    freeze_heap()  # as `batchdeck serve` does once it serves
     with tempfile.TemporaryDirectory() as tmp:
         pg = args.db is not None
         where = (lambda name: args.db) if pg else (lambda name: f"{tmp}/{name}.db")

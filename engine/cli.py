@@ -728,7 +728,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from engine.batch import LeaseRefused
     from engine.db import DatabaseError
-    from engine.runtime import Engine
+    from engine.runtime import Engine, freeze_heap
 
     try:
         servers = server_args(args.server)
@@ -742,6 +742,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         engine = Engine(path, servers, poll_interval=args.poll, server_stderr=sys.stderr, log=log)
         await engine.start()
+        freeze_heap()  # this process serves for good: see freeze_heap
         stop = engine.nothing_to_serve
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):

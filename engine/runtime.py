@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import os
 import signal
@@ -51,6 +52,16 @@ MAX_CALL_DEPTH = 20
 RESTART_GRACE_S = 2.0
 # A server whose process keeps dying at start is given up after this many tries in a row.
 MAX_START_FAILURES = 5
+
+
+def freeze_heap() -> None:
+    """Exempt what is alive now (the imports, the engine's set-up) from the collector's
+    full collections, for a process that serves from here on (``batchdeck serve``, the
+    bench). Each full collection walked every object SQLAlchemy and SQLModel keep, 60-90
+    ms at a time, two or three times per 20,000 tasks at 2 x 256 slots; frozen, 5-15 ms
+    in all. What is frozen is never collected, so the garbage goes first."""
+    gc.collect()
+    gc.freeze()
 
 
 @dataclass
