@@ -520,19 +520,21 @@ def cmd_cancel(args: argparse.Namespace) -> int:
             print(f"Job {args.job}: " + (f"refused: {why}" if why else "would be canceled"))
         print("Dry run: nothing changed.")
         return EXIT_OK
+    from engine import flows
+
     if not args.with_children:
         why = _quick_cancel_refusal(args)
         if why is not None:
             raise Fail(why)
-        from engine import flows
+    flow = flows.cancel_tree if args.with_children else flows.cancel
 
-        def light(transaction: Any, at: float) -> str:
-            return flows.cancel(transaction, args.job, actor=_actor(), words=args.reason, at=at)
+    def light(transaction: Any, at: float) -> str:
+        return flow(transaction, args.job, actor=_actor(), words=args.reason, at=at)
 
-        done = _light_write(args, light)
-        if done is not None:
-            print(safe_line(done))
-            return EXIT_OK
+    done = _light_write(args, light)
+    if done is not None:
+        print(safe_line(done))
+        return EXIT_OK
     fn = "cancel_with_children" if args.with_children else "cancel"
     return _control(fn, args, reason=args.reason)
 

@@ -14,7 +14,6 @@ from typing import Any, NoReturn
 from sqlalchemy import (
     Connection,
     func,
-    literal,
     select,
 )
 
@@ -29,7 +28,6 @@ from engine.query import JobView
 from engine.statuses import JOB_TERMINAL, cancel_refused
 from engine.tables import job as job_t
 from engine.tables import task
-from engine.writes import add_event
 
 # A job and a task have one representation, the views the console and the command
 # line's JSON show (engine.query), their fields read from the tables' columns by name.
@@ -81,18 +79,7 @@ def _deny(store: Store, actor: str, text: str, job_id: int | None, at: float) ->
 
 def job_tree(conn: Connection, job_id: int) -> list[JobView]:
     """The job and all its descendants, parents before children."""
-    get_job(conn, job_id)
-    tree = select(literal(job_id).label("id"), literal(0).label("depth")).cte(
-        "tree", recursive=True
-    )
-    child = job_t.alias("j")
-    tree = tree.union_all(
-        select(child.c.id, tree.c.depth + 1).join(tree, child.c.parent_id == tree.c.id)
-    )
-    rows = conn.execute(
-        select(*_JOB_ROW).join(tree, job_t.c.id == tree.c.id).order_by(tree.c.depth, job_t.c.id)
-    )
-    return [_job_row(r) for r in rows]
+    return flows.job_tree(flow_sql(conn), job_id)
 
 
 def cancel_tree_preview(
@@ -132,30 +119,10 @@ def _refusal(job: JobView) -> str | None:
 def cancel_with_children(
     store: Store, job_id: int, *, actor: str, reason: str | None = None, now: float | None = None
 ) -> str:
-    at = _now(now)
-    with store.write() as conn:
-        tree = job_tree(conn, job_id)
-        w = permissions.who(conn, actor)
-        why = {j.id: permissions.refusal(w, "cancel", j.submitted_by) or _refusal(j) for j in tree}
-        todo = [job for job in tree if why[job.id] is None]
-        if todo:
-            for job in todo:
-                _cancel_in(conn, job, actor, reason, at)
-            for j in tree:
-                if why[j.id] and not w.manager and why[j.id].startswith("Cancel needs"):
-                    add_event(
-                        conn, at=at, actor=actor, kind="refused", job_id=j.id, reason=why[j.id]
-                    )
-    if not todo:
-        text = f"No job in the tree of job {job_id} can be canceled: " + "; ".join(
-            f"{j.id}: {why[j.id]}" for j in tree
-        )
-        if any((why[j.id] or "").startswith("Cancel needs") for j in tree):
-            _deny(store, actor, text, job_id, at)
-        raise Refused(text)
-    skipped = [f"job {j.id} ({why[j.id]})" for j in tree if j not in todo]
-    text = f"Canceled {len(todo)} job{'s' if len(todo) != 1 else ''} of the tree of job {job_id}"
-    return text + (f"; skipped {', '.join(skipped)}" if skipped else "")
+    """Cancel the job and every job it called (``engine.flows.cancel_tree``)."""
+    return flows.cancel_tree(
+        lambda: flow_transaction(store), job_id, actor=actor, words=reason, at=_now(now)
+    )
 
 
 def _abort_plan(conn: Connection, job: JobView, enhanced: bool) -> AbortPlan:

@@ -16,10 +16,13 @@ from sqlalchemy import (
     Connection,
     Float,
     Integer,
+    Select,
     String,
     and_,
     bindparam,
+    cast,
     insert,
+    literal,
     select,
     update,
 )
@@ -36,6 +39,19 @@ from engine.writes import STATEMENTS as WRITES
 # The views' fields that are columns (engine.query): read by name.
 _JOB_COLUMNS = [job.c[f.name] for f in fields(JobView) if f.name in job.c]
 _TASK_COLUMNS = [task.c[f.name] for f in fields(TaskView) if f.name in task.c]
+
+
+def _job_tree() -> Select:
+    # Typed: PostgreSQL must know the recursive term's column type from the first row.
+    start = cast(bindparam("job_id", type_=Integer), Integer)
+    tree = select(start.label("id"), literal(0).label("depth")).cte("tree", recursive=True)
+    child = job.alias("j")
+    tree = tree.union_all(
+        select(child.c.id, tree.c.depth + 1).join(tree, child.c.parent_id == tree.c.id)
+    )
+    return select(*_JOB_COLUMNS).join(tree, job.c.id == tree.c.id).order_by(tree.c.depth, job.c.id)
+
+
 _OF_JOB = task.c.job_id == bindparam("job_id", type_=Integer)
 _CANCEL_FIELDS = {
     "canceled_by": bindparam("by", type_=String),
@@ -56,6 +72,8 @@ STATEMENTS: dict[str, Prepared] = {
             "job.view": Prepared(
                 select(*_JOB_COLUMNS).where(job.c.id == bindparam("job_id", type_=Integer))
             ),
+            # The job and its descendants, parents first (a recursive CTE over parent_id).
+            "job.tree": Prepared(_job_tree()),
             "cancel.didnt_run": TaskMove(
                 "didnt_run",
                 and_(_OF_JOB, one_of(task.c.status, ["waiting", "ready"])),

@@ -146,8 +146,17 @@ def job_view(sql: Sql, job_id: int) -> JobView:
     rows = sql.rows("job.view", {"job_id": job_id})
     if not rows:
         raise Refused(no_such_job(job_id))
-    r = rows[0]
+    return _view(rows[0])
+
+
+def _view(r: Any) -> JobView:
     return JobView(**r._asdict() | {"system": bool(r.system), "orphaned": bool(r.orphaned)})
+
+
+def job_tree(sql: Sql, job_id: int) -> list[JobView]:
+    """The job and all its descendants, parents before children; Refused if no such job."""
+    job_view(sql, job_id)
+    return [_view(r) for r in sql.rows("job.tree", {"job_id": job_id})]
 
 
 def cancel(
@@ -176,6 +185,46 @@ def cancel(
             add_event(sql, at=at, actor=actor, kind="refused", job_id=job_id, reason=denied)
         raise Refused(denied)
     return f"Job {job_id} {LABELS[status]}"
+
+
+def cancel_tree(
+    transaction: Callable[[], AbstractContextManager[Sql]],
+    job_id: int,
+    *,
+    actor: str,
+    words: str | None,
+    at: float,
+) -> str:
+    """Cancel the job and every job it called, in one transaction: each job the
+    ``managers`` rule and its status allow; the others are skipped and named. Refused
+    when none can be canceled (a refusal by the rule then recorded in the audit)."""
+    with transaction() as sql:
+        tree = job_tree(sql, job_id)
+        w = who_with(actor, setting(sql, "managers"))
+        why = {
+            j.id: refusal(w, "cancel", j.submitted_by) or cancel_refused(j.id, j.status, j.system)
+            for j in tree
+        }
+        todo = [j for j in tree if why[j.id] is None]
+        for j in todo:
+            cancel_in(sql, j.id, j.status, actor=actor, words=words, at=at)
+        if todo and not w.manager:
+            for j in tree:
+                if (why[j.id] or "").startswith("Cancel needs"):
+                    add_event(
+                        sql, at=at, actor=actor, kind="refused", job_id=j.id, reason=why[j.id]
+                    )
+    if not todo:
+        text = f"No job in the tree of job {job_id} can be canceled: " + "; ".join(
+            f"{j.id}: {why[j.id]}" for j in tree
+        )
+        if any((why[j.id] or "").startswith("Cancel needs") for j in tree):
+            with transaction() as sql:
+                add_event(sql, at=at, actor=actor, kind="refused", job_id=job_id, reason=text)
+        raise Refused(text)
+    skipped = [f"job {j.id} ({why[j.id]})" for j in tree if j not in todo]
+    text = f"Canceled {len(todo)} job{'s' if len(todo) != 1 else ''} of the tree of job {job_id}"
+    return text + (f"; skipped {', '.join(skipped)}" if skipped else "")
 
 
 # -- submit -------------------------------------------------------------------------------

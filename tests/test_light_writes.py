@@ -105,6 +105,32 @@ def test_every_job_of_the_scenario_is_canceled_or_refused_alike(
     assert said[6].startswith("refused:")  # a system job
 
 
+def test_a_tree_of_jobs_is_canceled_or_refused_alike(scenario_db: str, tmp_path: Path) -> None:
+    """Job 9 calls 10 (Executing) and 11 (Ended): a cancel with its children."""
+
+    def tree(job_id: int, actor: str, db: str = scenario_db) -> str:
+        return _alike(
+            db,
+            tmp_path,
+            f"tree-{job_id}-{actor}",
+            lambda store: control.cancel_with_children(
+                store, job_id, actor=actor, reason="stop it all", now=AT
+            ),
+            lambda tx: flows.cancel_tree(tx, job_id, actor=actor, words="stop it all", at=AT),
+        )
+
+    said = tree(9, "alice")
+    assert said.startswith("Canceled 2 jobs of the tree of job 9; skipped job 11"), said
+    assert tree(1, "alice").startswith("refused: No job in the tree of job 1")
+    assert tree(15, "alice") == "refused: Job 15 does not exist"
+    managed = _copy(scenario_db, tmp_path / "tree-managers.db")
+    store = Store(managed)
+    with store.write() as conn:
+        settings.put(conn, "managers", "carol")
+    store.dispose()
+    assert tree(9, "mallory", managed).startswith("refused: No job in the tree of job 9")
+
+
 def test_an_executing_job_with_nothing_running_is_finished_alike(
     scenario_db: str, tmp_path: Path
 ) -> None:
