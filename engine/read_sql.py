@@ -1,10 +1,12 @@
-"""The read statements as SQL text, and a light driver that runs them on SQLite.
+"""The read and flow statements as SQL text, and a light driver that runs them on SQLite.
 
-``engine.read_statements`` builds every read from the tables (SQLAlchemy); importing
-SQLAlchemy and SQLModel costs a command line ~0.6 s before it reads a row. So the
-statements are rendered once per dialect into SQL text with named parameters and kept
-in a cache file, and the standard library's ``sqlite3`` runs that text. Nothing here is
-a second copy of a statement: the text is always what the statements compile to.
+``engine.read_statements`` builds every read from the tables (SQLAlchemy), and
+``engine.flow_statements`` every statement of the operators' write flows
+(``engine.flows``); importing SQLAlchemy and SQLModel costs a command line ~0.6 s before
+it reads a row. So the statements are rendered once per dialect into SQL text with named
+parameters and kept in a cache file, and the standard library's ``sqlite3`` runs that
+text (``SqliteReads``; ``LightSql`` for a flow). Nothing here is a second copy of a
+statement: the text is always what the statements compile to.
 
 The cache file is named for a fingerprint of every source file that shapes the SQL
 (the statements, the tables and models, hence the schema version, the dialect
@@ -172,7 +174,8 @@ def cache_file(dialect: str) -> Path:
 
 
 def render(dialect: str = "sqlite") -> Rendered:
-    """Compile every read statement for ``dialect`` (imports SQLAlchemy and the tables)."""
+    """Compile every read and flow statement for ``dialect`` (imports SQLAlchemy and the
+    tables)."""
     from sqlalchemy.dialects import sqlite
 
     from engine import flow_statements, read_statements
