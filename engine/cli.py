@@ -671,13 +671,19 @@ def cmd_abort(args: argparse.Namespace) -> int:
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
-    from engine.control import Refused
-    from engine.rerun import rerun
+    from engine.flows import Refused
+    from engine.rerun import rerun, rerun_flow
 
-    try:
-        print(rerun(_store(args), args.job, actor=_actor()))
-    except Refused as exc:
-        raise Fail(str(exc)) from None
+    def light(transaction: Any, at: float) -> int:
+        return rerun_flow(transaction, args.job, actor=_actor(), at=at)
+
+    job_id = _light_write(args, light)
+    if job_id is None:
+        try:
+            job_id = rerun(_store(args), args.job, actor=_actor())
+        except Refused as exc:
+            raise Fail(str(exc)) from None
+    print(job_id)
     return EXIT_OK
 
 

@@ -144,6 +144,23 @@ STATEMENTS: dict[str, Prepared] = {
                     approval_by=bindparam("by", type_=String),
                 )
             ),
+            "rerun.recipe": Prepared(
+                select(job.c.name, job.c.recipe_path, job.c.system, job_recipe.c.recipe_json)
+                .outerjoin(job_recipe, job_recipe.c.job_id == job.c.id)
+                .where(job.c.id == bindparam("job_id", type_=Integer))
+            ),
+            "rerun.tasks": Prepared(
+                select(task.c.id, task.c.name, task.c.action, task.c.params, task.c.max_attempts)
+                .where(_OF_JOB)
+                .order_by(task.c.seq, task.c.id)
+            ),
+            "rerun.deps": Prepared(
+                select(taskdep.c.task_id, taskdep.c.dep_id)
+                .join(task, task.c.id == taskdep.c.task_id)
+                .where(_OF_JOB)
+                .order_by(taskdep.c.task_id, taskdep.c.dep_id)
+            ),
+            "rerun.ended": Prepared(select(task.c.name).where(_OF_JOB, task.c.status == "ended")),
             "submit.job": Prepared(
                 insert(job)
                 .values(

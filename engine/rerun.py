@@ -2,23 +2,25 @@
 tasks that Ended are carried over as Ended (not run again) and every other task runs.
 
 Only ever on request: nothing in the engine reruns or retries a job after a deliberate
-cancel or abort.
+cancel or abort. The plan and the rerun are flows (``engine.flows``): the console runs
+them on SQLAlchemy, the command line on the rendered text. No SQLAlchemy at import.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, select
-
-from engine.control import Refused, get_job
-from engine.db import Store
-from engine.recipes import Recipe, TaskSpec
+from engine.flows import Refused, Sql, insert_job, job_view
+from engine.recipes import Recipe, TaskSpec, recipe_from_json
 from engine.statuses import JOB_TERMINAL, LABELS
-from engine.submit import insert_job, recipe_from_json
-from engine.tables import job, job_recipe, task, taskdep
+
+if TYPE_CHECKING:
+    from engine.db import Store
 
 
 @dataclass(frozen=True)
@@ -30,28 +32,15 @@ class RerunPlan:
     rerun: tuple[str, ...]  # every other task: runs in the new job
 
 
-def _recipe(conn: Connection, job_id: int) -> Recipe:
+def _recipe(sql: Sql, job_id: int) -> Recipe:
     """The recipe as stored at submit; for a job stored without one, its task rows."""
-    row = conn.execute(
-        select(job.c.name, job.c.recipe_path, job.c.system, job_recipe.c.recipe_json)
-        .outerjoin(job_recipe, job_recipe.c.job_id == job.c.id)
-        .where(job.c.id == job_id)
-    ).one()
+    row = sql.rows("rerun.recipe", {"job_id": job_id})[0]
     if row.recipe_json:
         return recipe_from_json(row.recipe_json)
-    tasks = conn.execute(
-        select(task.c.id, task.c.name, task.c.action, task.c.params, task.c.max_attempts)
-        .where(task.c.job_id == job_id)
-        .order_by(task.c.seq, task.c.id)
-    ).all()
+    tasks = sql.rows("rerun.tasks", {"job_id": job_id})
     names = {t.id: t.name for t in tasks}
     after: dict[int, list[str]] = {}
-    for d in conn.execute(
-        select(taskdep.c.task_id, taskdep.c.dep_id)
-        .join(task, task.c.id == taskdep.c.task_id)
-        .where(task.c.job_id == job_id)
-        .order_by(taskdep.c.task_id, taskdep.c.dep_id)
-    ):
+    for d in sql.rows("rerun.deps", {"job_id": job_id}):
         after.setdefault(d.task_id, []).append(names[d.dep_id])
     return Recipe(
         name=row.name,
@@ -65,19 +54,16 @@ def _recipe(conn: Connection, job_id: int) -> Recipe:
     )
 
 
-def _plan(conn: Connection, job_id: int) -> tuple[RerunPlan, Recipe]:
-    job = get_job(conn, job_id)
+def plan(sql: Sql, job_id: int) -> tuple[RerunPlan, Recipe]:
+    """What a rerun of ``job_id`` carries over and runs, and the recipe; Refused if none."""
+    job = job_view(sql, job_id)
     if job.status not in JOB_TERMINAL:
         raise Refused(
             f"Job {job_id} is {LABELS[job.status]}: only a job in a final status "
             "(Canceled, Ended, Error) can be rerun"
         )
-    recipe = _recipe(conn, job_id)
-    ended = set(
-        conn.execute(
-            select(task.c.name).where(task.c.job_id == job_id, task.c.status == "ended")
-        ).scalars()
-    )
+    recipe = _recipe(sql, job_id)
+    ended = {r.name for r in sql.rows("rerun.ended", {"job_id": job_id})}
     carried = tuple(t.name for t in recipe.tasks if t.name in ended)
     rerun = tuple(t.name for t in recipe.tasks if t.name not in ended)
     if not rerun:
@@ -85,16 +71,31 @@ def _plan(conn: Connection, job_id: int) -> tuple[RerunPlan, Recipe]:
     return RerunPlan(job_id, job.name, job.status, carried, rerun), recipe
 
 
+def rerun_flow(
+    transaction: Callable[[], AbstractContextManager[Sql]],
+    job_id: int,
+    *,
+    actor: str,
+    at: float,
+) -> int:
+    """Submit the rerun of job ``job_id`` in one transaction; the new job's id."""
+    with transaction() as sql:
+        p, recipe = plan(sql, job_id)
+        carried = {name: f"carried over: Ended in job {job_id}" for name in p.carried}
+        return insert_job(sql, recipe, actor=actor, at=at, rerun_of=job_id, carried=carried)
+
+
 def rerun_preview(store: Store, job_id: int) -> RerunPlan:
     """What ``rerun`` would carry over and run; raises Refused like rerun."""
+    from engine.flow_statements import flow_sql
+
     with store.read() as conn:
-        return _plan(conn, job_id)[0]
+        return plan(flow_sql(conn), job_id)[0]
 
 
 def rerun(store: Store, job_id: int, *, actor: str, now: float | None = None) -> int:
     """Submit the rerun of job ``job_id``; returns the new job's id."""
+    from engine.flow_statements import flow_transaction
+
     at = time.time() if now is None else now
-    with store.write() as conn:
-        plan, recipe = _plan(conn, job_id)
-        carried = {name: f"carried over: Ended in job {job_id}" for name in plan.carried}
-        return insert_job(conn, recipe, actor=actor, at=at, rerun_of=job_id, carried=carried)
+    return rerun_flow(lambda: flow_transaction(store), job_id, actor=actor, at=at)

@@ -173,6 +173,24 @@ def test_a_database_the_light_path_cannot_take_as_it_is_goes_to_the_gateway(
         SqliteReads(str(other), write=True)
 
 
+def test_reruns_are_submitted_and_refused_alike(scenario_db: str, tmp_path: Path) -> None:
+    from engine.rerun import rerun, rerun_flow
+
+    said = {
+        j: _alike(
+            scenario_db,
+            tmp_path,
+            f"rerun-{j}",
+            lambda store, j=j: str(rerun(store, j, actor="bob", now=AT)),
+            lambda tx, j=j: str(rerun_flow(tx, j, actor="bob", at=AT)),
+        )
+        for j in (8, 3, 4, 1, 2, 15)
+    }
+    assert said[8].isdigit() and said[3].isdigit()  # Error, Canceled: a new job each
+    assert said[1].startswith("refused:") and "nothing to rerun" in said[1]
+    assert said[2].startswith("refused:") and said[15].startswith("refused:")
+
+
 def test_a_submit_inserts_alike(scenario_db: str, tmp_path: Path) -> None:
     """Tasks with dependencies, a system job, a message in the parameters: the job, its
     recipe, tasks, dependencies and event are the same rows on both paths."""

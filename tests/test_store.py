@@ -88,6 +88,7 @@ def _as_version_2(path) -> None:
 
 
 def test_a_version_2_database_is_upgraded_by_a_writer_and_its_recipes_kept(tmp_path):
+    from engine.flow_statements import flow_sql
     from engine.rerun import _recipe
 
     path = tmp_path / "t.db"
@@ -101,7 +102,7 @@ def test_a_version_2_database_is_upgraded_by_a_writer_and_its_recipes_kept(tmp_p
     store = Store(path)
     try:
         with store.read() as conn:  # what a rerun would run: the recipe as submitted
-            assert [t.name for t in _recipe(conn, job_id).tasks] == ["t0", "t1", "t2"]
+            assert [t.name for t in _recipe(flow_sql(conn), job_id).tasks] == ["t0", "t1", "t2"]
     finally:
         store.dispose()
     with sqlite3.connect(path) as raw:
