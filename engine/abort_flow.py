@@ -9,8 +9,19 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, fields
 
-from engine.flows import Refused, Sql, add_event, cancel_in, finalize_jobs, job_view, move, setting
-from engine.manager_rule import refusal, who_with
+from engine.flows import (
+    Refused,
+    Sql,
+    add_event,
+    audit_refusal,
+    cancel_in,
+    finalize_jobs,
+    job_view,
+    move,
+    setting,
+    who,
+)
+from engine.manager_rule import refusal
 from engine.query import JobView, TaskView
 from engine.setting_values import bounded
 from engine.statuses import JOB_TERMINAL, LABELS
@@ -89,9 +100,7 @@ def plan(sql: Sql, job: JobView, enhanced: bool) -> AbortPlan:
 
 
 def _denied(sql: Sql, actor: str, enhanced: bool) -> str | None:
-    return refusal(
-        who_with(actor, setting(sql, "managers")), "enhanced_abort" if enhanced else "abort"
-    )
+    return refusal(who(sql, actor), "enhanced_abort" if enhanced else "abort")
 
 
 def preview(sql: Sql, job_id: int, *, enhanced: bool, actor: str | None) -> AbortPlan:
@@ -140,8 +149,7 @@ def abort(
         if denied is None:
             done = _abort_in(sql, job, actor=actor, enhanced=enhanced, confirmed=confirmed, at=at)
     if denied is not None:
-        with transaction() as sql:
-            add_event(sql, at=at, actor=actor, kind="refused", job_id=job_id, reason=denied)
+        audit_refusal(transaction, denied, actor=actor, job_id=job_id, at=at)
         raise Refused(denied)
     return done
 

@@ -320,23 +320,18 @@ def _control(fn_name: str, args: argparse.Namespace, **kw: Any) -> int:
     return EXIT_OK
 
 
-def _request(args: argparse.Namespace, name: str, *extra: Any, **kw: Any) -> int:
+def _request(args: argparse.Namespace, name: str, **kw: Any) -> int:
     """An operator's request on one job (``engine.request_flows``: hold, release, an
     approval decided), on the light path, else through ``engine.control``."""
     from engine import request_flows
 
     def light(transaction: Any, at: float) -> str:
         flow = getattr(request_flows, name)
-        return flow(transaction, args.job, *extra, actor=_actor(), at=at, **kw)
+        return flow(transaction, args.job, actor=_actor(), at=at, **kw)
 
     done = _light_write(args, light)
     if done is None:
-        from engine import control
-
-        try:
-            done = getattr(control, name)(_store(args), args.job, *extra, actor=_actor(), **kw)
-        except control.Refused as exc:
-            raise Fail(str(exc)) from None
+        return _control(name, args, **kw)
     print(safe_line(done))
     return EXIT_OK
 
@@ -539,54 +534,52 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return _control(fn, args, reason=args.reason)
 
 
-def _light_write(args: argparse.Namespace, flow: Callable[[Any, float], R]) -> R | None:
-    """``flow(transaction, now)`` on the light path: an ``engine.flows`` flow, the one the
-    SQLAlchemy path runs, here on the statements' rendered text through ``sqlite3``,
-    without importing SQLModel (~0.6 s of a ~1 s command). None: the database needs the
-    gateway (PostgreSQL, no file or schema yet, another schema version); nothing was
-    written. A refusal (``flows.Refused``) is the command's one-line Fail."""
-    import time
-
+def _light(
+    args: argparse.Namespace, use: Callable[[Any], R], *, write: bool, check_write: bool
+) -> R | None:
+    """``use(db)`` with the database on the light path (``SqliteReads``, a writer's
+    connection if ``write``), the file checked first as for a write if ``check_write``.
+    None: the database needs the gateway (PostgreSQL, no file or schema yet, another
+    schema version); nothing was done. A refusal (``flows.Refused``) is the command's
+    one-line Fail."""
     from engine import flows
     from engine.read_sql import NeedsGateway, SqliteReads
 
-    path = _usable(args, write=True)
+    path = _usable(args, write=check_write)
     if "://" in path:
         return None
     try:
-        db = SqliteReads(path, write=True)
+        db = SqliteReads(path, write=write)
     except NeedsGateway:
         return None
     try:
-        return flow(db.transaction, time.time())
+        return use(db)
     except flows.Refused as exc:
         raise Fail(str(exc)) from None
     finally:
         db.close()
+
+
+def _light_write(args: argparse.Namespace, flow: Callable[[Any, float], R]) -> R | None:
+    """``flow(transaction, now)`` on the light path: an ``engine.flows`` flow, the one the
+    SQLAlchemy path runs, here on the statements' rendered text through ``sqlite3``,
+    without importing SQLModel (~0.6 s of a ~1 s command); None as ``_light``."""
+    import time
+
+    return _light(args, lambda db: flow(db.transaction, time.time()), write=True, check_write=True)
 
 
 def _light_read(
     args: argparse.Namespace, flow: Callable[[Any], R], *, write: bool = False
 ) -> R | None:
-    """``flow(sql)`` in a read transaction on the light path (see ``_light_write``);
-    ``write``: check the file as for a write. None: the database needs the gateway."""
-    from engine import flows
-    from engine.read_sql import NeedsGateway, SqliteReads
+    """``flow(sql)`` in a read transaction on the light path; ``write``: check the file
+    as for a write. None as ``_light``."""
 
-    path = _usable(args, write=write)
-    if "://" in path:
-        return None
-    try:
-        db = SqliteReads(path)
-    except NeedsGateway:
-        return None
-    try:
+    def use(db: Any) -> R:
         with db.reading() as sql:
             return flow(sql)
-    except flows.Refused as exc:
-        raise Fail(str(exc)) from None
-    finally:
-        db.close()
+
+    return _light(args, use, write=False, check_write=write)
 
 
 def cancel_refusal_of(job_id: int, job: Any) -> str | None:
@@ -688,7 +681,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
 
 
 def cmd_approval(args: argparse.Namespace) -> int:
-    return _request(args, "decide_approval", args.task, approve=args.command == "approve")
+    return _request(args, "decide_approval", task=args.task, approve=args.command == "approve")
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:

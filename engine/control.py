@@ -1,15 +1,16 @@
 """Operator requests, each one transaction in the database: the engine reacts to them.
 
-Cancel, abort, enhanced abort, hold/release and approve/reject are written here by
-whoever asks (console, command line); the engine serving the job's servers notices
-the commit through ``PRAGMA data_version`` and stops the running work.
+Cancel, abort, enhanced abort, hold/release and approve/reject, for whoever asks
+(the console, bulk actions, the command line on PostgreSQL): each runs its flow
+(``engine.flows`` and its kin) on a SQLAlchemy connection, the same flow the command
+line runs on the light path. The engine serving the job's servers notices the commit
+through ``PRAGMA data_version`` and stops the running work.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, fields
-from typing import Any, NoReturn
+from dataclasses import dataclass, field
 
 from sqlalchemy import (
     Connection,
@@ -21,41 +22,21 @@ from engine import abort_flow, flows, permissions, request_flows
 from engine.abort_flow import AbortPlan, DisruptedJob  # noqa: F401 - their home before
 from engine.db import Store
 from engine.dialect import glob, in_list
-from engine.flow_statements import flow_sql, flow_transaction
-from engine.flows import Refused, Sql  # noqa: F401 - Refused: the requests' refusal, as before
+from engine.flow_statements import JOB_COLUMNS, flow_sql, flow_transaction
+from engine.flows import Refused  # noqa: F401 - the requests' refusal, as before
 from engine.identity import user_name
 from engine.query import JobView
-from engine.statuses import JOB_TERMINAL, cancel_refused
+from engine.statuses import JOB_TERMINAL
 from engine.tables import job as job_t
 from engine.tables import task
-
-# A job and a task have one representation, the views the console and the command
-# line's JSON show (engine.query), their fields read from the tables' columns by name.
-_JOB_ROW = [job_t.c[f.name] for f in fields(JobView) if f.name in job_t.c]
-
-
-def _job_row(r: Any) -> JobView:
-    m = r._mapping
-    booleans = {"system": bool(m["system"]), "orphaned": bool(m["orphaned"])}
-    return JobView(**{c.name: m[c.name] for c in _JOB_ROW} | booleans)
 
 
 def _now(now: float | None) -> float:
     return time.time() if now is None else now
 
 
-def live_servers(conn: Connection, now: float) -> list[str]:
-    return abort_flow.live_servers(flow_sql(conn), now)
-
-
 def get_job(conn: Connection, job_id: int) -> JobView:
     return flows.job_view(flow_sql(conn), job_id)
-
-
-def _check_cancel(job: JobView) -> None:
-    why = cancel_refused(job.id, job.status, job.system)
-    if why is not None:
-        raise Refused(why)
 
 
 def cancel(
@@ -65,16 +46,6 @@ def cancel(
     return flows.cancel(
         lambda: flow_transaction(store), job_id, actor=actor, words=reason, at=_now(now)
     )
-
-
-def _cancel_in(conn: Connection, job: JobView, actor: str, words: str | None, at: float) -> None:
-    flows.cancel_in(flow_sql(conn), job.id, job.status, actor=actor, words=words, at=at)
-
-
-def _deny(store: Store, actor: str, text: str, job_id: int | None, at: float) -> NoReturn:
-    """Record a refusal by the ``managers`` rule in the audit, then refuse."""
-    permissions.audit_refusal(store, actor, text, job_id=job_id, now=at)
-    raise Refused(text)
 
 
 def job_tree(conn: Connection, job_id: int) -> list[JobView]:
@@ -89,10 +60,7 @@ def cancel_tree_preview(
     the ``managers`` rule is applied for ``actor`` (default: the current user)."""
     with store.read() as conn:
         w = permissions.who(conn, actor)
-        return [
-            (job, permissions.refusal(w, "cancel", job.submitted_by) or _refusal(job))
-            for job in job_tree(conn, job_id)
-        ]
+        return [(job, flows.cancel_refusal_for(w, job)) for job in job_tree(conn, job_id)]
 
 
 def cancel_refusal(store: Store, job_id: int, *, actor: str | None = None) -> str | None:
@@ -105,15 +73,7 @@ def cancel_refusal(store: Store, job_id: int, *, actor: str | None = None) -> st
         except Refused as exc:
             return str(exc)
         w = permissions.who(conn, actor)
-        return permissions.refusal(w, "cancel", job.submitted_by) or _refusal(job)
-
-
-def _refusal(job: JobView) -> str | None:
-    try:
-        _check_cancel(job)
-    except Refused as exc:
-        return str(exc)
-    return None
+        return flows.cancel_refusal_for(w, job)
 
 
 def cancel_with_children(
@@ -240,7 +200,7 @@ def select_jobs(
 ) -> list[JobView]:
     """The jobs a bulk action considers. Without ``job_ids`` or ``statuses``: every job
     not in a final status (the others could only be refused)."""
-    stmt = select(*_JOB_ROW).order_by(job_t.c.id)
+    stmt = select(*JOB_COLUMNS).order_by(job_t.c.id)
     if job_ids is not None:
         stmt = stmt.where(in_list(job_t.c.id, job_ids))
     if statuses:
@@ -249,7 +209,7 @@ def select_jobs(
         stmt = stmt.where(job_t.c.status.not_in(sorted(JOB_TERMINAL)))
     if name:
         stmt = stmt.where(glob(job_t.c.name, name))
-    jobs = [_job_row(r) for r in conn.execute(stmt)]
+    jobs = [flows.view_of(r) for r in conn.execute(stmt)]
     if user:
         jobs = [j for j in jobs if user_name(j.submitted_by) == user]
     return jobs
@@ -286,7 +246,7 @@ def bulk_plan(
             plan.missing = sorted(set(job_ids) - exist - found)
         for job in jobs:
             if kind == "cancel":
-                why = permissions.refusal(w, "cancel", job.submitted_by) or _refusal(job)
+                why = flows.cancel_refusal_for(w, job)
                 plan.jobs.append(BulkJob(job, why))
                 continue
             try:
@@ -362,7 +322,7 @@ def cancel_preview(store: Store, job_id: int, *, actor: str | None = None) -> Ca
         except Refused as exc:
             return CancelPreview(None, str(exc))
         w = permissions.who(conn, actor)
-        refusal = permissions.refusal(w, "cancel", job.submitted_by) or _refusal(job)
+        refusal = flows.cancel_refusal_for(w, job)
         rows = conn.execute(
             select(task.c.status, func.count())
             .where(task.c.job_id == job_id)

@@ -37,7 +37,7 @@ from engine.writes import AT, JobMove, TaskMove, statement_keys
 from engine.writes import STATEMENTS as WRITES
 
 # The views' fields that are columns (engine.query): read by name.
-_JOB_COLUMNS = [job.c[f.name] for f in fields(JobView) if f.name in job.c]
+JOB_COLUMNS = [job.c[f.name] for f in fields(JobView) if f.name in job.c]
 _TASK_COLUMNS = [task.c[f.name] for f in fields(TaskView) if f.name in task.c]
 
 
@@ -49,7 +49,7 @@ def _job_tree() -> Select:
     tree = tree.union_all(
         select(child.c.id, tree.c.depth + 1).join(tree, child.c.parent_id == tree.c.id)
     )
-    return select(*_JOB_COLUMNS).join(tree, job.c.id == tree.c.id).order_by(tree.c.depth, job.c.id)
+    return select(*JOB_COLUMNS).join(tree, job.c.id == tree.c.id).order_by(tree.c.depth, job.c.id)
 
 
 _OF_JOB = task.c.job_id == bindparam("job_id", type_=Integer)
@@ -70,7 +70,7 @@ STATEMENTS: dict[str, Prepared] = {
             ),
             # A job as the views show it: its columns named as JobView's fields.
             "job.view": Prepared(
-                select(*_JOB_COLUMNS).where(job.c.id == bindparam("job_id", type_=Integer))
+                select(*JOB_COLUMNS).where(job.c.id == bindparam("job_id", type_=Integer))
             ),
             # The job and its descendants, parents first (a recursive CTE over parent_id).
             "job.tree": Prepared(_job_tree()),

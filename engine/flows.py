@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
-from engine.manager_rule import refusal, who_with
+from engine.manager_rule import Who, refusal, who_with
 from engine.query import JobView
 from engine.setting_values import DEFAULTS
 from engine.statuses import LABELS, cancel_refused, job_status_after, no_such_job
@@ -89,6 +89,25 @@ def setting(sql: Sql, key: str) -> str:
     return value if value is not None else DEFAULTS[key]
 
 
+def who(sql: Sql, actor: str) -> Who:
+    """``actor`` under the ``managers`` setting as stored."""
+    return who_with(actor, setting(sql, "managers"))
+
+
+def audit_refusal(
+    transaction: Callable[[], AbstractContextManager[Sql]],
+    text: str,
+    *,
+    actor: str,
+    job_id: int | None,
+    at: float,
+) -> None:
+    """Record a refusal by the ``managers`` rule in the audit, in a transaction of its own:
+    the refused request itself wrote nothing."""
+    with transaction() as sql:
+        add_event(sql, at=at, actor=actor, kind="refused", job_id=job_id, reason=text)
+
+
 def finalize_jobs(sql: Sql, job_ids: Iterable[int], *, at: float) -> list[int]:
     """Finish the started jobs among ``job_ids`` whose tasks allow it; returns those moved."""
     ids = sorted(set(job_ids))
@@ -146,17 +165,24 @@ def job_view(sql: Sql, job_id: int) -> JobView:
     rows = sql.rows("job.view", {"job_id": job_id})
     if not rows:
         raise Refused(no_such_job(job_id))
-    return _view(rows[0])
+    return view_of(rows[0])
 
 
-def _view(r: Any) -> JobView:
+def view_of(r: Any) -> JobView:
+    """A row of the job's columns (``flow_statements.JOB_COLUMNS``) as its JobView."""
     return JobView(**r._asdict() | {"system": bool(r.system), "orphaned": bool(r.orphaned)})
+
+
+def cancel_refusal_for(w: Who, job: JobView) -> str | None:
+    """Why ``w`` may not cancel ``job`` now, by the ``managers`` rule or by its status;
+    None: the cancel goes ahead."""
+    return refusal(w, "cancel", job.submitted_by) or cancel_refused(job.id, job.status, job.system)
 
 
 def job_tree(sql: Sql, job_id: int) -> list[JobView]:
     """The job and all its descendants, parents before children; Refused if no such job."""
     job_view(sql, job_id)
-    return [_view(r) for r in sql.rows("job.tree", {"job_id": job_id})]
+    return [view_of(r) for r in sql.rows("job.tree", {"job_id": job_id})]
 
 
 def cancel(
@@ -173,7 +199,7 @@ def cancel(
     Refused. ``transaction()``: a write transaction, committed when it ends."""
     with transaction() as sql:
         job = job_view(sql, job_id)
-        denied = refusal(who_with(actor, setting(sql, "managers")), "cancel", job.submitted_by)
+        denied = refusal(who(sql, actor), "cancel", job.submitted_by)
         if denied is None:
             why = cancel_refused(job.id, job.status, job.system)
             if why is not None:
@@ -181,8 +207,7 @@ def cancel(
             cancel_in(sql, job.id, job.status, actor=actor, words=words, at=at)
             status = job_view(sql, job_id).status
     if denied is not None:
-        with transaction() as sql:
-            add_event(sql, at=at, actor=actor, kind="refused", job_id=job_id, reason=denied)
+        audit_refusal(transaction, denied, actor=actor, job_id=job_id, at=at)
         raise Refused(denied)
     return f"Job {job_id} {LABELS[status]}"
 
@@ -200,11 +225,8 @@ def cancel_tree(
     when none can be canceled (a refusal by the rule then recorded in the audit)."""
     with transaction() as sql:
         tree = job_tree(sql, job_id)
-        w = who_with(actor, setting(sql, "managers"))
-        why = {
-            j.id: refusal(w, "cancel", j.submitted_by) or cancel_refused(j.id, j.status, j.system)
-            for j in tree
-        }
+        w = who(sql, actor)
+        why = {j.id: cancel_refusal_for(w, j) for j in tree}
         todo = [j for j in tree if why[j.id] is None]
         for j in todo:
             cancel_in(sql, j.id, j.status, actor=actor, words=words, at=at)
@@ -219,8 +241,7 @@ def cancel_tree(
             f"{j.id}: {why[j.id]}" for j in tree
         )
         if any((why[j.id] or "").startswith("Cancel needs") for j in tree):
-            with transaction() as sql:
-                add_event(sql, at=at, actor=actor, kind="refused", job_id=job_id, reason=text)
+            audit_refusal(transaction, text, actor=actor, job_id=job_id, at=at)
         raise Refused(text)
     skipped = [f"job {j.id} ({why[j.id]})" for j in tree if j not in todo]
     text = f"Canceled {len(todo)} job{'s' if len(todo) != 1 else ''} of the tree of job {job_id}"

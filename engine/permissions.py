@@ -22,8 +22,9 @@ import time
 
 from sqlalchemy import Connection, select
 
-from engine import settings
+from engine import flows, settings
 from engine.db import Store
+from engine.flow_statements import flow_sql, flow_transaction
 from engine.identity import current_actor
 
 # The rule itself needs no database layer: the command line's light cancel applies it too.
@@ -34,14 +35,13 @@ from engine.manager_rule import (  # noqa: F401
     is_manager,
     refusal,
     user_groups,
-    who_with,
 )
 from engine.tables import job
 from engine.writes import add_event
 
 
 def who(conn: Connection, actor: str | None = None) -> Who:
-    return who_with(actor or current_actor(), settings.get(conn, "managers"))
+    return flows.who(flow_sql(conn), actor or current_actor())
 
 
 def whoami(store: Store, actor: str | None = None) -> Who:
@@ -75,10 +75,9 @@ def may(
 def audit_refusal(
     store: Store, actor: str, text: str, *, job_id: int | None = None, now: float | None = None
 ) -> None:
-    """Record a refusal in the audit, in its own transaction."""
+    """Record a refusal in the audit, in its own transaction (``flows.audit_refusal``)."""
     at = time.time() if now is None else now
-    with store.write() as conn:
-        add_event(conn, at=at, actor=actor, kind="refused", job_id=job_id, reason=text)
+    flows.audit_refusal(lambda: flow_transaction(store), text, actor=actor, job_id=job_id, at=at)
 
 
 def put_setting(store: Store, key: str, value: str, *, actor: str) -> None:

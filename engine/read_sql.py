@@ -274,7 +274,13 @@ class SqliteReads:
     writable and intact."""
 
     def __init__(self, path: str, *, write: bool = False) -> None:
-        from engine.sqlite_file import BUSY_TIMEOUT_MS, _pragmas, _ro_uri, writable
+        from engine.sqlite_file import (
+            BUSY_TIMEOUT_MS,
+            _companions_like_main,
+            _pragmas,
+            _ro_uri,
+            writable,
+        )
 
         self.path = path
         if not os.path.exists(path) or os.path.getsize(path) == 0:
@@ -293,6 +299,7 @@ class SqliteReads:
         try:
             if write:
                 _pragmas(self.conn)
+                _companions_like_main(path)  # as Store does when it opens a file to write
             else:
                 self.conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             found = self.rows("schema_version", {})
@@ -352,8 +359,9 @@ class LightSql:
         return self._sql.statements[FLOW + key]
 
     def rows(self, key: str, params: Mapping[str, Any]) -> list[Any]:
-        cur = self._conn.execute(self._text(key).sql, self._text(key).bind(params))
-        row = _row_type(key, tuple(d[0] for d in cur.description))
+        text = self._text(key)
+        cur = self._conn.execute(text.sql, text.bind(params))
+        row = _row_type(tuple(d[0] for d in cur.description))
         return [row._make(r) for r in cur.fetchall()]
 
     def run(self, key: str, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> int:
@@ -367,5 +375,5 @@ class LightSql:
 
 
 @cache
-def _row_type(key: str, names: tuple[str, ...]) -> Any:
+def _row_type(names: tuple[str, ...]) -> Any:
     return namedtuple("Row", names, rename=True)  # type: ignore[misc]
