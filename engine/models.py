@@ -11,7 +11,14 @@ from sqlmodel import Field, SQLModel
 # 3: the recipe as submitted moved from job.recipe_json to job_recipe: SQLite rewrites
 # a whole row on every update, so a 10,000-task job's ~0.8 MB of recipe made each of
 # its status moves cost milliseconds (``engine.upgrade`` moves a version 2 database).
-SCHEMA_VERSION = 3
+# 4: the index of tasks by server is partial (tasks that have a server): a cancel's
+# 10,000 not-started tasks, which have none, no longer move in it (an UPDATE of them
+# cost ~35% less).
+SCHEMA_VERSION = 4
+
+# The tasks a server has had: only those are in its index. A query on the server (=, IN)
+# implies it, so SQLite and PostgreSQL both use the index as before.
+ON_A_SERVER = "server IS NOT NULL"
 
 
 class Meta(SQLModel, table=True):
@@ -61,7 +68,13 @@ class Task(SQLModel, table=True):
     __table_args__ = (
         Index("ix_task_job_status", "job_id", "status"),
         Index("ix_task_status_id", "status", "id"),
-        Index("ix_task_server_status", "server", "status"),
+        Index(
+            "ix_task_on_server",
+            "server",
+            "status",
+            sqlite_where=text(ON_A_SERVER),
+            postgresql_where=text(ON_A_SERVER),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -52,6 +52,8 @@ JOB_TERMINAL = frozenset({J.CANCELED, J.ENDED, J.ERROR})
 TASK_TERMINAL = frozenset({T.DIDNT_RUN, T.CANCELED, T.ABORTED, T.ENDED, T.ERROR})
 TASK_NOT_STARTED = frozenset({T.WAITING, T.READY})
 TASK_RUNNING = frozenset({T.EXECUTING, T.CANCELING, T.ABORTING})
+# Ended otherwise than by its work done: any of these makes a finished job an Error.
+TASK_FAILED = TASK_TERMINAL - {T.ENDED}
 
 JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     J.WAITING: frozenset({J.WITHHOLD, J.EXECUTING, J.CANCELED, J.ERROR}),
@@ -146,7 +148,7 @@ def job_status_after(current: str, counts: dict[str, int]) -> str | None:
     if current == J.CANCELING and running == 0:
         return J.CANCELED
     if current == J.EXECUTING and running == 0 and pending == 0:
-        failed = sum(counts.get(s, 0) for s in (T.ERROR, T.DIDNT_RUN, T.CANCELED, T.ABORTED))
+        failed = sum(counts.get(s, 0) for s in TASK_FAILED)
         return J.ERROR if failed else J.ENDED
     return None
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, column, insert, select, table, update
 
-from engine.tables import job_recipe, meta
+from engine.tables import job_recipe, meta, task
 
 # What version 2 had and 3 no longer declares: the recipe in the job's own row.
 _JOB_V2 = table("job", column("id"), column("recipe_json"))
@@ -24,7 +24,13 @@ def _from_2(conn: Connection) -> None:
     conn.execute(update(_JOB_V2).where(_JOB_V2.c.recipe_json.is_not(None)).values(recipe_json=None))
 
 
-UPGRADES = {"2": _from_2}
+def _from_3(conn: Connection) -> None:
+    # Version 3 indexed every task by (server, status), those without a server too.
+    conn.exec_driver_sql("DROP INDEX IF EXISTS ix_task_server_status")
+    next(i for i in task.indexes if i.name == "ix_task_on_server").create(conn, checkfirst=True)
+
+
+UPGRADES = {"2": _from_2, "3": _from_3}
 
 
 def upgrade(conn: Connection, found: str, to: int) -> bool:

