@@ -17,6 +17,7 @@ It ends, killing every process its tasks started, when:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import faulthandler
 import json
 import os
@@ -57,6 +58,7 @@ class Server:
         self._in = proto_in
         self._out = proto_out
         self._write_lock = threading.Lock()
+        self._outbox: list[dict[str, Any]] = []  # outcomes said in this turn of the loop
         self._die_lock = threading.Lock()  # one death: a second caller waits for it
         self.runs: dict[int, Run] = {}
         self._dirty: dict[int, TaskContext] = {}
@@ -70,15 +72,33 @@ class Server:
 
     # -- the channel ----------------------------------------------------------------
     def send(self, msg: dict[str, Any]) -> None:
-        data = wire.encode(msg)
+        """Write ``msg`` now, after the outcomes waiting in the outbox (order kept)."""
+        self._write([msg])
+
+    def send_soon(self, msg: dict[str, Any]) -> None:
+        """Write ``msg`` at the end of this turn of the loop, with the others said in it:
+        100 runs canceled at once reach the supervisor as one line it writes in one
+        tick, not as 100 writes it reads and settles over several."""
         with self._write_lock:
-            view = memoryview(data)
-            while view:
-                try:
-                    n = os.write(self._out, view)
-                except BrokenPipeError:
-                    self.die("supervisor gone", 0)
-                view = view[n:]
+            self._outbox.append(msg)
+            first = len(self._outbox) == 1
+        if first and self._loop is not None:
+            self._loop.call_soon(self._write, [])
+
+    def _write(self, msgs: list[dict[str, Any]]) -> None:
+        with self._write_lock:
+            msgs, self._outbox = self._outbox + msgs, []
+            if msgs:
+                self._write_locked(wire.encode_batch(msgs))
+
+    def _write_locked(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(self._out, view)
+            except BrokenPipeError:
+                self.die("supervisor gone", 0)
+            view = view[n:]
 
     def _read_forever(self) -> None:
         """The supervisor's messages, in a thread of its own: it notices the pipe closing
@@ -110,6 +130,15 @@ class Server:
 
     def _die_now(self, why: str, code: int) -> None:
         print(f"batchdeck server {self.name}: {why}", file=sys.stderr, flush=True)
+        # Outcomes already said still count; a writer that holds the lock (the pipe
+        # broke under it) is dying here itself.
+        if self._outbox and self._write_lock.acquire(blocking=False):
+            try:
+                msgs, self._outbox = self._outbox, []
+                with contextlib.suppress(OSError):
+                    os.write(self._out, wire.encode_batch(msgs))
+            finally:
+                self._write_lock.release()
         groups = {g for r in list(self.runs.values()) for g in r.groups}
         markers = [(RUN_MARKER, self._marker)] if self._marker else []
         kill_all_blocking(groups, markers, limit=2.0)
@@ -204,7 +233,7 @@ class Server:
                 left = await kill_all(run.groups, limit=5.0)
         self.runs.pop(ctx.task_id, None)
         self._dirty.pop(ctx.task_id, None)
-        self.send(
+        self.send_soon(
             {
                 "op": "done",
                 "task": ctx.task_id,
@@ -254,7 +283,7 @@ class Server:
 
     # -- the loop -------------------------------------------------------------------
     def _send_progress(self, ctx: TaskContext) -> None:
-        self.send({"op": "progress", "task": ctx.task_id, "progress": wire.progress_of(ctx)})
+        self.send_soon({"op": "progress", "task": ctx.task_id, "progress": wire.progress_of(ctx)})
 
     def _flush_one(self, ctx: TaskContext) -> None:
         self._dirty.pop(ctx.task_id, None)

@@ -289,3 +289,58 @@ def test_freezing_the_heap_collects_its_garbage_first_and_spares_the_rest():
     finally:
         gc.unfreeze()
     assert any(o is kept for o in gc.get_objects(generation=2))
+
+
+def test_runs_that_end_in_one_turn_are_reported_in_one_line():
+    """Three runs canceled by one message end in the same turn of the server's loop:
+    their outcomes reach the supervisor as one line, settled in one tick, not three."""
+    import json
+    import subprocess
+    import sys
+
+    from engine import wire
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.server_proc", "batch-01"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+
+    def say(msgs: list[dict[str, object]]) -> None:
+        proc.stdin.write(wire.encode_batch(msgs))
+        proc.stdin.flush()
+
+    def heard() -> list[dict[str, object]]:
+        return wire.decode_lines([proc.stdout.readline()])
+
+    try:
+        assert heard()[0]["op"] == "ready"
+        ids = [1, 2, 3]
+        say(
+            [
+                {
+                    "op": "run",
+                    "task": i,
+                    "token": f"e#{i}",
+                    "job": 1,
+                    "name": f"t{i}",
+                    "action": "wait",
+                    "params_json": json.dumps({"seconds": 600}),
+                    "attempt": 1,
+                    "recipe_path": None,
+                    "child": None,
+                }
+                for i in ids
+            ]
+        )
+        say([{"op": "cancel", "task": i} for i in ids])
+        line = heard()
+        while not any(m["op"] == "done" for m in line):
+            line = heard()  # the runs' progress, said before the cancel
+        assert sorted(m["task"] for m in line if m["op"] == "done") == ids
+        assert {m["outcome"] for m in line if m["op"] == "done"} == {"canceled"}
+    finally:
+        say([{"op": "stop"}])
+        proc.wait(timeout=30)
