@@ -504,17 +504,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     if args.all:
         return _bulk(args, "cancel")
     if args.dry_run:
-        from engine import control
-
-        store = _store(args)
-        if args.with_children:
-            for job, why in control.cancel_tree_preview(store, args.job, actor=_actor()):
-                print(f"Job {job.id}: " + (f"refused: {why}" if why else "would be canceled"))
-        else:
-            why = control.cancel_refusal(store, args.job, actor=_actor())
-            print(f"Job {args.job}: " + (f"refused: {why}" if why else "would be canceled"))
-        print("Dry run: nothing changed.")
-        return EXIT_OK
+        return _cancel_dry_run(args)
     from engine import flows
 
     if not args.with_children:
@@ -532,6 +522,27 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         return EXIT_OK
     fn = "cancel_with_children" if args.with_children else "cancel"
     return _control(fn, args, reason=args.reason)
+
+
+def _cancel_dry_run(args: argparse.Namespace) -> int:
+    """``cancel JOB --dry-run``: each job the cancel would reach, refused or not; a read,
+    so a user who may only read the database may ask too."""
+    from engine import flows
+
+    def plan(sql: Any) -> list[tuple[int, str | None]]:
+        return flows.cancel_dry_run(sql, args.job, actor=_actor(), tree=args.with_children)
+
+    jobs = _light_read(args, plan)
+    if jobs is None:
+        from engine.flow_statements import flow_sql
+
+        store = _store(args, write=False)
+        with store.read() as conn:
+            jobs = plan(flow_sql(conn))
+    for job_id, why in jobs:
+        print(f"Job {job_id}: " + (f"refused: {safe_line(why)}" if why else "would be canceled"))
+    print("Dry run: nothing changed.")
+    return EXIT_OK
 
 
 def _light(

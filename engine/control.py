@@ -24,7 +24,7 @@ from engine.db import Store
 from engine.dialect import glob, in_list
 from engine.flow_statements import JOB_COLUMNS, flow_sql, flow_transaction
 from engine.flows import Refused  # noqa: F401 - the requests' refusal, as before
-from engine.identity import user_name
+from engine.identity import current_actor, user_name
 from engine.query import JobView
 from engine.statuses import JOB_TERMINAL
 from engine.tables import job as job_t
@@ -68,12 +68,9 @@ def cancel_refusal(store: Store, job_id: int, *, actor: str | None = None) -> st
 
     Includes the ``managers`` rule for ``actor`` (default: the current user)."""
     with store.read() as conn:
-        try:
-            job = get_job(conn, job_id)
-        except Refused as exc:
-            return str(exc)
-        w = permissions.who(conn, actor)
-        return flows.cancel_refusal_for(w, job)
+        sql = flow_sql(conn)
+        ((_, why),) = flows.cancel_dry_run(sql, job_id, actor=actor or current_actor(), tree=False)
+        return why
 
 
 def cancel_with_children(

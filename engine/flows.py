@@ -184,6 +184,20 @@ def job_tree(sql: Sql, job_id: int) -> list[JobView]:
     return [view_of(r) for r in sql.rows("job.tree", {"job_id": job_id})]
 
 
+def cancel_dry_run(
+    sql: Sql, job_id: int, *, actor: str, tree: bool
+) -> list[tuple[int, str | None]]:
+    """What a cancel would do, changing nothing: each job it would reach (``tree``: the job
+    and every job it called) with why it would be refused, None where it would go
+    ahead. A job that does not exist is a refusal in those words too."""
+    try:
+        jobs = job_tree(sql, job_id) if tree else [job_view(sql, job_id)]
+    except Refused as exc:
+        return [(job_id, str(exc))]
+    w = who(sql, actor)
+    return [(j.id, cancel_refusal_for(w, j)) for j in jobs]
+
+
 def cancel(
     transaction: Callable[[], AbstractContextManager[Sql]],
     job_id: int,

@@ -10,6 +10,8 @@ directory to others: the data directory is made under /tmp for that reason.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import subprocess
 import sys
 import time
@@ -19,7 +21,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from engine import control
+from engine import cli, control
 from engine.db import DatabaseError, Store, normalize_db, shared_store
 from engine.dburl import parse_db
 from engine.query import Reader
@@ -151,6 +153,17 @@ def test_cancel_and_abort_run_the_same_statements_on_postgresql(pg_url: str) -> 
         assert control.bulk_plan(store, "cancel", actor="alice", name="x*").jobs == []
     finally:
         store.dispose()
+    # The command line's dry run of a cancel: the same flow, on SQLAlchemy here.
+    for argv, said in (
+        ((str(other), "--dry-run"), f"Job {other}: would be canceled"),
+        ((str(job), "--with-children", "--dry-run"), f"Job {job}: refused: Job {job} already"),
+        (("999", "--with-children", "--dry-run"), "Job 999: refused: Job 999 does not exist"),
+    ):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert cli.main(["--db", pg_url, "cancel", *argv]) == 0
+        assert out.getvalue().startswith(said), out.getvalue()
+        assert out.getvalue().endswith("Dry run: nothing changed.\n")
 
     async def read() -> None:
         reader = Reader(pg_url)

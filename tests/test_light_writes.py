@@ -400,3 +400,46 @@ def test_batchdeck_abort_previews_and_writes_without_the_database_layer(
         statuses = {s for (s,) in raw.execute("SELECT status FROM task WHERE job_id = 2")}
     raw.close()
     assert "aborting" in statuses, statuses
+
+
+def test_a_cancel_dry_run_answers_alike_and_without_the_database_layer(
+    scenario_db: str, tmp_path: Path, cache_home: Path
+) -> None:
+    """``cancel JOB --dry-run`` (and ``--with-children``) on the light path says what the
+    same flow says on SQLAlchemy, for every job of the scenario and one that does not
+    exist, and changes nothing."""
+    from engine.flow_statements import flow_sql
+
+    db = _copy(scenario_db, tmp_path / "dry.db")
+    before = _rows(db)
+    store = Store(db)
+    reads = SqliteReads(db)
+    try:
+        for job_id in range(1, 16):
+            for tree in (False, True):
+                with store.read() as conn:
+                    heavy = flows.cancel_dry_run(flow_sql(conn), job_id, actor="alice", tree=tree)
+                with reads.reading() as sql:
+                    light = flows.cancel_dry_run(sql, job_id, actor="alice", tree=tree)
+                assert light == heavy, (job_id, tree)
+                if not tree:  # what control.cancel_refusal says (the console's check)
+                    assert heavy[0][1] == control.cancel_refusal(store, job_id, actor="alice")
+        with reads.reading() as sql:
+            tree9 = flows.cancel_dry_run(sql, 9, actor="alice", tree=True)
+    finally:
+        reads.close()
+        store.dispose()
+    assert [job_id for job_id, _ in tree9] == [9, 10, 11]
+    assert tree9[0][1] is None and "Ended" in (tree9[2][1] or "")
+    got = probe(db, cache_home, "cancel", "9", "--with-children", "--dry-run")
+    assert got.out == (
+        "Job 9: would be canceled\nJob 10: would be canceled\n"
+        f"Job 11: refused: {tree9[2][1]}\nDry run: nothing changed.\n"
+    ), got.err
+    assert got.heavy == "HEAVY - 0", got.err
+    # A job that does not exist is a refusal on one line, with or without its children.
+    for argv in (("15", "--dry-run"), ("15", "--with-children", "--dry-run")):
+        got = probe(db, cache_home, "cancel", *argv)
+        assert got.out == "Job 15: refused: Job 15 does not exist\nDry run: nothing changed.\n"
+        assert got.heavy == "HEAVY - 0" and "Traceback" not in got.err, got.err
+    assert _rows(db) == before
