@@ -458,20 +458,41 @@ def _bulk_usage(args: argparse.Namespace) -> None:
 
 
 def _bulk(args: argparse.Namespace, kind: str) -> int:
-    """``cancel --all`` / ``abort --all``: plan, then act only with --yes."""
-    from engine import control, permissions
+    """``cancel --all`` / ``abort --all``: plan, then act only with --yes (on the light
+    path when the database allows it: ``engine.bulk_flow``)."""
+    import time
+
+    from engine import bulk_flow, flows
     from engine.text_views import bulk_plan_text
 
-    store = _store(args, write=bool(getattr(args, "yes", False)))
     actor = _actor()
-    try:
-        plan = control.bulk_plan(
-            store, kind, actor=actor, statuses=args.status, name=args.name, user=args.user
-        )
-    except control.Refused as exc:
-        if args.yes:
-            permissions.audit_refusal(store, actor, str(exc))
-        raise Fail(str(exc)) from None
+    yes = bool(getattr(args, "yes", False))
+
+    def go(reading: Any, transaction: Any) -> tuple[Any, Any]:
+        try:
+            with reading() as sql:
+                plan = bulk_flow.plan(
+                    sql, kind, actor=actor, statuses=args.status, name=args.name, user=args.user
+                )
+        except flows.Refused as exc:
+            if yes:
+                flows.audit_refusal(transaction, str(exc), actor=actor, job_id=None, at=time.time())
+            raise
+        if not (yes and plan.jobs):
+            return plan, None
+        reason = getattr(args, "reason", None)
+        return plan, bulk_flow.apply(transaction, plan, actor=actor, reason=reason, at=time.time())
+
+    done = _light(args, lambda db: go(db.reading, db.transaction), write=yes, check_write=yes)
+    if done is None:
+        from engine.flow_statements import flow_reading, flow_transaction
+
+        store = _store(args, write=yes)
+        try:
+            done = go(lambda: flow_reading(store), lambda: flow_transaction(store))
+        except flows.Refused as exc:
+            raise Fail(str(exc)) from None
+    plan, results = done
     verb = {"cancel": "cancel", "abort": "abort", "enhanced_abort": "enhanced-abort"}[kind]
     if not plan.jobs:
         if args.dry_run:
@@ -489,7 +510,6 @@ def _bulk(args: argparse.Namespace, kind: str) -> int:
             file=sys.stderr,
         )
         return EXIT_REFUSED
-    results = control.bulk_apply(store, plan, actor=actor, reason=getattr(args, "reason", None))
     for res in results:
         print(res.text if res.done else f"refused: {res.text}")
     refused = sum(not r.done for r in results)

@@ -10,7 +10,8 @@ through ``PRAGMA data_version`` and stops the running work.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import (
     Connection,
@@ -18,16 +19,14 @@ from sqlalchemy import (
     select,
 )
 
-from engine import abort_flow, flows, permissions, request_flows
+from engine import abort_flow, bulk_flow, flows, permissions, request_flows
 from engine.abort_flow import AbortPlan, DisruptedJob  # noqa: F401 - their home before
+from engine.bulk_flow import BULK_KINDS, BulkJob, BulkPlan, BulkResult  # noqa: F401 - as before
 from engine.db import Store
-from engine.dialect import glob, in_list
-from engine.flow_statements import JOB_COLUMNS, flow_sql, flow_transaction
+from engine.flow_statements import flow_sql, flow_transaction
 from engine.flows import Refused  # noqa: F401 - the requests' refusal, as before
-from engine.identity import current_actor, user_name
+from engine.identity import current_actor
 from engine.query import JobView
-from engine.statuses import JOB_TERMINAL
-from engine.tables import job as job_t
 from engine.tables import task
 
 
@@ -140,51 +139,7 @@ def decide_approval(
     )
 
 
-# -- beyond one job at a time: bulk cancel and abort -----------------------------------
-
-BULK_KINDS = ("cancel", "abort", "enhanced_abort")
-
-
-@dataclass(frozen=True)
-class BulkJob:
-    job: JobView
-    refusal: str | None  # None: it will be acted on
-    abort: AbortPlan | None = None  # abort kinds: what it will stop (the confirmed plan)
-
-
-@dataclass
-class BulkPlan:
-    """What a bulk cancel or abort will do to each job it selected, and what it refuses.
-
-    The console's bulk confirmation and ``batchdeck cancel/abort --all`` both show this;
-    ``bulk_apply`` then acts on exactly the jobs listed here as acted on.
-    """
-
-    kind: str  # cancel, abort, enhanced_abort
-    jobs: list[BulkJob] = field(default_factory=list)
-    missing: list[int] = field(default_factory=list)  # ids asked for that do not exist
-
-    @property
-    def act(self) -> list[BulkJob]:
-        return [j for j in self.jobs if j.refusal is None]
-
-    @property
-    def refused(self) -> list[BulkJob]:
-        return [j for j in self.jobs if j.refusal is not None]
-
-    def counts(self) -> dict[str, int]:
-        """Jobs acted on, by status."""
-        out: dict[str, int] = {}
-        for j in self.act:
-            out[j.job.status] = out.get(j.job.status, 0) + 1
-        return out
-
-
-@dataclass(frozen=True)
-class BulkResult:
-    job_id: int
-    done: bool
-    text: str  # "Job 12 Canceling" or the refusal
+# -- beyond one job at a time: bulk cancel and abort (``engine.bulk_flow``) ------------
 
 
 def select_jobs(
@@ -195,67 +150,17 @@ def select_jobs(
     name: str | None = None,
     user: str | None = None,
 ) -> list[JobView]:
-    """The jobs a bulk action considers. Without ``job_ids`` or ``statuses``: every job
-    not in a final status (the others could only be refused)."""
-    stmt = select(*JOB_COLUMNS).order_by(job_t.c.id)
-    if job_ids is not None:
-        stmt = stmt.where(in_list(job_t.c.id, job_ids))
-    if statuses:
-        stmt = stmt.where(job_t.c.status.in_(statuses))
-    elif job_ids is None:
-        stmt = stmt.where(job_t.c.status.not_in(sorted(JOB_TERMINAL)))
-    if name:
-        stmt = stmt.where(glob(job_t.c.name, name))
-    jobs = [flows.view_of(r) for r in conn.execute(stmt)]
-    if user:
-        jobs = [j for j in jobs if user_name(j.submitted_by) == user]
-    return jobs
+    """The jobs a bulk action considers (``bulk_flow.select_jobs``)."""
+    return bulk_flow.select_jobs(
+        flow_sql(conn), job_ids=job_ids, statuses=statuses, name=name, user=user
+    )
 
 
-def bulk_plan(
-    store: Store,
-    kind: str,
-    *,
-    actor: str,
-    job_ids: list[int] | None = None,
-    statuses: list[str] | None = None,
-    name: str | None = None,
-    user: str | None = None,
-) -> BulkPlan:
-    """Plan a bulk ``kind`` (cancel, abort, enhanced_abort) on the jobs selected by ids
-    (marked rows) and/or filters. Changes nothing. Raises Refused when ``actor`` may
-    not do ``kind`` at all (abort without being a manager)."""
-    if kind not in BULK_KINDS:
-        raise ValueError(f"unknown bulk action {kind!r}")
+def bulk_plan(store: Store, kind: str, *, actor: str, **filters: Any) -> BulkPlan:
+    """Plan a bulk ``kind`` on the jobs selected by ``job_ids`` and/or the filters
+    (``bulk_flow.plan``). Changes nothing; raises Refused as it does."""
     with store.read() as conn:
-        w = permissions.who(conn, actor)
-        if kind != "cancel":
-            denied = permissions.refusal(w, kind)  # type: ignore[arg-type]
-            if denied:
-                raise Refused(denied)
-        jobs = select_jobs(conn, job_ids=job_ids, statuses=statuses, name=name, user=user)
-        plan = BulkPlan(kind)
-        if job_ids is not None:
-            found = {j.id for j in jobs}
-            exist = set(
-                conn.execute(select(job_t.c.id).where(in_list(job_t.c.id, job_ids))).scalars()
-            )
-            plan.missing = sorted(set(job_ids) - exist - found)
-        for job in jobs:
-            if kind == "cancel":
-                why = flows.cancel_refusal_for(w, job)
-                plan.jobs.append(BulkJob(job, why))
-                continue
-            try:
-                plan.jobs.append(BulkJob(job, None, _abort_plan(conn, job, kind != "abort")))
-            except Refused as exc:
-                plan.jobs.append(BulkJob(job, str(exc)))
-    return plan
-
-
-def _for_job(job_id: int, text: str) -> str:
-    """A refusal as one line naming the job once."""
-    return text if text.startswith(f"Job {job_id}") else f"Job {job_id}: {text}"
+        return bulk_flow.plan(flow_sql(conn), kind, actor=actor, **filters)
 
 
 def bulk_apply(
@@ -266,36 +171,10 @@ def bulk_apply(
     reason: str | None = None,
     now: float | None = None,
 ) -> list[BulkResult]:
-    """Carry out ``plan``: one transaction per job, on exactly the jobs it acts on (a job
-    that matches the filter only now is left alone). Each job is checked again as it is
-    reached; an abort whose tasks grew since the plan is refused for that job. Returns
-    one result per job of the plan, refused ones included."""
-    at = _now(now)
-    results: list[BulkResult] = []
-    for item in plan.jobs:
-        job = item.job
-        if item.refusal is not None:
-            if item.refusal.startswith("Cancel needs"):
-                permissions.audit_refusal(store, actor, item.refusal, job_id=job.id, now=at)
-            results.append(BulkResult(job.id, False, _for_job(job.id, item.refusal)))
-            continue
-        try:
-            if plan.kind == "cancel":
-                text = cancel(store, job.id, actor=actor, reason=reason, now=at)
-            else:
-                text = abort(
-                    store,
-                    job.id,
-                    actor=actor,
-                    enhanced=plan.kind == "enhanced_abort",
-                    confirmed=item.abort,
-                    now=at,
-                )
-        except Refused as exc:
-            results.append(BulkResult(job.id, False, _for_job(job.id, str(exc))))
-        else:
-            results.append(BulkResult(job.id, True, text))
-    return results
+    """Carry out ``plan``, one transaction per job (``bulk_flow.apply``)."""
+    return bulk_flow.apply(
+        lambda: flow_transaction(store), plan, actor=actor, reason=reason, at=_now(now)
+    )
 
 
 @dataclass(frozen=True)

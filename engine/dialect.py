@@ -156,6 +156,9 @@ class GlobPattern(TypeDecorator[str]):
 
     impl = String
     cache_ok = True
+    # SQLite's GLOB takes the pattern as given: its rendered text binds it unconverted
+    # (``engine.prepared.CompiledText.as_is``).
+    as_is_on = frozenset({"sqlite"})
 
     def process_bind_param(self, value: Any, dialect: Any) -> Any:
         if dialect.name != "postgresql" or value is None:
@@ -178,7 +181,11 @@ class GlobPattern(TypeDecorator[str]):
         return "".join(out) + "$"
 
 
-def glob(column: ColumnElement[Any], pattern: str) -> Glob:
+def glob(column: ColumnElement[Any], pattern: str, *, name: str | None = None) -> Glob:
+    """``column`` matches the shell ``pattern``; with ``name``, the pattern is the bound
+    parameter of that name, given at execution (for statements prebuilt once)."""
+    if name is not None:
+        return Glob(column, bindparam(name, type_=GlobPattern()))
     return Glob(column, bindparam(None, pattern, type_=GlobPattern()))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import fields
+from itertools import product
 
 from sqlalchemy import (
     Boolean,
@@ -28,10 +29,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql import ClauseElement
 
+from engine.bulk_flow import jobs_key
 from engine.db import Store
-from engine.dialect import in_list, one_of
+from engine.dialect import glob, in_list, one_of
 from engine.prepared import Prepared, PreparedSql
 from engine.query import JobView, TaskView
+from engine.statuses import JOB_TERMINAL
 from engine.tables import job, job_recipe, meta, server, task, taskdep
 from engine.writes import AT, JobMove, TaskMove, statement_keys
 from engine.writes import STATEMENTS as WRITES
@@ -50,6 +53,24 @@ def _job_tree() -> Select:
         select(child.c.id, tree.c.depth + 1).join(tree, child.c.parent_id == tree.c.id)
     )
     return select(*JOB_COLUMNS).join(tree, job.c.id == tree.c.id).order_by(tree.c.depth, job.c.id)
+
+
+def _bulk_jobs() -> dict[str, Prepared]:
+    """A bulk action's jobs, one statement per combination of its filters (marked ids,
+    statuses, a name pattern): without ids or statuses, the jobs not in a final status."""
+    out = {}
+    for ids, statuses, name in product((False, True), repeat=3):
+        stmt = select(*JOB_COLUMNS).order_by(job.c.id)
+        if ids:
+            stmt = stmt.where(in_list(job.c.id, "ids"))
+        if statuses:
+            stmt = stmt.where(in_list(job.c.status, "statuses"))
+        elif not ids:
+            stmt = stmt.where(~one_of(job.c.status, JOB_TERMINAL))
+        if name:
+            stmt = stmt.where(glob(job.c.name, "", name="name"))
+        out[jobs_key(ids=ids, statuses=statuses, name=name)] = Prepared(stmt)
+    return out
 
 
 _OF_JOB = task.c.job_id == bindparam("job_id", type_=Integer)
@@ -212,6 +233,8 @@ STATEMENTS: dict[str, Prepared] = {
                     dep_id=bindparam("b_dep_id", type_=Integer),
                 )
             ),
+            **_bulk_jobs(),
+            "bulk.exist": Prepared(select(job.c.id).where(in_list(job.c.id, "ids"))),
         }
     ),
 }
@@ -221,6 +244,13 @@ STATEMENTS: dict[str, Prepared] = {
 def flow_transaction(store: Store) -> Iterator[PreparedSql]:
     """A write transaction of ``store`` for a flow."""
     with store.write() as conn:
+        yield flow_sql(conn)
+
+
+@contextmanager
+def flow_reading(store: Store) -> Iterator[PreparedSql]:
+    """A read transaction of ``store`` for a flow that only reads."""
+    with store.read() as conn:
         yield flow_sql(conn)
 
 

@@ -50,7 +50,17 @@ class CompiledText:
     for SQLite, see ``engine.dialect.IdList``). Also what ``engine.read_sql`` renders
     and caches for the command line's reads."""
 
-    __slots__ = ("sql", "defaults", "needed", "lists", "floats", "bools", "processors", "row")
+    __slots__ = (
+        "sql",
+        "defaults",
+        "needed",
+        "lists",
+        "floats",
+        "bools",
+        "as_is",
+        "processors",
+        "row",
+    )
 
     def __init__(self, stmt: ClauseElement, dialect: Any) -> None:
         compiled = stmt.compile(dialect=dialect)
@@ -68,6 +78,10 @@ class CompiledText:
         self.bools: tuple[str, ...] = tuple(
             n for n in self.needed if isinstance(binds[n].type, Boolean)
         )
+        # And those whose type leaves the value as it is on this dialect (``as_is_on``).
+        self.as_is: tuple[str, ...] = tuple(
+            n for n in self.needed if dialect.name in getattr(binds[n].type, "as_is_on", ())
+        )
         stand_in = {n: ([] if binds[n].expanding or n in self.lists else 0) for n in self.needed}
         state = compiled.construct_expanded_state(stand_in)
         self.sql: str = state.statement
@@ -84,7 +98,9 @@ class CompiledText:
             for k, v in state.parameters.items()
             if k not in self.needed
         }
-        self.processors = {k: v for k, v in processors.items() if k in self.needed}
+        self.processors = {
+            k: v for k, v in processors.items() if k in self.needed and k not in self.as_is
+        }
         self.row: Any = None
 
     def params(self, given: Mapping[str, Any]) -> dict[str, Any]:

@@ -51,6 +51,7 @@ SOURCES = (
     "prepared.py",
     "flow_statements.py",
     "writes.py",
+    "bulk_flow.py",
 )
 FORMAT = 3  # of the cache file
 # The keys of the flows' statements (``engine.flow_statements``) among the reads'.

@@ -14,7 +14,8 @@ from engine.query import EventView, JobDetail, JobView, TaskView
 from engine.safe_text import safe_line
 
 if TYPE_CHECKING:  # the plans' types only: list and show never load the write path
-    from engine.control import AbortPlan, BulkPlan
+    from engine.abort_flow import AbortPlan
+    from engine.bulk_flow import BulkPlan
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:

@@ -443,3 +443,101 @@ def test_a_cancel_dry_run_answers_alike_and_without_the_database_layer(
         assert got.out == "Job 15: refused: Job 15 does not exist\nDry run: nothing changed.\n"
         assert got.heavy == "HEAVY - 0" and "Traceback" not in got.err, got.err
     assert _rows(db) == before
+
+
+def _bulk_plans(db: str, kind: str, actor: str, filters: dict[str, Any]) -> tuple[Any, Any]:
+    """The plan of a bulk action through ``control`` (SQLAlchemy) and on the light path."""
+    from engine import bulk_flow
+
+    store = Store(db, readonly=True)
+    try:
+        heavy = control.bulk_plan(store, kind, actor=actor, **filters)
+    except control.Refused as exc:
+        heavy = f"refused: {exc}"
+    finally:
+        store.dispose()
+    reads = SqliteReads(db)
+    try:
+        with reads.reading() as sql:
+            light = bulk_flow.plan(sql, kind, actor=actor, **filters)
+    except flows.Refused as exc:
+        light = f"refused: {exc}"
+    finally:
+        reads.close()
+    return heavy, light
+
+
+def test_bulk_cancels_and_aborts_are_planned_and_done_alike(
+    scenario_db: str, tmp_path: Path
+) -> None:
+    """``cancel/abort --all`` and the console's marked rows: every filter, plans equal,
+    then each plan carried out on copies of the database, answers and rows alike."""
+    from engine import bulk_flow
+
+    managed = _copy(scenario_db, tmp_path / "bulk-managers.db")
+    store = Store(managed)
+    with store.write() as conn:
+        settings.put(conn, "managers", "carol")
+    store.dispose()
+    cases: list[tuple[str, str, str, dict[str, Any]]] = [
+        (scenario_db, "cancel", "alice", {}),
+        (scenario_db, "cancel", "alice", {"statuses": ["executing", "waiting"]}),
+        (scenario_db, "cancel", "alice", {"name": "b*"}),
+        (scenario_db, "cancel", "alice", {"user": "alice"}),
+        (scenario_db, "cancel", "alice", {"job_ids": [1, 2, 14, 99]}),
+        (scenario_db, "cancel", "alice", {"job_ids": [2, 3], "statuses": ["executing"]}),
+        (scenario_db, "cancel", "alice", {"job_ids": [2, 3], "name": "[a-c]*"}),
+        (scenario_db, "abort", "alice", {}),
+        (scenario_db, "enhanced_abort", "alice", {"job_ids": [2, 12], "statuses": ["executing"]}),
+        (managed, "cancel", "mallory", {}),  # refused by the managers rule: audited
+        (managed, "abort", "mallory", {}),
+    ]
+    acted = []
+    for i, (db, kind, actor, filters) in enumerate(cases):
+        heavy, light = _bulk_plans(db, kind, actor, filters)
+        assert light == heavy, (kind, actor, filters)
+        if isinstance(heavy, str):
+            assert "needs a batch job manager" in heavy, heavy
+            continue
+        acted.append(len(heavy.act))
+
+        def by_control(store: Store, plan: Any = heavy, who: str = actor) -> str:
+            return repr(control.bulk_apply(store, plan, actor=who, reason="stop", now=AT))
+
+        def by_flow(tx: Any, plan: Any = light, who: str = actor) -> str:
+            return repr(bulk_flow.apply(tx, plan, actor=who, reason="stop", at=AT))
+
+        _alike(db, tmp_path, f"bulk-{i}", by_control, by_flow)
+    assert all(acted[:-1]) and acted[-1] == 0, acted  # every plan acts on some job, but
+    # mallory's cancel, which the rule refuses for every job
+
+
+def test_batchdeck_cancel_all_plans_and_cancels_without_the_database_layer(
+    scenario_db: str, tmp_path: Path, cache_home: Path
+) -> None:
+    db = _copy(scenario_db, tmp_path / "bulk-cli.db")
+    heavy_db = _copy(scenario_db, tmp_path / "bulk-cli-heavy.db")
+    before = _rows(db)
+    probe(db, cache_home, "list")  # the first command renders the text into the cache
+    got = probe(db, cache_home, "cancel", "--all", "--status", "executing", "--dry-run")
+    store = Store(heavy_db, readonly=True)
+    try:
+        from engine.identity import current_actor
+        from engine.text_views import bulk_plan_text
+
+        plan = control.bulk_plan(store, "cancel", actor=current_actor(), statuses=["executing"])
+    finally:
+        store.dispose()
+    assert got.out == bulk_plan_text(plan) + "\nDry run: nothing changed.\n", got.err
+    assert got.heavy == "HEAVY - 0" and _rows(db) == before, got.err
+    got = probe(db, cache_home, "cancel", "--all", "--status", "executing", "--yes")
+    store = Store(heavy_db)
+    try:
+        done = control.bulk_apply(store, plan, actor=current_actor())
+    finally:
+        store.dispose()
+    assert got.out.splitlines() == [r.text if r.done else f"refused: {r.text}" for r in done]
+    assert got.heavy == f"HEAVY - {1 if plan.refused else 0}", got.err
+    assert any(r.done for r in done) and "Canceling" in got.out, got.out
+    got = probe(db, cache_home, "abort", "--all", "--status", "canceling", "--dry-run")
+    assert got.heavy == "HEAVY - 0" and "Abort: " in got.out, got.err

@@ -1,0 +1,173 @@
+"""Bulk cancel and abort as flows (``engine.flows``): the plan an operator confirms (the
+console's marked rows, ``batchdeck cancel/abort --all``), then one transaction per job.
+Written once for both paths, SQLAlchemy (the console, ``control``) and the rendered
+text (the command line). No SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+
+from engine import abort_flow, flows
+from engine.abort_flow import AbortPlan
+from engine.flows import Refused, Sql
+from engine.identity import user_name
+from engine.manager_rule import refusal
+from engine.query import JobView
+
+BULK_KINDS = ("cancel", "abort", "enhanced_abort")
+
+
+@dataclass(frozen=True)
+class BulkJob:
+    job: JobView
+    refusal: str | None  # None: it will be acted on
+    abort: AbortPlan | None = None  # abort kinds: what it will stop (the confirmed plan)
+
+
+@dataclass
+class BulkPlan:
+    """What a bulk cancel or abort will do to each job it selected, and what it refuses.
+
+    The console's bulk confirmation and ``batchdeck cancel/abort --all`` both show this;
+    ``apply`` then acts on exactly the jobs listed here as acted on.
+    """
+
+    kind: str  # cancel, abort, enhanced_abort
+    jobs: list[BulkJob] = field(default_factory=list)
+    missing: list[int] = field(default_factory=list)  # ids asked for that do not exist
+
+    @property
+    def act(self) -> list[BulkJob]:
+        return [j for j in self.jobs if j.refusal is None]
+
+    @property
+    def refused(self) -> list[BulkJob]:
+        return [j for j in self.jobs if j.refusal is not None]
+
+    def counts(self) -> dict[str, int]:
+        """Jobs acted on, by status."""
+        out: dict[str, int] = {}
+        for j in self.act:
+            out[j.job.status] = out.get(j.job.status, 0) + 1
+        return out
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    job_id: int
+    done: bool
+    text: str  # "Job 12 Canceling" or the refusal
+
+
+def jobs_key(*, ids: bool, statuses: bool, name: bool) -> str:
+    """The key of the statement selecting a bulk action's jobs by these filters
+    (``engine.flow_statements``: one statement per combination)."""
+    return "bulk.jobs/" + "".join(c for c, on in (("i", ids), ("s", statuses), ("n", name)) if on)
+
+
+def select_jobs(
+    sql: Sql,
+    *,
+    job_ids: list[int] | None = None,
+    statuses: list[str] | None = None,
+    name: str | None = None,
+    user: str | None = None,
+) -> list[JobView]:
+    """The jobs a bulk action considers. Without ``job_ids`` or ``statuses``: every job
+    not in a final status (the others could only be refused)."""
+    params: dict[str, object] = {}
+    if job_ids is not None:
+        params["ids"] = job_ids
+    if statuses:
+        params["statuses"] = statuses
+    if name:
+        params["name"] = name
+    key = jobs_key(ids=job_ids is not None, statuses=bool(statuses), name=bool(name))
+    jobs = [flows.view_of(r) for r in sql.rows(key, params)]
+    if user:
+        jobs = [j for j in jobs if user_name(j.submitted_by) == user]
+    return jobs
+
+
+def plan(
+    sql: Sql,
+    kind: str,
+    *,
+    actor: str,
+    job_ids: list[int] | None = None,
+    statuses: list[str] | None = None,
+    name: str | None = None,
+    user: str | None = None,
+) -> BulkPlan:
+    """Plan a bulk ``kind`` (cancel, abort, enhanced_abort) on the jobs selected by ids
+    (marked rows) and/or filters. Changes nothing. Raises Refused when ``actor`` may
+    not do ``kind`` at all (abort without being a manager)."""
+    if kind not in BULK_KINDS:
+        raise ValueError(f"unknown bulk action {kind!r}")
+    w = flows.who(sql, actor)
+    if kind != "cancel":
+        denied = refusal(w, kind)  # type: ignore[arg-type]
+        if denied:
+            raise Refused(denied)
+    jobs = select_jobs(sql, job_ids=job_ids, statuses=statuses, name=name, user=user)
+    out = BulkPlan(kind)
+    if job_ids is not None:
+        found = {j.id for j in jobs}
+        exist = {r.id for r in sql.rows("bulk.exist", {"ids": job_ids})}
+        out.missing = sorted(set(job_ids) - exist - found)
+    for job in jobs:
+        if kind == "cancel":
+            out.jobs.append(BulkJob(job, flows.cancel_refusal_for(w, job)))
+            continue
+        try:
+            out.jobs.append(BulkJob(job, None, abort_flow.plan(sql, job, kind != "abort")))
+        except Refused as exc:
+            out.jobs.append(BulkJob(job, str(exc)))
+    return out
+
+
+def _for_job(job_id: int, text: str) -> str:
+    """A refusal as one line naming the job once."""
+    return text if text.startswith(f"Job {job_id}") else f"Job {job_id}: {text}"
+
+
+def apply(
+    transaction: Callable[[], AbstractContextManager[Sql]],
+    bulk: BulkPlan,
+    *,
+    actor: str,
+    reason: str | None,
+    at: float,
+) -> list[BulkResult]:
+    """Carry out ``bulk``: one transaction per job, on exactly the jobs it acts on (a job
+    that matches the filter only now is left alone). Each job is checked again as it is
+    reached; an abort whose tasks grew since the plan is refused for that job. Returns
+    one result per job of the plan, refused ones included."""
+    results: list[BulkResult] = []
+    for item in bulk.jobs:
+        job = item.job
+        if item.refusal is not None:
+            if item.refusal.startswith("Cancel needs"):
+                flows.audit_refusal(transaction, item.refusal, actor=actor, job_id=job.id, at=at)
+            results.append(BulkResult(job.id, False, _for_job(job.id, item.refusal)))
+            continue
+        try:
+            if bulk.kind == "cancel":
+                text = flows.cancel(transaction, job.id, actor=actor, words=reason, at=at)
+            else:
+                text = abort_flow.abort(
+                    transaction,
+                    job.id,
+                    actor=actor,
+                    enhanced=bulk.kind == "enhanced_abort",
+                    confirmed=item.abort,
+                    at=at,
+                )
+        except Refused as exc:
+            results.append(BulkResult(job.id, False, _for_job(job.id, str(exc))))
+        else:
+            results.append(BulkResult(job.id, True, text))
+    return results
