@@ -142,20 +142,6 @@ def decide_approval(
 # -- beyond one job at a time: bulk cancel and abort (``engine.bulk_flow``) ------------
 
 
-def select_jobs(
-    conn: Connection,
-    *,
-    job_ids: list[int] | None = None,
-    statuses: list[str] | None = None,
-    name: str | None = None,
-    user: str | None = None,
-) -> list[JobView]:
-    """The jobs a bulk action considers (``bulk_flow.select_jobs``)."""
-    return bulk_flow.select_jobs(
-        flow_sql(conn), job_ids=job_ids, statuses=statuses, name=name, user=user
-    )
-
-
 def bulk_plan(store: Store, kind: str, *, actor: str, **filters: Any) -> BulkPlan:
     """Plan a bulk ``kind`` on the jobs selected by ``job_ids`` and/or the filters
     (``bulk_flow.plan``). Changes nothing; raises Refused as it does."""

@@ -52,7 +52,7 @@ def _rows(path: str) -> list[str]:
         return list(raw.iterdump())
 
 
-def _said(fn: Callable[[], str]) -> str:
+def _said(fn: Callable[[], Any]) -> Any:
     try:
         return fn()
     except flows.Refused as exc:  # control.Refused is the same class
@@ -82,6 +82,23 @@ def _alike(
         reads.close()
     assert _rows(light_db) == _rows(heavy_db), name
     return said
+
+
+def _read_both(db: str, heavy: Callable[[Store], Any], light: Callable[[Any], Any]) -> tuple:
+    """What a read flow answers through ``control`` (SQLAlchemy) and on the light path,
+    a refusal as its text."""
+    store = Store(db, readonly=True)
+    try:
+        by_control = _said(lambda: heavy(store))
+    finally:
+        store.dispose()
+    reads = SqliteReads(db)
+    try:
+        with reads.reading() as sql:
+            by_flow = _said(lambda: light(sql))
+    finally:
+        reads.close()
+    return by_control, by_flow
 
 
 def _both(db: str, tmp_path: Path, job_id: int, actor: str, words: str | None = None) -> str:
@@ -246,21 +263,15 @@ def test_every_abort_of_the_scenario_is_planned_and_done_alike(
     said = {}
     for job_id in range(1, 16):
         for enhanced in (False, True):
-            store = Store(scenario_db, readonly=True)
-            try:
-                heavy_plan = control.abort_preview(store, job_id, enhanced=enhanced, actor="alice")
-            except control.Refused as exc:
-                heavy_plan = f"refused: {exc}"
-            finally:
-                store.dispose()
-            reads = SqliteReads(scenario_db)
-            try:
-                with reads.reading() as sql:
-                    light_plan = abort_flow.preview(sql, job_id, enhanced=enhanced, actor="alice")
-            except flows.Refused as exc:
-                light_plan = f"refused: {exc}"
-            finally:
-                reads.close()
+            heavy_plan, light_plan = _read_both(
+                scenario_db,
+                lambda store, j=job_id, e=enhanced: control.abort_preview(
+                    store, j, enhanced=e, actor="alice"
+                ),
+                lambda sql, j=job_id, e=enhanced: abort_flow.preview(
+                    sql, j, enhanced=e, actor="alice"
+                ),
+            )
             assert light_plan == heavy_plan, (job_id, enhanced)
             said[job_id, enhanced] = _abort_both(scenario_db, tmp_path, job_id, enhanced, "alice")
     assert said[2, False].startswith("Canceled and aborting job 2")
@@ -449,22 +460,11 @@ def _bulk_plans(db: str, kind: str, actor: str, filters: dict[str, Any]) -> tupl
     """The plan of a bulk action through ``control`` (SQLAlchemy) and on the light path."""
     from engine import bulk_flow
 
-    store = Store(db, readonly=True)
-    try:
-        heavy = control.bulk_plan(store, kind, actor=actor, **filters)
-    except control.Refused as exc:
-        heavy = f"refused: {exc}"
-    finally:
-        store.dispose()
-    reads = SqliteReads(db)
-    try:
-        with reads.reading() as sql:
-            light = bulk_flow.plan(sql, kind, actor=actor, **filters)
-    except flows.Refused as exc:
-        light = f"refused: {exc}"
-    finally:
-        reads.close()
-    return heavy, light
+    return _read_both(
+        db,
+        lambda store: control.bulk_plan(store, kind, actor=actor, **filters),
+        lambda sql: bulk_flow.plan(sql, kind, actor=actor, **filters),
+    )
 
 
 def test_bulk_cancels_and_aborts_are_planned_and_done_alike(
