@@ -732,25 +732,44 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
-    from engine import permissions, settings
+    """Every setting, one, or (a manager) a change: ``engine.setting_flows``, on the light
+    path when the database allows it."""
+    import time
 
-    store = _store(args, write=args.value is not None)
-    try:
+    from engine import setting_flows
+    from engine.setting_values import SettingError
+
+    write = args.value is not None
+
+    def shown(sql: Any) -> list[str]:
         if args.key is None:
-            with store.read() as conn:
-                for k, v in settings.all_settings(conn).items():
-                    print(safe_line(f"{k} = {v}".rstrip()))
-        elif args.value is None:
-            with store.read() as conn:
-                print(safe_line(settings.get(conn, args.key)))
-        else:
-            permissions.put_setting(store, args.key, args.value, actor=_actor())
-            with store.read() as conn:
-                print(safe_line(f"{args.key} = {settings.get(conn, args.key)}".rstrip()))
-    except settings.SettingError as exc:
+            return [f"{k} = {v}" for k, v in setting_flows.all_settings(sql).items()]
+        value = setting_flows.get(sql, args.key)
+        return [f"{args.key} = {value}" if write else value]
+
+    def go(reading: Any, transaction: Any) -> list[str]:
+        if write:
+            setting_flows.put(transaction, args.key, args.value, actor=_actor(), at=time.time())
+        with reading() as sql:
+            return shown(sql)
+
+    try:
+        lines = _light(
+            args, lambda db: go(db.reading, db.transaction), write=write, check_write=write
+        )
+        if lines is None:
+            from engine.flow_statements import flow_reading, flow_transaction
+            from engine.flows import Refused
+
+            store = _store(args, write=write)
+            try:
+                lines = go(lambda: flow_reading(store), lambda: flow_transaction(store))
+            except Refused as exc:
+                raise Fail(str(exc)) from None
+    except SettingError as exc:
         raise Fail(str(exc), EXIT_USAGE) from None
-    except permissions.NotAllowed as exc:
-        raise Fail(str(exc)) from None
+    for line in lines:
+        print(safe_line(line.rstrip()))
     return EXIT_OK
 
 

@@ -89,6 +89,16 @@ STATEMENTS: dict[str, Prepared] = {
             "setting": Prepared(
                 select(meta.c.value).where(meta.c.key == bindparam("key", type_=String))
             ),
+            "setting.update": Prepared(
+                update(meta)
+                .where(meta.c.key == bindparam("key", type_=String))
+                .values(value=bindparam("value", type_=String))
+            ),
+            "setting.insert": Prepared(
+                insert(meta).values(
+                    key=bindparam("key", type_=String), value=bindparam("value", type_=String)
+                )
+            ),
             # A job as the views show it: its columns named as JobView's fields.
             "job.view": Prepared(
                 select(*JOB_COLUMNS).where(job.c.id == bindparam("job_id", type_=Integer))

@@ -22,7 +22,7 @@ import time
 
 from sqlalchemy import Connection, select
 
-from engine import flows, settings
+from engine import flows, setting_flows
 from engine.db import Store
 from engine.flow_statements import flow_sql, flow_transaction
 from engine.identity import current_actor
@@ -37,7 +37,6 @@ from engine.manager_rule import (  # noqa: F401
     user_groups,
 )
 from engine.tables import job
-from engine.writes import add_event
 
 
 def who(conn: Connection, actor: str | None = None) -> Who:
@@ -80,20 +79,13 @@ def audit_refusal(
     flows.audit_refusal(lambda: flow_transaction(store), text, actor=actor, job_id=job_id, at=at)
 
 
-def put_setting(store: Store, key: str, value: str, *, actor: str) -> None:
-    """Change a setting, if ``actor`` is a manager; audited either way."""
-    with store.write() as conn:
-        w = who(conn, actor)
-        text = refusal(w, "settings")
-        if text is None:
-            settings.put(conn, key, value)
-            add_event(
-                conn,
-                at=time.time(),
-                actor=actor,
-                kind="request",
-                reason=f"setting {key} = {settings.get(conn, key)}",
-            )
-            return
-    audit_refusal(store, actor, text)
-    raise NotAllowed(text)
+def put_setting(
+    store: Store, key: str, value: str, *, actor: str, now: float | None = None
+) -> None:
+    """Change a setting, if ``actor`` is a manager; audited either way
+    (``setting_flows.put``)."""
+    at = time.time() if now is None else now
+    try:
+        setting_flows.put(lambda: flow_transaction(store), key, value, actor=actor, at=at)
+    except flows.Refused as exc:
+        raise NotAllowed(str(exc)) from None

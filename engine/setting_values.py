@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 MINIMUM_LEASE_S = 1.0
@@ -44,3 +45,35 @@ def bounded(key: str, value: str) -> float:
     """A setting of seconds as a number within its bound: a value stored before the
     bounds existed is read within them."""
     return min(float(value), MAXIMUM_SECONDS[key])
+
+
+def known(key: str) -> None:
+    """SettingError unless ``key`` is a setting."""
+    if key not in DEFAULTS:
+        raise SettingError(f"unknown setting {key!r} (known: {', '.join(sorted(DEFAULTS))})")
+
+
+def checked(key: str, value: str) -> str:
+    """``value`` as ``key`` stores it (managers normalized); SettingError, one line, if
+    it is not one ``key`` takes."""
+    known(key)
+    if key == "enhanced_abort" and value not in ("on", "off"):
+        raise SettingError(f"setting enhanced_abort: expected on or off, got {value!r}")
+    if key == "managers":
+        return ", ".join(parse_managers(value, strict=True))
+    if key in MAXIMUM_SECONDS:
+        # A lease shorter than a second would let a live engine (heartbeat: a third of
+        # the lease) look dead between two beats on a busy machine.
+        least = MINIMUM_LEASE_S if key == "lease_seconds" else 0.0
+        most = MAXIMUM_SECONDS[key]
+        try:
+            number = float(value) if value.isascii() else math.nan
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number) or number <= 0 or number < least or number > most:
+            floor = f" of at least {least:g}" if least else ""
+            raise SettingError(
+                f"setting {key}: expected a positive number{floor} and at most {most:g} "
+                f"(seconds), got {value[:40]!r}"
+            )
+    return value

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from sqlalchemy import Connection, select
 
 from engine.dialect import upsert
@@ -15,39 +13,21 @@ from engine.setting_values import (  # noqa: F401
     MINIMUM_LEASE_S,
     SettingError,
     bounded,
+    checked,
+    known,
     parse_managers,
 )
 from engine.tables import meta
 
 
 def get(conn: Connection, key: str) -> str:
-    if key not in DEFAULTS:
-        raise SettingError(f"unknown setting {key!r} (known: {', '.join(sorted(DEFAULTS))})")
+    known(key)
     value = conn.execute(select(meta.c.value).where(meta.c.key == f"setting.{key}")).scalar()
     return value if value is not None else DEFAULTS[key]
 
 
 def put(conn: Connection, key: str, value: str) -> None:
-    get(conn, key)  # validates the key
-    if key == "enhanced_abort" and value not in ("on", "off"):
-        raise SettingError(f"setting enhanced_abort: expected on or off, got {value!r}")
-    if key == "managers":
-        value = ", ".join(parse_managers(value, strict=True))
-    if key in ("drain_seconds", "lease_seconds", "stuck_seconds"):
-        # A lease shorter than a second would let a live engine (heartbeat: a third of
-        # the lease) look dead between two beats on a busy machine.
-        least = MINIMUM_LEASE_S if key == "lease_seconds" else 0.0
-        most = MAXIMUM_SECONDS[key]
-        try:
-            number = float(value) if value.isascii() else math.nan
-        except ValueError:
-            number = math.nan
-        if not math.isfinite(number) or number <= 0 or number < least or number > most:
-            floor = f" of at least {least:g}" if least else ""
-            raise SettingError(
-                f"setting {key}: expected a positive number{floor} and at most {most:g} "
-                f"(seconds), got {value[:40]!r}"
-            )
+    value = checked(key, value)
     upsert(conn, meta, {"key": f"setting.{key}", "value": value}, "key", {"value": value})
 
 

@@ -164,6 +164,15 @@ def test_cancel_and_abort_run_the_same_statements_on_postgresql(pg_url: str) -> 
             assert cli.main(["--db", pg_url, "cancel", *argv]) == 0
         assert out.getvalue().startswith(said), out.getvalue()
         assert out.getvalue().endswith("Dry run: nothing changed.\n")
+    # Settings through the command line: the same flows (engine.setting_flows).
+    for argv, said in (
+        (("drain_seconds", "120"), "drain_seconds = 120\n"),
+        (("drain_seconds",), "120\n"),
+    ):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert cli.main(["--db", pg_url, "settings", *argv]) == 0
+        assert out.getvalue() == said
 
     async def read() -> None:
         reader = Reader(pg_url)

@@ -541,3 +541,76 @@ def test_batchdeck_cancel_all_plans_and_cancels_without_the_database_layer(
     assert any(r.done for r in done) and "Canceling" in got.out, got.out
     got = probe(db, cache_home, "abort", "--all", "--status", "canceling", "--dry-run")
     assert got.heavy == "HEAVY - 0" and "Abort: " in got.out, got.err
+
+
+def test_settings_are_read_changed_and_refused_alike(scenario_db: str, tmp_path: Path) -> None:
+    """``batchdeck settings``: the flows on both paths give the same values, store the
+    same rows, refuse and audit alike, and reject a bad value before writing."""
+    from engine import permissions, setting_flows
+    from engine.setting_values import SettingError
+
+    heavy, light = _read_both(
+        scenario_db,
+        lambda store: _all_settings(store),
+        lambda sql: setting_flows.all_settings(sql),
+    )
+    assert heavy == light and light["stuck_seconds"] == str(scenario.STUCK_SECONDS)
+
+    def change(key: str, value: str, actor: str, db: str = scenario_db) -> str:
+        return _alike(
+            db,
+            tmp_path,
+            f"setting-{key}-{actor}",
+            lambda store: _put(store, key, value, actor),
+            lambda tx: setting_flows.put(tx, key, value, actor=actor, at=AT),
+        )
+
+    assert change("lease_seconds", "7", "alice") == "7"
+    assert change("managers", " carol ,@ops,carol", "alice") == "carol, @ops"
+    managed = _copy(scenario_db, tmp_path / "settings-managed.db")
+    reads = SqliteReads(managed, write=True)
+    try:
+        setting_flows.put(reads.transaction, "managers", "carol", actor="alice", at=AT)
+        with pytest.raises(SettingError, match="expected on or off"):
+            setting_flows.put(reads.transaction, "enhanced_abort", "maybe", actor="carol", at=AT)
+    finally:
+        reads.close()
+    said = change("drain_seconds", "60", "mallory", managed)
+    assert said.startswith("refused: Changing settings needs a batch job manager (carol)")
+    store = Store(managed)
+    try:
+        with pytest.raises(permissions.NotAllowed):
+            permissions.put_setting(store, "drain_seconds", "60", actor="mallory")
+    finally:
+        store.dispose()
+
+
+def _all_settings(store: Store) -> dict[str, str]:
+    with store.read() as conn:
+        return settings.all_settings(conn)
+
+
+def _put(store: Store, key: str, value: str, actor: str) -> str:
+    from engine import permissions
+
+    try:
+        permissions.put_setting(store, key, value, actor=actor, now=AT)
+    except permissions.NotAllowed as exc:
+        raise flows.Refused(str(exc)) from None
+    with store.read() as conn:
+        return settings.get(conn, key)
+
+
+def test_batchdeck_settings_reads_and_writes_without_the_database_layer(
+    scenario_db: str, tmp_path: Path, cache_home: Path
+) -> None:
+    db = _copy(scenario_db, tmp_path / "settings-cli.db")
+    probe(db, cache_home, "list")  # the first command renders the text into the cache
+    got = probe(db, cache_home, "settings")
+    assert got.heavy == "HEAVY - 0" and "lease_seconds = " in got.out, got.err
+    got = probe(db, cache_home, "settings", "drain_seconds", "120")
+    assert (got.out, got.heavy) == ("drain_seconds = 120\n", "HEAVY - 0"), got.err
+    got = probe(db, cache_home, "settings", "drain_seconds")
+    assert (got.out, got.heavy) == ("120\n", "HEAVY - 0"), got.err
+    got = probe(db, cache_home, "settings", "drain_seconds", "1e308")
+    assert got.heavy == "HEAVY - 2" and "at most 86400" in got.err, got.err
