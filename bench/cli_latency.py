@@ -16,6 +16,9 @@ The database is a copy: a cancel that would not be refused changes nothing of yo
 - cli_cancel_ms: ``cancel ID`` of a Waiting job: the cancel goes ahead (a write
   transaction, after the whole-file damage check every write makes), each run another job
 - cli_help_ms: ``--help``
+- cli_servers_ms: ``servers``; cli_settings_ms: ``settings`` (every setting)
+- cli_cancel_all_dry_run_ms: ``cancel --all --dry-run``: the plan of a bulk cancel of
+  every job not in a final status (~14,000 of the 100,000), printed
 - cli_abort_ms: ``abort ID --yes`` of an Executing job (cancel first, then Aborting),
   each run another job
 - cli_submit_ms: ``submit`` of a one-task recipe (a write transaction, after the
@@ -101,6 +104,9 @@ def main() -> None:
         "cli_show_json_ms": (["show", str(ended), "--json"], 0),
         "cli_cancel_refused_ms": (["cancel", str(ended)], 1),
         "cli_help_ms": (["--help"], 0),
+        "cli_servers_ms": (["servers"], 0),
+        "cli_settings_ms": (["settings"], 0),
+        "cli_cancel_all_dry_run_ms": (["cancel", "--all", "--dry-run"], 0),
     }
     try:
         for name, (cmd, expect) in cases.items():

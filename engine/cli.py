@@ -823,15 +823,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_servers(args: argparse.Namespace) -> int:
     import time
 
-    from engine.dialect import db_now
     from engine.servers_view import server_rows, servers_table
 
-    store = _store(args, create=False, write=False)
-    try:
-        with store.read() as conn:
-            rows = server_rows(conn, db_now(conn, time.time()))  # lease ages: database time
-    finally:
-        store.dispose()
+    async def read(reader: Any) -> list[dict[str, Any]]:
+        now = time.time()  # the Reader puts the heartbeats on this clock
+        return server_rows(await reader.servers(now), await reader.lease_seconds(), now)
+
+    rows = _run(read, args)
     if args.json:
         print(json.dumps(rows, indent=2))
     else:

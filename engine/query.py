@@ -504,6 +504,12 @@ class Reader:
         rows = await self._rows("setting", {"key": f"setting.{key}"})
         return rows[0]["value"] if rows else DEFAULTS[key]
 
+    async def lease_seconds(self) -> float:
+        """How long a server's lease lasts without a beat (this Reader's own, if given)."""
+        if self._lease_seconds is not None:
+            return float(self._lease_seconds)
+        return min(float(await self._setting("lease_seconds")), MAXIMUM_SECONDS["lease_seconds"])
+
     async def stuck_seconds(self) -> float:
         return float(await self._setting("stuck_seconds"))
 
@@ -633,11 +639,7 @@ class Reader:
         attached to), from the server leases: "serving", "gone" (its lease went stale
         without a clean stop) or "none"."""
         now = time.time() if now is None else now
-        ttl = float(
-            self._lease_seconds
-            if self._lease_seconds is not None
-            else await self._setting("lease_seconds")
-        )
+        ttl = await self.lease_seconds()
         if owner:
             rows = await self._rows("leases_of", {"owner": owner})
         else:
@@ -775,10 +777,7 @@ class Reader:
 
     async def servers(self, now: float | None = None) -> list[ServerView]:
         now = time.time() if now is None else now
-        ttl = self._lease_seconds
-        if ttl is None:
-            rows = await self._rows("setting", {"key": "setting.lease_seconds"})
-            ttl = min(float(rows[0]["value"]), MAXIMUM_SECONDS["lease_seconds"]) if rows else 5.0
+        ttl = await self.lease_seconds()
         out = []
         for r in self._on_clock(await self._rows("servers"), await self._clock_shift(now)):
             values = _picked(r, ServerView)

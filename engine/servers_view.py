@@ -4,29 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, func, select
-
-from engine import settings
 from engine.format import stamp
-from engine.tables import server, task
+from engine.query import ServerView
 
 
-def server_rows(conn: Connection, now: float) -> list[dict[str, Any]]:
-    """name, status, host, pid, slots, in_use, drain_deadline, lease_age (s), owner, note."""
-    ttl = settings.lease_seconds(conn)
-    in_use = {
-        r.server: r.n
-        for r in conn.execute(
-            select(task.c.server, func.count().label("n"))
-            .where(
-                task.c.status.in_(["executing", "canceling", "aborting"]),
-                task.c.server.is_not(None),
-            )
-            .group_by(task.c.server)
-        )
-    }
+def server_rows(servers: list[ServerView], ttl: float, now: float) -> list[dict[str, Any]]:
+    """name, status, host, pid, slots, in_use, drain_deadline, lease_age (s), engine,
+    note, from the Reader's ``servers(now)`` (heartbeats on ``now``'s clock) and the
+    lease length ``ttl``."""
     rows = []
-    for s in conn.execute(select(server).order_by(server.c.name)):
+    for s in servers:
         beat, owner = s.heartbeat_at, s.lease_owner
         age = None if beat is None or owner is None else round(max(0.0, now - beat), 1)
         status = s.status
@@ -39,7 +26,7 @@ def server_rows(conn: Connection, now: float) -> list[dict[str, Any]]:
                 "host": s.host,
                 "pid": s.pid if status != "offline" else None,
                 "slots": s.slots,
-                "in_use": in_use.get(s.name, 0),
+                "in_use": s.in_use,
                 "drain_deadline": s.drain_deadline,
                 "lease_age": age,
                 "engine": owner,

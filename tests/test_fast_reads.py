@@ -258,7 +258,9 @@ def _probe(db: str, cache: Path, *argv: str) -> tuple[str, str]:
     return got.out, got.heavy
 
 
-def test_list_show_and_cancel_import_no_database_layer(scenario_db: str, tmp_path: Path) -> None:
+def test_list_show_servers_and_cancel_import_no_database_layer(
+    scenario_db: str, tmp_path: Path
+) -> None:
     cache = tmp_path / "cache"
     db = _copy(scenario_db, tmp_path)
     _probe(db, cache, "list")  # the first run renders the text into the cache
@@ -266,6 +268,8 @@ def test_list_show_and_cancel_import_no_database_layer(scenario_db: str, tmp_pat
     assert heavy == "HEAVY - 0" and "queued-export" in out
     out, heavy = _probe(db, cache, "show", "1", "--json")
     assert heavy == "HEAVY - 0" and json.loads(out)["name"] == "nightly-import"
+    out, heavy = _probe(db, cache, "servers", "--json")
+    assert heavy == "HEAVY - 0" and [r["name"] for r in json.loads(out)] == list(scenario.SERVERS)
     out, heavy = _probe(db, cache, "cancel", "1")
     assert heavy == "HEAVY - 1"  # refused: already Ended, decided by the light read
     # A cancel that goes ahead writes on the light path too (tests/test_light_cancel.py).
