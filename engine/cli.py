@@ -829,7 +829,10 @@ def cmd_servers(args: argparse.Namespace) -> int:
         now = time.time()  # the Reader puts the heartbeats on this clock
         return server_rows(await reader.servers(now), await reader.lease_seconds(), now)
 
-    rows = _run(read, args)
+    path = _usable(args, write=False)
+    if "://" not in path and not os.path.exists(path):
+        raise Fail(f"{path}: no such database")  # a mistyped --db: create nothing
+    rows = _run(read, args, path)
     if args.json:
         print(json.dumps(rows, indent=2))
     else:

@@ -58,7 +58,7 @@ class Server:
         self._in = proto_in
         self._out = proto_out
         self._write_lock = threading.Lock()
-        self._outbox: list[dict[str, Any]] = []  # outcomes said in this turn of the loop
+        self._outbox: list[dict[str, Any]] = []  # outcomes, progress said in this turn
         self._die_lock = threading.Lock()  # one death: a second caller waits for it
         self.runs: dict[int, Run] = {}
         self._dirty: dict[int, TaskContext] = {}
@@ -76,9 +76,9 @@ class Server:
         self._write([msg])
 
     def send_soon(self, msg: dict[str, Any]) -> None:
-        """Write ``msg`` at the end of this turn of the loop, with the others said in it:
-        100 runs canceled at once reach the supervisor as one line it writes in one
-        tick, not as 100 writes it reads and settles over several."""
+        """Write ``msg`` at the end of this turn of the loop, with the others said in it
+        (from the loop's thread only): 100 runs canceled at once reach the supervisor as
+        one line that it settles in one tick, not as 100 writes over several ticks."""
         with self._write_lock:
             self._outbox.append(msg)
             first = len(self._outbox) == 1

@@ -623,3 +623,14 @@ def test_cli_dry_run_of_one_job_changes_nothing_and_says_how_tasks_stop(
     rc, out, _ = run_cli(capsys, store.path, "abort", str(job), "--dry-run")
     assert rc == 0 and "sleep on batch-01" in out and "on cancel: at its next safe point" in out
     assert all_rows(store.path) == before
+
+
+def test_cli_servers_of_a_missing_database_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped --db: one line, exit 1, and no empty database left behind."""
+    db = tmp_path / "typo.db"
+    rc, out, err = run_cli(capsys, str(db), "servers")
+    assert (rc, out) == (1, "")
+    assert err == f"batchdeck servers: {db}: no such database\n"
+    assert list(tmp_path.iterdir()) == []
