@@ -279,14 +279,13 @@ def _usable(args: argparse.Namespace, *, write: bool, whole: bool | None = None)
     return path
 
 
-def _store(args: argparse.Namespace, create: bool = True, *, write: bool = True) -> Any:
-    """The Store for a command; ``write=False`` for one that only reads (then read-only
-    for a user who may not write the database)."""
+def _store(path: str, *, write: bool) -> Any:
+    """The Store for a command at ``path`` (checked by ``_usable``); ``write=False`` for
+    one that only reads (then read-only for a user who may not write the database)."""
     from engine.db import DatabaseError, open_store
 
-    path = _usable(args, write=write)
     try:
-        return open_store(path, create=create, readonly=False if write else None)
+        return open_store(path, create=True, readonly=False if write else None)
     except DatabaseError as exc:
         raise Fail(str(exc)) from None
 
@@ -309,30 +308,16 @@ def _actor() -> str:
     return current_actor()
 
 
-def _control(fn_name: str, args: argparse.Namespace, **kw: Any) -> int:
-    from engine import control
-
-    store = _store(args)
-    try:
-        print(safe_line(getattr(control, fn_name)(store, args.job, actor=_actor(), **kw)))
-    except control.Refused as exc:
-        raise Fail(str(exc)) from None
-    return EXIT_OK
-
-
 def _request(args: argparse.Namespace, name: str, **kw: Any) -> int:
     """An operator's request on one job (``engine.request_flows``: hold, release, an
-    approval decided), on the light path, else through ``engine.control``."""
+    approval decided)."""
     from engine import request_flows
 
-    def light(transaction: Any, at: float) -> str:
+    def request(transaction: Any, at: float) -> str:
         flow = getattr(request_flows, name)
         return flow(transaction, args.job, actor=_actor(), at=at, **kw)
 
-    done = _light_write(args, light)
-    if done is None:
-        return _control(name, args, **kw)
-    print(safe_line(done))
+    print(safe_line(_write_flow(args, request)))
     return EXIT_OK
 
 
@@ -346,15 +331,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
         raise Fail(str(exc)) from None
     system = True if args.system else None
 
-    def light(transaction: Any, at: float) -> int:
+    def insert(transaction: Any, at: float) -> int:
         return flows.submit(transaction, recipe, actor=_actor(), system=system, at=at)
 
-    job_id = _light_write(args, light)
-    if job_id is None:
-        from engine.submit import submit
-
-        job_id = submit(_store(args), recipe, actor=_actor(), system=system)
-    print(job_id)
+    # A new file goes through SQLAlchemy, which creates the schema first.
+    print(_write_flow(args, insert))
     return EXIT_OK
 
 
@@ -483,23 +464,14 @@ def _bulk(args: argparse.Namespace, kind: str) -> int:
         reason = getattr(args, "reason", None)
         return plan, bulk_flow.apply(transaction, plan, actor=actor, reason=reason, at=time.time())
 
-    done = _light(args, lambda db: go(db.reading, db.transaction), write=yes, check_write=yes)
-    if done is None:
-        from engine.flow_statements import flow_reading, flow_transaction
-
-        store = _store(args, write=yes)
-        try:
-            done = go(lambda: flow_reading(store), lambda: flow_transaction(store))
-        except flows.Refused as exc:
-            raise Fail(str(exc)) from None
-    plan, results = done
+    plan, results = _flow(args, go, write=yes)
     verb = {"cancel": "cancel", "abort": "abort", "enhanced_abort": "enhanced-abort"}[kind]
     if not plan.jobs:
         if args.dry_run:
             print("No job matches: nothing to do.")
             return EXIT_OK
         raise Fail("No job matches: nothing done")
-    if not args.yes:
+    if not yes:
         print(bulk_plan_text(plan))
         if args.dry_run:
             print("Dry run: nothing changed.")
@@ -533,15 +505,11 @@ def cmd_cancel(args: argparse.Namespace) -> int:
             raise Fail(why)
     flow = flows.cancel_tree if args.with_children else flows.cancel
 
-    def light(transaction: Any, at: float) -> str:
+    def cancel(transaction: Any, at: float) -> str:
         return flow(transaction, args.job, actor=_actor(), words=args.reason, at=at)
 
-    done = _light_write(args, light)
-    if done is not None:
-        print(safe_line(done))
-        return EXIT_OK
-    fn = "cancel_with_children" if args.with_children else "cancel"
-    return _control(fn, args, reason=args.reason)
+    print(safe_line(_write_flow(args, cancel)))
+    return EXIT_OK
 
 
 def _cancel_dry_run(args: argparse.Namespace) -> int:
@@ -549,68 +517,56 @@ def _cancel_dry_run(args: argparse.Namespace) -> int:
     so a user who may only read the database may ask too."""
     from engine import flows
 
-    def plan(sql: Any) -> list[tuple[int, str | None]]:
-        return flows.cancel_dry_run(sql, args.job, actor=_actor(), tree=args.with_children)
+    def plan(reading: Any, _transaction: Any) -> list[tuple[int, str | None]]:
+        with reading() as sql:
+            return flows.cancel_dry_run(sql, args.job, actor=_actor(), tree=args.with_children)
 
-    jobs = _light_read(args, plan)
-    if jobs is None:
-        from engine.flow_statements import flow_sql
-
-        store = _store(args, write=False)
-        with store.read() as conn:
-            jobs = plan(flow_sql(conn))
-    for job_id, why in jobs:
+    for job_id, why in _flow(args, plan, write=False):
         print(f"Job {job_id}: " + (f"refused: {safe_line(why)}" if why else "would be canceled"))
     print("Dry run: nothing changed.")
     return EXIT_OK
 
 
-def _light(
-    args: argparse.Namespace, use: Callable[[Any], R], *, write: bool, check_write: bool
-) -> R | None:
-    """``use(db)`` with the database on the light path (``SqliteReads``, a writer's
-    connection if ``write``), the file checked first as for a write if ``check_write``.
-    None: the database needs the gateway (PostgreSQL, no file or schema yet, another
-    schema version); nothing was done. A refusal (``flows.Refused``) is the command's
-    one-line Fail."""
-    from engine import flows
-    from engine.read_sql import NeedsGateway, SqliteReads
+def _flow(args: argparse.Namespace, go: Callable[[Any, Any], R], *, write: bool) -> R:
+    """``go(reading, transaction)``: a flow's read and write transactions (context
+    managers giving an ``engine.flows.Sql``). On the light path (``SqliteReads``: the
+    statements' rendered text through ``sqlite3``, no SQLAlchemy) when the database
+    allows it, else through SQLAlchemy (PostgreSQL, no file or schema yet, another
+    schema version). ``write``: the file is checked and opened as for a write. A
+    refusal (``flows.Refused``) is the command's one-line Fail."""
+    from engine.flows import Refused
 
-    path = _usable(args, write=check_write)
-    if "://" in path:
-        return None
+    path = _usable(args, write=write)
+    db = None
+    if "://" not in path:
+        from engine.read_sql import NeedsGateway, SqliteReads
+
+        with contextlib.suppress(NeedsGateway):
+            db = SqliteReads(path, write=write)
     try:
-        db = SqliteReads(path, write=write)
-    except NeedsGateway:
-        return None
-    try:
-        return use(db)
-    except flows.Refused as exc:
+        if db is not None:
+            return go(db.reading, db.transaction)
+        from engine.flow_statements import flow_reading, flow_transaction
+
+        store = _store(path, write=write)
+        try:
+            return go(lambda: flow_reading(store), lambda: flow_transaction(store))
+        finally:
+            store.dispose()  # waits for a checkpoint under way
+    except Refused as exc:
         raise Fail(str(exc)) from None
     finally:
-        db.close()
+        if db is not None:
+            db.close()
 
 
-def _light_write(args: argparse.Namespace, flow: Callable[[Any, float], R]) -> R | None:
-    """``flow(transaction, now)`` on the light path: an ``engine.flows`` flow, the one the
-    SQLAlchemy path runs, here on the statements' rendered text through ``sqlite3``,
-    without importing SQLModel (~0.6 s of a ~1 s command); None as ``_light``."""
+def _write_flow(args: argparse.Namespace, flow: Callable[[Any, float], R]) -> R:
+    """``flow(transaction, now)``: one of ``engine.flows``' writes, on the light path (the
+    statements' rendered text through ``sqlite3``, without importing SQLModel: ~0.6 s of
+    a ~1 s command) when the database allows it, else through SQLAlchemy (``_flow``)."""
     import time
 
-    return _light(args, lambda db: flow(db.transaction, time.time()), write=True, check_write=True)
-
-
-def _light_read(
-    args: argparse.Namespace, flow: Callable[[Any], R], *, write: bool = False
-) -> R | None:
-    """``flow(sql)`` in a read transaction on the light path; ``write``: check the file
-    as for a write. None as ``_light``."""
-
-    def use(db: Any) -> R:
-        with db.reading() as sql:
-            return flow(sql)
-
-    return _light(args, use, write=False, check_write=write)
+    return _flow(args, lambda _reading, transaction: flow(transaction, time.time()), write=True)
 
 
 def cancel_refusal_of(job_id: int, job: Any) -> str | None:
@@ -643,7 +599,6 @@ def _quick_cancel_refusal(args: argparse.Namespace) -> str | None:
 
 def cmd_abort(args: argparse.Namespace) -> int:
     from engine import abort_flow
-    from engine.flows import Refused
     from engine.text_views import abort_plan_text
 
     _bulk_usage(args)
@@ -661,31 +616,15 @@ def cmd_abort(args: argparse.Namespace) -> int:
                 at=at,
             )
 
-        done = _light_write(args, do)
-        if done is None:
-            from engine import control
-
-            try:
-                done = control.abort(_store(args), args.job, actor=_actor(), enhanced=args.enhanced)
-            except Refused as exc:
-                raise Fail(str(exc)) from None
-        print(safe_line(done))
+        print(safe_line(_write_flow(args, do)))
         return EXIT_OK
 
-    def preview(sql: Any) -> Any:
-        return abort_flow.preview(sql, args.job, enhanced=args.enhanced, actor=_actor())
+    def preview(reading: Any, _transaction: Any) -> Any:
+        with reading() as sql:
+            return abort_flow.preview(sql, args.job, enhanced=args.enhanced, actor=_actor())
 
     # With --yes (and --dry-run) the file is checked as for the write it would be.
-    plan = _light_read(args, preview, write=args.yes)
-    if plan is None:
-        from engine import control
-
-        try:
-            plan = control.abort_preview(
-                _store(args, write=args.yes), args.job, enhanced=args.enhanced, actor=_actor()
-            )
-        except Refused as exc:
-            raise Fail(str(exc)) from None
+    plan = _flow(args, preview, write=args.yes)
     print(abort_plan_text(plan))
     if args.dry_run:
         print("Dry run: nothing changed.")
@@ -695,19 +634,12 @@ def cmd_abort(args: argparse.Namespace) -> int:
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
-    from engine.flows import Refused
-    from engine.rerun import rerun, rerun_flow
+    from engine.rerun import rerun_flow
 
-    def light(transaction: Any, at: float) -> int:
+    def rerun(transaction: Any, at: float) -> int:
         return rerun_flow(transaction, args.job, actor=_actor(), at=at)
 
-    job_id = _light_write(args, light)
-    if job_id is None:
-        try:
-            job_id = rerun(_store(args), args.job, actor=_actor())
-        except Refused as exc:
-            raise Fail(str(exc)) from None
-    print(job_id)
+    print(_write_flow(args, rerun))
     return EXIT_OK
 
 
@@ -754,18 +686,7 @@ def cmd_settings(args: argparse.Namespace) -> int:
             return shown(sql)
 
     try:
-        lines = _light(
-            args, lambda db: go(db.reading, db.transaction), write=write, check_write=write
-        )
-        if lines is None:
-            from engine.flow_statements import flow_reading, flow_transaction
-            from engine.flows import Refused
-
-            store = _store(args, write=write)
-            try:
-                lines = go(lambda: flow_reading(store), lambda: flow_transaction(store))
-            except Refused as exc:
-                raise Fail(str(exc)) from None
+        lines = _flow(args, go, write=write)
     except SettingError as exc:
         raise Fail(str(exc), EXIT_USAGE) from None
     for line in lines:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from engine.format import clock
 from engine.read_sql import SORTS, NeedsGateway, SqliteReads, variant_key
 from engine.safe_text import safe_block, safe_line
-from engine.setting_values import DEFAULTS, MAXIMUM_SECONDS
+from engine.setting_values import DEFAULTS, bounded
 from engine.statuses import JOB_TERMINAL, TASK_RUNNING
 
 if TYPE_CHECKING:
@@ -508,7 +508,7 @@ class Reader:
         """How long a server's lease lasts without a beat (this Reader's own, if given)."""
         if self._lease_seconds is not None:
             return float(self._lease_seconds)
-        return min(float(await self._setting("lease_seconds")), MAXIMUM_SECONDS["lease_seconds"])
+        return bounded("lease_seconds", await self._setting("lease_seconds"))
 
     async def stuck_seconds(self) -> float:
         return float(await self._setting("stuck_seconds"))

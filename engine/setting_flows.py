@@ -22,6 +22,17 @@ def all_settings(sql: Sql) -> dict[str, str]:
     return {key: setting(sql, key) for key in DEFAULTS}
 
 
+def store(sql: Sql, key: str, value: str) -> str:
+    """Write ``key`` (no permission asked: ``put`` asks); returns the value as stored.
+    SettingError for a value the setting does not take, nothing written."""
+    stored = checked(key, value)
+    row = {"key": f"setting.{key}", "value": stored}
+    # Writers take turns (the write lock): nobody inserts it in between.
+    if not sql.run("setting.update", row):
+        sql.run("setting.insert", row)
+    return stored
+
+
 def put(
     transaction: Callable[[], AbstractContextManager[Sql]],
     key: str,
@@ -37,11 +48,7 @@ def put(
     with transaction() as sql:
         text = refusal(who(sql, actor), "settings")
         if text is None:
-            stored = checked(key, value)
-            row = {"key": f"setting.{key}", "value": stored}
-            # Writers take turns (the write lock): nobody inserts it in between.
-            if not sql.run("setting.update", row):
-                sql.run("setting.insert", row)
+            stored = store(sql, key, value)
             add_event(sql, at=at, actor=actor, kind="request", reason=f"setting {key} = {stored}")
             return stored
     audit_refusal(transaction, text, actor=actor, job_id=None, at=at)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
-from engine.dialect import upsert
+from engine import setting_flows
+from engine.flow_statements import flow_sql
 
 # Defined apart so the command line's fast reads need no SQLAlchemy for them.
 from engine.setting_values import (  # noqa: F401
@@ -13,22 +14,16 @@ from engine.setting_values import (  # noqa: F401
     MINIMUM_LEASE_S,
     SettingError,
     bounded,
-    checked,
-    known,
     parse_managers,
 )
-from engine.tables import meta
 
 
 def get(conn: Connection, key: str) -> str:
-    known(key)
-    value = conn.execute(select(meta.c.value).where(meta.c.key == f"setting.{key}")).scalar()
-    return value if value is not None else DEFAULTS[key]
+    return setting_flows.get(flow_sql(conn), key)
 
 
 def put(conn: Connection, key: str, value: str) -> None:
-    value = checked(key, value)
-    upsert(conn, meta, {"key": f"setting.{key}", "value": value}, "key", {"value": value})
+    setting_flows.store(flow_sql(conn), key, value)
 
 
 def all_settings(conn: Connection) -> dict[str, str]:
