@@ -29,7 +29,8 @@ from sqlalchemy import (
 from sqlalchemy.sql.elements import ColumnElement
 
 from engine import settings
-from engine.dialect import db_now, in_list, one_of, upsert
+from engine.dialect import db_now, equals_any, in_list, one_of, upsert
+from engine.models import READY_STATUSES
 from engine.prepared import Prepared
 from engine.statuses import TASK_RUNNING, resolve_outcome
 from engine.tables import job, server, task
@@ -200,7 +201,7 @@ _READY = Prepared(
     )
     .join(job, job.c.id == task.c.job_id)
     .where(
-        task.c.status == "ready",
+        equals_any(task.c.status, READY_STATUSES),  # ix_task_ready
         one_of(job.c.status, ["waiting", "executing"]),
         ~in_list(task.c.id, "taken"),
     )

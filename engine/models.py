@@ -14,11 +14,27 @@ from sqlmodel import Field, SQLModel
 # 4: the index of tasks by server is partial (tasks that have a server): a cancel's
 # 10,000 not-started tasks, which have none, no longer move in it (an UPDATE of them
 # cost ~35% less).
-SCHEMA_VERSION = 4
+# 5: the index of tasks by status holds only the statuses looked up across jobs: Ready
+# (claims) and Canceling/Aborting (stuck jobs). Waiting, Executing and ended tasks are
+# not in it, so it no longer grows with the history, a task's end no longer moves in
+# it, and a cancel's 10,000 not-started tasks only leave it.
+SCHEMA_VERSION = 5
 
 # The tasks a server has had: only those are in its index. A query on the server (=, IN)
 # implies it, so SQLite and PostgreSQL both use the index as before.
 ON_A_SERVER = "server IS NOT NULL"
+
+# The statuses the partial status indexes hold. SQLite uses a partial index only for a
+# query whose WHERE names its predicate term for term, with the values written in:
+# ``engine.dialect.equals_any`` writes these terms from the same tuples.
+# Equalities joined by OR, never IN: SQLite evaluates an IN (...) predicate on every row
+# an UPDATE touches (+9-19 ms on a cancel's 10,000), an OR of equalities costs nothing.
+READY_STATUSES = ("ready",)
+STOPPING_STATUSES = ("canceling", "aborting")
+
+
+def status_is_any(statuses: tuple[str, ...], column: str = "status") -> str:
+    return " OR ".join(f"{column} = '{s}'" for s in statuses)
 
 
 class Meta(SQLModel, table=True):
@@ -67,7 +83,20 @@ class JobRecipe(SQLModel, table=True):
 class Task(SQLModel, table=True):
     __table_args__ = (
         Index("ix_task_job_status", "job_id", "status"),
-        Index("ix_task_status_id", "status", "id"),
+        Index(
+            "ix_task_ready",
+            "status",
+            "id",
+            sqlite_where=text(status_is_any(READY_STATUSES)),
+            postgresql_where=text(status_is_any(READY_STATUSES)),
+        ),
+        Index(
+            "ix_task_stopping",
+            "status",
+            "id",
+            sqlite_where=text(status_is_any(STOPPING_STATUSES)),
+            postgresql_where=text(status_is_any(STOPPING_STATUSES)),
+        ),
         Index(
             "ix_task_on_server",
             "server",
@@ -125,7 +154,6 @@ class Server(SQLModel, table=True):
 
 # The events that put a task into Canceling or Aborting: "since when" a stuck job has
 # been winding down. Partial, so the many other status events never touch it.
-STOPPING_STATUSES = ("canceling", "aborting")
 STOPPING_EVENT = "to_status IN (" + ", ".join(f"'{s}'" for s in STOPPING_STATUSES) + ")"
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Select, String, bindparam, case, func, over, select
 
-from engine.dialect import LikeCI, distinct_list, in_list
+from engine.dialect import LikeCI, distinct_list, equals_any, in_list
 from engine.models import STOPPING_STATUSES
 from engine.query import EventView, JobView, ServerView, TaskView
 from engine.read_sql import SORTS, TEXT_KINDS, variant_key
@@ -86,7 +86,7 @@ def _stopping_tasks() -> Select:
         .where(e2.c.task_id == task_t.c.id, _stopping_event(e2), e2.c.to_status == task_t.c.status)
         .scalar_subquery()
         .label("status_since"),
-    ).where(task_t.c.status.in_(list(STOPPING_STATUSES)))
+    ).where(equals_any(task_t.c.status, STOPPING_STATUSES))  # ix_task_stopping
 
 
 def _filtered(stmt: Select, text: str, statuses: bool) -> Select:

@@ -30,7 +30,15 @@ def _from_3(conn: Connection) -> None:
     next(i for i in task.indexes if i.name == "ix_task_on_server").create(conn, checkfirst=True)
 
 
-UPGRADES = {"2": _from_2, "3": _from_3}
+def _from_4(conn: Connection) -> None:
+    # Version 4 indexed every task by (status, id), the ended ones too.
+    conn.exec_driver_sql("DROP INDEX IF EXISTS ix_task_status_id")
+    for index in task.indexes:
+        if index.name in ("ix_task_ready", "ix_task_stopping"):
+            index.create(conn, checkfirst=True)
+
+
+UPGRADES = {"2": _from_2, "3": _from_3, "4": _from_4}
 
 
 def upgrade(conn: Connection, found: str, to: int) -> bool:

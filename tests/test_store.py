@@ -159,6 +159,66 @@ def test_the_queries_by_server_use_the_partial_index(tmp_path):
             assert any("INDEX ix_task_on_server" in row[-1] for row in plan), key
 
 
+def test_a_version_4_database_gets_the_partial_status_indexes_from_a_writer(tmp_path):
+    path = tmp_path / "t.db"
+    store = Store(path)
+    job_id = _job(store, n=3)
+    store.dispose()
+    with sqlite3.connect(path) as raw:  # version 4: every task indexed by (status, id)
+        raw.execute("DROP INDEX ix_task_ready")
+        raw.execute("DROP INDEX ix_task_stopping")
+        raw.execute("CREATE INDEX ix_task_status_id ON task (status, id)")
+        raw.execute("UPDATE meta SET value='4' WHERE key='schema_version'")
+    with pytest.raises(DatabaseError, match="schema version 4, .* upgrades it"):
+        Store(path, readonly=True)
+    Store(path).dispose()
+    indexes = _index_sql(path)
+    assert "ix_task_status_id" not in indexes
+    assert indexes["ix_task_ready"].endswith("WHERE status = 'ready'")
+    assert indexes["ix_task_stopping"].endswith("WHERE status = 'canceling' OR status = 'aborting'")
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT value FROM meta").fetchall() == [(str(SCHEMA_VERSION),)]
+        # The rows are all there, and the Ready ones are found through the new index.
+        assert raw.execute(
+            "SELECT count(*) FROM task INDEXED BY ix_task_ready WHERE status = 'ready'"
+        ).fetchone() == (3,)
+        assert raw.execute("SELECT count(*) FROM task WHERE job_id = ?", (job_id,)).fetchone() == (
+            3,
+        )
+
+
+def _plan(raw: sqlite3.Connection, sql: str, params: dict) -> list[str]:
+    return [row[-1] for row in raw.execute("EXPLAIN QUERY PLAN " + sql, params)]
+
+
+def test_claims_and_stuck_tasks_use_the_partial_status_indexes(tmp_path):
+    """Only Ready, Canceling and Aborting tasks are in a status index; the claim and the
+    stuck-job query must name those partial indexes' predicates term for term, or
+    SQLite would read every task of the database."""
+    from engine.batch import _READY
+    from engine.prepared import CompiledText, _named_dialect
+    from engine.read_sql import render
+
+    path = tmp_path / "t.db"
+    store = Store(path)
+    try:
+        with store.read() as conn:
+            ready = CompiledText(_READY.stmt, _named_dialect(conn))
+    finally:
+        store.dispose()
+    statements = render().statements
+    with sqlite3.connect(path) as raw:
+        claim = _plan(raw, ready.sql, ready.params({"taken": "[]", "n": 4}))
+        assert any("INDEX ix_task_ready" in row for row in claim), claim
+        for key in ("stopping_tasks", "stopping_tasks_of"):
+            text = statements[key]
+            params = text.bind({n: [] if n in text.as_json else None for n in text.needed})
+            plan = _plan(raw, text.sql, params)
+            if key == "stopping_tasks":  # the other finds them by job (ix_task_job_status)
+                assert any("INDEX ix_task_stopping" in row for row in plan), plan
+            assert not any(row.startswith("SCAN task") for row in plan), (key, plan)
+
+
 def test_foreign_database_is_refused(tmp_path):
     path = tmp_path / "other.db"
     with sqlite3.connect(path) as raw:
