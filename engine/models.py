@@ -37,6 +37,11 @@ def status_is_any(statuses: tuple[str, ...], column: str = "status") -> str:
     return " OR ".join(f"{column} = '{s}'" for s in statuses)
 
 
+def _partial(name: str, columns: tuple[str, ...], where: str) -> Index:
+    """An index of the rows matching ``where``, on SQLite and PostgreSQL alike."""
+    return Index(name, *columns, sqlite_where=text(where), postgresql_where=text(where))
+
+
 class Meta(SQLModel, table=True):
     key: str = Field(primary_key=True)
     value: str
@@ -83,27 +88,9 @@ class JobRecipe(SQLModel, table=True):
 class Task(SQLModel, table=True):
     __table_args__ = (
         Index("ix_task_job_status", "job_id", "status"),
-        Index(
-            "ix_task_ready",
-            "status",
-            "id",
-            sqlite_where=text(status_is_any(READY_STATUSES)),
-            postgresql_where=text(status_is_any(READY_STATUSES)),
-        ),
-        Index(
-            "ix_task_stopping",
-            "status",
-            "id",
-            sqlite_where=text(status_is_any(STOPPING_STATUSES)),
-            postgresql_where=text(status_is_any(STOPPING_STATUSES)),
-        ),
-        Index(
-            "ix_task_on_server",
-            "server",
-            "status",
-            sqlite_where=text(ON_A_SERVER),
-            postgresql_where=text(ON_A_SERVER),
-        ),
+        _partial("ix_task_ready", ("status", "id"), status_is_any(READY_STATUSES)),
+        _partial("ix_task_stopping", ("status", "id"), status_is_any(STOPPING_STATUSES)),
+        _partial("ix_task_on_server", ("server", "status"), ON_A_SERVER),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -160,13 +147,7 @@ STOPPING_EVENT = "to_status IN (" + ", ".join(f"'{s}'" for s in STOPPING_STATUSE
 class Event(SQLModel, table=True):
     __table_args__ = (
         Index("ix_event_job", "job_id", "id"),
-        Index(
-            "ix_event_stopping",
-            "task_id",
-            "at",
-            sqlite_where=text(STOPPING_EVENT),
-            postgresql_where=text(STOPPING_EVENT),
-        ),
+        _partial("ix_event_stopping", ("task_id", "at"), STOPPING_EVENT),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -120,19 +120,30 @@ def _index_sql(path) -> dict[str, str]:
         return {name: sql for name, sql in rows if name.startswith("ix_")}
 
 
+_OLD_SERVER_INDEX = "CREATE INDEX ix_task_server_status ON task (server, status)"
+_OLD_STATUS_INDEX = "CREATE INDEX ix_task_status_id ON task (status, id)"
+
+
+def _as_version(path, version: str, *ddl: str) -> dict[str, str]:
+    """Turn the file back into ``version`` (``ddl``: its indexes as they were); a reader
+    refuses it, a writer upgrades it: the task indexes after that."""
+    with sqlite3.connect(path) as raw:
+        for statement in ddl:
+            raw.execute(statement)
+        raw.execute("UPDATE meta SET value=? WHERE key='schema_version'", (version,))
+    with pytest.raises(DatabaseError, match=f"schema version {version}, .* upgrades it"):
+        Store(path, readonly=True)
+    Store(path).dispose()
+    return _index_sql(path)
+
+
 def test_a_version_3_database_gets_the_partial_server_index_from_a_writer(tmp_path):
     path = tmp_path / "t.db"
     store = Store(path)
     job_id = _job(store, n=3)
     store.dispose()
-    with sqlite3.connect(path) as raw:  # version 3: every task indexed by (server, status)
-        raw.execute("DROP INDEX ix_task_on_server")
-        raw.execute("CREATE INDEX ix_task_server_status ON task (server, status)")
-        raw.execute("UPDATE meta SET value='3' WHERE key='schema_version'")
-    with pytest.raises(DatabaseError, match="schema version 3, .* upgrades it"):
-        Store(path, readonly=True)
-    Store(path).dispose()
-    indexes = _index_sql(path)
+    # Version 3: every task indexed by (server, status).
+    indexes = _as_version(path, "3", "DROP INDEX ix_task_on_server", _OLD_SERVER_INDEX)
     assert "ix_task_server_status" not in indexes
     assert indexes["ix_task_on_server"].endswith("WHERE server IS NOT NULL")
     with sqlite3.connect(path) as raw:
@@ -164,15 +175,10 @@ def test_a_version_4_database_gets_the_partial_status_indexes_from_a_writer(tmp_
     store = Store(path)
     job_id = _job(store, n=3)
     store.dispose()
-    with sqlite3.connect(path) as raw:  # version 4: every task indexed by (status, id)
-        raw.execute("DROP INDEX ix_task_ready")
-        raw.execute("DROP INDEX ix_task_stopping")
-        raw.execute("CREATE INDEX ix_task_status_id ON task (status, id)")
-        raw.execute("UPDATE meta SET value='4' WHERE key='schema_version'")
-    with pytest.raises(DatabaseError, match="schema version 4, .* upgrades it"):
-        Store(path, readonly=True)
-    Store(path).dispose()
-    indexes = _index_sql(path)
+    # Version 4: every task indexed by (status, id).
+    indexes = _as_version(
+        path, "4", "DROP INDEX ix_task_ready", "DROP INDEX ix_task_stopping", _OLD_STATUS_INDEX
+    )
     assert "ix_task_status_id" not in indexes
     assert indexes["ix_task_ready"].endswith("WHERE status = 'ready'")
     assert indexes["ix_task_stopping"].endswith("WHERE status = 'canceling' OR status = 'aborting'")
