@@ -44,12 +44,11 @@ _EVENT = (
 )
 
 
-def _line(msgs: list[dict]) -> bytes:
-    return json.dumps(msgs, separators=(",", ":")).encode() + b"\n"
-
-
 async def _serve() -> None:
-    """A server: runs each ``run`` as an asyncio task, answers ``done`` once per turn."""
+    """A server: runs each ``run`` as an asyncio task, answers ``done`` once per turn.
+    The messages are encoded and decoded by the engine's own ``engine.wire``."""
+    from engine import wire
+
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue[list[dict] | None] = asyncio.Queue()
     out: list[dict] = []
@@ -60,14 +59,14 @@ async def _serve() -> None:
             while chunk := f.read(65536):
                 buf += chunk
                 *lines, buf = buf.split(b"\n")
-                msgs = [m for line in lines if line for m in json.loads(line)]
+                msgs = wire.decode_lines(lines)
                 if msgs:
                     loop.call_soon_threadsafe(inbox.put_nowait, msgs)
         loop.call_soon_threadsafe(inbox.put_nowait, None)
 
     def flush() -> None:
         if out:
-            os.write(1, _line(out))
+            os.write(1, wire.encode_batch(out))
             out.clear()
 
     async def run(task_id: int) -> None:
@@ -165,6 +164,8 @@ class _Writer:
 async def floor(path: str, n: int, servers: dict[str, int]) -> tuple[float, float]:
     """Tasks a second from submit to the last task's end, and the supervisor's CPU µs
     per task."""
+    from engine import wire
+
     _new_db(path)
     writer = _Writer(path)
     pool = concurrent.futures.ThreadPoolExecutor(1)
@@ -181,7 +182,7 @@ async def floor(path: str, n: int, servers: dict[str, int]) -> tuple[float, floa
 
     async def read(proc: asyncio.subprocess.Process) -> None:
         while line := await proc.stdout.readline():
-            for m in json.loads(line):
+            for m in wire.decode_lines([line]):
                 running.pop(m["task"], None)
                 ended.append(m)
             wake.set()
@@ -211,7 +212,7 @@ async def floor(path: str, n: int, servers: dict[str, int]) -> tuple[float, floa
                  "params_json": r[3]}
                 for r in rows
             ]  # fmt: skip
-            procs[name].stdin.write(_line(msgs))
+            procs[name].stdin.write(wire.encode_batch(msgs))
     rate = n / (time.perf_counter() - t0)
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu_us = (cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime) / n * 1e6

@@ -14,7 +14,7 @@ from engine import abort_flow, flows
 from engine.abort_flow import AbortPlan
 from engine.flows import Refused, Sql
 from engine.identity import user_name
-from engine.manager_rule import refusal
+from engine.manager_rule import refusal, refused_by_rule
 from engine.query import JobView
 
 BULK_KINDS = ("cancel", "abort", "enhanced_abort")
@@ -150,7 +150,7 @@ def apply(
     for item in bulk.jobs:
         job = item.job
         if item.refusal is not None:
-            if item.refusal.startswith("Cancel needs"):
+            if refused_by_rule(item.refusal):
                 flows.audit_refusal(transaction, item.refusal, actor=actor, job_id=job.id, at=at)
             results.append(BulkResult(job.id, False, _for_job(job.id, item.refusal)))
             continue

@@ -197,14 +197,19 @@ def one_of(column: ColumnElement[Any], values: Iterable[str]) -> ColumnElement[b
     items = sorted(set(values))
     if not items:
         return false()
-    return column.in_([literal_column("'" + v.replace("'", "''") + "'") for v in items])
+    return column.in_([_written_in(v) for v in items])
 
 
 def equals_any(column: ColumnElement[Any], statuses: tuple[str, ...]) -> ColumnElement[bool]:
     """``column = 'a' OR column = 'b'``, the values written in and in the order given:
     the predicate of a partial index (``engine.models.status_is_any``) term for term,
     which is what lets SQLite use that index."""
-    return or_(*(column == literal_column("'" + s.replace("'", "''") + "'") for s in statuses))
+    return or_(*(column == _written_in(s) for s in statuses))
+
+
+def _written_in(value: str) -> ColumnElement[Any]:
+    """A string constant as an SQL literal in the statement's text, not a parameter."""
+    return literal_column("'" + value.replace("'", "''") + "'")
 
 
 def in_list(column: ColumnElement[Any], values: Iterable[Any] | str) -> InList:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
-from engine.manager_rule import Who, refusal, who_with
+from engine.manager_rule import Who, refusal, refused_by_rule, who_with
 from engine.query import JobView
 from engine.setting_values import DEFAULTS
 from engine.statuses import LABELS, cancel_refused, job_status_after, no_such_job
@@ -245,7 +245,7 @@ def cancel_tree(
             cancel_in(sql, j.id, j.status, actor=actor, words=words, at=at)
         if todo and not w.manager:
             for j in tree:
-                if (why[j.id] or "").startswith("Cancel needs"):
+                if refused_by_rule(why[j.id]):
                     add_event(
                         sql, at=at, actor=actor, kind="refused", job_id=j.id, reason=why[j.id]
                     )
@@ -253,7 +253,7 @@ def cancel_tree(
         text = f"No job in the tree of job {job_id} can be canceled: " + "; ".join(
             f"{j.id}: {why[j.id]}" for j in tree
         )
-        if any((why[j.id] or "").startswith("Cancel needs") for j in tree):
+        if any(refused_by_rule(why[j.id]) for j in tree):
             audit_refusal(transaction, text, actor=actor, job_id=job_id, at=at)
         raise Refused(text)
     skipped = [f"job {j.id} ({why[j.id]})" for j in tree if j not in todo]

@@ -79,6 +79,10 @@ def _needs_manager(rule: str, w: Who) -> str:
     return f"{rule} needs a batch job manager ({', '.join(w.managers)}); you are {w.user}"
 
 
+# How a cancel refused by this rule begins (``refused_by_rule``).
+_CANCEL_NEEDS = "Cancel needs"
+
+
 def refusal(w: Who, action: Action, submitted_by: str | None = None) -> str | None:
     """Why ``w`` may not do ``action`` (to a job submitted by ``submitted_by``), or None."""
     if w.manager:
@@ -88,10 +92,16 @@ def refusal(w: Who, action: Action, submitted_by: str | None = None) -> str | No
         if submitter and submitter == w.user:
             return None
         return (
-            f"Cancel needs the job's submitter ({submitter or 'unknown'}) or a batch job "
+            f"{_CANCEL_NEEDS} the job's submitter ({submitter or 'unknown'}) or a batch job "
             f"manager ({', '.join(w.managers)}); you are {w.user}"
         )
     return _needs_manager(_RULES[action], w)
+
+
+def refused_by_rule(why: str | None) -> bool:
+    """Whether a cancel's refusal (``refusal`` or the job's status) is this rule's: only
+    those are recorded in the audit."""
+    return why is not None and why.startswith(_CANCEL_NEEDS)
 
 
 def who_with(actor: str | None, managers_setting: str) -> Who:

@@ -27,7 +27,7 @@ def put(conn: Connection, key: str, value: str) -> None:
 
 
 def all_settings(conn: Connection) -> dict[str, str]:
-    return {k: get(conn, k) for k in DEFAULTS}
+    return setting_flows.all_settings(flow_sql(conn))
 
 
 def enhanced_abort_on(conn: Connection) -> bool:

@@ -24,18 +24,23 @@ def _from_2(conn: Connection) -> None:
     conn.execute(update(_JOB_V2).where(_JOB_V2.c.recipe_json.is_not(None)).values(recipe_json=None))
 
 
+def _replace_task_index(conn: Connection, old: str, *new: str) -> None:
+    """Drop the task index ``old`` and create the ``new`` ones as ``engine.models``
+    declares them."""
+    conn.exec_driver_sql(f"DROP INDEX IF EXISTS {old}")
+    for index in task.indexes:
+        if index.name in new:
+            index.create(conn, checkfirst=True)
+
+
 def _from_3(conn: Connection) -> None:
     # Version 3 indexed every task by (server, status), those without a server too.
-    conn.exec_driver_sql("DROP INDEX IF EXISTS ix_task_server_status")
-    next(i for i in task.indexes if i.name == "ix_task_on_server").create(conn, checkfirst=True)
+    _replace_task_index(conn, "ix_task_server_status", "ix_task_on_server")
 
 
 def _from_4(conn: Connection) -> None:
     # Version 4 indexed every task by (status, id), the ended ones too.
-    conn.exec_driver_sql("DROP INDEX IF EXISTS ix_task_status_id")
-    for index in task.indexes:
-        if index.name in ("ix_task_ready", "ix_task_stopping"):
-            index.create(conn, checkfirst=True)
+    _replace_task_index(conn, "ix_task_status_id", "ix_task_ready", "ix_task_stopping")
 
 
 UPGRADES = {"2": _from_2, "3": _from_3, "4": _from_4}

@@ -153,6 +153,17 @@ def test_a_version_3_database_gets_the_partial_server_index_from_a_writer(tmp_pa
         )
 
 
+def _plan(raw: sqlite3.Connection, sql: str, params: dict) -> list[str]:
+    return [row[-1] for row in raw.execute("EXPLAIN QUERY PLAN " + sql, params)]
+
+
+def _rendered_plan(raw: sqlite3.Connection, text) -> list[str]:
+    """The plan of a statement as ``engine.read_sql`` renders it, every value empty."""
+    return _plan(
+        raw, text.sql, text.bind({n: [] if n in text.as_json else None for n in text.needed})
+    )
+
+
 def test_the_queries_by_server_use_the_partial_index(tmp_path):
     """A task without a server is not in ``ix_task_on_server`` (so a cancel of not-started
     tasks never moves in it); the statements that look tasks up by server must still
@@ -164,10 +175,8 @@ def test_the_queries_by_server_use_the_partial_index(tmp_path):
     statements = render().statements
     with sqlite3.connect(path) as raw:
         for key in ("servers", FLOW + "abort.disrupted"):
-            text = statements[key]
-            params = text.bind({n: [] if n in text.as_json else None for n in text.needed})
-            plan = raw.execute("EXPLAIN QUERY PLAN " + text.sql, params)
-            assert any("INDEX ix_task_on_server" in row[-1] for row in plan), key
+            plan = _rendered_plan(raw, statements[key])
+            assert any("INDEX ix_task_on_server" in row for row in plan), key
 
 
 def test_a_version_4_database_gets_the_partial_status_indexes_from_a_writer(tmp_path):
@@ -193,10 +202,6 @@ def test_a_version_4_database_gets_the_partial_status_indexes_from_a_writer(tmp_
         )
 
 
-def _plan(raw: sqlite3.Connection, sql: str, params: dict) -> list[str]:
-    return [row[-1] for row in raw.execute("EXPLAIN QUERY PLAN " + sql, params)]
-
-
 def test_claims_and_stuck_tasks_use_the_partial_status_indexes(tmp_path):
     """Only Ready, Canceling and Aborting tasks are in a status index; the claim and the
     stuck-job query must name those partial indexes' predicates term for term, or
@@ -217,9 +222,7 @@ def test_claims_and_stuck_tasks_use_the_partial_status_indexes(tmp_path):
         claim = _plan(raw, ready.sql, ready.params({"taken": "[]", "n": 4}))
         assert any("INDEX ix_task_ready" in row for row in claim), claim
         for key in ("stopping_tasks", "stopping_tasks_of"):
-            text = statements[key]
-            params = text.bind({n: [] if n in text.as_json else None for n in text.needed})
-            plan = _plan(raw, text.sql, params)
+            plan = _rendered_plan(raw, statements[key])
             if key == "stopping_tasks":  # the other finds them by job (ix_task_job_status)
                 assert any("INDEX ix_task_stopping" in row for row in plan), plan
             assert not any(row.startswith("SCAN task") for row in plan), (key, plan)
