@@ -364,11 +364,12 @@ def _complete(coro: Any) -> Any:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from engine.statuses import LABELS
+    from engine.statuses import LABELS, with_groups
 
-    for s in args.status or []:
-        if s not in LABELS:
-            raise Fail(f"--status {s!r}: unknown status (known: {', '.join(LABELS)})", EXIT_USAGE)
+    try:
+        args.status = with_groups(args.status, list(LABELS))
+    except ValueError as exc:
+        raise Fail(str(exc), EXIT_USAGE) from None
     if args.stuck:
         return _list_stuck(args)
     page = _run(lambda r: r.list_jobs(0, args.limit, statuses=args.status, with_total=False), args)
@@ -430,12 +431,12 @@ def _bulk_usage(args: argparse.Namespace) -> None:
         raise Fail("give --dry-run or --yes, not both", EXIT_USAGE)
     if args.all and getattr(args, "with_children", False):
         raise Fail("--with-children is for one JOB, not --all", EXIT_USAGE)
-    from engine.statuses import JobStatus
+    from engine.statuses import JobStatus, with_groups
 
-    for st in args.status or []:
-        if st not in {s.value for s in JobStatus}:
-            known = ", ".join(s.value for s in JobStatus)
-            raise Fail(f"--status {st!r}: unknown job status (known: {known})", EXIT_USAGE)
+    try:
+        args.status = with_groups(args.status, [s.value for s in JobStatus])
+    except ValueError as exc:
+        raise Fail(str(exc).replace("unknown status", "unknown job status"), EXIT_USAGE) from None
 
 
 def _bulk(args: argparse.Namespace, kind: str) -> int:
@@ -808,7 +809,12 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def main(argv: Sequence[str] | None = None, console: ConsoleRunner | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # name the command they were given to: `batchdeck list: ... --bogus`
+        where = f"batchdeck {args.command}" if args.command else "batchdeck"
+        print(f"{where}: unrecognized arguments: {safe_line(' '.join(extra))}", file=sys.stderr)
+        return EXIT_USAGE
     if getattr(args, "db", None):
         # sqlite:///PATH is its PATH from here on; a PostgreSQL URL stays a URL.
         from engine.dburl import parse_db

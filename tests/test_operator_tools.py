@@ -191,7 +191,7 @@ def test_cli_bulk_dry_run_and_no_yes_change_nothing(
     rc, out, err = run_cli(capsys, db, "cancel", "--all", "--dry-run")
     assert rc == 0, err
     assert "Cancel: 2 jobs (1 Executing, 1 Waiting)" in out
-    assert f"{ids['system']}  sys  Waiting: System jobs cannot be canceled" in out
+    assert f"{ids['system']}  sys  Waiting:    System jobs cannot be canceled" in out
     assert out.rstrip().endswith("Dry run: nothing changed.")
     rc, out, err = run_cli(capsys, db, "cancel", "--all")
     assert rc == 1 and err.strip() == "Nothing changed: add --yes to cancel 2 jobs."

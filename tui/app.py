@@ -458,10 +458,11 @@ class BatchdeckApp(App[int]):
                     f"Nothing to {verb} in the {len(job_ids)} marked: {why}", severity="warning"
                 )
                 return
-            if not await self.push_screen_wait(ConfirmBulk(plan)):
+            reason = await self.push_screen_wait(ConfirmBulk(plan))
+            if reason is None:
                 return
             results = await self.data.control(
-                control.bulk_apply, plan, actor=self.actor, now=self._now()
+                control.bulk_apply, plan, actor=self.actor, reason=reason or None, now=self._now()
             )
             done = sum(1 for r in results if r.done)
             refused = [r for r in results if not r.done]
