@@ -26,7 +26,7 @@ from tests.tui_support import RecordingApp
 from tests.waiting import until
 from tui.app import BatchdeckApp
 
-MODE = "attached to engine on batch-01, batch-02 (pid 4242)"
+MODE = "attached to 1 engine: batchhost"  # what the header reads of tests.scenario
 
 Steps = Callable[[Pilot], Awaitable[None]]
 

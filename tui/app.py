@@ -33,13 +33,26 @@ if TYPE_CHECKING:
 
 
 def attached_label(live: dict[str, list[str]]) -> str:
-    """ "attached to engine on batch-01, batch-02 (pid 123)" from Reader.live_engines()."""
+    """ "attached to 1 engine: host-a" from Reader.live_engines() (owner -> servers): the
+    engines alive now, by host (with the pid where one host runs two)."""
     if not live:
-        return "no engine running: control requests wait for one"
-    parts = []
-    for owner, servers in live.items():
-        parts.append(f"{', '.join(sorted(servers))} (pid {owner_pid(owner)})")
-    return "attached to engine on " + "; ".join(parts)
+        return NO_ENGINE
+    hosts = [owner.split(":")[0] for owner in live]
+    names = sorted(
+        f"{host} (pid {owner_pid(owner)})" if hosts.count(host) > 1 else host
+        for host, owner in zip(hosts, live, strict=True)
+    )
+    n = len(names)
+    return f"attached to {n} engine{'s' if n != 1 else ''}: {', '.join(names)}"
+
+
+NO_ENGINE = "no engine running: control requests wait for one"
+
+
+def watches_engines(mode: str) -> bool:
+    """Whether a header in this mode follows the engines serving the database (attached,
+    or none yet): an embedded engine's is the console's own."""
+    return any(w in mode for w in ("attached", "no engine running", "engine gone"))
 
 
 def embedded_label(servers: Iterable[str]) -> str:
@@ -84,7 +97,7 @@ def header_label(
 
 def mode_head(mode: str) -> str:
     """The part of a mode label saying "attached ..." (up to the next " · ")."""
-    start = mode.find("attached")
+    start = max(mode.find("attached"), mode.find("no engine running"))
     if start < 0:
         return mode
     end = mode.find(" · ", start)
@@ -95,6 +108,7 @@ class Host(Protocol):
     """What the console asks of what runs beside it (tui.host.EngineHost)."""
 
     running: bool  # an embedded engine is running
+    engine: Any  # the embedded engine (None: attached, or its start failed)
 
     @property
     def servers(self) -> list[str]: ...
@@ -216,14 +230,24 @@ class BatchdeckApp(App[int]):
                 self._error_ticks = stats.ticks
             elif self.engine_error is not None and stats.ticks > self._error_ticks:
                 self.engine_error = None  # a batch went through since: cleared
-        elif "attached" in self.mode_label:
+        elif watches_engines(self.mode_label) and (self.host is None or self.host.engine is None):
             try:
-                now = self._now()
-                health = await self.data.reader.engine_health(now=now)
-                self.engine_gone = health.text(now) if health.state == "gone" else None
+                await self._follow_engines()
             except Exception:  # noqa: BLE001 - the next look tries again
                 pass
         self._show_header()
+
+    async def _follow_engines(self) -> None:
+        """The header names the engines alive now (one dies, another starts: it follows),
+        or, with none alive, since when the last one is gone."""
+        now = self._now()
+        live = await self.data.reader.live_engines(now)
+        mode = attached_label(live)
+        self.mode_label = read_only_label(mode) if self.data.read_only else mode
+        self.engine_gone = None
+        if not live:
+            health = await self.data.reader.engine_health(now=now)
+            self.engine_gone = health.text(now) if health.state == "gone" else None
 
     async def live_engines(self) -> dict[str, list[str]]:
         return await self.data.reader.live_engines(time.time())
@@ -350,7 +374,7 @@ class BatchdeckApp(App[int]):
             if preview.refusal is not None or preview.job is None:
                 self.notify(nothing_to(str(preview.refusal), "cancel"), severity="warning")
                 return
-            reason = await self.push_screen_wait(ConfirmCancel(preview.job))
+            reason = await self.push_screen_wait(ConfirmCancel(preview.job, preview.tasks))
             if reason is None:
                 return
             await self._control(

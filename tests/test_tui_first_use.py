@@ -1,0 +1,149 @@
+"""What a new operator trips on in the console (issue 23): the attached header names the
+engines alive, the one-job cancel says how each running task stops, a canceled job does
+not look complete, jobs waiting for an engine say so, the bulk dialog's buttons and
+reason, an enhanced abort of marked jobs says how far it reaches, a key a non-manager
+may not use says why, `space` in the help. Real apps (``run_test`` + Pilot) on real
+SQLite files; what is asserted is what the screen paints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine import batch
+from engine.db import Store
+from tests import scenario
+from tests.screenshots import make_app, select, settle
+from tests.tui_support import (  # noqa: F401 - utc: autouse
+    RecordingApp,
+    painted,
+    press,
+    said,
+    shown,
+    utc,
+)
+from tests.waiting import until
+from tui.app import NO_ENGINE
+
+
+@pytest.fixture
+def scenario_db(tmp_path: Path) -> str:
+    return scenario.build(tmp_path / "scenario.db")
+
+
+def header(app: RecordingApp) -> str:
+    return painted(app).splitlines()[0]
+
+
+# -- the attached header names the engines alive -------------------------------------------
+
+
+async def test_attached_header_follows_the_engines_alive(tmp_path: Path) -> None:
+    db = str(tmp_path / "two-hosts.db")
+    store = Store(db)
+    t0 = 1_000_000.0
+    a, b = "host-a:100:n1", "host-b:24400:n2"
+    try:
+        with store.write() as conn:
+            batch.claim_leases(conn, {"batch-01": 2}, a, at=t0)
+            batch.claim_leases(conn, {"batch-02": 2}, b, at=t0)
+    finally:
+        store.dispose()
+    now = [t0 + 1]
+    app = RecordingApp(db, mode_label=NO_ENGINE, clock=lambda: now[0], actor="alice", live=False)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await settle(pilot)
+        await app.check_health().wait()
+        assert app.sub_title.startswith("attached to 2 engines: host-a, host-b · ")
+        # host-b is killed (its heartbeat stops); host-a beats on.
+        beat(db, {"batch-01": a}, t0 + 20)
+        now[0] = t0 + 24
+        await app.check_health().wait()
+        assert app.sub_title == "attached to 1 engine: host-a · alice (manager)"
+        await until(
+            lambda: "attached to 1 engine: host-a" in header(app), "the header", pilot=pilot
+        )
+        assert "host-b" not in header(app)
+        # host-a dies too: since when the last engine is gone.
+        now[0] = t0 + 60
+        await app.check_health().wait()
+        assert app.sub_title == "engine gone since 13:47:00 · alice (manager)"
+        # A new serve starts on host-a: named again, and only it.
+        beat(db, {"batch-01": "host-a:300:n3"}, t0 + 61, claim=True)
+        now[0] = t0 + 62
+        await app.check_health().wait()
+        assert app.sub_title == "attached to 1 engine: host-a · alice (manager)"
+
+
+def beat(db: str, leases: dict[str, str], at: float, *, claim: bool = False) -> None:
+    store = Store(db)
+    try:
+        with store.write() as conn:
+            for name, owner in leases.items():
+                if claim:
+                    batch.claim_leases(conn, {name: 2}, owner, at=at)
+                batch.heartbeat(conn, [name], owner, at=at)
+    finally:
+        store.dispose()
+
+
+async def test_scenario_header_names_the_engine_host(scenario_db: str) -> None:
+    app = make_app(scenario_db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await app.check_health().wait()
+        assert app.sub_title == "attached to 1 engine: batchhost · alice (manager)"
+
+
+# -- the one-job cancel says how each running task stops -------------------------------------
+
+
+def running_job(path: Path, *tasks: dict) -> tuple[str, int]:
+    """A job whose tasks all run on batch-01 (claimed as a server would; no engine)."""
+    b = scenario.Builder(path)
+    with b.store.write() as conn:
+        batch.claim_leases(conn, {"batch-01": 4}, scenario.OWNER, at=scenario.T0)
+    job = b.submit(scenario.recipe("mixed", *tasks), scenario.T0 + 1)
+    b.start("batch-01", scenario.T0 + 2, [t["name"] for t in tasks])
+    b.beat(scenario.NOW - 1)
+    b.store.dispose()
+    return str(path), job
+
+
+async def test_cancel_dialog_says_how_each_running_task_stops(tmp_path: Path) -> None:
+    from tui.modals.cancel import ConfirmCancel
+
+    db, job = running_job(
+        tmp_path / "mixed.db",
+        {"name": "stuck-read", "action": "blocking_wait", "seconds": 3600},
+        {"name": "rsync", "action": "shell", "command": ["rsync", "a", "b"]},
+        scenario.wait("pause"),
+    )
+    app = make_app(db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await select(pilot, job)
+        await press(pilot, "c")
+        await shown(pilot, ConfirmCancel)
+        text = painted(app)
+        assert "stop at their next safe point" not in text  # the old promise, for all
+        assert "stuck-read on batch-01: only a server restart stops it" in text
+        assert "rsync on batch-01: gets SIGTERM" in text
+        assert "pause on batch-01: at its next safe point" in text
+        # Said before the operator confirms: a cancel leaves it Canceling.
+        assert "A cancel does not stop stuck-read: only a server restart does" in text
+        assert "enhanced abort (A)" in text
+        await press(pilot, "escape")
+
+
+async def test_cancel_dialog_of_a_job_of_safe_points_has_no_warning(scenario_db: str) -> None:
+    from tui.modals.cancel import ConfirmCancel
+
+    app = make_app(scenario_db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await select(pilot, 9)  # parent-flow: a task waiting for its child
+        await press(pilot, "c")
+        await shown(pilot, ConfirmCancel)
+        text = painted(app)
+        assert "call on batch-01: finishes first" in text
+        assert "A cancel does not stop" not in text
