@@ -52,7 +52,9 @@ class JobView:
     recipe_path: str | None
     rerun_of: int | None = None
     tasks_total: int = 0
-    tasks_done: int = 0
+    tasks_done: int = 0  # Ended
+    tasks_didnt_run: int = 0
+    tasks_running: int = 0  # Executing, Canceling or Aborting
     servers: tuple[str, ...] = ()
     # Seconds a task of the job has been Canceling or Aborting, once that is longer than
     # the setting stuck_seconds; None: not stuck.
@@ -175,16 +177,18 @@ def _picked(row: dict[str, Any], view: type) -> dict[str, Any]:
 
 def _job(
     row: dict[str, Any],
-    agg: tuple[int, int, str | None] | None = None,
+    agg: tuple[int, int, str | None, int, int] | None = None,
     stuck_for: float | None = None,
 ) -> JobView:
     values = _picked(row, JobView)
     values["system"], values["orphaned"] = bool(values["system"]), bool(values["orphaned"])
-    total, done, servers = agg or (0, 0, None)
+    total, done, servers, didnt_run, running = agg or (0, 0, None, 0, 0)
     return JobView(
         **values,
         tasks_total=total,
         tasks_done=done,
+        tasks_didnt_run=didnt_run,
+        tasks_running=running,
         servers=tuple(sorted(set(servers.split(",")))) if servers else (),
         stuck_for=stuck_for,
     )
@@ -478,11 +482,20 @@ class Reader:
         with self.store.read() as conn:
             return [dict(r._mapping) for r in conn.execute(statements()[key], params)]
 
-    async def _aggregates(self, ids: list[int]) -> dict[int, tuple[int, int, str | None]]:
+    async def _aggregates(self, ids: list[int]) -> dict[int, tuple[int, int, str | None, int, int]]:
         if not ids:
             return {}
         rows = await self._rows("aggregates", {"ids": ids})
-        return {r["job_id"]: (r["total"], r["done"] or 0, r["servers"]) for r in rows}
+        return {
+            r["job_id"]: (
+                r["total"],
+                r["done"] or 0,
+                r["servers"],
+                r["didnt_run"] or 0,
+                r["running"] or 0,
+            )
+            for r in rows
+        }
 
     async def _filtered(
         self,

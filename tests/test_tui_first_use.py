@@ -147,3 +147,71 @@ async def test_cancel_dialog_of_a_job_of_safe_points_has_no_warning(scenario_db:
         text = painted(app)
         assert "call on batch-01: finishes first" in text
         assert "A cancel does not stop" not in text
+
+
+# -- a canceled job does not look complete; Executing with no engine says so -----------------
+
+
+def after_the_engine(path: Path) -> tuple[str, int, int]:
+    """A job canceled before any task ran, and an Executing job whose next task is Ready
+    with nothing running: the engine that ran its first task has stopped."""
+    b = scenario.Builder(path)
+    with b.store.write() as conn:
+        batch.claim_leases(conn, {"batch-01": 4}, scenario.OWNER, at=scenario.T0)
+    two = scenario.recipe("never-ran", scenario.wait("first"), scenario.wait("second"))
+    canceled = b.submit(two, scenario.T0 + 1)
+    from engine import control
+
+    control.cancel(b.store, canceled, actor="alice", now=scenario.T0 + 2)
+    chain = scenario.recipe(
+        "half-done", scenario.wait("first"), scenario.wait("second", after=["first"])
+    )
+    waiting = b.submit(chain, scenario.T0 + 3)
+    b.start("batch-01", scenario.T0 + 4, ["first"])
+    b.outcome(b.task_ids(waiting)["first"], "ended", scenario.T0 + 64)
+    with b.store.write() as conn:  # the engine's last heartbeat
+        batch.heartbeat(conn, ["batch-01"], scenario.OWNER, at=scenario.T0 + 69)
+    b.store.dispose()
+    return str(path), canceled, waiting
+
+
+async def test_a_canceled_job_counts_only_ended_tasks_as_done(tmp_path: Path) -> None:
+    from tests.tui_support import painted_job_row
+
+    db, canceled, _ = after_the_engine(tmp_path / "after.db")
+    app = make_app(db)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await settle(pilot)
+        row = painted_job_row(app, canceled)
+        assert "Canceled" in row and "0/2" in row and "2/2" not in row, row
+        assert "█" not in row  # no part of the bar is full
+        await select(pilot, canceled)
+        await press(pilot, "enter")
+        await settle(pilot)
+        assert "0/2 done · 2 didn't run" in painted(app)
+
+
+async def test_executing_with_no_engine_says_it_waits_for_one(tmp_path: Path) -> None:
+    from tests.tui_support import painted_job_row
+
+    db, canceled, waiting = after_the_engine(tmp_path / "after.db")
+    now = [scenario.T0 + 70]  # the engine's lease is still fresh
+    app = RecordingApp(db, mode_label=NO_ENGINE, clock=lambda: now[0], actor="alice", live=False)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await settle(pilot)
+        await app.check_health().wait()
+        await settle(pilot)
+        assert app.engines_alive is True
+        assert "no engine" not in painted_job_row(app, waiting)
+        now[0] = scenario.NOW  # the lease went stale: nothing serves the database
+        await app.check_health().wait()
+        await until(
+            lambda: "Executing · no engine" in painted_job_row(app, waiting),
+            "the list says it",
+            pilot=pilot,
+        )
+        assert "no engine" not in painted_job_row(app, canceled)
+        await select(pilot, waiting)
+        await press(pilot, "enter")
+        await settle(pilot)
+        assert "Executing · no engine" in painted(app)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from textual import work
 from textual.app import App, SystemCommand
+from textual.content import Content
 from textual.notifications import SeverityLevel
 from textual.screen import ModalScreen, Screen
 
@@ -95,6 +96,27 @@ def header_label(
     return " · ".join(parts)
 
 
+HEADER_CHROME = 20  # the header's icon and its margins, around the title
+
+
+def fit_header(sub_title: str, room: int, keep: str | None) -> str:
+    """The header's words in ``room`` cells, ``keep`` (who you are: manager or not)
+    whole: the other parts are cut instead, so that a narrow terminal still says it."""
+    if len(sub_title) <= room or not keep or keep not in sub_title:
+        return sub_title
+    before, _, after = sub_title.partition(keep)
+    left = room - len(keep)
+    if left <= 1:
+        return keep
+
+    def cut(text: str, width: int) -> str:
+        return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+    after = cut(after, max(0, left // 2) if len(before) > left // 2 else left - len(before))
+    before = cut(before.removesuffix(" · "), left - len(after) - 3) + " · " if before else ""
+    return before + keep + after
+
+
 def mode_head(mode: str) -> str:
     """The part of a mode label saying "attached ..." (up to the next " · ")."""
     start = max(mode.find("attached"), mode.find("no engine running"))
@@ -165,6 +187,9 @@ class BatchdeckApp(App[int]):
         self.who: Who | None = None  # who you are (whoami): the header, the hidden keys
         self.engine_gone: str | None = None  # "engine gone since 12:04:31" (attached)
         self.engine_error: str | None = None  # the embedded engine's last failed batch
+        # Whether any engine serves the database (None: not known yet). False: the list
+        # says which Executing jobs wait for one ("Executing · no engine").
+        self.engines_alive: bool | None = None
         self._errors_seen = 0
         self._error_ticks = 0
         self._started_beside = False  # after_first_list ran
@@ -222,7 +247,9 @@ class BatchdeckApp(App[int]):
             self.who = who
             self.screen.refresh_bindings()  # keys the user may not use are hidden
         stats = self.host.stats if self.host is not None else None
+        alive = self.engines_alive
         if stats is not None:
+            self.engines_alive = True
             errors = list(stats.errors)
             if len(errors) > self._errors_seen:
                 self._errors_seen = len(errors)
@@ -236,6 +263,8 @@ class BatchdeckApp(App[int]):
             except Exception:  # noqa: BLE001 - the next look tries again
                 pass
         self._show_header()
+        if self.engines_alive != alive:
+            self.reload_screens()  # Executing jobs say whether an engine is there to run them
 
     async def _follow_engines(self) -> None:
         """The header names the engines alive now (one dies, another starts: it follows),
@@ -245,6 +274,7 @@ class BatchdeckApp(App[int]):
         mode = attached_label(live)
         self.mode_label = read_only_label(mode) if self.data.read_only else mode
         self.engine_gone = None
+        self.engines_alive = bool(live)
         if not live:
             health = await self.data.reader.engine_health(now=now)
             self.engine_gone = health.text(now) if health.state == "gone" else None
@@ -261,6 +291,12 @@ class BatchdeckApp(App[int]):
                 await self.host.detach()
         with contextlib.suppress(Exception):
             await self.data.close()
+
+    def format_title(self, title: str, sub_title: str) -> Content:
+        """The header's line: on a narrow terminal, who you are is kept whole."""
+        room = self.size.width - HEADER_CHROME - len(title) - 3
+        keep = who_label(self.who) if self.who is not None else None
+        return super().format_title(title, fit_header(sub_title, room, keep))
 
     # -- notifications --------------------------------------------------------------------
     def notify(
