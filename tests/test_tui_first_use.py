@@ -215,3 +215,95 @@ async def test_executing_with_no_engine_says_it_waits_for_one(tmp_path: Path) ->
         await press(pilot, "enter")
         await settle(pilot)
         assert "Executing · no engine" in painted(app)
+
+
+# -- the bulk dialog: what its buttons do, a reason, an enhanced abort's reach ---------------
+
+
+async def test_bulk_cancel_buttons_say_what_they_do_and_take_a_reason(scenario_db: str) -> None:
+    from textual.widgets import Button
+
+    from tests.tui_support import one
+    from tui.modals.bulk import ConfirmBulk
+
+    app = make_app(scenario_db)
+    async with app.run_test(size=(100, 30)) as pilot:
+        for j in (2, 5, 10):
+            await select(pilot, j)
+            await press(pilot, "space")
+        await press(pilot, "c")
+        await shown(pilot, ConfirmBulk)
+        buttons = [str(b.label) for b in app.screen.query(Button)]
+        assert buttons == ["Cancel 3 jobs", "Back"]
+        assert "Cancel 3 jobs" in painted(app) and " Back " in painted(app)
+        assert app.focused is not None and app.focused.id == "no"
+        await pilot.click("#reason")
+        await press(pilot, *"bad data")
+        await press(pilot, "enter")
+        await until(lambda: said(app, "Cancel: 3 done"), "the result", pilot=pilot)
+        reasons = {
+            one(scenario_db, "SELECT cancel_reason FROM job WHERE id=?", j) for j in (2, 5, 10)
+        }
+        assert reasons == {"Job canceled by alice: bad data"}
+
+
+async def test_bulk_enhanced_abort_dialog_lists_servers_and_every_other_job(
+    scenario_db: str,
+) -> None:
+    from tui.modals.bulk import ConfirmBulk
+
+    app = make_app(scenario_db)
+    async with app.run_test(size=(100, 40)) as pilot:
+        for j in (2, 5):  # both on batch-01
+            await select(pilot, j)
+            await press(pilot, "space")
+        await press(pilot, "A")
+        await shown(pilot, ConfirmBulk)
+        await pilot.pause()
+        text = painted(app)
+        assert "Servers that restart: batch-01" in text
+        assert "Other jobs disrupted (3):" in text
+        for line in ("job 6 maintenance: vacuum", "job 9 parent-flow: call"):
+            assert line in text
+        assert "job 13 stuck-canceling: sync-files" in text
+        assert "job 5 approve-release" not in text  # marked: not "other"
+        assert "Enhanced abort 2 jobs" in text
+
+
+# -- a key a non-manager may not use says why ------------------------------------------------
+
+
+async def test_a_non_manager_pressing_abort_is_told_why(scenario_db: str) -> None:
+    from engine import settings
+    from tests.tui_support import one
+    from tui.screens.jobs import JobListScreen
+
+    store = Store(scenario_db)
+    try:
+        with store.write() as conn:
+            settings.put(conn, "managers", "carol, @batchops")
+    finally:
+        store.dispose()
+    app = RecordingApp(
+        scenario_db, mode_label="attached", clock=lambda: scenario.NOW, actor="bob", live=False
+    )
+    async with app.run_test(size=(100, 30)) as pilot:
+        await select(pilot, 13)
+        await until(lambda: app.who is not None, "whoami", pilot=pilot)
+        before = one(scenario_db, "SELECT count(*) FROM event")
+        await press(pilot, "a")
+        await until(lambda: app.messages, "a notification", pilot=pilot)
+        assert said(app, "Abort needs a batch job manager (carol, @batchops); you are bob")
+        await press(pilot, "A")
+        await until(lambda: said(app, "Enhanced abort needs"), "the second", pilot=pilot)
+        assert isinstance(app.screen, JobListScreen)
+        assert one(scenario_db, "SELECT count(*) FROM event") == before  # nothing tried
+
+
+async def test_help_says_space_moves_down(scenario_db: str) -> None:
+    from tests.screenshots import help_screen
+
+    app = make_app(scenario_db)
+    async with app.run_test(size=(120, 50)) as pilot:
+        await help_screen(pilot)
+        assert "and move down" in painted(app)

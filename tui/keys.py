@@ -211,7 +211,8 @@ KEYS: tuple[Key, ...] = (
         "space",
         "mark",
         "Mark",
-        "Mark or unmark the selected job: c, a and A then act on the marked jobs",
+        "Mark or unmark the selected job and move down (as file managers do): c, a and A "
+        "then act on the marked jobs",
         "list",
         show=True,
         key_display="space",
@@ -338,6 +339,11 @@ def load_keymap(path: Path | None = None) -> dict[str, str]:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise KeymapError(f"{path}: not valid TOML ({exc})") from exc
     return check_keymap(data, str(path))
+
+
+def key_names(key_id: str, keymap: Mapping[str, str]) -> list[str]:
+    """The key names (as Textual writes them) that key ``key_id`` is on with ``keymap``."""
+    return _norm(keymap.get(key_id, BY_ID[key_id].key))
 
 
 def effective_key(key: Key, keymap: Mapping[str, str]) -> str:

@@ -40,6 +40,7 @@ ALL_TASK_KEYS = [k for k, _ in TASK_COLUMNS]
 # message is cut down to 24, then the progress drops (the message often says it too).
 TASK_DROPS = ("started", "try", "server", "duration")
 TABLE_MARGIN = 4  # the table's margins and the body's scroll bar
+ASSUMED = {"status": 10, "try": 3, "progress": 17, "started": 8, "duration": 8, "message": 30}
 
 
 def _width(cell: object) -> int:
@@ -50,7 +51,11 @@ def task_columns(
     width: int, keys: list[str], rows: list[dict[str, object]]
 ) -> tuple[tuple[str, int | None], ...]:
     """The task table's columns for ``width`` cells (tui.widgets.column_fit)."""
-    natural = {k: max([len(TASK_TITLES[k]), *(_width(r[k]) for r in rows)]) for k in keys}
+    # Measured: what changes only when tasks start or stop. Assumed: what changes with
+    # every progress report or tick, so that a report does not rebuild the table.
+    natural = {
+        k: ASSUMED.get(k) or max([len(TASK_TITLES[k]), *(_width(r[k]) for r in rows)]) for k in keys
+    }
     return fit_columns(width, natural, keys, TASK_DROPS, "message", late_drops=("progress",))
 
 
