@@ -153,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
         "list the batch servers: status, host, pid, slots, in use, drain deadline, lease age",
     )
     s.add_argument("--json", action="store_true", help="print a JSON list")
+    s.add_argument(
+        "--forget",
+        metavar="NAME",
+        help="remove a server no engine runs any more from the list (recorded in the audit)",
+    )
     s = cmd("list", "list jobs, newest first")
     s.add_argument(
         "--status",
@@ -213,6 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = cmd("settings", "show settings, or set one: settings KEY VALUE")
     s.add_argument("key", nargs="?")
     s.add_argument("value", nargs="?")
+    s.add_argument(
+        "--force",
+        action="store_true",
+        help="set managers even to a value that leaves you out",
+    )
     return p
 
 
@@ -266,6 +276,11 @@ def _usable(args: argparse.Namespace, *, write: bool, whole: bool | None = None)
     path = _db_path(args)
     if "://" in path:
         return path  # a PostgreSQL server: no file of ours to check
+    if not os.path.exists(path) and not _may_create(args):
+        # A mistyped --db: say so, and leave no empty database behind.
+        if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise Fail(f"{path}: no such directory")
+        raise Fail(f"no such database: {path}")
     unreadable = unreadable_message(path)
     if unreadable:
         raise Fail(unreadable)
@@ -277,6 +292,15 @@ def _usable(args: argparse.Namespace, *, write: bool, whole: bool | None = None)
     except DatabaseError as exc:
         raise Fail(str(exc)) from None
     return path
+
+
+def _may_create(args: argparse.Namespace) -> bool:
+    """Only commands that write something of their own may create a database: submit,
+    serve (and the console), ``settings KEY VALUE``. A read, or a request about a job,
+    on a file that is not there finds nothing to act on."""
+    return args.command in ("submit", "serve") or (
+        args.command == "settings" and args.value is not None
+    )
 
 
 def _store(path: str, *, write: bool) -> Any:
@@ -682,9 +706,16 @@ def cmd_settings(args: argparse.Namespace) -> int:
 
     def go(reading: Any, transaction: Any) -> list[str]:
         if write:
-            setting_flows.put(transaction, args.key, args.value, actor=_actor(), at=time.time())
+            setting_flows.put(
+                transaction, args.key, args.value, actor=_actor(), at=time.time(), force=args.force
+            )
         with reading() as sql:
-            return shown(sql)
+            lines = shown(sql)
+            if write and args.key == "managers":  # who will be managers, said
+                lines.append(
+                    setting_flows.managers_line(setting_flows.get(sql, "managers"), _actor())
+                )
+            return lines
 
     try:
         lines = _flow(args, go, write=write)
@@ -751,9 +782,15 @@ def cmd_servers(args: argparse.Namespace) -> int:
         now = time.time()  # the Reader puts the heartbeats on this clock
         return server_rows(await reader.servers(now), await reader.lease_seconds(), now)
 
-    path = _usable(args, write=False)
-    if "://" not in path and not os.path.exists(path):
-        raise Fail(f"{path}: no such database")  # a mistyped --db: create nothing
+    if args.forget is not None:
+        from engine.server_names import forget
+
+        def go(_reading: Any, transaction: Any) -> str:
+            return forget(transaction, args.forget, actor=_actor(), at=time.time())
+
+        print(safe_line(_flow(args, go, write=True)))
+        return EXIT_OK
+    path = _usable(args, write=False)  # a mistyped --db: "no such database", nothing made
     rows = _run(read, args, path)
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -762,22 +799,11 @@ def cmd_servers(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# More slots than this on one server is a typo, not a machine.
-MAX_SLOTS = 1000
-
-
 def server_args(specs: list[str] | None) -> dict[str, int]:
-    """``--server NAME[:SLOTS]`` values, bounded; raises ValueError naming the bad one."""
-    from engine.runtime import parse_servers
+    """``--server NAME[:SLOTS]`` values (``engine.server_names``: the one parser); raises
+    ValueError naming the bad one."""
+    from engine.server_names import parse_servers
 
-    for spec in specs or []:
-        slots = spec.partition(":")[2]
-        if slots and not (slots.isascii() and slots.isdigit()):
-            raise ValueError(f"--server {spec!r}: slots must be a whole number (digits 0-9)")
-        if slots and int(slots) > MAX_SLOTS:
-            raise ValueError(f"--server {spec!r}: at most {MAX_SLOTS} slots")
-        if len(spec.partition(":")[0]) > 100:
-            raise ValueError(f"--server {_shorten(spec)}: a server name is at most 100 characters")
     return parse_servers(specs)
 
 

@@ -34,12 +34,12 @@ from engine.db import Store, is_postgresql, shared_store
 from engine.dburl import parse_db
 from engine.identity import current_actor
 from engine.procs import RUN_MARKER, kill_all
+from engine.server_names import DEFAULT_SERVERS, parse_servers  # noqa: F401 - as before
 from engine.statuses import JOB_TERMINAL
 from engine.supervisor import ServerProcess
 
 R = TypeVar("R")
 
-DEFAULT_SERVERS = {"batch-01": 4}
 HOST = socket.gethostname()
 PROGRESS_FLUSH_S = 0.1
 DRAIN_CHECK_S = 0.2
@@ -89,23 +89,6 @@ class EngineStats:
     crashes: int = 0
     errors: list[str] = field(default_factory=list)
     events: list[str] = field(default_factory=list)  # notable, not errors
-
-
-def parse_servers(specs: list[str] | None) -> dict[str, int]:
-    """``["batch-01:4", "batch-02"]`` -> {name: slots}; raises ValueError with the bad spec."""
-    if not specs:
-        return dict(DEFAULT_SERVERS)
-    out: dict[str, int] = {}
-    for spec in specs:
-        name, _, slots = spec.partition(":")
-        try:
-            n = int(slots) if slots else 4
-        except ValueError:
-            raise ValueError(f"--server {spec!r}: slots must be a whole number") from None
-        if not name or n < 1:
-            raise ValueError(f"--server {spec!r}: expected NAME or NAME:SLOTS with SLOTS >= 1")
-        out[name] = n
-    return out
 
 
 class Engine:

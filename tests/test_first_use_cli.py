@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from engine import batch
 from engine.cli import main as cli_main
+from engine.db import Store
 from tests import scenario
 
 
@@ -131,3 +133,147 @@ def test_status_takes_the_console_filter_groups(
     assert rc == 0 and "Cancel: 4 jobs (4 Executing)" in out, err
     rc, out, err = run_cli(capsys, scenario_db, "list", "--status", "nope")
     assert rc == 2 and "running" in err and "unknown status" in err
+
+
+# -- a mistyped --db creates nothing ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("list",),
+        ("list", "--stuck"),
+        ("show", "1"),
+        ("servers",),
+        ("settings",),
+        ("settings", "stuck_seconds"),
+        ("cancel", "1"),
+        ("cancel", "--all", "--dry-run"),
+        ("abort", "1", "--yes"),
+        ("hold", "1"),
+        ("rerun", "1"),
+    ],
+)
+def test_a_read_on_a_missing_database_says_so_and_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...]
+) -> None:
+    db = tmp_path / "batchdek.db"
+    rc, out, err = run_cli(capsys, str(db), *args)
+    assert (rc, out) == (1, ""), err
+    assert err == f"batchdeck {args[0]}: no such database: {db}\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_only_writes_of_their_own_create_a_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "new.db"
+    rc, out, err = run_cli(capsys, str(db), "settings", "stuck_seconds", "60")
+    assert (rc, out) == (0, "stuck_seconds = 60\n"), err
+    assert db.exists()
+    rc, out, _ = run_cli(capsys, str(db), "list")
+    assert (rc, out) == (0, "no jobs\n")
+    # A missing directory is still named as such.
+    rc, _, err = run_cli(capsys, str(tmp_path / "no" / "x.db"), "list")
+    assert rc == 1 and "no such directory" in err
+
+
+# -- a managers value that locks its writer out -------------------------------------------------
+
+
+def test_managers_that_exclude_the_one_setting_them_are_refused_unless_forced(
+    scenario_db: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("engine.identity.current_actor", lambda: "root")
+    monkeypatch.setattr("engine.cli._actor", lambda: "root")
+    rc, out, err = run_cli(capsys, scenario_db, "settings", "managers", "alice, @batchops")
+    assert rc == 1 and out == ""
+    assert err == (
+        "batchdeck settings: managers alice, @batchops would leave you (root) out: you could "
+        "no longer change settings or abort. Add yourself, or give --force\n"
+    )
+    rc, out, _ = run_cli(capsys, scenario_db, "settings", "managers")
+    assert (rc, out) == (0, "\n")  # nothing changed
+    rc, out, err = run_cli(capsys, scenario_db, "settings", "managers", "root, alice")
+    assert rc == 0, err
+    assert out == (
+        "managers = root, alice\n"
+        "Managers: root, alice (you are one); they abort and change settings\n"
+    )
+    rc, out, err = run_cli(
+        capsys, scenario_db, "settings", "managers", "alice, @batchops", "--force"
+    )
+    assert rc == 0, err
+    assert "Managers: alice, @batchops (you are not one)" in out
+
+
+# -- server names, and forgetting a server ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "said"),
+    [
+        ("x y:2", "a server name uses only letters, digits, '.', '_' and '-'"),
+        ("a" * 65, "a server name is at most 64 characters"),
+        ("tab\there", "a server name uses only letters"),
+        (":3", "a server name cannot be empty"),
+        ("ok:many", "slots must be a whole number"),
+    ],
+)
+def test_serve_refuses_a_bad_server_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], spec: str, said: str
+) -> None:
+    db = tmp_path / "s.db"
+    rc, out, err = run_cli(capsys, str(db), "serve", "--server", spec)
+    assert rc == 2 and out == "" and said in err, err
+    assert err.startswith("batchdeck serve: --server ") and err.count("\n") == 1
+    assert not db.exists()
+
+
+def test_server_names_of_the_allowed_characters_parse() -> None:
+    from engine.cli import server_args
+
+    assert server_args(["batch-01.eu_2:3", "a" * 64]) == {"batch-01.eu_2": 3, "a" * 64: 4}
+
+
+def test_servers_forget_removes_an_offline_server_and_is_audited(
+    scenario_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.tui_support import one, rows
+
+    # The scenario's engine stopped beating long ago, but its tasks still run on the
+    # server: refused until an engine recovers them.
+    rc, _, err = run_cli(capsys, scenario_db, "servers", "--forget", "batch-01")
+    assert rc == 1 and "server batch-01 holds 5 running tasks" in err, err
+    # A server with nothing on it and no engine: forgotten.
+    store = Store(scenario_db)
+    try:
+        with store.write() as conn:
+            batch.claim_leases(conn, {"batch-03": 2}, "gone-host:1:x", at=scenario.T0)
+    finally:
+        store.dispose()
+    rc, out, err = run_cli(capsys, scenario_db, "servers", "--forget", "batch-03")
+    assert (rc, out) == (0, "Server batch-03 forgotten\n"), err
+    assert rows(scenario_db, "SELECT name FROM server WHERE name='batch-03'") == []
+    last = "SELECT reason FROM event WHERE kind='server' AND server='batch-03' ORDER BY id DESC"
+    assert one(scenario_db, last) == "forgotten"
+    rc, out, _ = run_cli(capsys, scenario_db, "servers")
+    assert "batch-03" not in out
+    rc, _, err = run_cli(capsys, scenario_db, "servers", "--forget", "batch-03")
+    assert rc == 1 and "no server named 'batch-03'" in err
+
+
+def test_servers_forget_is_refused_while_an_engine_serves_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import time
+
+    db = str(tmp_path / "live.db")
+    store = Store(db)
+    try:
+        with store.write() as conn:
+            batch.claim_leases(conn, {"batch-01": 2}, "here:1:x", at=time.time())
+    finally:
+        store.dispose()
+    rc, _, err = run_cli(capsys, db, "servers", "--forget", "batch-01")
+    assert rc == 1 and "server batch-01 is Online: an engine serves it" in err, err
