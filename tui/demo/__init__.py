@@ -24,7 +24,9 @@ live (Waiting until the console's engine starts them):
   log-shipper          batch-01  shell, a line a second (output tail)
   month-end-close      batch-01  async child audit-trail, then waits for a sync child
                                  ledger-rollup
-  warehouse-sync       batch-02  blocking_wait 600 s: abort shows Aborting
+  warehouse-sync       batch-02  blocking_wait 600 s, canceled as the console's engine
+                                 starts it (``stage_stuck``): stuck at once (a cancel
+                                 cannot stop an unmanaged wait); abort shows Aborting
   quarterly-reconcile  batch-02  30-minute wait: cancel is Canceled at once
   system-housekeeping  queued    system job: cancel refused; next free slot is its
   payroll-run          held      Withhold
@@ -196,6 +198,39 @@ async def _run_finishing(store: Store, recipes: Path, actor: str) -> None:
         await engine.stop()
 
 
+STUCK_JOB, STUCK_TASK = "warehouse-sync", "pull-inventory"
+STUCK_REASON = "demo: stuck in an unmanaged wait"
+# The cancel is dated this far back, past stuck_seconds (300 by default), so that the
+# STUCK banner and `batchdeck list --stuck` show as soon as the demo opens.
+STUCK_AGO_S = 330.0
+
+
+async def stage_stuck(db_path: str) -> None:
+    """Once the console's engine runs the demo's blocking wait, cancel it, dated
+    STUCK_AGO_S back: a cancel cannot stop an unmanaged wait, so the job is stuck at
+    once and names its next step (enhanced abort). Gives up quietly after
+    BUILD_TIMEOUT_S: the demo runs on without it."""
+    store = Store(db_path)
+    try:
+        with store.read() as conn:
+            job_id = conn.exec_driver_sql(
+                "SELECT id FROM job WHERE name=? AND parent_id IS NULL", (STUCK_JOB,)
+            ).scalar_one()
+        await _until(lambda: _task(store, job_id, STUCK_TASK)[0] == "executing", STUCK_JOB)
+        await asyncio.to_thread(
+            control.cancel,
+            store,
+            job_id,
+            actor=current_actor(),
+            reason=STUCK_REASON,
+            now=time.time() - STUCK_AGO_S,
+        )
+    except (DemoError, control.Refused):
+        pass  # the operator acted on it first, or it never started: nothing to stage
+    finally:
+        store.dispose()
+
+
 def _task(store: Store, job_id: int, name: str) -> tuple[str, float]:
     with store.read() as conn:
         row = conn.exec_driver_sql(
@@ -234,4 +269,4 @@ def _run_async(make: Callable[[], Awaitable[R]]) -> R:
         return pool.submit(run).result()
 
 
-__all__ = ["DemoError", "build_demo", "recipe_names"]
+__all__ = ["DemoError", "build_demo", "recipe_names", "stage_stuck"]
