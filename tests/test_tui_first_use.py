@@ -14,7 +14,7 @@ import pytest
 from engine import batch
 from engine.db import Store
 from tests import scenario
-from tests.screenshots import make_app, select, settle
+from tests.screenshots import make_app, marked, on_job, select, settle
 from tests.tui_support import (  # noqa: F401 - utc: autouse
     RecordingApp,
     painted,
@@ -122,8 +122,7 @@ async def test_cancel_dialog_says_how_each_running_task_stops(tmp_path: Path) ->
     )
     app = make_app(db)
     async with app.run_test(size=(100, 30)) as pilot:
-        await select(pilot, job)
-        await press(pilot, "c")
+        await on_job(job, "c")(pilot)
         await shown(pilot, ConfirmCancel)
         text = painted(app)
         assert "stop at their next safe point" not in text  # the old promise, for all
@@ -228,10 +227,7 @@ async def test_bulk_cancel_buttons_say_what_they_do_and_take_a_reason(scenario_d
 
     app = make_app(scenario_db)
     async with app.run_test(size=(100, 30)) as pilot:
-        for j in (2, 5, 10):
-            await select(pilot, j)
-            await press(pilot, "space")
-        await press(pilot, "c")
+        await marked(2, 5, 10, key="c")(pilot)
         await shown(pilot, ConfirmBulk)
         buttons = [str(b.label) for b in app.screen.query(Button)]
         assert buttons == ["Cancel 3 jobs", "Back"]
@@ -254,10 +250,7 @@ async def test_bulk_enhanced_abort_dialog_lists_servers_and_every_other_job(
 
     app = make_app(scenario_db)
     async with app.run_test(size=(100, 40)) as pilot:
-        for j in (2, 5):  # both on batch-01
-            await select(pilot, j)
-            await press(pilot, "space")
-        await press(pilot, "A")
+        await marked(2, 5, key="A")(pilot)  # both on batch-01
         await shown(pilot, ConfirmBulk)
         await pilot.pause()
         text = painted(app)
