@@ -263,8 +263,10 @@ class BatchdeckApp(App[int]):
             except Exception:  # noqa: BLE001 - the next look tries again
                 pass
         self._show_header()
-        if self.engines_alive != alive:
-            self.reload_screens()  # Executing jobs say whether an engine is there to run them
+        if (self.engines_alive is False) != (alive is False) and isinstance(
+            self.screen, LiveScreen
+        ):  # Executing jobs say whether an engine is there to run them (not under a dialog)
+            self.screen.request_reload()
 
     async def _follow_engines(self) -> None:
         """The header names the engines alive now (one dies, another starts: it follows),
