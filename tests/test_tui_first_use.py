@@ -300,3 +300,38 @@ async def test_help_says_space_moves_down(scenario_db: str) -> None:
     async with app.run_test(size=(120, 50)) as pilot:
         await help_screen(pilot)
         assert "and move down" in painted(app)
+
+
+# -- small screens: what keeps its room ---------------------------------------------------------
+
+
+async def test_80x24_keeps_who_you_are_names_and_the_servers_key(scenario_db: str) -> None:
+    from tests.tui_support import painted_job_row
+
+    app = make_app(scenario_db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await app.check_health().wait()
+        await pilot.pause()
+        lines = painted(app).splitlines()
+        assert "alice (manager)" in lines[0]
+        assert "quarterly-ledger-export" in painted_job_row(app, 14)  # 23 characters, whole
+        assert "Canceling STUCK" in painted_job_row(app, 13)
+        assert "s Servers" in lines[-1]
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 30)])
+async def test_a_jobs_on_cancel_and_message_columns_fit(
+    scenario_db: str, size: tuple[int, int]
+) -> None:
+    app = make_app(scenario_db)
+    async with app.run_test(size=size) as pilot:
+        await select(pilot, 2)
+        await press(pilot, "enter")
+        await settle(pilot)
+        await pilot.pause()
+        text = painted(app)
+        header = next(line for line in text.splitlines() if "Task " in line and "Status" in line)
+        assert "On cancel" in header and "Message" in header
+        assert "at its next safe point" in text
+        assert "imported 4,000 of 10,000 rows" in text  # the message whole
