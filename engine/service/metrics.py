@@ -27,17 +27,30 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    start_http_server,
+)
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 
 from engine.service.options import version
 from engine.service.pulse import Pulse
-from engine.statuses import TASK_TERMINAL
+from engine.statuses import TASK_TERMINAL, JobStatus, TaskStatus
 from engine.tables import event, job, task
 
+# The ``_created`` series of each counter and histogram: a second series per metric that
+# says when this process started, which ``batchdeck_build_info`` and ``up`` say already.
+disable_created_metrics()
+
 COUNTS_EVERY_S = 5.0
+# The other reads (new event rows, stuck jobs, servers) at most this often: a scrape
+# every 100 ms then costs the engine's process little more than formatting the text.
+READ_EVERY_S = 1.0
 # Event rows read per statement while catching up (a long pause between scrapes).
 EVENT_BATCH = 5000
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
@@ -49,22 +62,26 @@ _LAST_EVENT = select(func.max(event.c.id))
 _FINAL = sorted(TASK_TERMINAL | {"canceled"})
 
 
-def _ended_since(last: int) -> Any:
-    """Status events past ``last`` into a final status, with their job's request times."""
-    return (
-        select(
-            event.c.id,
-            event.c.task_id,
-            event.c.to_status,
-            event.c.at,
-            job.c.canceled_at,
-            job.c.aborted_at,
-        )
-        .select_from(event.join(job, job.c.id == event.c.job_id))
-        .where(event.c.id > last, event.c.kind == "status", event.c.to_status.in_(_FINAL))
-        .order_by(event.c.id)
-        .limit(EVENT_BATCH)
+# Status events past ``:last`` into a final status, with their job's request times.
+# Built once: SQLAlchemy compiles it once and reuses that at every scrape.
+_ENDED_SINCE = (
+    select(
+        event.c.id,
+        event.c.task_id,
+        event.c.to_status,
+        event.c.at,
+        job.c.canceled_at,
+        job.c.aborted_at,
     )
+    .select_from(event.join(job, job.c.id == event.c.job_id))
+    .where(
+        event.c.id > bindparam("last"),
+        event.c.kind == "status",
+        event.c.to_status.in_(_FINAL),
+    )
+    .order_by(event.c.id)
+    .limit(EVENT_BATCH)
+)
 
 
 class EngineMetrics(Collector):
@@ -78,6 +95,8 @@ class EngineMetrics(Collector):
         self._counts: tuple[float, list[Metric]] = (0.0, [])
         self._last_event: int | None = None
         self._reader: Any = None  # an inline Reader, used under the lock
+        self._read_at = -READ_EVERY_S
+        self._read: list[Metric] = []
         self.tick = Histogram(
             "batchdeck_tick_duration_seconds",
             "Time of each engine tick's database write",
@@ -133,12 +152,14 @@ class EngineMetrics(Collector):
         with self._lock:
             # A read that fails (the database gone) leaves out what it would have read;
             # the write-error counter and batchdeck_up say why.
-            with contextlib.suppress(Exception):
-                self._read_events()
-            read: list[Metric] = []
-            with contextlib.suppress(Exception):
-                read = self._read_now()
-            yield from read
+            if time.monotonic() - self._read_at >= READ_EVERY_S:
+                self._read_at = time.monotonic()
+                self._read = []
+                with contextlib.suppress(Exception):
+                    self._read_events()
+                with contextlib.suppress(Exception):
+                    self._read = self._read_now()
+            yield from self._read
             with contextlib.suppress(Exception):
                 yield from self._counted()
         for metric in (self.tick, self.write_errors, self.ended):
@@ -151,7 +172,7 @@ class EngineMetrics(Collector):
             self.start()
         while True:
             with self.engine.store.read() as conn:
-                rows = conn.execute(_ended_since(self._last_event)).all()
+                rows = conn.execute(_ENDED_SINCE, {"last": self._last_event}).all()
             for r in rows:
                 if r.task_id is None:  # the job's own event
                     if r.to_status == "canceled" and r.canceled_at is not None:
@@ -217,10 +238,14 @@ class EngineMetrics(Collector):
         jobs = GaugeMetricFamily("batchdeck_jobs", "Jobs by status", labels=["status"])
         tasks = GaugeMetricFamily("batchdeck_tasks", "Tasks by status", labels=["status"])
         with self.engine.store.read() as conn:
-            for status, n in conn.execute(_JOB_COUNTS):
-                jobs.add_metric([status], float(n))
-            for status, n in conn.execute(_TASK_COUNTS):
-                tasks.add_metric([status], float(n))
+            # Every status shows, at 0 when no row has it: a series that comes and goes
+            # breaks rate() and alerts.
+            job_n = {str(s): 0 for s in JobStatus} | dict(conn.execute(_JOB_COUNTS).all())
+            task_n = {str(s): 0 for s in TaskStatus} | dict(conn.execute(_TASK_COUNTS).all())
+        for status, n in job_n.items():
+            jobs.add_metric([status], float(n))
+        for status, n in task_n.items():
+            tasks.add_metric([status], float(n))
         self._counts = (time.monotonic(), [jobs, tasks])
         return [jobs, tasks]
 
