@@ -152,3 +152,26 @@ def test_metrics_port_in_use_is_refused_before_serving(deck: Deck) -> None:
         res = deck.refused("serve", "--metrics", f"127.0.0.1:{port}")
     assert f"--metrics 127.0.0.1:{port}" in res.err and len(res.err_lines) == 1, str(res)
     assert deck.sql("SELECT count(*) FROM server WHERE lease_owner IS NOT NULL") == [(0,)]
+
+
+def test_readme_alert_rules_pass_promtool(tmp_path: Path) -> None:
+    """The three example alerts (stuck jobs, engine down, database write errors) are
+    valid rules naming metrics the engine serves."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"```yaml\n(groups:.*?)```", readme, re.S)
+    assert block is not None
+    rules = block.group(1)
+    for name in ("batchdeck_stuck_jobs", "batchdeck_up", "batchdeck_database_write_errors_total"):
+        assert name in rules
+    assert rules.count("- alert:") == 3
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed")
+    path = tmp_path / "rules.yml"
+    path.write_text(rules)
+    proc = subprocess.run(
+        [promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0 and "SUCCESS: 3 rules found" in proc.stdout, (
+        proc.stdout + proc.stderr
+    )
