@@ -18,8 +18,8 @@ from tests.waiting import until_sync as wait_for
 
 
 @pytest.fixture
-def deck(tmp_path: Path) -> Iterator[Deck]:
-    with deck_in(tmp_path) as d:
+def deck(tmp_path: Path, deck_db: str | None) -> Iterator[Deck]:
+    with deck_in(tmp_path, deck_db) as d:
         yield d
 
 
@@ -50,6 +50,7 @@ SLOW = (
 )
 
 
+@pytest.mark.both_databases
 def test_metrics_show_every_figure_of_a_serving_engine(deck: Deck, tmp_path: Path) -> None:
     deck.ok("settings", "stuck_seconds", "0.1")
     ended = deck.submit(deck.recipe("quick", wait_recipe("quick", 0)))

@@ -140,21 +140,11 @@ def _unit(text: str) -> dict[str, list[tuple[str, str]]]:
     return sections
 
 
+SERVE_OPTIONS = ("--server", "batch-01:8", "--server", "batch-02:2", "--metrics", "127.0.0.1:9464")
+
+
 def test_service_unit_prints_a_notify_unit_with_watchdog_and_hardening(deck: Deck) -> None:
-    res = deck.ok(
-        "service",
-        "unit",
-        "--user",
-        "batch",
-        "--db",
-        "data/jobs.db",
-        "--server",
-        "batch-01:8",
-        "--server",
-        "batch-02:2",
-        "--metrics",
-        "127.0.0.1:9464",
-    )
+    res = deck.ok("service", "unit", "--user", "batch", "--db", "data/jobs.db", *SERVE_OPTIONS)
     unit = _unit(res.out)
     service = dict(unit["Service"])
     assert service["Type"] == "notify"
@@ -170,14 +160,7 @@ def test_service_unit_prints_a_notify_unit_with_watchdog_and_hardening(deck: Dec
     assert service["ReadWritePaths"] == str(deck.dir / "data")
     argv = service["ExecStart"].split()
     assert os.path.isabs(argv[0]) and argv[1:4] == ["serve", "--db", db]
-    assert argv[4:] == [
-        "--server",
-        "batch-01:8",
-        "--server",
-        "batch-02:2",
-        "--metrics",
-        "127.0.0.1:9464",
-    ]
+    assert argv[4:] == list(SERVE_OPTIONS)
     assert dict(unit["Install"])["WantedBy"] == "multi-user.target"
     assert unit["Unit"][0][0] == "Description"
 
