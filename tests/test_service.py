@@ -76,7 +76,16 @@ def test_serve_tells_systemd_ready_status_watchdog_and_stopping(deck: Deck, tmp_
     notify = NotifySocket(tmp_path / "notify.sock")
     try:
         deck.ok("settings", "lease_seconds", "2")
-        job = deck.submit(deck.recipe("long", wait_recipe("long", 60)))
+        seen_env = tmp_path / "task-env.txt"
+        # The task's code is not the service: systemd's variables do not reach it.
+        job = deck.submit(
+            deck.recipe(
+                "long",
+                'name = "long"\n[[task]]\nname = "sleep"\naction = "shell"\n'
+                f'command = ["sh", "-c", "echo ${{NOTIFY_SOCKET:-unset}} > {seen_env}; '
+                'exec sleep 60"]\n',
+            )
+        )
         deck.env = {**deck.env, "NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "300000"}
         serve = deck.start_serve("--server", "batch-01:2", "--server", "batch-02:2")
         ready = notify.until(lambda m: "READY=1" in m.splitlines(), "READY=1")
@@ -85,6 +94,7 @@ def test_serve_tells_systemd_ready_status_watchdog_and_stopping(deck: Deck, tmp_
         notify.until(lambda m: m == "WATCHDOG=1", "WATCHDOG=1")
         deck.wait_task(job, "sleep", "executing")
         notify.until(lambda m: m == "STATUS=2 servers, 1 running, 0 waiting", "STATUS 1 running")
+        assert wait_for(lambda: seen_env.exists() and seen_env.read_text(), "the task") == "unset\n"
 
         lock = sqlite3.connect(deck.db, isolation_level=None, timeout=10)
         try:

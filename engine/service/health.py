@@ -71,7 +71,7 @@ def cmd_health(args: argparse.Namespace) -> int:
 
     async def everything(reader: Any) -> tuple[list[Any], dict[int, float], float]:
         ttl = await reader.lease_seconds()
-        return await reader.servers(now), await reader.stuck_for(None, now), ttl
+        return await reader.servers(now), await reader.stuck_ages(now), ttl
 
     servers, stuck, ttl = cli._run(everything, args, path)
     problems = problems_of(servers, stuck, ttl=ttl, max_stuck=args.max_stuck, now=now)

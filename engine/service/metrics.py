@@ -197,7 +197,7 @@ class EngineMetrics(Collector):
         now = time.time()
         if self._reader is None:
             self._reader = Reader(self.engine.db_path, inline=True)
-        stuck = _complete(self._reader.stuck_for(None, now))
+        stuck = _complete(self._reader.stuck_ages(now))
         servers = _complete(self._reader.servers(now))
         out: list[Metric] = []
         g = GaugeMetricFamily(

@@ -12,12 +12,14 @@ from typing import Any
 from engine.service.notify import Notifier, SystemdLink, watchdog_seconds
 from engine.service.pulse import Pulse
 
+SYSTEMD_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+
 
 class Service:
-    def __init__(self, metrics: Any, notifier: Notifier | None, env: Mapping[str, str]) -> None:
+    def __init__(self, metrics: Any, notifier: Notifier | None, watchdog_s: float | None) -> None:
         self.metrics_server = metrics
         self.notifier = notifier
-        self.env = env
+        self.watchdog_s = watchdog_s
         self.link: SystemdLink | None = None
         self._reader: Any = None
 
@@ -25,13 +27,20 @@ class Service:
     def prepare(
         cls, metrics: tuple[str, int] | None, env: Mapping[str, str] = os.environ
     ) -> Service:
-        """Bind the metrics port (OSError when it cannot: in use, no such address)."""
+        """Bind the metrics port (OSError when it cannot: in use, no such address), and
+        take systemd's variables out of the environment (as sd_notify's
+        ``unset_environment`` does): the server processes and the tasks they run are
+        not the service, and must not speak for it."""
         server = None
         if metrics is not None:
             from engine.service.metrics import MetricsServer
 
             server = MetricsServer(*metrics)
-        return cls(server, Notifier.from_env(env), env)
+        service = cls(server, Notifier.from_env(env), watchdog_seconds(env))
+        if env is os.environ:
+            for name in SYSTEMD_VARIABLES:
+                os.environ.pop(name, None)
+        return service
 
     async def attach(self, engine: Any, log: Callable[[str], None]) -> None:
         """The engine serves: READY, then STATUS and the watchdog; metrics from now on."""
@@ -57,7 +66,7 @@ class Service:
                 self.notifier,
                 pulse=pulse,
                 lease_s=lease_s,
-                watchdog_s=watchdog_seconds(self.env),
+                watchdog_s=self.watchdog_s,
                 waiting=waiting,
                 log=log,
             )
