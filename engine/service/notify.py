@@ -108,18 +108,28 @@ class SystemdLink:
         if self.watchdog_s is not None:
             self._tasks.append(asyncio.create_task(self._watchdog(), name="systemd-watchdog"))
 
+    def trouble(self) -> str | None:
+        """One line when no database write has succeeded within the lease, else None."""
+        if self.pulse.fresh(self.lease_s):
+            return None
+        return (
+            f"no database write has succeeded for {self.pulse.silent_for():.0f} s "
+            f"(lease {self.lease_s:g} s)"
+            + ("" if self.watchdog_s is None else ": not petting the watchdog")
+        )
+
     async def _statuses(self) -> None:
         while True:
             await asyncio.sleep(STATUS_EVERY_S)
             with contextlib.suppress(Exception):
                 self._waiting = await asyncio.wait_for(self._waiting_read(), STATUS_EVERY_S)
-            if self._petting:
-                self.notifier.send(f"STATUS={self.status()}")
+            self.notifier.send(f"STATUS={self.trouble() or self.status()}")
 
     async def _watchdog(self) -> None:
         assert self.watchdog_s is not None
         while True:
-            if self.pulse.fresh(self.lease_s):
+            trouble = self.trouble()
+            if trouble is None:
                 if not self._petting:
                     self._log("database writes succeed again; petting the watchdog")
                     self.notifier.send(f"STATUS={self.status()}")
@@ -127,12 +137,8 @@ class SystemdLink:
                 self.notifier.send("WATCHDOG=1")
             elif self._petting:
                 self._petting = False
-                line = (
-                    f"no database write has succeeded for {self.pulse.silent_for():.0f} s "
-                    f"(lease {self.lease_s:g} s): not petting the watchdog"
-                )
-                self._log(line)
-                self.notifier.send(f"STATUS={line}")
+                self._log(trouble)
+                self.notifier.send(f"STATUS={trouble}")
             await asyncio.sleep(self.watchdog_s / 2)
 
     async def stopping(self) -> None:
