@@ -94,6 +94,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from engine.service.commands import add_service_commands, listen_arg
+
     db = _Parser(add_help=False)
     db.add_argument(
         "--db",
@@ -144,6 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.05,
         metavar="SECONDS",
         help="how often to look for requests from other processes (default 0.05)",
+    )
+    s.add_argument(
+        "--metrics",
+        type=listen_arg,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (off by default; "
+        "a bare PORT listens on 127.0.0.1)",
     )
     s = cmd("submit", "submit a recipe; prints the new job's id")
     s.add_argument("recipe", metavar="RECIPE.toml")
@@ -223,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="set managers even to a value that leaves you out",
     )
+    add_service_commands(p, cmd)
     return p
 
 
@@ -733,19 +743,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from engine.batch import LeaseRefused
     from engine.db import DatabaseError
     from engine.runtime import Engine, freeze_heap
+    from engine.service.serving import Service
 
     try:
         servers = server_args(args.server)
     except ValueError as exc:
         raise Fail(str(exc), EXIT_USAGE) from None
     path = _usable(args, write=True)
+    try:
+        service = Service.prepare(args.metrics)
+    except OSError as exc:
+        raise Fail(f"--metrics {args.metrics[0]}:{args.metrics[1]}: {exc.strerror}") from None
 
     async def serve() -> None:
         def log(message: str) -> None:
             print(f"batchdeck serve: {message}", file=sys.stderr, flush=True)
 
         engine = Engine(path, servers, poll_interval=args.poll, server_stderr=sys.stderr, log=log)
-        await engine.start()
+        try:
+            await engine.start()
+        except BaseException:
+            await service.close()
+            raise
+        await service.attach(engine, log)  # READY to systemd, metrics
         freeze_heap()  # this process serves for good: see freeze_heap
         stop = engine.nothing_to_serve
         loop = asyncio.get_running_loop()
@@ -762,7 +782,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if not engine.servers:
             log("every server's lease was taken by another engine; stopping")
         print("stopping: running tasks go back to Ready", flush=True)
+        await service.stopping()
         await engine.stop()
+        await service.close()
 
     try:
         asyncio.run(serve())
@@ -816,6 +838,12 @@ def _database_failure(args: argparse.Namespace, exc: BaseException) -> str | Non
     return describe_sqlite_error(_db_path(args), exc, _verb(args))
 
 
+def _service_command(args: argparse.Namespace) -> int:
+    from engine.service.commands import run_service_command
+
+    return run_service_command(args)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": cmd_serve,
     "servers": cmd_servers,
@@ -831,6 +859,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "reject": cmd_approval,
     "recipes": cmd_recipes,
     "settings": cmd_settings,
+    "health": _service_command,
+    "service": _service_command,
+    "completion": _service_command,
 }
 
 

@@ -252,6 +252,13 @@ class StuckJob:
         return d
 
 
+def _began(row: dict[str, Any], now: float) -> float:
+    """When a stopping task began winding down; with no event (a row written by hand),
+    when it started."""
+    since, started = row["since"], row["started_at"]
+    return since if since is not None else (started if started is not None else now)
+
+
 def span(seconds: float) -> str:
     """12m 4s, 45s, 2h 3m, 1d 4h: the banner's durations."""
     s = int(max(0, seconds))
@@ -549,9 +556,7 @@ class Reader:
         paths = {r["id"]: r["recipe_path"] for r in await self._rows("recipe_paths", {"ids": ids})}
         out = []
         for r in rows:
-            since, started = r["since"], r["started_at"]
-            # No event (a row written by hand): fall back on when the task started.
-            began = since if since is not None else (started if started is not None else now)
+            began = _began(r, now)
             out.append(
                 StoppingTask(
                     r["job_id"],
@@ -582,6 +587,18 @@ class Reader:
             age = now - t.since
             if age > limit:
                 out[t.job_id] = max(out.get(t.job_id, 0.0), age)
+        return out
+
+    async def stuck_ages(self, now: float | None = None) -> dict[int, float]:
+        """Every stuck job -> seconds winding down: ``stuck_for`` without how each task
+        stops (which imports the actions), for ``batchdeck health`` and the metrics."""
+        now = time.time() if now is None else now
+        limit = await self.stuck_seconds()
+        out: dict[int, float] = {}
+        for r in await self._rows("stopping_tasks"):
+            age = now - _began(r, now)
+            if age > limit:
+                out[r["job_id"]] = max(out.get(r["job_id"], 0.0), age)
         return out
 
     async def stuck_jobs(self, now: float | None = None) -> list[StuckJob]:

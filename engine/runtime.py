@@ -138,6 +138,9 @@ class Engine:
         self._writer_ident = 0
         # Set when every server's lease was lost: ``serve`` stops then.
         self.nothing_to_serve = asyncio.Event()
+        # Told of each tick's and heartbeat's write: ``hook(kind, ok, seconds)``, kind
+        # "tick" or "heartbeat" (``engine.service``: the watchdog, the metrics).
+        self.write_hooks: list[Callable[[str, bool, float], None]] = []
 
     # -- lifecycle ------------------------------------------------------------------
     async def _db(self, fn: Callable[..., R], *args: Any, **kw: Any) -> R:
@@ -180,6 +183,16 @@ class Engine:
             out = batch.tick(conn, inp)
             mark.append(data_version(conn.connection.driver_connection))
         return out
+
+    @property
+    def running(self) -> int:
+        """How many task runs this engine has on its servers now."""
+        return len(self._runners)
+
+    def _wrote(self, kind: str, ok: bool, began: float) -> None:
+        seconds = time.perf_counter() - began
+        for hook in self.write_hooks:
+            hook(kind, ok, seconds)
 
     def note(self, message: str, *, error: bool = True) -> None:
         """An engine error, kept for the operator (the console's header shows the last
@@ -396,13 +409,16 @@ class Engine:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
             at = self.clock()
+            began = time.perf_counter()
             try:
                 lost = await self._db(
                     self._write, batch.heartbeat, list(self.servers), self.owner, at=at
                 )
             except Exception as exc:  # noqa: BLE001 - a locked database: try next beat
+                self._wrote("heartbeat", False, began)
                 self.note(f"heartbeat: {exc}")
                 continue
+            self._wrote("heartbeat", True, began)
             for name in lost:
                 self._lose(name)
             vouch = [{"op": "lease", "valid_for": self._lease_valid_for(self.clock() - at)}]
@@ -493,14 +509,17 @@ class Engine:
             token=f"{self.owner}#{self._claims}",
         )
         self._last_flush = at
+        began = time.perf_counter()
         try:
             out = await self._db(self._write_tick, inp)
         except Exception:
+            self._wrote("tick", False, began)
             # Nothing of the batch was written: keep it for the next try.
             self._outcomes[:0] = inp.outcomes
             for p in dirty.values():
                 self._dirty.setdefault(p.task_id, p)
             raise
+        self._wrote("tick", True, began)
         self.stats.ticks += 1
         self._start(out.claimed)
         self._react(out)
