@@ -165,7 +165,7 @@ def test_metrics_during_the_demo(deck: Deck, tmp_path: Path) -> None:
 
 
 def test_metrics_are_off_by_default_and_refuse_a_bad_address(deck: Deck) -> None:
-    deck.ok("settings")
+    deck.ok("settings", "lease_seconds", "5")  # creates the database (a read would not)
     serve = deck.serve()
     assert "metrics on" not in serve.errors()
     assert serve.stop() == 0
@@ -176,7 +176,7 @@ def test_metrics_are_off_by_default_and_refuse_a_bad_address(deck: Deck) -> None
 def test_metrics_port_in_use_is_refused_before_serving(deck: Deck) -> None:
     import socket
 
-    deck.ok("settings")
+    deck.ok("settings", "lease_seconds", "5")  # creates the database (a read would not)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -128,7 +128,7 @@ def test_serve_tells_systemd_ready_status_watchdog_and_stopping(deck: Deck, tmp_
 def test_serve_without_notify_socket_sends_nothing_and_serves(deck: Deck) -> None:
     """No NOTIFY_SOCKET (a tmux window, not systemd): serve as before."""
     deck.env.pop("NOTIFY_SOCKET", None)
-    deck.ok("settings")
+    deck.ok("settings", "lease_seconds", "5")  # creates the database (a read would not)
     serve = deck.serve()
     assert serve.stop() == 0, serve.errors()
     assert "Traceback" not in serve.errors()
@@ -268,7 +268,7 @@ def test_health_healthy_while_serving_then_stuck_jobs_then_a_dead_engine(deck: D
 def test_health_with_no_engine_and_bad_usage(deck: Deck) -> None:
     deck.refused("health")  # no such database: nothing created
     assert not deck.db.exists()
-    deck.ok("settings")
+    deck.ok("settings", "lease_seconds", "5")  # creates the database (a read would not)
     res = deck.refused("health")
     assert res.out == "no engine serves this database\n", str(res)
     res = deck.refused("health", "--max-stuck", "-1", code=2)
