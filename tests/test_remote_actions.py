@@ -102,7 +102,7 @@ async def test_progress_follows_the_remote_counts_and_failed_records_are_fetched
 ):
     emu.fail_every = 50
     store = engine.store
-    job = submit_tasks(store, tmp_path, "sf", [sf_task(emu, tmp_path, 2000)])
+    job = submit_tasks(store, tmp_path, "sf", [sf_task(emu, tmp_path, 20_000)])
     row = await until(
         lambda: (r := task_row(store, job, "upsert"))["progress_done"] >= 200 and r, "progress"
     )
@@ -110,26 +110,28 @@ async def test_progress_follows_the_remote_counts_and_failed_records_are_fetched
     assert len(remote) == 1 and remote[0].state == "InProgress"
     assert row["remote_job"] == remote[0].id  # recorded on the task
     # The task's count is one the remote gave: never ahead of it, never past the total.
-    assert row["progress_done"] <= remote[0].processed < 2000
-    assert row["progress_total"] == 2000 and row["progress_unit"] == "records"
+    assert row["progress_done"] <= remote[0].processed < 20_000
+    assert row["progress_total"] == 20_000 and row["progress_unit"] == "records"
     assert "InProgress" in row["message"]
 
     emu.rate = 100_000
     await until(lambda: job_status(store, job) in ("ended", "error"), "the job to end")
     row = task_row(store, job, "upsert")
     assert row["status"] == "ended", row["message"]
-    assert row["progress_done"] == 2000 == emu.job(remote[0].id).processed
+    assert row["progress_done"] == 20_000 == emu.job(remote[0].id).processed
     failed = tmp_path / "accounts.failed.csv"
     assert row["message"] == (
         f"upsert of Account done on the remote (job {remote[0].id}): "
-        f"2,000 of 2,000 records; 40 failed; failed records in {failed}"
+        f"20,000 of 20,000 records; 400 failed; failed records in {failed}"
     )
     with open(failed, newline="") as fh:
         lines = list(csv.reader(fh))
-    assert lines[0][:3] == ["sf__Id", "sf__Error", "Ext_Id__c"] and len(lines) == 41
+    assert lines[0][:3] == ["sf__Id", "sf__Error", "Ext_Id__c"] and len(lines) == 401
+    assert lines[1][2] == "E000050"  # the 50th record, as uploaded
     assert [m for m, _ in emu.requests].count("POST") == 1
 
 
+@pytest.mark.both_databases
 async def test_cancel_aborts_the_remote_job_and_the_task_has_the_remote_counts(
     engine, emu, tmp_path
 ):
@@ -206,8 +208,9 @@ async def test_abort_confirmed_by_the_remote_says_so(engine, emu, tmp_path):
     await until(lambda: task_statuses(store, job)["upsert"] == "aborted", "Aborted")
     (remote,) = emu.created()
     assert remote.state == "Aborted"
-    assert f"the remote confirmed: job {remote.id} Aborted after" in (
-        task_row(store, job, "upsert")["message"]
+    assert (
+        f"the remote confirmed: job {remote.id} Aborted after"
+        in (task_row(store, job, "upsert")["message"])
     )
 
 
@@ -306,9 +309,9 @@ async def test_http_job_follows_and_cancels_a_generic_remote_job(engine, emu, tm
     ],
 )
 def test_bad_salesforce_parameters_are_one_line_naming_the_file_and_field(
-    tmp_path, over, field, problem
+    tmp_path, emu, over, field, problem
 ):
-    task = sf_task(Emulator(), tmp_path, 1)
+    task = sf_task(emu, tmp_path, 1)
     for key, value in over.items():
         if value is None:
             task.pop(key)
@@ -322,8 +325,7 @@ def test_bad_salesforce_parameters_are_one_line_naming_the_file_and_field(
     assert text.startswith(f"{path}: task 'upsert': field {field!r}: {problem}"), text
 
 
-def test_bad_http_job_parameters_are_one_line(tmp_path):
-    emu = Emulator()
+def test_bad_http_job_parameters_are_one_line(tmp_path, emu):
     for over, field in (
         ({"status_url": emu.url + "/api/v1/jobs"}, "status_url"),
         ({"success_states": ["done"]}, "success_states"),
@@ -332,6 +334,14 @@ def test_bad_http_job_parameters_are_one_line(tmp_path):
         path = write_recipe(tmp_path, "bad", [{**http_task(emu, 1, tmp_path), **over}])
         with pytest.raises(RecipeError, match=f"task 'reindex': field '{field}': "):
             load_recipe(path)
+
+
+def test_the_on_cancel_column_says_a_remote_job_is_aborted_there():
+    from engine.stopping import stops_by
+
+    for action in ("salesforce_bulk", "http_job"):
+        how = stops_by(action, {})
+        assert how.cancel == "aborts the remote job" and how.key == "safe_point"
 
 
 # -- a killed engine, and secrets: `batchdeck serve` as real processes ---------------------
@@ -353,7 +363,7 @@ def test_a_killed_serve_is_followed_by_one_that_follows_the_same_remote_job(
     with deck_in(tmp_path) as deck:
         deck.env["SF_TOKEN"] = SECRET  # the service's environment, not the recipe
         deck.ok("settings", "lease_seconds", "1")
-        task = sf_task(emu, tmp_path, 5000, token_env="SF_TOKEN")
+        task = sf_task(emu, tmp_path, 50_000, token_env="SF_TOKEN")
         task.pop("token_file")
         job = deck.submit(write_recipe(tmp_path, "sf", [task]))
         first = deck.serve("--server", "batch-01:2")
@@ -366,18 +376,19 @@ def test_a_killed_serve_is_followed_by_one_that_follows_the_same_remote_job(
             lambda: time.time() - deck.sql("SELECT heartbeat_at FROM server")[0][0] > 1.5,
             "the killed engine's lease to expire",
         )
-        emu.rate = 20_000
+        emu.rate = 50_000
         deck.serve("--server", "batch-01:2")
         deck.wait_job(job, "ended", "error")
         row = deck.task(job, "upsert")
         assert row["status"] == "ended", row["message"]
         assert row["attempt"] == 2 and row["remote_job"] == remote.id
-        assert row["progress_done"] == 5000 == emu.job(remote.id).processed
+        assert row["progress_done"] == 50_000 == emu.job(remote.id).processed
         assert f"(job {remote.id})" in row["message"]
         assert len(emu.created()) == 1  # exactly one remote job
         assert [m for m, _ in emu.requests].count("POST") == 1
         shown = deck.show(job)
         assert shown["tasks"][0]["status"] == "ended"
+        assert shown["tasks"][0]["remote_job"] == remote.id  # shown to operators
         _secret_free(deck, job)
 
 

@@ -28,15 +28,19 @@ _API_VERSION = re.compile(r"^v?(\d{2,3}\.\d)$")
 _FIELD = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
-def _count_records(path: str) -> tuple[list[str], int]:
-    """The CSV's header and its number of records (blocking: run in a thread)."""
+def _count_records(path: str) -> tuple[list[str], int, str]:
+    """The CSV's header, its number of records and its line ending as the API names it
+    (blocking: run in a thread)."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh, strict=True)
             header = next(reader, None)
             if not header:
                 raise ActionError(f"{path}: empty file, no header row")
-            return [h.strip() for h in header], sum(1 for row in reader if row)
+            total = sum(1 for row in reader if row)
+        with open(path, "rb") as raw:
+            ending = "CRLF" if raw.readline().endswith(b"\r\n") else "LF"
+        return [h.strip() for h in header], total, ending
     except FileNotFoundError:
         raise ActionError(f"{path}: no such file") from None
     except (OSError, csv.Error, UnicodeDecodeError) as exc:
@@ -46,8 +50,11 @@ def _count_records(path: str) -> tuple[list[str], int]:
 class SalesforceJob:
     unit = "records"
 
-    def __init__(self, ctx: TaskContext, remote: Remote, p: dict[str, Any], total: int) -> None:
+    def __init__(
+        self, ctx: TaskContext, remote: Remote, p: dict[str, Any], total: int, line_ending: str
+    ) -> None:
         self.ctx = ctx
+        self.line_ending = line_ending
         self.remote = remote
         self.p = p
         self.total = total
@@ -57,14 +64,15 @@ class SalesforceJob:
         self.jobs_url = f"{base}/services/data/v{version[1]}/jobs/ingest"
 
     def _url(self, job_id: str, rest: str = "") -> str:
-        return f"{self.jobs_url}/{job_id}/{rest}"
+        # As the Bulk API 2.0 reference writes them: …/jobs/ingest/jobID/batches/
+        return f"{self.jobs_url}/{job_id}/" + (f"{rest}/" if rest else "")
 
     async def create(self) -> str:
         body = {
             "object": self.p["object"],
             "operation": self.p["operation"],
             "contentType": "CSV",
-            "lineEnding": "LF",
+            "lineEnding": self.line_ending,
         }
         if self.p["external_id_field"]:
             body["externalIdFieldName"] = self.p["external_id_field"]
@@ -175,7 +183,7 @@ def _field(resp: Any, name: str) -> Any:
 
 
 async def run(ctx: TaskContext, **p: Any) -> str:
-    header, total = await asyncio.to_thread(_count_records, p["file"])
+    header, total, ending = await asyncio.to_thread(_count_records, p["file"])
     key = p["external_id_field"]
     if key and key not in header:
         raise ActionError(
@@ -185,7 +193,7 @@ async def run(ctx: TaskContext, **p: Any) -> str:
     ctx.progress(0, total, "records")
     remote = remote_for(ctx, p)
     try:
-        return await Follower(ctx, SalesforceJob(ctx, remote, p, total), timing(p)).run()
+        return await Follower(ctx, SalesforceJob(ctx, remote, p, total, ending), timing(p)).run()
     finally:
         await remote.aclose()
 
