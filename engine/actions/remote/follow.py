@@ -86,7 +86,6 @@ class Follower:
         self.job = job
         self.timing = timing
         self.job_id: str | None = ctx.remote_job
-        self.abort_sent = False
         self.last: RemoteState | None = None
 
     async def run(self) -> str:
@@ -146,68 +145,62 @@ class Follower:
         if not st.final:
             self.ctx.log(f"remote job {self.job_id} {st.state}: {counts(st, self.job.unit)}")
 
+    async def _abort_remote(self, job_id: str, wait_s: float, poll_s: float) -> RemoteState:
+        """Ask the remote to abort ``job_id``, then look until it says the job ended or
+        ``wait_s`` has passed: the last state seen, final or not. RemoteError if the
+        remote could not be reached within that time."""
+        deadline = time.monotonic() + wait_s
+        await self.job.abort(job_id, deadline=deadline)
+        while True:
+            st = await self.job.status(job_id, deadline=deadline)
+            self._report(st)
+            left = deadline - time.monotonic()
+            if st.final or left <= 0:
+                return st
+            self.ctx.log(
+                f"waiting for the remote to confirm the abort of job {job_id} "
+                f"(still {st.state}; {counts(st, self.job.unit)})"
+            )
+            await asyncio.sleep(min(poll_s, left))
+
     # -- cancel: abort on the remote, wait (bounded) for it to say so -------------------------
     async def _cancel(self) -> str:
-        ctx, job, unit = self.ctx, self.job, self.job.unit
-        job_id = self.job_id
+        job_id, unit = self.job_id, self.job.unit
         if job_id is None:
             raise TaskCanceled("canceled before the remote job was created")
         wait_s = self.timing.cancel_wait_s
-        deadline = time.monotonic() + wait_s
-        ctx.log(f"asking the remote to abort job {job_id}")
+        self.ctx.log(f"asking the remote to abort job {job_id}")
         try:
-            self.abort_sent = True
-            await job.abort(job_id, deadline=deadline)
-            while True:
-                st = await job.status(job_id, deadline=deadline)
-                self._report(st)
-                if st.final:
-                    break
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise ActionError(
-                        f"the remote ignored the abort: job {job_id} still {st.state} "
-                        f"{wait_s:g} s after it was asked to abort, and may still be running "
-                        f"({counts(st, unit)})"
-                    )
-                ctx.log(
-                    f"waiting for the remote to confirm the abort of job {job_id} "
-                    f"(still {st.state}; {counts(st, unit)})"
-                )
-                await asyncio.sleep(min(self.timing.poll_s, _CONFIRM_POLL_S, left))
+            st = await self._abort_remote(job_id, wait_s, min(self.timing.poll_s, _CONFIRM_POLL_S))
         except RemoteError as exc:
             raise ActionError(
                 f"could not abort remote job {job_id}: {exc}; it may still be running"
             ) from None
+        if not st.final:
+            raise ActionError(
+                f"the remote ignored the abort: job {job_id} still {st.state} "
+                f"{wait_s:g} s after it was asked to abort, and may still be running "
+                f"({counts(st, unit)})"
+            )
         if st.aborted:
             raise TaskCanceled(f"aborted on the remote after {counts(st, unit)} (job {job_id})")
         # It ended on its own before the abort landed: that is its outcome.
-        return await job.outcome(job_id, st)
+        return await self.job.outcome(job_id, st)
 
     # -- abort: the same, with a short bound, then stop -------------------------------------
     async def _abort(self) -> None:
-        ctx, job, unit = self.ctx, self.job, self.job.unit
+        ctx, unit = self.ctx, self.job.unit
         job_id = self.job_id
         assert job_id is not None
         wait_s = self.timing.abort_wait_s
-        deadline = time.monotonic() + wait_s
-        st = self.last
+        st: RemoteState | None
         try:
-            await job.abort(job_id, deadline=deadline)
-            while True:
-                st = await job.status(job_id, deadline=deadline)
-                self._report(st)
-                if st.final:
-                    break
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                await asyncio.sleep(min(_CONFIRM_POLL_S, left))
+            st = await self._abort_remote(job_id, wait_s, _CONFIRM_POLL_S)
         except RemoteError as exc:
             ctx.log(f"the remote abort of job {job_id} failed ({exc}): it may still be running")
             return
         except asyncio.CancelledError:
-            st = None
+            st = None  # stopped while waiting: what the remote did is not known
         if st is not None and st.aborted:
             ctx.log(f"the remote confirmed: job {job_id} {st.state} after {counts(st, unit)}")
         elif st is not None and st.final:
