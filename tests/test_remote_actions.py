@@ -237,6 +237,35 @@ async def test_503s_and_a_connection_reset_are_ridden_out(engine, emu, tmp_path)
     assert len(emu.created()) == 1
 
 
+async def test_slow_answers_time_out_and_are_retried(engine, emu, tmp_path):
+    store = engine.store
+    job = submit_tasks(store, tmp_path, "sf", [sf_task(emu, tmp_path, 3000, timeout_seconds=0.3)])
+    await until(lambda: remote_running(emu), "the remote job to be under way")
+    emu.faults.slow_s = 1.0
+    await until(
+        lambda: "no answer within the timeout" in (task_row(store, job, "upsert")["message"] or ""),
+        "the timeouts to be visible on the task",
+    )
+    emu.faults.slow_s = 0
+    emu.rate = 100_000
+    await until(lambda: job_status(store, job) in ("ended", "error"), "the job to end")
+    row = task_row(store, job, "upsert")
+    assert row["status"] == "ended", row["message"]
+    assert row["progress_done"] == 3000 and len(emu.created()) == 1
+
+
+async def test_a_remote_gone_for_longer_than_the_bound_fails_the_task(engine, emu, tmp_path):
+    store = engine.store
+    task = sf_task(emu, tmp_path, 3000, give_up_after_seconds=1)
+    job = submit_tasks(store, tmp_path, "sf", [task], max_attempts=1)
+    await until(lambda: remote_running(emu), "the remote job to be under way")
+    emu.faults.unavailable = 10**9
+    await until(lambda: job_status(store, job) == "error", "the job to fail")
+    message = task_row(store, job, "upsert")["message"]
+    assert message.startswith("remote unreachable since "), message
+    assert "(HTTP 503 on job status); gave up after " in message
+
+
 async def test_a_401_is_one_clear_line(engine, emu, tmp_path):
     store = engine.store
     task = sf_task(emu, tmp_path, 10, token_file=str(token_file(tmp_path, "wrong", "old.token")))
@@ -245,6 +274,21 @@ async def test_a_401_is_one_clear_line(engine, emu, tmp_path):
     row = task_row(store, job, "upsert")
     assert row["message"] == "the remote refused our credentials (HTTP 401 on create job)"
     assert emu.created() == []
+
+
+async def test_a_token_variable_missing_from_the_engines_environment_is_one_line(
+    engine, emu, tmp_path
+):
+    store = engine.store
+    task = sf_task(emu, tmp_path, 10, token_env="BATCHDECK_TEST_NO_SUCH_TOKEN")
+    task.pop("token_file")
+    job = submit_tasks(store, tmp_path, "sf", [task], max_attempts=1)
+    await until(lambda: job_status(store, job) == "error", "the job to fail")
+    assert task_row(store, job, "upsert")["message"] == (
+        "environment variable BATCHDECK_TEST_NO_SUCH_TOKEN is not set in the engine's "
+        "environment (token_env)"
+    )
+    assert emu.requests == []  # nothing was sent without a token
 
 
 async def test_an_expired_token_is_read_again_from_its_file(engine, emu, tmp_path):
