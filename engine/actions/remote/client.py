@@ -86,7 +86,12 @@ class Token:
                 raise RemoteError(f"token file {self._file}: {exc.strerror or exc}") from None
             if not value.strip():
                 raise RemoteError(f"token file {self._file} is empty")
-        self.value = value.strip()
+        value = value.strip()
+        if not value.isprintable() or not value.isascii() or " " in value:
+            # Said without the value: an HTTP library's error would quote the header.
+            where = f"environment variable {self._env}" if self._env else f"token file {self._file}"
+            raise RemoteError(f"{where}: not a token (spaces, line breaks or non-ASCII)")
+        self.value = value
         return self.value
 
 
@@ -162,6 +167,9 @@ class Remote:
                         "of: look for it there before running this task again"
                     ) from None
                 cause = _cause(exc)
+            except httpx.HTTPError as exc:
+                # Never the exception's own words: they may quote the request's headers.
+                raise RemoteError(f"{what}: {type(exc).__name__}") from None
             else:
                 if resp.status_code == 401:
                     if not refreshed and await self._token_changed():
