@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +15,10 @@ from typing import Any
 import pytest
 
 from engine import control
+from engine.db import Store
 from engine.recipes import RecipeError, load_recipe
 from engine.remote_emulator import Emulator
+from engine.submit import submit
 from tests.engine_support import (
     job_status,
     submit_tasks,
@@ -25,6 +28,10 @@ from tests.engine_support import (
     write_recipe,
 )
 from tests.proc_support import Deck, deck_in, wait_for
+from tests.screenshots import settle
+from tests.tui_support import embedded, one, painted, press, shown
+from tests.tui_support import job_status as console_status
+from tui.screens.detail import JobDetailScreen
 
 SECRET = "s3cret-Token-9f8e7d"
 
@@ -453,3 +460,46 @@ def test_a_refused_token_from_serve_is_one_line_and_never_shown(
         )
         assert "Traceback" not in json.dumps(shown)
         _secret_free(deck, job)
+
+
+# -- the console -------------------------------------------------------------------------
+
+
+async def test_the_console_shows_the_remote_counts_and_its_cancel_aborts_the_remote_job(
+    tmp_path: Path, emu: Emulator
+) -> None:
+    db = str(tmp_path / "batchdeck.db")
+    store = Store(db)
+    try:
+        recipe = load_recipe(write_recipe(tmp_path, "crm", [sf_task(emu, tmp_path, 100_000)]))
+        job = submit(store, recipe, actor="alice")
+    finally:
+        store.dispose()
+    app, _host = embedded(db, {"batch-01": 2})
+    async with app.run_test(size=(120, 30)) as pilot:
+        await until(lambda: remote_running(emu, 50), "the remote job under way", pilot=pilot)
+        await settle(pilot)
+        app.open_job(job)
+        await shown(pilot, JobDetailScreen)
+        await until(
+            lambda: "aborts the remote job" in painted(app), "the On cancel column", pilot=pilot
+        )
+        # The remote's own count, as the progress column (the message is cut at 120).
+        await until(
+            lambda: re.search(r" [1-9][\d,]*/100,000 records", painted(app)),
+            "the remote's counts",
+            pilot=pilot,
+        )
+        await press(pilot, "c")
+        await until(lambda: app.screen.__class__.__name__ == "ConfirmCancel", "cancel", pilot=pilot)
+        await press(pilot, "enter")
+        await until(lambda: console_status(db, job) == "canceled", "the cancel", pilot=pilot)
+        (remote,) = emu.created()
+        assert remote.state == "Aborted"
+        await until(
+            lambda: "aborts the remote job" not in (shot := painted(app)) and "Canceled" in shot,
+            "the task Canceled on screen",
+            pilot=pilot,
+        )
+        message = one(db, "SELECT message FROM task WHERE job_id=?", job)
+        assert message.startswith("aborted on the remote after ") and remote.id in message
