@@ -15,8 +15,12 @@ from typing import Any
 import pytest
 
 from engine import control
+from engine.actions.remote.follow import Follower
+from engine.actions.remote.params import remote_for, timing
+from engine.actions.remote.salesforce import SalesforceJob
+from engine.context import TaskContext, run_in_daemon_thread
 from engine.db import Store
-from engine.recipes import RecipeError, load_recipe
+from engine.recipes import RecipeError, load_recipe, recipe_from_dict
 from engine.remote_emulator import Emulator
 from engine.submit import submit
 from tests.engine_support import (
@@ -219,6 +223,52 @@ async def test_abort_confirmed_by_the_remote_says_so(engine, emu, tmp_path):
         f"the remote confirmed: job {remote.id} Aborted after"
         in (task_row(store, job, "upsert")["message"])
     )
+
+
+class _Hooks:
+    """Just enough engine for a remote action's run outside one."""
+
+    def note_dirty(self, ctx: TaskContext) -> None:
+        pass
+
+    async def record_remote_job(self, ctx: TaskContext, remote_job: str) -> None:
+        pass
+
+
+async def test_an_abort_the_remote_refuses_because_the_job_stopped_counts_as_confirmed(
+    emu, tmp_path
+):
+    ctx = TaskContext(
+        task_id=1,
+        job_id=1,
+        name="upsert",
+        action="salesforce_bulk",
+        attempt=1,
+        server="s",
+        recipe_path=None,
+        hooks=_Hooks(),
+        run_thread=run_in_daemon_thread,
+    )
+    p = (
+        recipe_from_dict(
+            {"name": "sf", "task": [sf_task(emu, tmp_path, 1000)]}, "test", base_dir=tmp_path
+        )
+        .tasks[0]
+        .params
+    )
+    remote = remote_for(ctx, p)
+    try:
+        job = SalesforceJob(ctx, remote, p, 1000, "CRLF")
+        follower = Follower(ctx, job, timing(p))
+        follower.job_id = job_id = await job.create()
+        await job.prepare(job_id, None)
+        await job.abort(job_id, deadline=time.monotonic() + 5)  # an earlier abort
+        assert emu.job(job_id).state == "Aborted"
+        await follower._abort()  # its abort is refused: 400, the job has stopped
+    finally:
+        await remote.aclose()
+    assert ("PATCH", f"/services/data/v62.0/jobs/ingest/{job_id}/") in emu.requests
+    assert ctx.message.startswith(f"the remote confirmed: job {job_id} Aborted after "), ctx.message
 
 
 # -- faults ----------------------------------------------------------------------------

@@ -371,7 +371,12 @@ class _Handler(BaseHTTPRequestHandler):
                 j.last = time.monotonic()
             elif state == "Aborted":
                 j.abort_asked = True
-                if j.state in ("Open", *_SF_RUNNING) and not emu.faults.ignore_abort:
+                if j.state not in ("Open", *_SF_RUNNING):
+                    # As Salesforce answers an abort of a job that has already stopped.
+                    raise _Refused(
+                        400, [{"message": f"job is {j.state}", "errorCode": "INVALIDJOBSTATE"}]
+                    )
+                if not emu.faults.ignore_abort:
                     j.state = "Aborted"
             else:
                 raise _Refused(

@@ -150,7 +150,16 @@ class Follower:
         ``wait_s`` has passed: the last state seen, final or not. RemoteError if the
         remote could not be reached within that time."""
         deadline = time.monotonic() + wait_s
-        await self.job.abort(job_id, deadline=deadline)
+        try:
+            await self.job.abort(job_id, deadline=deadline)
+        except RemoteError:
+            # Refused, perhaps because it has ended (or an earlier abort landed): a
+            # remote may answer an abort of a stopped job with a 4xx.
+            st = await self.job.status(job_id, deadline=deadline)
+            if not st.final:
+                raise
+            self._report(st)
+            return st
         while True:
             st = await self.job.status(job_id, deadline=deadline)
             self._report(st)
