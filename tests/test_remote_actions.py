@@ -493,6 +493,35 @@ def test_a_killed_serve_is_followed_by_one_that_follows_the_same_remote_job(
         _secret_free(deck, job)
 
 
+@pytest.mark.both_databases
+def test_a_200000_record_upsert_canceled_from_another_process_under_serve(
+    tmp_path: Path, emu: Emulator, deck_db: str | None
+) -> None:
+    """The issue's scenario: ``serve`` runs the upsert, the command line (another
+    process, as another host's console would) cancels it; the remote shows one job,
+    Aborted, and the task's counts are the remote's."""
+    emu.fail_every = 101
+    with deck_in(tmp_path, deck_db) as deck:
+        deck.env["SF_TOKEN"] = SECRET
+        task = sf_task(emu, tmp_path, 200_000, token_env="SF_TOKEN", poll_seconds=0.5)
+        task.pop("token_file")
+        job = deck.submit(write_recipe(tmp_path, "sf", [task]))
+        deck.serve("--server", "batch-01:2")
+        wait_for(lambda: remote_running(emu, 500), "the remote job to be under way")
+        wait_for(lambda: deck.task(job, "upsert")["progress_done"] > 0, "progress on the task")
+        deck.ok("cancel", str(job), "--reason", "wrong sandbox")
+        deck.wait_job(job, "canceled")
+        (remote,) = emu.created()  # one remote job
+        assert remote.state == "Aborted"
+        shown = deck.show(job)["tasks"][0]
+        assert shown["status"] == "canceled"
+        assert shown["progress_done"] == remote.processed and shown["progress_total"] == 200_000
+        assert shown["message"] == (
+            f"aborted on the remote after {remote.processed:,} of 200,000 records; "
+            f"{remote.failed(101):,} failed (job {remote.id})"
+        )
+
+
 def test_a_refused_token_from_serve_is_one_line_and_never_shown(
     tmp_path: Path, emu: Emulator
 ) -> None:
