@@ -60,17 +60,9 @@ async def one_run(root: Path, records: int, rate: float) -> tuple[float, float, 
                 {
                     "name": "upsert",
                     "task": [
-                        {
-                            "name": "upsert",
-                            "action": "salesforce_bulk",
-                            "instance_url": emu.url,
-                            "object": "Account",
-                            "operation": "upsert",
-                            "external_id_field": "Ext_Id__c",
-                            "file": str(csv_path),
-                            "token_file": str(root / "token"),
-                            "poll_seconds": 0.5,
-                        }
+                        emu.upsert_task(
+                            str(csv_path), token_file=str(root / "token"), poll_seconds=0.5
+                        )
                     ],
                 },
                 "bench",

@@ -18,7 +18,7 @@ from engine import control
 from engine.actions.remote.follow import Follower
 from engine.actions.remote.params import remote_for, timing
 from engine.actions.remote.salesforce import SalesforceJob
-from engine.context import TaskContext, run_in_daemon_thread
+from engine.context import TaskContext
 from engine.db import Store
 from engine.recipes import RecipeError, load_recipe, recipe_from_dict
 from engine.remote_emulator import Emulator
@@ -33,6 +33,7 @@ from tests.engine_support import (
 )
 from tests.proc_support import Deck, deck_in, wait_for
 from tests.screenshots import settle
+from tests.test_actions import make_ctx
 from tests.tui_support import embedded, one, painted, press, shown
 from tests.tui_support import job_status as console_status
 from tui.screens.detail import JobDetailScreen
@@ -61,20 +62,8 @@ def token_file(tmp_path: Path, value: str = SECRET, name: str = "sf.token") -> P
 
 
 def sf_task(emu: Emulator, tmp_path: Path, rows: int, **over: Any) -> dict[str, Any]:
-    task = {
-        "name": "upsert",
-        "action": "salesforce_bulk",
-        "instance_url": emu.url,
-        "object": "Account",
-        "operation": "upsert",
-        "external_id_field": "Ext_Id__c",
-        "file": str(write_csv(tmp_path / "accounts.csv", rows)),
-        "token_file": str(token_file(tmp_path)),
-        "poll_seconds": 0.1,
-        "timeout_seconds": 5,
-    }
-    task.update(over)
-    return task
+    defaults = {"token_file": str(token_file(tmp_path)), "poll_seconds": 0.1, "timeout_seconds": 5}
+    return emu.upsert_task(str(write_csv(tmp_path / "accounts.csv", rows)), **defaults | over)
 
 
 def http_task(emu: Emulator, records: int, tmp_path: Path, **over: Any) -> dict[str, Any]:
@@ -238,17 +227,7 @@ class _Hooks:
 async def test_an_abort_the_remote_refuses_because_the_job_stopped_counts_as_confirmed(
     emu, tmp_path
 ):
-    ctx = TaskContext(
-        task_id=1,
-        job_id=1,
-        name="upsert",
-        action="salesforce_bulk",
-        attempt=1,
-        server="s",
-        recipe_path=None,
-        hooks=_Hooks(),
-        run_thread=run_in_daemon_thread,
-    )
+    ctx = make_ctx(_Hooks())  # type: ignore[arg-type]
     p = (
         recipe_from_dict(
             {"name": "sf", "task": [sf_task(emu, tmp_path, 1000)]}, "test", base_dir=tmp_path

@@ -131,6 +131,20 @@ class Emulator:
             self._advance(j)
             return j
 
+    def upsert_task(self, file: str, **over: Any) -> dict[str, Any]:
+        """A recipe's ``salesforce_bulk`` task upserting ``file`` into Account here,
+        keyed by ``Ext_Id__c`` (``over``: fields to add or replace, the token's too)."""
+        return {
+            "name": "upsert",
+            "action": "salesforce_bulk",
+            "instance_url": self.url,
+            "object": "Account",
+            "operation": "upsert",
+            "external_id_field": "Ext_Id__c",
+            "file": file,
+            **over,
+        }
+
     def expire_token(self, token: str) -> None:
         with self.lock:
             self.tokens.discard(token)
