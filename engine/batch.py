@@ -78,6 +78,7 @@ class Claimed:
     recipe_path: str | None
     child_job_id: int | None = None  # a job an earlier attempt of this task started
     token: str = ""
+    remote_job: str | None = None  # a remote job an earlier attempt started (follow it)
 
 
 @dataclass
@@ -197,6 +198,7 @@ _READY = Prepared(
         task.c.attempt,
         job.c.recipe_path,
         task.c.child_job_id,
+        task.c.remote_job,
         job.c.status.label("job_status"),
     )
     .join(job, job.c.id == task.c.job_id)
@@ -389,6 +391,7 @@ def claim(conn: Connection, free: dict[str, int], *, at: float, token: str = "")
                     r.recipe_path,
                     r.child_job_id,
                     token,
+                    r.remote_job,
                 )
             )
     for job_id in sorted(starting):
@@ -695,6 +698,20 @@ def record_child(conn: Connection, task_id: int, token: str, child_job_id: int) 
         .where(task.c.id == task_id, task.c.claim_token == token)
         .values(child_job_id=child_job_id)
     )
+
+
+def record_remote_job(conn: Connection, task_id: int, token: str, remote_job: str) -> bool:
+    """Store a run's remote job on its task, if the run still holds the task's claim."""
+    res = conn.execute(
+        update(task)
+        .where(
+            task.c.id == task_id,
+            task.c.claim_token == token,
+            task.c.status.in_(["executing", "canceling", "aborting"]),
+        )
+        .values(remote_job=remote_job)
+    )
+    return res.rowcount == 1
 
 
 def restart_begin(conn: Connection, name: str, owner: str, *, at: float, why: str) -> bool:

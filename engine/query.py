@@ -99,6 +99,8 @@ class TaskView:
     ended_at: float | None
     # How a cancel will stop it (running tasks only; see engine.stopping).
     stops_by: StopsBy | None = None
+    # A remote long action's job on its remote service (engine.actions.remote).
+    remote_job: str | None = None
 
     def duration(self, now: float) -> float | None:
         if self.started_at is None:

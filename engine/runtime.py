@@ -591,6 +591,7 @@ class Engine:
                     "attempt": c.attempt,
                     "recipe_path": c.recipe_path,
                     "child": c.child_job_id,
+                    "remote_job": c.remote_job,
                 }
             )
             self.stats.started += 1
@@ -673,6 +674,8 @@ class Engine:
         try:
             if fn == "submit_child":
                 reply["value"] = await self._submit_child(r, *args)
+            elif fn == "record_remote_job":
+                reply["value"] = await self._record_remote_job(r, str(args[0]))
             elif fn == "wait_job":
                 reply["value"] = await self.wait_job(int(args[0]))
             elif fn == "wait_approval":
@@ -855,6 +858,11 @@ class Engine:
             return job_id
 
         return await self._db(self._write, insert)
+
+    async def _record_remote_job(self, r: Runner, remote_job: str) -> None:
+        c = r.claim
+        if not await self._db(self._write, batch.record_remote_job, c.task_id, c.token, remote_job):
+            raise ActionError("this run no longer holds its task: the remote job was not recorded")
 
     async def wait_job(self, job_id: int) -> str:
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()

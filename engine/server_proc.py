@@ -167,6 +167,7 @@ class Server:
                 run = self.runs.get(m["task"])
                 if run is not None and not run.abort_sent:
                     run.abort_sent = True
+                    run.ctx.abort_requested = True
                     run.ctx.request_cancel()
                     if run.task is not None:
                         run.task.cancel()
@@ -197,6 +198,7 @@ class Server:
             token=m["token"],
         )
         ctx.child_job_id = m.get("child")
+        ctx.remote_job = m.get("remote_job")
         run = Run(ctx)
         self.runs[ctx.task_id] = run
         run.task = asyncio.create_task(self._execute(run, m), name=f"task-{ctx.task_id}")
@@ -270,6 +272,9 @@ class Server:
     async def submit_child(self, ctx: TaskContext, recipe_path: str, mode: str) -> int:
         self._flush_one(ctx)  # a retry must find what this run recorded so far
         return int(await self._call(ctx, "submit_child", recipe_path, mode))
+
+    async def record_remote_job(self, ctx: TaskContext, remote_job: str) -> None:
+        await self._call(ctx, "record_remote_job", remote_job)
 
     async def wait_job(self, job_id: int) -> str:
         tid = CURRENT_TASK.get()

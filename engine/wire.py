@@ -3,7 +3,8 @@
 supervisor -> server: ``run`` (a claimed task), ``cancel``, ``abort``, ``lease``
 (how long the supervisor vouches for its lease), ``reply`` (to a ``call``), ``stop``.
 server -> supervisor: ``ready``, ``progress``, ``pgid`` (a process group a task
-started), ``call`` (submit a child job, wait for a job or an approval), ``uncall``,
+started), ``call`` (submit a child job, record a remote job, wait for a job or an
+approval), ``uncall``,
 ``exit`` (task code called ``os._exit``), ``done`` (a run's outcome).
 """
 

@@ -164,6 +164,7 @@ def test_live_jobs_wait_for_the_console(demo: Path) -> None:
         "python",
         "fail",
         "bulk_export_csv",
+        "salesforce_bulk",
     } <= actions
     assert query(demo, "SELECT count(*) AS n FROM server WHERE lease_owner IS NOT NULL") == [
         {"n": 0}
@@ -240,6 +241,12 @@ async def test_demo_runs(tmp_path: Path) -> None:
             "month-end-close has started its two children",
             bound=BOUND_S,
         )
+        await until(
+            lambda: task("crm-upsert", "upsert-leads")["progress_done"] > 0,
+            "the remote bulk upsert reports the remote's counts",
+            bound=BOUND_S,
+        )
+        assert task("crm-upsert", "upsert-leads")["remote_job"]
         assert jobs(db)["payroll-run"]["status"] == "withhold"
         assert engine.stats.errors == []
     finally:

@@ -7,7 +7,7 @@ every status in it was reached through the transition table. No status column is
 written here.
 
 What the console finds when it opens the database with its engine on
-``SERVERS`` (batch-01 with 6 slots, batch-02 with 3). Tasks are claimed in id order,
+``SERVERS`` (batch-01 with 6 slots, batch-02 with 4). Tasks are claimed in id order,
 batch-01's slots first, so the submission order below is the slot plan; there are
 enough slots for the children and the system job to start within the first seconds.
 
@@ -28,6 +28,8 @@ live (Waiting until the console's engine starts them):
                                  starts it (``stage_stuck``): stuck at once (a cancel
                                  cannot stop an unmanaged wait); abort shows Aborting
   quarterly-reconcile  batch-02  30-minute wait: cancel is Canceled at once
+  crm-upsert           batch-02  salesforce_bulk on the demo's remote stand-in
+                                 (tui.demo.remote): cancel aborts the remote job
   system-housekeeping  queued    system job: cancel refused; next free slot is its
   payroll-run          held      Withhold
 """
@@ -49,11 +51,13 @@ from engine.identity import current_actor
 from engine.recipes import load_recipe
 from engine.submit import submit
 from tui.demo.data import remove, write_crm, write_leads
+from tui.demo.remote import RECIPE as REMOTE_RECIPE
+from tui.demo.remote import point_at_emulator
 
 R = TypeVar("R")
 
 HERE = Path(__file__).parent
-SERVERS = {"batch-01": 6, "batch-02": 3}
+SERVERS = {"batch-01": 6, "batch-02": 4}
 DB_NAME = "batchdeck.db"
 MARKER = ".batchdeck-demo"
 CANCEL_REASON = "demo: wrong sandbox"
@@ -73,6 +77,7 @@ LIVE = (
     "month-end-close",
     "warehouse-sync",
     "quarterly-reconcile",
+    "crm-upsert",
     "system-housekeeping",
     "payroll-run",
 )
@@ -130,13 +135,14 @@ def _write_files(root: Path) -> Path:
     for name in ("target.db", "legacy.db"):  # the import targets start empty
         for suffix in ("", "-journal", "-wal", "-shm"):
             remove(data / (name + suffix))
-    for name in ("leads-by-region.csv", "contacts.csv"):
+    for name in ("leads-by-region.csv", "contacts.csv", "leads-failed.csv"):
         for suffix in ("", ".partial"):
             remove(reports / (name + suffix))
     # Only the demo's own files are replaced: anything else in DIR is left alone.
     for name in recipe_names():
         shutil.copyfile(HERE / f"{name}.toml", recipes / f"{name}.toml")
     shutil.copyfile(HERE / PY_MODULE, recipes / PY_MODULE)
+    point_at_emulator(recipes / f"{REMOTE_RECIPE}.toml")
     return recipes
 
 
