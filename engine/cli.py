@@ -760,12 +760,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"batchdeck serve: {message}", file=sys.stderr, flush=True)
 
         engine = Engine(path, servers, poll_interval=args.poll, server_stderr=sys.stderr, log=log)
+        started = engine.clock()
         try:
             await engine.start()
         except BaseException:
             await service.close()
             raise
-        await service.attach(engine, log)  # READY to systemd, metrics
+        await service.attach(engine, log, since=started)  # READY to systemd, metrics
         freeze_heap()  # this process serves for good: see freeze_heap
         stop = engine.nothing_to_serve
         loop = asyncio.get_running_loop()

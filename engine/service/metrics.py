@@ -64,7 +64,11 @@ TICK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
 
 _JOB_COUNTS = select(job.c.status, func.count()).group_by(job.c.status)
 _TASK_COUNTS = select(task.c.status, func.count()).group_by(task.c.status)
-_LAST_EVENT = select(func.max(event.c.id))
+# The newest event written before the engine started (read from the newest back: few
+# were written since).
+_LAST_EVENT = (
+    select(event.c.id).where(event.c.at < bindparam("since")).order_by(event.c.id.desc()).limit(1)
+)
 _FINAL = sorted(TASK_TERMINAL | {"canceled"})
 
 
@@ -139,10 +143,11 @@ class EngineMetrics(Collector):
         elif kind == "tick":
             self.tick.observe(seconds)
 
-    def start(self) -> None:
-        """Start counting from the events written so far (call once the store is open)."""
+    def start(self, since: float = 0.0) -> None:
+        """Count the events written from ``since`` (when the engine started: a task it
+        ended before the metrics were served counts too)."""
         with self.engine.store.read() as conn:
-            self._last_event = conn.execute(_LAST_EVENT).scalar() or 0
+            self._last_event = conn.execute(_LAST_EVENT, {"since": since}).scalar() or 0
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily(
@@ -307,9 +312,11 @@ class MetricsServer:
         self.url = f"http://{where}:{self.port}/metrics"
         self._metrics: EngineMetrics | None = None
 
-    def serve(self, engine: Any, pulse: Pulse, *, lease_s: float) -> EngineMetrics:
+    def serve(
+        self, engine: Any, pulse: Pulse, *, lease_s: float, since: float = 0.0
+    ) -> EngineMetrics:
         metrics = EngineMetrics(engine, pulse, lease_s=lease_s)
-        metrics.start()
+        metrics.start(since)
         engine.write_hooks.append(metrics.hook)
         self.registry.register(metrics)
         self._metrics = metrics

@@ -42,8 +42,9 @@ class Service:
                 os.environ.pop(name, None)
         return service
 
-    async def attach(self, engine: Any, log: Callable[[str], None]) -> None:
-        """The engine serves: READY, then STATUS and the watchdog; metrics from now on."""
+    async def attach(self, engine: Any, log: Callable[[str], None], *, since: float = 0.0) -> None:
+        """The engine serves: READY, then STATUS and the watchdog; metrics from now on,
+        counting what the engine did from ``since`` (when it started)."""
         if self.metrics_server is None and self.notifier is None:
             return
         from engine.query import Reader
@@ -53,7 +54,7 @@ class Service:
         pulse = Pulse()
         engine.write_hooks.append(pulse)
         if self.metrics_server is not None:
-            self.metrics_server.serve(engine, pulse, lease_s=lease_s)
+            self.metrics_server.serve(engine, pulse, lease_s=lease_s, since=since)
             log(f"metrics on {self.metrics_server.url}")
         if self.notifier is not None:
             reader = self._reader
