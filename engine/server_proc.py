@@ -41,7 +41,25 @@ from engine.procs import RUN_MARKER, kill_all, kill_all_blocking
 
 PROGRESS_FLUSH_S = 0.05
 STOP_GRACE_S = 2.0
+# How long a dying server may spend on its last words (a pipe nobody reads blocks).
+LAST_WORDS_S = 0.5
 _real_exit = os._exit
+
+
+def _write_bounded(writes: list[tuple[int, bytes]], limit: float) -> None:
+    """Each ``(fd, data)`` written in a daemon thread, given ``limit`` seconds in all:
+    a dying process says what it can and exits, whatever state its pipes are in."""
+
+    def write_all() -> None:
+        for fd, data in writes:
+            with contextlib.suppress(Exception):
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+
+    t = threading.Thread(target=write_all, daemon=True, name="last-words")
+    t.start()
+    t.join(limit)
 
 
 @dataclass
@@ -129,19 +147,26 @@ class Server:
             self._die_now(why, code)
 
     def _die_now(self, why: str, code: int) -> None:
-        print(f"batchdeck server {self.name}: {why}", file=sys.stderr, flush=True)
+        # Nothing stands between the decision and the kill: a word on stderr or the
+        # channel comes after it, never before. A print to a pipe whose reader died
+        # raises BrokenPipeError, one to a full pipe blocks: either would leave every task
+        # of a gone supervisor running on (issue 21), perhaps a second copy elsewhere.
+        groups = {g for r in list(self.runs.values()) for g in r.groups}
+        markers = [(RUN_MARKER, self._marker)] if self._marker else []
+        with contextlib.suppress(Exception):
+            kill_all_blocking(groups, markers, limit=2.0)
         # Outcomes already said still count; a writer that holds the lock (the pipe
         # broke under it) is dying here itself.
+        last: list[tuple[int, bytes]] = []
         if self._outbox and self._write_lock.acquire(blocking=False):
             try:
                 msgs, self._outbox = self._outbox, []
-                with contextlib.suppress(OSError):
-                    os.write(self._out, wire.encode_batch(msgs))
+                with contextlib.suppress(Exception):
+                    last.append((self._out, wire.encode_batch(msgs)))
             finally:
                 self._write_lock.release()
-        groups = {g for r in list(self.runs.values()) for g in r.groups}
-        markers = [(RUN_MARKER, self._marker)] if self._marker else []
-        kill_all_blocking(groups, markers, limit=2.0)
+        last.append((2, f"batchdeck server {self.name}: {why}\n".encode(errors="replace")))
+        _write_bounded(last, LAST_WORDS_S)
         _real_exit(code)
 
     def _exit_hook(self, code: int = 0) -> None:

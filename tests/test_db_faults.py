@@ -1,0 +1,93 @@
+"""Faults from outside the engine (issue 21): the engine's supervisor killed with its
+stderr a broken pipe, a task's oversized message, the database locked, full or gone,
+a clock that jumps. Real ``batchdeck serve`` processes on a real database; every wait
+is for a condition, bounded. Each test asserts what the contract says: no task ran
+twice (a file each run appends to), no task Error from the fault, the job finishes,
+the server rows tell the truth, no process is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.proc_support import BATCHDECK, Deck, deck_in, pid_alive, wait_for
+
+
+@pytest.fixture
+def deck(tmp_path: Path) -> Iterator[Deck]:
+    with deck_in(tmp_path) as d:
+        yield d
+
+
+def server_pids(deck: Deck) -> list[int]:
+    """The pids of server processes the rows name (the engine's children); none
+    before the engine has made the database."""
+    try:
+        return [r[0] for r in deck.sql("SELECT pid FROM server WHERE pid IS NOT NULL")]
+    except sqlite3.OperationalError:
+        return []
+
+
+def runs_of(path: Path) -> list[str]:
+    """One line per run a task made (each run appends its own line)."""
+    return path.read_text().split() if path.exists() else []
+
+
+APPEND_AND_SLEEP = """\
+name = "{name}"
+
+[[task]]
+name = "long"
+action = "shell"
+command = ["sh", "-c", "echo $$ >> {runs}; exec sleep 600"]
+"""
+
+
+def test_a_killed_serve_whose_stderr_is_a_broken_pipe_takes_its_server_with_it(
+    deck: Deck,
+) -> None:
+    runs = deck.dir / "runs"
+    deck.track_pid_file(runs)
+    # serve 2>&1 | cat > log: its stderr (and so its server processes') is a pipe.
+    reader = subprocess.Popen(
+        ["cat"], stdin=subprocess.PIPE, stdout=open(deck.dir / "log", "wb"), cwd=deck.dir
+    )
+    serve = subprocess.Popen(
+        [*BATCHDECK, "serve", "--server", "batch-01:2"],
+        stdout=reader.stdin,
+        stderr=reader.stdin,
+        stdin=subprocess.DEVNULL,
+        env=deck.env,
+        cwd=deck.dir,
+    )
+    assert reader.stdin is not None
+    reader.stdin.close()  # only serve holds the pipe's writing end now
+    try:
+        wait_for(lambda: server_pids(deck), "the server process to be running")
+        (server,) = server_pids(deck)
+        job = deck.submit(deck.recipe("long", APPEND_AND_SLEEP.format(name="long", runs=runs)))
+        deck.wait_task(job, "long", "executing")
+        wait_for(lambda: runs_of(runs), "the shell to start")
+        (shell,) = map(int, runs_of(runs))
+        # Both ends die: the pipe's reader first, then the supervisor, with SIGKILL.
+        reader.kill()
+        reader.wait(10)
+        serve.kill()
+        serve.wait(10)
+        wait_for(lambda: not pid_alive(server), "the server process to die with its supervisor")
+        wait_for(lambda: not pid_alive(shell), "the task's shell to die with its server")
+    finally:
+        for p in (serve, reader):
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+        for pid in server_pids(deck) + [int(p) for p in runs_of(runs)]:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
