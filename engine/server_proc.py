@@ -107,7 +107,7 @@ class Server:
         with self._write_lock:
             msgs, self._outbox = self._outbox + msgs, []
             if msgs:
-                self._write_locked(wire.encode_batch(msgs))
+                self._write_locked(wire.encode_lines(msgs))
 
     def _write_locked(self, data: bytes) -> None:
         view = memoryview(data)
@@ -263,7 +263,7 @@ class Server:
                 "op": "done",
                 "task": ctx.task_id,
                 "outcome": outcome,
-                "message": message,
+                "message": wire.cut(message),
                 "progress": wire.progress_of(ctx),
             }
         )

@@ -91,3 +91,49 @@ def test_a_killed_serve_whose_stderr_is_a_broken_pipe_takes_its_server_with_it(
         for pid in server_pids(deck) + [int(p) for p in runs_of(runs)]:
             if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+BIG_LOG = """\
+def shout(ctx, runs):
+    with open(runs, "a") as f:
+        f.write("big\\n")
+    ctx.log("x" * 20_000_000)
+    ctx.progress(1, 1, "y" * 5_000)
+    return "z" * 20_000_000
+"""
+
+BIG_AND_SMALL = """\
+name = "big"
+
+[[task]]
+name = "big"
+action = "python"
+function = "big_log:shout"
+runs = "{runs}"
+
+[[task]]
+name = "small"
+action = "shell"
+command = ["sh", "-c", "echo small >> {runs}; sleep 2"]
+"""
+
+
+def test_an_oversized_message_is_cut_in_the_server_and_fails_no_task(deck: Deck) -> None:
+    runs = deck.dir / "runs"
+    (deck.dir / "big_log.py").write_text(BIG_LOG)
+    deck.serve("--server", "batch-01:2")
+    job = deck.submit(deck.recipe("big", BIG_AND_SMALL.format(runs=runs)))
+    assert deck.wait_job(job, "ended", "error") == "ended", deck.show(job)
+    big, small = deck.task(job, "big"), deck.task(job, "small")
+    assert (big["status"], big["attempt"], small["status"], small["attempt"]) == (
+        "ended",
+        1,
+        "ended",
+        1,
+    )
+    assert big["message"].endswith("… (cut)")
+    assert len(big["message"].encode()) <= 64 * 1024  # the documented limit
+    assert sorted(runs_of(runs)) == ["big", "small"]  # each ran once
+    reasons = [r[0] for r in deck.sql("SELECT reason FROM event WHERE kind='server'")]
+    assert not [r for r in reasons if "restart" in r], reasons
+    assert "bad message" not in deck.servers[0].errors()
