@@ -85,6 +85,7 @@ class Server:
         self._lease_deadline: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
+        self._dying = False
         self._done = asyncio.Event()
         self._marker = os.environ.get(RUN_MARKER, "")
 
@@ -104,6 +105,8 @@ class Server:
             self._loop.call_soon(self._write, [])
 
     def _write(self, msgs: list[dict[str, Any]]) -> None:
+        if self._dying:
+            return
         with self._write_lock:
             msgs, self._outbox = self._outbox + msgs, []
             if msgs:
@@ -151,12 +154,10 @@ class Server:
         # channel comes after it, never before. A print to a pipe whose reader died
         # raises BrokenPipeError, one to a full pipe blocks: either would leave every task
         # of a gone supervisor running on (issue 21), perhaps a second copy elsewhere.
-        groups = {g for r in list(self.runs.values()) for g in r.groups}
-        markers = [(RUN_MARKER, self._marker)] if self._marker else []
-        with contextlib.suppress(Exception):
-            kill_all_blocking(groups, markers, limit=2.0)
-        # Outcomes already said still count; a writer that holds the lock (the pipe
-        # broke under it) is dying here itself.
+        # From here nothing more is said on the channel: the outcomes of the kill below
+        # ("killed by SIGKILL") are not the tasks' own. Outcomes already said still
+        # count; a writer that holds the lock (the pipe broke under it) is dying itself.
+        self._dying = True
         last: list[tuple[int, bytes]] = []
         if self._outbox and self._write_lock.acquire(blocking=False):
             try:
@@ -165,6 +166,10 @@ class Server:
                     last.append((self._out, wire.encode_batch(msgs)))
             finally:
                 self._write_lock.release()
+        groups = {g for r in list(self.runs.values()) for g in r.groups}
+        markers = [(RUN_MARKER, self._marker)] if self._marker else []
+        with contextlib.suppress(Exception):
+            kill_all_blocking(groups, markers, limit=2.0)
         last.append((2, f"batchdeck server {self.name}: {why}\n".encode(errors="replace")))
         _write_bounded(last, LAST_WORDS_S)
         _real_exit(code)

@@ -12,6 +12,8 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -137,3 +139,112 @@ def test_an_oversized_message_is_cut_in_the_server_and_fails_no_task(deck: Deck)
     reasons = [r[0] for r in deck.sql("SELECT reason FROM event WHERE kind='server'")]
     assert not [r for r in reasons if "restart" in r], reasons
     assert "bad message" not in deck.servers[0].errors()
+
+
+# -- the SQLite write lock held by another process ------------------------------------------
+
+
+TWO_SHELLS = """\
+name = "pair"
+
+[[task]]
+name = "one"
+action = "shell"
+command = ["sh", "-c", "echo start-one >> {runs}; sleep {seconds}; echo end-one >> {runs}"]
+
+[[task]]
+name = "two"
+action = "shell"
+command = ["sh", "-c", "echo start-two >> {runs}; sleep {seconds}; echo end-two >> {runs}"]
+"""
+
+
+def heartbeat(deck: Deck) -> float:
+    return deck.sql("SELECT heartbeat_at FROM server WHERE name='batch-01'")[0][0]
+
+
+def hold_write_lock(deck: Deck, seconds: float) -> None:
+    """Another process's write transaction (an admin's BEGIN EXCLUSIVE) for ``seconds``."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys, time\n"
+            "c = sqlite3.connect(sys.argv[1], timeout=30, isolation_level=None)\n"
+            "c.execute('BEGIN EXCLUSIVE')\n"
+            "time.sleep(float(sys.argv[2]))\n"
+            "c.execute('ROLLBACK')\n",
+            str(deck.db),
+            str(seconds),
+        ],
+        check=True,
+        timeout=120,
+    )
+
+
+def assert_each_ran_once(runs: Path, names: list[str]) -> None:
+    lines = runs_of(runs)
+    for name in names:
+        assert lines.count(f"end-{name}") == 1, lines
+
+
+def assert_rows_tell_the_truth(deck: Deck) -> None:
+    """Each Online server row names a live server process of this engine."""
+    for status, pid in deck.sql("SELECT status, pid FROM server"):
+        if status == "online":
+            assert pid is not None and pid_alive(pid), (status, pid)
+
+
+def test_a_write_lock_shorter_than_the_lease_costs_the_running_tasks_nothing(
+    deck: Deck,
+) -> None:
+    deck.ok("settings", "lease_seconds", "3")
+    runs = deck.dir / "runs"
+    serve = deck.serve("--server", "batch-01:2")
+    job = deck.submit(deck.recipe("pair", TWO_SHELLS.format(runs=runs, seconds=4)))
+    deck.wait_task(job, "one", "executing")
+    deck.wait_task(job, "two", "executing")
+    (server,) = server_pids(deck)
+    # Just before the next beat (one a second at a 3 s lease), for 2 s: the beat before
+    # the lock is then 2.9 s old when the lock goes, past what it alone vouched for.
+    seen = heartbeat(deck)
+    wait_for(lambda: heartbeat(deck) != seen, "a heartbeat")
+    time.sleep(0.85)
+    hold_write_lock(deck, 2.0)
+    assert deck.wait_job(job, "ended", "error") == "ended", deck.show(job)
+    for name in ("one", "two"):
+        assert deck.task(job, name)["attempt"] == 1
+    assert_each_ran_once(runs, ["one", "two"])
+    assert server_pids(deck) == [server] and pid_alive(server)
+    assert "lease" not in serve.errors(), serve.errors()
+    assert_rows_tell_the_truth(deck)
+
+
+def test_a_write_lock_of_three_leases_sends_the_stopped_runs_back_to_ready(deck: Deck) -> None:
+    deck.ok("settings", "lease_seconds", "1")
+    runs = deck.dir / "runs"
+    serve = deck.serve("--server", "batch-01:2")
+    job = deck.submit(deck.recipe("pair", TWO_SHELLS.format(runs=runs, seconds=5)))
+    deck.wait_task(job, "one", "executing")
+    deck.wait_task(job, "two", "executing")
+    wait_for(lambda: runs_of(runs).count("start-one") == 1, "one to start")
+    wait_for(lambda: runs_of(runs).count("start-two") == 1, "two to start")
+    (first,) = server_pids(deck)
+    hold_write_lock(deck, 3.5)
+    assert deck.wait_job(job, "ended", "error") == "ended", deck.show(job)
+    assert not pid_alive(first)
+    for name in ("one", "two"):
+        t = deck.task(job, name)
+        assert (t["status"], t["attempt"]) == ("ended", 2)
+        reasons = [r[4] for r in deck.events(job) if r[0] == t["id"] and r[2] == "ready"]
+        assert any(
+            r and r.startswith("interrupted: the engine could not reach its database for ")
+            for r in reasons
+        ), reasons
+    # Stopped once (the first run never ended), then ran to its end once.
+    assert_each_ran_once(runs, ["one", "two"])
+    assert runs_of(runs).count("start-one") == 2
+    assert serve.running()
+    (second,) = server_pids(deck)
+    assert second != first and pid_alive(second)
+    assert_rows_tell_the_truth(deck)
