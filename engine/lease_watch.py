@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import String, and_, literal, or_, select, update
+from sqlalchemy import String, literal, or_, select, update
 from sqlalchemy.engine import Connection
 
 from engine import batch
@@ -102,30 +102,33 @@ def take_over(
 
 
 def beat(
-    conn: Connection,
-    servers: list[str],
-    owner: str,
-    *,
-    at: float,
-    down: list[str],
-    note: str | None,
-    noted: str | None,
+    conn: Connection, servers: list[str], owner: str, *, at: float, down: list[str]
 ) -> list[str]:
     """Renew our leases (``batch.heartbeat``); in the same transaction, servers in
-    ``down`` (their process is gone, their restart not yet written) stop saying Online,
-    and the outage note changes from ``noted`` to ``note`` (only a note of ours)."""
+    ``down`` (their process is gone, their restart not yet written) stop saying Online."""
     lost = batch.heartbeat(conn, servers, owner, at=at)
-    mine = and_(in_list(server.c.name, servers), server.c.lease_owner == owner)
     if down:
         conn.execute(
             update(server)
-            .where(mine, in_list(server.c.name, down), server.c.status == "online")
+            .where(
+                in_list(server.c.name, down),
+                server.c.lease_owner == owner,
+                server.c.status == "online",
+            )
             .values(status="restarting")
         )
-    if note != noted:
-        conn.execute(
-            update(server)
-            .where(mine, or_(server.c.note.is_(None), server.c.note.startswith(NOTE_PREFIX)))
-            .values(note=note)
-        )
     return lost
+
+
+def note_outage(conn: Connection, servers: list[str], owner: str, note: str | None) -> None:
+    """Our server rows' note says the outage (``note``), or no longer does (None): only
+    a note of an outage is replaced, never another."""
+    conn.execute(
+        update(server)
+        .where(
+            in_list(server.c.name, servers),
+            server.c.lease_owner == owner,
+            or_(server.c.note.is_(None), server.c.note.startswith(NOTE_PREFIX)),
+        )
+        .values(note=note)
+    )

@@ -34,7 +34,7 @@ from engine.db import Store, is_postgresql, shared_store
 from engine.db_outage import Outage, outage_of
 from engine.dburl import parse_db
 from engine.identity import current_actor
-from engine.lease_watch import PeerLeases, beat, peer_leases, take_over
+from engine.lease_watch import PeerLeases, beat, note_outage, peer_leases, take_over
 from engine.procs import RUN_MARKER, kill_all
 from engine.statuses import JOB_TERMINAL
 from engine.supervisor import ServerProcess
@@ -483,14 +483,7 @@ class Engine:
             down = [n for n in self.servers if n in self._restarting and n not in self.procs]
             try:
                 lost = await self._db(
-                    self._write,
-                    beat,
-                    list(self.servers),
-                    self.owner,
-                    at=at,
-                    down=down,
-                    note=note,
-                    noted=self._outage_noted,
+                    self._write, beat, list(self.servers), self.owner, at=at, down=down
                 )
             except Exception as exc:  # noqa: BLE001 - a locked database: try next beat
                 if outage_of(exc) is None:
@@ -499,7 +492,12 @@ class Engine:
                 continue
             finally:
                 self._beat_started = None
-            self._outage_noted = note
+            if note != self._outage_noted:
+                # Its own transaction, best effort: a longer row may not fit a full disk,
+                # and the lease must not wait on it.
+                with contextlib.suppress(Exception):
+                    await self._db(self._write, note_outage, list(self.servers), self.owner, note)
+                    self._outage_noted = note
             if time.monotonic() - t0 > self.heartbeat_interval / 2:
                 self._held_up(t0)  # it went through, late: the database held everyone up
             else:
