@@ -1,0 +1,65 @@
+"""A lease is judged by a clock that cannot jump (issue 21): two engines on one SQLite
+file, one of whose wall clocks jumps an hour forward. The other engine's heartbeats
+then look an hour old to it; it must not take that engine's servers over (nor kill
+them): a peer's lease expires only once it has been seen unchanged for a whole lease
+of the observer's own monotonic time. Real server processes; the clock is injected.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+from engine import settings
+from engine.db import Store
+from engine.runtime import Engine
+from tests.engine_support import submit_tasks, task_row, until
+
+WAIT = "echo start-{n} >> {runs}; while [ ! -f {go} ]; do sleep 0.05; done; echo end-{n} >> {runs}"
+
+
+def beats(path: Path, name: str) -> float:
+    conn = sqlite3.connect(path, timeout=30)
+    try:
+        return conn.execute("SELECT heartbeat_at FROM server WHERE name=?", (name,)).fetchone()[0]
+    finally:
+        conn.close()
+
+
+async def test_a_wall_clock_jump_takes_no_live_engines_servers_over(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    runs, go = tmp_path / "runs", tmp_path / "go"
+    store = Store(path)
+    with store.write() as conn:
+        settings.put(conn, "lease_seconds", "1")
+    names = ["t1", "t2", "t3", "t4"]
+    tasks = [
+        {"name": n, "action": "shell", "command": ["sh", "-c", WAIT.format(n=n, runs=runs, go=go)]}
+        for n in names
+    ]
+    job = submit_tasks(store, tmp_path, "jump", tasks)
+    jump = [0.0]
+    jumpy = Engine(str(path), {"batch-a": 2}, clock=lambda: time.time() + jump[0])
+    steady = Engine(str(path), {"batch-b": 2})
+    async with jumpy, steady:
+        for n in names:
+            await until(lambda n=n: task_row(store, job, n)["status"] == "executing", n)
+        assert {task_row(store, job, n)["server"] for n in names} == {"batch-a", "batch-b"}
+        jump[0] = 3600.0
+        # Three leases of the jumped engine's beats: it looks at its peer at each.
+        seen, count = beats(path, "batch-a"), 0
+        while count < 9:
+            await until(lambda s=seen: beats(path, "batch-a") != s, "a beat of the jumped engine")
+            seen, count = beats(path, "batch-a"), count + 1
+        go.touch()
+        await until(
+            lambda: all(task_row(store, job, n)["status"] == "ended" for n in names),
+            "every task to end",
+        )
+        assert jumpy.stats.events == [] and steady.stats.events == []
+    for n in names:
+        assert task_row(store, job, n)["attempt"] == 1
+    assert sorted(runs.read_text().split()) == sorted(
+        [f"start-{n}" for n in names] + [f"end-{n}" for n in names]
+    )
