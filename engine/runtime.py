@@ -82,6 +82,10 @@ class Runner:
     cancel_sent: bool = False
     abort_sent: bool = False
     detached: bool = False  # its result is not written (settled elsewhere, lease lost)
+    # Waiting for a child job (a sync call_job): its slot is free meanwhile, or callers
+    # as many as the slots (or a chain deeper than them) wait for ever on children that
+    # need a slot (issue 21).
+    waiting_child: int = 0
     calls: dict[int, asyncio.Task[Any]] = field(default_factory=dict)
 
     @property
@@ -614,7 +618,8 @@ class Engine:
         servers = list(self.servers.items())
         used: dict[str, int] = {}
         for r in list(self._runners.values()):
-            used[r.server] = used.get(r.server, 0) + 1
+            if not r.waiting_child:
+                used[r.server] = used.get(r.server, 0) + 1
         free = {}
         for name, slots in servers:
             status = self._server_state.get(name, ("online",))[0]
@@ -807,7 +812,12 @@ class Engine:
             if fn == "submit_child":
                 reply["value"] = await self._submit_child(r, *args)
             elif fn == "wait_job":
-                reply["value"] = await self.wait_job(int(args[0]))
+                r.waiting_child += 1
+                self._wake.set()  # its slot is free: the child may take it at once
+                try:
+                    reply["value"] = await self.wait_job(int(args[0]))
+                finally:
+                    r.waiting_child -= 1
             elif fn == "wait_approval":
                 reply["value"] = list(await self._wait_approval(r.task_id))
             else:
