@@ -834,6 +834,8 @@ def main(argv: Sequence[str] | None = None, console: ConsoleRunner | None = None
         print(f"batchdeck {command}: {safe_line(exc)}", file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
+        if command == "submit":  # ctrl-c before its write committed: it rolled back
+            print("batchdeck submit: interrupted: nothing was submitted", file=sys.stderr)
         return EXIT_REFUSED
     except BrokenPipeError:
         # The reader went away (`batchdeck list | head`): nothing left to say, to anyone.
