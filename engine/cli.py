@@ -731,6 +731,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             log("every server's lease was taken by another engine; stopping")
         print("stopping: running tasks go back to Ready", flush=True)
         await engine.stop()
+        if engine.given_up:  # a service manager restarts it: exit non-zero
+            raise Fail(engine.given_up)
 
     try:
         asyncio.run(serve())

@@ -383,7 +383,12 @@ class Engine:
             batch.write_runs(conn, final_outcomes, dirty, at=at)
             batch.release_leases(conn, list(self.servers), self.owner, at=at)
 
-        await self._db(self._write, final)
+        try:
+            await self._db(self._write, final)
+        except Exception as exc:  # noqa: BLE001 - out of reach: the next start recovers them
+            self.note(
+                f"stopping: could not write the runs' end ({exc}); the next start recovers them"
+            )
         self._runners.clear()
         self.procs.clear()
         self._stop_bell()

@@ -124,3 +124,39 @@ async def test_a_full_disk_pauses_writing_says_so_once_and_resumes(tmp_path: Pat
     assert sorted(x for x in ran if x.startswith("end-")) == ["end-one", "end-two"], ran
     with sqlite3.connect(path) as c:
         assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+async def test_an_engine_that_cannot_write_for_too_long_gives_up_and_says_so(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "t.db"
+    runs, go = tmp_path / "runs", tmp_path / "go"
+    store = Store(path)
+    command = ["sh", "-c", WAIT_FOR_GO.format(name="one", runs=runs, go=go)]
+    job = submit_tasks(
+        store, tmp_path, "full", [{"name": "one", "action": "shell", "command": command}]
+    )
+    lines: list[str] = []
+    cap: dict[str, Any] = {"pages": None}
+
+    def limit(dbapi_conn: Any, _record: Any) -> None:
+        if cap["pages"] is not None:
+            dbapi_conn.execute(f"PRAGMA max_page_count={cap['pages']}")
+
+    eng = Engine(str(path), {"batch-01": 1}, log=lines.append)
+    eng.outage_limit = 1.0  # ten minutes for a service; a second here
+    async with eng:
+        await until(lambda: task_row(store, job, "one")["status"] == "executing", "one started")
+        event.listen(eng.store.writer, "connect", limit)
+        cap["pages"] = fill(path, job)
+        eng.store.writer.dispose()
+        pid = server_row(path)[1]
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        await until(lambda: eng.nothing_to_serve.is_set(), "the engine to give up")
+        assert eng.given_up and "could not write to the database" in eng.given_up
+        assert any(x.startswith("giving up: ") for x in lines), lines
+        assert not eng.procs  # nothing started that it could not account for
+        cap["pages"] = None
+        eng.store.writer.dispose()
+    assert not pid_alive(pid)
