@@ -19,6 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.fault_support import (
+    assert_requeued_for_the_outage,
+    assert_rows_tell_the_truth,
+    runs_of,
+    shells_recipe,
+)
 from tests.proc_support import BATCHDECK, Deck, deck_in, pid_alive, wait_for
 
 
@@ -35,11 +41,6 @@ def server_pids(deck: Deck) -> list[int]:
         return [r[0] for r in deck.sql("SELECT pid FROM server WHERE pid IS NOT NULL")]
     except sqlite3.OperationalError:
         return []
-
-
-def runs_of(path: Path) -> list[str]:
-    """One line per run a task made (each run appends its own line)."""
-    return path.read_text().split() if path.exists() else []
 
 
 APPEND_AND_SLEEP = """\
@@ -144,21 +145,6 @@ def test_an_oversized_message_is_cut_in_the_server_and_fails_no_task(deck: Deck)
 # -- the SQLite write lock held by another process ------------------------------------------
 
 
-TWO_SHELLS = """\
-name = "pair"
-
-[[task]]
-name = "one"
-action = "shell"
-command = ["sh", "-c", "echo start-one >> {runs}; sleep {seconds}; echo end-one >> {runs}"]
-
-[[task]]
-name = "two"
-action = "shell"
-command = ["sh", "-c", "echo start-two >> {runs}; sleep {seconds}; echo end-two >> {runs}"]
-"""
-
-
 def heartbeat(deck: Deck) -> float:
     return deck.sql("SELECT heartbeat_at FROM server WHERE name='batch-01'")[0][0]
 
@@ -182,28 +168,26 @@ def hold_write_lock(deck: Deck, seconds: float) -> None:
     )
 
 
+def start_pair(deck: Deck) -> tuple[int, Path, Path]:
+    """A job of two shell tasks that run until ``go`` exists, both started."""
+    runs, go = deck.dir / "runs", deck.dir / "go"
+    job = deck.submit(deck.recipe("pair", shells_recipe(["one", "two"], runs, go)))
+    wait_for(lambda: len(runs_of(runs)) == 2, "both runs to start")
+    return job, runs, go
+
+
 def assert_each_ran_once(runs: Path, names: list[str]) -> None:
     lines = runs_of(runs)
     for name in names:
         assert lines.count(f"end-{name}") == 1, lines
 
 
-def assert_rows_tell_the_truth(deck: Deck) -> None:
-    """Each Online server row names a live server process of this engine."""
-    for status, pid in deck.sql("SELECT status, pid FROM server"):
-        if status == "online":
-            assert pid is not None and pid_alive(pid), (status, pid)
-
-
 def test_a_write_lock_shorter_than_the_lease_costs_the_running_tasks_nothing(
     deck: Deck,
 ) -> None:
     deck.ok("settings", "lease_seconds", "3")
-    runs = deck.dir / "runs"
     serve = deck.serve("--server", "batch-01:2")
-    job = deck.submit(deck.recipe("pair", TWO_SHELLS.format(runs=runs, seconds=4)))
-    deck.wait_task(job, "one", "executing")
-    deck.wait_task(job, "two", "executing")
+    job, runs, go = start_pair(deck)
     (server,) = server_pids(deck)
     # Just before the next beat (one a second at a 3 s lease), for 2 s: the beat before
     # the lock is then 2.9 s old when the lock goes, past what it alone vouched for.
@@ -211,6 +195,7 @@ def test_a_write_lock_shorter_than_the_lease_costs_the_running_tasks_nothing(
     wait_for(lambda: heartbeat(deck) != seen, "a heartbeat")
     time.sleep(0.85)
     hold_write_lock(deck, 2.0)
+    go.touch()
     assert deck.wait_job(job, "ended", "error") == "ended", deck.show(job)
     for name in ("one", "two"):
         assert deck.task(job, name)["attempt"] == 1
@@ -222,25 +207,20 @@ def test_a_write_lock_shorter_than_the_lease_costs_the_running_tasks_nothing(
 
 def test_a_write_lock_of_three_leases_sends_the_stopped_runs_back_to_ready(deck: Deck) -> None:
     deck.ok("settings", "lease_seconds", "1")
-    runs = deck.dir / "runs"
     serve = deck.serve("--server", "batch-01:2")
-    job = deck.submit(deck.recipe("pair", TWO_SHELLS.format(runs=runs, seconds=5)))
-    deck.wait_task(job, "one", "executing")
-    deck.wait_task(job, "two", "executing")
-    wait_for(lambda: runs_of(runs).count("start-one") == 1, "one to start")
-    wait_for(lambda: runs_of(runs).count("start-two") == 1, "two to start")
+    job, runs, go = start_pair(deck)
     (first,) = server_pids(deck)
     hold_write_lock(deck, 3.5)
+    for name in ("one", "two"):
+        wait_for(lambda n=name: deck.task(job, n)["attempt"] == 2, f"{name} to run again")
+        deck.wait_task(job, name, "executing")
+    go.touch()
     assert deck.wait_job(job, "ended", "error") == "ended", deck.show(job)
     assert not pid_alive(first)
     for name in ("one", "two"):
         t = deck.task(job, name)
         assert (t["status"], t["attempt"]) == ("ended", 2)
-        reasons = [r[4] for r in deck.events(job) if r[0] == t["id"] and r[2] == "ready"]
-        assert any(
-            r and r.startswith("interrupted: the engine could not reach its database for ")
-            for r in reasons
-        ), reasons
+    assert_requeued_for_the_outage(deck, job, ["one", "two"])
     # Stopped once (the first run never ended), then ran to its end once.
     assert_each_ran_once(runs, ["one", "two"])
     assert runs_of(runs).count("start-one") == 2

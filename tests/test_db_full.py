@@ -20,16 +20,11 @@ from typing import Any
 
 from sqlalchemy import event
 
-from engine import settings
 from engine.db import Store
 from engine.runtime import Engine
 from tests.engine_support import submit_tasks, task_row, until
+from tests.fault_support import sqlite_row, store_with_lease, wait_for_go
 from tests.proc_support import pid_alive
-
-WAIT_FOR_GO = (
-    "echo start-{name} >> {runs}; while [ ! -f {go} ]; do sleep 0.05; done; "
-    "echo end-{name} >> {runs}"
-)
 
 
 def fill(path: Path, job: int) -> int:
@@ -54,24 +49,18 @@ def fill(path: Path, job: int) -> int:
 
 
 def server_row(path: Path) -> tuple[str, int | None, str | None]:
-    conn = sqlite3.connect(path, timeout=30)
-    try:
-        return conn.execute("SELECT status, pid, note FROM server WHERE name='batch-01'").fetchone()
-    finally:
-        conn.close()
+    return sqlite_row(path, "SELECT status, pid, note FROM server WHERE name='batch-01'")
 
 
 async def test_a_full_disk_pauses_writing_says_so_once_and_resumes(tmp_path: Path) -> None:
     path = tmp_path / "t.db"
     runs, go = tmp_path / "runs", tmp_path / "go"
-    store = Store(path)
-    with store.write() as conn:
-        settings.put(conn, "lease_seconds", "1")
+    store = store_with_lease(path, "1")
     tasks = [
         {
             "name": n,
             "action": "shell",
-            "command": ["sh", "-c", WAIT_FOR_GO.format(name=n, runs=runs, go=go)],
+            "command": wait_for_go(n, runs, go),
         }
         for n in ("one", "two")
     ]
@@ -132,7 +121,7 @@ async def test_an_engine_that_cannot_write_for_too_long_gives_up_and_says_so(
     path = tmp_path / "t.db"
     runs, go = tmp_path / "runs", tmp_path / "go"
     store = Store(path)
-    command = ["sh", "-c", WAIT_FOR_GO.format(name="one", runs=runs, go=go)]
+    command = wait_for_go("one", runs, go)
     job = submit_tasks(
         store, tmp_path, "full", [{"name": "one", "action": "shell", "command": command}]
     )

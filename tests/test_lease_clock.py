@@ -7,37 +7,24 @@ of the observer's own monotonic time. Real server processes; the clock is inject
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 
-from engine import settings
-from engine.db import Store
 from engine.runtime import Engine
 from tests.engine_support import submit_tasks, task_row, until
-
-WAIT = "echo start-{n} >> {runs}; while [ ! -f {go} ]; do sleep 0.05; done; echo end-{n} >> {runs}"
+from tests.fault_support import sqlite_row, store_with_lease, wait_for_go
 
 
 def beats(path: Path, name: str) -> float:
-    conn = sqlite3.connect(path, timeout=30)
-    try:
-        return conn.execute("SELECT heartbeat_at FROM server WHERE name=?", (name,)).fetchone()[0]
-    finally:
-        conn.close()
+    return sqlite_row(path, "SELECT heartbeat_at FROM server WHERE name=?", (name,))[0]
 
 
 async def test_a_wall_clock_jump_takes_no_live_engines_servers_over(tmp_path: Path) -> None:
     path = tmp_path / "t.db"
     runs, go = tmp_path / "runs", tmp_path / "go"
-    store = Store(path)
-    with store.write() as conn:
-        settings.put(conn, "lease_seconds", "1")
+    store = store_with_lease(path, "1")
     names = ["t1", "t2", "t3", "t4"]
-    tasks = [
-        {"name": n, "action": "shell", "command": ["sh", "-c", WAIT.format(n=n, runs=runs, go=go)]}
-        for n in names
-    ]
+    tasks = [{"name": n, "action": "shell", "command": wait_for_go(n, runs, go)} for n in names]
     job = submit_tasks(store, tmp_path, "jump", tasks)
     jump = [0.0]
     jumpy = Engine(str(path), {"batch-a": 2}, clock=lambda: time.time() + jump[0])

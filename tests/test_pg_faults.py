@@ -11,7 +11,6 @@ happens in the test.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,20 +18,14 @@ from typing import Any
 
 import pytest
 
+from tests.fault_support import (
+    assert_requeued_for_the_outage,
+    assert_rows_tell_the_truth,
+    runs_of,
+    shells_recipe,
+)
 from tests.pg_support import new_pg_database, pg_deck
-from tests.proc_support import pid_alive, wait_for
-
-WAIT = "echo start-{n} >> {runs}; while [ ! -f {go} ]; do sleep 0.05; done; echo end-{n} >> {runs}"
-
-
-def pair_recipe(runs: Path, go: Path) -> str:
-    """Two shell tasks, each appending to ``runs`` when it starts and when it ends (once
-    ``go`` exists)."""
-    text = 'name = "pair"\n'
-    for n in ("one", "two"):
-        command = json.dumps(["sh", "-c", WAIT.format(n=n, runs=runs, go=go)])
-        text += f'\n[[task]]\nname = "{n}"\naction = "shell"\ncommand = {command}\n'
-    return text
+from tests.proc_support import wait_for
 
 
 @pytest.fixture
@@ -57,13 +50,9 @@ def postgresql_stopped(server: Any) -> Iterator[None]:
         server.ensure_postgres_running()
 
 
-def runs_of(path: Path) -> list[str]:
-    return path.read_text().split() if path.exists() else []
-
-
 def start_pair(deck: Any) -> tuple[int, Path, Path]:
     runs, go = deck.dir / "runs", deck.dir / "go"
-    job = deck.submit(deck.recipe("pair", pair_recipe(runs, go)))
+    job = deck.submit(deck.recipe("pair", shells_recipe(["one", "two"], runs, go)))
     for name in ("one", "two"):
         deck.wait_task(job, name, "executing")
     wait_for(lambda: len(runs_of(runs)) == 2, "both runs to start")
@@ -82,12 +71,6 @@ def finish(deck: Any, job: int, runs: Path, go: Path, attempt: int) -> None:
         assert deck.task(job, name)["attempt"] == attempt
 
 
-def assert_rows_tell_the_truth(deck: Any) -> None:
-    for status, pid in deck.sql("SELECT status, pid FROM server"):
-        if status == "online":
-            assert pid is not None and pid_alive(pid), (status, pid)
-
-
 def test_postgresql_stopped_for_three_leases_sends_the_stopped_runs_back_to_ready(
     deck: Any, pg_server: Any
 ) -> None:
@@ -97,13 +80,7 @@ def test_postgresql_stopped_for_three_leases_sends_the_stopped_runs_back_to_read
     with postgresql_stopped(pg_server):
         time.sleep(3.5)  # the fault's length, not a wait for a result
     finish(deck, job, runs, go, attempt=2)
-    for name in ("one", "two"):
-        tid = deck.task(job, name)["id"]
-        reasons = [r[4] for r in deck.events(job) if r[0] == tid and r[2] == "ready"]
-        assert any(
-            r and r.startswith("interrupted: the engine could not reach its database for ")
-            for r in reasons
-        ), reasons
+    assert_requeued_for_the_outage(deck, job, ["one", "two"])
     assert serve.running()
     assert_rows_tell_the_truth(deck)
     assert "cannot reach database" in serve.errors()
