@@ -102,6 +102,7 @@ class EngineStats:
     crashes: int = 0
     errors: list[str] = field(default_factory=list)
     events: list[str] = field(default_factory=list)  # notable, not errors
+    outage: str | None = None  # while the database is out of reach: its one line
 
 
 def parse_servers(specs: list[str] | None) -> dict[str, int]:
@@ -172,7 +173,7 @@ class Engine:
         # then exits non-zero.
         self.given_up: str | None = None
         self.outage_limit = OUTAGE_LIMIT_S
-        self.outage = Outage(db_path, lambda line, error: self.note(line, error=error))
+        self.outage = Outage(db_path, self._say_outage)
         self._outage_noted: str | None = None
         self._peers = PeerLeases(self._lease_s)
         self._beat_started: float | None = None  # monotonic, while a beat is in flight
@@ -252,6 +253,12 @@ class Engine:
             out = batch.tick(conn, inp)
             mark.append(data_version(conn.connection.driver_connection))
         return out
+
+    def _say_outage(self, line: str, began: bool) -> None:
+        """An outage begins (its line stays in the console's header until it ends) or
+        ends."""
+        self.stats.outage = line if began else None
+        self.note(line, error=began)
 
     def note(self, message: str, *, error: bool = True) -> None:
         """An engine error, kept for the operator (the console's header shows the last

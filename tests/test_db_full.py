@@ -149,3 +149,36 @@ async def test_an_engine_that_cannot_write_for_too_long_gives_up_and_says_so(
         cap["pages"] = None
         eng.store.writer.dispose()
     assert not pid_alive(pid)
+
+
+async def test_the_console_header_says_the_database_is_full_until_it_is_not(
+    tmp_path: Path,
+) -> None:
+    from tests.tui_support import embedded
+
+    path = tmp_path / "t.db"
+    runs, go = tmp_path / "runs", tmp_path / "go"
+    store = store_with_lease(path, "1")
+    command = wait_for_go("one", runs, go)
+    job = submit_tasks(
+        store, tmp_path, "full", [{"name": "one", "action": "shell", "command": command}]
+    )
+    app, host = embedded(str(path), {"batch-01": 1})
+    cap: dict[str, Any] = {"pages": None}
+
+    def limit(dbapi_conn: Any, _record: Any) -> None:
+        if cap["pages"] is not None:
+            dbapi_conn.execute(f"PRAGMA max_page_count={cap['pages']}")
+
+    async with app.run_test(size=(120, 30)) as pilot:
+        await until(lambda: task_row(store, job, "one")["status"] == "executing", pilot=pilot)
+        eng = host.engine
+        event.listen(eng.store.writer, "connect", limit)
+        cap["pages"] = fill(path, job)
+        eng.store.writer.dispose()
+        go.touch()  # its end must be written: the disk is full
+        await until(lambda: "the database is full" in app.sub_title, "the header", pilot=pilot)
+        cap["pages"] = None
+        eng.store.writer.dispose()
+        await until(lambda: task_row(store, job, "one")["status"] == "ended", pilot=pilot)
+        await until(lambda: "full" not in app.sub_title, "the header to clear", pilot=pilot)

@@ -216,6 +216,8 @@ class BatchdeckApp(App[int]):
                 self._error_ticks = stats.ticks
             elif self.engine_error is not None and stats.ticks > self._error_ticks:
                 self.engine_error = None  # a batch went through since: cleared
+            if getattr(stats, "outage", None):
+                self.engine_error = stats.outage  # said until the database is back
         elif "attached" in self.mode_label:
             try:
                 now = self._now()
