@@ -25,7 +25,8 @@ from engine.writes import add_event
 @dataclass
 class PeerLeases:
     """What this engine saw of other engines' leases: (owner, heartbeat) and when
-    (monotonic) it first saw each unchanged."""
+    (monotonic) it first saw each unchanged. ``lease_s``: how long one must be seen
+    unchanged to count as expired (the engine sets a lease and a beat)."""
 
     lease_s: float
     seen: dict[str, tuple[str, float, float]] = field(default_factory=dict)

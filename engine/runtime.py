@@ -313,7 +313,9 @@ class Engine:
             self._lease_s = await self._db(self._read, settings.lease_seconds)
             # Three beats per lease: one late beat never makes a live engine look dead.
             self.heartbeat_interval = min(self.heartbeat_interval, self._lease_s / 3)
-            self._peers.lease_s = self._lease_s
+            # A lease and a beat: a peer held up on its beat vouches its servers a lease
+            # from that beat's start, up to a beat after its last one went through.
+            self._peers.lease_s = self._lease_s + self.heartbeat_interval
             # What a dead engine's servers left running on this host dies before its
             # tasks are recovered: nothing runs twice.
             stale = await self._db(self._read, batch.servers_without_engine, self.owner, at=at)
@@ -568,6 +570,8 @@ class Engine:
         """Why our runs were stopped when our servers' lease ran out."""
         now = time.monotonic()
         since = [t for t in (self._stall_since, self._beat_started) if t is not None]
+        if not since and not self.outage.down:
+            return "interrupted: the engine stalled past its lease"  # SIGSTOP, say
         took = max([self.outage.seconds()] + [now - t for t in since])
         return f"interrupted: the engine could not reach its database for {took:.0f} s"
 
@@ -910,7 +914,7 @@ class Engine:
                 return
             await self._restart_end(name, victims, outcomes)
         except Exception as exc:  # noqa: BLE001 - given up (see _written): serve nothing, say so
-            if self.given_up is None:
+            if self.given_up is None and not self._stopping:
                 self._give_up(f"server {name} could not be restarted: {exc}")
         finally:
             self._restarting.discard(name)
