@@ -50,3 +50,31 @@ async def test_a_wall_clock_jump_takes_no_live_engines_servers_over(tmp_path: Pa
     assert sorted(runs.read_text().split()) == sorted(
         [f"start-{n}" for n in names] + [f"end-{n}" for n in names]
     )
+
+
+def test_a_takeover_takes_only_the_lease_it_saw(tmp_path: Path) -> None:
+    """The re-check in the transaction that takes over: a peer that beat since it was
+    seen keeps its server (and nothing of it is killed, which happens only after)."""
+    from engine import batch
+    from engine.lease_watch import peer_leases, take_over
+    from tests.engine_support import submit_tasks, task_row
+
+    store = store_with_lease(tmp_path / "t.db", "1")
+    job = submit_tasks(store, tmp_path, "p", [{"name": "a", "action": "wait", "seconds": 600}])
+    with store.write() as conn:
+        batch.claim_leases(conn, {"ghost": 1}, "peer:1:x", at=time.time())
+        batch.claim(conn, {"ghost": 1}, at=time.time())
+    with store.read() as conn:
+        seen = peer_leases(conn, "me:1:y")
+    assert [(n, o) for n, o, _ in seen] == [("ghost", "peer:1:x")]
+    with store.write() as conn:  # the peer beats after it was seen
+        batch.heartbeat(conn, ["ghost"], "peer:1:x", at=time.time() + 1)
+    with store.write() as conn:
+        assert take_over(conn, "me:1:y", seen, at=time.time()) == ([], {})
+    assert task_row(store, job, "a")["status"] == "executing"
+    with store.read() as conn:
+        seen = peer_leases(conn, "me:1:y")
+    with store.write() as conn:  # seen as it is: taken, and its task recovered
+        taken, moved = take_over(conn, "me:1:y", seen, at=time.time())
+    assert taken == ["ghost"] and task_row(store, job, "a")["status"] == "ready"
+    assert moved
