@@ -510,13 +510,14 @@ class Engine:
                 continue
             finally:
                 self._beat_started = None
+            took = time.monotonic() - t0
             if note != self._outage_noted:
                 # Its own transaction, best effort: a longer row may not fit a full disk,
                 # and the lease must not wait on it.
                 with contextlib.suppress(Exception):
                     await self._db(self._write, note_outage, list(self.servers), self.owner, note)
                     self._outage_noted = note
-            if time.monotonic() - t0 > self.heartbeat_interval / 2:
+            if took > self.heartbeat_interval / 2:
                 self._held_up(t0)  # it went through, late: the database held everyone up
             else:
                 self._stall_since = None
