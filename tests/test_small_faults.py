@@ -23,32 +23,28 @@ def deck(tmp_path: Path) -> Iterator[Deck]:
         yield d
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "[]",
-        "null",
-        '{"statements": {}}',
-        '{"format": FORMAT, "dialect": "sqlite", "schema_version": 5, "statements": {}}',
-        '{"format": FORMAT, "dialect": "sqlite", "schema_version": 5, "digest": "x", '
-        '"statements": {"job": {"sql": "SELECT 1"}}}',
-    ],
-)
-def test_a_cache_of_the_wrong_shape_is_rebuilt_never_trusted(deck: Deck, text: str) -> None:
-    deck.ok(
-        "submit",
-        str(
-            deck.recipe("one", 'name = "one"\n[[task]]\nname = "w"\naction = "wait"\nseconds = 0\n')
-        ),
-    )
-    assert "one" in deck.ok("list").out  # writes the cache file
-    (cache,) = (deck.dir / "cache" / "batchdeck").glob("reads-sqlite-*.json")
+BAD_CACHES = [
+    "[]",
+    "null",
+    '{"statements": {}}',
+    '{"format": FORMAT, "dialect": "sqlite", "schema_version": 5, "statements": {}}',
+    '{"format": FORMAT, "dialect": "sqlite", "schema_version": 5, "digest": "x", '
+    '"statements": {"job": {"sql": "SELECT 1"}}}',
+]
+
+
+def test_a_cache_of_the_wrong_shape_is_rebuilt_never_trusted(deck: Deck) -> None:
     from engine.read_sql import FORMAT
 
-    cache.write_text(text.replace("FORMAT", str(FORMAT)))
-    res = deck.ok("list")
-    assert "one" in res.out and "Traceback" not in res.err, str(res)
-    assert json.loads(cache.read_text())["statements"], "the cache was rebuilt"
+    recipe = 'name = "one"\n[[task]]\nname = "w"\naction = "wait"\nseconds = 0\n'
+    deck.ok("submit", str(deck.recipe("one", recipe)))
+    assert "one" in deck.ok("list").out  # writes the cache file
+    (cache,) = (deck.dir / "cache" / "batchdeck").glob("reads-sqlite-*.json")
+    for text in BAD_CACHES:
+        cache.write_text(text.replace("FORMAT", str(FORMAT)))
+        res = deck.ok("list")
+        assert "one" in res.out and "Traceback" not in res.err, (text, str(res))
+        assert json.loads(cache.read_text())["statements"], f"{text}: not rebuilt"
 
 
 def run_console(deck: Deck, keymap: str) -> subprocess.CompletedProcess[str]:
