@@ -52,7 +52,12 @@ def one_round(lock_leases: float, lease: float) -> tuple[int, float]:
         d = Path(tmp)
         db, go = d / "b.db", d / "go"
         env = {**os.environ, "BATCHDECK_DB": str(db), "PYTHONPATH": str(ROOT)}
-        subprocess.run([*BATCHDECK, "settings", "lease_seconds", str(lease)], env=env, check=True)
+        subprocess.run(
+            [*BATCHDECK, "settings", "lease_seconds", str(lease)],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         recipe = d / "r.toml"
         text = 'name = "pair"\n'
         for n in ("one", "two"):

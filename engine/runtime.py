@@ -266,7 +266,10 @@ class Engine:
         the console must not show as an error."""
         (self.stats.errors if error else self.stats.events).append(message)
         if self._log is not None:
-            self._log(message)
+            # A log whose reader went away (serve 2>&1 | cat, cat killed) must not stop
+            # the engine: what it says is kept in stats all the same.
+            with contextlib.suppress(Exception):
+                self._log(message)
 
     @property
     def _run_prefix(self) -> str:

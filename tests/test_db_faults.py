@@ -228,3 +228,47 @@ def test_a_write_lock_of_three_leases_sends_the_stopped_runs_back_to_ready(deck:
     (second,) = server_pids(deck)
     assert second != first and pid_alive(second)
     assert_rows_tell_the_truth(deck)
+
+
+EXITS = """\
+name = "exits"
+
+[[task]]
+name = "exit"
+action = "shell"
+command = ["sh", "-c", "kill -9 $PPID"]
+"""
+
+
+def test_a_serve_whose_log_reader_died_serves_on(deck: Deck) -> None:
+    """serve 2>&1 | cat, and only cat killed: each line the engine logs then meets a
+    broken pipe; the engine must serve on all the same."""
+    reader = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    serve = subprocess.Popen(
+        [*BATCHDECK, "serve", "--server", "batch-01:2"],
+        stdout=reader.stdin,
+        stderr=reader.stdin,
+        stdin=subprocess.DEVNULL,
+        env=deck.env,
+        cwd=deck.dir,
+    )
+    assert reader.stdin is not None
+    reader.stdin.close()
+    try:
+        wait_for(lambda: server_pids(deck), "the server process to be running")
+        reader.kill()
+        reader.wait(10)
+        # A task that kills its own server process: the engine logs the death.
+        job = deck.submit(deck.recipe("exits", EXITS))
+        deck.wait_job(job, "ended", "error")
+        after = deck.submit(
+            deck.recipe(
+                "after", 'name = "after"\n[[task]]\nname = "w"\naction = "wait"\nseconds = 0\n'
+            )
+        )
+        assert deck.wait_job(after, "ended", "error") == "ended"
+        assert serve.poll() is None
+        assert_rows_tell_the_truth(deck)
+    finally:
+        serve.terminate()
+        serve.wait(30)
