@@ -605,66 +605,6 @@ def servers_without_engine(conn: Connection, owner: str, *, at: float) -> list[s
     )
 
 
-def _expired_peers(now: float, ttl: float):
-    return and_(
-        server.c.lease_owner.is_not(None),
-        server.c.lease_owner != bindparam("owner"),
-        server.c.heartbeat_at <= now - ttl,
-    )
-
-
-def expired_peers(conn: Connection, owner: str, *, at: float) -> list[str]:
-    """Servers another engine held and let expire (its host died): one small read, done
-    by every live engine each beat so a dead host's tasks do not wait for a restart."""
-    ttl = settings.lease_seconds(conn)
-    now = db_now(conn, at)
-    return list(
-        conn.execute(
-            select(server.c.name).where(_expired_peers(now, ttl)), {"owner": owner}
-        ).scalars()
-    )
-
-
-def recover_peers(conn: Connection, owner: str, names: list[str], *, at: float) -> dict[int, str]:
-    """Take ``names`` offline, if their leases are still expired, and recover what ran
-    there as ``recover`` does. The expiry is checked again in this transaction: a peer
-    that woke meanwhile keeps its servers, and of two engines recovering at once only
-    the first finds them (the second's update waits on the row, then matches nothing)."""
-    if not names:
-        return {}
-    ttl = settings.lease_seconds(conn)
-    now = db_now(conn, at)
-    taken = list(
-        conn.execute(
-            update(server)
-            .where(in_list(server.c.name, "names"), _expired_peers(now, ttl))
-            .values(
-                status="offline",
-                lease_owner=None,
-                pid=None,
-                note=literal("engine ", String)
-                + server.c.lease_owner
-                + literal(" stopped beating; its tasks were recovered", String),
-            )
-            .returning(server.c.name),
-            {"names": names, "owner": owner},
-        ).scalars()
-    )
-    if not taken:
-        return {}
-    for name in taken:
-        add_event(
-            conn,
-            at=at,
-            actor="recovery",
-            kind="server",
-            server=name,
-            reason=f"offline: lease expired; recovered by engine {owner}",
-        )
-    on_them = in_list(task.c.server, taken)
-    return _recover_tasks(conn, on_them, "interrupted: its engine stopped", at=at)
-
-
 def note_server_process(
     conn: Connection, name: str, owner: str, pid: int | None, host: str
 ) -> None:

@@ -757,7 +757,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     async def serve() -> None:
         def log(message: str) -> None:
-            print(f"batchdeck serve: {message}", file=sys.stderr, flush=True)
+            with contextlib.suppress(OSError):  # stderr's reader gone: serve all the same
+                print(f"batchdeck serve: {message}", file=sys.stderr, flush=True)
 
         engine = Engine(path, servers, poll_interval=args.poll, server_stderr=sys.stderr, log=log)
         started = engine.clock()
@@ -773,19 +774,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, stop.set)
         names = ", ".join(f"{n} ({k} slots)" for n, k in servers.items())
-        print(
-            # The store's name for it: a URL without its password.
-            f"serving {names} on {engine.store.path}; pid {engine.owner.split(':')[1]}; "
-            "Ctrl-C to stop",
-            flush=True,
-        )
+        with contextlib.suppress(OSError):  # stdout's reader gone: serve all the same
+            print(
+                # The store's name for it: a URL without its password.
+                f"serving {names} on {engine.store.path}; pid {engine.owner.split(':')[1]}; "
+                "Ctrl-C to stop",
+                flush=True,
+            )
         await stop.wait()
         if not engine.servers:
             log("every server's lease was taken by another engine; stopping")
-        print("stopping: running tasks go back to Ready", flush=True)
+        with contextlib.suppress(OSError):  # stdout's reader gone: stop all the same
+            print("stopping: running tasks go back to Ready", flush=True)
         await service.stopping()
         await engine.stop()
         await service.close()
+        if engine.given_up:  # a service manager restarts it: exit non-zero
+            raise Fail(engine.given_up)
 
     try:
         asyncio.run(serve())
@@ -898,6 +903,8 @@ def main(argv: Sequence[str] | None = None, console: ConsoleRunner | None = None
         print(f"batchdeck {command}: {safe_line(exc)}", file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
+        if command == "submit":  # ctrl-c before its write committed: it rolled back
+            print("batchdeck submit: interrupted: nothing was submitted", file=sys.stderr)
         return EXIT_REFUSED
     except BrokenPipeError:
         # The reader went away (`batchdeck list | head`): nothing left to say, to anyone.

@@ -18,13 +18,47 @@ if TYPE_CHECKING:  # the plans' types only: list and show never load the write p
     from engine.bulk_flow import BulkPlan
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+# A name wider than this is cut with "…" in a table, as the console cuts it: one long
+# name must not make every row hundreds of columns wide.
+NAME_MAX_CELLS = 40
+
+
+def _cells(text: str) -> int:
+    """Display width: ``len`` for ASCII (rich's tables cost ~15 ms to import, so a
+    plain listing never loads them)."""
+    if text.isascii():
+        return len(text)
+    from rich.cells import cell_len
+
+    return cell_len(text)
+
+
+def _fit(text: str, most: int) -> str:
+    if _cells(text) <= most:
+        return text
+    if text.isascii():
+        return text[: most - 1] + "…"
+    from rich.cells import set_cell_size
+
+    return set_cell_size(text, most - 1) + "…"
+
+
+def _table(header: list[str], rows: list[list[str]], *, cut: dict[str, int] | None = None) -> str:
+    """Columns padded by display width (a CJK character or an emoji takes two cells),
+    those named in ``cut`` cut to that many cells with "…"."""
     rows = [[safe_line(c) for c in r] for r in rows]
-    widths = [
-        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
-    ]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    for i, h in enumerate(header):
+        if cut and h in cut:
+            for r in rows:
+                r[i] = _fit(r[i], cut[h])
+    cells = [[_cells(c) for c in r] for r in rows]
+    widths = [max([len(h), *(c[i] for c in cells)]) for i, h in enumerate(header)]
+
+    def line(row: list[str], lens: list[int]) -> str:
+        return "  ".join(c + " " * (w - n) for c, n, w in zip(row, lens, widths, strict=True))
+
+    lines = [line(header, [len(h) for h in header]).rstrip()]
+    lines += [line(r, c).rstrip() for r, c in zip(rows, cells, strict=True)]
     return "\n".join(lines)
 
 
@@ -53,6 +87,7 @@ def job_table(jobs: list[JobView], now: float | None = None) -> str:
             ]
             for j in jobs
         ],
+        cut={"NAME": NAME_MAX_CELLS},
     )
 
 

@@ -257,6 +257,8 @@ class BatchdeckApp(App[int]):
                 self._error_ticks = stats.ticks
             elif self.engine_error is not None and stats.ticks > self._error_ticks:
                 self.engine_error = None  # a batch went through since: cleared
+            if getattr(stats, "outage", None):
+                self.engine_error = stats.outage  # said until the database is back
         elif watches_engines(self.mode_label) and (self.host is None or self.host.engine is None):
             try:
                 await self._follow_engines()
