@@ -335,3 +335,33 @@ async def test_a_jobs_on_cancel_and_message_columns_fit(
         assert "On cancel" in header and "Message" in header
         assert "at its next safe point" in text
         assert "imported 4,000 of 10,000 rows" in text  # the message whole
+
+
+async def test_attached_header_says_an_engines_database_outage(tmp_path: Path) -> None:
+    """An engine that cannot write its database (a full disk) says so on its servers'
+    rows while it can: an attached console's header says it, until the note goes."""
+    db = str(tmp_path / "full.db")
+    store = Store(db)
+    t0 = 1_000_000.0
+    owner = "host-a:100:n1"
+    said = "cannot reach database since 13:46:41: database or disk is full"
+    try:
+        with store.write() as conn:
+            batch.claim_leases(conn, {"batch-01": 2}, owner, at=t0)
+            conn.exec_driver_sql("UPDATE server SET note = ?", (said,))
+    finally:
+        store.dispose()
+    now = [t0 + 1]
+    app = RecordingApp(db, mode_label=NO_ENGINE, clock=lambda: now[0], actor="alice", live=False)
+    async with app.run_test(size=(160, 30)) as pilot:
+        await settle(pilot)
+        await app.check_health().wait()
+        assert "ENGINE ERROR: cannot reach database since 13:46:41" in app.sub_title
+        store = Store(db)
+        try:
+            with store.write() as conn:
+                conn.exec_driver_sql("UPDATE server SET note = NULL")
+        finally:
+            store.dispose()
+        await app.check_health().wait()
+        assert app.sub_title == "attached to 1 engine: host-a · alice (manager)"

@@ -18,6 +18,7 @@ from textual.content import Content
 from textual.notifications import SeverityLevel
 from textual.screen import ModalScreen, Screen
 
+from engine.db_outage import NOTE_PREFIX
 from engine.identity import current_actor
 from engine.safe_text import safe_block
 from tui.data import Data, one_line, owner_pid
@@ -274,11 +275,19 @@ class BatchdeckApp(App[int]):
         """The header names the engines alive now (one dies, another starts: it follows),
         or, with none alive, since when the last one is gone."""
         now = self._now()
-        live = await self.data.reader.live_engines(now)
+        servers = await self.data.reader.servers(now)
+        live: dict[str, list[str]] = {}
+        for s in servers:
+            if s.live and s.lease_owner:
+                live.setdefault(s.lease_owner, []).append(s.name)
         mode = attached_label(live)
         self.mode_label = read_only_label(mode) if self.data.read_only else mode
         self.engine_gone = None
         self.engines_alive = bool(live)
+        # An engine that cannot write its database says so on its servers' rows while it
+        # can (a full disk): the header says it too, until the note goes.
+        outage = [s.note for s in servers if s.live and (s.note or "").startswith(NOTE_PREFIX)]
+        self.engine_error = outage[0] if outage else None
         if not live:
             health = await self.data.reader.engine_health(now=now)
             self.engine_gone = health.text(now) if health.state == "gone" else None
