@@ -41,6 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
 
+from engine import doorbell
 from engine.dburl import DbTarget, parse_db
 from engine.models import SCHEMA_VERSION
 
@@ -307,6 +308,8 @@ class Store:
         for bell in self._bells:
             bell()
         if not self.is_postgresql:
+            if not tag:  # an engine's own tick is no news worth a ring
+                doorbell.ring(self.path)
             self._checkpoint_if_due()
 
     def _checkpoint_if_due(self) -> None:

@@ -34,6 +34,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from engine import doorbell
+
 # The list's sort columns and the shapes of its text filter (see Reader.list_jobs).
 SORTS = ("id", "name", "status", "started", "submitted_by")
 TEXT_KINDS = ("none", "digits", "words")
@@ -340,6 +342,7 @@ class SqliteReads:
             self.conn.execute("ROLLBACK")
             raise
         self.conn.execute("COMMIT")
+        doorbell.ring(self.path)
         if wal_due(self.path):
             with contextlib.suppress(sqlite3.Error):  # busy: the next writer does it
                 self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
