@@ -471,3 +471,42 @@ def test_a_version_5_database_on_postgresql_gets_ready_tasks_indexed_by_id(pg_ur
     assert version == "6"
     assert "ix_task_ready" not in indexes
     assert indexes["ix_task_ready_by_id"].endswith("(id) WHERE ((status)::text = 'ready'::text)")
+
+
+def test_the_command_line_on_postgresql_imports_no_database_layer(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """list, show, servers and a cancel (refused, and one that goes ahead) run the
+    statements' rendered text through psycopg, as SQLite's light path does through
+    sqlite3: no SQLAlchemy, no SQLModel."""
+    import json
+
+    from tests.probe_support import probe
+
+    store = Store(pg_url)
+    recipe = Recipe(
+        name="nightly", path=None, system=False, tasks=(TaskSpec("t", "wait", (), {"seconds": 60}),)
+    )
+    try:
+        first, second = (submit(store, recipe, actor="ops") for _ in range(2))
+        control.cancel(store, first, actor="ops")
+    finally:
+        store.dispose()
+    cache = tmp_path / "cache"
+    probe(pg_url, cache, "list")  # the first run renders the text into the cache
+    got = probe(pg_url, cache, "list", "--json")
+    assert got.heavy == "HEAVY - 0", got.err
+    assert [(j["id"], j["status"]) for j in json.loads(got.out)] == [
+        (second, "waiting"),
+        (first, "canceled"),
+    ]
+    got = probe(pg_url, cache, "show", str(first), "--json")
+    assert got.heavy == "HEAVY - 0" and json.loads(got.out)["canceled_by"] == "ops"
+    got = probe(pg_url, cache, "servers", "--json")
+    assert got.heavy == "HEAVY - 0" and json.loads(got.out) == []
+    got = probe(pg_url, cache, "cancel", str(first))
+    assert got.heavy == "HEAVY - 1" and f"Job {first} already Canceled" in got.err
+    got = probe(pg_url, cache, "cancel", str(second), "--reason", "typo")
+    assert got.heavy == "HEAVY - 0" and got.out.strip() == f"Job {second} Canceled"
+    got = probe(pg_url, cache, "show", str(second), "--json")
+    assert json.loads(got.out)["cancel_reason"].endswith(": typo")
