@@ -41,9 +41,10 @@ process (a datagram; bench/peers_probe.py):
   (its log row and its NOTIFY).
 Cancel of ``--jobs`` pending one-task jobs, s:
 - batchdeck: ``batchdeck cancel --all --yes``, the whole process (bench/bulk_cancel.py);
-- pgqueuer: ``Queries.mark_job_as_cancelled(ids)`` of the queued jobs' ids, in this
+- pgqueuer: ``Queries.mark_job_as_cancelled(ids)`` of the queued jobs' ids, 500 a call
+  (its NOTIFY carries the ids; PostgreSQL refuses a payload over 8,000 bytes), in this
   process, connection open (it deletes them from the queue and logs them canceled): the
-  call alone, no process start.
+  calls alone, no process start.
 """
 
 from __future__ import annotations
@@ -71,13 +72,16 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
 import bulk_cancel  # noqa: E402
-from engine_throughput import throughput  # noqa: E402
+from engine_throughput import serving, throughput  # noqa: E402
 
 from engine import control  # noqa: E402
 from engine.runtime import freeze_heap, parse_servers  # noqa: E402
 from engine.submit import submit  # noqa: E402
 
 PROBE = BENCH / "peers_probe.py"
+# mark_job_as_cancelled's NOTIFY carries the ids, and PostgreSQL refuses a payload over
+# 8,000 bytes ("payload string too long" at 10,000 ids): its calls take 500 ids each.
+PGQ_CANCEL_CHUNK = 500
 WAIT_S = 60.0  # for a datagram or an empty queue: past it the run failed, not slowed
 
 
@@ -111,7 +115,7 @@ class Databases:
 
 
 @contextmanager
-def postgres(url: str | None, tmp: str) -> Iterator[str]:
+def postgres(url: str | None) -> Iterator[str]:
     """The PostgreSQL server's URL: ``url``, or a ``pgserver`` of our own for the run.
     As root, pgserver opens the directories above its data to its own user: under /tmp."""
     if url:
@@ -178,30 +182,18 @@ def batchdeck_cancel_seen_ms(url: str, tmp: str, runs: int) -> list[float]:
     dgrams = Datagrams()
     recipe = _cancel_probe_recipe(tmp, dgrams.port)
     store = Store(url)
-    log = Path(tmp, "serve.err")
-    with log.open("w") as err:
-        serve = subprocess.Popen(
-            [sys.executable, "-c", "from tui.cli import main; main()", "--db", url, "serve"],
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-            cwd=ROOT,
-        )
     try:
-        if "serving" not in serve.stdout.readline():
-            raise SystemExit(f"peers: batchdeck serve did not start: {log.read_text()[-500:]}")
-        times = []
-        for _ in range(runs):
-            job = submit(store, recipe, actor="bench")
-            dgrams.expect("started", job)
-            t0 = time.perf_counter()
-            control.cancel(store, job, actor="bench")
-            dgrams.expect("seen", job)
-            times.append((time.perf_counter() - t0) * 1000)
-        return times
+        with serving(url, tmp):
+            times = []
+            for _ in range(runs):
+                job = submit(store, recipe, actor="bench")
+                dgrams.expect("started", job)
+                t0 = time.perf_counter()
+                control.cancel(store, job, actor="bench")
+                dgrams.expect("seen", job)
+                times.append((time.perf_counter() - t0) * 1000)
+            return times
     finally:
-        serve.terminate()
-        serve.wait(30)
         store.dispose()
         dgrams.close()
 
@@ -321,7 +313,8 @@ def pgqueuer_bulk_cancel_s(url: str, jobs: int) -> float:
         conn, queries = await _pgq(url, install=True)
         ids = await queries.enqueue(["noop"] * jobs, [None] * jobs, [0] * jobs)
         t0 = time.perf_counter()
-        await queries.mark_job_as_cancelled(ids)
+        for i in range(0, len(ids), PGQ_CANCEL_CHUNK):
+            await queries.mark_job_as_cancelled(ids[i : i + PGQ_CANCEL_CHUNK])
         took = time.perf_counter() - t0
         table = queries.qbe.settings.queue_table
         left = (await (await conn.execute(f"SELECT count(*) FROM {table}")).fetchone())[0]
@@ -531,7 +524,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     freeze_heap()  # as `batchdeck serve` does once it serves
     figs = Figures()
-    with tempfile.TemporaryDirectory() as tmp, postgres(args.pg, tmp) as base:
+    with tempfile.TemporaryDirectory() as tmp, postgres(args.pg) as base:
         dbs = Databases(tmp, base)
         for r in range(args.rounds):
             print(f"round {r + 1} of {args.rounds}", file=sys.stderr, flush=True)
