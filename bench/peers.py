@@ -2,11 +2,15 @@
 
     python bench/peers.py [--rounds 3] [--tasks 20000] [--tasks-4 5000] [--cancels 7]
                           [--jobs 10000] [--pg URL] [--only batchdeck]
+                          [--pgqueuer-driver asyncpg|psycopg]
 
 The peers come with the ``bench`` extra (``pip install -e '.[bench]'``), never with the
-product. Each round measures every figure once, batchdeck first, then its peer (A, B, A,
-B …), so both see the same machine; a figure is the median of its rounds (each round's
-value goes to stderr), a ratio is batchdeck's median ÷ the peer's. Every figure gets a
+product. pgqueuer runs on asyncpg, the driver its own examples use (``--pgqueuer-driver
+psycopg``: its PsycopgDriver, 2-5x slower here).
+
+Each round measures every figure once, batchdeck first, then its peer (A, B, A, B …),
+so both see the same machine; a figure is the median of its rounds (each round's value
+goes to stderr), a ratio is batchdeck's median ÷ the peer's. Every figure gets a
 fresh database: a SQLite file, or a new database on the PostgreSQL server, which is
 this script's own ``pgserver`` (PostgreSQL 16) unless ``--pg URL`` names one.
 
@@ -73,6 +77,7 @@ sys.path.insert(0, str(BENCH))
 
 import bulk_cancel  # noqa: E402
 from engine_throughput import serving, throughput  # noqa: E402
+from peers_probe import pgqueuer_connect  # noqa: E402
 
 from engine import control  # noqa: E402
 from engine.runtime import freeze_heap, parse_servers  # noqa: E402
@@ -206,19 +211,17 @@ def batchdeck_bulk_cancel_s(url: str, jobs: int) -> float:
 # -- pgqueuer --------------------------------------------------------------------
 
 
-async def _pgq(url: str, install: bool = False):  # -> (connection, Queries)
-    import psycopg
-    from pgqueuer import Queries
-
-    conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
-    queries = Queries.from_psycopg_connection(conn)
+async def _pgq(url: str, driver: str, install: bool = False):  # -> (connection, Queries)
+    conn, queries = await pgqueuer_connect(url, driver)
     if install:
         await queries.install()
     return conn, queries
 
 
 @contextmanager
-def pgqueuer_workers(url: str, tmp: str, workers: list[tuple[int, int]], port: int = 0):
+def pgqueuer_workers(
+    url: str, tmp: str, workers: list[tuple[int, int]], driver: str, port: int = 0
+) -> Iterator[None]:
     """Worker processes (slots, batch size each), started and ready to dequeue."""
     procs = []
     try:
@@ -227,7 +230,8 @@ def pgqueuer_workers(url: str, tmp: str, workers: list[tuple[int, int]], port: i
             procs.append(
                 (
                     subprocess.Popen(
-                        [sys.executable, str(PROBE), url, str(slots), str(batch), str(port)],
+                        [sys.executable, str(PROBE), url, str(slots), str(batch), str(port)]
+                        + [driver],
                         stdout=subprocess.PIPE,
                         stderr=err,
                         text=True,
@@ -251,24 +255,26 @@ def pgqueuer_workers(url: str, tmp: str, workers: list[tuple[int, int]], port: i
             err.close()
 
 
-def pgqueuer_throughput(url: str, tmp: str, n: int, workers: list[tuple[int, int]]) -> float:
+def pgqueuer_throughput(
+    url: str, tmp: str, n: int, workers: list[tuple[int, int]], driver: str
+) -> float:
     """Tasks a second: from the bulk enqueue of ``n`` no-op jobs until the queue table is
     empty (a job leaves it when its completion is written)."""
 
     async def install() -> str:
-        conn, queries = await _pgq(url, install=True)
+        conn, queries = await _pgq(url, driver, install=True)
         await conn.close()
         return queries.qbe.settings.queue_table
 
     table = asyncio.run(install())
-    with pgqueuer_workers(url, tmp, workers):
+    with pgqueuer_workers(url, tmp, workers, driver):
 
         async def run() -> float:
-            conn, queries = await _pgq(url)
+            conn, queries = await _pgq(url, driver)
             t0 = time.perf_counter()
             await queries.enqueue(["noop"] * n, [None] * n, [0] * n)
             deadline = time.monotonic() + WAIT_S + n / 100
-            while await (await conn.execute(f"SELECT 1 FROM {table} LIMIT 1")).fetchall():
+            while await queries.driver.fetch(f"SELECT 1 FROM {table} LIMIT 1"):
                 if time.monotonic() > deadline:
                     raise SystemExit("peers: pgqueuer did not empty its queue")
                 await asyncio.sleep(0.005)
@@ -279,19 +285,19 @@ def pgqueuer_throughput(url: str, tmp: str, n: int, workers: list[tuple[int, int
         return asyncio.run(run())
 
 
-def pgqueuer_cancel_seen_ms(url: str, tmp: str, runs: int) -> list[float]:
+def pgqueuer_cancel_seen_ms(url: str, tmp: str, runs: int, driver: str) -> list[float]:
     dgrams = Datagrams()
 
     async def setup() -> None:
-        conn, _ = await _pgq(url, install=True)
+        conn, _ = await _pgq(url, driver, install=True)
         await conn.close()
 
     asyncio.run(setup())
     try:
-        with pgqueuer_workers(url, tmp, [(4, 2)], dgrams.port):
+        with pgqueuer_workers(url, tmp, [(4, 2)], driver, dgrams.port):
 
             async def run() -> list[float]:
-                conn, queries = await _pgq(url)
+                conn, queries = await _pgq(url, driver)
                 times = []
                 for _ in range(runs):
                     (job,) = await queries.enqueue("probe", None)
@@ -308,16 +314,17 @@ def pgqueuer_cancel_seen_ms(url: str, tmp: str, runs: int) -> list[float]:
         dgrams.close()
 
 
-def pgqueuer_bulk_cancel_s(url: str, jobs: int) -> float:
+def pgqueuer_bulk_cancel_s(url: str, jobs: int, driver: str) -> float:
     async def run() -> float:
-        conn, queries = await _pgq(url, install=True)
+        conn, queries = await _pgq(url, driver, install=True)
         ids = await queries.enqueue(["noop"] * jobs, [None] * jobs, [0] * jobs)
         t0 = time.perf_counter()
         for i in range(0, len(ids), PGQ_CANCEL_CHUNK):
             await queries.mark_job_as_cancelled(ids[i : i + PGQ_CANCEL_CHUNK])
         took = time.perf_counter() - t0
         table = queries.qbe.settings.queue_table
-        left = (await (await conn.execute(f"SELECT count(*) FROM {table}")).fetchone())[0]
+        (row,) = await queries.driver.fetch(f"SELECT count(*) AS n FROM {table}")
+        left = row["n"]
         await conn.close()
         if left:
             raise SystemExit(f"peers: pgqueuer left {left} of {jobs} jobs queued")
@@ -384,7 +391,7 @@ def huey_throughput(path: str, n: int, workers: int, synchronous: str | None) ->
 
 
 def one_round(args: argparse.Namespace, dbs: Databases, tmp: str, figs: Figures) -> None:
-    peers = args.only != "batchdeck"
+    peers, pgq = args.only != "batchdeck", args.pgqueuer_driver
     big, small, n4 = args.tasks, max(args.tasks // 10, 1), args.tasks_4
     wide = ["batch-01:64", "batch-02:64"]
 
@@ -396,17 +403,17 @@ def one_round(args: argparse.Namespace, dbs: Databases, tmp: str, figs: Figures)
     pair(
         "pg_4_slots_tasks_per_s",
         lambda: batchdeck_throughput(dbs.pg(), n4, None),
-        lambda: pgqueuer_throughput(dbs.pg(), tmp, n4, [(4, 2)]),
+        lambda: pgqueuer_throughput(dbs.pg(), tmp, n4, [(4, 2)], pgq),
     )
     if peers:
         figs.add(
             "pg_uncapped_tasks_per_s_pgqueuer",
-            pgqueuer_throughput(dbs.pg(), tmp, n4, [(0, 10)]),
+            pgqueuer_throughput(dbs.pg(), tmp, n4, [(0, 10)], pgq),
         )
     pair(
         "pg_2x64_slots_tasks_per_s",
         lambda: batchdeck_throughput(dbs.pg(), big, wide),
-        lambda: pgqueuer_throughput(dbs.pg(), tmp, big, [(64, 10), (64, 10)]),
+        lambda: pgqueuer_throughput(dbs.pg(), tmp, big, [(64, 10), (64, 10)], pgq),
     )
     figs.add(
         f"pg_2x64_slots_{small}_task_job_tasks_per_s_batchdeck",
@@ -432,7 +439,7 @@ def one_round(args: argparse.Namespace, dbs: Databases, tmp: str, figs: Figures)
     if peers:
         figs.add(
             "cancel_seen_by_running_task_ms_pgqueuer",
-            *pgqueuer_cancel_seen_ms(dbs.pg(), tmp, args.cancels),
+            *pgqueuer_cancel_seen_ms(dbs.pg(), tmp, args.cancels, pgq),
         )
     jobs = args.jobs
     figs.add(
@@ -441,7 +448,9 @@ def one_round(args: argparse.Namespace, dbs: Databases, tmp: str, figs: Figures)
     )
     figs.add(f"cancel_{jobs}_pending_jobs_s_batchdeck_pg", batchdeck_bulk_cancel_s(dbs.pg(), jobs))
     if peers:
-        figs.add(f"cancel_{jobs}_pending_jobs_s_pgqueuer", pgqueuer_bulk_cancel_s(dbs.pg(), jobs))
+        figs.add(
+            f"cancel_{jobs}_pending_jobs_s_pgqueuer", pgqueuer_bulk_cancel_s(dbs.pg(), jobs, pgq)
+        )
 
 
 def ratios(args: argparse.Namespace, figs: Figures) -> list[tuple[str, float]]:
@@ -507,6 +516,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=10_000, help="pending jobs to cancel")
     p.add_argument("--pg", help="a PostgreSQL server's URL (default: a pgserver of our own)")
     p.add_argument("--only", choices=["batchdeck"], help="leave the peers out")
+    p.add_argument(
+        "--pgqueuer-driver",
+        choices=["asyncpg", "psycopg"],
+        default="asyncpg",
+        help="pgqueuer's driver (default asyncpg, as its own examples use)",
+    )
     args = p.parse_args(argv)
     for name in ("rounds", "tasks", "tasks_4", "cancels", "jobs"):
         if getattr(args, name) < 1:
@@ -515,6 +530,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         try:
             import huey  # noqa: F401
             import pgqueuer  # noqa: F401
+
+            if args.pgqueuer_driver == "asyncpg":
+                import asyncpg  # noqa: F401
         except ImportError as exc:
             p.error(f"{exc.name} is missing: pip install -e '.[bench]', or --only batchdeck")
     return args

@@ -6,9 +6,9 @@ so the figure stops where the task learns of the cancel, not where someone write
 
 - batchdeck: ``watch_cancel`` is the ``python`` action's function; bench/peers.py copies
   this file beside the recipe it writes, so a server process imports it from there.
-- pgqueuer: ``python bench/peers_probe.py URL SLOTS BATCH [PORT]`` runs one worker
-  (``QueueManager``, ``max_concurrent_tasks=SLOTS``, 0 for none) with two entrypoints:
-  ``noop`` and ``probe``. It prints ``ready``
+- pgqueuer: ``python bench/peers_probe.py URL SLOTS BATCH PORT DRIVER`` runs one worker
+  (``QueueManager``, ``max_concurrent_tasks=SLOTS``, 0 for none) on DRIVER (asyncpg or
+  psycopg) with two entrypoints: ``noop`` and ``probe`` (which tells PORT). It prints ``ready``
   before it starts dequeuing and stops on SIGTERM.
 """
 
@@ -36,13 +36,28 @@ async def watch_cancel(ctx: Any, port: int) -> str:
     return "not canceled"  # not reached: checkpoint raised
 
 
-async def pgqueuer_worker(url: str, slots: int, batch: int, port: int | None) -> None:
+async def pgqueuer_connect(url: str, driver: str) -> tuple[Any, Any]:
+    """An open connection and pgqueuer's ``Queries`` over it, on ``driver``: asyncpg
+    (the driver pgqueuer's own examples use) or psycopg (autocommit, as it requires)."""
+    from pgqueuer import Queries
+
+    if driver == "asyncpg":
+        import asyncpg
+
+        conn = await asyncpg.connect(url)
+        return conn, Queries.from_asyncpg_connection(conn)
     import psycopg
-    from pgqueuer import Queries, QueueManager
-    from pgqueuer.models import Context, Job
 
     conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
-    qm = QueueManager(Queries.from_psycopg_connection(conn))
+    return conn, Queries.from_psycopg_connection(conn)
+
+
+async def pgqueuer_worker(url: str, slots: int, batch: int, port: int, driver: str) -> None:
+    from pgqueuer import QueueManager
+    from pgqueuer.models import Context, Job
+
+    conn, queries = await pgqueuer_connect(url, driver)
+    qm = QueueManager(queries)
 
     @qm.entrypoint("noop", accepts_context=False)
     async def noop(job: Job) -> None:
@@ -52,7 +67,6 @@ async def pgqueuer_worker(url: str, slots: int, batch: int, port: int | None) ->
     async def probe(job: Job, ctx: Context) -> None:
         # pgqueuer cancels a job through its context's CancelScope (its notification's
         # listener calls cancel()): the sleep is cancelled where it waits.
-        assert port is not None
         tell(port, "started", job.id)
         with ctx.cancellation:
             await asyncio.sleep(600)
@@ -66,6 +80,5 @@ async def pgqueuer_worker(url: str, slots: int, batch: int, port: int | None) ->
 
 
 if __name__ == "__main__":
-    url, slots, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    port = int(sys.argv[4]) if len(sys.argv) > 4 else None
-    asyncio.run(pgqueuer_worker(url, slots, batch, port))
+    url, slots, batch, port, driver = sys.argv[1:6]
+    asyncio.run(pgqueuer_worker(url, int(slots), int(batch), int(port), driver))
