@@ -28,12 +28,13 @@ included, until the engine has the job Ended):
 - pg_2x64_slots_<tasks/10>_task_job_tasks_per_s_batchdeck: the same on a job a tenth the
   size, for ratio_pg_<tasks>_to_<tasks/10>_task_job_batchdeck (cost per task whatever the
   job's size);
-- sqlite_4_slots_*: ``--tasks-4`` tasks; huey: ``SqliteHuey``, a consumer of 4 worker
-  threads in this process, from its start until the last task's ``complete`` signal, the
-  tasks enqueued before (huey enqueues one commit per task and has no bulk enqueue).
-  ``huey_default``: SqliteHuey as it comes (``fsync=None``: SQLite's default,
-  synchronous=FULL in WAL); ``huey_normal``: synchronous=NORMAL, batchdeck's setting, a
-  storage that sets the pragma (SqliteHuey's ``fsync`` offers only FULL or OFF).
+- sqlite_4_slots_*: ``--tasks-4`` tasks; huey: ``SqliteHuey``, the tasks enqueued by
+  its ``enqueue`` (a commit each: it has no bulk enqueue), then a consumer of 4 worker
+  threads in this process, until the last task's ``complete`` signal: from the first
+  enqueue (``tasks_per_s``, as the others count) and from the consumer's start
+  (``run_only``). ``huey_default``: SqliteHuey as it comes (``fsync=None``: SQLite's
+  default, synchronous=FULL in WAL); ``huey_normal``: synchronous=NORMAL, batchdeck's
+  setting, a storage that sets the pragma (SqliteHuey's ``fsync`` offers FULL or OFF).
 A running task sees a cancel made from another process (median of ``--cancels`` per
 round, all rounds pooled), ms from the cancel call until the task itself tells this
 process (a datagram; bench/peers_probe.py):
@@ -336,10 +337,15 @@ def pgqueuer_bulk_cancel_s(url: str, jobs: int, driver: str) -> float:
 # -- huey ------------------------------------------------------------------------
 
 
-def huey_throughput(path: str, n: int, workers: int, synchronous: str | None) -> float:
-    """Tasks a second of a SqliteHuey consumer of ``workers`` threads, from its start
-    until the ``n`` no-op tasks enqueued before it have completed. ``synchronous``:
-    None for SqliteHuey as it comes, else the pragma set on each of its connections."""
+def huey_throughput(
+    path: str, n: int, workers: int, synchronous: str | None
+) -> tuple[float, float]:
+    """Tasks a second of SqliteHuey: ``n`` no-op tasks enqueued by its ``enqueue`` (a
+    commit each: it has no bulk enqueue), then run by a consumer of ``workers`` threads
+    until the last one's ``complete`` signal; from the first enqueue, and from the
+    consumer's start. Enqueued first, so no worker sleeps in its poll's back-off on an
+    empty queue. ``synchronous``: None for SqliteHuey as it comes, else the pragma set on
+    each of its connections (its ``fsync`` offers only FULL or OFF)."""
     import sqlite3
 
     from huey import SqliteHuey
@@ -367,24 +373,23 @@ def huey_throughput(path: str, n: int, workers: int, synchronous: str | None) ->
             if done[0] == n:
                 finished.set()
 
-    # Enqueued in one transaction of huey's own rows (its enqueue commits each).
-    rows = [("bench", huey.serialize_task(noop.s()), 0) for _ in range(n)]
-    with sqlite3.connect(path) as conn:
-        conn.executemany("INSERT INTO task (queue, data, priority) VALUES (?, ?, ?)", rows)
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     consumer = huey.create_consumer(workers=workers, worker_type="thread", periodic=False)
     t0 = time.perf_counter()
+    for _ in range(n):
+        noop()  # enqueues
+    t1 = time.perf_counter()
     consumer.start()
     try:
         if not finished.wait(WAIT_S + n / 100):
             raise SystemExit(f"peers: huey completed {done[0]} of {n} tasks")
-        dt = time.perf_counter() - t0
+        t2 = time.perf_counter()
     finally:
         consumer.stop(graceful=True)
         huey.storage.close()
         for s, handler in handlers.items():  # the consumer took them
             signal.signal(s, handler)
-    return n / dt
+    return n / (t2 - t0), n / (t2 - t1)
 
 
 # -- the run ---------------------------------------------------------------------
@@ -421,13 +426,10 @@ def one_round(args: argparse.Namespace, dbs: Databases, tmp: str, figs: Figures)
     )
     figs.add("sqlite_4_slots_tasks_per_s_batchdeck", batchdeck_throughput(dbs.sqlite(), n4, None))
     if peers:
-        figs.add(
-            "sqlite_4_slots_tasks_per_s_huey_normal",
-            huey_throughput(dbs.sqlite(), n4, 4, "NORMAL"),
-        )
-        figs.add(
-            "sqlite_4_slots_tasks_per_s_huey_default", huey_throughput(dbs.sqlite(), n4, 4, None)
-        )
+        for name, synchronous in (("normal", "NORMAL"), ("default", None)):
+            whole, run_only = huey_throughput(dbs.sqlite(), n4, 4, synchronous)
+            figs.add(f"sqlite_4_slots_tasks_per_s_huey_{name}", whole)
+            figs.add(f"sqlite_4_slots_run_only_tasks_per_s_huey_{name}", run_only)
     figs.add(
         "cancel_seen_by_running_task_ms_batchdeck_sqlite",
         *batchdeck_cancel_seen_ms(dbs.sqlite(), tmp, args.cancels),
