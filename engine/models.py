@@ -18,9 +18,11 @@ from sqlmodel import Field, SQLModel
 # (claims) and Canceling/Aborting (stuck jobs). Waiting, Executing and ended tasks are
 # not in it, so it no longer grows with the history, a task's end no longer moves in
 # it, and a cancel's 10,000 not-started tasks only leave it.
-# 6: on PostgreSQL, Ready tasks are indexed by id alone (ix_task_ready_by_id), so that a
+# 6: task.remote_job, the id of the job a remote long action started on its remote
+# service, written the moment the remote returns it: a later attempt follows that job.
+# 7: on PostgreSQL, Ready tasks are indexed by id alone (ix_task_ready_by_id), so that a
 # claim's cost no longer grows with the tasks of its job already ended.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # The tasks a server has had: only those are in its index. A query on the server (=, IN)
 # implies it, so SQLite and PostgreSQL both use the index as before.
@@ -122,6 +124,8 @@ class Task(SQLModel, table=True):
     approval: str | None = None  # "approved" / "rejected", written by the operator
     approval_by: str | None = None
     child_job_id: int | None = None
+    # A remote long action's job on its remote service (an id, never a credential).
+    remote_job: str | None = None
     # The claim that started the current run: every write about the run must name it,
     # so an engine that lost its lease can change nothing another engine took over.
     claim_token: str | None = None

@@ -4,7 +4,7 @@ with the version found and how to upgrade it (``engine.db``)."""
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, column, insert, select, table, update
+from sqlalchemy import Connection, column, insert, inspect, select, table, update
 
 from engine.tables import job_recipe, meta, task
 
@@ -44,14 +44,20 @@ def _from_4(conn: Connection) -> None:
 
 
 def _from_5(conn: Connection) -> None:
-    # Version 5 indexed Ready tasks by (status, id) on PostgreSQL too, where the planner,
+    # Version 6 records a remote long action's job on its task; older rows have none.
+    if "remote_job" not in {c["name"] for c in inspect(conn).get_columns("task")}:
+        conn.exec_driver_sql("ALTER TABLE task ADD COLUMN remote_job VARCHAR")
+
+
+def _from_6(conn: Connection) -> None:
+    # Version 6 indexed Ready tasks by (status, id) on PostgreSQL too, where the planner,
     # its statistics behind a running job, walked the primary key instead (see
     # engine.models). SQLite keeps its index as it was.
     if conn.dialect.name == "postgresql":
         _replace_task_index(conn, "ix_task_ready", "ix_task_ready_by_id")
 
 
-UPGRADES = {"2": _from_2, "3": _from_3, "4": _from_4, "5": _from_5}
+UPGRADES = {"2": _from_2, "3": _from_3, "4": _from_4, "5": _from_5, "6": _from_6}
 
 
 def upgrade(conn: Connection, found: str, to: int) -> bool:

@@ -24,6 +24,7 @@ from sqlalchemy import select
 from engine import cli, control
 from engine.db import DatabaseError, Store, normalize_db, shared_store
 from engine.dburl import parse_db
+from engine.models import SCHEMA_VERSION
 from engine.query import Reader
 from engine.recipes import Recipe, TaskSpec
 from engine.submit import submit
@@ -187,7 +188,13 @@ def test_cancel_and_abort_run_the_same_statements_on_postgresql(pg_url: str) -> 
             ) == 2
             page = await reader.list_jobs(0, 10, text="pai")
             assert [j.id for j in page.rows] == [other, job] and page.total == 2
-            assert page.rows[1].tasks_total == 2 and page.rows[1].tasks_done == 2
+            # Done is what Ended: a job canceled before anything ran did none of its work.
+            canceled = page.rows[1]
+            assert (canceled.tasks_total, canceled.tasks_done, canceled.tasks_didnt_run) == (
+                2,
+                0,
+                2,
+            )
             assert await reader.job_position(job) == 1
         finally:
             await reader.close()
@@ -448,14 +455,14 @@ def test_a_claim_on_postgresql_does_not_walk_the_ended_tasks_of_its_job(pg_url: 
     assert not any("Rows Removed by Filter" in line for line in lines), lines
 
 
-def test_a_version_5_database_on_postgresql_gets_ready_tasks_indexed_by_id(pg_url: str) -> None:
+def test_a_version_6_database_on_postgresql_gets_ready_tasks_indexed_by_id(pg_url: str) -> None:
     old = Store(pg_url)
     with old.write() as conn:
         conn.exec_driver_sql("DROP INDEX ix_task_ready_by_id")
         conn.exec_driver_sql(
             "CREATE INDEX ix_task_ready ON task (status, id) WHERE status = 'ready'"
         )
-        conn.exec_driver_sql("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
+        conn.exec_driver_sql("UPDATE meta SET value = '6' WHERE key = 'schema_version'")
     old.dispose()
     store = Store(pg_url)
     try:
@@ -468,7 +475,7 @@ def test_a_version_5_database_on_postgresql_gets_ready_tasks_indexed_by_id(pg_ur
             version = conn.exec_driver_sql("SELECT value FROM meta").scalar_one()
     finally:
         store.dispose()
-    assert version == "6"
+    assert version == str(SCHEMA_VERSION)
     assert "ix_task_ready" not in indexes
     assert indexes["ix_task_ready_by_id"].endswith("(id) WHERE ((status)::text = 'ready'::text)")
 
