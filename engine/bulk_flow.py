@@ -186,7 +186,7 @@ def _cancel_in_chunks(
         with transaction() as sql:
             refused = list(audit) if n == 0 else []
             w = flows.who(sql, actor)
-            now = {j.id: j for j in select_jobs(sql, job_ids=chunk)} if chunk else {}
+            now = {j.id: j for j in sql.rows("bulk.recheck", {"ids": chunk})} if chunk else {}
             running: list[int] = []
             waiting: list[int] = []
             for job_id in chunk:

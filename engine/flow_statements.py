@@ -278,6 +278,12 @@ STATEMENTS: dict[str, Prepared] = {
             ),
             **_bulk_jobs(),
             "bulk.exist": Prepared(select(job.c.id).where(in_list(job.c.id, "ids"))),
+            # What a chunk of a bulk cancel checks again: the columns a refusal reads.
+            "bulk.recheck": Prepared(
+                select(job.c.id, job.c.status, job.c.system, job.c.submitted_by).where(
+                    in_list(job.c.id, "ids")
+                )
+            ),
         }
     ),
 }

@@ -192,9 +192,10 @@ def view_of(r: Any) -> JobView:
     return JobView(**r._asdict() | {"system": bool(r.system), "orphaned": bool(r.orphaned)})
 
 
-def cancel_refusal_for(w: Who, job: JobView) -> str | None:
-    """Why ``w`` may not cancel ``job`` now, by the ``managers`` rule or by its status;
-    None: the cancel goes ahead."""
+def cancel_refusal_for(w: Who, job: Any) -> str | None:
+    """Why ``w`` may not cancel ``job`` (a JobView, or a row of its id, status, system and
+    submitted_by) now, by the ``managers`` rule or by its status; None: the cancel goes
+    ahead."""
     return refusal(w, "cancel", job.submitted_by) or cancel_refused(job.id, job.status, job.system)
 
 
