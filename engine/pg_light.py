@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from engine.read_sql import LightSql, NeedsGateway, rendered
+from engine.read_sql import LightSql, NeedsGateway, RenderedReads, rendered
 
 # Shared with ``engine.db.Store.write``: one writer at a time, as SQLite's BEGIN IMMEDIATE.
 WRITE_LOCK = "SELECT pg_advisory_xact_lock(1650553956)"  # "bdwr"
@@ -28,7 +28,7 @@ NOTIFY_IF_WRITTEN = (
 NOW = "SELECT extract(epoch from clock_timestamp())::float8"
 
 
-class PostgresReads:
+class PostgresReads(RenderedReads):
     """One psycopg connection running the rendered statements. Not thread-safe: one
     thread at a time uses it."""
 
@@ -40,20 +40,7 @@ class PostgresReads:
             self.conn: Any = psycopg.connect(url, autocommit=True)
         except psycopg.Error as exc:
             raise NeedsGateway(url) from exc
-        try:
-            found = self.rows("schema_version", {})
-        except psycopg.Error as exc:
-            self.conn.close()
-            raise NeedsGateway(url) from exc
-        if not found or found[0]["value"] != str(self.sql.schema_version):
-            self.conn.close()
-            raise NeedsGateway(url)
-
-    def rows(self, key: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-        text = self.sql.statements[key]
-        cur = self.conn.execute(text.sql, text.bind(params))
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        self._expect_schema(url, psycopg.Error)
 
     def db_now(self, _fallback: float = 0.0) -> float:
         """The database's clock, which leases are written and compared in."""
@@ -74,9 +61,6 @@ class PostgresReads:
             self.conn.execute(WRITE_LOCK)
             yield LightSql(self.conn, self.sql, self.db_now)
             self.conn.execute(NOTIFY_IF_WRITTEN, {"tag": ""})
-
-    def close(self) -> None:
-        self.conn.close()
 
 
 def open_light(path: str, *, write: bool = False) -> Any:

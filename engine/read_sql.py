@@ -298,7 +298,38 @@ class NeedsGateway(Exception):
     creating the schema or saying in one line what is wrong."""
 
 
-class SqliteReads:
+class RenderedReads:
+    """A connection (``conn``) running the rendered statements (``sql``): the light
+    path's reads, on SQLite (``SqliteReads``) or PostgreSQL (``engine.pg_light``)."""
+
+    conn: Any
+    sql: Rendered
+
+    def rows(self, key: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        text = self.sql.statements[key]
+        cur = self.conn.execute(text.sql, text.bind(params))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def _expect_schema(
+        self, where: str, errors: type[Exception] | tuple[type[Exception], ...]
+    ) -> None:
+        """This version's schema, or NeedsGateway (the connection closed): the gateway
+        upgrades another version, or says what is wrong."""
+        try:
+            found = self.rows("schema_version", {})
+        except errors as exc:
+            self.conn.close()
+            raise NeedsGateway(where) from exc
+        if not found or found[0]["value"] != str(self.sql.schema_version):
+            self.conn.close()
+            raise NeedsGateway(where)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class SqliteReads(RenderedReads):
     """One sqlite3 connection running the rendered reads, read-only for a user who may
     not write the database. Not thread-safe: one thread at a time uses it.
 
@@ -336,19 +367,10 @@ class SqliteReads:
                 _companions_like_main(path)  # as Store does when it opens a file to write
             else:
                 self.conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            found = self.rows("schema_version", {})
         except sqlite3.Error as exc:
             self.conn.close()
             raise NeedsGateway(path) from exc
-        if not found or found[0]["value"] != str(self.sql.schema_version):
-            self.conn.close()
-            raise NeedsGateway(path)
-
-    def rows(self, key: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-        text = self.sql.statements[key]
-        cur = self.conn.execute(text.sql, text.bind(params))
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        self._expect_schema(path, sqlite3.Error)
 
     @contextmanager
     def reading(self) -> Iterator[LightSql]:
@@ -377,9 +399,6 @@ class SqliteReads:
         if wal_due(self.path):
             with contextlib.suppress(sqlite3.Error):  # busy: the next writer does it
                 self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-
-    def close(self) -> None:
-        self.conn.close()
 
 
 class LightSql:
