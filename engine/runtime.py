@@ -33,6 +33,8 @@ from engine.context import ActionError
 from engine.db import Store, is_postgresql, shared_store
 from engine.dburl import parse_db
 from engine.identity import current_actor
+from engine.log_store import LogItem, LogQueue, write_logs
+from engine.logs import DEFAULT_MAX_BYTES
 from engine.procs import RUN_MARKER, kill_all
 from engine.statuses import JOB_TERMINAL
 from engine.supervisor import ServerProcess
@@ -52,6 +54,9 @@ MAX_CALL_DEPTH = 20
 RESTART_GRACE_S = 2.0
 # A server whose process keeps dying at start is given up after this many tries in a row.
 MAX_START_FAILURES = 5
+# Log chunks written per transaction of their own, between ticks: a tick waits for at
+# most one such write (a few ms), whatever a task prints.
+LOG_BATCH_BYTES = 256 * 1024
 
 
 def freeze_heap() -> None:
@@ -137,6 +142,9 @@ class Engine:
         self._runners: dict[int, Runner] = {}
         self._outcomes: list[batch.Outcome] = []
         self._dirty: dict[int, batch.Progress] = {}
+        self.logs = LogQueue()
+        self._logs_waiting = asyncio.Event()
+        self._log_max = DEFAULT_MAX_BYTES
         self._last_flush = 0.0
         self._wake = asyncio.Event()
         self._stopping = False
@@ -172,7 +180,11 @@ class Engine:
             return fn(conn, *args, **kw)
 
     def _write_tick(self, inp: batch.TickIn) -> batch.TickOut:
-        """A tick's transaction, whose own commit does not wake the engine again.
+        return self._write_own(batch.tick, inp)
+
+    def _write_own(self, fn: Callable[..., R], *args: Any, **kw: Any) -> R:
+        """A transaction of the engine's own (a tick, task logs), whose commit does not
+        wake the engine again.
         SQLite: the watch takes it as seen (``DataVersionWatch.absorb``), checked on the
         writer connection, whose ``data_version`` counts other connections' commits
         only. PostgreSQL: its notification carries the engine's tick tag, which the
@@ -181,7 +193,7 @@ class Engine:
         assert self.store is not None
         if absorb is None:  # PostgreSQL: the watch ignores this tag
             with self.store.write(tag=self._tick_tag) as conn:
-                return batch.tick(conn, inp)
+                return fn(conn, *args, **kw)
         from engine.watch import data_version
 
         mark: list[int] = []
@@ -194,7 +206,7 @@ class Engine:
                 absorb(lambda: data_version(raw) == mark[0])
 
         with self.store.write(after_commit=after) as conn:
-            out = batch.tick(conn, inp)
+            out = fn(conn, *args, **kw)
             mark.append(data_version(conn.connection.driver_connection))
         return out
 
@@ -250,6 +262,7 @@ class Engine:
             at = self.clock()
             await self._db(self._write, batch.claim_leases, self.servers, self.owner, at=at)
             self._lease_s = await self._db(self._read, settings.lease_seconds)
+            self._log_max = await self._db(self._read, settings.log_max_bytes)
             # Three beats per lease: one late beat never makes a live engine look dead.
             self.heartbeat_interval = min(self.heartbeat_interval, self._lease_s / 3)
             # What a dead engine's servers left running on this host dies before its
@@ -289,6 +302,7 @@ class Engine:
             raise
         self._wake.set()  # work queued before we started: look at once
         self._main = asyncio.create_task(self._run(), name="batchdeck-engine")
+        self._own(self._write_logs(), "batchdeck-logs")
 
     async def stop(self) -> None:
         """Stop taking work, stop the servers (their runs go back to Ready), release leases."""
@@ -324,7 +338,10 @@ class Engine:
         dirty, self._dirty = list(self._dirty.values()), {}
         final_outcomes = self._take_outcomes() + outcomes
 
+        logs = self.logs.take(self.logs.bytes + 1) if self.logs.items else []
+
         def final(conn: Any) -> None:
+            write_logs(conn, logs, at=at)
             batch.write_runs(conn, final_outcomes, dirty, at=at)
             batch.release_leases(conn, list(self.servers), self.owner, at=at)
 
@@ -498,9 +515,11 @@ class Engine:
         at = self.clock()
         dirty, self._dirty = self._dirty, {}
         self._claims += 1
+        outcomes = self._take_outcomes()
         inp = batch.TickIn(
             at=at,
-            outcomes=self._take_outcomes(),
+            logs=self.logs.take_tasks(o.task_id for o in outcomes),
+            outcomes=outcomes,
             progress=list(dirty.values()),
             free=self._free_slots,
             running=[tid for tid, r in self._runners.items() if not r.detached],
@@ -515,6 +534,7 @@ class Engine:
         except Exception:
             # Nothing of the batch was written: keep it for the next try.
             self._outcomes[:0] = inp.outcomes
+            self.logs.put_back(inp.logs)
             for p in dirty.values():
                 self._dirty.setdefault(p.task_id, p)
             raise
@@ -589,6 +609,7 @@ class Engine:
                     "attempt": c.attempt,
                     "recipe_path": c.recipe_path,
                     "child": c.child_job_id,
+                    "log_max": self._log_max,
                 }
             )
             self.stats.started += 1
@@ -608,6 +629,12 @@ class Engine:
                 r = None
             if op == "progress" and r is not None and not r.detached:
                 self._dirty[r.task_id] = self._progress(r, m["progress"])
+            elif op == "log" and r is not None and not r.detached:
+                c = r.claim
+                self.logs.add(
+                    LogItem(c.task_id, c.job_id, c.attempt, c.token, m.get("chunk"), m.get("cut"))
+                )
+                self._logs_waiting.set()
             elif op == "done":
                 if r is None:
                     continue
@@ -658,6 +685,22 @@ class Engine:
             p.get("child"),
             token=r.claim.token,
         )
+
+    async def _write_logs(self) -> None:
+        """Log chunks, in transactions of their own between the ticks (the writer thread
+        takes them in turn): what a task prints never makes a tick wait for more than
+        one batch. A run's last chunks go with its outcome, in its tick."""
+        while True:
+            await self._logs_waiting.wait()
+            self._logs_waiting.clear()
+            while self.logs.items:
+                items = self.logs.take(LOG_BATCH_BYTES)
+                try:
+                    await self._db(self._write_own, write_logs, items, at=self.clock())
+                except Exception as exc:  # noqa: BLE001 - a locked database: try again
+                    self.logs.put_back(items)
+                    self.note(f"writing task logs: {exc}")
+                    await asyncio.sleep(self.poll_interval)
 
     def _cancel_calls(self, r: Runner) -> None:
         for t in r.calls.values():

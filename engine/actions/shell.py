@@ -55,12 +55,22 @@ class _Tail:
         return ""
 
 
-async def _pump(stream: asyncio.StreamReader, tail: _Tail, ctx: TaskContext) -> None:
+async def _pump(
+    stream: asyncio.StreamReader, tail: _Tail, ctx: TaskContext, name: str = "out"
+) -> None:
+    """Every byte to the task's log as ``name`` (out, err); the tail for the preview."""
     while data := await stream.read(_READ_SIZE):
+        ctx.write_log(name, data)
         tail.feed(data)
         ctx.output(tail.text)
         if tail.last_line:
-            ctx.log(tail.last_line)
+            ctx.tell(tail.last_line)
+
+
+async def _pump_both(proc: asyncio.subprocess.Process, tail: _Tail, ctx: TaskContext) -> None:
+    """stdout and stderr, each kept apart in the log, both in the one preview tail."""
+    assert proc.stdout is not None and proc.stderr is not None
+    await asyncio.gather(_pump(proc.stdout, tail, ctx, "out"), _pump(proc.stderr, tail, ctx, "err"))
     tail.feed(b"", final=True)
     ctx.output(tail.text)
 
@@ -115,7 +125,7 @@ async def run(ctx: TaskContext, command: list[str], on_cancel: str, cwd: str | N
             *command,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
+            stderr=asyncio.subprocess.PIPE,
             cwd=cwd,
             env=env,
             # Its own session, hence its own process group: cancel and abort signal the
@@ -148,9 +158,8 @@ async def run(ctx: TaskContext, command: list[str], on_cancel: str, cwd: str | N
     ctx.started_process_group(proc.pid)
     pgid = proc.pid
     ctx.log(f"started pid {proc.pid}")
-    assert proc.stdout is not None
     tail = _Tail()
-    reader = asyncio.ensure_future(_pump(proc.stdout, tail, ctx))
+    reader = asyncio.ensure_future(_pump_both(proc, tail, ctx))
     waiter = asyncio.ensure_future(proc.wait())
     terminated = False
     try:

@@ -1,0 +1,271 @@
+"""Task logs in the database: the supervisor's writes (fenced, in batches) and the reads
+of ``batchdeck logs`` and the console's log screen, on SQLite and PostgreSQL alike.
+
+A log is a sequence of chunks (``engine.models.TaskLog``), written by the supervisor
+from the ``log`` messages of its server processes (``engine.logs``). A chunk is written
+only while the run that wrote it still holds its task's claim: the token is checked in
+the transaction that inserts it, as for every other write about a run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, func, insert, select
+
+from engine.logs import cut_text
+from engine.tables import task, task_log
+
+
+@dataclass
+class LogItem:
+    """One ``log`` message of a run: a chunk, or the cut (or both)."""
+
+    task_id: int
+    job_id: int
+    attempt: int
+    token: str
+    chunk: list[Any] | None = None  # [seq, stream, lines, text]
+    cut: list[int] | None = None  # [seq, first kept seq, bytes dropped, lines dropped]
+
+    @property
+    def size(self) -> int:
+        return len(self.chunk[3]) if self.chunk else 64
+
+
+class LogQueue:
+    """What the servers said for the logs and is not written yet, in arrival order."""
+
+    def __init__(self) -> None:
+        self.items: list[LogItem] = []
+        self.bytes = 0
+
+    def add(self, item: LogItem) -> None:
+        self.items.append(item)
+        self.bytes += item.size
+
+    def take(self, max_bytes: int) -> list[LogItem]:
+        """The oldest items, about ``max_bytes`` of them (at least one)."""
+        n, size = 0, 0
+        for n, item in enumerate(self.items, 1):  # noqa: B007 - n is the count taken
+            size += item.size
+            if size >= max_bytes:
+                break
+        out, self.items = self.items[:n], self.items[n:]
+        self.bytes -= sum(i.size for i in out)
+        return out
+
+    def take_tasks(self, task_ids: Iterable[int]) -> list[LogItem]:
+        """Every item of these tasks (their runs have ended: written with the outcome)."""
+        ids = set(task_ids)
+        if not ids or not self.items:
+            return []
+        out = [i for i in self.items if i.task_id in ids]
+        if out:
+            self.items = [i for i in self.items if i.task_id not in ids]
+            self.bytes -= sum(i.size for i in out)
+        return out
+
+    def put_back(self, items: list[LogItem]) -> None:
+        """Items whose write failed, first again."""
+        self.items[:0] = items
+        self.bytes += sum(i.size for i in items)
+
+
+def write_logs(conn: Connection, items: list[LogItem], *, at: float) -> int:
+    """Insert the chunks of runs that still hold their claim, and apply their cuts (the
+    chunks that fell out of a ring deleted, the cut line rewritten). Returns the chunks
+    written. PostgreSQL: the task rows are locked (FOR SHARE) so no recovery can take a
+    claim over between the check and the insert."""
+    if not items:
+        return 0
+    pairs = {(i.task_id, i.token) for i in items}
+    held = {
+        (r.id, r.claim_token)
+        for r in conn.execute(
+            select(task.c.id, task.c.claim_token)
+            .where(task.c.id.in_({tid for tid, _ in pairs}))
+            .with_for_update(read=True)
+        )
+    }
+    rows: list[dict[str, Any]] = []
+    written = 0
+
+    def flush() -> None:
+        nonlocal rows, written
+        if rows:
+            conn.execute(insert(task_log), rows)
+            written += len(rows)
+            rows = []
+
+    for i in items:
+        if (i.task_id, i.token) not in held:
+            continue
+        if i.chunk is not None:
+            seq, stream, lines, text = i.chunk
+            rows.append(
+                {
+                    "job_id": i.job_id,
+                    "task_id": i.task_id,
+                    "attempt": i.attempt,
+                    "seq": seq,
+                    "stream": stream,
+                    "lines": lines,
+                    "at": at,
+                    "text": text,
+                }
+            )
+        if i.cut is not None:
+            flush()  # the chunks before the cut are in before it deletes any
+            seq, first_kept, dropped_bytes, dropped_lines = i.cut
+            run = and_(task_log.c.task_id == i.task_id, task_log.c.attempt == i.attempt)
+            conn.execute(
+                delete(task_log).where(run, task_log.c.seq >= seq, task_log.c.seq < first_kept)
+            )
+            rows.append(
+                {
+                    "job_id": i.job_id,
+                    "task_id": i.task_id,
+                    "attempt": i.attempt,
+                    "seq": seq,
+                    "stream": "cut",
+                    "lines": 1,
+                    "at": at,
+                    "text": cut_text(dropped_bytes, dropped_lines),
+                }
+            )
+            flush()
+    flush()
+    return written
+
+
+# -- reading ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChunkRef:
+    """A chunk without its text: what a viewer needs to place it."""
+
+    id: int
+    task_id: int
+    attempt: int
+    seq: int
+    stream: str
+    lines: int
+
+
+_REF_COLUMNS = (
+    task_log.c.id,
+    task_log.c.task_id,
+    task_log.c.attempt,
+    task_log.c.seq,
+    task_log.c.stream,
+    task_log.c.lines,
+)
+
+
+def attempts(conn: Connection, task_id: int) -> list[int]:
+    """The attempts of a task that have a log, in order."""
+    return list(
+        conn.execute(
+            select(task_log.c.attempt)
+            .where(task_log.c.task_id == task_id)
+            .group_by(task_log.c.attempt)
+            .order_by(task_log.c.attempt)
+        ).scalars()
+    )
+
+
+def run_index(
+    conn: Connection, task_id: int, attempt: int, *, after_seq: int = 0
+) -> list[ChunkRef]:
+    """The chunks of one attempt, in order (``after_seq``: only those after it)."""
+    rows = conn.execute(
+        select(*_REF_COLUMNS)
+        .where(
+            task_log.c.task_id == task_id,
+            task_log.c.attempt == attempt,
+            task_log.c.seq > after_seq,
+        )
+        .order_by(task_log.c.seq)
+    )
+    return [ChunkRef(*r) for r in rows]
+
+
+def job_index(
+    conn: Connection, job_id: int, *, after_id: int = 0, attempt: int | None = None
+) -> list[ChunkRef]:
+    """The chunks of every task of a job, in the order they were written."""
+    q = select(*_REF_COLUMNS).where(task_log.c.job_id == job_id, task_log.c.id > after_id)
+    if attempt is not None:
+        q = q.where(task_log.c.attempt == attempt)
+    return [ChunkRef(*r) for r in conn.execute(q.order_by(task_log.c.id))]
+
+
+def run_tail_index(conn: Connection, task_id: int, attempt: int, lines: int) -> list[ChunkRef]:
+    """The last chunks of one attempt holding at least ``lines`` lines, in order: read
+    backwards, a few at a time, so a million-line log costs a few rows."""
+    out: list[ChunkRef] = []
+    got, before, page = 0, None, 16
+    while got < lines:
+        q = select(*_REF_COLUMNS).where(
+            task_log.c.task_id == task_id, task_log.c.attempt == attempt
+        )
+        if before is not None:
+            q = q.where(task_log.c.seq < before)
+        rows = [ChunkRef(*r) for r in conn.execute(q.order_by(task_log.c.seq.desc()).limit(page))]
+        if not rows:
+            break
+        for r in rows:
+            out.append(r)
+            got += r.lines
+            if got >= lines:
+                break
+        before = rows[-1].seq
+        page = min(page * 4, 1024)
+    out.reverse()
+    return out
+
+
+def texts(conn: Connection, ids: Iterable[int]) -> dict[int, str]:
+    """The text of these chunks, by id."""
+    wanted = list(ids)
+    out: dict[int, str] = {}
+    for start in range(0, len(wanted), 500):
+        part = wanted[start : start + 500]
+        rows = conn.execute(select(task_log.c.id, task_log.c.text).where(task_log.c.id.in_(part)))
+        out.update({r.id: r.text for r in rows})
+    return out
+
+
+def find(
+    conn: Connection, refs: list[ChunkRef], start: int, needle: str, *, backwards: bool = False
+) -> int | None:
+    """The position in ``refs`` of the first chunk from ``start`` (going forward, or
+    backward) whose text holds ``needle`` (any case), searched in the database."""
+    if not refs or not needle:
+        return None
+    pos = {r.id: n for n, r in enumerate(refs)}
+    ids = [r.id for r in (refs[: start + 1] if backwards else refs[start:])]
+    best: int | None = None
+    for begin in range(0, len(ids), 500):
+        part = ids[begin : begin + 500]
+        q = select(task_log.c.id).where(
+            task_log.c.id.in_(part),
+            func.lower(task_log.c.text).contains(needle.lower(), autoescape=True),
+        )
+        for found in conn.execute(q).scalars():
+            n = pos[found]
+            if best is None or (n > best if backwards else n < best):
+                best = n
+    return best
+
+
+def task_refs(conn: Connection, job_id: int) -> dict[int, tuple[str, str, int]]:
+    """The tasks of a job: id -> (name, status, current attempt)."""
+    rows = conn.execute(
+        select(task.c.id, task.c.name, task.c.status, task.c.attempt).where(task.c.job_id == job_id)
+    )
+    return {r.id: (r.name, r.status, r.attempt) for r in rows}
