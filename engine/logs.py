@@ -80,12 +80,17 @@ class LogBuffer:
     # -- input --------------------------------------------------------------------
     def feed(self, stream: str, data: bytes) -> None:
         """Bytes of ``stream``; full chunks are cut at once, a partial line waits."""
+        for other, waiting in self._pending.items():
+            if other != stream and waiting:
+                # Another stream's whole lines go first: the log keeps the order of lines.
+                self._drain(other, waiting, "lines")
         buf = self._pending.setdefault(stream, bytearray())
         buf += data
         if len(buf) > self.chunk_bytes:
             self._drain(stream, buf, "full")
 
     def line(self, stream: str, text: str) -> None:
+        """One whole line (``ctx.log``)."""
         self.feed(stream, text.encode("utf-8", "replace") + b"\n")
 
     def _limit(self) -> int:

@@ -29,6 +29,7 @@ TARGET_HOLD_S = 0.05
 FIRST_BATCH = 100
 MAX_BATCH = 5000
 DAY_S = 86400.0
+EVERY_S = 3600.0  # the engine's prune, with keep_days set
 
 _FINISHED = [str(s) for s in JOB_TERMINAL]
 
@@ -204,3 +205,42 @@ def cutoff_of(*, before: str | None = None, older_than: str | None = None, now: 
             f"--older-than {older_than[:40]!r}: expected a number and a unit, e.g. 30d, 12h, 2w"
         )
     return now - int(digits) * (unit or DAY_S)
+
+
+async def run_async(read: Any, write: Any, cutoff: float, *, actor: str) -> PruneResult:
+    """``run_sync`` through an engine's writer thread: ``read(fn)``/``write(fn)`` await
+    ``fn(conn)`` in a transaction; the engine's ticks run between the batches. Audited
+    only when something was deleted (an hourly prune of nothing is not news)."""
+    gen = steps(cutoff)
+    reply: Any = None
+    try:
+        while True:
+            kind, fn = gen.send(reply)
+            reply = await (read if kind == "read" else write)(fn)
+    except StopIteration as done:
+        result: PruneResult = done.value
+    if result.jobs:
+        await write(lambda conn: audit(conn, result, actor=actor))
+    return result
+
+
+async def hourly(
+    read: Any, write: Any, *, clock: Callable[[], float], note: Callable[..., None]
+) -> None:
+    """The engine's prune: with the setting ``keep_days``, once at start and every
+    ``EVERY_S`` after (the setting read each time)."""
+    import asyncio
+
+    from engine import settings
+
+    while True:
+        try:
+            days = await read(settings.keep_days)
+            if days is not None:
+                cutoff = clock() - days * DAY_S
+                result = await run_async(read, write, cutoff, actor="engine")
+                if result.jobs:
+                    note(result.summary(), error=False)
+        except Exception as exc:  # noqa: BLE001 - a locked database: next hour
+            note(f"prune: {type(exc).__name__}: {exc}")
+        await asyncio.sleep(EVERY_S)

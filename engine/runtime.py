@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from engine import batch, settings
+from engine import batch, prune, settings
 from engine.context import ActionError
 from engine.db import Store, is_postgresql, shared_store
 from engine.dburl import parse_db
@@ -303,6 +303,8 @@ class Engine:
         self._wake.set()  # work queued before we started: look at once
         self._main = asyncio.create_task(self._run(), name="batchdeck-engine")
         self._own(self._write_logs(), "batchdeck-logs")
+        if self.store.writer is not None:
+            self._own(self._prune(), "batchdeck-prune")
 
     async def stop(self) -> None:
         """Stop taking work, stop the servers (their runs go back to Ready), release leases."""
@@ -701,6 +703,17 @@ class Engine:
                     self.logs.put_back(items)
                     self.note(f"writing task logs: {exc}")
                     await asyncio.sleep(self.poll_interval)
+
+    async def _prune(self) -> None:
+        """History older than ``keep_days``, hourly, a batch per transaction."""
+
+        async def read(fn: Callable[[Any], R]) -> R:
+            return await self._db(self._read, fn)
+
+        async def write(fn: Callable[[Any], R]) -> R:
+            return await self._db(self._write, fn)
+
+        await prune.hourly(read, write, clock=self.clock, note=self.note)
 
     def _cancel_calls(self, r: Runner) -> None:
         for t in r.calls.values():
