@@ -43,7 +43,7 @@ def cut_text(dropped_bytes: int, dropped_lines: int) -> str:
     """The line that stands where the middle of a log was dropped."""
     return (
         f"[... {dropped_lines:,} lines ({dropped_bytes:,} bytes) dropped here: "
-        "past log_max_bytes the first and the last parts are kept ...]"
+        "log_max_bytes keeps the first and last parts ...]"
     )
 
 

@@ -156,7 +156,7 @@ KEYS: tuple[Key, ...] = (
         "Logs",
         "Logs: the selected task's (in the detail) or every task's, followed live",
         "Logs of job {job}",
-        lambda app, job, task: _open_logs(app, job, task),
+        lambda app, job, task: app.open_logs(job, task),
     ),
     _job(
         "approve",
@@ -282,12 +282,6 @@ KEYS: tuple[Key, ...] = (
         key_display="]",
     ),
 )
-
-
-def _open_logs(app: Any, job_id: int, task_id: int | None) -> None:
-    from tui.screens.logs import LogScreen
-
-    app.push_screen(LogScreen(job_id, task_id))
 
 
 BY_ID: dict[str, Key] = {k.id: k for k in KEYS}

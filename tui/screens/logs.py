@@ -58,13 +58,11 @@ class LogScreen(LiveScreen):
             # Opens at the end (the last lines are what an operator looks for first),
             # following while more may come.
             self.following = source.running
+            view.follow = True  # opened at the end, once laid out
             view.changed()
-            self.call_after_refresh(view.go_bottom)
+            view.follow = self.following
         elif changed:
             view.changed()
-            if self.following:
-                # Once the new size is laid out: scrolling clamps to the old one.
-                self.call_after_refresh(view.go_bottom)
         self._show_title()
 
     def _show_title(self) -> None:
@@ -76,7 +74,7 @@ class LogScreen(LiveScreen):
             if len(source.attempts) > 1:
                 what += f" of {len(source.attempts)} ([ ])"
         parts = [f"Job {self.job_id} · {what}", f"{source.total:,} lines"]
-        parts.append("following" if self.following else "paused (f follows)")
+        parts.append("following" if self.following else "paused")
         if self.view.wrap:
             parts.append("wrapped")
         view = self.view
@@ -96,6 +94,7 @@ class LogScreen(LiveScreen):
 
     def action_follow(self) -> None:
         self.following = not self.following
+        self.view.follow = self.following
         if self.following:
             self.view.go_bottom()
         self._show_title()
@@ -110,7 +109,7 @@ class LogScreen(LiveScreen):
         self._show_title()
 
     def action_top(self) -> None:
-        self.following = False
+        self.following = self.view.follow = False
         self.view.go_top()
         self._show_title()
 
@@ -148,7 +147,7 @@ class LogScreen(LiveScreen):
         if found is None:
             self.notify(f"no more matches for {safe_line(view.needle)!r}", severity="warning")
         else:
-            self.following = False
+            self.following = view.follow = False
             view.match = found
             view.go_line(found)
         view.changed()

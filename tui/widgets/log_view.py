@@ -15,6 +15,7 @@ and every other control character is shown escaped (``engine.safe_text``).
 from __future__ import annotations
 
 import bisect
+import re
 from collections import OrderedDict
 from typing import Any
 
@@ -31,13 +32,17 @@ CACHE_CHUNKS = 64
 STREAM_STYLES = {"err": "red", "cut": "bold reverse"}
 
 
+# ANSI colour and style (SGR): the one escape sequence a log line may keep, as colour.
+_SGR = re.compile(r"(\x1b\[[0-9;]*m)")
+
+
 def line_text(text: str) -> Text:
-    """One line of a log for the screen: ANSI colour as colour, nothing else raw."""
-    if "\x1b[" in text:
-        styled = Text.from_ansi(text)
-        if safe_line(styled.plain) == styled.plain:
-            return styled
-    return Text(safe_line(text))
+    """One line of a log for the screen: ANSI colour as colour, every other control
+    character (another escape sequence, a bell) shown escaped, never dropped."""
+    if "\x1b[" not in text:
+        return Text(safe_line(text))
+    parts = _SGR.split(text)
+    return Text.from_ansi("".join(p if n % 2 else safe_line(p) for n, p in enumerate(parts)))
 
 
 class LogSource:
@@ -162,6 +167,7 @@ class LogView(ScrollView, can_focus=True):
         super().__init__(**kw)
         self.source = source
         self.wrap = False
+        self.follow = False  # kept at the end, whatever the size becomes
         self.needle = ""
         self.match: int | None = None
         self._widest = 0
@@ -174,6 +180,9 @@ class LogView(ScrollView, can_focus=True):
         self.virtual_size = Size(wide, self.source.total)
         self._rows = None
         self.refresh()
+        if self.follow:
+            # Once laid out: a scrollbar that appears takes a row from the view.
+            self.call_after_refresh(self.go_bottom)
 
     def set_wrap(self, wrap: bool) -> None:
         self.wrap = wrap
