@@ -23,28 +23,31 @@ KILL_GRACE = 5.0
 
 
 class _Tail:
-    """The last lines of a merged stdout+stderr stream, as the console shows them."""
+    """The last lines of stdout and stderr together, as the console shows them: whole
+    lines in the order they came, each stream's unfinished line kept apart."""
 
     def __init__(self) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._decoders: dict[str, codecs.IncrementalDecoder] = {}
         self._lines: deque[str] = deque(maxlen=TAIL_LINES)
-        self._partial = ""
+        self._partials: dict[str, str] = {}
 
-    def feed(self, data: bytes, final: bool = False) -> None:
-        text = self._partial + self._decoder.decode(data, final)
+    def feed(self, data: bytes, final: bool = False, stream: str = "out") -> None:
+        decoder = self._decoders.get(stream)
+        if decoder is None:
+            decoder = self._decoders[stream] = codecs.getincrementaldecoder("utf-8")("replace")
+        text = self._partials.get(stream, "") + decoder.decode(data, final)
         parts = text.replace("\r\n", "\n").split("\n")
-        self._partial = parts.pop()
+        partial = parts.pop()
         for line in parts:
             # A progress bar redraws with "\r": only its last state is worth keeping.
             self._lines.append(line.rsplit("\r", 1)[-1])
         # A line with no newline (a runaway progress bar) must not grow without bound.
-        self._partial = self._partial[-TAIL_CHARS:]
+        self._partials[stream] = partial[-TAIL_CHARS:]
 
     @property
     def text(self) -> str:
         lines = list(self._lines)
-        if self._partial:
-            lines.append(self._partial.rsplit("\r", 1)[-1])
+        lines += [p.rsplit("\r", 1)[-1] for p in self._partials.values() if p]
         return "\n".join(lines)[-TAIL_CHARS:]
 
     @property
@@ -61,7 +64,7 @@ async def _pump(
     """Every byte to the task's log as ``name`` (out, err); the tail for the preview."""
     while data := await stream.read(_READ_SIZE):
         ctx.write_log(name, data)
-        tail.feed(data)
+        tail.feed(data, stream=name)
         ctx.output(tail.text)
         if tail.last_line:
             ctx.tell(tail.last_line)
@@ -71,7 +74,8 @@ async def _pump_both(proc: asyncio.subprocess.Process, tail: _Tail, ctx: TaskCon
     """stdout and stderr, each kept apart in the log, both in the one preview tail."""
     assert proc.stdout is not None and proc.stderr is not None
     await asyncio.gather(_pump(proc.stdout, tail, ctx, "out"), _pump(proc.stderr, tail, ctx, "err"))
-    tail.feed(b"", final=True)
+    for name in ("out", "err"):
+        tail.feed(b"", final=True, stream=name)
     ctx.output(tail.text)
 
 
