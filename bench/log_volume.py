@@ -38,7 +38,14 @@ def shell(name: str, script: str) -> Recipe:
         name=name,
         path=None,
         system=False,
-        tasks=(TaskSpec("t", "shell", (), {"command": ["sh", "-c", script]}),),
+        tasks=(
+            TaskSpec(
+                "t",
+                "shell",
+                (),
+                {"command": ["sh", "-c", script], "on_cancel": "terminate", "cwd": None},
+            ),
+        ),
     )
 
 
@@ -58,6 +65,11 @@ async def one_round(db: str, n: int, mb: int | None) -> tuple[float, float | Non
                 with engine.store.read() as conn:
                     if conn.exec_driver_sql("SELECT count(*) FROM task_log").scalar_one():
                         break
+                    failed = conn.exec_driver_sql(
+                        "SELECT error FROM task WHERE job_id = ? AND error IS NOT NULL", (noisy,)
+                    ).scalar()
+                    if failed:
+                        raise RuntimeError(f"the printing task failed: {failed}")
                 await asyncio.sleep(0.005)
         t0 = time.perf_counter()
         job = submit(engine.store, noop_recipe(n), actor="bench")

@@ -30,7 +30,6 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from engine import settings
 from engine.dialect import db_now, equals_any, in_list, one_of, upsert
-from engine.log_store import LogItem, write_logs
 from engine.models import READY_STATUSES
 from engine.prepared import Prepared
 from engine.statuses import TASK_RUNNING, resolve_outcome
@@ -94,7 +93,6 @@ class TickIn:
     watched_jobs: list[int] = field(default_factory=list)
     owner: str = ""  # the engine: claims only on servers whose lease it holds
     token: str = ""  # the claim token of this batch's claims
-    logs: list[LogItem] = field(default_factory=list)  # the last chunks of ending runs
 
 
 @dataclass
@@ -399,8 +397,6 @@ def claim(conn: Connection, free: dict[str, int], *, at: float, token: str = "")
 
 
 def tick(conn: Connection, inp: TickIn) -> TickOut:
-    # A run's log is whole before its task is seen to end (``logs -f`` stops there).
-    write_logs(conn, inp.logs, at=inp.at)
     write_runs(conn, inp.outcomes, inp.progress, at=inp.at)
     out = TickOut()
     if inp.servers:

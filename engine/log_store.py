@@ -41,10 +41,24 @@ class LogQueue:
     def __init__(self) -> None:
         self.items: list[LogItem] = []
         self.bytes = 0
+        self._per_task: dict[int, int] = {}
+
+    def _count(self, items: Iterable[LogItem], sign: int) -> None:
+        for i in items:
+            n = self._per_task.get(i.task_id, 0) + sign
+            if n:
+                self._per_task[i.task_id] = n
+            else:
+                self._per_task.pop(i.task_id, None)
+            self.bytes += sign * i.size
 
     def add(self, item: LogItem) -> None:
         self.items.append(item)
-        self.bytes += item.size
+        self._count([item], 1)
+
+    def waiting_for(self, task_id: int) -> bool:
+        """Whether lines of this task's run are still to be written."""
+        return task_id in self._per_task
 
     def take(self, max_bytes: int) -> list[LogItem]:
         """The oldest items, about ``max_bytes`` of them (at least one)."""
@@ -54,24 +68,13 @@ class LogQueue:
             if size >= max_bytes:
                 break
         out, self.items = self.items[:n], self.items[n:]
-        self.bytes -= sum(i.size for i in out)
-        return out
-
-    def take_tasks(self, task_ids: Iterable[int]) -> list[LogItem]:
-        """Every item of these tasks (their runs have ended: written with the outcome)."""
-        ids = set(task_ids)
-        if not ids or not self.items:
-            return []
-        out = [i for i in self.items if i.task_id in ids]
-        if out:
-            self.items = [i for i in self.items if i.task_id not in ids]
-            self.bytes -= sum(i.size for i in out)
+        self._count(out, -1)
         return out
 
     def put_back(self, items: list[LogItem]) -> None:
         """Items whose write failed, first again."""
         self.items[:0] = items
-        self.bytes += sum(i.size for i in items)
+        self._count(items, 1)
 
 
 def write_logs(conn: Connection, items: list[LogItem], *, at: float) -> int:

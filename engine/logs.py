@@ -6,9 +6,9 @@ Every line a task writes (a command's stdout and stderr, ``ctx.log``) goes throu
 keeps the log within ``log_max_bytes``: the first half as it came, then the last half
 in a ring. Once the ring overflows, what falls out of it is dropped and counted; the
 supervisor writes a ``cut`` chunk saying how much, between the first and the last
-parts. A runaway task thus costs the database at most ``log_max_bytes`` per attempt,
-and the engine at most a ring's worth of writes per ``TAIL_FLUSH_S``: chunks that fall
-out of the ring before they are sent are never sent at all.
+parts. A runaway task thus costs the database at most ``log_max_bytes`` per attempt
+kept, and ``LIVE_TAIL_BYTES`` a second of writes while it runs: chunks that fall out
+of the ring before they are sent are never sent (nor decoded) at all.
 
 Work per byte is C (``bytes.rfind``, ``count``): a task printing 200 MB costs its
 server process a few thousand cuts, not a Python loop per line.
@@ -24,8 +24,11 @@ from typing import Any
 CHUNK_BYTES = 8192
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 MIN_MAX_BYTES = 1024
-# How often a ring that drops is sent: a runaway task's writes are bounded by this.
+# A ring that drops (a runaway task) is sent once a ``TAIL_FLUSH_S``, and only its
+# newest ``LIVE_TAIL_BYTES`` (what a follower reads): a runaway task costs the database
+# that much a second, whatever it prints. The whole ring goes when the run ends.
 TAIL_FLUSH_S = 1.0
+LIVE_TAIL_BYTES = 256 * 1024
 STREAMS = ("out", "err", "log", "cut")
 
 
@@ -34,9 +37,18 @@ class Chunk:
     seq: int
     stream: str
     lines: int
-    text: str
-    size: int  # its bytes as written, for the budget
+    raw: bytes  # as written, whole lines (the last one's newline included)
     sent: bool = False
+
+    @property
+    def size(self) -> int:
+        return len(self.raw)
+
+    @property
+    def text(self) -> str:
+        """Decoded only when sent: most of a runaway task's chunks never are."""
+        text = self.raw.decode("utf-8", "replace")
+        return text[:-1] if text.endswith("\n") else text
 
 
 def cut_text(dropped_bytes: int, dropped_lines: int) -> str:
@@ -47,12 +59,12 @@ def cut_text(dropped_bytes: int, dropped_lines: int) -> str:
     )
 
 
-def _char_boundary(buf: bytearray, cut: int) -> int:
-    """``cut`` moved back to the start of a UTF-8 character (never to 0)."""
+def _char_boundary(buf: bytearray, cut: int, start: int = 0) -> int:
+    """``cut`` moved back to the start of a UTF-8 character (never to ``start``)."""
     at = cut
-    while at > 0 and at < len(buf) and (buf[at] & 0xC0) == 0x80:
+    while at > start and at < len(buf) and (buf[at] & 0xC0) == 0x80:
         at -= 1
-    return at or cut
+    return at if at > start else cut
 
 
 class LogBuffer:
@@ -104,41 +116,42 @@ class LogBuffer:
 
     def _drain(self, stream: str, buf: bytearray, mode: str) -> None:
         """Cut ``buf`` into chunks. ``mode``: ``full`` only chunks of a full size,
-        ``lines`` up to the last newline, ``all`` everything (the stream has ended)."""
-        while buf:
+        ``lines`` up to the last newline, ``all`` everything (the stream has ended).
+        The bytes cut are removed from ``buf`` once, at the end."""
+        start, end = 0, len(buf)
+        while start < end:
             limit = self._limit()
             if limit <= 0:
                 self._end_head()
                 continue
-            if len(buf) <= limit:
+            if end - start <= limit:
                 if mode == "full":
-                    return
+                    break
                 if mode == "all":
-                    cut = len(buf)
+                    cut = end
                 else:
-                    newline = buf.rfind(b"\n")
+                    newline = buf.rfind(b"\n", start, end)
                     if newline < 0:
-                        return
+                        break
                     cut = newline + 1
             else:
-                newline = buf.rfind(b"\n", 0, limit)
+                newline = buf.rfind(b"\n", start, start + limit)
                 if newline >= 0:
                     cut = newline + 1
                 elif self.cut_seq is None and limit < self.chunk_bytes:
                     self._end_head()  # a line longer than what is left of the head
                     continue
                 else:
-                    cut = _char_boundary(buf, limit)  # a very long line: split it
-            piece = bytes(buf[:cut])
-            del buf[:cut]
-            self._add(stream, piece)
+                    cut = _char_boundary(buf, start + limit, start)  # a very long line
+            self._add(stream, bytes(buf[start:cut]))
+            start = cut
+        if start:
+            del buf[:start]
 
     def _add(self, stream: str, piece: bytes) -> None:
-        text = piece.decode("utf-8", "replace")
-        if text.endswith("\n"):
-            text = text[:-1]
         self._seq += 1
-        chunk = Chunk(self._seq, stream, text.count("\n") + 1, text, len(piece))
+        lines = piece.count(b"\n") + (0 if piece.endswith(b"\n") else 1)
+        chunk = Chunk(self._seq, stream, lines, piece)
         if self.cut_seq is None:
             self._head_bytes += chunk.size
             self._ready.append(chunk)
@@ -157,24 +170,42 @@ class LogBuffer:
         kept seq after it, bytes dropped, lines dropped), or None when unchanged.
 
         Whole lines waiting are cut first (``final``: the partial ones too). A ring
-        that drops is sent at most every ``TAIL_FLUSH_S`` (always when ``final``)."""
+        that drops is sent at most every ``TAIL_FLUSH_S``, its newest
+        ``LIVE_TAIL_BYTES`` only; ``final``: all of it."""
         for stream, buf in self._pending.items():
             self._drain(stream, buf, "all" if final else "lines")
         out, self._ready = self._ready, []
         cut = None
         if self._ring:
             now = self._clock()
-            if final or not self.dropped_bytes or now - self._last_ring_send >= TAIL_FLUSH_S:
-                self._last_ring_send = now
-                out.extend(c for c in self._ring if not c.sent)
-                for c in self._ring:
-                    c.sent = True
-                dropped = (self.dropped_bytes, self.dropped_lines)
-                if self.dropped_bytes and dropped != self._cut_sent:
-                    self._cut_sent = dropped
-                    assert self.cut_seq is not None
-                    cut = (self.cut_seq, self._ring[0].seq, *dropped)
+            if final or not self.dropped_bytes:
+                send = [c for c in self._ring if not c.sent]
+            elif now - self._last_ring_send >= TAIL_FLUSH_S:
+                send = self._newest(LIVE_TAIL_BYTES)
+            else:
+                return out, None
+            self._last_ring_send = now
+            for c in send:
+                c.sent = True
+            out.extend(send)
+            dropped = (self.dropped_bytes, self.dropped_lines)
+            if self.dropped_bytes and dropped != self._cut_sent:
+                self._cut_sent = dropped
+                assert self.cut_seq is not None
+                cut = (self.cut_seq, self._ring[0].seq, *dropped)
         return out, cut
+
+    def _newest(self, budget: int) -> list[Chunk]:
+        """The ring's unsent chunks among its newest ``budget`` bytes, in order."""
+        picked: list[Chunk] = []
+        for c in reversed(self._ring):
+            if budget <= 0:
+                break
+            budget -= c.size
+            if not c.sent:
+                picked.append(c)
+        picked.reverse()
+        return picked
 
 
 def log_messages(

@@ -518,9 +518,16 @@ class Engine:
         dirty, self._dirty = self._dirty, {}
         self._claims += 1
         outcomes = self._take_outcomes()
+        if self.logs.items:
+            # A run ends once its lines are written (``logs -f`` stops at its end): held
+            # until the log writer has them in, a batch at a time, never in this tick.
+            held = [o for o in outcomes if self.logs.waiting_for(o.task_id)]
+            if held:
+                outcomes = [o for o in outcomes if not self.logs.waiting_for(o.task_id)]
+                self._outcomes[:0] = held
+                self._logs_waiting.set()
         inp = batch.TickIn(
             at=at,
-            logs=self.logs.take_tasks(o.task_id for o in outcomes),
             outcomes=outcomes,
             progress=list(dirty.values()),
             free=self._free_slots,
@@ -536,7 +543,6 @@ class Engine:
         except Exception:
             # Nothing of the batch was written: keep it for the next try.
             self._outcomes[:0] = inp.outcomes
-            self.logs.put_back(inp.logs)
             for p in dirty.values():
                 self._dirty.setdefault(p.task_id, p)
             raise
@@ -691,7 +697,7 @@ class Engine:
     async def _write_logs(self) -> None:
         """Log chunks, in transactions of their own between the ticks (the writer thread
         takes them in turn): what a task prints never makes a tick wait for more than
-        one batch. A run's last chunks go with its outcome, in its tick."""
+        one batch. A run's outcome waits for its last chunks (``_tick``)."""
         while True:
             await self._logs_waiting.wait()
             self._logs_waiting.clear()
@@ -703,6 +709,8 @@ class Engine:
                     self.logs.put_back(items)
                     self.note(f"writing task logs: {exc}")
                     await asyncio.sleep(self.poll_interval)
+                if self._outcomes:
+                    self._wake.set()  # outcomes held for their lines may go now
 
     async def _prune(self) -> None:
         """History older than ``keep_days``, hourly, a batch per transaction."""

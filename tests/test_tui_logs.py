@@ -109,7 +109,8 @@ async def test_attempts_search_wrap_and_escape(tmp_path: Path, scenario_db_copy:
         assert "attempt 2 of 2" in painted(app) and "the second try" in _rows(app)
         await press(pilot, "left_square_bracket")
         await until(lambda: "attempt 1 of 2" in painted(app), "the first attempt", pilot=pilot)
-        assert "file-030.dat" in _rows(app)
+        # Opened at its end, once laid out.
+        await until(lambda: "file-030.dat" in _rows(app), "its last line", pilot=pilot)
         await press(pilot, "right_square_bracket")
         await until(lambda: "attempt 2 of 2" in painted(app), "back to the second", pilot=pilot)
         await press(pilot, "right_square_bracket")

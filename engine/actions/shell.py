@@ -32,6 +32,13 @@ class _Tail:
         self._partials: dict[str, str] = {}
 
     def feed(self, data: bytes, final: bool = False, stream: str = "out") -> None:
+        if len(data) > 4 * TAIL_CHARS:
+            # Only the last lines can show: keep the whole lines of the read's end (the
+            # lines before them, and the unfinished one, are gone from view anyway).
+            data = data[-2 * TAIL_CHARS :]
+            data = data[data.find(b"\n") + 1 :]
+            self._partials[stream] = ""
+            self._decoders.pop(stream, None)
         decoder = self._decoders.get(stream)
         if decoder is None:
             decoder = self._decoders[stream] = codecs.getincrementaldecoder("utf-8")("replace")
