@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from engine.cli import EXIT_OK, EXIT_USAGE, Fail, _store, _usable
+from engine.cli import EXIT_OK, EXIT_USAGE, Fail, _flow
 from engine.safe_text import safe_line
 
 FOLLOW_POLL_S = 0.2
@@ -75,43 +75,40 @@ def _check(args: argparse.Namespace) -> None:
 
 def cmd_logs(args: argparse.Namespace) -> int:
     _check(args)
-    path = _usable(args, write=False)
-    store = _store(path, write=False)
-    try:
+
+    def go(reading: Callable[[], Any], _transaction: Any) -> None:
         if args.task is None:
-            _job_logs(store, args)
+            _job_logs(reading, args)
         else:
-            _task_logs(store, args)
-    finally:
-        store.dispose()
+            _task_logs(reading, args)
+
+    # The light path (no SQLAlchemy) where the database allows it: ``cli._flow``.
+    _flow(args, go, write=False)
     return EXIT_OK
 
 
-def _job(conn: Any, job_id: int) -> tuple[str, dict[int, tuple[str, str, int]]]:
-    from sqlalchemy import select
-
-    from engine import log_store
+def _job(sql: Any, job_id: int) -> tuple[str, dict[int, tuple[str, str, int]]]:
+    from engine import log_reads
     from engine.statuses import no_such_job
-    from engine.tables import job
 
-    status = conn.execute(select(job.c.status).where(job.c.id == job_id)).scalar()
+    status = log_reads.job_status(sql, job_id)
     if status is None:
         raise Fail(no_such_job(job_id))
-    return status, log_store.task_refs(conn, job_id)
+    return status, log_reads.task_refs(sql, job_id)
 
 
 def _print_refs(
-    conn: Any, printer: _Printer, refs: list[Any], names: dict[int, Any], tail: int | None
+    sql: Any, printer: _Printer, refs: list[Any], names: dict[int, Any], tail: int | None
 ) -> None:
     """The chunks' lines; ``tail``: only the last so many of them."""
-    from engine import log_store
+    from engine import log_reads
 
     skip = 0
     if tail is not None:
         skip = max(0, sum(r.lines for r in refs) - tail)
     for start in range(0, len(refs), 256):
         part = refs[start : start + 256]
-        texts = log_store.texts(conn, [r.id for r in part])
+        texts = log_reads.texts(sql, [r.id for r in part])
         for r in part:
             keep = None
             if skip:
@@ -124,18 +121,18 @@ def _print_refs(
         printer.flush()
 
 
-def _job_logs(store: Any, args: argparse.Namespace) -> None:
-    from engine import log_store
+def _job_logs(reading: Callable[[], Any], args: argparse.Namespace) -> None:
+    from engine import log_reads
     from engine.statuses import JOB_TERMINAL
 
     printer = _Printer(args.json, prefix=True)
     last = 0
     first = True
     while True:
-        with store.read() as conn:
-            status, names = _job(conn, args.job)
-            refs = log_store.job_index(conn, args.job, after_id=last, attempt=args.attempt)
-            _print_refs(conn, printer, refs, names, args.tail if first else None)
+        with reading() as sql:
+            status, names = _job(sql, args.job)
+            refs = log_reads.job_index(sql, args.job, after_id=last, attempt=args.attempt)
+            _print_refs(sql, printer, refs, names, args.tail if first else None)
         first = False
         if refs:
             last = refs[-1].id
@@ -144,30 +141,30 @@ def _job_logs(store: Any, args: argparse.Namespace) -> None:
         time.sleep(FOLLOW_POLL_S)
 
 
-def _task_logs(store: Any, args: argparse.Namespace) -> None:
-    from engine import log_store
+def _task_logs(reading: Callable[[], Any], args: argparse.Namespace) -> None:
+    from engine import log_reads
     from engine.statuses import TASK_TERMINAL
 
     printer = _Printer(args.json, prefix=False)
-    with store.read() as conn:
-        _status, names = _job(conn, args.job)
+    with reading() as sql:
+        _status, names = _job(sql, args.job)
         tid = _task_id(names, args.task, args.job)
         attempt = args.attempt
         if attempt is None:
-            logged = log_store.attempts(conn, tid)
+            logged = log_reads.attempts(sql, tid)
             attempt = logged[-1] if logged and not args.follow else names[tid][2]
         if args.tail is not None:
-            refs = log_store.run_tail_index(conn, tid, attempt, args.tail)
+            refs = log_reads.run_tail_index(sql, tid, attempt, args.tail)
         else:
-            refs = log_store.run_index(conn, tid, attempt)
-        _print_refs(conn, printer, refs, names, args.tail)
+            refs = log_reads.run_index(sql, tid, attempt)
+        _print_refs(sql, printer, refs, names, args.tail)
     last = refs[-1].seq if refs else 0
     while args.follow:
-        with store.read() as conn:
-            _job_status, names = _job(conn, args.job)
+        with reading() as sql:
+            _job_status, names = _job(sql, args.job)
             _name, status, current = names[tid]
-            refs = log_store.run_index(conn, tid, attempt, after_seq=last)
-            _print_refs(conn, printer, refs, names, None)
+            refs = log_reads.run_index(sql, tid, attempt, after_seq=last)
+            _print_refs(sql, printer, refs, names, None)
         if refs:
             last = refs[-1].seq
         if status in TASK_TERMINAL or current != attempt:

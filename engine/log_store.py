@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, insert, select
 
+from engine.log_reads import ChunkRef
 from engine.logs import cut_text
 from engine.tables import task, task_log
 
@@ -144,105 +145,6 @@ def write_logs(conn: Connection, items: list[LogItem], *, at: float) -> int:
     return written
 
 
-# -- reading ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ChunkRef:
-    """A chunk without its text: what a viewer needs to place it."""
-
-    id: int
-    task_id: int
-    attempt: int
-    seq: int
-    stream: str
-    lines: int
-
-
-_REF_COLUMNS = (
-    task_log.c.id,
-    task_log.c.task_id,
-    task_log.c.attempt,
-    task_log.c.seq,
-    task_log.c.stream,
-    task_log.c.lines,
-)
-
-
-def attempts(conn: Connection, task_id: int) -> list[int]:
-    """The attempts of a task that have a log, in order."""
-    return list(
-        conn.execute(
-            select(task_log.c.attempt)
-            .where(task_log.c.task_id == task_id)
-            .group_by(task_log.c.attempt)
-            .order_by(task_log.c.attempt)
-        ).scalars()
-    )
-
-
-def run_index(
-    conn: Connection, task_id: int, attempt: int, *, after_seq: int = 0
-) -> list[ChunkRef]:
-    """The chunks of one attempt, in order (``after_seq``: only those after it)."""
-    rows = conn.execute(
-        select(*_REF_COLUMNS)
-        .where(
-            task_log.c.task_id == task_id,
-            task_log.c.attempt == attempt,
-            task_log.c.seq > after_seq,
-        )
-        .order_by(task_log.c.seq)
-    )
-    return [ChunkRef(*r) for r in rows]
-
-
-def job_index(
-    conn: Connection, job_id: int, *, after_id: int = 0, attempt: int | None = None
-) -> list[ChunkRef]:
-    """The chunks of every task of a job, in the order they were written."""
-    q = select(*_REF_COLUMNS).where(task_log.c.job_id == job_id, task_log.c.id > after_id)
-    if attempt is not None:
-        q = q.where(task_log.c.attempt == attempt)
-    return [ChunkRef(*r) for r in conn.execute(q.order_by(task_log.c.id))]
-
-
-def run_tail_index(conn: Connection, task_id: int, attempt: int, lines: int) -> list[ChunkRef]:
-    """The last chunks of one attempt holding at least ``lines`` lines, in order: read
-    backwards, a few at a time, so a million-line log costs a few rows."""
-    out: list[ChunkRef] = []
-    got, before, page = 0, None, 16
-    while got < lines:
-        q = select(*_REF_COLUMNS).where(
-            task_log.c.task_id == task_id, task_log.c.attempt == attempt
-        )
-        if before is not None:
-            q = q.where(task_log.c.seq < before)
-        rows = [ChunkRef(*r) for r in conn.execute(q.order_by(task_log.c.seq.desc()).limit(page))]
-        if not rows:
-            break
-        for r in rows:
-            out.append(r)
-            got += r.lines
-            if got >= lines:
-                break
-        before = rows[-1].seq
-        page = min(page * 4, 1024)
-    out.reverse()
-    return out
-
-
-def texts(conn: Connection, ids: Iterable[int]) -> dict[int, str]:
-    """The text of these chunks, by id."""
-    wanted = list(ids)
-    out: dict[int, str] = {}
-    for start in range(0, len(wanted), 500):
-        part = wanted[start : start + 500]
-        rows = conn.execute(select(task_log.c.id, task_log.c.text).where(task_log.c.id.in_(part)))
-        out.update({r.id: r.text for r in rows})
-    return out
-
-
 def find(
     conn: Connection, refs: list[ChunkRef], start: int, needle: str, *, backwards: bool = False
 ) -> int | None:
@@ -264,11 +166,3 @@ def find(
             if best is None or (n > best if backwards else n < best):
                 best = n
     return best
-
-
-def task_refs(conn: Connection, job_id: int) -> dict[int, tuple[str, str, int]]:
-    """The tasks of a job: id -> (name, status, current attempt)."""
-    rows = conn.execute(
-        select(task.c.id, task.c.name, task.c.status, task.c.attempt).where(task.c.job_id == job_id)
-    )
-    return {r.id: (r.name, r.status, r.attempt) for r in rows}

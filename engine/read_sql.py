@@ -52,6 +52,7 @@ SOURCES = (
     "flow_statements.py",
     "writes.py",
     "bulk_flow.py",
+    "log_statements.py",
 )
 FORMAT = 3  # of the cache file
 # The keys of the flows' statements (``engine.flow_statements``) among the reads'.

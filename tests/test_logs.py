@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from engine import log_store
+from engine import log_reads
 from engine.db import Store
+from engine.flow_statements import flow_sql
 from engine.log_store import LogItem, write_logs
 from engine.logs import LogBuffer, cut_text, log_messages
 from engine.models import SCHEMA_VERSION
@@ -99,8 +100,9 @@ def test_chunks_of_a_run_that_lost_its_claim_are_not_written(tmp_path):
         ]
         assert write_logs(conn, items, at=1.0) == 1
     with store.read() as conn:
-        refs = log_store.run_index(conn, tid, 1)
-        assert list(log_store.texts(conn, [r.id for r in refs]).values()) == ["fresh"]
+        sql = flow_sql(conn)
+        refs = log_reads.run_index(sql, tid, 1)
+        assert list(log_reads.texts(sql, [r.id for r in refs]).values()) == ["fresh"]
     store.dispose()
 
 

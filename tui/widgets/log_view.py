@@ -24,8 +24,9 @@ from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from engine import log_store
-from engine.log_store import ChunkRef
+from engine import log_reads, log_store
+from engine.flow_statements import flow_sql
+from engine.log_reads import ChunkRef
 from engine.safe_text import safe_line
 
 CACHE_CHUNKS = 64
@@ -73,17 +74,18 @@ class LogSource:
     def reload(self) -> bool:
         """Read the index again; True if it changed."""
         with self.store.read() as conn:
-            self.names = log_store.task_refs(conn, self.job_id)
+            sql = flow_sql(conn)
+            self.names = log_reads.task_refs(sql, self.job_id)
             if self.task_id is None:
-                refs = log_store.job_index(conn, self.job_id)
+                refs = log_reads.job_index(sql, self.job_id)
             else:
-                self.attempts = log_store.attempts(conn, self.task_id)
+                self.attempts = log_reads.attempts(sql, self.task_id)
                 current = self.names.get(self.task_id, ("", "", 1))[2]
                 if current not in self.attempts:
                     self.attempts.append(current)
                 if self.attempt is None:
                     self.attempt = self.attempts[-1]
-                refs = log_store.run_index(conn, self.task_id, self.attempt)
+                refs = log_reads.run_index(sql, self.task_id, self.attempt)
         if refs == self.refs:
             return False
         self.refs = refs
@@ -108,7 +110,7 @@ class LogSource:
             # The chunks around it too: scrolling reads a few rows, not one per chunk.
             wanted = [r.id for r in self.refs[index : index + 4] if r.id not in self._cache]
             with self.store.read() as conn:
-                texts = log_store.texts(conn, wanted)
+                texts = log_reads.texts(flow_sql(conn), wanted)
             for cid, text in texts.items():
                 self._cache[cid] = text.split("\n")
             while len(self._cache) > CACHE_CHUNKS:
