@@ -68,7 +68,7 @@ def main() -> None:
                 )
             ]
         print(f"made_{args.jobs}_jobs_s {time.perf_counter() - t:.1f}", flush=True)
-        some_job = waiting[-1]
+        some_job = waiting[0]
         logs = [cli_s("logs", str(some_job), "--db", db) for _ in range(5)]
         print(
             f"logs_on_{args.jobs}_jobs_s median {statistics.median(logs):.3f} "
@@ -77,6 +77,8 @@ def main() -> None:
         )
 
         canceler = Store(db)  # its own connections, as another process's would be
+        # Its statements compiled before it is timed: the wait measured is the lock's.
+        control.cancel(canceler, waiting.pop(), actor="ops", reason="warm-up", now=time.time())
         waits: list[float] = []
         done = threading.Event()
 

@@ -26,6 +26,11 @@ from engine.tables import event, job, job_recipe, task, task_log, taskdep
 from engine.writes import add_event
 
 TARGET_HOLD_S = 0.05
+# Between two batches the write lock is left free this long. SQLite has no queue of
+# writers: one waiting for the lock sleeps and looks again (up to 100 ms between looks
+# once it has waited a while), so a prune taking the lock again at once could starve a
+# cancel from another process for as long as it runs.
+PAUSE_S = 0.1
 FIRST_BATCH = 100
 MAX_BATCH = 5000
 DAY_S = 86400.0
@@ -129,8 +134,9 @@ Write = Callable[[Callable[[Connection], Any]], Any]
 def steps(cutoff: float, *, dry_run: bool = False) -> Any:
     """The prune as a generator of transactions: each item yielded is ``(kind, fn)``
     with ``kind`` "read" or "write" and ``fn(conn)`` to run in one; the caller runs it
-    (synchronously, or in an engine's writer thread) and sends the result back. Ends
-    returning the ``PruneResult``."""
+    (synchronously, or in an engine's writer thread) and sends the result back; or
+    ``("pause", seconds)``: wait that long with the lock free. Ends returning the
+    ``PruneResult``."""
     result = PruneResult(cutoff)
     started = time.monotonic()
     if dry_run:
@@ -143,16 +149,22 @@ def steps(cutoff: float, *, dry_run: bool = False) -> Any:
         ids = yield "read", lambda conn, b=below, n=size: candidates(conn, cutoff, b, n)
         if not ids:
             break
-        t0 = time.monotonic()
-        yield "write", lambda conn, ids=ids: delete_batch(conn, ids, cutoff, result)
-        held = time.monotonic() - t0
+        began: list[float] = []
+
+        def batch(conn: Connection, ids: list[int] = ids, began: list[float] = began) -> None:
+            began.append(time.monotonic())  # the lock is ours from here (BEGIN IMMEDIATE)
+            delete_batch(conn, ids, cutoff, result)
+
+        yield "write", batch
+        held = time.monotonic() - began[0]  # to the commit, included
+        yield "pause", PAUSE_S
         result.holds.append(held)
         result.longest_hold_s = max(result.longest_hold_s, held)
         result.batches += 1
         below = min(ids)
         # Aim the next batch at the target hold (halved at once when over it).
         scale = TARGET_HOLD_S / max(held, 1e-4)
-        size = max(10, min(MAX_BATCH, int(size * min(2.0, max(0.5, scale)))))
+        size = max(10, min(MAX_BATCH, int(size * min(1.5, max(0.5, scale)))))
     result.seconds = time.monotonic() - started
     return result
 
@@ -164,7 +176,10 @@ def run_sync(store: Any, cutoff: float, *, actor: str, dry_run: bool = False) ->
     try:
         while True:
             kind, fn = gen.send(reply)
-            if kind == "read":
+            reply = None
+            if kind == "pause":
+                time.sleep(fn)
+            elif kind == "read":
                 with store.read() as conn:
                     reply = fn(conn)
             else:
@@ -216,7 +231,12 @@ async def run_async(read: Any, write: Any, cutoff: float, *, actor: str) -> Prun
     try:
         while True:
             kind, fn = gen.send(reply)
-            reply = await (read if kind == "read" else write)(fn)
+            if kind == "pause":
+                import asyncio
+
+                reply = await asyncio.sleep(fn)
+            else:
+                reply = await (read if kind == "read" else write)(fn)
     except StopIteration as done:
         result: PruneResult = done.value
     if result.jobs:

@@ -20,7 +20,7 @@ from engine.log_store import LogItem, write_logs
 from engine.logs import LogBuffer, cut_text, log_messages
 from engine.models import SCHEMA_VERSION
 from tests.pg_support import new_pg_database, pg_deck
-from tests.proc_support import BATCHDECK, Deck
+from tests.proc_support import BATCHDECK, Deck, deck_in
 from tests.test_store import _as_version, _job
 
 # -- the buffer in a server process ------------------------------------------------------
@@ -127,11 +127,8 @@ def test_a_version_5_database_gets_the_log_table_from_a_writer(tmp_path):
 
 @pytest.fixture
 def deck(tmp_path: Path) -> Iterator[Deck]:
-    d = Deck(tmp_path)
-    try:
+    with deck_in(tmp_path) as d:
         yield d
-    finally:
-        d.close()
 
 
 def _shell(deck: Deck, name: str, script: str) -> int:

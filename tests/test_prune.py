@@ -16,7 +16,7 @@ from engine.log_store import LogItem, write_logs
 from engine.recipes import Recipe, TaskSpec
 from engine.runtime import Engine
 from engine.submit import insert_job
-from tests.proc_support import Deck
+from tests.proc_support import Deck, deck_in
 from tests.waiting import until
 
 OLD = 1_000_000.0  # 1970: long finished
@@ -63,11 +63,8 @@ def _everything(store: Store, job_id: int) -> dict[str, int]:
 
 @pytest.fixture
 def deck(tmp_path: Path) -> Iterator[Deck]:
-    d = Deck(tmp_path)
-    try:
+    with deck_in(tmp_path) as d:
         yield d
-    finally:
-        d.close()
 
 
 def test_prune_deletes_old_finished_jobs_with_everything_of_theirs(deck: Deck) -> None:
@@ -187,6 +184,9 @@ async def test_the_engine_prunes_with_keep_days_set(tmp_path: Path) -> None:
             settings.put(conn, "keep_days", "30")
         async with Engine(str(db), {"b": 1}) as engine:
             await until(lambda: _count(store, "job", old) == 0, "the old job to be pruned")
-            assert any(e.startswith("pruned 1 jobs") for e in engine.stats.events)
+            await until(
+                lambda: any(e.startswith("pruned 1 jobs") for e in engine.stats.events),
+                "the prune said",
+            )
     finally:
         store.dispose()
