@@ -2,11 +2,12 @@
 
     python bench/log_volume.py [--tasks 20000] [--rounds 3] [--mb 200]
 
-1. No-op throughput (``wait`` 0 s) on 2 x 256 slots, with and without a shell task on
-   the same servers printing ``--mb`` MB of output meanwhile; rounds interleaved
-   (without, with, without, with, ...) on fresh databases, so both see the same
-   machine. Also: how long the printing task ran, and the bytes of its log kept (the
-   ``log_max_bytes`` bound, 10 MiB by default).
+1. No-op throughput (``wait`` 0 s) on 2 x 256 slots, without and with a shell task on
+   the same servers printing ``--mb`` MB of output meanwhile, and with the same task
+   writing to /dev/null instead (the CPU its ``yes | head`` takes from the others on
+   this machine, with no log at all); rounds interleaved (without, with, to /dev/null,
+   ...) on fresh databases, so all see the same machine. Also: how long the printing
+   task ran, and the bytes of its log kept (``log_max_bytes``, 10 MiB by default).
 2. ``batchdeck logs JOB TASK --tail 100`` of a 1,000,000-line log, as a fresh process
    (median of 5), and the whole log printed (one run).
 """
@@ -49,15 +50,18 @@ def shell(name: str, script: str) -> Recipe:
     )
 
 
-async def one_round(db: str, n: int, mb: int | None) -> tuple[float, float | None, int]:
-    """No-op tasks/s; the printing task's seconds and its kept log bytes (or None, 0)."""
+async def one_round(
+    db: str, n: int, mb: int | None, sink: str = ""
+) -> tuple[float, float | None, int]:
+    """No-op tasks/s; the printing task's seconds and its kept log bytes (or None, 0).
+    ``sink``: where the printing task's output goes (" > /dev/null": not to its log)."""
     engine = Engine(db, SERVERS)
     await engine.start()
     try:
         noisy = None
         if mb is not None:
             line = "x" * 99  # 100 bytes a line with its newline
-            script = f"yes {line} | head -c {mb * 1_000_000}"
+            script = f"echo started; yes {line} | head -c {mb * 1_000_000}{sink}"
             noisy = submit(engine.store, shell("noisy", script), actor="bench")
             t_noisy = time.perf_counter()
             # Measured once it prints: its first chunks are in the database.
@@ -117,18 +121,19 @@ def main() -> None:
     freeze_heap()
     quiet: list[float] = []
     loud: list[float] = []
+    null: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
-            for mb in (None, args.mb):
-                db = f"{tmp}/r{r}-{mb}.db"
-                rate, noisy_s, kept = asyncio.run(one_round(db, args.tasks, mb))
-                (quiet if mb is None else loud).append(rate)
+            for name, mb, sink, into in (
+                ("without", None, "", quiet),
+                (f"with_{args.mb}mb_log", args.mb, "", loud),
+                (f"with_{args.mb}mb_to_devnull", args.mb, " > /dev/null", null),
+            ):
+                db = f"{tmp}/r{r}-{name}.db"
+                rate, noisy_s, kept = asyncio.run(one_round(db, args.tasks, mb, sink))
+                into.append(rate)
                 extra = f" printing_task_s {noisy_s:.2f} log_kept_bytes {kept:,}" if mb else ""
-                print(
-                    f"round {r + 1} {'with' if mb else 'without'}_{args.mb}mb_log "
-                    f"noop_tasks_per_s {rate:,.0f}{extra}",
-                    flush=True,
-                )
+                print(f"round {r + 1} {name} noop_tasks_per_s {rate:,.0f}{extra}", flush=True)
         print(
             f"noop_tasks_per_s_without median {statistics.median(quiet):,.0f} "
             f"range {min(quiet):,.0f}-{max(quiet):,.0f}"
@@ -137,7 +142,12 @@ def main() -> None:
             f"noop_tasks_per_s_with_{args.mb}mb_log median {statistics.median(loud):,.0f} "
             f"range {min(loud):,.0f}-{max(loud):,.0f}"
         )
+        print(
+            f"noop_tasks_per_s_with_{args.mb}mb_to_devnull median {statistics.median(null):,.0f} "
+            f"range {min(null):,.0f}-{max(null):,.0f}"
+        )
         print(f"ratio_with_to_without {statistics.median(loud) / statistics.median(quiet):.2f}")
+        print(f"ratio_with_to_devnull {statistics.median(loud) / statistics.median(null):.2f}")
 
         db = f"{tmp}/million.db"
         job = asyncio.run(million(db))

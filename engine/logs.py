@@ -98,8 +98,28 @@ class LogBuffer:
                 self._drain(other, waiting, "lines")
         buf = self._pending.setdefault(stream, bytearray())
         buf += data
+        if self.cut_seq is not None and len(buf) > 2 * self.tail_budget + self.chunk_bytes:
+            self._skip(buf)
         if len(buf) > self.chunk_bytes:
             self._drain(stream, buf, "full")
+
+    def _skip(self, buf: bytearray) -> None:
+        """Past the head, a write longer than the whole tail: only its last part can be
+        kept, so the rest is counted as dropped, never cut into chunks (a task printing
+        in big writes, or a small limit, costs a few C calls a write, not a chunk each
+        few hundred bytes). The ring goes too: everything in it is older."""
+        keep_from = len(buf) - self.tail_budget
+        newline = buf.find(b"\n", keep_from)
+        if 0 <= newline < len(buf) - 1:
+            keep_from = newline + 1  # from a line's start
+        for old in self._ring:
+            self.dropped_bytes += old.size
+            self.dropped_lines += old.lines
+        self._ring.clear()
+        self._ring_bytes = 0
+        self.dropped_bytes += keep_from
+        self.dropped_lines += buf.count(b"\n", 0, keep_from)
+        del buf[:keep_from]
 
     def line(self, stream: str, text: str) -> None:
         """One whole line (``ctx.log``)."""

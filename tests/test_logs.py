@@ -76,6 +76,22 @@ def test_past_its_limit_the_buffer_keeps_the_first_and_last_parts_and_counts_the
     assert sum(c.size for c in chunks) <= 4096
 
 
+def test_a_write_longer_than_the_tail_is_counted_not_cut():
+    buf = LogBuffer(4096)
+    total = b"".join(f"{i}\n".encode() for i in range(1, 200_001))
+    for start in range(0, len(total), 65536):
+        buf.feed("out", total[start : start + 65536])
+    chunks, cut = buf.take(final=True)
+    assert cut is not None
+    kept = [line for c in chunks for line in c.text.split("\n")]
+    assert kept[0] == "1" and kept[-1] == "200000"
+    assert len(kept) + cut[3] == 200_000
+    assert sum(c.size for c in chunks) + cut[2] == len(total)
+    # The first lines and a run of the last ones, in order.
+    assert kept[:10] == [str(n) for n in range(1, 11)]
+    assert kept[-10:] == [str(n) for n in range(199_991, 200_001)]
+
+
 def test_each_log_message_holds_one_chunk_and_the_cut_rides_on_the_last():
     buf = LogBuffer(4096)
     for i in range(3000):
