@@ -23,7 +23,10 @@ The database is a copy: a cancel that would not be refused changes nothing of yo
   each run another job
 - cli_submit_ms: ``submit`` of a one-task recipe (a write transaction, after the
   whole-file damage check every write makes)
-Targets (issue 9): list and show < 150 ms (bar 300), --help < 100 ms (bar 150).
+- cli_health_ms: ``health`` (servers, leases, stuck jobs; no engine serves the copy,
+  so it answers degraded, exit 1, after the same reads); cli_health_json_ms: ``--json``
+Targets (issue 9): list and show < 150 ms (bar 300), --help < 100 ms (bar 150);
+(issue 26) health < 150 ms.
 """
 
 from __future__ import annotations
@@ -107,6 +110,8 @@ def main() -> None:
         "cli_servers_ms": (["servers"], 0),
         "cli_settings_ms": (["settings"], 0),
         "cli_cancel_all_dry_run_ms": (["cancel", "--all", "--dry-run"], 0),
+        "cli_health_ms": (["health"], 1),
+        "cli_health_json_ms": (["health", "--json"], 1),
     }
     try:
         for name, (cmd, expect) in cases.items():

@@ -50,6 +50,11 @@ class AbortPlan:
     drain_seconds: float = 0.0
 
 
+def tasks_in(sql: Sql, job_id: int, statuses: list[str]) -> list[TaskView]:
+    """The job's tasks in ``statuses``, each with how a cancel and an abort stop it."""
+    return _tasks(sql, job_id, statuses)
+
+
 def _tasks(sql: Sql, job_id: int, statuses: list[str]) -> list[TaskView]:
     return [
         TaskView(

@@ -78,6 +78,7 @@ class Claimed:
     recipe_path: str | None
     child_job_id: int | None = None  # a job an earlier attempt of this task started
     token: str = ""
+    remote_job: str | None = None  # a remote job an earlier attempt started (follow it)
 
 
 @dataclass
@@ -197,6 +198,7 @@ _READY = Prepared(
         task.c.attempt,
         job.c.recipe_path,
         task.c.child_job_id,
+        task.c.remote_job,
         job.c.status.label("job_status"),
     )
     .join(job, job.c.id == task.c.job_id)
@@ -389,6 +391,7 @@ def claim(conn: Connection, free: dict[str, int], *, at: float, token: str = "")
                     r.recipe_path,
                     r.child_job_id,
                     token,
+                    r.remote_job,
                 )
             )
     for job_id in sorted(starting):
@@ -602,66 +605,6 @@ def servers_without_engine(conn: Connection, owner: str, *, at: float) -> list[s
     )
 
 
-def _expired_peers(now: float, ttl: float):
-    return and_(
-        server.c.lease_owner.is_not(None),
-        server.c.lease_owner != bindparam("owner"),
-        server.c.heartbeat_at <= now - ttl,
-    )
-
-
-def expired_peers(conn: Connection, owner: str, *, at: float) -> list[str]:
-    """Servers another engine held and let expire (its host died): one small read, done
-    by every live engine each beat so a dead host's tasks do not wait for a restart."""
-    ttl = settings.lease_seconds(conn)
-    now = db_now(conn, at)
-    return list(
-        conn.execute(
-            select(server.c.name).where(_expired_peers(now, ttl)), {"owner": owner}
-        ).scalars()
-    )
-
-
-def recover_peers(conn: Connection, owner: str, names: list[str], *, at: float) -> dict[int, str]:
-    """Take ``names`` offline, if their leases are still expired, and recover what ran
-    there as ``recover`` does. The expiry is checked again in this transaction: a peer
-    that woke meanwhile keeps its servers, and of two engines recovering at once only
-    the first finds them (the second's update waits on the row, then matches nothing)."""
-    if not names:
-        return {}
-    ttl = settings.lease_seconds(conn)
-    now = db_now(conn, at)
-    taken = list(
-        conn.execute(
-            update(server)
-            .where(in_list(server.c.name, "names"), _expired_peers(now, ttl))
-            .values(
-                status="offline",
-                lease_owner=None,
-                pid=None,
-                note=literal("engine ", String)
-                + server.c.lease_owner
-                + literal(" stopped beating; its tasks were recovered", String),
-            )
-            .returning(server.c.name),
-            {"names": names, "owner": owner},
-        ).scalars()
-    )
-    if not taken:
-        return {}
-    for name in taken:
-        add_event(
-            conn,
-            at=at,
-            actor="recovery",
-            kind="server",
-            server=name,
-            reason=f"offline: lease expired; recovered by engine {owner}",
-        )
-    on_them = in_list(task.c.server, taken)
-    return _recover_tasks(conn, on_them, "interrupted: its engine stopped", at=at)
-
-
 def note_server_process(
     conn: Connection, name: str, owner: str, pid: int | None, host: str
 ) -> None:
@@ -695,6 +638,20 @@ def record_child(conn: Connection, task_id: int, token: str, child_job_id: int) 
         .where(task.c.id == task_id, task.c.claim_token == token)
         .values(child_job_id=child_job_id)
     )
+
+
+def record_remote_job(conn: Connection, task_id: int, token: str, remote_job: str) -> bool:
+    """Store a run's remote job on its task, if the run still holds the task's claim."""
+    res = conn.execute(
+        update(task)
+        .where(
+            task.c.id == task_id,
+            task.c.claim_token == token,
+            task.c.status.in_(["executing", "canceling", "aborting"]),
+        )
+        .values(remote_job=remote_job)
+    )
+    return res.rowcount == 1
 
 
 def restart_begin(conn: Connection, name: str, owner: str, *, at: float, why: str) -> bool:

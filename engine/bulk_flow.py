@@ -11,7 +11,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from engine import abort_flow, flows
-from engine.abort_flow import AbortPlan
+from engine.abort_flow import AbortPlan, DisruptedJob
 from engine.flows import Refused, Sql
 from engine.identity import user_name
 from engine.manager_rule import refusal, refused_by_rule
@@ -46,6 +46,30 @@ class BulkPlan:
     @property
     def refused(self) -> list[BulkJob]:
         return [j for j in self.jobs if j.refusal is not None]
+
+    @property
+    def servers(self) -> list[str]:
+        """Servers an enhanced abort of the jobs acted on restarts (every job's plan)."""
+        return sorted({s for j in self.act if j.abort is not None for s in j.abort.servers})
+
+    @property
+    def drain_seconds(self) -> float:
+        return max((j.abort.drain_seconds for j in self.act if j.abort is not None), default=0.0)
+
+    @property
+    def disrupted(self) -> list[DisruptedJob]:
+        """Every other job those restarts interrupt: the jobs acted on are not "other"."""
+        acted = {j.job.id for j in self.act}
+        names: dict[int, str] = {}
+        tasks: dict[int, list[str]] = {}
+        for j in self.act:
+            for d in j.abort.disrupted if j.abort is not None else []:
+                if d.id in acted:
+                    continue
+                names[d.id] = d.name
+                have = tasks.setdefault(d.id, [])
+                have += [t for t in d.tasks if t not in have]
+        return [DisruptedJob(i, names[i], tuple(tasks[i])) for i in sorted(names)]
 
     def counts(self) -> dict[str, int]:
         """Jobs acted on, by status."""

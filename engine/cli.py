@@ -94,6 +94,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from engine.service.commands import add_service_commands, listen_arg
+
     db = _Parser(add_help=False)
     db.add_argument(
         "--db",
@@ -145,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how often to look for requests from other processes (default 0.05)",
     )
+    s.add_argument(
+        "--metrics",
+        type=listen_arg,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (off by default; "
+        "a bare PORT listens on 127.0.0.1)",
+    )
     s = cmd("submit", "submit a recipe; prints the new job's id")
     s.add_argument("recipe", metavar="RECIPE.toml")
     s.add_argument("--system", action="store_true", help="mark the job as a system job")
@@ -153,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
         "list the batch servers: status, host, pid, slots, in use, drain deadline, lease age",
     )
     s.add_argument("--json", action="store_true", help="print a JSON list")
+    s.add_argument(
+        "--forget",
+        metavar="NAME",
+        help="remove a server no engine runs any more from the list (recorded in the audit)",
+    )
     s = cmd("list", "list jobs, newest first")
     s.add_argument(
         "--status",
@@ -217,6 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = cmd("settings", "show settings, or set one: settings KEY VALUE")
     s.add_argument("key", nargs="?")
     s.add_argument("value", nargs="?")
+    s.add_argument(
+        "--force",
+        action="store_true",
+        help="set managers even to a value that leaves you out",
+    )
+    add_service_commands(p, cmd)
     return p
 
 
@@ -270,6 +290,11 @@ def _usable(args: argparse.Namespace, *, write: bool, whole: bool | None = None)
     path = _db_path(args)
     if "://" in path:
         return path  # a PostgreSQL server: no file of ours to check
+    if not os.path.exists(path) and not _may_create(args):
+        # A mistyped --db: say so, and leave no empty database behind.
+        if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise Fail(f"{path}: no such directory")
+        raise Fail(f"no such database: {path}")
     unreadable = unreadable_message(path)
     if unreadable:
         raise Fail(unreadable)
@@ -281,6 +306,15 @@ def _usable(args: argparse.Namespace, *, write: bool, whole: bool | None = None)
     except DatabaseError as exc:
         raise Fail(str(exc)) from None
     return path
+
+
+def _may_create(args: argparse.Namespace) -> bool:
+    """Only commands that write something of their own may create a database: submit,
+    serve (and the console), ``settings KEY VALUE``. A read, or a request about a job,
+    on a file that is not there finds nothing to act on."""
+    return args.command in ("submit", "serve") or (
+        args.command == "settings" and args.value is not None
+    )
 
 
 def _store(path: str, *, write: bool) -> Any:
@@ -368,11 +402,12 @@ def _complete(coro: Any) -> Any:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from engine.statuses import LABELS
+    from engine.statuses import LABELS, with_groups
 
-    for s in args.status or []:
-        if s not in LABELS:
-            raise Fail(f"--status {s!r}: unknown status (known: {', '.join(LABELS)})", EXIT_USAGE)
+    try:
+        args.status = with_groups(args.status, list(LABELS))
+    except ValueError as exc:
+        raise Fail(str(exc), EXIT_USAGE) from None
     if args.stuck:
         return _list_stuck(args)
     page = _run(lambda r: r.list_jobs(0, args.limit, statuses=args.status, with_total=False), args)
@@ -434,12 +469,12 @@ def _bulk_usage(args: argparse.Namespace) -> None:
         raise Fail("give --dry-run or --yes, not both", EXIT_USAGE)
     if args.all and getattr(args, "with_children", False):
         raise Fail("--with-children is for one JOB, not --all", EXIT_USAGE)
-    from engine.statuses import JobStatus
+    from engine.statuses import JobStatus, with_groups
 
-    for st in args.status or []:
-        if st not in {s.value for s in JobStatus}:
-            known = ", ".join(s.value for s in JobStatus)
-            raise Fail(f"--status {st!r}: unknown job status (known: {known})", EXIT_USAGE)
+    try:
+        args.status = with_groups(args.status, [s.value for s in JobStatus])
+    except ValueError as exc:
+        raise Fail(str(exc).replace("unknown status", "unknown job status"), EXIT_USAGE) from None
 
 
 def _bulk(args: argparse.Namespace, kind: str) -> int:
@@ -685,9 +720,16 @@ def cmd_settings(args: argparse.Namespace) -> int:
 
     def go(reading: Any, transaction: Any) -> list[str]:
         if write:
-            setting_flows.put(transaction, args.key, args.value, actor=_actor(), at=time.time())
+            setting_flows.put(
+                transaction, args.key, args.value, actor=_actor(), at=time.time(), force=args.force
+            )
         with reading() as sql:
-            return shown(sql)
+            lines = shown(sql)
+            if write and args.key == "managers":  # who will be managers, said
+                lines.append(
+                    setting_flows.managers_line(setting_flows.get(sql, "managers"), _actor())
+                )
+            return lines
 
     try:
         lines = _flow(args, go, write=write)
@@ -705,36 +747,54 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from engine.batch import LeaseRefused
     from engine.db import DatabaseError
     from engine.runtime import Engine, freeze_heap
+    from engine.service.serving import Service
 
     try:
         servers = server_args(args.server)
     except ValueError as exc:
         raise Fail(str(exc), EXIT_USAGE) from None
     path = _usable(args, write=True)
+    try:
+        service = Service.prepare(args.metrics)
+    except OSError as exc:
+        raise Fail(f"--metrics {args.metrics[0]}:{args.metrics[1]}: {exc.strerror}") from None
 
     async def serve() -> None:
         def log(message: str) -> None:
-            print(f"batchdeck serve: {message}", file=sys.stderr, flush=True)
+            with contextlib.suppress(OSError):  # stderr's reader gone: serve all the same
+                print(f"batchdeck serve: {message}", file=sys.stderr, flush=True)
 
         engine = Engine(path, servers, poll_interval=args.poll, server_stderr=sys.stderr, log=log)
-        await engine.start()
+        started = engine.clock()
+        try:
+            await engine.start()
+        except BaseException:
+            await service.close()
+            raise
+        await service.attach(engine, log, since=started)  # READY to systemd, metrics
         freeze_heap()  # this process serves for good: see freeze_heap
         stop = engine.nothing_to_serve
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, stop.set)
         names = ", ".join(f"{n} ({k} slots)" for n, k in servers.items())
-        print(
-            # The store's name for it: a URL without its password.
-            f"serving {names} on {engine.store.path}; pid {engine.owner.split(':')[1]}; "
-            "Ctrl-C to stop",
-            flush=True,
-        )
+        with contextlib.suppress(OSError):  # stdout's reader gone: serve all the same
+            print(
+                # The store's name for it: a URL without its password.
+                f"serving {names} on {engine.store.path}; pid {engine.owner.split(':')[1]}; "
+                "Ctrl-C to stop",
+                flush=True,
+            )
         await stop.wait()
         if not engine.servers:
             log("every server's lease was taken by another engine; stopping")
-        print("stopping: running tasks go back to Ready", flush=True)
+        with contextlib.suppress(OSError):  # stdout's reader gone: stop all the same
+            print("stopping: running tasks go back to Ready", flush=True)
+        await service.stopping()
         await engine.stop()
+        await service.close()
+        if engine.given_up:  # a service manager restarts it: exit non-zero
+            raise Fail(engine.given_up)
 
     try:
         asyncio.run(serve())
@@ -754,9 +814,15 @@ def cmd_servers(args: argparse.Namespace) -> int:
         now = time.time()  # the Reader puts the heartbeats on this clock
         return server_rows(await reader.servers(now), await reader.lease_seconds(), now)
 
-    path = _usable(args, write=False)
-    if "://" not in path and not os.path.exists(path):
-        raise Fail(f"{path}: no such database")  # a mistyped --db: create nothing
+    if args.forget is not None:
+        from engine.server_names import forget
+
+        def go(_reading: Any, transaction: Any) -> str:
+            return forget(transaction, args.forget, actor=_actor(), at=time.time())
+
+        print(safe_line(_flow(args, go, write=True)))
+        return EXIT_OK
+    path = _usable(args, write=False)  # a mistyped --db: "no such database", nothing made
     rows = _run(read, args, path)
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -765,22 +831,11 @@ def cmd_servers(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# More slots than this on one server is a typo, not a machine.
-MAX_SLOTS = 1000
-
-
 def server_args(specs: list[str] | None) -> dict[str, int]:
-    """``--server NAME[:SLOTS]`` values, bounded; raises ValueError naming the bad one."""
-    from engine.runtime import parse_servers
+    """``--server NAME[:SLOTS]`` values (``engine.server_names``: the one parser); raises
+    ValueError naming the bad one."""
+    from engine.server_names import parse_servers
 
-    for spec in specs or []:
-        slots = spec.partition(":")[2]
-        if slots and not (slots.isascii() and slots.isdigit()):
-            raise ValueError(f"--server {spec!r}: slots must be a whole number (digits 0-9)")
-        if slots and int(slots) > MAX_SLOTS:
-            raise ValueError(f"--server {spec!r}: at most {MAX_SLOTS} slots")
-        if len(spec.partition(":")[0]) > 100:
-            raise ValueError(f"--server {_shorten(spec)}: a server name is at most 100 characters")
     return parse_servers(specs)
 
 
@@ -791,6 +846,12 @@ def _database_failure(args: argparse.Namespace, exc: BaseException) -> str | Non
     if isinstance(exc, DatabaseError):
         return str(exc)
     return describe_sqlite_error(_db_path(args), exc, _verb(args))
+
+
+def _service_command(args: argparse.Namespace) -> int:
+    from engine.service.commands import run_service_command
+
+    return run_service_command(args)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -808,6 +869,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "reject": cmd_approval,
     "recipes": cmd_recipes,
     "settings": cmd_settings,
+    "health": _service_command,
+    "service": _service_command,
+    "completion": _service_command,
     "logs": lambda a: _lazy("log_cli", "cmd_logs", a),
     "prune": lambda a: _lazy("prune_cli", "cmd_prune", a),
 }
@@ -821,7 +885,12 @@ def _lazy(module: str, name: str, args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None, console: ConsoleRunner | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # name the command they were given to: `batchdeck list: ... --bogus`
+        where = f"batchdeck {args.command}" if args.command else "batchdeck"
+        print(f"{where}: unrecognized arguments: {safe_line(' '.join(extra))}", file=sys.stderr)
+        return EXIT_USAGE
     if getattr(args, "db", None):
         # sqlite:///PATH is its PATH from here on; a PostgreSQL URL stays a URL.
         from engine.dburl import parse_db
@@ -847,6 +916,8 @@ def main(argv: Sequence[str] | None = None, console: ConsoleRunner | None = None
         print(f"batchdeck {command}: {safe_line(exc)}", file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
+        if command == "submit":  # ctrl-c before its write committed: it rolled back
+            print("batchdeck submit: interrupted: nothing was submitted", file=sys.stderr)
         return EXIT_REFUSED
     except BrokenPipeError:
         # The reader went away (`batchdeck list | head`): nothing left to say, to anyone.

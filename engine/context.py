@@ -45,6 +45,8 @@ class EngineHooks(Protocol):
 
     def note_process_group(self, ctx: TaskContext, pgid: int) -> None: ...
 
+    async def record_remote_job(self, ctx: TaskContext, remote_job: str) -> None: ...
+
 
 class TaskContext:
     """One run (attempt) of one task."""
@@ -84,6 +86,10 @@ class TaskContext:
         self.message: str | None = None
         self.output_tail: str | None = None
         self.child_job_id: int | None = None
+        # The job a remote long action started on its remote service (an earlier
+        # attempt's, when this run follows it again).
+        self.remote_job: str | None = None
+        self.abort_requested = False  # an operator's abort, not an engine stopping
 
     # -- cancel ------------------------------------------------------------------
     @property
@@ -168,6 +174,12 @@ class TaskContext:
 
     async def wait_job(self, job_id: int) -> str:
         return await self._hooks.wait_job(job_id)
+
+    async def record_remote_job(self, remote_job: str) -> None:
+        """Store the remote job's id on the task now, fenced by this run's claim (an
+        ActionError if the run no longer holds its task): a later attempt follows it."""
+        await self._hooks.record_remote_job(self, remote_job)
+        self.remote_job = remote_job
 
     async def wait_approval(self) -> tuple[str, str]:
         """Wait for the operator: ("approved" or "rejected", who decided)."""

@@ -172,6 +172,7 @@ class CancelPreview:
     refusal: str | None
     not_started: int = 0  # Waiting/Ready tasks: they become Didn't run
     running: int = 0  # Executing tasks: they become Canceling and wind down
+    tasks: tuple[Any, ...] = ()  # those tasks (TaskView), each with how a cancel stops it
 
 
 def cancel_preview(store: Store, job_id: int, *, actor: str | None = None) -> CancelPreview:
@@ -191,9 +192,12 @@ def cancel_preview(store: Store, job_id: int, *, actor: str | None = None) -> Ca
             .group_by(task.c.status)
         ).all()
         counts = {status: n for status, n in rows}
+        running = counts.get("executing", 0)
+        tasks = abort_flow.tasks_in(flow_sql(conn), job_id, ["executing"]) if running else []
     return CancelPreview(
         job,
         refusal,
         not_started=counts.get("waiting", 0) + counts.get("ready", 0),
-        running=counts.get("executing", 0),
+        running=running,
+        tasks=tuple(tasks),
     )

@@ -22,6 +22,8 @@ from sqlalchemy import (
     and_,
     bindparam,
     cast,
+    delete,
+    func,
     insert,
     literal,
     select,
@@ -154,6 +156,21 @@ STATEMENTS: dict[str, Prepared] = {
                     drain_deadline=bindparam("deadline", type_=Float),
                     restart_job_id=bindparam("job_id", type_=Integer),
                 )
+            ),
+            # servers --forget (engine.server_names)
+            "server.one": Prepared(
+                select(
+                    server.c.name, server.c.status, server.c.lease_owner, server.c.heartbeat_at
+                ).where(server.c.name == bindparam("name", type_=String))
+            ),
+            "server.running_tasks": Prepared(
+                select(func.count()).where(
+                    task.c.server == bindparam("name", type_=String),
+                    one_of(task.c.status, ["executing", "canceling", "aborting"]),
+                )
+            ),
+            "server.forget": Prepared(
+                delete(server).where(server.c.name == bindparam("name", type_=String))
             ),
             "job.withhold": JobMove("withhold"),
             "job.waiting": JobMove("waiting"),

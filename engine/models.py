@@ -18,7 +18,8 @@ from sqlmodel import Field, SQLModel
 # (claims) and Canceling/Aborting (stuck jobs). Waiting, Executing and ended tasks are
 # not in it, so it no longer grows with the history, a task's end no longer moves in
 # it, and a cancel's 10,000 not-started tasks only leave it.
-# 6: (issue 25) task.remote_job.
+# 6: task.remote_job, the id of the job a remote long action started on its remote
+# service, written the moment the remote returns it: a later attempt follows that job.
 # 7: task_log, every line a task wrote, in chunks per task and attempt.
 SCHEMA_VERSION = 7
 
@@ -114,6 +115,8 @@ class Task(SQLModel, table=True):
     approval: str | None = None  # "approved" / "rejected", written by the operator
     approval_by: str | None = None
     child_job_id: int | None = None
+    # A remote long action's job on its remote service (an id, never a credential).
+    remote_job: str | None = None
     # The claim that started the current run: every write about the run must name it,
     # so an engine that lost its lease can change nothing another engine took over.
     claim_token: str | None = None

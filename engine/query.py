@@ -52,7 +52,9 @@ class JobView:
     recipe_path: str | None
     rerun_of: int | None = None
     tasks_total: int = 0
-    tasks_done: int = 0
+    tasks_done: int = 0  # Ended
+    tasks_didnt_run: int = 0
+    tasks_running: int = 0  # Executing, Canceling or Aborting
     servers: tuple[str, ...] = ()
     # Seconds a task of the job has been Canceling or Aborting, once that is longer than
     # the setting stuck_seconds; None: not stuck.
@@ -97,6 +99,8 @@ class TaskView:
     ended_at: float | None
     # How a cancel will stop it (running tasks only; see engine.stopping).
     stops_by: StopsBy | None = None
+    # A remote long action's job on its remote service (engine.actions.remote).
+    remote_job: str | None = None
 
     def duration(self, now: float) -> float | None:
         if self.started_at is None:
@@ -175,16 +179,18 @@ def _picked(row: dict[str, Any], view: type) -> dict[str, Any]:
 
 def _job(
     row: dict[str, Any],
-    agg: tuple[int, int, str | None] | None = None,
+    agg: tuple[int, int, str | None, int, int] | None = None,
     stuck_for: float | None = None,
 ) -> JobView:
     values = _picked(row, JobView)
     values["system"], values["orphaned"] = bool(values["system"]), bool(values["orphaned"])
-    total, done, servers = agg or (0, 0, None)
+    total, done, servers, didnt_run, running = agg or (0, 0, None, 0, 0)
     return JobView(
         **values,
         tasks_total=total,
         tasks_done=done,
+        tasks_didnt_run=didnt_run,
+        tasks_running=running,
         servers=tuple(sorted(set(servers.split(",")))) if servers else (),
         stuck_for=stuck_for,
     )
@@ -246,6 +252,13 @@ class StuckJob:
         d["next_step"] = self.next_step
         d["stopping_tasks"] = [t.to_json() for t in self.tasks]
         return d
+
+
+def _began(row: dict[str, Any], now: float) -> float:
+    """When a stopping task began winding down; with no event (a row written by hand),
+    when it started."""
+    since, started = row["since"], row["started_at"]
+    return since if since is not None else (started if started is not None else now)
 
 
 def span(seconds: float) -> str:
@@ -478,11 +491,20 @@ class Reader:
         with self.store.read() as conn:
             return [dict(r._mapping) for r in conn.execute(statements()[key], params)]
 
-    async def _aggregates(self, ids: list[int]) -> dict[int, tuple[int, int, str | None]]:
+    async def _aggregates(self, ids: list[int]) -> dict[int, tuple[int, int, str | None, int, int]]:
         if not ids:
             return {}
         rows = await self._rows("aggregates", {"ids": ids})
-        return {r["job_id"]: (r["total"], r["done"] or 0, r["servers"]) for r in rows}
+        return {
+            r["job_id"]: (
+                r["total"],
+                r["done"] or 0,
+                r["servers"],
+                r["didnt_run"] or 0,
+                r["running"] or 0,
+            )
+            for r in rows
+        }
 
     async def _filtered(
         self,
@@ -536,9 +558,7 @@ class Reader:
         paths = {r["id"]: r["recipe_path"] for r in await self._rows("recipe_paths", {"ids": ids})}
         out = []
         for r in rows:
-            since, started = r["since"], r["started_at"]
-            # No event (a row written by hand): fall back on when the task started.
-            began = since if since is not None else (started if started is not None else now)
+            began = _began(r, now)
             out.append(
                 StoppingTask(
                     r["job_id"],
@@ -569,6 +589,18 @@ class Reader:
             age = now - t.since
             if age > limit:
                 out[t.job_id] = max(out.get(t.job_id, 0.0), age)
+        return out
+
+    async def stuck_ages(self, now: float | None = None) -> dict[int, float]:
+        """Every stuck job -> seconds winding down: ``stuck_for`` without how each task
+        stops (which imports the actions), for ``batchdeck health`` and the metrics."""
+        now = time.time() if now is None else now
+        limit = await self.stuck_seconds()
+        out: dict[int, float] = {}
+        for r in await self._rows("stopping_tasks"):
+            age = now - _began(r, now)
+            if age > limit:
+                out[r["job_id"]] = max(out.get(r["job_id"], 0.0), age)
         return out
 
     async def stuck_jobs(self, now: float | None = None) -> list[StuckJob]:

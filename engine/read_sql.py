@@ -54,7 +54,7 @@ SOURCES = (
     "bulk_flow.py",
     "log_statements.py",
 )
-FORMAT = 3  # of the cache file
+FORMAT = 4  # of the cache file (4: with the digest of its statements)
 # The keys of the flows' statements (``engine.flow_statements``) among the reads'.
 FLOW = "flow:"
 
@@ -103,27 +103,37 @@ class Rendered:
     statements: dict[str, SqlText]
 
     def to_json(self) -> dict[str, Any]:
+        statements = {
+            k: {
+                "sql": s.sql,
+                "defaults": s.defaults,
+                "needed": s.needed,
+                "as_json": s.as_json,
+                "as_float": s.as_float,
+                "as_bool": s.as_bool,
+            }
+            for k, s in self.statements.items()
+        }
         return {
             "format": FORMAT,
             "dialect": self.dialect,
             "schema_version": self.schema_version,
-            "statements": {
-                k: {
-                    "sql": s.sql,
-                    "defaults": s.defaults,
-                    "needed": s.needed,
-                    "as_json": s.as_json,
-                    "as_float": s.as_float,
-                    "as_bool": s.as_bool,
-                }
-                for k, s in self.statements.items()
-            },
+            "statements": statements,
+            "digest": _digest(statements),
         }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Rendered:
-        if d.get("format") != FORMAT:
+        """Raises ValueError for a file that is not exactly what ``to_json`` wrote (valid
+        JSON of another shape, or statements that do not match their digest): such a
+        cache is rebuilt, never trusted."""
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise ValueError("another format")
+        statements = d.get("statements")
+        if not isinstance(statements, dict) or not statements:
+            raise ValueError("no statements")
+        if d.get("digest") != _digest(statements):
+            raise ValueError("statements do not match their digest")
         return cls(
             d["dialect"],
             int(d["schema_version"]),
@@ -139,6 +149,11 @@ class Rendered:
                 for k, s in d["statements"].items()
             },
         )
+
+
+def _digest(statements: Any) -> str:
+    text = json.dumps(statements, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def fingerprint(dialect: str) -> str:
@@ -219,8 +234,8 @@ def _load_or_render(dialect: str) -> Rendered:
     path = cache_file(dialect)
     try:
         return Rendered.from_json(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # none yet, or unreadable: render it
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass  # none yet, unreadable, or not what we wrote: render it
     fresh = render(dialect)
     _write(path, json.dumps(fresh.to_json(), separators=(",", ":")))
     _prune(path)

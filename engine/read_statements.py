@@ -21,7 +21,7 @@ from engine.dialect import LikeCI, distinct_list, equals_any, in_list
 from engine.models import STOPPING_STATUSES
 from engine.query import EventView, JobView, ServerView, TaskView
 from engine.read_sql import SORTS, TEXT_KINDS, variant_key
-from engine.statuses import TASK_TERMINAL
+from engine.statuses import TASK_RUNNING
 from engine.tables import event as event_t
 from engine.tables import job as job_t
 from engine.tables import meta as meta_t
@@ -135,7 +135,12 @@ def _fixed() -> dict[str, Select]:
         "aggregates": select(
             task_t.c.job_id,
             func.count().label("total"),
-            func.sum(case((task_t.c.status.in_(sorted(TASK_TERMINAL)), 1), else_=0)).label("done"),
+            # Done is what Ended: a canceled job's Didn't run tasks are work not done.
+            func.sum(case((task_t.c.status == "ended", 1), else_=0)).label("done"),
+            func.sum(case((task_t.c.status == "didnt_run", 1), else_=0)).label("didnt_run"),
+            func.sum(case((task_t.c.status.in_(sorted(TASK_RUNNING)), 1), else_=0)).label(
+                "running"
+            ),
             distinct_list(task_t.c.server).label("servers"),
         )
         .where(_ids(task_t.c.job_id))

@@ -420,6 +420,7 @@ def _expected(kind: type) -> str:
         float: "expected a number",
         bool: "expected true or false",
         list: "expected a list of strings",
+        dict: "expected a table",
     }.get(kind, f"expected {kind.__name__}")
 
 

@@ -31,17 +31,19 @@ from typing import Any, TypeVar
 from engine import batch, prune, settings
 from engine.context import ActionError
 from engine.db import Store, is_postgresql, shared_store
+from engine.db_outage import Outage, outage_of
 from engine.dburl import parse_db
 from engine.identity import current_actor
+from engine.lease_watch import PeerLeases, beat, note_outage, peer_leases, take_over
 from engine.log_store import LogItem, LogQueue, write_logs
 from engine.logs import DEFAULT_MAX_BYTES
 from engine.procs import RUN_MARKER, kill_all
+from engine.server_names import DEFAULT_SERVERS, parse_servers  # noqa: F401 - as before
 from engine.statuses import JOB_TERMINAL
 from engine.supervisor import ServerProcess
 
 R = TypeVar("R")
 
-DEFAULT_SERVERS = {"batch-01": 4}
 HOST = socket.gethostname()
 PROGRESS_FLUSH_S = 0.1
 DRAIN_CHECK_S = 0.2
@@ -54,6 +56,13 @@ MAX_CALL_DEPTH = 20
 RESTART_GRACE_S = 2.0
 # A server whose process keeps dying at start is given up after this many tries in a row.
 MAX_START_FAILURES = 5
+# While the database is out of reach, a write the engine must make is tried this often;
+# past OUTAGE_LIMIT_S the engine gives up and exits non-zero (a service manager
+# restarts it) rather than stay up serving nothing.
+OUTAGE_RETRY_S = 0.25
+OUTAGE_LIMIT_S = 600.0
+# The exit status of a server process whose lease ran out (engine.server_proc).
+LEASE_EXIT = 75
 # Log chunks written per transaction of their own, between ticks: a tick waits for at
 # most one such write (a few ms), whatever a task prints.
 LOG_BATCH_BYTES = 256 * 1024
@@ -78,6 +87,10 @@ class Runner:
     cancel_sent: bool = False
     abort_sent: bool = False
     detached: bool = False  # its result is not written (settled elsewhere, lease lost)
+    # Waiting for a child job (a sync call_job): its slot is free meanwhile, or callers
+    # as many as the slots (or a chain deeper than them) wait for ever on children that
+    # need a slot (issue 21).
+    waiting_child: int = 0
     calls: dict[int, asyncio.Task[Any]] = field(default_factory=dict)
 
     @property
@@ -94,23 +107,7 @@ class EngineStats:
     crashes: int = 0
     errors: list[str] = field(default_factory=list)
     events: list[str] = field(default_factory=list)  # notable, not errors
-
-
-def parse_servers(specs: list[str] | None) -> dict[str, int]:
-    """``["batch-01:4", "batch-02"]`` -> {name: slots}; raises ValueError with the bad spec."""
-    if not specs:
-        return dict(DEFAULT_SERVERS)
-    out: dict[str, int] = {}
-    for spec in specs:
-        name, _, slots = spec.partition(":")
-        try:
-            n = int(slots) if slots else 4
-        except ValueError:
-            raise ValueError(f"--server {spec!r}: slots must be a whole number") from None
-        if not name or n < 1:
-            raise ValueError(f"--server {spec!r}: expected NAME or NAME:SLOTS with SLOTS >= 1")
-        out[name] = n
-    return out
+    outage: str | None = None  # while the database is out of reach: its one line
 
 
 class Engine:
@@ -163,11 +160,56 @@ class Engine:
         self._writer_ident = 0
         # Set when every server's lease was lost: ``serve`` stops then.
         self.nothing_to_serve = asyncio.Event()
+        # Told of each tick's and heartbeat's write: ``hook(kind, ok, seconds)``, kind
+        # "tick" or "heartbeat" (``engine.service``: the watchdog, the metrics).
+        self.write_hooks: list[Callable[[str, bool, float], None]] = []
+        # Set with ``nothing_to_serve`` when the engine gave up on an outage: ``serve``
+        # then exits non-zero.
+        self.given_up: str | None = None
+        self.outage_limit = OUTAGE_LIMIT_S
+        self.outage = Outage(db_path, self._say_outage)
+        self._outage_noted: str | None = None
+        self._peers = PeerLeases(self._lease_s)
+        self._beat_started: float | None = None  # monotonic, while a beat is in flight
+        self._stall_since: float | None = None  # monotonic: our beats held up since
+        self._vouched_until = 0.0  # monotonic: the lease our servers were last told
+        self._taking_over = False  # no claims while a peer's leftovers are being killed
 
     # -- lifecycle ------------------------------------------------------------------
     async def _db(self, fn: Callable[..., R], *args: Any, **kw: Any) -> R:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, lambda: fn(*args, **kw))
+        try:
+            out = await loop.run_in_executor(self._writer, lambda: fn(*args, **kw))
+        except Exception as exc:
+            self.outage.failed(exc)  # an outage is said once, when it begins
+            raise
+        if fn == self._write or fn == self._write_tick:
+            self.outage.succeeded()
+        return out
+
+    async def _written(self, fn: Callable[..., R], *args: Any, **kw: Any) -> R:
+        """``self._write(fn, ...)``, tried again until it goes through: a write the engine
+        must make (a dead server's runs, its restart). Past ``outage_limit`` seconds of
+        failures the engine gives up: ``serve`` exits non-zero rather than serve nothing."""
+        loop = asyncio.get_running_loop()
+        first = loop.time()
+        while True:
+            try:
+                return await self._db(self._write, fn, *args, **kw)
+            except Exception as exc:
+                if self._stopping:
+                    raise
+                if outage_of(exc) is None:
+                    self.note(f"{getattr(fn, '__name__', 'write')}: {type(exc).__name__}: {exc}")
+                if loop.time() - first > self.outage_limit:
+                    self._give_up(f"could not write to the database for {self.outage_limit:.0f} s")
+                    raise
+            await asyncio.sleep(OUTAGE_RETRY_S)
+
+    def _give_up(self, why: str) -> None:
+        self.given_up = why
+        self.note(f"giving up: {why}; exiting so that a service manager may restart the engine")
+        self.nothing_to_serve.set()
 
     def _read(self, fn: Callable[..., R], *args: Any, **kw: Any) -> R:
         assert self.store is not None
@@ -210,13 +252,32 @@ class Engine:
             mark.append(data_version(conn.connection.driver_connection))
         return out
 
+    @property
+    def running(self) -> int:
+        """How many task runs this engine has on its servers now."""
+        return len(self._runners)
+
+    def _wrote(self, kind: str, ok: bool, began: float) -> None:
+        seconds = time.perf_counter() - began
+        for hook in self.write_hooks:
+            hook(kind, ok, seconds)
+
+    def _say_outage(self, line: str, began: bool) -> None:
+        """An outage begins (its line stays in the console's header until it ends) or
+        ends."""
+        self.stats.outage = line if began else None
+        self.note(line, error=began)
+
     def note(self, message: str, *, error: bool = True) -> None:
         """An engine error, kept for the operator (the console's header shows the last
         one), and logged; ``error=False``: a notable event, logged and kept apart, which
         the console must not show as an error."""
         (self.stats.errors if error else self.stats.events).append(message)
         if self._log is not None:
-            self._log(message)
+            # A log whose reader went away (serve 2>&1 | cat, cat killed) must not stop
+            # the engine: what it says is kept in stats all the same.
+            with contextlib.suppress(Exception):
+                self._log(message)
 
     @property
     def _run_prefix(self) -> str:
@@ -244,9 +305,7 @@ class Engine:
             if await sp.wait_ready():
                 self.procs[name] = sp
                 sp.send([{"op": "lease", "valid_for": self._lease_valid_for(0.0)}])
-                await self._db(
-                    self._write, batch.note_server_process, name, self.owner, sp.pid, HOST
-                )
+                await self._written(batch.note_server_process, name, self.owner, sp.pid, HOST)
                 return sp
             sp.ending = True
             await sp.end(graceful=False)
@@ -259,12 +318,16 @@ class Engine:
         """Open the database, take the server leases, recover, and start the servers."""
         try:
             self.store = await self._db(shared_store, self.db_path)
+            self.outage = Outage(self.store.path, self.outage._say)
             at = self.clock()
             await self._db(self._write, batch.claim_leases, self.servers, self.owner, at=at)
             self._lease_s = await self._db(self._read, settings.lease_seconds)
             self._log_max = await self._db(self._read, settings.log_max_bytes)
             # Three beats per lease: one late beat never makes a live engine look dead.
             self.heartbeat_interval = min(self.heartbeat_interval, self._lease_s / 3)
+            # A lease and a beat: a peer held up on its beat vouches its servers a lease
+            # from that beat's start, up to a beat after its last one went through.
+            self._peers.lease_s = self._lease_s + self.heartbeat_interval
             # What a dead engine's servers left running on this host dies before its
             # tasks are recovered: nothing runs twice.
             stale = await self._db(self._read, batch.servers_without_engine, self.owner, at=at)
@@ -347,7 +410,12 @@ class Engine:
             batch.write_runs(conn, final_outcomes, dirty, at=at)
             batch.release_leases(conn, list(self.servers), self.owner, at=at)
 
-        await self._db(self._write, final)
+        try:
+            await self._db(self._write, final)
+        except Exception as exc:  # noqa: BLE001 - out of reach: the next start recovers them
+            self.note(
+                f"stopping: could not write the runs' end ({exc}); the next start recovers them"
+            )
         self._runners.clear()
         self.procs.clear()
         self._stop_bell()
@@ -383,6 +451,7 @@ class Engine:
     # -- main loop ----------------------------------------------------------------------
     async def _run(self) -> None:
         hb = asyncio.create_task(self._heartbeat(), name="batchdeck-heartbeat")
+        vouch = self._own(self._vouch_while_held_up(), "batchdeck-vouch")
         try:
             while not self._stopping:
                 await self._wait_for_work()
@@ -391,16 +460,24 @@ class Engine:
                 try:
                     await self._tick()
                 except Exception as exc:  # noqa: BLE001 - keep serving; recorded for the operator
-                    self.note(f"{type(exc).__name__}: {exc}")
-                    await asyncio.sleep(self.poll_interval)
+                    if outage_of(exc) is None:
+                        self.note(f"{type(exc).__name__}: {exc}")
+                        await asyncio.sleep(self.poll_interval)
+                    else:  # said once when it began (Outage); the batch waits for the next try
+                        await asyncio.sleep(OUTAGE_RETRY_S)
         finally:
             hb.cancel()
+            vouch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await hb
 
     async def _wait_for_work(self) -> None:
         while not self._stopping:
-            if self._wake.is_set() or self._watch.changed():
+            try:
+                changed = self._watch.changed()
+            except Exception:  # noqa: BLE001 - the file out of reach: look, and find out
+                changed = True
+            if self._wake.is_set() or changed:
                 self._wake.clear()
                 return
             if self._dirty and self.clock() - self._last_flush >= PROGRESS_FLUSH_S:
@@ -429,37 +506,118 @@ class Engine:
         return max(0.1, self._lease_s - elapsed - min(1.0, self._lease_s * 0.2))
 
     async def _heartbeat(self) -> None:
+        t0 = time.monotonic()
         while True:
-            await asyncio.sleep(self.heartbeat_interval)
+            # Beats keep their cadence from when each began: after one the database held
+            # up, the next goes at once, before what that one vouched for runs out.
+            await asyncio.sleep(max(0.0, t0 + self.heartbeat_interval - time.monotonic()))
             at = self.clock()
+            began = time.perf_counter()
+            t0 = self._beat_started = time.monotonic()
+            note = self.outage.note() if self.outage.down else None
+            # A server whose process is gone and whose restart is not yet written does
+            # not go on saying Online.
+            down = [n for n in self.servers if n in self._restarting and n not in self.procs]
             try:
                 lost = await self._db(
-                    self._write, batch.heartbeat, list(self.servers), self.owner, at=at
+                    self._write, beat, list(self.servers), self.owner, at=at, down=down
                 )
             except Exception as exc:  # noqa: BLE001 - a locked database: try next beat
-                self.note(f"heartbeat: {exc}")
+                self._wrote("heartbeat", False, began)
+                if outage_of(exc) is None:
+                    self.note(f"heartbeat: {exc}")
+                self._held_up(t0)
                 continue
+            finally:
+                self._beat_started = None
+            self._wrote("heartbeat", True, began)
+            took = time.monotonic() - t0
+            if note != self._outage_noted:
+                # Its own transaction, best effort: a longer row may not fit a full disk,
+                # and the lease must not wait on it.
+                with contextlib.suppress(Exception):
+                    await self._db(self._write, note_outage, list(self.servers), self.owner, note)
+                    self._outage_noted = note
+            if took > self.heartbeat_interval / 2:
+                self._held_up(t0)  # it went through, late: the database held everyone up
+            else:
+                self._stall_since = None
             for name in lost:
                 self._lose(name)
-            vouch = [{"op": "lease", "valid_for": self._lease_valid_for(self.clock() - at)}]
-            for sp in self.procs.values():
-                sp.send(vouch)
+            self._vouch(t0 + self._lease_valid_for(0.0), always=True)
             try:
                 await self._recover_peers(at)
             except Exception as exc:  # noqa: BLE001 - try again next beat
-                self.note(f"recovery of other engines' servers: {exc}")
+                if outage_of(exc) is None:
+                    self.note(f"recovery of other engines' servers: {exc}")
+
+    def _held_up(self, started: float) -> None:
+        """Our beat failed or was held up by the database: peers' clocks start again (the
+        database was out of their reach too), and on SQLite our servers' lease counts
+        from here (see ``_vouch_while_held_up``)."""
+        self._peers.forget()
+        if self._stall_since is None:
+            self._stall_since = started
+
+    def _vouch(self, until: float, *, always: bool = False) -> None:
+        """Tell our servers their lease runs until ``until`` (monotonic): after a beat,
+        ``always``; while held up, only if later than what they were told."""
+        if until <= self._vouched_until and not always:
+            return
+        self._vouched_until = until
+        msg = [{"op": "lease", "valid_for": max(0.1, until - time.monotonic())}]
+        for sp in self.procs.values():
+            sp.send(msg)
+
+    async def _vouch_while_held_up(self) -> None:
+        """SQLite: while our beat is held up by the database (another process's write
+        lock, a full disk), the lease our servers run on counts from when it began.
+        Sound because the one file is out of every engine's reach alike, and a peer
+        counts our lease only over time its own beats went through (``PeerLeases``): so
+        an outage shorter than the lease costs the running tasks nothing.
+        PostgreSQL: one host may lose the database while others reach it; there the
+        lease counts from the last beat that went through, as before."""
+        if self.store is None or self.store.is_postgresql:
+            return
+        while True:
+            await asyncio.sleep(0.05)
+            started = self._beat_started
+            if started is not None and time.monotonic() - started > self.heartbeat_interval / 2:
+                if self._stall_since is None:
+                    self._stall_since = started
+            if self._stall_since is not None:
+                self._vouch(self._stall_since + self._lease_valid_for(0.0))
+
+    def _unreachable_cause(self) -> str:
+        """Why our runs were stopped when our servers' lease ran out."""
+        now = time.monotonic()
+        since = [t for t in (self._stall_since, self._beat_started) if t is not None]
+        if not since and not self.outage.down:
+            return "interrupted: the engine stalled past its lease"  # SIGSTOP, say
+        took = max([self.outage.seconds()] + [now - t for t in since])
+        return f"interrupted: the engine could not reach its database for {took:.0f} s"
 
     async def _recover_peers(self, at: float) -> None:
         """Another engine let its lease expire (its host died): recover its tasks here
-        now, not at the next engine start. One small read per beat."""
-        expired = await self._db(self._read, batch.expired_peers, self.owner, at=at)
+        now, not at the next engine start. One small read per beat. The lease is judged
+        by our monotonic clock (``PeerLeases``), taken over only if unchanged in the
+        transaction that takes it, and what ran there is killed after that, not before."""
+        rows = await self._db(self._read, peer_leases, self.owner)
+        expired = self._peers.expired(rows, time.monotonic())
         if not expired:
             return
-        # Its server processes, if on this host, die first: nothing runs twice.
-        await kill_all(markers=[(RUN_MARKER, f"{self._run_prefix}{n}|") for n in expired])
-        changed = await self._db(self._write, batch.recover_peers, self.owner, expired, at=at)
+        self._taking_over = True
+        try:
+            taken, changed = await self._db(self._write, take_over, self.owner, expired, at=at)
+            if not taken:
+                return
+            # Its server processes, if on this host, die before anything of theirs is
+            # claimed again: nothing runs twice.
+            await kill_all(markers=[(RUN_MARKER, f"{self._run_prefix}{n}|") for n in taken])
+        finally:
+            self._taking_over = False
         self.note(
-            f"recovered {len(changed)} task(s) of expired server(s) {', '.join(expired)}",
+            f"recovered {len(changed)} task(s) of expired server(s) {', '.join(taken)}",
             error=False,
         )
         self._wake.set()
@@ -493,12 +651,13 @@ class Engine:
     def _free_slots(self) -> dict[str, int]:
         """Called by the tick in the writer thread while the loop runs on: it reads
         copies (``list`` of a dict is taken whole under the GIL), never the live dicts."""
-        if self._stopping:
+        if self._stopping or self._taking_over:
             return {}
         servers = list(self.servers.items())
         used: dict[str, int] = {}
         for r in list(self._runners.values()):
-            used[r.server] = used.get(r.server, 0) + 1
+            if not r.waiting_child:
+                used[r.server] = used.get(r.server, 0) + 1
         free = {}
         for name, slots in servers:
             status = self._server_state.get(name, ("online",))[0]
@@ -538,14 +697,17 @@ class Engine:
             token=f"{self.owner}#{self._claims}",
         )
         self._last_flush = at
+        began = time.perf_counter()
         try:
             out = await self._db(self._write_tick, inp)
         except Exception:
+            self._wrote("tick", False, began)
             # Nothing of the batch was written: keep it for the next try.
             self._outcomes[:0] = inp.outcomes
             for p in dirty.values():
                 self._dirty.setdefault(p.task_id, p)
             raise
+        self._wrote("tick", True, began)
         self.stats.ticks += 1
         self._start(out.claimed)
         self._react(out)
@@ -617,6 +779,7 @@ class Engine:
                     "attempt": c.attempt,
                     "recipe_path": c.recipe_path,
                     "child": c.child_job_id,
+                    "remote_job": c.remote_job,
                     "log_max": self._log_max,
                 }
             )
@@ -707,8 +870,9 @@ class Engine:
                     await self._db(self._write_own, write_logs, items, at=self.clock())
                 except Exception as exc:  # noqa: BLE001 - a locked database: try again
                     self.logs.put_back(items)
-                    self.note(f"writing task logs: {exc}")
-                    await asyncio.sleep(self.poll_interval)
+                    if outage_of(exc) is None:  # an outage is said once, by its watch
+                        self.note(f"writing task logs: {exc}")
+                    await asyncio.sleep(max(self.poll_interval, OUTAGE_RETRY_S))
                 if self._outcomes:
                     self._wake.set()  # outcomes held for their lines may go now
 
@@ -735,8 +899,15 @@ class Engine:
         try:
             if fn == "submit_child":
                 reply["value"] = await self._submit_child(r, *args)
+            elif fn == "record_remote_job":
+                reply["value"] = await self._record_remote_job(r, str(args[0]))
             elif fn == "wait_job":
-                reply["value"] = await self.wait_job(int(args[0]))
+                r.waiting_child += 1
+                self._wake.set()  # its slot is free: the child may take it at once
+                try:
+                    reply["value"] = await self.wait_job(int(args[0]))
+                finally:
+                    r.waiting_child -= 1
             elif fn == "wait_approval":
                 reply["value"] = list(await self._wait_approval(r.task_id))
             else:
@@ -771,9 +942,7 @@ class Engine:
     async def _restart_begin(self, name: str, why: str) -> bool:
         """Mark the server Restarting; False if another engine holds it now (then we
         stop serving it: nothing of it is ours to write)."""
-        held = await self._db(
-            self._write, batch.restart_begin, name, self.owner, at=self.clock(), why=why
-        )
+        held = await self._written(batch.restart_begin, name, self.owner, at=self.clock(), why=why)
         if not held:
             self._lose(name)
         return held
@@ -792,61 +961,87 @@ class Engine:
             if fresh is not None:
                 batch.restart_end(conn, name, self.owner, at=at)
 
-        await self._db(self._write, end)
+        await self._written(end)
 
     async def _server_died(self, sp: ServerProcess) -> None:
         """Its code is gone; so must be everything it started. Then say what happened to
-        each of its runs, and start a fresh process."""
+        each of its runs, and start a fresh process.
+
+        The dead process is forgotten first, before any write: a write that fails (the
+        database locked, full or gone) must not leave the engine counting on a process
+        that is not there. The writes are then tried until the database takes them."""
         name = sp.name
         self.stats.crashes += 1
-        cause = f"server process died: {self._death_cause(sp.returncode)}"
+        if self.procs.get(name) is sp:
+            self.procs.pop(name, None)
+        victims = [r for r in self._runners.values() if r.server == name]
+        for r in victims:
+            del self._runners[r.task_id]
+            self._cancel_calls(r)
         try:
-            if not await self._restart_begin(name, cause):
-                return
             left = await sp.sweep()
             if left:
                 self.note(f"server {name}: pids {left} still alive after SIGKILL")
-            victims = [r for r in self._runners.values() if r.server == name]
-            culprits: dict[int, str] = {
-                t: f"task code exited with status {code}" for t, code in sp.exit_blame.items()
-            }
-            if not culprits and len(victims) == 1:
-                culprits = {victims[0].task_id: cause}
-            outcomes = []
-            for r in victims:
-                del self._runners[r.task_id]
-                self._cancel_calls(r)
-                if r.detached:
-                    continue
-                token = r.claim.token
-                if r.task_id in culprits:
-                    outcomes.append(
-                        batch.Outcome(r.task_id, "error", culprits[r.task_id], token=token)
-                    )
-                elif culprits:
-                    outcomes.append(
-                        batch.Outcome(
-                            r.task_id,
-                            "interrupted",
-                            reason="interrupted: another task's code ended the server process",
-                            requeue_always=True,
-                            token=token,
-                        )
-                    )
-                else:
-                    # Nobody to blame: each runs again while it has attempts left.
-                    outcomes.append(
-                        batch.Outcome(
-                            r.task_id, "interrupted", reason=f"interrupted: {cause}", token=token
-                        )
-                    )
+            cause, outcomes = self._death_outcomes(sp, victims)
             self.note(f"server {name}: {cause}")
-            self.procs.pop(name, None)
+            if not await self._restart_begin(name, cause):
+                return
             await self._restart_end(name, victims, outcomes)
+        except Exception as exc:  # noqa: BLE001 - given up (see _written): serve nothing, say so
+            if self.given_up is None and not self._stopping:
+                self._give_up(f"server {name} could not be restarted: {exc}")
         finally:
             self._restarting.discard(name)
             self._server_state[name] = ("online", None, None)
             self._wake.set()
+
+    def _death_outcomes(
+        self, sp: ServerProcess, victims: list[Runner]
+    ) -> tuple[str, list[batch.Outcome]]:
+        """Why the process died, and what each of its runs became."""
+        cause = f"server process died: {self._death_cause(sp.returncode)}"
+        if sp.returncode == LEASE_EXIT:
+            # The lease we vouched for ran out: our own failure to reach the database (or
+            # a stall), never a task's. Every run goes back to Ready with the true cause.
+            why = self._unreachable_cause()
+            cause = f"its lease ran out: {why.removeprefix('interrupted: ')}"
+            return cause, [
+                batch.Outcome(
+                    r.task_id, "interrupted", reason=why, requeue_always=True, token=r.claim.token
+                )
+                for r in victims
+                if not r.detached
+            ]
+        culprits: dict[int, str] = {
+            t: f"task code exited with status {code}" for t, code in sp.exit_blame.items()
+        }
+        if not culprits and len(victims) == 1:
+            culprits = {victims[0].task_id: cause}
+        outcomes = []
+        for r in victims:
+            if r.detached:
+                continue
+            token = r.claim.token
+            if r.task_id in culprits:
+                outcomes.append(batch.Outcome(r.task_id, "error", culprits[r.task_id], token=token))
+            elif culprits:
+                outcomes.append(
+                    batch.Outcome(
+                        r.task_id,
+                        "interrupted",
+                        reason="interrupted: another task's code ended the server process",
+                        requeue_always=True,
+                        token=token,
+                    )
+                )
+            else:
+                # Nobody to blame: each runs again while it has attempts left.
+                outcomes.append(
+                    batch.Outcome(
+                        r.task_id, "interrupted", reason=f"interrupted: {cause}", token=token
+                    )
+                )
+        return cause, outcomes
 
     async def _restart(self, name: str, why: str) -> None:
         """Enhanced abort: end the server process and everything it started, then report
@@ -917,6 +1112,11 @@ class Engine:
             return job_id
 
         return await self._db(self._write, insert)
+
+    async def _record_remote_job(self, r: Runner, remote_job: str) -> None:
+        c = r.claim
+        if not await self._db(self._write, batch.record_remote_job, c.task_id, c.token, remote_job):
+            raise ActionError("this run no longer holds its task: the remote job was not recorded")
 
     async def wait_job(self, job_id: int) -> str:
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()

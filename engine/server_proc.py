@@ -42,7 +42,25 @@ from engine.procs import RUN_MARKER, kill_all, kill_all_blocking
 
 PROGRESS_FLUSH_S = 0.05
 STOP_GRACE_S = 2.0
+# How long a dying server may spend on its last words (a pipe nobody reads blocks).
+LAST_WORDS_S = 0.5
 _real_exit = os._exit
+
+
+def _write_bounded(writes: list[tuple[int, bytes]], limit: float) -> None:
+    """Each ``(fd, data)`` written in a daemon thread, given ``limit`` seconds in all:
+    a dying process says what it can and exits, whatever state its pipes are in."""
+
+    def write_all() -> None:
+        for fd, data in writes:
+            with contextlib.suppress(Exception):
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+
+    t = threading.Thread(target=write_all, daemon=True, name="last-words")
+    t.start()
+    t.join(limit)
 
 
 @dataclass
@@ -69,6 +87,7 @@ class Server:
         self._lease_deadline: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
+        self._dying = False
         self._done = asyncio.Event()
         self._marker = os.environ.get(RUN_MARKER, "")
 
@@ -88,10 +107,12 @@ class Server:
             self._loop.call_soon(self._write, [])
 
     def _write(self, msgs: list[dict[str, Any]]) -> None:
+        if self._dying:
+            return
         with self._write_lock:
             msgs, self._outbox = self._outbox + msgs, []
             if msgs:
-                self._write_locked(wire.encode_batch(msgs))
+                self._write_locked(wire.encode_lines(msgs))
 
     def _write_locked(self, data: bytes) -> None:
         view = memoryview(data)
@@ -131,19 +152,28 @@ class Server:
             self._die_now(why, code)
 
     def _die_now(self, why: str, code: int) -> None:
-        print(f"batchdeck server {self.name}: {why}", file=sys.stderr, flush=True)
-        # Outcomes already said still count; a writer that holds the lock (the pipe
-        # broke under it) is dying here itself.
+        # Nothing stands between the decision and the kill: a word on stderr or the
+        # channel comes after it, never before. A print to a pipe whose reader died
+        # raises BrokenPipeError, one to a full pipe blocks: either would leave every task
+        # of a gone supervisor running on (issue 21), perhaps a second copy elsewhere.
+        # From here nothing more is said on the channel: the outcomes of the kill below
+        # ("killed by SIGKILL") are not the tasks' own. Outcomes already said still
+        # count; a writer that holds the lock (the pipe broke under it) is dying itself.
+        self._dying = True
+        last: list[tuple[int, bytes]] = []
         if self._outbox and self._write_lock.acquire(blocking=False):
             try:
                 msgs, self._outbox = self._outbox, []
-                with contextlib.suppress(OSError):
-                    os.write(self._out, wire.encode_batch(msgs))
+                with contextlib.suppress(Exception):
+                    last.append((self._out, wire.encode_batch(msgs)))
             finally:
                 self._write_lock.release()
         groups = {g for r in list(self.runs.values()) for g in r.groups}
         markers = [(RUN_MARKER, self._marker)] if self._marker else []
-        kill_all_blocking(groups, markers, limit=2.0)
+        with contextlib.suppress(Exception):
+            kill_all_blocking(groups, markers, limit=2.0)
+        last.append((2, f"batchdeck server {self.name}: {why}\n".encode(errors="replace")))
+        _write_bounded(last, LAST_WORDS_S)
         _real_exit(code)
 
     def _exit_hook(self, code: int = 0) -> None:
@@ -169,6 +199,7 @@ class Server:
                 run = self.runs.get(m["task"])
                 if run is not None and not run.abort_sent:
                     run.abort_sent = True
+                    run.ctx.abort_requested = True
                     run.ctx.request_cancel()
                     if run.task is not None:
                         run.task.cancel()
@@ -199,6 +230,7 @@ class Server:
             token=m["token"],
         )
         ctx.child_job_id = m.get("child")
+        ctx.remote_job = m.get("remote_job")
         run = Run(ctx, log=LogBuffer(m.get("log_max", DEFAULT_MAX_BYTES)))
         self.runs[ctx.task_id] = run
         run.task = asyncio.create_task(self._execute(run, m), name=f"task-{ctx.task_id}")
@@ -241,7 +273,7 @@ class Server:
                 "op": "done",
                 "task": ctx.task_id,
                 "outcome": outcome,
-                "message": message,
+                "message": wire.cut(message),
                 "progress": wire.progress_of(ctx),
             }
         )
@@ -282,6 +314,9 @@ class Server:
     async def submit_child(self, ctx: TaskContext, recipe_path: str, mode: str) -> int:
         self._flush_one(ctx)  # a retry must find what this run recorded so far
         return int(await self._call(ctx, "submit_child", recipe_path, mode))
+
+    async def record_remote_job(self, ctx: TaskContext, remote_job: str) -> None:
+        await self._call(ctx, "record_remote_job", remote_job)
 
     async def wait_job(self, job_id: int) -> str:
         tid = CURRENT_TASK.get()

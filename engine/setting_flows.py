@@ -8,8 +8,9 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 from engine.flows import Refused, Sql, add_event, audit_refusal, setting, who
-from engine.manager_rule import refusal
-from engine.setting_values import DEFAULTS, checked, known
+from engine.identity import user_name
+from engine.manager_rule import is_manager, refusal
+from engine.setting_values import DEFAULTS, checked, known, parse_managers
 
 
 def get(sql: Sql, key: str) -> str:
@@ -40,16 +41,40 @@ def put(
     *,
     actor: str,
     at: float,
+    force: bool = False,
 ) -> str:
     """Set ``key`` to ``value`` if ``actor`` is a manager: the value and its event in one
     transaction; returns the value as stored. Refused (recorded in the audit, in a
     transaction of its own) for anyone else; SettingError for a value the setting does
-    not take, nothing written."""
+    not take, nothing written. A ``managers`` value that leaves ``actor`` out is refused
+    unless ``force``: they could not change it back."""
     with transaction() as sql:
         text = refusal(who(sql, actor), "settings")
         if text is None:
+            if key == "managers" and not force:
+                locked_out(actor, checked(key, value))
             stored = store(sql, key, value)
             add_event(sql, at=at, actor=actor, kind="request", reason=f"setting {key} = {stored}")
             return stored
     audit_refusal(transaction, text, actor=actor, job_id=None, at=at)
     raise Refused(text)
+
+
+def locked_out(actor: str, managers: str) -> None:
+    """Refused when ``managers`` (as stored) would not make ``actor`` a manager."""
+    names = parse_managers(managers)
+    user = user_name(actor)
+    if names and not is_manager(user, names):
+        raise Refused(
+            f"managers {', '.join(names)} would leave you ({user}) out: you could no longer "
+            "change settings or abort. Add yourself, or give --force"
+        )
+
+
+def managers_line(managers: str, actor: str) -> str:
+    """Who the managers are now, as ``batchdeck settings managers VALUE`` says after it."""
+    names = parse_managers(managers)
+    if not names:
+        return "Managers: everyone (the setting is unset)"
+    you = "you are one" if is_manager(user_name(actor), names) else "you are not one"
+    return f"Managers: {', '.join(names)} ({you}); they abort and change settings"

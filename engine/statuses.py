@@ -48,6 +48,31 @@ LABELS: dict[str, str] = {
     "error": "Error",
 }
 
+# The groups the console's `f` filter cycles through (after "all"); `--status` takes them
+# too. A status of the same name ("waiting", "ended") means that status alone there.
+STATUS_GROUPS: dict[str, tuple[str, ...]] = {
+    "running": ("executing", "canceling"),
+    "waiting": ("waiting", "withhold"),
+    "failed": ("error", "canceled"),
+    "ended": ("ended",),
+}
+
+
+def with_groups(values: list[str] | None, known: list[str]) -> list[str] | None:
+    """``--status`` values: each a status of ``known`` or a group's name (its statuses);
+    raises ValueError naming the first that is neither."""
+    if not values:
+        return values
+    out: list[str] = []
+    for v in values:
+        group = (v,) if v in known else STATUS_GROUPS.get(v)
+        if group is None:
+            names = ", ".join([*known, *(g for g in STATUS_GROUPS if g not in known)])
+            raise ValueError(f"--status {v!r}: unknown status (known: {names})")
+        out += [s for s in group if s not in out]
+    return out
+
+
 JOB_TERMINAL = frozenset({J.CANCELED, J.ENDED, J.ERROR})
 TASK_TERMINAL = frozenset({T.DIDNT_RUN, T.CANCELED, T.ABORTED, T.ENDED, T.ERROR})
 TASK_NOT_STARTED = frozenset({T.WAITING, T.READY})

@@ -65,6 +65,14 @@ ASYNC_FINISHES = StopsBy(
 )
 
 
+# A remote long action: a cancel is carried over to the remote service.
+REMOTE = StopsBy(
+    "safe_point",
+    "aborts the remote job",
+    "sends the remote abort (short wait), then stopped",
+)
+
+
 def _shell(params: dict[str, Any], _recipe: str | None) -> StopsBy:
     return FINISHES if params.get("on_cancel", "terminate") == "finish" else SIGTERM
 
@@ -78,6 +86,8 @@ RULES: dict[str, Callable[[dict[str, Any], str | None], StopsBy]] = {
     "shell": _shell,
     "python": _python,
     "blocking_wait": lambda _p, _r: RESTART,
+    "salesforce_bulk": lambda _p, _r: REMOTE,
+    "http_job": lambda _p, _r: REMOTE,
 }
 
 

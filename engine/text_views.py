@@ -18,13 +18,47 @@ if TYPE_CHECKING:  # the plans' types only: list and show never load the write p
     from engine.bulk_flow import BulkPlan
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+# A name wider than this is cut with "…" in a table, as the console cuts it: one long
+# name must not make every row hundreds of columns wide.
+NAME_MAX_CELLS = 40
+
+
+def _cells(text: str) -> int:
+    """Display width: ``len`` for ASCII (rich's tables cost ~15 ms to import, so a
+    plain listing never loads them)."""
+    if text.isascii():
+        return len(text)
+    from rich.cells import cell_len
+
+    return cell_len(text)
+
+
+def _fit(text: str, most: int) -> str:
+    if _cells(text) <= most:
+        return text
+    if text.isascii():
+        return text[: most - 1] + "…"
+    from rich.cells import set_cell_size
+
+    return set_cell_size(text, most - 1) + "…"
+
+
+def _table(header: list[str], rows: list[list[str]], *, cut: dict[str, int] | None = None) -> str:
+    """Columns padded by display width (a CJK character or an emoji takes two cells),
+    those named in ``cut`` cut to that many cells with "…"."""
     rows = [[safe_line(c) for c in r] for r in rows]
-    widths = [
-        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
-    ]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    for i, h in enumerate(header):
+        if cut and h in cut:
+            for r in rows:
+                r[i] = _fit(r[i], cut[h])
+    cells = [[_cells(c) for c in r] for r in rows]
+    widths = [max([len(h), *(c[i] for c in cells)]) for i, h in enumerate(header)]
+
+    def line(row: list[str], lens: list[int]) -> str:
+        return "  ".join(c + " " * (w - n) for c, n, w in zip(row, lens, widths, strict=True))
+
+    lines = [line(header, [len(h) for h in header]).rstrip()]
+    lines += [line(r, c).rstrip() for r, c in zip(rows, cells, strict=True)]
     return "\n".join(lines)
 
 
@@ -53,6 +87,7 @@ def job_table(jobs: list[JobView], now: float | None = None) -> str:
             ]
             for j in jobs
         ],
+        cut={"NAME": NAME_MAX_CELLS},
     )
 
 
@@ -95,7 +130,7 @@ def job_detail_text(d: JobDetail, now: float | None = None, banner: str | None =
             t.name,
             label(t.status),
             t.server or "-",
-            str(t.attempt),
+            f"{t.attempt}/{t.max_attempts}",  # as the console's Try column
             progress(t.progress_done, t.progress_total, t.progress_unit),
             clock(t.started_at, now),
             duration(t.duration(now)),
@@ -159,15 +194,33 @@ def abort_plan_text(plan: AbortPlan, now: float | None = None) -> str:
             "the wait returns; only an enhanced abort (server restart) stops them now."
         )
     if plan.enhanced:
-        lines.append(
-            f"Servers to restart: {', '.join(plan.servers) or '(none)'} "
-            f"(drain up to {duration(plan.drain_seconds)})"
-        )
-        lines.append(f"Other jobs disrupted ({len(plan.disrupted)}):")
-        lines += [f"  job {d.id} {d.name}: {', '.join(d.tasks)}" for d in plan.disrupted] or [
-            "  (none)"
-        ]
+        lines += restart_lines(plan)
     return "\n".join(safe_line(line) for line in lines)
+
+
+def restart_lines(plan: AbortPlan | BulkPlan) -> list[str]:
+    """An enhanced abort's reach, one job's or many's: the servers it restarts and every
+    other job they run (D365: its confirmation lists the disrupted jobs)."""
+    lines = [
+        f"Servers to restart: {', '.join(plan.servers) or '(none)'} "
+        f"(drain up to {duration(plan.drain_seconds)})",
+        f"Other jobs disrupted ({len(plan.disrupted)}):",
+    ]
+    lines += [f"  job {d.id} {d.name}: {', '.join(d.tasks)}" for d in plan.disrupted] or [
+        "  (none)"
+    ]
+    return lines
+
+
+def _aligned(rows: list[list[str]]) -> list[str]:
+    """Plan lines, indented, each cell but a row's last padded to its column's widest."""
+    rows = [[safe_line(c) for c in r] for r in rows]
+    width = max((len(r) for r in rows), default=0)
+    widths = [max((len(r[i]) for r in rows if len(r) > i + 1), default=0) for i in range(width)]
+    return [
+        "  " + "  ".join([*(c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)), r[-1]])
+        for r in rows
+    ]
 
 
 def bulk_plan_text(plan: BulkPlan) -> str:
@@ -178,19 +231,23 @@ def bulk_plan_text(plan: BulkPlan) -> str:
     lines = [
         f"{verb}: {len(act)} job{'s' if len(act) != 1 else ''}" + (f" ({counts})" if counts else "")
     ]
+    rows = []
     for item in act:
         j = item.job
-        line = f"  {j.id}  {j.name}  {label(j.status)}  by {j.submitted_by or '-'}"
+        row = [str(j.id), j.name, label(j.status), f"by {j.submitted_by or '-'}"]
         if item.abort is not None:
             n = len(item.abort.tasks)
-            line += f"  ({n} task{'s' if n != 1 else ''} to force-stop"
-            if item.abort.cancel_first:
-                line += ", canceled first"
-            line += ")"
-        lines.append(line)
+            first = ", canceled first" if item.abort.cancel_first else ""
+            row.append(f"({n} task{'s' if n != 1 else ''} to force-stop{first})")
+        rows.append(row)
+    gone = [[str(i.job.id), i.job.name, label(i.job.status) + ":", str(i.refusal)] for i in refused]
+    aligned = _aligned(rows + gone)
+    lines += aligned[: len(rows)]
+    if plan.kind == "enhanced_abort":
+        lines += restart_lines(plan)
     if plan.kind != "cancel":
         lines.append("Aborting is unsafe: it can leave orphaned or incomplete data.")
     lines.append(f"Refused: {len(refused)} job{'s' if len(refused) != 1 else ''}")
-    lines += [f"  {i.job.id}  {i.job.name}  {label(i.job.status)}: {i.refusal}" for i in refused]
+    lines += aligned[len(rows) :]
     lines += [f"  {m}: does not exist" for m in plan.missing]
     return "\n".join(safe_line(line) for line in lines)

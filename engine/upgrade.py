@@ -4,7 +4,7 @@ with the version found and how to upgrade it (``engine.db``)."""
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, column, insert, select, table, update
+from sqlalchemy import Connection, column, insert, inspect, select, table, update
 
 from engine.tables import job_recipe, meta, task, task_log
 
@@ -44,8 +44,9 @@ def _from_4(conn: Connection) -> None:
 
 
 def _from_5(conn: Connection) -> None:
-    """Version 6 is issue 25's (task.remote_job): its own step takes this place when
-    the branches meet; nothing of version 6 is needed by task_log."""
+    # Version 6 records a remote long action's job on its task; older rows have none.
+    if "remote_job" not in {c["name"] for c in inspect(conn).get_columns("task")}:
+        conn.exec_driver_sql("ALTER TABLE task ADD COLUMN remote_job VARCHAR")
 
 
 def _from_6(conn: Connection) -> None:

@@ -18,7 +18,7 @@ Jobs (ids are fixed by the order below):
   11 child-cleanup      Ended      child of 9 (async)
   12 deadlocked-query   Canceling  task Aborting; enhanced abort: batch-02 Draining (stuck)
   13 stuck-canceling    Canceling  task Canceling on batch-01 (stuck: stuck_seconds is 30)
-  14 queued-export      Waiting
+  14 quarterly-ledger-export  Waiting (a name of 23 characters: the 80-column list shows it whole)
 """
 
 from __future__ import annotations
@@ -307,8 +307,8 @@ def build(path: str | Path) -> str:
     b.beat(T0 + 1749)
     control.cancel(b.store, j, actor=BOB, now=T0 + 1750)
 
-    # 14 queued-export: Waiting (no slot asked for it)
-    b.submit(recipe("queued-export", wait("export")), T0 + 1790)
+    # 14 quarterly-ledger-export: Waiting (no slot asked for it)
+    b.submit(recipe("quarterly-ledger-export", wait("export")), T0 + 1790)
 
     _logs(b)
     b.beat(NOW - 1)  # the servers are live at the console's clock

@@ -26,7 +26,7 @@ from tests.tui_support import RecordingApp
 from tests.waiting import until
 from tui.app import BatchdeckApp
 
-MODE = "attached to engine on batch-01, batch-02 (pid 4242)"
+MODE = "attached to 1 engine: batchhost"  # what the header reads of tests.scenario
 
 Steps = Callable[[Pilot], Awaitable[None]]
 
@@ -204,6 +204,8 @@ SHOTS: tuple[Shot, ...] = (
     Shot("job-detail-children", open_job(9)),
     Shot("job-detail-approval", open_job(5)),
     Shot("job-detail-80x24", open_job(13), (80, 24)),
+    # A job's On cancel and Message columns at 80 columns (the others give way).
+    Shot("job-detail-executing-80x24", open_job(2), (80, 24)),
     Shot("modal-cancel", on_job(2, "c")),
     Shot("modal-abort", on_job(13, "a")),
     Shot("modal-abort-cancel-first", on_job(2, "a", in_detail=True)),

@@ -449,6 +449,9 @@ def test_recipes_check_directory(deck: Deck) -> None:
 
 
 def test_settings_show_get_set_and_bad_values(deck: Deck) -> None:
+    missing = deck.run("settings")  # a read creates no database
+    assert missing.rc == 1 and f"no such database: {deck.db}" in one_line(missing), str(missing)
+    deck.ok("settings", "stuck_seconds", "300")  # a change may: it writes
     lines = deck.ok("settings").out.splitlines()
     assert sorted(lines) == [
         "drain_seconds = 900",

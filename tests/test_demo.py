@@ -164,6 +164,7 @@ def test_live_jobs_wait_for_the_console(demo: Path) -> None:
         "python",
         "fail",
         "bulk_export_csv",
+        "salesforce_bulk",
     } <= actions
     assert query(demo, "SELECT count(*) AS n FROM server WHERE lease_owner IS NOT NULL") == [
         {"n": 0}
@@ -240,7 +241,59 @@ async def test_demo_runs(tmp_path: Path) -> None:
             "month-end-close has started its two children",
             bound=BOUND_S,
         )
+        await until(
+            lambda: task("crm-upsert", "upsert-leads")["progress_done"] > 0,
+            "the remote bulk upsert reports the remote's counts",
+            bound=BOUND_S,
+        )
+        assert task("crm-upsert", "upsert-leads")["remote_job"]
         assert jobs(db)["payroll-run"]["status"] == "withhold"
         assert engine.stats.errors == []
     finally:
         await engine.stop()
+
+
+def test_the_demo_has_a_stuck_job_as_soon_as_it_opens(tmp_path: Path) -> None:
+    """Through the console's own start (make_console, the host starting its engine):
+    the blocking wait is canceled as it starts, so `list --stuck` and the STUCK banner
+    show at once, naming the enhanced abort."""
+    import argparse
+    import asyncio
+
+    from tui.launch import make_console
+
+    args = argparse.Namespace(command="demo", dir=str(tmp_path / "demo"), server=None)
+    made = make_console(args)  # builds the demo (its own loop): outside any loop
+    assert not isinstance(made, int)
+    app, host, db = made
+    asyncio.run(_stuck_at_once(app.mode_label, host, db))
+
+
+async def _stuck_at_once(mode: str, host: Any, db: str) -> None:
+    from engine.query import Reader
+    from tests.tui_support import RecordingApp, painted
+    from tui.screens.detail import JobDetailScreen
+
+    console = RecordingApp(db, mode_label=mode, host=host, actor="alice")
+    async with console.run_test(size=(120, 40)) as pilot:
+        await until(
+            lambda: jobs(db)["warehouse-sync"]["status"] == "canceling",
+            "the demo's blocking wait canceled",
+            pilot=pilot,
+            bound=BOUND_S,
+        )
+        reader = Reader(db)
+        try:
+            stuck = await reader.stuck_jobs()
+        finally:
+            await reader.close()
+        assert [s.job.name for s in stuck] == ["warehouse-sync"]
+        assert "A: enhanced abort" in stuck[0].banner
+        console.open_job(stuck[0].job.id)
+        await until(
+            lambda: isinstance(console.screen, JobDetailScreen) and "STUCK ·" in painted(console),
+            "the banner",
+            pilot=pilot,
+            bound=BOUND_S,
+        )
+        await host.stop_engine()

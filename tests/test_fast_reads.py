@@ -265,7 +265,7 @@ def test_list_show_servers_and_cancel_import_no_database_layer(
     db = _copy(scenario_db, tmp_path)
     _probe(db, cache, "list")  # the first run renders the text into the cache
     out, heavy = _probe(db, cache, "list", "--limit", "3")
-    assert heavy == "HEAVY - 0" and "queued-export" in out
+    assert heavy == "HEAVY - 0" and "quarterly-ledger-export" in out
     out, heavy = _probe(db, cache, "show", "1", "--json")
     assert heavy == "HEAVY - 0" and json.loads(out)["name"] == "nightly-import"
     out, heavy = _probe(db, cache, "servers", "--json")

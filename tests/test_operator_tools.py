@@ -191,7 +191,7 @@ def test_cli_bulk_dry_run_and_no_yes_change_nothing(
     rc, out, err = run_cli(capsys, db, "cancel", "--all", "--dry-run")
     assert rc == 0, err
     assert "Cancel: 2 jobs (1 Executing, 1 Waiting)" in out
-    assert f"{ids['system']}  sys  Waiting: System jobs cannot be canceled" in out
+    assert f"{ids['system']}  sys  Waiting:    System jobs cannot be canceled" in out
     assert out.rstrip().endswith("Dry run: nothing changed.")
     rc, out, err = run_cli(capsys, db, "cancel", "--all")
     assert rc == 1 and err.strip() == "Nothing changed: add --yes to cancel 2 jobs."
@@ -279,7 +279,7 @@ def test_real_command_exit_codes_of_bulk_and_rerun(tmp_path: Path) -> None:
         assert again.out == f"{int(again.out)}\n"  # the new id alone
         assert deck.show(int(again.out))["rerun_of"] == job
         # The managers rule, as the real process's user sees it.
-        deck.ok("settings", "managers", "someone-else")
+        deck.ok("settings", "managers", "someone-else", "--force")
         refused = deck.refused("abort", str(int(again.out)), "--yes")
         assert refused.err_lines == [
             f"batchdeck abort: Abort needs a batch job manager (someone-else); you are {user()}"
@@ -632,5 +632,5 @@ def test_cli_servers_of_a_missing_database_creates_nothing(
     db = tmp_path / "typo.db"
     rc, out, err = run_cli(capsys, str(db), "servers")
     assert (rc, out) == (1, "")
-    assert err == f"batchdeck servers: {db}: no such database\n"
+    assert err == f"batchdeck servers: no such database: {db}\n"
     assert list(tmp_path.iterdir()) == []

@@ -92,6 +92,8 @@ def test_registry_lists_every_builtin_action() -> None:
         "python",
         "fail",
         "blocking_wait",
+        "salesforce_bulk",
+        "http_job",
     }
     assert get_action("wait") is ACTIONS["wait"]
     assert get_action("nope") is None
@@ -167,7 +169,7 @@ def test_system_flag_and_default_attempts(recipes_dir: Path) -> None:
      """,
             "recipes/x.toml: task 'load': field 'action': unknown action 'bulk_imprt' "
             "(known: approval, blocking_wait, bulk_export_csv, bulk_import_csv, call_job, "
-            "fail, python, shell, wait)",
+            "fail, http_job, python, salesforce_bulk, shell, wait)",
         ),
         (
             """

@@ -202,6 +202,31 @@ def test_a_version_4_database_gets_the_partial_status_indexes_from_a_writer(tmp_
         )
 
 
+def test_a_version_5_database_gets_the_remote_job_column_from_a_writer(tmp_path):
+    path = tmp_path / "t.db"
+    store = Store(path)
+    job_id = _job(store, n=3)
+    store.dispose()
+    # Version 5: no remote job on a task.
+    _as_version(path, "5", "ALTER TABLE task DROP COLUMN remote_job")
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT value FROM meta").fetchall() == [(str(SCHEMA_VERSION),)]
+        # Every row kept, none with a remote job; the column takes one.
+        assert raw.execute(
+            "SELECT count(*) FROM task WHERE job_id = ? AND remote_job IS NULL", (job_id,)
+        ).fetchone() == (3,)
+    store = Store(path)
+    try:
+        with store.write() as conn:
+            (tid,) = conn.exec_driver_sql("SELECT min(id) FROM task").one()
+            conn.exec_driver_sql("UPDATE task SET claim_token='c', status='executing'")
+            assert batch.record_remote_job(conn, tid, "c", "750EMU1")
+            assert not batch.record_remote_job(conn, tid, "another claim", "750EMU2")
+        assert task_row(store, job_id, "t0")["remote_job"] == "750EMU1"
+    finally:
+        store.dispose()
+
+
 def test_claims_and_stuck_tasks_use_the_partial_status_indexes(tmp_path):
     """Only Ready, Canceling and Aborting tasks are in a status index; the claim and the
     stuck-job query must name those partial indexes' predicates term for term, or

@@ -272,7 +272,7 @@ async def test_cancel_a_waiting_job_with_a_reason(db: str) -> None:
         await settle(pilot)
         assert table(app).row_at(table(app).cursor).status == "canceled"
         row = painted_job_row(app, 14)
-        assert row.startswith("▶") and "queued-export" in row and " Canceled " in row
+        assert row.startswith("▶") and "quarterly-ledger-export" in row and " Canceled " in row
     conn = sqlite3.connect(db)
     status, by, reason = conn.execute(
         "SELECT status, canceled_by, cancel_reason FROM job WHERE id=14"

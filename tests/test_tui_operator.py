@@ -398,7 +398,7 @@ async def test_header_names_a_manager(scenario_db: str) -> None:
 
 
 async def test_header_says_engine_gone_when_the_lease_goes_stale(scenario_db: str) -> None:
-    mode = "attached to engine on batch-01, batch-02 (pid 4242)"
+    mode = "attached to 1 engine: batchhost"
     later = scenario.NOW + 3600  # an hour after the last heartbeat
     app = RecordingApp(scenario_db, mode_label=mode, clock=lambda: later, actor="alice", live=False)
     async with app.run_test(size=(100, 30)) as pilot:
@@ -437,10 +437,10 @@ async def test_header_shows_an_engine_error_until_a_batch_goes_through(db: str) 
 
 
 def test_header_label() -> None:
-    assert header_label("attached to engine on b1 (pid 1)", None, "engine gone since 12:04:31") == (
+    assert header_label("attached to 1 engine: h1", None, "engine gone since 12:04:31") == (
         "engine gone since 12:04:31"
     )
-    read_only = "READ-ONLY for you (user bob) · attached to engine on b1 (pid 1)"
+    read_only = "READ-ONLY for you (user bob) · attached to 1 engine: h1"
     assert header_label(read_only, None, "engine gone since 12:04:31") == (
         "READ-ONLY for you (user bob) · engine gone since 12:04:31"
     )

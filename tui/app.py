@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from textual import work
 from textual.app import App, SystemCommand
+from textual.content import Content
 from textual.notifications import SeverityLevel
 from textual.screen import ModalScreen, Screen
 
+from engine.db_outage import NOTE_PREFIX
 from engine.identity import current_actor
 from engine.safe_text import safe_block
 from tui.data import Data, one_line, owner_pid
@@ -33,13 +35,26 @@ if TYPE_CHECKING:
 
 
 def attached_label(live: dict[str, list[str]]) -> str:
-    """ "attached to engine on batch-01, batch-02 (pid 123)" from Reader.live_engines()."""
+    """ "attached to 1 engine: host-a" from Reader.live_engines() (owner -> servers): the
+    engines alive now, by host (with the pid where one host runs two)."""
     if not live:
-        return "no engine running: control requests wait for one"
-    parts = []
-    for owner, servers in live.items():
-        parts.append(f"{', '.join(sorted(servers))} (pid {owner_pid(owner)})")
-    return "attached to engine on " + "; ".join(parts)
+        return NO_ENGINE
+    hosts = [owner.split(":")[0] for owner in live]
+    names = sorted(
+        f"{host} (pid {owner_pid(owner)})" if hosts.count(host) > 1 else host
+        for host, owner in zip(hosts, live, strict=True)
+    )
+    n = len(names)
+    return f"attached to {n} engine{'s' if n != 1 else ''}: {', '.join(names)}"
+
+
+NO_ENGINE = "no engine running: control requests wait for one"
+
+
+def watches_engines(mode: str) -> bool:
+    """Whether a header in this mode follows the engines serving the database (attached,
+    or none yet): an embedded engine's is the console's own."""
+    return any(w in mode for w in ("attached", "no engine running", "engine gone"))
 
 
 def embedded_label(servers: Iterable[str]) -> str:
@@ -82,9 +97,30 @@ def header_label(
     return " · ".join(parts)
 
 
+HEADER_CHROME = 20  # the header's icon and its margins, around the title
+
+
+def fit_header(sub_title: str, room: int, keep: str | None) -> str:
+    """The header's words in ``room`` cells, ``keep`` (who you are: manager or not)
+    whole: the other parts are cut instead, so that a narrow terminal still says it."""
+    if len(sub_title) <= room or not keep or keep not in sub_title:
+        return sub_title
+    before, _, after = sub_title.partition(keep)
+    left = room - len(keep)
+    if left <= 1:
+        return keep
+
+    def cut(text: str, width: int) -> str:
+        return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+    after = cut(after, max(0, left // 2) if len(before) > left // 2 else left - len(before))
+    before = cut(before.removesuffix(" · "), left - len(after) - 3) + " · " if before else ""
+    return before + keep + after
+
+
 def mode_head(mode: str) -> str:
     """The part of a mode label saying "attached ..." (up to the next " · ")."""
-    start = mode.find("attached")
+    start = max(mode.find("attached"), mode.find("no engine running"))
     if start < 0:
         return mode
     end = mode.find(" · ", start)
@@ -95,6 +131,7 @@ class Host(Protocol):
     """What the console asks of what runs beside it (tui.host.EngineHost)."""
 
     running: bool  # an embedded engine is running
+    engine: Any  # the embedded engine (None: attached, or its start failed)
 
     @property
     def servers(self) -> list[str]: ...
@@ -151,6 +188,9 @@ class BatchdeckApp(App[int]):
         self.who: Who | None = None  # who you are (whoami): the header, the hidden keys
         self.engine_gone: str | None = None  # "engine gone since 12:04:31" (attached)
         self.engine_error: str | None = None  # the embedded engine's last failed batch
+        # Whether any engine serves the database (None: not known yet). False: the list
+        # says which Executing jobs wait for one ("Executing · no engine").
+        self.engines_alive: bool | None = None
         self._errors_seen = 0
         self._error_ticks = 0
         self._started_beside = False  # after_first_list ran
@@ -208,7 +248,9 @@ class BatchdeckApp(App[int]):
             self.who = who
             self.screen.refresh_bindings()  # keys the user may not use are hidden
         stats = self.host.stats if self.host is not None else None
+        alive = self.engines_alive
         if stats is not None:
+            self.engines_alive = True
             errors = list(stats.errors)
             if len(errors) > self._errors_seen:
                 self._errors_seen = len(errors)
@@ -216,14 +258,39 @@ class BatchdeckApp(App[int]):
                 self._error_ticks = stats.ticks
             elif self.engine_error is not None and stats.ticks > self._error_ticks:
                 self.engine_error = None  # a batch went through since: cleared
-        elif "attached" in self.mode_label:
+            if getattr(stats, "outage", None):
+                self.engine_error = stats.outage  # said until the database is back
+        elif watches_engines(self.mode_label) and (self.host is None or self.host.engine is None):
             try:
-                now = self._now()
-                health = await self.data.reader.engine_health(now=now)
-                self.engine_gone = health.text(now) if health.state == "gone" else None
+                await self._follow_engines()
             except Exception:  # noqa: BLE001 - the next look tries again
                 pass
         self._show_header()
+        if (self.engines_alive is False) != (alive is False) and isinstance(
+            self.screen, LiveScreen
+        ):  # Executing jobs say whether an engine is there to run them (not under a dialog)
+            self.screen.request_reload()
+
+    async def _follow_engines(self) -> None:
+        """The header names the engines alive now (one dies, another starts: it follows),
+        or, with none alive, since when the last one is gone."""
+        now = self._now()
+        servers = await self.data.reader.servers(now)
+        live: dict[str, list[str]] = {}
+        for s in servers:
+            if s.live and s.lease_owner:
+                live.setdefault(s.lease_owner, []).append(s.name)
+        mode = attached_label(live)
+        self.mode_label = read_only_label(mode) if self.data.read_only else mode
+        self.engine_gone = None
+        self.engines_alive = bool(live)
+        # An engine that cannot write its database says so on its servers' rows while it
+        # can (a full disk): the header says it too, until the note goes.
+        outage = [s.note for s in servers if s.live and (s.note or "").startswith(NOTE_PREFIX)]
+        self.engine_error = outage[0] if outage else None
+        if not live:
+            health = await self.data.reader.engine_health(now=now)
+            self.engine_gone = health.text(now) if health.state == "gone" else None
 
     async def live_engines(self) -> dict[str, list[str]]:
         return await self.data.reader.live_engines(time.time())
@@ -237,6 +304,12 @@ class BatchdeckApp(App[int]):
                 await self.host.detach()
         with contextlib.suppress(Exception):
             await self.data.close()
+
+    def format_title(self, title: str, sub_title: str) -> Content:
+        """The header's line: on a narrow terminal, who you are is kept whole."""
+        room = self.size.width - HEADER_CHROME - len(title) - 3
+        keep = who_label(self.who) if self.who is not None else None
+        return super().format_title(title, fit_header(sub_title, room, keep))
 
     # -- notifications --------------------------------------------------------------------
     def notify(
@@ -355,7 +428,7 @@ class BatchdeckApp(App[int]):
             if preview.refusal is not None or preview.job is None:
                 self.notify(nothing_to(str(preview.refusal), "cancel"), severity="warning")
                 return
-            reason = await self.push_screen_wait(ConfirmCancel(preview.job))
+            reason = await self.push_screen_wait(ConfirmCancel(preview.job, preview.tasks))
             if reason is None:
                 return
             await self._control(
@@ -463,10 +536,11 @@ class BatchdeckApp(App[int]):
                     f"Nothing to {verb} in the {len(job_ids)} marked: {why}", severity="warning"
                 )
                 return
-            if not await self.push_screen_wait(ConfirmBulk(plan)):
+            reason = await self.push_screen_wait(ConfirmBulk(plan))
+            if reason is None:
                 return
             results = await self.data.control(
-                control.bulk_apply, plan, actor=self.actor, now=self._now()
+                control.bulk_apply, plan, actor=self.actor, reason=reason or None, now=self._now()
             )
             done = sum(1 for r in results if r.done)
             refused = [r for r in results if not r.done]

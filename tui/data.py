@@ -17,16 +17,15 @@ from typing import Any, TypeVar, cast
 
 from engine.query import JobPage, Reader
 from engine.sqlite_file import writable
+from engine.statuses import STATUS_GROUPS
 
 R = TypeVar("R")
 
-# The status filters `f` cycles through: (label, statuses or None for all).
+# The status filters `f` cycles through: (label, statuses or None for all); the command
+# line's `--status` takes the same names.
 STATUS_FILTERS: tuple[tuple[str, tuple[str, ...] | None], ...] = (
     ("all", None),
-    ("running", ("executing", "canceling")),
-    ("waiting", ("waiting", "withhold")),
-    ("failed", ("error", "canceled")),
-    ("ended", ("ended",)),
+    *STATUS_GROUPS.items(),
 )
 SORT_KEYS: tuple[str, ...] = ("id", "name", "status", "started")
 

@@ -43,8 +43,10 @@ class EngineHost:
         end_on_hangup: bool = False,
         watch_tty: Callable[[], bool] | None = None,
         tty_check_s: float = TTY_CHECK_S,
+        after_start: Callable[[], Any] | None = None,
     ) -> None:
         self.engine = engine
+        self.after_start = after_start  # a coroutine function run once the engine is up
         self.end_on_hangup = end_on_hangup
         self.running = False  # the engine started and has not been stopped
         self.handed_off: Any = None  # the running engine, when the terminal went away
@@ -124,6 +126,8 @@ class EngineHost:
             return
         self.running = True
         console.notify(f"Engine started: {', '.join(engine.servers)}", timeout=3)
+        if self.after_start is not None:  # the demo's stuck job (tui.demo.stage_stuck)
+            self._spawn(self.after_start(), "batchdeck-after-start")
 
     async def _started(self) -> None:
         """Until a start in progress has finished (successfully or not)."""

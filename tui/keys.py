@@ -13,6 +13,7 @@ screen and the keys that work everywhere) is refused, with one line saying which
 from __future__ import annotations
 
 import os
+import stat
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -220,7 +221,8 @@ KEYS: tuple[Key, ...] = (
         "space",
         "mark",
         "Mark",
-        "Mark or unmark the selected job: c, a and A then act on the marked jobs",
+        "Mark or unmark the selected job and move down (as file managers do): c, a and A "
+        "then act on the marked jobs",
         "list",
         show=True,
         key_display="space",
@@ -341,6 +343,26 @@ def _norm(keys: str) -> list[str]:
     return [_character_to_key(k) if len(k) == 1 else k for k in names]
 
 
+_MODIFIERS = {"ctrl", "shift", "alt", "meta", "super", "hyper"}
+
+
+def _bindable(name: str) -> bool:
+    """A key name Textual can bind: modifiers, then one printable character, a named key
+    ("f5", "pageup") or a character's name ("question_mark")."""
+    from textual.keys import Keys, key_to_character
+
+    *mods, base = name.split("+")
+    if not base or any(m not in _MODIFIERS for m in mods):
+        return False
+    if len(base) == 1:
+        return base.isprintable()
+    return base in {k.value for k in Keys} or key_to_character(base) is not None
+
+
+# A keymap is a few lines; more is not one (``/dev/zero`` would read for ever).
+KEYMAP_MAX_BYTES = 64 * 1024
+
+
 def check_keymap(keymap: Mapping[str, str], origin: str = "keymap") -> dict[str, str]:
     """The keymap, checked: known ids, string keys, and no key doing two things where
     both could fire. Raises KeymapError (one line)."""
@@ -352,6 +374,11 @@ def check_keymap(keymap: Mapping[str, str], origin: str = "keymap") -> dict[str,
         if not isinstance(keys, str) or not _norm(keys):
             raise KeymapError(f'{origin}: {binding_id} must be a key name, like "x" or "ctrl+x"')
         for name in _norm(keys):
+            if not _bindable(name):
+                raise KeymapError(
+                    f"{origin}: {binding_id} = {name!r} is not a key Textual can bind "
+                    '(like "x", "f5", "ctrl+x" or "question_mark")'
+                )
             if name in RESERVED:
                 raise KeymapError(
                     f"{origin}: {name!r} is {RESERVED[name]} everywhere; give {binding_id} "
@@ -380,16 +407,27 @@ def load_keymap(path: Path | None = None) -> dict[str, str]:
     """The operator's keymap ({} when there is no file). Raises KeymapError (one line)."""
     path = path or keymap_path()
     try:
-        raw = path.read_bytes()
+        # Looked at before it is opened: a FIFO would hang the open, a device read on.
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise KeymapError(f"{path}: not a regular file; a keymap is a TOML file")
+        with path.open("rb") as fh:
+            raw = fh.read(KEYMAP_MAX_BYTES + 1)
     except FileNotFoundError:
         return {}
     except OSError as exc:
         raise KeymapError(f"{path}: {exc.strerror or exc}") from exc
+    if len(raw) > KEYMAP_MAX_BYTES:
+        raise KeymapError(f"{path}: larger than {KEYMAP_MAX_BYTES // 1024} KiB; not a keymap")
     try:
         data = tomllib.loads(raw.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise KeymapError(f"{path}: not valid TOML ({exc})") from exc
     return check_keymap(data, str(path))
+
+
+def key_names(key_id: str, keymap: Mapping[str, str]) -> list[str]:
+    """The key names (as Textual writes them) that key ``key_id`` is on with ``keymap``."""
+    return _norm(keymap.get(key_id, BY_ID[key_id].key))
 
 
 def effective_key(key: Key, keymap: Mapping[str, str]) -> str:

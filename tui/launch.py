@@ -238,6 +238,12 @@ def make_console(
             print(f"batchdeck: {safe_line(exc)}", file=sys.stderr)
             return 1
     # The demo's data is throwaway: it ends with its terminal (see tui.host).
-    host = EngineHost(engine, end_on_hangup=command == "demo", watch_tty=watch_tty)
+    stage = getattr(demo, "stage_stuck", None) if command == "demo" else None
+    host = EngineHost(
+        engine,
+        end_on_hangup=command == "demo",
+        watch_tty=watch_tty,
+        after_start=(lambda: stage(db_path)) if stage is not None else None,
+    )
     app = BatchdeckApp(db_path, mode_label=label, host=host, keymap=keymap)
     return app, host, db_path

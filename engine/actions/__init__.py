@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from engine.actions import aids, approval, bulk_csv, call_job, python_call, shell, wait
 from engine.actions.base import Action, Param
+from engine.actions.remote import HTTP_JOB, SALESFORCE_BULK
 
 ACTIONS: dict[str, Action] = {
     action.name: action
@@ -15,6 +16,8 @@ ACTIONS: dict[str, Action] = {
         call_job.ACTION,
         approval.ACTION,
         python_call.ACTION,
+        SALESFORCE_BULK,
+        HTTP_JOB,
         aids.FAIL,
         aids.BLOCKING_WAIT,
     )

@@ -7,7 +7,7 @@ every status in it was reached through the transition table. No status column is
 written here.
 
 What the console finds when it opens the database with its engine on
-``SERVERS`` (batch-01 with 6 slots, batch-02 with 3). Tasks are claimed in id order,
+``SERVERS`` (batch-01 with 6 slots, batch-02 with 4). Tasks are claimed in id order,
 batch-01's slots first, so the submission order below is the slot plan; there are
 enough slots for the children and the system job to start within the first seconds.
 
@@ -24,8 +24,12 @@ live (Waiting until the console's engine starts them):
   log-shipper          batch-01  shell, a line a second (output tail)
   month-end-close      batch-01  async child audit-trail, then waits for a sync child
                                  ledger-rollup
-  warehouse-sync       batch-02  blocking_wait 600 s: abort shows Aborting
+  warehouse-sync       batch-02  blocking_wait 600 s, canceled as the console's engine
+                                 starts it (``stage_stuck``): stuck at once (a cancel
+                                 cannot stop an unmanaged wait); abort shows Aborting
   quarterly-reconcile  batch-02  30-minute wait: cancel is Canceled at once
+  crm-upsert           batch-02  salesforce_bulk on the demo's remote stand-in
+                                 (tui.demo.remote): cancel aborts the remote job
   system-housekeeping  queued    system job: cancel refused; next free slot is its
   payroll-run          held      Withhold
 """
@@ -47,11 +51,13 @@ from engine.identity import current_actor
 from engine.recipes import load_recipe
 from engine.submit import submit
 from tui.demo.data import remove, write_crm, write_leads
+from tui.demo.remote import RECIPE as REMOTE_RECIPE
+from tui.demo.remote import point_at_emulator
 
 R = TypeVar("R")
 
 HERE = Path(__file__).parent
-SERVERS = {"batch-01": 6, "batch-02": 3}
+SERVERS = {"batch-01": 6, "batch-02": 4}
 DB_NAME = "batchdeck.db"
 MARKER = ".batchdeck-demo"
 CANCEL_REASON = "demo: wrong sandbox"
@@ -71,6 +77,7 @@ LIVE = (
     "month-end-close",
     "warehouse-sync",
     "quarterly-reconcile",
+    "crm-upsert",
     "system-housekeeping",
     "payroll-run",
 )
@@ -128,13 +135,14 @@ def _write_files(root: Path) -> Path:
     for name in ("target.db", "legacy.db"):  # the import targets start empty
         for suffix in ("", "-journal", "-wal", "-shm"):
             remove(data / (name + suffix))
-    for name in ("leads-by-region.csv", "contacts.csv"):
+    for name in ("leads-by-region.csv", "contacts.csv", "leads-failed.csv"):
         for suffix in ("", ".partial"):
             remove(reports / (name + suffix))
     # Only the demo's own files are replaced: anything else in DIR is left alone.
     for name in recipe_names():
         shutil.copyfile(HERE / f"{name}.toml", recipes / f"{name}.toml")
     shutil.copyfile(HERE / PY_MODULE, recipes / PY_MODULE)
+    point_at_emulator(recipes / f"{REMOTE_RECIPE}.toml")
     return recipes
 
 
@@ -196,6 +204,39 @@ async def _run_finishing(store: Store, recipes: Path, actor: str) -> None:
         await engine.stop()
 
 
+STUCK_JOB, STUCK_TASK = "warehouse-sync", "pull-inventory"
+STUCK_REASON = "demo: stuck in an unmanaged wait"
+# The cancel is dated this far back, past stuck_seconds (300 by default), so that the
+# STUCK banner and `batchdeck list --stuck` show as soon as the demo opens.
+STUCK_AGO_S = 330.0
+
+
+async def stage_stuck(db_path: str) -> None:
+    """Once the console's engine runs the demo's blocking wait, cancel it, dated
+    STUCK_AGO_S back: a cancel cannot stop an unmanaged wait, so the job is stuck at
+    once and names its next step (enhanced abort). Gives up quietly after
+    BUILD_TIMEOUT_S: the demo runs on without it."""
+    store = Store(db_path)
+    try:
+        with store.read() as conn:
+            job_id = conn.exec_driver_sql(
+                "SELECT id FROM job WHERE name=? AND parent_id IS NULL", (STUCK_JOB,)
+            ).scalar_one()
+        await _until(lambda: _task(store, job_id, STUCK_TASK)[0] == "executing", STUCK_JOB)
+        await asyncio.to_thread(
+            control.cancel,
+            store,
+            job_id,
+            actor=current_actor(),
+            reason=STUCK_REASON,
+            now=time.time() - STUCK_AGO_S,
+        )
+    except (DemoError, control.Refused):
+        pass  # the operator acted on it first, or it never started: nothing to stage
+    finally:
+        store.dispose()
+
+
 def _task(store: Store, job_id: int, name: str) -> tuple[str, float]:
     with store.read() as conn:
         row = conn.exec_driver_sql(
@@ -234,4 +275,4 @@ def _run_async(make: Callable[[], Awaitable[R]]) -> R:
         return pool.submit(run).result()
 
 
-__all__ = ["DemoError", "build_demo", "recipe_names"]
+__all__ = ["DemoError", "build_demo", "recipe_names", "stage_stuck"]

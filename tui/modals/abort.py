@@ -7,7 +7,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
-from engine.control import AbortPlan
+from engine.control import AbortPlan, BulkPlan
 from engine.format import duration, label
 from engine.safe_text import safe_line
 from engine.text_views import plan_task_line
@@ -39,20 +39,26 @@ def abort_lines(plan: AbortPlan, now: float) -> Text:
     if not plan.tasks:
         text.append("\n• none running: the job is only canceled")
     if plan.enhanced:
-        servers = safe_line(", ".join(plan.servers)) or "none"
-        text.append(f"\n\nServers that restart: {servers}", style="bold")
-        text.append(
-            f" (they drain first, for at most {duration(plan.drain_seconds)}; "
-            "every task still on them is then force-stopped)"
-        )
-        text.append(f"\nOther jobs disrupted ({len(plan.disrupted)}):", style="bold")
-        for d in plan.disrupted:
-            text.append("\n• " + safe_line(f"job {d.id} {d.name}: {', '.join(d.tasks)}"))
-        if plan.disrupted:
-            text.append("\n  (their interrupted tasks go back to Ready and run again)", "dim")
-        else:
-            text.append("\n• none")
+        restart_text(text, plan)
     return text
+
+
+def restart_text(text: Text, plan: AbortPlan | BulkPlan) -> None:
+    """An enhanced abort's reach, one job's or the marked jobs': the servers it restarts
+    and every other job they run (D365: the confirmation lists the disrupted jobs)."""
+    servers = safe_line(", ".join(plan.servers)) or "none"
+    text.append(f"\n\nServers that restart: {servers}", style="bold")
+    text.append(
+        f" (they drain first, for at most {duration(plan.drain_seconds)}; "
+        "every task still on them is then force-stopped)"
+    )
+    text.append(f"\nOther jobs disrupted ({len(plan.disrupted)}):", style="bold")
+    for d in plan.disrupted:
+        text.append("\n• " + safe_line(f"job {d.id} {d.name}: {', '.join(d.tasks)}"))
+    if plan.disrupted:
+        text.append("\n  (their interrupted tasks go back to Ready and run again)", "dim")
+    else:
+        text.append("\n• none")
 
 
 class ConfirmAbort(YesNoModal):

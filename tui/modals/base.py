@@ -26,6 +26,27 @@ class Dialog(ModalScreen[R]):
         Binding("pagedown", "scroll_list(10)", "Page down", show=False),
     ]
 
+    def on_mount(self) -> None:
+        self.call_after_refresh(self._fit_lists)
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._fit_lists)
+
+    def _fit_lists(self) -> None:
+        """Grow the lists to their content, up to the screen: the dialog takes every row
+        the other parts leave (an enhanced abort lists all the disrupted jobs that fit)."""
+        box = self.query("#dialog").first() if self.query("#dialog") else None
+        lists = list(self.query(DialogList))
+        if box is None or not lists:
+            return
+        others = sum(w.outer_size.height for w in box.children if w not in lists)
+        margins = sum(w.styles.margin.height for w in lists)
+        room = self.size.height - box.styles.gutter.height - others - margins
+        each = max(3, room // len(lists))
+        for scroll in lists:
+            if scroll.styles.max_height is None or scroll.styles.max_height.value != each:
+                scroll.styles.max_height = each
+
     def action_scroll_list(self, lines: int) -> None:
         for scroll in self.query(DialogList):
             scroll.scroll_relative(y=lines, animate=False)

@@ -15,6 +15,7 @@ from textual.widgets import Button, Input, Static
 from engine.control import BulkJob, BulkPlan
 from engine.format import label
 from engine.safe_text import safe_line
+from tui.modals.abort import restart_text
 from tui.modals.base import Dialog, DialogList
 
 TYPED_ABOVE = 20  # more jobs than this: type their number to confirm
@@ -51,6 +52,12 @@ def bulk_title(plan: BulkPlan) -> str:
     return f"{VERBS[plan.kind]} {n} marked job{'s' if n != 1 else ''}?"
 
 
+def yes_label(plan: BulkPlan) -> str:
+    """ "Cancel 3 jobs", "Enhanced abort 1 job": what the button does."""
+    n = len(plan.act)
+    return f"{VERBS[plan.kind]} {n} job{'s' if n != 1 else ''}"
+
+
 def counts_line(plan: BulkPlan) -> str:
     counts = plan.counts()
     parts = [f"{label(status)} {n}" for status, n in sorted(counts.items())]
@@ -75,6 +82,8 @@ def bulk_lines(plan: BulkPlan) -> Text:
         text.append("\n• " + safe_line(line))
     if not plan.act:
         text.append("\n• none")
+    if plan.kind == "enhanced_abort" and plan.act:
+        restart_text(text, plan)
     if plan.refused or plan.missing:
         text.append(f"\n\nRefused ({len(plan.refused) + len(plan.missing)}):", style="bold")
         for item in plan.refused:
@@ -84,8 +93,10 @@ def bulk_lines(plan: BulkPlan) -> Text:
     return text
 
 
-class ConfirmBulk(Dialog[bool]):
-    """Dismisses with True (act on the plan's jobs) or False."""
+class ConfirmBulk(Dialog[str | None]):
+    """Dismisses with the reason typed for a cancel ("" for none, and for an abort), or
+    None: nothing is done. The buttons say what they do, as the one-job dialog's:
+    "Cancel 3 jobs" / "Back"."""
 
     BINDINGS = [Binding("escape", "back", "Back")]
     AUTO_FOCUS = "#no"
@@ -97,6 +108,7 @@ class ConfirmBulk(Dialog[bool]):
 
     def compose(self) -> ComposeResult:
         plan = self.plan
+        live = bool(getattr(self.app, "live", True))
         with Vertical(id="dialog"):
             yield Static(bulk_title(plan), classes="dialog-title")
             yield Static(counts_line(plan), id="bulk-counts")
@@ -107,34 +119,44 @@ class ConfirmBulk(Dialog[bool]):
                 )
             with DialogList(classes="dialog-list"):
                 yield Static(bulk_lines(plan))
+            if plan.kind == "cancel" and plan.act:
+                actor = str(getattr(self.app, "actor", "you"))
+                yield Static(f"Reason for cancel: “Job canceled by {actor}” followed by:")
+                reason = Input(placeholder="Reason (optional)", id="reason")
+                reason.cursor_blink = live
+                yield reason
             if self.typed:
                 yield Static(typed_why(plan.kind), classes="warning", id="typed-why")
                 box = Input(placeholder=f"type {len(plan.act)}", id="count")
-                box.cursor_blink = bool(getattr(self.app, "live", True))
+                box.cursor_blink = live
                 yield box
             with Horizontal(classes="buttons"):
                 yield Button(
-                    f"{VERBS[plan.kind]} {len(plan.act)}",
+                    yes_label(plan),
                     variant="error",
                     id="yes",
                     disabled=self.typed or not plan.act,
                 )
-                yield Button("Cancel", variant="primary", id="no")
+                yield Button("Back", variant="primary", id="no")
+
+    def _reason(self) -> str:
+        boxes = self.query("#reason").results(Input)
+        return next((b.value.strip() for b in boxes), "")
 
     @on(Input.Changed, "#count")
     def _typed(self, event: Input.Changed) -> None:
         ok = event.value.strip() == str(len(self.plan.act)) and bool(self.plan.act)
         self.query_one("#yes", Button).disabled = not ok
 
-    @on(Input.Submitted, "#count")
+    @on(Input.Submitted)
     def _submitted(self, event: Input.Submitted) -> None:
         event.stop()
         if not self.query_one("#yes", Button).disabled:
-            self.dismiss(True)
+            self.dismiss(self._reason())
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
-        self.dismiss(event.button.id == "yes")
+        self.dismiss(self._reason() if event.button.id == "yes" else None)
 
     def action_back(self) -> None:
-        self.dismiss(False)
+        self.dismiss(None)

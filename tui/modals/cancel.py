@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -9,8 +11,31 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Static
 
 from engine.format import label
-from engine.query import JobView
-from tui.modals.base import Dialog
+from engine.query import JobView, TaskView
+from engine.safe_text import safe_line
+from tui.modals.base import Dialog, DialogList
+
+
+def cancel_task_lines(tasks: Sequence[TaskView]) -> Text:
+    """How a cancel stops each running task, as the task table's On cancel column."""
+    text = Text()
+    text.append(f"Running tasks wind down ({len(tasks)}):", style="bold")
+    for t in tasks:
+        how = t.stops_by.cancel if t.stops_by is not None else "finishes first"
+        text.append("\n• " + safe_line(f"{t.name} on {t.server or '-'}: {how}"))
+    return text
+
+
+def only_abort_stops(tasks: Sequence[TaskView]) -> str | None:
+    """A warning when a cancel cannot stop some task: it would stay Canceling (stuck)."""
+    walled = [t.name for t in tasks if t.stops_by is not None and t.stops_by.key == "restart"]
+    if not walled:
+        return None
+    names = safe_line(", ".join(walled))
+    return (
+        f"A cancel does not stop {names}: only a server restart does. The job would stay "
+        "Canceling (stuck) until an enhanced abort (A) restarts its server."
+    )
 
 
 class ConfirmCancel(Dialog[str | None]):
@@ -19,20 +44,26 @@ class ConfirmCancel(Dialog[str | None]):
     BINDINGS = [Binding("escape", "back", "Back")]
     AUTO_FOCUS = "#reason"
 
-    def __init__(self, job: JobView) -> None:
+    def __init__(self, job: JobView, tasks: Sequence[TaskView] = ()) -> None:
         super().__init__()
         self.job = job
+        self.tasks = list(tasks)  # its running tasks, each with how a cancel stops it
 
     def compose(self) -> ComposeResult:
         j = self.job
         with Vertical(id="dialog"):
             yield Static(f"Cancel job {j.id} {j.name}?", classes="dialog-title")
-            body = Text()
-            body.append(f"It is {label(j.status)}. ")
-            body.append(
-                "No new task of it starts. Tasks not started become Didn't run; "
-                "running tasks wind down and stop at their next safe point.\n"
+            yield Static(
+                f"It is {label(j.status)}. No new task of it starts. Tasks not started "
+                "become Didn't run."
             )
+            if self.tasks:
+                with DialogList(classes="dialog-list"):
+                    yield Static(cancel_task_lines(self.tasks))
+            walled = only_abort_stops(self.tasks)
+            if walled:
+                yield Static(walled, classes="warning", id="only-abort")
+            body = Text()
             body.append("Reason for cancel: ", style="bold")
             body.append(f"“Job canceled by {self.app_actor()}” followed by your words:")
             yield Static(body)

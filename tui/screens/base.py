@@ -7,12 +7,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, cast
 
-from textual import work
+from textual import events, work
 from textual.screen import Screen
 from textual.timer import Timer
 
 from tui.data import one_line
-from tui.keys import BY_ID, scope_bindings
+from tui.keys import BY_ID, key_names, scope_bindings
 
 if TYPE_CHECKING:
     from tui.app import BatchdeckApp
@@ -136,6 +136,22 @@ class JobKeysMixin:
             if parameters[0] in MANAGER_KEYS and who is not None and not who.manager:
                 return False
         return True
+
+    def on_key(self, event: events.Key) -> None:
+        """A manager's key (hidden from one who is not) pressed anyway: say why nothing
+        happens, in the words a refused request would use."""
+        who = self._bd.who
+        if who is None or who.manager or self._bd.data.read_only:
+            return
+        for key_id in sorted(MANAGER_KEYS):
+            if event.key in key_names(key_id, self._bd.keymap):
+                from engine.manager_rule import refusal
+
+                event.stop()
+                event.prevent_default()
+                kind = "enhanced_abort" if key_id == "enhanced-abort" else "abort"
+                cast(Screen, self).notify(str(refusal(who, kind)), severity="warning")
+                return
 
     def selected_job_id(self) -> int | None:
         raise NotImplementedError

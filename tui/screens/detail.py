@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.cells import cell_len
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -11,14 +12,16 @@ from textual.widgets import DataTable, Header, Static
 from textual.widgets.data_table import RowDoesNotExist
 
 from engine.format import clock, duration, label, progress, stamp
-from engine.query import JobDetail, TaskView
+from engine.query import JobDetail, JobView, TaskView
 from engine.text_views import event_text
 from tui.data import join
 from tui.keys import bindings
 from tui.screens.base import JOB_BINDINGS, JobKeysMixin, LiveScreen
 from tui.styles import status_text
 from tui.widgets.cells import RowCells
+from tui.widgets.column_fit import fit_columns
 from tui.widgets.footer import KeyFooter
+from tui.widgets.job_table import NO_ENGINE, status_words
 
 TASK_COLUMNS = (
     ("task", "Task"),
@@ -31,6 +34,38 @@ TASK_COLUMNS = (
     ("stops", "On cancel"),  # how a cancel stops it (running tasks): tui item "how each stops"
     ("message", "Message"),
 )
+TASK_TITLES = dict(TASK_COLUMNS)
+ALL_TASK_KEYS = [k for k, _ in TASK_COLUMNS]
+# Least needed first: they drop while the table is wider than the screen; then the
+# message is cut down to 24, then the progress drops (the message often says it too).
+TASK_DROPS = ("started", "try", "server", "duration")
+TABLE_MARGIN = 4  # the table's margins and the body's scroll bar
+ASSUMED = {"status": 10, "try": 3, "progress": 17, "started": 8, "duration": 8, "message": 30}
+
+
+def _width(cell: object) -> int:
+    return cell.cell_len if isinstance(cell, Text) else cell_len(str(cell))
+
+
+def task_columns(
+    width: int, keys: list[str], rows: list[dict[str, object]]
+) -> tuple[tuple[str, int | None], ...]:
+    """The task table's columns for ``width`` cells (tui.widgets.column_fit)."""
+    # Measured: what changes only when tasks start or stop. Assumed: what changes with
+    # every progress report or tick, so that a report does not rebuild the table.
+    natural = {
+        k: ASSUMED.get(k) or max([len(TASK_TITLES[k]), *(_width(r[k]) for r in rows)]) for k in keys
+    }
+    return fit_columns(width, natural, keys, TASK_DROPS, "message", late_drops=("progress",))
+
+
+def cut(cell: object, width: int | None) -> object:
+    """A cell cut to a fixed column width, with an ellipsis (None: as it is)."""
+    if width is None or _width(cell) <= width:
+        return cell
+    return shorten(str(cell), width)
+
+
 CHILD_COLUMNS = (
     ("id", "ID"),
     ("name", "Name"),
@@ -65,6 +100,14 @@ def shorten(text: str, width: int) -> str:
 LABEL_WIDTH = 18
 
 
+def tasks_done_text(j: JobView) -> str:
+    """ "0/2 done · 2 didn't run": done is what Ended."""
+    text = f"{j.tasks_done}/{j.tasks_total} done"
+    if j.tasks_didnt_run:
+        text += f" · {j.tasks_didnt_run} didn't run"
+    return text
+
+
 def _interesting(tasks: list[TaskView]) -> int | None:
     """Where the task cursor starts: a waiting approval, else a running task."""
     for test in (waiting_approval, lambda t: t.status in ("executing", "canceling", "aborting")):
@@ -74,7 +117,7 @@ def _interesting(tasks: list[TaskView]) -> int | None:
     return None
 
 
-def fields_renderable(d: JobDetail, now: float) -> Group:
+def fields_renderable(d: JobDetail, now: float, no_engine: bool = False) -> Group:
     """Short fields two to a line, long ones (who, when, why) one to a line."""
     j = d.job
     short = Table.grid(padding=(0, 1), expand=True)
@@ -83,13 +126,13 @@ def fields_renderable(d: JobDetail, now: float) -> Group:
     short.add_column(style="bold", no_wrap=True, min_width=8)
     short.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
     status = status_text(j.status)
+    if no_engine and status_words(j, no_engine) != label(j.status):
+        status.append(f" {NO_ENGINE}")
     if j.system:
         status.append(" (system job)", style="dim")
     short.add_row("Job", Text(f"{j.id} {j.name}"), "Status", status)
     short.add_row("Started", stamp(j.started_at), "Ended", stamp(j.ended_at))
-    short.add_row(
-        "Duration", duration(j.duration(now)), "Tasks", f"{j.tasks_done}/{j.tasks_total} done"
-    )
+    short.add_row("Duration", duration(j.duration(now)), "Tasks", tasks_done_text(j))
     long = Table.grid(padding=(0, 1), expand=True)
     long.add_column(style="bold", no_wrap=True, min_width=LABEL_WIDTH)
     long.add_column(ratio=1)
@@ -123,10 +166,13 @@ class JobDetailScreen(JobKeysMixin, LiveScreen):
         self._task_ids: list[int] = []
         self._child_ids: list[int] = []
         # The task table's columns: "On cancel" only while a task of the job is running.
-        self._task_columns = tuple(c for c in TASK_COLUMNS if c[0] != "stops")
-        self.task_cells = RowCells([key for key, _ in self._task_columns])
+        self._task_columns: tuple[tuple[str, int | None], ...] = ()  # (key, cut width)
+        self.task_cells = RowCells([])
         self._child_cells = RowCells([key for key, _ in CHILD_COLUMNS])
         self._event_ids: list[int] | None = None  # what the event log shows
+
+    def _no_engine(self) -> bool:
+        return getattr(self.app, "engines_alive", None) is False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -134,10 +180,7 @@ class JobDetailScreen(JobKeysMixin, LiveScreen):
             yield Static(id="banner", classes="-hidden")  # a stuck job: its next step
             yield Static(id="fields")
             yield Static("Tasks", classes="section")
-            tasks: DataTable[object] = DataTable(id="tasks", cursor_type="row")
-            for key, title in self._task_columns:
-                tasks.add_column(title, key=key)
-            yield tasks
+            yield DataTable(id="tasks", cursor_type="row")
             yield Static(id="output", classes="-hidden")
             yield Static("Child jobs", classes="section -hidden", id="children-title")
             children: DataTable[object] = DataTable(
@@ -182,7 +225,7 @@ class JobDetailScreen(JobKeysMixin, LiveScreen):
             self.request_reload()  # a job turns stuck with time alone: read the banner again
             return
         now = self.bd.clock()
-        self.query_one("#fields", Static).update(fields_renderable(d, now))
+        self.query_one("#fields", Static).update(fields_renderable(d, now, self._no_engine()))
         self._fill_tasks(d, now)
 
     async def load(self) -> None:
@@ -199,7 +242,7 @@ class JobDetailScreen(JobKeysMixin, LiveScreen):
         banner.set_class(stuck is None, "-hidden")
         banner.update(Text(f"STUCK · {stuck.banner}") if stuck is not None else "")
         self.title = f"Job {detail.job.id} {detail.job.name}"
-        self.query_one("#fields", Static).update(fields_renderable(detail, now))
+        self.query_one("#fields", Static).update(fields_renderable(detail, now, self._no_engine()))
         self._fill_tasks(detail, now)
         self._fill_children(detail)
         self._fill_events(detail, now)
@@ -209,20 +252,23 @@ class JobDetailScreen(JobKeysMixin, LiveScreen):
         table: DataTable[object] = self.query_one("#tasks", DataTable)
         ids = [t.id for t in d.tasks]
         running = any(t.stops_by is not None for t in d.tasks)
-        columns = tuple(c for c in TASK_COLUMNS if running or c[0] != "stops")
+        keys = [k for k, _ in TASK_COLUMNS if running or k != "stops"]
+        every = {
+            str(t.id): dict(zip(ALL_TASK_KEYS, self._task_cells(t, now), strict=True))
+            for t in d.tasks
+        }
+        columns = task_columns(self.app.size.width - TABLE_MARGIN, keys, list(every.values()))
         previous = self.selected_task_id() if self._task_ids else None
-        if columns != self._task_columns:  # a task started or the last one stopped
+        if columns != self._task_columns:  # a task started or stopped, the width changed
             table.clear(columns=True)
-            for key, title in columns:
-                table.add_column(title, key=key)
+            for key, width in columns:
+                table.add_column(TASK_TITLES[key], key=key, width=width)
             self._task_columns = columns
             self.task_cells = RowCells([key for key, _ in columns])
             self._task_ids = []
-        keep = [i for i, c in enumerate(TASK_COLUMNS) if c in columns]
-        rows = {}
-        for t in d.tasks:
-            cells = self._task_cells(t, now)
-            rows[str(t.id)] = tuple(cells[i] for i in keep)
+        rows = {
+            tid: tuple(cut(cells[k], width) for k, width in columns) for tid, cells in every.items()
+        }
         if ids == self._task_ids:
             self.task_cells.sync(table, rows)
             return
@@ -234,6 +280,10 @@ class JobDetailScreen(JobKeysMixin, LiveScreen):
                 table.move_cursor(row=table.get_row_index(str(selected)))
             except RowDoesNotExist:
                 pass
+
+    def on_resize(self) -> None:
+        if self.detail is not None:  # the task table's columns fit the new width
+            self._fill_tasks(self.detail, self.bd.clock())
 
     @staticmethod
     def _task_cells(t: TaskView, now: float) -> tuple[object, ...]:

@@ -28,8 +28,14 @@ def shown_keys(screen: Screen[Any]) -> tuple[tuple[Any, ...], ...]:
     )
 
 
+NARROW = 100  # below this many columns the keys are drawn compact: "s Servers" fits 80
+
+
 class KeyFooter(Footer):
-    """A Footer that rebuilds only when the keys it shows changed."""
+    """A Footer that rebuilds only when the keys it shows changed; compact when narrow."""
+
+    def on_resize(self) -> None:
+        self.compact = self.app.size.width < NARROW
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)

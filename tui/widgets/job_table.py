@@ -42,23 +42,32 @@ class Column:
     align: str = "left"
 
 
-def layout(width: int, id_width: int = 6) -> list[Column]:
-    """Columns for a given width: the name column shrinks first, then extras drop."""
+STATUS_COLUMN = Column("status", "Status", 0)
+NAME_MIN = 20  # the name keeps this much before the extra columns keep theirs
+STATUS_MIN, STATUS_MAX = 9, 21  # "Executing" .. "Executing · no engine"
+
+
+def layout(width: int, id_width: int = 6, status_width: int = 15) -> list[Column]:
+    """Columns for a given width, by priority: the status as wide as the widest shown
+    (``status_width``), then the name at least NAME_MIN, then the extras, dropped one by
+    one (by, started, servers, duration, progress) until the name has its room; what is
+    left over goes to the name."""
     wide = width >= 110
+    status_width = max(STATUS_MIN, min(STATUS_MAX, status_width))
     cols = [
         Column("mark", MARK, 1),
         Column("id", "ID", max(2, id_width), "right"),
         Column("name", "Name", 0),
-        Column("status", "Status", 15),  # "Canceling STUCK"
-        Column("progress", "Tasks", 12 if wide else 7),
-        Column("servers", "Server", 17 if wide else 10),
+        Column("status", "Status", status_width),
+        Column("progress", "Tasks", 12 if wide else 5),
+        Column("servers", "Server", 17 if wide else 8),
         Column("started", "Started", 16 if wide else 8),
         Column("duration", "Duration", 8, "right"),
         Column("by", "By", 14 if wide else 8),
     ]
     for drop in ("by", "started", "servers", "duration", "progress"):
         fixed = sum(c.width for c in cols if c.key != "name") + len(cols)  # 1 gap each
-        if width - 1 - fixed >= 10:  # 1 for the cursor marker
+        if width - 1 - fixed >= NAME_MIN:  # 1 for the cursor marker
             break
         cols = [c for c in cols if c.key != drop]
     fixed = sum(c.width for c in cols if c.key != "name") + len(cols)
@@ -74,6 +83,17 @@ def fit(text: str, width: int, align: str = "left") -> str:
     if align == "right":
         return " " * (width - cell_len(text)) + text
     return set_cell_size(text, width)
+
+
+NO_ENGINE = "· no engine"
+
+
+def status_words(job: JobView, no_engine: bool) -> str:
+    """ "Executing · no engine": an Executing job with nothing running and no engine
+    serving the database waits for one (its tasks went back to Ready when it stopped)."""
+    if no_engine and job.status == "executing" and not job.tasks_running:
+        return f"{label(job.status)} {NO_ENGINE}"
+    return label(job.status)
 
 
 def progress_cell(job: JobView, width: int) -> str:
@@ -326,10 +346,18 @@ class JobTable(ScrollView, can_focus=True):
                 self.post_message(self.Opened(self.selected_id))
 
     # -- drawing ------------------------------------------------------------------------
+    def _status_width(self, no_engine: bool) -> int:
+        """The widest status the rows read now hold: no padding for words not shown."""
+        return max(
+            (len(self._cell(r, STATUS_COLUMN, 0.0, no_engine=no_engine)[0]) for r in self._cache),
+            default=STATUS_MIN,
+        )
+
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
         base = self.rich_style
-        cols = layout(width, self._id_width)
+        no_engine = getattr(self.app, "engines_alive", None) is False
+        cols = layout(width, self._id_width, self._status_width(no_engine))
         if y == 0:
             style = base + self.get_component_rich_style("jobtable--header")
             text = " " + " ".join(fit(c.title, c.width, c.align) for c in cols)
@@ -349,7 +377,7 @@ class JobTable(ScrollView, can_focus=True):
         segments = [Segment("▶" if on_cursor else " ", row_style)]
         now = self.clock()
         for c in cols:
-            text, style = self._cell(row, c, now, row.id in self.marks)
+            text, style = self._cell(row, c, now, row.id in self.marks, no_engine)
             cell_style = row_style if on_cursor or style is None else row_style + style
             segments.append(Segment(fit(text, c.width, c.align), cell_style))
             segments.append(Segment(" ", row_style))
@@ -357,7 +385,7 @@ class JobTable(ScrollView, can_focus=True):
 
     @staticmethod
     def _cell(
-        row: JobView, col: Column, now: float, marked: bool = False
+        row: JobView, col: Column, now: float, marked: bool = False, no_engine: bool = False
     ) -> tuple[str, Style | None]:
         k = col.key
         if k == "mark":
@@ -369,7 +397,7 @@ class JobTable(ScrollView, can_focus=True):
         if k == "status":
             if row.stuck_for is not None:
                 return f"{label(row.status)} {STUCK}", status_style(row.status) + Style(bold=True)
-            return label(row.status), status_style(row.status)
+            return status_words(row, no_engine), status_style(row.status)
         if k == "progress":
             return progress_cell(row, col.width), None
         if k == "servers":
