@@ -131,7 +131,7 @@ def test_only_a_manager_may_prune_and_a_refusal_is_audited(deck: Deck) -> None:
     store = Store(deck.db)
     try:
         job = _add(store)
-        deck.ok("settings", "managers", "nobody-here")
+        deck.ok("settings", "managers", "nobody-here", "--force")
         err = deck.refused("prune", "--older-than", "1d").err
         assert "Pruning history needs a batch job manager" in err
         assert _count(store, "job", job) == 1
