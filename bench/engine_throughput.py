@@ -45,6 +45,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -135,12 +137,10 @@ async def cancel_latency(db: str) -> tuple[float, float]:
     return t_tx * 1000, t_done * 1000
 
 
-def cross_process_ms(tmp: str, runs: int = 10) -> float:
-    from engine.db import Store
-
-    db = f"{tmp}/x.db"
-    store = Store(db)
-    # Its servers' words on stderr go to a file, not among this script's figures.
+@contextmanager
+def serving(db: str, tmp: str) -> Iterator[subprocess.Popen]:
+    """A ``batchdeck serve`` process on ``db``, once it says it serves; stopped after."""
+    # Its servers' words on stderr go to a file, not among the script's figures.
     log = Path(tmp, "serve.err")
     with log.open("w") as err:
         serve = subprocess.Popen(
@@ -151,7 +151,20 @@ def cross_process_ms(tmp: str, runs: int = 10) -> float:
             cwd=Path(__file__).resolve().parents[1],
         )
     try:
-        assert "serving" in serve.stdout.readline(), log.read_text()
+        if "serving" not in serve.stdout.readline():
+            raise SystemExit(f"batchdeck serve did not start: {log.read_text()[-500:]}")
+        yield serve
+    finally:
+        serve.terminate()
+        serve.wait(10)
+
+
+def cross_process_ms(tmp: str, runs: int = 10) -> float:
+    from engine.db import Store
+
+    db = f"{tmp}/x.db"
+    store = Store(db)
+    with serving(db, tmp):
         times = []
         for _ in range(runs):
             job = submit(store, noop_recipe(1, seconds=600), actor="bench")
@@ -163,9 +176,6 @@ def cross_process_ms(tmp: str, runs: int = 10) -> float:
                 time.sleep(0.001)
             times.append((time.perf_counter() - t0) * 1000)
         return statistics.median(times)
-    finally:
-        serve.terminate()
-        serve.wait(10)
 
 
 def stdlib_single_row_commits_per_s(tmp: str, seconds: float = 1.0) -> float:

@@ -1,5 +1,6 @@
 """Bulk cancel and abort as flows (``engine.flows``): the plan an operator confirms (the
-console's marked rows, ``batchdeck cancel/abort --all``), then one transaction per job.
+console's marked rows, ``batchdeck cancel/abort --all``), then the cancels in chunks of
+jobs, a transaction each, or one transaction per abort.
 Written once for both paths, SQLAlchemy (the console, ``control``) and the rendered
 text (the command line). No SQLAlchemy.
 """
@@ -16,6 +17,7 @@ from engine.flows import Refused, Sql
 from engine.identity import user_name
 from engine.manager_rule import refusal, refused_by_rule
 from engine.query import JobView
+from engine.statuses import LABELS, no_such_job
 
 BULK_KINDS = ("cancel", "abort", "enhanced_abort")
 
@@ -158,6 +160,53 @@ def _for_job(job_id: int, text: str) -> str:
     return text if text.startswith(f"Job {job_id}") else f"Job {job_id}: {text}"
 
 
+# Jobs canceled in one transaction: a few ms of the write lock on either database, so
+# another operator's single cancel is never held up for long.
+CHUNK_JOBS = 500
+
+
+def _cancel_in_chunks(
+    transaction: Callable[[], AbstractContextManager[Sql]],
+    bulk: BulkPlan,
+    *,
+    actor: str,
+    reason: str | None,
+    at: float,
+) -> dict[int, BulkResult]:
+    """The cancels of ``bulk``, ``CHUNK_JOBS`` jobs a transaction; each job is checked
+    again in its chunk's transaction. A refusal by the ``managers`` rule, at the plan (in
+    the first transaction) or now, is recorded in the audit."""
+    results: dict[int, BulkResult] = {}
+    todo = [j.job.id for j in bulk.act]
+    audit = [(j.job.id, j.refusal) for j in bulk.refused if refused_by_rule(j.refusal)]
+    chunks = [todo[i : i + CHUNK_JOBS] for i in range(0, len(todo), CHUNK_JOBS)]
+    if audit and not chunks:
+        chunks = [[]]
+    for n, chunk in enumerate(chunks):
+        with transaction() as sql:
+            refused = list(audit) if n == 0 else []
+            w = flows.who(sql, actor)
+            now = {j.id: j for j in sql.rows("bulk.recheck", {"ids": chunk})} if chunk else {}
+            running: list[int] = []
+            waiting: list[int] = []
+            for job_id in chunk:
+                job = now.get(job_id)
+                why = no_such_job(job_id) if job is None else flows.cancel_refusal_for(w, job)
+                if why is None:
+                    (running if job.status == "executing" else waiting).append(job_id)
+                    continue
+                if refused_by_rule(why):
+                    refused.append((job_id, why))
+                results[job_id] = BulkResult(job_id, False, _for_job(job_id, why))
+            for job_id, why in refused:
+                flows.add_event(sql, at=at, actor=actor, kind="refused", job_id=job_id, reason=why)
+            canceled = flows.cancel_many(sql, running, waiting, actor=actor, words=reason, at=at)
+            for job_id in running + waiting:
+                status = "canceled" if job_id in canceled else "canceling"
+                results[job_id] = BulkResult(job_id, True, f"Job {job_id} {LABELS[status]}")
+    return results
+
+
 def apply(
     transaction: Callable[[], AbstractContextManager[Sql]],
     bulk: BulkPlan,
@@ -169,7 +218,14 @@ def apply(
     """Carry out ``bulk``: one transaction per job, on exactly the jobs it acts on (a job
     that matches the filter only now is left alone). Each job is checked again as it is
     reached; an abort whose tasks grew since the plan is refused for that job. Returns
-    one result per job of the plan, refused ones included."""
+    one result per job of the plan, refused ones included. A cancel goes in chunks of
+    ``CHUNK_JOBS`` jobs, a transaction each."""
+    if bulk.kind == "cancel":
+        done = _cancel_in_chunks(transaction, bulk, actor=actor, reason=reason, at=at)
+        return [
+            done.get(j.job.id) or BulkResult(j.job.id, False, _for_job(j.job.id, j.refusal or ""))
+            for j in bulk.jobs
+        ]
     results: list[BulkResult] = []
     for item in bulk.jobs:
         job = item.job

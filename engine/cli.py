@@ -568,20 +568,21 @@ def _cancel_dry_run(args: argparse.Namespace) -> int:
 
 def _flow(args: argparse.Namespace, go: Callable[[Any, Any], R], *, write: bool) -> R:
     """``go(reading, transaction)``: a flow's read and write transactions (context
-    managers giving an ``engine.flows.Sql``). On the light path (``SqliteReads``: the
-    statements' rendered text through ``sqlite3``, no SQLAlchemy) when the database
-    allows it, else through SQLAlchemy (PostgreSQL, no file or schema yet, another
-    schema version). ``write``: the file is checked and opened as for a write. A
-    refusal (``flows.Refused``) is the command's one-line Fail."""
+    managers giving an ``engine.flows.Sql``). On the light path (``engine.pg_light.
+    open_light``: the statements' rendered text through ``sqlite3`` or psycopg, no
+    SQLAlchemy) when the database allows it, else through SQLAlchemy (no file or schema
+    yet, another schema version, an unreachable server). ``write``: the file is checked
+    and opened as for a write. A refusal (``flows.Refused``) is the command's one-line
+    Fail."""
     from engine.flows import Refused
 
     path = _usable(args, write=write)
     db = None
-    if "://" not in path:
-        from engine.read_sql import NeedsGateway, SqliteReads
+    from engine.pg_light import open_light
+    from engine.read_sql import NeedsGateway
 
-        with contextlib.suppress(NeedsGateway):
-            db = SqliteReads(path, write=write)
+    with contextlib.suppress(NeedsGateway):
+        db = open_light(path, write=write)
     try:
         if db is not None:
             return go(db.reading, db.transaction)

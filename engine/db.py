@@ -41,8 +41,10 @@ from sqlalchemy import (
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
 
+from engine import doorbell
 from engine.dburl import DbTarget, parse_db
 from engine.models import SCHEMA_VERSION
+from engine.pg_light import NOTIFY_IF_WRITTEN, WRITE_LOCK
 
 # The file-level checks and messages need no SQLAlchemy: the command line's fast reads
 # use them too (engine.sqlite_file); imported here so engine.db still offers them.
@@ -307,6 +309,8 @@ class Store:
         for bell in self._bells:
             bell()
         if not self.is_postgresql:
+            if not tag:  # an engine's own tick is no news worth a ring
+                doorbell.ring(self.path)
             self._checkpoint_if_due()
 
     def _checkpoint_if_due(self) -> None:
@@ -408,10 +412,8 @@ class Store:
 # one async reader per event loop and one change watch, and check the schema once.
 _SHARED: dict[tuple[str, bool], Store] = {}
 _SHARED_LOCK = threading.Lock()
-_NOTIFY_IF_WRITTEN = (
-    "SELECT pg_notify('batchdeck', %(tag)s) WHERE pg_current_xact_id_if_assigned() IS NOT NULL"
-)
-_WRITE_LOCK = "SELECT pg_advisory_xact_lock(1650553956)"  # "bdwr": one writer at a time
+_NOTIFY_IF_WRITTEN = NOTIFY_IF_WRITTEN
+_WRITE_LOCK = WRITE_LOCK
 SCHEMA_LOCK_KEY = 0x62617463  # "batc": the advisory lock held while creating the schema
 
 

@@ -15,7 +15,6 @@ constructs SQLite and PostgreSQL spell differently are compiled here per dialect
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -36,6 +35,8 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import GenericFunction
 from sqlalchemy.sql.visitors import InternalTraversal
 from sqlalchemy.types import TypeDecorator
+
+from engine.patterns import glob_to_regex
 
 # SQLite only takes its write lock at the first write unless asked up front.
 WRITE_BEGIN = {"sqlite": "BEGIN IMMEDIATE"}
@@ -164,22 +165,7 @@ class GlobPattern(TypeDecorator[str]):
     def process_bind_param(self, value: Any, dialect: Any) -> Any:
         if dialect.name != "postgresql" or value is None:
             return value
-        out, i = ["^"], 0
-        while i < len(value):
-            ch = value[i]
-            if ch == "*":
-                out.append(".*")
-            elif ch == "?":
-                out.append(".")
-            elif ch == "[" and "]" in value[i + 2 :]:
-                end = value.index("]", i + 2)
-                body = value[i + 1 : end]
-                out.append("[" + ("^" + body[1:] if body.startswith("^") else body) + "]")
-                i = end
-            else:
-                out.append(re.escape(ch))
-            i += 1
-        return "".join(out) + "$"
+        return glob_to_regex(value)
 
 
 def glob(column: ColumnElement[Any], pattern: str, *, name: str | None = None) -> Glob:

@@ -77,6 +77,7 @@ def _bulk_jobs() -> dict[str, Prepared]:
 
 
 _OF_JOB = task.c.job_id == bindparam("job_id", type_=Integer)
+_OF_JOBS = in_list(task.c.job_id, "ids")
 _CANCEL_FIELDS = {
     "canceled_by": bindparam("by", type_=String),
     "canceled_at": AT,
@@ -116,6 +117,21 @@ STATEMENTS: dict[str, Prepared] = {
             "cancel.canceling": TaskMove("canceling", and_(_OF_JOB, task.c.status == "executing")),
             "cancel.job_canceling": JobMove("canceling", _CANCEL_FIELDS),
             "cancel.job_canceled": JobMove("canceled", {**_CANCEL_FIELDS, "ended_at": AT}),
+            # The same moves for the jobs ``:ids`` at once (bulk cancel, in chunks).
+            "cancel.many.didnt_run": TaskMove(
+                "didnt_run",
+                and_(_OF_JOBS, one_of(task.c.status, ["waiting", "ready"])),
+                {"ended_at": AT},
+            ),
+            "cancel.many.canceling": TaskMove(
+                "canceling", and_(_OF_JOBS, task.c.status == "executing")
+            ),
+            "cancel.many.job_canceling": JobMove(
+                "canceling", _CANCEL_FIELDS, where=in_list(job.c.id, "ids")
+            ),
+            "cancel.many.job_canceled": JobMove(
+                "canceled", {**_CANCEL_FIELDS, "ended_at": AT}, where=in_list(job.c.id, "ids")
+            ),
             "abort.tasks": Prepared(
                 select(*_TASK_COLUMNS, task.c.params, job.c.recipe_path)
                 .join(job, job.c.id == task.c.job_id)
@@ -263,6 +279,12 @@ STATEMENTS: dict[str, Prepared] = {
             ),
             **_bulk_jobs(),
             "bulk.exist": Prepared(select(job.c.id).where(in_list(job.c.id, "ids"))),
+            # What a chunk of a bulk cancel checks again: the columns a refusal reads.
+            "bulk.recheck": Prepared(
+                select(job.c.id, job.c.status, job.c.system, job.c.submitted_by).where(
+                    in_list(job.c.id, "ids")
+                )
+            ),
         }
     ),
     **LOG_READS,

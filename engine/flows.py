@@ -158,6 +158,26 @@ def cancel_in(
         move(sql, "cancel.job_canceled", **said, by=actor)
 
 
+def cancel_many(
+    sql: Sql, running: list[int], waiting: list[int], *, actor: str, words: str | None, at: float
+) -> set[int]:
+    """``cancel_in`` for many jobs whose cancel is allowed, a few statements for all:
+    ``running`` were Executing (Canceling, or Canceled once nothing runs), ``waiting`` had
+    started nothing (Canceled at once). Returns the jobs now Canceled."""
+    said = {"at": at, "actor": actor, "reason": cancel_reason(actor, words)}
+    if not running and not waiting:
+        return set()
+    move(sql, "cancel.many.didnt_run", **said, ids=running + waiting)
+    done = set(waiting)
+    if running:
+        move(sql, "cancel.many.canceling", **said, ids=running)
+        move(sql, "cancel.many.job_canceling", **said, ids=running, by=actor)
+        done.update(finalize_jobs(sql, running, at=at))
+    if waiting:
+        move(sql, "cancel.many.job_canceled", **said, ids=waiting, by=actor)
+    return done
+
+
 def job_view(sql: Sql, job_id: int) -> JobView:
     """The job as the console and the command line show it (its own columns); Refused
     if there is no such job."""
@@ -172,9 +192,10 @@ def view_of(r: Any) -> JobView:
     return JobView(**r._asdict() | {"system": bool(r.system), "orphaned": bool(r.orphaned)})
 
 
-def cancel_refusal_for(w: Who, job: JobView) -> str | None:
-    """Why ``w`` may not cancel ``job`` now, by the ``managers`` rule or by its status;
-    None: the cancel goes ahead."""
+def cancel_refusal_for(w: Who, job: Any) -> str | None:
+    """Why ``w`` may not cancel ``job`` (a JobView, or a row of its id, status, system and
+    submitted_by) now, by the ``managers`` rule or by its status; None: the cancel goes
+    ahead."""
     return refusal(w, "cancel", job.submitted_by) or cancel_refused(job.id, job.status, job.system)
 
 

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from engine.format import clock
-from engine.read_sql import SORTS, NeedsGateway, SqliteReads, variant_key
+from engine.read_sql import SORTS, NeedsGateway, variant_key
 from engine.safe_text import safe_block, safe_line
 from engine.setting_values import DEFAULTS, bounded
 from engine.statuses import JOB_TERMINAL, TASK_RUNNING
@@ -397,9 +397,10 @@ class Reader:
         self._terminal_text = terminal_text
         self._inline = inline
         self._postgresql = is_postgresql(self._db)
-        # SQLite reads run their rendered text unless asked (``gateway``) or unable to.
-        self._light_ok = not gateway and not self._postgresql
-        self._light: SqliteReads | None = None
+        # Reads run their rendered text unless asked (``gateway``) or unable to; on
+        # PostgreSQL, only the command line's (a console reads through its async engine).
+        self._light_ok = not gateway and (inline or not self._postgresql)
+        self._light: Any = None
         self._thread: ThreadPoolExecutor | None = None
         self._store: Any = None
         self._engine: Any = None
@@ -449,8 +450,10 @@ class Reader:
         if self._light is None:
             if not self._light_ok:
                 return None
+            from engine.pg_light import open_light
+
             try:
-                self._light = SqliteReads(self._db)
+                self._light = open_light(self._db)
             except NeedsGateway:
                 self._light_ok = False
                 return None
@@ -787,6 +790,8 @@ class Reader:
         SQLite (one host, and tests inject a fixed clock)."""
         if not self._postgresql:
             return 0.0
+        if self._inline and self._light_rows("schema_version", {}) is not None:
+            return now - self._light.db_now(now)
         from engine.dialect import db_now
 
         if self._inline:

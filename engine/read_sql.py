@@ -27,12 +27,15 @@ import sys
 import tempfile
 import threading
 from collections import namedtuple
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from engine import doorbell
+from engine.patterns import glob_to_regex
 
 # The list's sort columns and the shapes of its text filter (see Reader.list_jobs).
 SORTS = ("id", "name", "status", "started", "submitted_by")
@@ -53,8 +56,9 @@ SOURCES = (
     "writes.py",
     "bulk_flow.py",
     "log_statements.py",
+    "patterns.py",
 )
-FORMAT = 4  # of the cache file (4: with the digest of its statements)
+FORMAT = 5  # of the cache file (4: the digest of its statements; 5: as_regex)
 # The keys of the flows' statements (``engine.flow_statements``) among the reads'.
 FLOW = "flow:"
 
@@ -76,6 +80,7 @@ class SqlText:
     as_json: tuple[str, ...]  # of those, the lists bound as JSON text (``IdList``)
     as_float: tuple[str, ...] = ()  # of those, the ones of a Float column (1 -> 1.0)
     as_bool: tuple[str, ...] = ()  # of those, the ones of a Boolean column (True -> 1)
+    as_regex: tuple[str, ...] = ()  # of those, shell patterns matched as a regex (PostgreSQL)
 
     def bind(self, params: Mapping[str, Any]) -> dict[str, Any]:
         missing = [n for n in self.needed if n not in params]
@@ -92,6 +97,8 @@ class SqlText:
                 value = float(value)
             elif name in self.as_bool:
                 value = int(bool(value))
+            elif name in self.as_regex:
+                value = glob_to_regex(value)
             out[name] = value
         return out
 
@@ -111,6 +118,7 @@ class Rendered:
                 "as_json": s.as_json,
                 "as_float": s.as_float,
                 "as_bool": s.as_bool,
+                "as_regex": s.as_regex,
             }
             for k, s in self.statements.items()
         }
@@ -145,6 +153,7 @@ class Rendered:
                     tuple(s["as_json"]),
                     tuple(s["as_float"]),
                     tuple(s["as_bool"]),
+                    tuple(s["as_regex"]),
                 )
                 for k, s in d["statements"].items()
             },
@@ -193,15 +202,20 @@ def cache_file(dialect: str) -> Path:
 def render(dialect: str = "sqlite") -> Rendered:
     """Compile every read and flow statement for ``dialect`` (imports SQLAlchemy and the
     tables)."""
-    from sqlalchemy.dialects import sqlite
+    from sqlalchemy.dialects import postgresql, sqlite
 
     from engine import flow_statements, read_statements
+    from engine.dialect import GlobPattern
     from engine.models import SCHEMA_VERSION
     from engine.prepared import CompiledText
 
-    if dialect != "sqlite":
-        raise ValueError(f"no rendered text for {dialect}: its reads run the statements")
-    d = sqlite.dialect(paramstyle="named")
+    if dialect == "sqlite":
+        d = sqlite.dialect(paramstyle="named")
+    elif dialect == "postgresql":
+        d = postgresql.psycopg.dialect()  # pyformat, as psycopg takes it
+    else:
+        raise ValueError(f"no rendered text for {dialect}")
+    pg = dialect == "postgresql"
     out: dict[str, SqlText] = {}
     every = {
         **read_statements.statements(),
@@ -209,10 +223,14 @@ def render(dialect: str = "sqlite") -> Rendered:
     }
     for key, stmt in every.items():
         c = CompiledText(stmt, d)
+        binds = stmt.compile(dialect=d).binds
+        # PostgreSQL takes a list as an array and a bool as a boolean, as they are.
+        regex = tuple(n for n in c.processors if pg and isinstance(binds[n].type, GlobPattern))
         for name in c.processors:
-            if name not in (*c.lists, *c.floats, *c.bools):
+            if name not in (*c.lists, *c.floats, *c.bools, *regex):
                 raise TypeError(f"{key}: parameter {name} needs a bind processor")
-        out[key] = SqlText(c.sql, c.defaults, c.needed, c.lists, c.floats, c.bools)
+        lists, bools = ((), ()) if pg else (c.lists, c.bools)
+        out[key] = SqlText(c.sql, c.defaults, c.needed, lists, c.floats, bools, regex)
     return Rendered(dialect, SCHEMA_VERSION, out)
 
 
@@ -356,6 +374,7 @@ class SqliteReads:
             self.conn.execute("ROLLBACK")
             raise
         self.conn.execute("COMMIT")
+        doorbell.ring(self.path)
         if wal_due(self.path):
             with contextlib.suppress(sqlite3.Error):  # busy: the next writer does it
                 self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
@@ -368,9 +387,12 @@ class LightSql:
     """An ``engine.flows.Sql`` on a sqlite3 connection: the flows' statements as their
     rendered text, rows as named tuples (as ``engine.prepared`` gives them)."""
 
-    def __init__(self, conn: sqlite3.Connection, sql: Rendered) -> None:
-        self._conn = conn
+    def __init__(
+        self, conn: Any, sql: Rendered, now: Callable[[float], float] | None = None
+    ) -> None:
+        self._conn = conn  # sqlite3's, or psycopg's (``engine.pg_light``)
         self._sql = sql
+        self._now = now
 
     def _text(self, key: str) -> SqlText:
         return self._sql.statements[FLOW + key]
@@ -385,10 +407,13 @@ class LightSql:
         text = self._text(key)
         if isinstance(params, Mapping):
             return self._conn.execute(text.sql, text.bind(params)).rowcount
-        return self._conn.executemany(text.sql, [text.bind(p) for p in params]).rowcount
+        cur = self._conn.cursor()
+        cur.executemany(text.sql, [text.bind(p) for p in params])
+        return cur.rowcount
 
     def db_now(self, fallback: float) -> float:
-        return fallback  # SQLite: one host, one clock
+        # SQLite: one host, one clock; PostgreSQL: the database's (``engine.pg_light``).
+        return fallback if self._now is None else self._now(fallback)
 
 
 @cache

@@ -33,6 +33,7 @@ from engine.context import ActionError
 from engine.db import Store, is_postgresql, shared_store
 from engine.db_outage import Outage, outage_of
 from engine.dburl import parse_db
+from engine.doorbell import Doorbell
 from engine.identity import current_actor
 from engine.lease_watch import PeerLeases, beat, note_outage, peer_leases, take_over
 from engine.log_store import LogItem, LogQueue, write_logs
@@ -339,7 +340,7 @@ class Engine:
             if hasattr(self._watch, "ignore"):
                 self._watch.ignore(self._tick_tag)
             self._writer_ident = await self._db(threading.get_ident)
-            self._stop_bell = self.store.on_commit(self._bell(asyncio.get_running_loop()))
+            self._stop_bell = self._hear_changes(asyncio.get_running_loop())
             started = await asyncio.gather(*(self._start_server(n) for n in self.servers))
             if not any(started):
                 raise RuntimeError("no server process would start; see the server log")
@@ -487,6 +488,30 @@ class Engine:
                 return  # drain deadlines and "nothing left" are checked on a tick
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), min(self.poll_interval, WATCH_S))
+
+    def _hear_changes(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+        """Be woken by other writers' commits as they happen, not at the next poll of the
+        watch: this process's Store (a console's cancel), the SQLite file's doorbell
+        (a command line's), PostgreSQL's notifications (any host's). Returns what stops
+        it. The poll stays, for whatever no signal reaches."""
+        stops = [self.store.on_commit(self._bell(loop))]
+
+        def look() -> None:  # on the loop: wakes only for a change the watch confirms
+            if self._watch is not None and not self._stopping and self._watch.changed():
+                self._wake.set()
+
+        if self.store.is_postgresql:
+            stops.append(self._watch.on_change(lambda: loop.call_soon_threadsafe(look)))
+        else:
+            bell = Doorbell.open(self.store.path, look)
+            if bell is not None:
+                stops.append(bell.close)
+
+        def stop() -> None:
+            for s in stops:
+                s()
+
+        return stop
 
     def _bell(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
         """Woken by another writer's commit through this process's Store (a console's

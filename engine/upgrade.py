@@ -50,11 +50,26 @@ def _from_5(conn: Connection) -> None:
 
 
 def _from_6(conn: Connection) -> None:
+    # Version 6 indexed Ready tasks by (status, id) on PostgreSQL too, where the planner,
+    # its statistics behind a running job, walked the primary key instead (see
+    # engine.models). SQLite keeps its index as it was.
+    if conn.dialect.name == "postgresql":
+        _replace_task_index(conn, "ix_task_ready", "ix_task_ready_by_id")
+
+
+def _from_7(conn: Connection) -> None:
     # Only a new table and its indexes: no row of an older table changes.
     task_log.create(conn, checkfirst=True)
 
 
-UPGRADES = {"2": _from_2, "3": _from_3, "4": _from_4, "5": _from_5, "6": _from_6}
+UPGRADES = {
+    "2": _from_2,
+    "3": _from_3,
+    "4": _from_4,
+    "5": _from_5,
+    "6": _from_6,
+    "7": _from_7,
+}
 
 
 def upgrade(conn: Connection, found: str, to: int) -> bool:

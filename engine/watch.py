@@ -118,6 +118,9 @@ class NotifyHub:
         for w in watches:
             if payload is None or payload != w._ignored:
                 w._flag.set()
+                if w._on_change is not None:
+                    with contextlib.suppress(Exception):  # the listener's to mind, not ours
+                        w._on_change()
 
     def _listen(self) -> None:
         while not self._stop.is_set():
@@ -156,6 +159,17 @@ class NotifyWatch:
         self._flag = threading.Event()
         self._flag.set()
         self._ignored: str | None = None
+        self._on_change: Callable[[], None] | None = None
+
+    def on_change(self, call: Callable[[], None]) -> Callable[[], None]:
+        """Call ``call`` (in the listening thread) each time the watch is flagged; returns
+        what stops it."""
+        self._on_change = call
+
+        def stop() -> None:
+            self._on_change = None
+
+        return stop
 
     def ignore(self, tag: str) -> None:
         """Not flagged by commits written with this tag (``Store.write(tag=)``): an

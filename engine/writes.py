@@ -163,9 +163,16 @@ class TaskMove(_Move):
 
 
 class JobMove(_Move):
-    """The job ``:job_id`` moves to ``target`` if the table allows it from its status."""
+    """The job ``:job_id`` (or the jobs ``where`` names) moves to ``target`` if the table
+    allows it from its status."""
 
-    def __init__(self, target: str, values: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        target: str,
+        values: Mapping[str, Any] | None = None,
+        *,
+        where: ColumnElement[bool] | None = None,
+    ) -> None:
         row = [
             AT,
             job.c.id,
@@ -177,7 +184,8 @@ class JobMove(_Move):
             _ACTOR,
             _REASON,
         ]
-        where = job.c.id == bindparam("job_id", type_=Integer)
+        if where is None:
+            where = job.c.id == bindparam("job_id", type_=Integer)
         super().__init__(job, target, job_sources(target), where, row, values or {})
 
 

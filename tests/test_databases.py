@@ -24,6 +24,7 @@ from sqlalchemy import select
 from engine import cli, control
 from engine.db import DatabaseError, Store, normalize_db, shared_store
 from engine.dburl import parse_db
+from engine.models import SCHEMA_VERSION
 from engine.query import Reader
 from engine.recipes import Recipe, TaskSpec
 from engine.submit import submit
@@ -420,3 +421,99 @@ def test_a_watch_ignores_only_the_commits_of_its_own_tag(pg_url: str) -> None:
         everyone.close()
     finally:
         store.dispose()
+
+
+def test_a_claim_on_postgresql_does_not_walk_the_ended_tasks_of_its_job(pg_url: str) -> None:
+    """Statistics lag a running job: PostgreSQL, believing every task still Ready, walked
+    the primary key from the job's first task through every task already ended, so each
+    claim cost more as the job went on. The Ready index is the planner's way in whatever
+    the statistics say."""
+    from sqlalchemy.dialects import postgresql
+
+    from engine.batch import _READY
+    from engine.prepared import CompiledText
+
+    store = Store(pg_url)
+    try:
+        tasks = tuple(TaskSpec(f"t{i}", "wait", (), {"seconds": 0}) for i in range(2000))
+        submit(store, Recipe(name="wide", path=None, system=False, tasks=tasks), actor="t")
+        with store.write() as conn:
+            conn.exec_driver_sql("ANALYZE task")
+            conn.exec_driver_sql("ANALYZE job")
+            # 3 in 4 ended since the statistics were taken, as in a running job.
+            conn.exec_driver_sql("UPDATE task SET status = 'ended' WHERE id <= 1500")
+        claim = CompiledText(_READY.stmt, postgresql.psycopg.dialect())
+        with store.write() as conn:
+            raw = conn.connection.driver_connection
+            plan = raw.execute(
+                "EXPLAIN (ANALYZE, COSTS OFF) " + claim.sql, claim.params({"taken": [], "n": 64})
+            ).fetchall()
+    finally:
+        store.dispose()
+    lines = [row[0] for row in plan]
+    assert any("ix_task_ready" in line for line in lines), lines
+    assert not any("Rows Removed by Filter" in line for line in lines), lines
+
+
+def test_a_version_6_database_on_postgresql_gets_ready_tasks_indexed_by_id(pg_url: str) -> None:
+    old = Store(pg_url)
+    with old.write() as conn:
+        conn.exec_driver_sql("DROP INDEX ix_task_ready_by_id")
+        conn.exec_driver_sql(
+            "CREATE INDEX ix_task_ready ON task (status, id) WHERE status = 'ready'"
+        )
+        conn.exec_driver_sql("UPDATE meta SET value = '6' WHERE key = 'schema_version'")
+    old.dispose()
+    store = Store(pg_url)
+    try:
+        with store.read() as conn:
+            indexes = dict(
+                conn.exec_driver_sql(
+                    "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'task'"
+                ).all()
+            )
+            version = conn.exec_driver_sql("SELECT value FROM meta").scalar_one()
+    finally:
+        store.dispose()
+    assert version == str(SCHEMA_VERSION)
+    assert "ix_task_ready" not in indexes
+    assert indexes["ix_task_ready_by_id"].endswith("(id) WHERE ((status)::text = 'ready'::text)")
+
+
+def test_the_command_line_on_postgresql_imports_no_database_layer(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """list, show, servers and a cancel (refused, and one that goes ahead) run the
+    statements' rendered text through psycopg, as SQLite's light path does through
+    sqlite3: no SQLAlchemy, no SQLModel."""
+    import json
+
+    from tests.probe_support import probe
+
+    store = Store(pg_url)
+    recipe = Recipe(
+        name="nightly", path=None, system=False, tasks=(TaskSpec("t", "wait", (), {"seconds": 60}),)
+    )
+    try:
+        first, second = (submit(store, recipe, actor="ops") for _ in range(2))
+        control.cancel(store, first, actor="ops")
+    finally:
+        store.dispose()
+    cache = tmp_path / "cache"
+    probe(pg_url, cache, "list")  # the first run renders the text into the cache
+    got = probe(pg_url, cache, "list", "--json")
+    assert got.heavy == "HEAVY - 0", got.err
+    assert [(j["id"], j["status"]) for j in json.loads(got.out)] == [
+        (second, "waiting"),
+        (first, "canceled"),
+    ]
+    got = probe(pg_url, cache, "show", str(first), "--json")
+    assert got.heavy == "HEAVY - 0" and json.loads(got.out)["canceled_by"] == "ops"
+    got = probe(pg_url, cache, "servers", "--json")
+    assert got.heavy == "HEAVY - 0" and json.loads(got.out) == []
+    got = probe(pg_url, cache, "cancel", str(first))
+    assert got.heavy == "HEAVY - 1" and f"Job {first} already Canceled" in got.err
+    got = probe(pg_url, cache, "cancel", str(second), "--reason", "typo")
+    assert got.heavy == "HEAVY - 0" and got.out.strip() == f"Job {second} Canceled"
+    got = probe(pg_url, cache, "show", str(second), "--json")
+    assert json.loads(got.out)["cancel_reason"].endswith(": typo")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import batch, control, permissions, settings
+from engine import batch, bulk_flow, control, permissions, settings
 from engine.cli import main as cli_main
 from engine.db import Store
 from engine.format import clock
@@ -151,7 +151,7 @@ def test_bulk_abort_plan_lists_the_tasks_of_each_job_and_refuses_jobs_with_nothi
     assert refused[ids["system"]] == "System jobs cannot be aborted"
 
 
-def test_bulk_apply_is_one_transaction_per_job_and_acts_only_on_the_confirmed_jobs(
+def test_bulk_cancel_goes_in_chunks_of_jobs_and_acts_only_on_the_confirmed_jobs(
     store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     a = submit_tasks(store, tmp_path, "a", WAIT)
@@ -172,10 +172,12 @@ def test_bulk_apply_is_one_transaction_per_job_and_acts_only_on_the_confirmed_jo
         return real_write()
 
     monkeypatch.setattr(store, "write", counting_write)
+    monkeypatch.setattr(bulk_flow, "CHUNK_JOBS", 2)
     results = control.bulk_apply(store, plan, actor="ops", reason="bulk")
     assert [(r.job_id, r.done) for r in results] == [(a, True), (b, False), (c, True)]
     assert results[1].text == f"Job {b} already Canceled"
-    assert len(writes) == 3  # one transaction per job
+    assert results[0].text == f"Job {a} Canceled"
+    assert len(writes) == 2  # a transaction per chunk of CHUNK_JOBS jobs
     # The refused job in the middle did not roll back the others.
     assert job_status(store, a) == "canceled" and job_status(store, c) == "canceled"
     assert job_row(store, a)["cancel_reason"] == "Job canceled by ops: bulk"

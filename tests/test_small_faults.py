@@ -109,7 +109,7 @@ def test_list_pads_by_display_width_and_cuts_long_names(deck: Deck) -> None:
 
 
 def test_submit_interrupted_by_ctrl_c_says_nothing_was_submitted(deck: Deck) -> None:
-    deck.ok("list")  # the database exists
+    deck.ok("settings", "lease_seconds", "5")  # the database exists (a read creates none)
     fifo = deck.dir / "recipe.toml"
     os.mkfifo(fifo)  # its open waits for a writer: the submit is caught mid-way
     proc = subprocess.Popen(

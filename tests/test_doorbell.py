@@ -1,0 +1,60 @@
+"""Another process's commit wakes the engine as it happens (SQLite: the file's doorbell;
+PostgreSQL: the notification, handed to the loop at once), not at its next poll: here
+the poll is a minute away, so only the signal can make the engine act in time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine import control, doorbell, runtime
+from engine.db import Store
+from engine.runtime import Engine
+from tests.engine_support import job_status, submit_tasks, task_statuses, until
+
+LONG = [{"name": "w", "action": "wait", "seconds": 600}]
+
+
+@pytest.mark.both_databases
+async def test_a_submit_and_a_cancel_from_another_process_wake_the_engine(
+    db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runtime, "WATCH_S", 60.0)
+    engine = Engine(db, {"batch-01": 2}, poll_interval=60.0)
+    await engine.start()
+    other = Store(db)  # not the engine's Store: its commits reach the engine only by signal
+    try:
+        job = submit_tasks(other, tmp_path, "long", LONG)
+        await until(lambda: task_statuses(other, job) == {"w": "executing"}, "started", bound=20)
+        control.cancel(other, job, actor="ops")
+        await until(lambda: job_status(other, job) == "canceled", "canceled", bound=20)
+    finally:
+        other.dispose()
+        await engine.stop()
+
+
+def test_a_ring_reaches_the_bell_of_the_same_file_only(tmp_path: Path) -> None:
+    import asyncio
+
+    async def scenario() -> list[str]:
+        heard: list[str] = []
+        a = doorbell.Doorbell.open(str(tmp_path / "a.db"), lambda: heard.append("a"))
+        b = doorbell.Doorbell.open(str(tmp_path / "b.db"), lambda: heard.append("b"))
+        assert a is not None and b is not None
+        try:
+            doorbell.ring(str(tmp_path / "a.db"))
+            # The same file by another name: its real path is the bell's.
+            (tmp_path / "link.db").symlink_to(tmp_path / "a.db")
+            doorbell.ring(str(tmp_path / "link.db"))
+            for _ in range(100):
+                if len(heard) >= 2:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            a.close()
+            b.close()
+        return heard
+
+    heard = asyncio.run(scenario())
+    assert heard and set(heard) == {"a"}
