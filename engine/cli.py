@@ -220,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
         s = cmd(name, what)
         s.add_argument("job", type=_job_id, metavar="JOB")
         s.add_argument("task", type=_task_ref, metavar="TASK", help="task name or id")
+    from engine import log_cli, prune_cli
+
+    log_cli.add_parser(cmd, _job_id, _task_ref)
+    prune_cli.add_parser(cmd)
     s = cmd("recipes", "recipe tools")
     rsub = s.add_subparsers(dest="recipes_command", metavar="check", required=True)
     rc = rsub.add_parser("check", parents=[db], help="validate a recipe file or a directory")
@@ -869,7 +873,16 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "health": _service_command,
     "service": _service_command,
     "completion": _service_command,
+    "logs": lambda a: _lazy("log_cli", "cmd_logs", a),
+    "prune": lambda a: _lazy("prune_cli", "cmd_prune", a),
 }
+
+
+def _lazy(module: str, name: str, args: argparse.Namespace) -> int:
+    """A command whose code lives in a module of its own (imported when it runs)."""
+    import importlib
+
+    return int(getattr(importlib.import_module(f"engine.{module}"), name)(args))
 
 
 def main(argv: Sequence[str] | None = None, console: ConsoleRunner | None = None) -> int:

@@ -117,8 +117,22 @@ class TaskContext:
         self._hooks.note_dirty(self)
 
     def log(self, message: str) -> None:
+        """A line for the task's log (kept, ``engine.logs``), and its last message."""
+        self.message = message
+        self.write_log("log", message.encode("utf-8", "replace") + b"\n")
+        self._hooks.note_dirty(self)
+
+    def tell(self, message: str) -> None:
+        """The task's last message only, not a line of its log (a command's last line,
+        already in its log as output)."""
         self.message = message
         self._hooks.note_dirty(self)
+
+    def write_log(self, stream: str, data: bytes) -> None:
+        """Bytes of the task's log: ``out``/``err`` of a command, ``log`` lines."""
+        note = getattr(self._hooks, "note_log", None)
+        if note is not None:
+            note(self, stream, data)
 
     def output(self, tail: str) -> None:
         self.output_tail = tail

@@ -34,6 +34,7 @@ from sqlalchemy.sql import ClauseElement
 from engine.bulk_flow import jobs_key
 from engine.db import Store
 from engine.dialect import glob, in_list, one_of
+from engine.log_statements import LOG_READS
 from engine.prepared import Prepared, PreparedSql
 from engine.query import JobView, TaskView
 from engine.statuses import JOB_TERMINAL
@@ -286,6 +287,7 @@ STATEMENTS: dict[str, Prepared] = {
             ),
         }
     ),
+    **LOG_READS,
 }
 
 

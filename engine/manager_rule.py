@@ -13,12 +13,13 @@ from typing import Literal
 from engine.identity import current_actor, user_name
 from engine.setting_values import parse_managers
 
-Action = Literal["cancel", "abort", "enhanced_abort", "settings"]
+Action = Literal["cancel", "abort", "enhanced_abort", "settings", "prune"]
 
 _RULES: dict[str, str] = {
     "abort": "Abort",
     "enhanced_abort": "Enhanced abort",
     "settings": "Changing settings",
+    "prune": "Pruning history",
     "cancel": "Cancel",
 }
 

@@ -22,7 +22,8 @@ from sqlmodel import Field, SQLModel
 # service, written the moment the remote returns it: a later attempt follows that job.
 # 7: on PostgreSQL, Ready tasks are indexed by id alone (ix_task_ready_by_id), so that a
 # claim's cost no longer grows with the tasks of its job already ended.
-SCHEMA_VERSION = 7
+# 8: task_log, every line a task wrote, in chunks per task and attempt.
+SCHEMA_VERSION = 8
 
 # The tasks a server has had: only those are in its index. A query on the server (=, IN)
 # implies it, so SQLite and PostgreSQL both use the index as before.
@@ -174,3 +175,29 @@ class Event(SQLModel, table=True):
     to_status: str | None = None
     actor: str = ""
     reason: str | None = None
+
+
+class TaskLog(SQLModel, table=True):
+    """A chunk of a task's log: consecutive lines of one stream of one attempt.
+
+    ``stream``: ``out`` / ``err`` (a command's stdout and stderr), ``log`` (``ctx.log``),
+    ``cut`` (the line saying how much was dropped between the first and last parts,
+    ``engine.logs.LogBuffer``). ``seq`` orders the chunks of one attempt; ``id`` orders
+    the chunks of a whole job as they were written. No foreign keys: a chunk is
+    written in its own batch, and prune deletes a job's chunks with the job."""
+
+    __tablename__ = "task_log"
+    __table_args__ = (
+        Index("ix_task_log_run", "task_id", "attempt", "seq", unique=True),
+        Index("ix_task_log_job", "job_id", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int
+    task_id: int
+    attempt: int
+    seq: int
+    stream: str
+    lines: int  # how many lines ``text`` holds (its newlines + 1)
+    at: float
+    text: str

@@ -55,6 +55,7 @@ SOURCES = (
     "flow_statements.py",
     "writes.py",
     "bulk_flow.py",
+    "log_statements.py",
     "patterns.py",
 )
 FORMAT = 5  # of the cache file (4: the digest of its statements; 5: as_regex)

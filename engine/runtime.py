@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from engine import batch, settings
+from engine import batch, prune, settings
 from engine.context import ActionError
 from engine.db import Store, is_postgresql, shared_store
 from engine.db_outage import Outage, outage_of
@@ -36,6 +36,8 @@ from engine.dburl import parse_db
 from engine.doorbell import Doorbell
 from engine.identity import current_actor
 from engine.lease_watch import PeerLeases, beat, note_outage, peer_leases, take_over
+from engine.log_store import LogItem, LogQueue, write_logs
+from engine.logs import DEFAULT_MAX_BYTES
 from engine.procs import RUN_MARKER, kill_all
 from engine.server_names import DEFAULT_SERVERS, parse_servers  # noqa: F401 - as before
 from engine.statuses import JOB_TERMINAL
@@ -62,6 +64,9 @@ OUTAGE_RETRY_S = 0.25
 OUTAGE_LIMIT_S = 600.0
 # The exit status of a server process whose lease ran out (engine.server_proc).
 LEASE_EXIT = 75
+# Log chunks written per transaction of their own, between ticks: a tick waits for at
+# most one such write (a few ms), whatever a task prints.
+LOG_BATCH_BYTES = 256 * 1024
 
 
 def freeze_heap() -> None:
@@ -135,6 +140,9 @@ class Engine:
         self._runners: dict[int, Runner] = {}
         self._outcomes: list[batch.Outcome] = []
         self._dirty: dict[int, batch.Progress] = {}
+        self.logs = LogQueue()
+        self._logs_waiting = asyncio.Event()
+        self._log_max = DEFAULT_MAX_BYTES
         self._last_flush = 0.0
         self._wake = asyncio.Event()
         self._stopping = False
@@ -215,7 +223,11 @@ class Engine:
             return fn(conn, *args, **kw)
 
     def _write_tick(self, inp: batch.TickIn) -> batch.TickOut:
-        """A tick's transaction, whose own commit does not wake the engine again.
+        return self._write_own(batch.tick, inp)
+
+    def _write_own(self, fn: Callable[..., R], *args: Any, **kw: Any) -> R:
+        """A transaction of the engine's own (a tick, task logs), whose commit does not
+        wake the engine again.
         SQLite: the watch takes it as seen (``DataVersionWatch.absorb``), checked on the
         writer connection, whose ``data_version`` counts other connections' commits
         only. PostgreSQL: its notification carries the engine's tick tag, which the
@@ -224,7 +236,7 @@ class Engine:
         assert self.store is not None
         if absorb is None:  # PostgreSQL: the watch ignores this tag
             with self.store.write(tag=self._tick_tag) as conn:
-                return batch.tick(conn, inp)
+                return fn(conn, *args, **kw)
         from engine.watch import data_version
 
         mark: list[int] = []
@@ -237,7 +249,7 @@ class Engine:
                 absorb(lambda: data_version(raw) == mark[0])
 
         with self.store.write(after_commit=after) as conn:
-            out = batch.tick(conn, inp)
+            out = fn(conn, *args, **kw)
             mark.append(data_version(conn.connection.driver_connection))
         return out
 
@@ -311,6 +323,7 @@ class Engine:
             at = self.clock()
             await self._db(self._write, batch.claim_leases, self.servers, self.owner, at=at)
             self._lease_s = await self._db(self._read, settings.lease_seconds)
+            self._log_max = await self._db(self._read, settings.log_max_bytes)
             # Three beats per lease: one late beat never makes a live engine look dead.
             self.heartbeat_interval = min(self.heartbeat_interval, self._lease_s / 3)
             # A lease and a beat: a peer held up on its beat vouches its servers a lease
@@ -353,6 +366,9 @@ class Engine:
             raise
         self._wake.set()  # work queued before we started: look at once
         self._main = asyncio.create_task(self._run(), name="batchdeck-engine")
+        self._own(self._write_logs(), "batchdeck-logs")
+        if self.store.writer is not None:
+            self._own(self._prune(), "batchdeck-prune")
 
     async def stop(self) -> None:
         """Stop taking work, stop the servers (their runs go back to Ready), release leases."""
@@ -388,7 +404,10 @@ class Engine:
         dirty, self._dirty = list(self._dirty.values()), {}
         final_outcomes = self._take_outcomes() + outcomes
 
+        logs = self.logs.take(self.logs.bytes + 1) if self.logs.items else []
+
         def final(conn: Any) -> None:
+            write_logs(conn, logs, at=at)
             batch.write_runs(conn, final_outcomes, dirty, at=at)
             batch.release_leases(conn, list(self.servers), self.owner, at=at)
 
@@ -682,9 +701,18 @@ class Engine:
         at = self.clock()
         dirty, self._dirty = self._dirty, {}
         self._claims += 1
+        outcomes = self._take_outcomes()
+        if self.logs.items:
+            # A run ends once its lines are written (``logs -f`` stops at its end): held
+            # until the log writer has them in, a batch at a time, never in this tick.
+            held = [o for o in outcomes if self.logs.waiting_for(o.task_id)]
+            if held:
+                outcomes = [o for o in outcomes if not self.logs.waiting_for(o.task_id)]
+                self._outcomes[:0] = held
+                self._logs_waiting.set()
         inp = batch.TickIn(
             at=at,
-            outcomes=self._take_outcomes(),
+            outcomes=outcomes,
             progress=list(dirty.values()),
             free=self._free_slots,
             running=[tid for tid, r in self._runners.items() if not r.detached],
@@ -777,6 +805,7 @@ class Engine:
                     "recipe_path": c.recipe_path,
                     "child": c.child_job_id,
                     "remote_job": c.remote_job,
+                    "log_max": self._log_max,
                 }
             )
             self.stats.started += 1
@@ -796,6 +825,12 @@ class Engine:
                 r = None
             if op == "progress" and r is not None and not r.detached:
                 self._dirty[r.task_id] = self._progress(r, m["progress"])
+            elif op == "log" and r is not None and not r.detached:
+                c = r.claim
+                self.logs.add(
+                    LogItem(c.task_id, c.job_id, c.attempt, c.token, m.get("chunk"), m.get("cut"))
+                )
+                self._logs_waiting.set()
             elif op == "done":
                 if r is None:
                     continue
@@ -846,6 +881,36 @@ class Engine:
             p.get("child"),
             token=r.claim.token,
         )
+
+    async def _write_logs(self) -> None:
+        """Log chunks, in transactions of their own between the ticks (the writer thread
+        takes them in turn): what a task prints never makes a tick wait for more than
+        one batch. A run's outcome waits for its last chunks (``_tick``)."""
+        while True:
+            await self._logs_waiting.wait()
+            self._logs_waiting.clear()
+            while self.logs.items:
+                items = self.logs.take(LOG_BATCH_BYTES)
+                try:
+                    await self._db(self._write_own, write_logs, items, at=self.clock())
+                except Exception as exc:  # noqa: BLE001 - a locked database: try again
+                    self.logs.put_back(items)
+                    if outage_of(exc) is None:  # an outage is said once, by its watch
+                        self.note(f"writing task logs: {exc}")
+                    await asyncio.sleep(max(self.poll_interval, OUTAGE_RETRY_S))
+                if self._outcomes:
+                    self._wake.set()  # outcomes held for their lines may go now
+
+    async def _prune(self) -> None:
+        """History older than ``keep_days``, hourly, a batch per transaction."""
+
+        async def read(fn: Callable[[Any], R]) -> R:
+            return await self._db(self._read, fn)
+
+        async def write(fn: Callable[[Any], R]) -> R:
+            return await self._db(self._write, fn)
+
+        await prune.hourly(read, write, clock=self.clock, note=self.note)
 
     def _cancel_calls(self, r: Runner) -> None:
         for t in r.calls.values():

@@ -37,6 +37,7 @@ from engine.context import (
     TaskContext,
     run_in_daemon_thread,
 )
+from engine.logs import DEFAULT_MAX_BYTES, LogBuffer, log_messages
 from engine.procs import RUN_MARKER, kill_all, kill_all_blocking
 
 PROGRESS_FLUSH_S = 0.05
@@ -68,6 +69,7 @@ class Run:
     task: asyncio.Task[None] | None = None
     abort_sent: bool = False
     groups: set[int] = field(default_factory=set)
+    log: LogBuffer = field(default_factory=LogBuffer)
 
 
 class Server:
@@ -229,7 +231,7 @@ class Server:
         )
         ctx.child_job_id = m.get("child")
         ctx.remote_job = m.get("remote_job")
-        run = Run(ctx)
+        run = Run(ctx, log=LogBuffer(m.get("log_max", DEFAULT_MAX_BYTES)))
         self.runs[ctx.task_id] = run
         run.task = asyncio.create_task(self._execute(run, m), name=f"task-{ctx.task_id}")
 
@@ -263,6 +265,7 @@ class Server:
                 ctx.log(f"waiting for pids {', '.join(map(str, left))} to exit")
                 self._flush_one(ctx)
                 left = await kill_all(run.groups, limit=5.0)
+        self._send_log(run, final=True)  # every line before the outcome
         self.runs.pop(ctx.task_id, None)
         self._dirty.pop(ctx.task_id, None)
         self.send_soon(
@@ -278,6 +281,15 @@ class Server:
     # -- hooks for actions (engine.context.EngineHooks) --------------------------------
     def note_dirty(self, ctx: TaskContext) -> None:
         self._dirty[ctx.task_id] = ctx
+
+    def note_log(self, ctx: TaskContext, stream: str, data: bytes) -> None:
+        run = self.runs.get(ctx.task_id)
+        if run is not None:
+            run.log.feed(stream, data)
+
+    def _send_log(self, run: Run, *, final: bool = False) -> None:
+        for msg in log_messages(run.ctx.task_id, *run.log.take(final=final)):
+            self.send_soon(msg)
 
     def note_process_group(self, ctx: TaskContext, pgid: int) -> None:
         run = self.runs.get(ctx.task_id)
@@ -331,6 +343,8 @@ class Server:
             for ctx in dirty.values():
                 if ctx.task_id in self.runs:
                     self._send_progress(ctx)
+            for run in list(self.runs.values()):
+                self._send_log(run)
 
     async def main(self) -> None:
         self._loop = asyncio.get_running_loop()

@@ -20,7 +20,14 @@ DEFAULTS: dict[str, str] = {
     "stuck_seconds": "300",
     # Unix user names and @group names, comma-separated; empty: everyone is a manager.
     "managers": "",
+    # A task attempt's log past this many bytes keeps its first and last halves.
+    "log_max_bytes": str(10 * 1024 * 1024),
+    # Finished jobs older than this many days are pruned (hourly); empty: keep all.
+    "keep_days": "",
 }
+# Bounds of the whole-number settings: (least, most). A log limit below a KiB keeps no
+# useful line; above a GiB per attempt is a full disk, not a log.
+WHOLE_NUMBERS = {"log_max_bytes": (1024, 1024**3), "keep_days": (1, 36500)}
 
 _MANAGER_NAME = re.compile(r"^@?[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$")
 
@@ -61,6 +68,17 @@ def checked(key: str, value: str) -> str:
         raise SettingError(f"setting enhanced_abort: expected on or off, got {value!r}")
     if key == "managers":
         return ", ".join(parse_managers(value, strict=True))
+    if key in WHOLE_NUMBERS:
+        least, most = WHOLE_NUMBERS[key]
+        if key == "keep_days" and value == "":
+            return value  # keep everything
+        if not (value.isascii() and value.isdigit() and least <= int(value) <= most):
+            empty = " or empty (keep everything)" if key == "keep_days" else ""
+            raise SettingError(
+                f"setting {key}: expected a whole number from {least} to {most}{empty}, "
+                f"got {value[:40]!r}"
+            )
+        return str(int(value))
     if key in MAXIMUM_SECONDS:
         # A lease shorter than a second would let a live engine (heartbeat: a third of
         # the lease) look dead between two beats on a busy machine.
@@ -77,3 +95,14 @@ def checked(key: str, value: str) -> str:
                 f"(seconds), got {value[:40]!r}"
             )
     return value
+
+
+def whole_number(key: str, value: str) -> int | None:
+    """A whole-number setting as stored (None: empty), read within its bounds."""
+    if not value.strip():
+        return None
+    least, most = WHOLE_NUMBERS[key]
+    try:
+        return min(max(int(value), least), most)
+    except ValueError:
+        return int(DEFAULTS[key]) if DEFAULTS[key] else None

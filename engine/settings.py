@@ -15,6 +15,7 @@ from engine.setting_values import (  # noqa: F401
     SettingError,
     bounded,
     parse_managers,
+    whole_number,
 )
 
 
@@ -52,3 +53,13 @@ def stuck_seconds(conn: Connection) -> float:
 
 def managers(conn: Connection) -> tuple[str, ...]:
     return parse_managers(get(conn, "managers"))
+
+
+def log_max_bytes(conn: Connection) -> int:
+    value = whole_number("log_max_bytes", get(conn, "log_max_bytes"))
+    return value if value is not None else int(DEFAULTS["log_max_bytes"])
+
+
+def keep_days(conn: Connection) -> int | None:
+    """None: keep every job."""
+    return whole_number("keep_days", get(conn, "keep_days"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import Table
 
-from engine.models import Event, Job, JobRecipe, Meta, Server, Task, TaskDep
+from engine.models import Event, Job, JobRecipe, Meta, Server, Task, TaskDep, TaskLog
 
 job: Table = Job.__table__  # type: ignore[assignment]
 job_recipe: Table = JobRecipe.__table__  # type: ignore[assignment]
@@ -17,3 +17,4 @@ taskdep: Table = TaskDep.__table__  # type: ignore[assignment]
 server: Table = Server.__table__  # type: ignore[assignment]
 event: Table = Event.__table__  # type: ignore[assignment]
 meta: Table = Meta.__table__  # type: ignore[assignment]
+task_log: Table = TaskLog.__table__  # type: ignore[assignment]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, column, insert, inspect, select, table, update
 
-from engine.tables import job_recipe, meta, task
+from engine.tables import job_recipe, meta, task, task_log
 
 # What version 2 had and 3 no longer declares: the recipe in the job's own row.
 _JOB_V2 = table("job", column("id"), column("recipe_json"))
@@ -57,7 +57,19 @@ def _from_6(conn: Connection) -> None:
         _replace_task_index(conn, "ix_task_ready", "ix_task_ready_by_id")
 
 
-UPGRADES = {"2": _from_2, "3": _from_3, "4": _from_4, "5": _from_5, "6": _from_6}
+def _from_7(conn: Connection) -> None:
+    # Only a new table and its indexes: no row of an older table changes.
+    task_log.create(conn, checkfirst=True)
+
+
+UPGRADES = {
+    "2": _from_2,
+    "3": _from_3,
+    "4": _from_4,
+    "5": _from_5,
+    "6": _from_6,
+    "7": _from_7,
+}
 
 
 def upgrade(conn: Connection, found: str, to: int) -> bool:

@@ -17,3 +17,10 @@ async def block_until(ctx, path: str) -> str:  # noqa: ANN001
     await ctx.run_blocking(_block, path)
     Path(path + ".after").touch()  # must not happen when the task was aborted
     return "released"
+
+
+async def log_three(ctx) -> str:  # noqa: ANN001
+    """Three lines through ``ctx.log``: each kept in the task's log."""
+    for word in ("one", "two", "three"):
+        ctx.log(word)
+    return "logged"

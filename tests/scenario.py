@@ -101,6 +101,44 @@ class Builder:
             batch.apply_outcomes(conn, [Outcome(task_id, outcome, message)], at=at)
 
 
+def _log(b: Builder, job_id: int, task: str, data: list[tuple[str, str]], limit: int) -> None:
+    """A task's log as its server process would have sent it (``engine.logs``)."""
+    from engine.log_store import LogItem, write_logs
+    from engine.logs import LogBuffer
+
+    buf = LogBuffer(limit)
+    for stream, line in data:
+        buf.line(stream, line)
+    chunks, cut = buf.take(final=True)
+    tid = b.task_ids(job_id)[task]
+    items = [LogItem(tid, job_id, 1, "", [c.seq, c.stream, c.lines, c.text]) for c in chunks]
+    if cut is not None:
+        items.append(LogItem(tid, job_id, 1, "", None, list(cut)))
+    with b.store.write() as conn:
+        write_logs(conn, items, at=T0)
+
+
+def _logs(b: Builder) -> None:
+    """1 extract: a long log, its middle dropped; 13 sync-files: a running rsync, with
+    stderr, ANSI colour, a control character and a line too long for the screen."""
+    _log(
+        b,
+        1,
+        "extract",
+        [("out", f"extracted batch {i:04d}: 500 rows") for i in range(1, 401)],
+        1024,
+    )
+    lines = [("log", "started pid 31337"), ("out", "sending incremental file list")]
+    lines += [("out", f"file-{i:03d}.dat") for i in range(1, 25)]
+    lines.append(
+        ("err", 'rsync: send_files failed to open "src/locked.dat": Permission denied (13)')
+    )
+    lines.append(("out", "\x1b[32mverified\x1b[0m 24 files, \x07 bell and all"))
+    lines.append(("out", "src/" + "/".join(f"level-{i:02d}" for i in range(1, 16)) + "/deep.dat"))
+    lines += [("out", f"file-{i:03d}.dat") for i in range(25, 31)]
+    _log(b, 13, "sync-files", lines, 1024 * 1024)
+
+
 def build(path: str | Path) -> str:
     """Write the scenario database at ``path``; returns its path as a string."""
     b = Builder(Path(path))
@@ -272,6 +310,7 @@ def build(path: str | Path) -> str:
     # 14 quarterly-ledger-export: Waiting (no slot asked for it)
     b.submit(recipe("quarterly-ledger-export", wait("export")), T0 + 1790)
 
+    _logs(b)
     b.beat(NOW - 1)  # the servers are live at the console's clock
     b.store.dispose()
     return str(path)

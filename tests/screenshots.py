@@ -170,6 +170,20 @@ async def typed_count(pilot: Pilot) -> None:
     await marked(2, 10, 13, key="A")(pilot)
 
 
+def logs_of(job_id: int, *keys: str) -> Steps:
+    """The log screen of a job's selected task (the detail's cursor), then ``keys``."""
+
+    async def steps(pilot: Pilot) -> None:
+        await open_job(job_id)(pilot)
+        await pilot.press("l")
+        await settle(pilot)
+        for key in keys:
+            await pilot.press(key)
+        await settle(pilot)
+
+    return steps
+
+
 @dataclass(frozen=True)
 class Shot:
     name: str
@@ -207,6 +221,14 @@ SHOTS: tuple[Shot, ...] = (
     Shot("servers", servers),
     Shot("help", help_screen),
     Shot("refused-system-job", refused),
+    Shot("logs-following-120x40", logs_of(13), (120, 40)),
+    Shot("logs-following-80x24", logs_of(13), (80, 24)),
+    Shot("logs-search-120x40", logs_of(13, "slash", *"file-02", "enter"), (120, 40)),
+    Shot("logs-search-80x24", logs_of(13, "slash", *"file-02", "enter", "n"), (80, 24)),
+    Shot("logs-wrapped-120x40", logs_of(13, "w"), (120, 40)),
+    Shot("logs-wrapped-80x24", logs_of(13, "w"), (80, 24)),
+    Shot("logs-dropped-middle-120x40", logs_of(1), (120, 40)),
+    Shot("logs-dropped-middle-80x24", logs_of(1), (80, 24)),
 )
 
 

@@ -456,7 +456,9 @@ def test_settings_show_get_set_and_bad_values(deck: Deck) -> None:
     assert sorted(lines) == [
         "drain_seconds = 900",
         "enhanced_abort = on",
+        "keep_days =",
         "lease_seconds = 5",
+        "log_max_bytes = 10485760",
         "managers =",
         "stuck_seconds = 300",
     ]

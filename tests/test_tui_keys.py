@@ -31,6 +31,7 @@ def test_every_binding_has_an_id_and_every_job_key_a_flow() -> None:
         "approve",
         "reject",
         "rerun-job",
+        "open-logs",
     }
     assert all(k.flow is not None and k.palette for k in JOB_KEYS)
 

@@ -342,6 +342,11 @@ class BatchdeckApp(App[int]):
 
         self.push_screen(JobDetailScreen(job_id))
 
+    def open_logs(self, job_id: int, task_id: int | None) -> None:
+        from tui.screens.logs import LogScreen
+
+        self.push_screen(LogScreen(job_id, task_id))
+
     def action_servers(self) -> None:
         from tui.screens.servers import ServersScreen
 

@@ -28,6 +28,7 @@ SCOPES_SEEN: dict[str, tuple[str, ...]] = {
     "list": ("app", "job", "list", "table"),
     "detail": ("app", "job", "detail"),
     "servers": ("app", "servers"),
+    "logs": ("app", "logs"),
 }
 
 #: How a job key starts its flow: ``(app, job_id, task_id)``. The app is the console
@@ -151,6 +152,14 @@ KEYS: tuple[Key, ...] = (
         lambda app, job, task: app.flow_rerun(job),
     ),
     _job(
+        "open-logs",
+        "l",
+        "Logs",
+        "Logs: the selected task's (in the detail) or every task's, followed live",
+        "Logs of job {job}",
+        lambda app, job, task: app.open_logs(job, task),
+    ),
+    _job(
         "approve",
         "y",
         "Approve",
@@ -238,11 +247,54 @@ KEYS: tuple[Key, ...] = (
     # the detail and the servers
     Key("detail-back", "escape", "back", "Back", "Back", "detail", show=True),
     Key("servers-back", "escape,s", "back", "Back", "Back", "servers", show=True),
+    # the log screen
+    Key("logs-back", "escape", "back", "Back", "Back (or close the search)", "logs", show=True),
+    Key("logs-follow", "f", "follow", "Follow", "Follow new lines (toggle)", "logs", show=True),
+    Key("logs-wrap", "w", "wrap", "Wrap", "Wrap long lines (toggle)", "logs", show=True),
+    Key(
+        "logs-search",
+        "slash",
+        "search",
+        "Search",
+        "Search the log (any case)",
+        "logs",
+        show=True,
+        key_display="/",
+    ),
+    Key("logs-next", "n", "next_match", "Next", "Next match", "logs"),
+    Key("logs-previous", "N", "previous_match", "Previous", "Previous match", "logs"),
+    Key("logs-top", "g,home", "top", "Top", "The first line", "logs"),
+    Key("logs-bottom", "G,end", "bottom", "Bottom", "The last line", "logs"),
+    Key(
+        "logs-attempt-back",
+        "left_square_bracket",
+        "attempt(-1)",
+        "Earlier attempt",
+        "The task's earlier attempt",
+        "logs",
+        key_display="[",
+    ),
+    Key(
+        "logs-attempt-on",
+        "right_square_bracket",
+        "attempt(1)",
+        "Later attempt",
+        "The task's later attempt",
+        "logs",
+        key_display="]",
+    ),
 )
+
 
 BY_ID: dict[str, Key] = {k.id: k for k in KEYS}
 JOB_KEYS: tuple[Key, ...] = tuple(k for k in KEYS if k.scope == "job")
-KEY_NAMES = {"slash": "/", "question_mark": "?", "asterisk": "*"}
+KEY_NAMES = {
+    "slash": "/",
+    "question_mark": "?",
+    "asterisk": "*",
+    "left_square_bracket": "[",
+    "right_square_bracket": "]",
+}
 # Keys Textual itself binds on every screen: a keymap may not take them.
 RESERVED = {
     "ctrl+p": "the command palette",

@@ -23,28 +23,38 @@ KILL_GRACE = 5.0
 
 
 class _Tail:
-    """The last lines of a merged stdout+stderr stream, as the console shows them."""
+    """The last lines of stdout and stderr together, as the console shows them: whole
+    lines in the order they came, each stream's unfinished line kept apart."""
 
     def __init__(self) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._decoders: dict[str, codecs.IncrementalDecoder] = {}
         self._lines: deque[str] = deque(maxlen=TAIL_LINES)
-        self._partial = ""
+        self._partials: dict[str, str] = {}
 
-    def feed(self, data: bytes, final: bool = False) -> None:
-        text = self._partial + self._decoder.decode(data, final)
+    def feed(self, data: bytes, final: bool = False, stream: str = "out") -> None:
+        if len(data) > 4 * TAIL_CHARS:
+            # Only the last lines can show: keep the whole lines of the read's end (the
+            # lines before them, and the unfinished one, are gone from view anyway).
+            data = data[-2 * TAIL_CHARS :]
+            data = data[data.find(b"\n") + 1 :]
+            self._partials[stream] = ""
+            self._decoders.pop(stream, None)
+        decoder = self._decoders.get(stream)
+        if decoder is None:
+            decoder = self._decoders[stream] = codecs.getincrementaldecoder("utf-8")("replace")
+        text = self._partials.get(stream, "") + decoder.decode(data, final)
         parts = text.replace("\r\n", "\n").split("\n")
-        self._partial = parts.pop()
+        partial = parts.pop()
         for line in parts:
             # A progress bar redraws with "\r": only its last state is worth keeping.
             self._lines.append(line.rsplit("\r", 1)[-1])
         # A line with no newline (a runaway progress bar) must not grow without bound.
-        self._partial = self._partial[-TAIL_CHARS:]
+        self._partials[stream] = partial[-TAIL_CHARS:]
 
     @property
     def text(self) -> str:
         lines = list(self._lines)
-        if self._partial:
-            lines.append(self._partial.rsplit("\r", 1)[-1])
+        lines += [p.rsplit("\r", 1)[-1] for p in self._partials.values() if p]
         return "\n".join(lines)[-TAIL_CHARS:]
 
     @property
@@ -55,13 +65,24 @@ class _Tail:
         return ""
 
 
-async def _pump(stream: asyncio.StreamReader, tail: _Tail, ctx: TaskContext) -> None:
+async def _pump(
+    stream: asyncio.StreamReader, tail: _Tail, ctx: TaskContext, name: str = "out"
+) -> None:
+    """Every byte to the task's log as ``name`` (out, err); the tail for the preview."""
     while data := await stream.read(_READ_SIZE):
-        tail.feed(data)
+        ctx.write_log(name, data)
+        tail.feed(data, stream=name)
         ctx.output(tail.text)
         if tail.last_line:
-            ctx.log(tail.last_line)
-    tail.feed(b"", final=True)
+            ctx.tell(tail.last_line)
+
+
+async def _pump_both(proc: asyncio.subprocess.Process, tail: _Tail, ctx: TaskContext) -> None:
+    """stdout and stderr, each kept apart in the log, both in the one preview tail."""
+    assert proc.stdout is not None and proc.stderr is not None
+    await asyncio.gather(_pump(proc.stdout, tail, ctx, "out"), _pump(proc.stderr, tail, ctx, "err"))
+    for name in ("out", "err"):
+        tail.feed(b"", final=True, stream=name)
     ctx.output(tail.text)
 
 
@@ -115,7 +136,7 @@ async def run(ctx: TaskContext, command: list[str], on_cancel: str, cwd: str | N
             *command,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
+            stderr=asyncio.subprocess.PIPE,
             cwd=cwd,
             env=env,
             # Its own session, hence its own process group: cancel and abort signal the
@@ -148,9 +169,8 @@ async def run(ctx: TaskContext, command: list[str], on_cancel: str, cwd: str | N
     ctx.started_process_group(proc.pid)
     pgid = proc.pid
     ctx.log(f"started pid {proc.pid}")
-    assert proc.stdout is not None
     tail = _Tail()
-    reader = asyncio.ensure_future(_pump(proc.stdout, tail, ctx))
+    reader = asyncio.ensure_future(_pump_both(proc, tail, ctx))
     waiter = asyncio.ensure_future(proc.wait())
     terminated = False
     try:

@@ -35,6 +35,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Job list", ("list", "table")),
     ("Job detail", ("detail",)),
     ("Servers", ("servers",)),
+    ("Logs", ("logs",)),
     ("In a confirmation", ()),
 )
 
