@@ -332,6 +332,8 @@ async def test_stuck_jobs_are_marked_in_the_list_and_the_detail_names_the_next_s
         assert "STUCK" not in painted_job_row(app, 2)
         await select(pilot, 13)
         await press(pilot, "enter")
+        # The detail on top before it is read: settle alone could take the list for it.
+        await until(lambda: getattr(app.screen, "job_id", None) == 13, "job 13", pilot=pilot)
         await settle(pilot)
         text = painted(app)
         assert (
@@ -343,9 +345,10 @@ async def test_stuck_jobs_are_marked_in_the_list_and_the_detail_names_the_next_s
         await press(pilot, "escape")
         await select(pilot, 2)
         await press(pilot, "enter")
+        await until(lambda: getattr(app.screen, "job_id", None) == 2, "job 2", pilot=pilot)
         await settle(pilot)
         text = painted(app)
-        assert "STUCK" not in text and "at its next safe point" in text
+        assert "STUCK" not in text and "at its next safe point" in text, text
 
 
 # -- who may ----------------------------------------------------------------------------
