@@ -132,3 +132,43 @@ def scenario_db_copy(tmp_path: Path) -> str:
     from tests import scenario
 
     return scenario.build(tmp_path / "scenario.db")
+
+
+async def test_a_console_follows_live_a_log_written_on_another_host_on_postgresql(
+    tmp_path: Path, pg_server: object
+) -> None:
+    """Host B: a ``batchdeck serve`` process runs the task. Host A: a console attached to
+    the same PostgreSQL database opens its log and sees each line as it is written."""
+    from tests.pg_support import new_pg_database, pg_deck
+
+    deck = pg_deck(tmp_path, new_pg_database(pg_server))
+    go = tmp_path / "go"
+    script = f"echo first; while [ ! -f {go} ]; do sleep 0.05; done; echo second"
+    try:
+        deck.serve("--server", "host-b:2")
+        store = Store(deck.db)
+        try:
+            job = submit_tasks(
+                store,
+                tmp_path,
+                "live",
+                [{"name": "t", "action": "shell", "command": ["sh", "-c", script]}],
+            )
+            await until(lambda: job_status(store, job) == "executing", "the task to run on host B")
+            app = RecordingApp(deck.db, mode_label="attached", live=True)
+            async with app.run_test(size=(80, 24)) as pilot:
+                await shown(pilot, JobListScreen)
+                await select(pilot, job)
+                await press(pilot, "l")
+                await shown(pilot, LogScreen)
+                await until(lambda: "t | first" in _rows(app), "the first line", pilot=pilot)
+                assert "following" in painted(app)
+                go.touch()
+                await until(
+                    lambda: "t | second" in _rows(app), "the line written later", pilot=pilot
+                )
+                assert [r for r in _rows(app) if r][-2:] == ["t | first", "t | second"]
+        finally:
+            store.dispose()
+    finally:
+        deck.close()
