@@ -246,6 +246,17 @@ _TASK_STATE = Prepared(
     )
 )
 _JOB_STATE = Prepared(select(job.c.id, job.c.status).where(in_list(job.c.id, "ids")))
+_STOPPING = Prepared(
+    select(task.c.id, task.c.status).where(
+        in_list(task.c.id, "ids"), one_of(task.c.status, ["canceling", "aborting"])
+    )
+)
+
+
+def stopping(conn: Connection, running: list[int]) -> dict[int, str]:
+    """Which of the ``running`` tasks an operator asked to stop: id -> canceling or
+    aborting. A read: the engine tells the servers before its next write transaction."""
+    return {r.id: r.status for r in _STOPPING(conn, {"ids": running})} if running else {}
 
 
 _NO_PROGRESS = dict.fromkeys(("b_done", "b_total", "b_unit", "b_message", "b_output", "b_child"))

@@ -174,7 +174,9 @@ class Engine:
         self._beat_started: float | None = None  # monotonic, while a beat is in flight
         self._stall_since: float | None = None  # monotonic: our beats held up since
         self._vouched_until = 0.0  # monotonic: the lease our servers were last told
-        self._taking_over = False  # no claims while a peer's leftovers are being killed
+        self._taking_over = False
+        # Another process wrote since the last look: an operator's cancel may be there.
+        self._told = False  # no claims while a peer's leftovers are being killed
 
     # -- lifecycle ------------------------------------------------------------------
     async def _db(self, fn: Callable[..., R], *args: Any, **kw: Any) -> R:
@@ -459,6 +461,8 @@ class Engine:
                 if self._stopping:
                     break
                 try:
+                    if self._told:
+                        await self._pass_on_stops()
                     await self._tick()
                 except Exception as exc:  # noqa: BLE001 - keep serving; recorded for the operator
                     if outage_of(exc) is None:
@@ -472,12 +476,28 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await hb
 
+    async def _pass_on_stops(self) -> None:
+        """Another process wrote: an operator's cancel or abort of a task running here is
+        told to its server after one read, not after the tick's write transaction (a few
+        milliseconds more on PostgreSQL; the tick, which follows, sends nothing twice)."""
+        self._told = False
+        running = [
+            tid
+            for tid, r in self._runners.items()
+            if not r.detached and not (r.cancel_sent and r.abort_sent)
+        ]
+        if running:
+            states = await self._db(self._read, batch.stopping, running)
+            self._tell_servers({tid: (status, None, None) for tid, status in states.items()})
+
     async def _wait_for_work(self) -> None:
         while not self._stopping:
             try:
                 changed = self._watch.changed()
             except Exception:  # noqa: BLE001 - the file out of reach: look, and find out
                 changed = True
+            if changed:
+                self._told = True
             if self._wake.is_set() or changed:
                 self._wake.clear()
                 return
@@ -498,6 +518,7 @@ class Engine:
 
         def look() -> None:  # on the loop: wakes only for a change the watch confirms
             if self._watch is not None and not self._stopping and self._watch.changed():
+                self._told = True
                 self._wake.set()
 
         if self.store.is_postgresql:
@@ -520,6 +541,7 @@ class Engine:
         def ring() -> None:
             if threading.get_ident() == self._writer_ident:
                 return
+            self._told = True
             with contextlib.suppress(RuntimeError):  # the loop has closed: nobody to wake
                 loop.call_soon_threadsafe(self._wake.set)
 
@@ -742,8 +764,14 @@ class Engine:
             self._idle.set()
 
     def _react(self, out: batch.TickOut) -> None:
+        self._tell_servers(out.task_state)
+        self._react_jobs_and_servers(out)
+
+    def _tell_servers(self, task_state: dict[int, tuple[str, Any, Any]]) -> None:
+        """Stop our runs that an operator asked to stop (once each), and those settled
+        elsewhere; hand an approval decided to the run waiting for it."""
         sends: dict[str, list[dict[str, Any]]] = {}
-        for tid, (status, approval, by) in out.task_state.items():
+        for tid, (status, approval, by) in task_state.items():
             r = self._runners.get(tid)
             if r is None or r.detached:
                 continue
@@ -766,6 +794,9 @@ class Engine:
             sp = self.procs.get(name)
             if sp is not None:
                 sp.send(msgs)
+
+    def _react_jobs_and_servers(self, out: batch.TickOut) -> None:
+        """Jobs ended that someone waits for; leases lost; drains that end in a restart."""
         for jid, status in out.job_status.items():
             if status in JOB_TERMINAL:
                 for fut in self._job_waiters.pop(jid, []):

@@ -58,3 +58,41 @@ def test_a_ring_reaches_the_bell_of_the_same_file_only(tmp_path: Path) -> None:
 
     heard = asyncio.run(scenario())
     assert heard and set(heard) == {"a"}
+
+
+@pytest.mark.both_databases
+async def test_a_cancel_reaches_the_running_task_before_the_engines_next_write(
+    db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Told of another process's commit, the engine reads which of its runs an operator
+    asked to stop and tells their server before its tick's write transaction: here every
+    tick that would see the cancel is held back, and the task still stops."""
+    import threading
+
+    from engine import batch
+
+    held = threading.Event()
+    real_tick = batch.tick
+
+    def tick_unless_canceling(conn, inp):  # noqa: ANN001, ANN202 - batch.tick's own
+        if inp.running and batch.stopping(conn, inp.running):
+            held.wait(60)  # released when the test ends
+        return real_tick(conn, inp)
+
+    monkeypatch.setattr(batch, "tick", tick_unless_canceling)
+    seen = tmp_path / "seen"
+    script = f"trap 'echo stopped > {seen}; exit 0' TERM; while :; do sleep 0.05; done"
+    engine = Engine(db, {"batch-01": 2}, poll_interval=0.02)
+    await engine.start()
+    other = Store(db)
+    try:
+        task = [{"name": "w", "action": "shell", "command": ["sh", "-c", script]}]
+        job = submit_tasks(other, tmp_path, "long", task)
+        await until(lambda: task_statuses(other, job) == {"w": "executing"}, "started", bound=20)
+        await until(lambda: bool(engine._runners), "the run on its server", bound=20)
+        control.cancel(other, job, actor="ops")
+        await until(seen.exists, "the task told of its cancel while no tick may write", bound=20)
+    finally:
+        held.set()
+        other.dispose()
+        await engine.stop()
