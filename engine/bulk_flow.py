@@ -215,11 +215,11 @@ def apply(
     reason: str | None,
     at: float,
 ) -> list[BulkResult]:
-    """Carry out ``bulk``: one transaction per job, on exactly the jobs it acts on (a job
-    that matches the filter only now is left alone). Each job is checked again as it is
-    reached; an abort whose tasks grew since the plan is refused for that job. Returns
-    one result per job of the plan, refused ones included. A cancel goes in chunks of
-    ``CHUNK_JOBS`` jobs, a transaction each."""
+    """Carry out ``bulk`` on exactly the jobs it acts on (a job that matches the filter
+    only now is left alone): a cancel in chunks of ``CHUNK_JOBS`` jobs, a transaction
+    each; an abort, a transaction per job. Each job is checked again as it is reached;
+    an abort whose tasks grew since the plan is refused for that job. Returns one result
+    per job of the plan, refused ones included."""
     if bulk.kind == "cancel":
         done = _cancel_in_chunks(transaction, bulk, actor=actor, reason=reason, at=at)
         return [

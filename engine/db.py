@@ -297,13 +297,13 @@ class Store:
                     # good; locking the rows concerned instead deadlocked, since a
                     # transaction reaches jobs and tasks in no one order. Held until
                     # commit.
-                    conn.exec_driver_sql(_WRITE_LOCK)
+                    conn.exec_driver_sql(WRITE_LOCK)
                 yield conn
                 if self.is_postgresql:
                     # Watchers on every host learn of the change at commit (NOTIFY is
                     # transactional and deduplicated); a transaction that wrote nothing
                     # has no transaction id and wakes nobody.
-                    conn.exec_driver_sql(_NOTIFY_IF_WRITTEN, {"tag": tag})
+                    conn.exec_driver_sql(NOTIFY_IF_WRITTEN, {"tag": tag})
             if after_commit is not None:
                 after_commit(conn)
         for bell in self._bells:
@@ -412,8 +412,6 @@ class Store:
 # one async reader per event loop and one change watch, and check the schema once.
 _SHARED: dict[tuple[str, bool], Store] = {}
 _SHARED_LOCK = threading.Lock()
-_NOTIFY_IF_WRITTEN = NOTIFY_IF_WRITTEN
-_WRITE_LOCK = WRITE_LOCK
 SCHEMA_LOCK_KEY = 0x62617463  # "batc": the advisory lock held while creating the schema
 
 

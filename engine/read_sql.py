@@ -223,12 +223,14 @@ def render(dialect: str = "sqlite") -> Rendered:
     }
     for key, stmt in every.items():
         c = CompiledText(stmt, d)
-        binds = stmt.compile(dialect=d).binds
-        # PostgreSQL takes a list as an array and a bool as a boolean, as they are.
-        regex = tuple(n for n in c.processors if pg and isinstance(binds[n].type, GlobPattern))
+        regex: tuple[str, ...] = ()
+        if pg and c.processors:  # a shell pattern is matched as a regex there
+            binds = stmt.compile(dialect=d).binds
+            regex = tuple(n for n in c.processors if isinstance(binds[n].type, GlobPattern))
         for name in c.processors:
             if name not in (*c.lists, *c.floats, *c.bools, *regex):
                 raise TypeError(f"{key}: parameter {name} needs a bind processor")
+        # PostgreSQL takes a list as an array and a bool as a boolean, as they are.
         lists, bools = ((), ()) if pg else (c.lists, c.bools)
         out[key] = SqlText(c.sql, c.defaults, c.needed, lists, c.floats, bools, regex)
     return Rendered(dialect, SCHEMA_VERSION, out)

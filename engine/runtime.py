@@ -174,9 +174,9 @@ class Engine:
         self._beat_started: float | None = None  # monotonic, while a beat is in flight
         self._stall_since: float | None = None  # monotonic: our beats held up since
         self._vouched_until = 0.0  # monotonic: the lease our servers were last told
-        self._taking_over = False
+        self._taking_over = False  # no claims while a peer's leftovers are being killed
         # Another process wrote since the last look: an operator's cancel may be there.
-        self._told = False  # no claims while a peer's leftovers are being killed
+        self._told = False
 
     # -- lifecycle ------------------------------------------------------------------
     async def _db(self, fn: Callable[..., R], *args: Any, **kw: Any) -> R:
