@@ -189,7 +189,7 @@ def test_metrics_port_in_use_is_refused_before_serving(deck: Deck) -> None:
 def test_readme_alert_rules_pass_promtool(tmp_path: Path) -> None:
     """The three example alerts (stuck jobs, engine down, database write errors) are
     valid rules naming metrics the engine serves."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "operations.md").read_text()
     block = re.search(r"```yaml\n(groups:.*?)```", readme, re.S)
     assert block is not None
     rules = block.group(1)
