@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from engine.cli import EXIT_OK, EXIT_USAGE, Fail, _actor, _store, _usable
@@ -53,21 +53,13 @@ def cmd_prune(args: argparse.Namespace) -> int:
 def _must_manage(store: Any, actor: str) -> None:
     """Deleting history is a manager's act, as changing settings is; a refusal is
     audited like theirs."""
-    from contextlib import contextmanager
-
-    from engine.flow_statements import flow_sql
+    from engine.flow_statements import flow_reading, flow_transaction
     from engine.flows import audit_refusal, who
     from engine.manager_rule import refusal
 
-    with store.read() as conn:
-        text = refusal(who(flow_sql(conn), actor), "prune")
+    with flow_reading(store) as sql:
+        text = refusal(who(sql, actor), "prune")
     if text is None:
         return
-
-    @contextmanager
-    def transaction() -> Iterator[Any]:
-        with store.write() as conn:
-            yield flow_sql(conn)
-
-    audit_refusal(transaction, text, actor=actor, job_id=None, at=time.time())
+    audit_refusal(lambda: flow_transaction(store), text, actor=actor, job_id=None, at=time.time())
     raise Fail(text)
