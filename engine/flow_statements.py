@@ -109,27 +109,17 @@ STATEMENTS: dict[str, Prepared] = {
             ),
             # The job and its descendants, parents first (a recursive CTE over parent_id).
             "job.tree": Prepared(_job_tree()),
+            # A cancel's moves, for the jobs ``:ids`` at once (one job, a tree, a bulk chunk).
             "cancel.didnt_run": TaskMove(
-                "didnt_run",
-                and_(_OF_JOB, one_of(task.c.status, ["waiting", "ready"])),
-                {"ended_at": AT},
-            ),
-            "cancel.canceling": TaskMove("canceling", and_(_OF_JOB, task.c.status == "executing")),
-            "cancel.job_canceling": JobMove("canceling", _CANCEL_FIELDS),
-            "cancel.job_canceled": JobMove("canceled", {**_CANCEL_FIELDS, "ended_at": AT}),
-            # The same moves for the jobs ``:ids`` at once (bulk cancel, in chunks).
-            "cancel.many.didnt_run": TaskMove(
                 "didnt_run",
                 and_(_OF_JOBS, one_of(task.c.status, ["waiting", "ready"])),
                 {"ended_at": AT},
             ),
-            "cancel.many.canceling": TaskMove(
-                "canceling", and_(_OF_JOBS, task.c.status == "executing")
-            ),
-            "cancel.many.job_canceling": JobMove(
+            "cancel.canceling": TaskMove("canceling", and_(_OF_JOBS, task.c.status == "executing")),
+            "cancel.job_canceling": JobMove(
                 "canceling", _CANCEL_FIELDS, where=in_list(job.c.id, "ids")
             ),
-            "cancel.many.job_canceled": JobMove(
+            "cancel.job_canceled": JobMove(
                 "canceled", {**_CANCEL_FIELDS, "ended_at": AT}, where=in_list(job.c.id, "ids")
             ),
             "abort.tasks": Prepared(

@@ -146,35 +146,29 @@ def cancel_reason(actor: str, words: str | None) -> str:
 def cancel_in(
     sql: Sql, job_id: int, status: str, *, actor: str, words: str | None, at: float
 ) -> None:
-    """Cancel one job whose cancel is allowed: not-started tasks Didn't run, running
-    ones Canceling, the job Canceling (Canceled at once if nothing runs)."""
-    said = {"at": at, "actor": actor, "reason": cancel_reason(actor, words), "job_id": job_id}
-    move(sql, "cancel.didnt_run", **said)
-    move(sql, "cancel.canceling", **said)
-    if status == "executing":
-        move(sql, "cancel.job_canceling", **said, by=actor)
-        finalize_jobs(sql, [job_id], at=at)
-    else:  # nothing started: straight to Canceled
-        move(sql, "cancel.job_canceled", **said, by=actor)
+    """Cancel one job whose cancel is allowed (``cancel_many`` of it)."""
+    running = [job_id] if status == "executing" else []
+    cancel_many(sql, running, [] if running else [job_id], actor=actor, words=words, at=at)
 
 
 def cancel_many(
     sql: Sql, running: list[int], waiting: list[int], *, actor: str, words: str | None, at: float
 ) -> set[int]:
-    """``cancel_in`` for many jobs whose cancel is allowed, a few statements for all:
-    ``running`` were Executing (Canceling, or Canceled once nothing runs), ``waiting`` had
-    started nothing (Canceled at once). Returns the jobs now Canceled."""
+    """Cancel the jobs whose cancel is allowed, a few statements for all: their
+    not-started tasks Didn't run, running ones Canceling; ``running`` (the jobs that were
+    Executing) Canceling, or Canceled once nothing runs; ``waiting`` (nothing started)
+    Canceled at once. Returns the jobs now Canceled."""
     said = {"at": at, "actor": actor, "reason": cancel_reason(actor, words)}
     if not running and not waiting:
         return set()
-    move(sql, "cancel.many.didnt_run", **said, ids=running + waiting)
+    move(sql, "cancel.didnt_run", **said, ids=running + waiting)
     done = set(waiting)
     if running:
-        move(sql, "cancel.many.canceling", **said, ids=running)
-        move(sql, "cancel.many.job_canceling", **said, ids=running, by=actor)
+        move(sql, "cancel.canceling", **said, ids=running)
+        move(sql, "cancel.job_canceling", **said, ids=running, by=actor)
         done.update(finalize_jobs(sql, running, at=at))
     if waiting:
-        move(sql, "cancel.many.job_canceled", **said, ids=waiting, by=actor)
+        move(sql, "cancel.job_canceled", **said, ids=waiting, by=actor)
     return done
 
 
