@@ -26,10 +26,10 @@ from urllib.parse import urlsplit, urlunsplit
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.db import Store  # noqa: E402
-from engine.flow_statements import flow_transaction  # noqa: E402
-from engine.flows import submit  # noqa: E402
+from engine.flows.base import submit  # noqa: E402
 from engine.recipes import Recipe, TaskSpec  # noqa: E402
+from engine.store.db import Store  # noqa: E402
+from engine.store.flow_statements import flow_transaction  # noqa: E402
 
 BATCHDECK = Path(sys.executable).parent / "batchdeck"
 ONE_TASK = Recipe(

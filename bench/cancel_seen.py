@@ -23,10 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine import control  # noqa: E402
-from engine.db import Store  # noqa: E402
 from engine.recipes import Recipe, TaskSpec  # noqa: E402
-from engine.submit import submit  # noqa: E402
+from engine.store import control  # noqa: E402
+from engine.store.db import Store  # noqa: E402
+from engine.store.submit import submit  # noqa: E402
 
 PROBE = ROOT / "bench" / "probes" / "cancel_probe.py"
 

@@ -26,7 +26,7 @@
    - stdlib_10k_row_update_ms: one UPDATE of a job's 10,000 tasks by plain sqlite3;
    and our ratios to them.
 
-What the process imported is frozen first (``engine.runtime.freeze_heap``), as
+What the process imported is frozen first (``engine.runtime.supervisor.freeze_heap``), as
 ``batchdeck serve`` does once it serves: full garbage collections then skip it.
 
 ``--db postgresql://…`` runs 1 and 2 on that PostgreSQL server (its database is used
@@ -51,10 +51,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine import control  # noqa: E402
 from engine.recipes import Recipe, TaskSpec  # noqa: E402
-from engine.runtime import Engine, freeze_heap, parse_servers  # noqa: E402
-from engine.submit import submit  # noqa: E402
+from engine.runtime.supervisor import Engine, freeze_heap, parse_servers  # noqa: E402
+from engine.store import control  # noqa: E402
+from engine.store.submit import submit  # noqa: E402
 
 
 def noop_recipe(n: int, seconds: float = 0.0) -> Recipe:
@@ -65,7 +65,7 @@ def noop_recipe(n: int, seconds: float = 0.0) -> Recipe:
 def job_status(store, job_id: int) -> str:
     from sqlalchemy import select
 
-    from engine.tables import job
+    from engine.store.tables import job
 
     with store.read() as conn:
         return conn.execute(select(job.c.status).where(job.c.id == job_id)).scalar_one()
@@ -74,7 +74,7 @@ def job_status(store, job_id: int) -> str:
 def executing_count(store, job_id: int) -> int:
     from sqlalchemy import func, select
 
-    from engine.tables import task
+    from engine.store.tables import task
 
     with store.read() as conn:
         return conn.execute(
@@ -85,7 +85,7 @@ def executing_count(store, job_id: int) -> int:
 def status_counts(store, job_id: int) -> dict[str, int]:
     from sqlalchemy import func, select
 
-    from engine.tables import task
+    from engine.store.tables import task
 
     with store.read() as conn:
         rows = conn.execute(
@@ -160,7 +160,7 @@ def serving(db: str, tmp: str) -> Iterator[subprocess.Popen]:
 
 
 def cross_process_ms(tmp: str, runs: int = 10) -> float:
-    from engine.db import Store
+    from engine.store.db import Store
 
     db = f"{tmp}/x.db"
     store = Store(db)
@@ -198,7 +198,7 @@ def stdlib_single_row_commits_per_s(tmp: str, seconds: float = 1.0) -> float:
 
 
 def _job_with_tasks(db: str, n: int, seconds: float = 0.0) -> tuple[object, int]:
-    from engine.db import Store
+    from engine.store.db import Store
 
     store = Store(db)
     return store, submit(store, noop_recipe(n, seconds), actor="bench")
@@ -242,7 +242,7 @@ async def naive_async_session_tasks_per_s(tmp: str, n: int) -> float:
     from sqlmodel import select
     from sqlmodel.ext.asyncio.session import AsyncSession
 
-    from engine.models import Event, Task
+    from engine.store.models import Event, Task
 
     db = f"{tmp}/naive.db"
     store, job_id = _job_with_tasks(db, n)

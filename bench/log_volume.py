@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.engine_throughput import noop_recipe  # noqa: E402
 from engine.recipes import Recipe, TaskSpec  # noqa: E402
-from engine.runtime import Engine, freeze_heap  # noqa: E402
-from engine.submit import submit  # noqa: E402
+from engine.runtime.supervisor import Engine, freeze_heap  # noqa: E402
+from engine.store.submit import submit  # noqa: E402
 
 SERVERS = {"batch-01": 256, "batch-02": 256}
 ROOT = Path(__file__).resolve().parents[1]

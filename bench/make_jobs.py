@@ -18,8 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine import batch, control  # noqa: E402
-from engine.db import Store  # noqa: E402
+from engine.runtime import tick as batch  # noqa: E402
+from engine.store import control  # noqa: E402
+from engine.store.db import Store  # noqa: E402
 
 NAMES = [
     "nightly-import",

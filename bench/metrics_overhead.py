@@ -28,9 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.db import Store  # noqa: E402
 from engine.recipes import Recipe, TaskSpec  # noqa: E402
-from engine.submit import submit  # noqa: E402
+from engine.store.db import Store  # noqa: E402
+from engine.store.submit import submit  # noqa: E402
 
 BATCHDECK = [sys.executable, "-c", "from tui.cli import main; main()"]
 

@@ -26,11 +26,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine import control  # noqa: E402
 from engine.recipes import recipe_from_dict  # noqa: E402
 from engine.remote_emulator import Emulator  # noqa: E402
-from engine.runtime import Engine  # noqa: E402
-from engine.submit import submit  # noqa: E402
+from engine.runtime.supervisor import Engine  # noqa: E402
+from engine.store import control  # noqa: E402
+from engine.store.submit import submit  # noqa: E402
 
 TOKEN = "bench-token"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.runtime import Engine
+from engine.runtime.supervisor import Engine
 from tests.pg_support import backend, db, deck_db, pg_server, pg_url, pytest_generate_tests
 
 __all__ = ["backend", "db", "deck_db", "pg_server", "pg_url", "pytest_generate_tests"]

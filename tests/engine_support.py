@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from engine.db import Store
 from engine.recipes import load_recipe
-from engine.submit import submit
+from engine.store.db import Store
+from engine.store.submit import submit
 from tests.waiting import until  # noqa: F401 - the engine tests import it from here
 
 

@@ -8,8 +8,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from engine import settings
-from engine.db import Store
+from engine.store import settings
+from engine.store.db import Store
 from tests.proc_support import pid_alive
 
 OUTAGE_CAUSE = "interrupted: the engine could not reach its database for "

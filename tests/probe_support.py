@@ -13,7 +13,7 @@ HEAVY = ("sqlalchemy", "sqlmodel", "pydantic", "textual", "aiosqlite")
 
 PROBE = f"""\
 import sys
-from engine.cli import main
+from engine.cli.main import main
 rc = main(sys.argv[1:])
 heavy = sorted({{m.split(".")[0] for m in sys.modules}} & {set(HEAVY)!r})
 print("HEAVY", ",".join(heavy) or "-", rc, file=sys.stderr)

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine import batch, control, settings
-from engine.batch import Outcome, Progress
-from engine.db import Store
 from engine.recipes import Recipe, TaskSpec, recipe_from_dict
-from engine.submit import insert_job
+from engine.runtime import tick as batch
+from engine.runtime.tick import Outcome, Progress
+from engine.store import control, settings
+from engine.store.db import Store
+from engine.store.submit import insert_job
 
 T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
 NOW = T0 + 1800.0  # the console's fixed clock: 22:43:20 the same day
@@ -102,9 +103,9 @@ class Builder:
 
 
 def _log(b: Builder, job_id: int, task: str, data: list[tuple[str, str]], limit: int) -> None:
-    """A task's log as its server process would have sent it (``engine.logs``)."""
-    from engine.log_store import LogItem, write_logs
-    from engine.logs import LogBuffer
+    """A task's log as its server process would have sent it (``engine.core.logs``)."""
+    from engine.core.logs import LogBuffer
+    from engine.store.log_store import LogItem, write_logs
 
     buf = LogBuffer(limit)
     for stream, line in data:

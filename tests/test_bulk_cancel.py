@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from engine import batch, bulk_flow, control, settings
-from engine.db import Store
+from engine.flows import bulk as bulk_flow
+from engine.runtime import tick as batch
+from engine.store import control, settings
+from engine.store.db import Store
 from tests.engine_support import events, job_row, job_status, sql, submit_tasks, task_statuses
 
 BACKENDS = ("sqlite", "postgresql")

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.db import Store
-from engine.runtime import Engine
+from engine.runtime.supervisor import Engine
+from engine.store.db import Store
 from tests.engine_support import job_status, submit_tasks, write_recipe
 from tests.waiting import until
 

@@ -21,14 +21,15 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from engine import cli, control
-from engine.db import DatabaseError, Store, normalize_db, shared_store
-from engine.dburl import parse_db
-from engine.models import SCHEMA_VERSION
-from engine.query import Reader
+from engine.cli import main as cli
+from engine.core.dburl import parse_db
+from engine.reader.reader import Reader
 from engine.recipes import Recipe, TaskSpec
-from engine.submit import submit
-from engine.tables import task
+from engine.store import control
+from engine.store.db import DatabaseError, Store, normalize_db, shared_store
+from engine.store.models import SCHEMA_VERSION
+from engine.store.submit import submit
+from engine.store.tables import task
 from tests.waiting import until, until_sync
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -277,7 +278,7 @@ def _listening(store: Store) -> bool:
 
 
 def test_an_engine_on_postgresql_keeps_its_leases_in_database_time(pg_url: str) -> None:
-    from engine.runtime import Engine
+    from engine.runtime.supervisor import Engine
 
     day = 86_400.0
 
@@ -305,14 +306,14 @@ def test_an_engine_on_postgresql_keeps_its_leases_in_database_time(pg_url: str) 
 
 
 def _job_status(store: Store, job: int) -> str:
-    from engine.tables import job as job_table
+    from engine.store.tables import job as job_table
 
     with store.read() as conn:
         return conn.execute(select(job_table.c.status).where(job_table.c.id == job)).scalar_one()
 
 
 def test_db_now_is_the_engines_clock_on_sqlite(tmp_path: Path) -> None:
-    from engine.dialect import db_now
+    from engine.store.dialect import db_now
 
     store = Store(tmp_path / "t.db")
     try:
@@ -340,8 +341,8 @@ def test_serve_on_an_unreachable_postgresql_fails_in_one_line_without_the_passwo
 
 
 def test_settings_rerun_and_hold_on_postgresql(pg_url: str) -> None:
-    from engine import settings
-    from engine.rerun import rerun
+    from engine.flows.rerun import rerun
+    from engine.store import settings
 
     store = Store(pg_url)
     try:
@@ -370,7 +371,7 @@ def test_a_console_whose_clock_is_off_judges_leases_on_the_database_clock(
     """Engines on PostgreSQL renew their leases in the database's time: a console on a
     host a day ahead or behind still sees a fresh lease as live, with its true age, and
     an old one as gone."""
-    from engine import batch
+    from engine.runtime import tick as batch
 
     day = 86_400.0
     store = Store(pg_url)
@@ -430,8 +431,8 @@ def test_a_claim_on_postgresql_does_not_walk_the_ended_tasks_of_its_job(pg_url: 
     the statistics say."""
     from sqlalchemy.dialects import postgresql
 
-    from engine.batch import _READY
-    from engine.prepared import CompiledText
+    from engine.runtime.tick import _READY
+    from engine.store.prepared import CompiledText
 
     store = Store(pg_url)
     try:

@@ -20,8 +20,8 @@ from typing import Any
 
 from sqlalchemy import event
 
-from engine.db import Store
-from engine.runtime import Engine
+from engine.runtime.supervisor import Engine
+from engine.store.db import Store
 from tests.engine_support import submit_tasks, task_row, until
 from tests.fault_support import sqlite_row, store_with_lease, wait_for_go
 from tests.proc_support import pid_alive

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from engine import control, doorbell, runtime
-from engine.db import Store
-from engine.runtime import Engine
+from engine.runtime import supervisor as runtime
+from engine.runtime.supervisor import Engine
+from engine.sql import doorbell
+from engine.store import control
+from engine.store.db import Store
 from tests.engine_support import job_status, submit_tasks, task_statuses, until
 
 LONG = [{"name": "w", "action": "wait", "seconds": 600}]
@@ -69,7 +71,7 @@ async def test_a_cancel_reaches_the_running_task_before_the_engines_next_write(
     tick that would see the cancel is held back, and the task still stops."""
     import threading
 
-    from engine import batch
+    from engine.runtime import tick as batch
 
     held = threading.Event()
     real_tick = batch.tick

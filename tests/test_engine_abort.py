@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import control, settings
-from engine.db import Store
-from engine.runtime import Engine
+from engine.runtime.supervisor import Engine
+from engine.store import control, settings
+from engine.store.db import Store
 from tests.engine_support import (
     events,
     job_row,

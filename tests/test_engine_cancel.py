@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine import control
+from engine.store import control
 from tests.engine_support import (
     events,
     job_row,
@@ -85,7 +85,7 @@ async def test_started_non_long_task_finishes_ended_while_job_canceling(engine, 
 
 
 async def test_job_that_started_nothing_goes_straight_to_canceled(tmp_path):
-    from engine.db import Store
+    from engine.store.db import Store
 
     store = Store(tmp_path / "t.db")
     job = submit_tasks(store, tmp_path, "queued", [{"name": "a", "action": "wait", "seconds": 1}])
@@ -97,8 +97,8 @@ async def test_job_that_started_nothing_goes_straight_to_canceled(tmp_path):
 
 
 async def test_held_job_is_not_started_until_released(tmp_path):
-    from engine.db import Store
-    from engine.runtime import Engine
+    from engine.runtime.supervisor import Engine
+    from engine.store.db import Store
 
     store = Store(tmp_path / "t.db")
     # Held before any engine runs, so no engine can start it first.
@@ -197,8 +197,8 @@ async def test_children_are_not_canceled_with_the_parent(engine, tmp_path):
 
 
 async def test_events_record_who_with_ssh_address(tmp_path, monkeypatch):
-    from engine.db import Store
-    from engine.identity import current_actor
+    from engine.core.identity import current_actor
+    from engine.store.db import Store
 
     monkeypatch.setenv("SSH_CONNECTION", "10.1.2.3 50000 10.0.0.1 22")
     actor = current_actor()
@@ -214,8 +214,8 @@ async def test_events_record_who_with_ssh_address(tmp_path, monkeypatch):
 
 
 async def test_a_retried_sync_call_waits_for_the_child_it_started(tmp_path):
-    from engine.db import Store
-    from engine.runtime import Engine
+    from engine.runtime.supervisor import Engine
+    from engine.store.db import Store
     from tests.engine_support import write_recipe
 
     path = str(tmp_path / "t.db")
@@ -255,7 +255,7 @@ async def test_a_retried_sync_call_waits_for_the_child_it_started(tmp_path):
 
 
 async def test_a_recipe_that_ends_up_calling_itself_is_stopped(engine, tmp_path):
-    from engine.runtime import MAX_CALL_DEPTH
+    from engine.runtime.supervisor import MAX_CALL_DEPTH
     from tests.engine_support import write_recipe
 
     store = engine.store

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from engine.recipes import load_recipe
-from engine.submit import submit
+from engine.store.submit import submit
 from tests.engine_support import job_status, sql, task_statuses, until
 
 ROOT = Path(__file__).resolve().parent.parent

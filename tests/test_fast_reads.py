@@ -1,7 +1,7 @@
 """The command line's light reads: the SQL text cached from the statements, and what it
 reads, held to the statements themselves.
 
-``engine.read_sql`` runs the rendered text of ``engine.read_statements`` through the
+``engine.sql.light`` runs the rendered text of ``engine.store.read_statements`` through the
 standard library's sqlite3. These tests prove the cached text is exactly what the
 statements compile to now, that an edited source file can never run stale text, and
 that the light path returns the same views as the SQLAlchemy path on one database.
@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from engine import read_sql
-from engine.query import JobDetail, JobPage, JobView, Reader
-from engine.read_sql import SORTS, TEXT_KINDS, Rendered, render
+from engine.reader.reader import JobDetail, JobPage, JobView, Reader
+from engine.sql import light as read_sql
+from engine.sql.light import SORTS, TEXT_KINDS, Rendered, render
 from tests import scenario
 from tests.probe_support import probe
 
@@ -89,6 +89,7 @@ def test_an_edited_source_file_gets_another_cache_file(
     engine_dir = tmp_path / "engine"
     engine_dir.mkdir()
     for name in read_sql.SOURCES:
+        (engine_dir / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / "engine" / name, engine_dir / name)
     monkeypatch.setattr(read_sql, "_ENGINE_DIR", engine_dir)
     before = read_sql.fingerprint("sqlite")
@@ -226,7 +227,7 @@ async def test_a_new_file_goes_through_the_gateway_which_creates_it(tmp_path: Pa
 async def test_another_schema_version_is_left_to_the_gateway_to_refuse(
     tmp_path: Path,
 ) -> None:
-    from engine.db import DatabaseError
+    from engine.store.db import DatabaseError
 
     db = scenario.build(tmp_path / "old.db")
     with sqlite3.connect(db) as conn:
@@ -278,10 +279,10 @@ def test_list_show_servers_and_cancel_import_no_database_layer(
 
 
 def test_a_refused_cancel_says_what_the_write_path_says(scenario_db: str, tmp_path: Path) -> None:
-    """The light refusal and ``engine.control`` word every refusal by status alike."""
-    from engine import control
-    from engine.cli import cancel_refusal_of
-    from engine.db import Store
+    """The light refusal and ``engine.store.control`` word every refusal by status alike."""
+    from engine.cli.main import cancel_refusal_of
+    from engine.store import control
+    from engine.store.db import Store
 
     db = _copy(scenario_db, tmp_path)
     store = Store(db)
@@ -293,7 +294,7 @@ def test_a_refused_cancel_says_what_the_write_path_says(scenario_db: str, tmp_pa
         finally:
             await reader.close()
 
-    from engine.cli import _complete
+    from engine.cli.main import _complete
 
     jobs = _complete(views())
     try:

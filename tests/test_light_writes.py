@@ -1,4 +1,4 @@
-"""The command line's light writes: ``engine.flows`` (cancel, submit) on the statements'
+"""The command line's light writes: ``engine.flows.base`` (cancel, submit) on the statements'
 rendered text through ``sqlite3``, held to the same flows on SQLAlchemy
 (``control.cancel``, ``submit.submit``).
 
@@ -16,10 +16,14 @@ from typing import Any
 
 import pytest
 
-from engine import abort_flow, control, flows, read_sql, request_flows, settings, submit
-from engine.db import Store
-from engine.read_sql import NeedsGateway, SqliteReads
+from engine.flows import abort as abort_flow
+from engine.flows import base as flows
+from engine.flows import requests as request_flows
 from engine.recipes import Recipe, TaskSpec
+from engine.sql import light as read_sql
+from engine.sql.light import NeedsGateway, SqliteReads
+from engine.store import control, settings, submit
+from engine.store.db import Store
 from tests import scenario
 from tests.probe_support import probe
 
@@ -191,7 +195,7 @@ def test_a_database_the_light_path_cannot_take_as_it_is_goes_to_the_gateway(
 
 
 def test_reruns_are_submitted_and_refused_alike(scenario_db: str, tmp_path: Path) -> None:
-    from engine.rerun import rerun, rerun_flow
+    from engine.flows.rerun import rerun, rerun_flow
 
     said = {
         j: _alike(
@@ -349,7 +353,7 @@ def test_batchdeck_cancel_writes_without_the_database_layer(
         tasks = raw.execute("SELECT id, status FROM task WHERE job_id = 2 ORDER BY id").fetchall()
     raw.close()
     store = Store(heavy)
-    from engine.identity import current_actor
+    from engine.core.identity import current_actor
 
     control.cancel(store, 2, actor=current_actor(), reason="bad batch")
     store.dispose()
@@ -419,7 +423,7 @@ def test_a_cancel_dry_run_answers_alike_and_without_the_database_layer(
     """``cancel JOB --dry-run`` (and ``--with-children``) on the light path says what the
     same flow says on SQLAlchemy, for every job of the scenario and one that does not
     exist, and changes nothing."""
-    from engine.flow_statements import flow_sql
+    from engine.store.flow_statements import flow_sql
 
     db = _copy(scenario_db, tmp_path / "dry.db")
     before = _rows(db)
@@ -458,7 +462,7 @@ def test_a_cancel_dry_run_answers_alike_and_without_the_database_layer(
 
 def _bulk_plans(db: str, kind: str, actor: str, filters: dict[str, Any]) -> tuple[Any, Any]:
     """The plan of a bulk action through ``control`` (SQLAlchemy) and on the light path."""
-    from engine import bulk_flow
+    from engine.flows import bulk as bulk_flow
 
     return _read_both(
         db,
@@ -472,7 +476,7 @@ def test_bulk_cancels_and_aborts_are_planned_and_done_alike(
 ) -> None:
     """``cancel/abort --all`` and the console's marked rows: every filter, plans equal,
     then each plan carried out on copies of the database, answers and rows alike."""
-    from engine import bulk_flow
+    from engine.flows import bulk as bulk_flow
 
     managed = _copy(scenario_db, tmp_path / "bulk-managers.db")
     store = Store(managed)
@@ -522,8 +526,8 @@ def test_batchdeck_cancel_all_plans_and_cancels_without_the_database_layer(
     got = probe(db, cache_home, "cancel", "--all", "--status", "executing", "--dry-run")
     store = Store(heavy_db, readonly=True)
     try:
-        from engine.identity import current_actor
-        from engine.text_views import bulk_plan_text
+        from engine.core.identity import current_actor
+        from engine.reader.text import bulk_plan_text
 
         plan = control.bulk_plan(store, "cancel", actor=current_actor(), statuses=["executing"])
     finally:
@@ -546,8 +550,9 @@ def test_batchdeck_cancel_all_plans_and_cancels_without_the_database_layer(
 def test_settings_are_read_changed_and_refused_alike(scenario_db: str, tmp_path: Path) -> None:
     """``batchdeck settings``: the flows on both paths give the same values, store the
     same rows, refuse and audit alike, and reject a bad value before writing."""
-    from engine import permissions, setting_flows
-    from engine.setting_values import SettingError
+    from engine.core.setting_values import SettingError
+    from engine.flows import settings as setting_flows
+    from engine.store import permissions
 
     heavy, light = _read_both(
         scenario_db,
@@ -591,7 +596,7 @@ def _all_settings(store: Store) -> dict[str, str]:
 
 
 def _put(store: Store, key: str, value: str, actor: str) -> str:
-    from engine import permissions
+    from engine.store import permissions
 
     try:
         permissions.put_setting(store, key, value, actor=actor, now=AT)

@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from engine import log_reads
-from engine.db import Store
-from engine.flow_statements import flow_sql
-from engine.log_store import LogItem, write_logs
-from engine.logs import LogBuffer, cut_text, log_messages
-from engine.models import SCHEMA_VERSION
+from engine.core.logs import LogBuffer, cut_text, log_messages
+from engine.flows import logs as log_reads
+from engine.store.db import Store
+from engine.store.flow_statements import flow_sql
+from engine.store.log_store import LogItem, write_logs
+from engine.store.models import SCHEMA_VERSION
 from tests.pg_support import new_pg_database, pg_deck
 from tests.proc_support import BATCHDECK, Deck, deck_in
 from tests.test_store import _as_version, _job

@@ -1,7 +1,7 @@
 """Operator tools beyond one job at a time (issue 11): bulk cancel and abort by filter,
 rerun what did not end, stuck jobs, how each task stops, who may abort, engine health.
 
-Most command-line cases run ``engine.cli.main`` in-process against a real SQLite file
+Most command-line cases run ``engine.cli.main.main`` in-process against a real SQLite file
 (the subprocess is not what they test); a few run the real command for its exit codes.
 Waiting is always for a condition, polled; nothing asserts on how long anything took.
 """
@@ -19,13 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from engine import batch, bulk_flow, control, permissions, settings
-from engine.cli import main as cli_main
-from engine.db import Store
-from engine.format import clock
-from engine.query import Reader, StoppingTask, span, stuck_banner
-from engine.rerun import rerun, rerun_preview
-from engine.stopping import stops_by
+from engine.cli.main import main as cli_main
+from engine.core.format import clock
+from engine.flows import bulk as bulk_flow
+from engine.flows.rerun import rerun, rerun_preview
+from engine.flows.stopping import stops_by
+from engine.reader.reader import Reader, StoppingTask, span, stuck_banner
+from engine.runtime import tick as batch
+from engine.store import control, permissions, settings
+from engine.store.db import Store
 from tests.engine_support import (
     events,
     job_row,
@@ -60,8 +62,8 @@ def run_cli(capsys: pytest.CaptureFixture[str], db: str, *args: str) -> tuple[in
 
 def as_user(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     """Make the command line see ``name`` as the user asking."""
-    monkeypatch.setattr("engine.identity.current_actor", lambda: name)
-    monkeypatch.setattr("engine.permissions.current_actor", lambda: name)
+    monkeypatch.setattr("engine.core.identity.current_actor", lambda: name)
+    monkeypatch.setattr("engine.store.permissions.current_actor", lambda: name)
 
 
 def all_rows(path: str) -> list[str]:

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from engine import prune
-from engine.db import Store
-from engine.log_store import LogItem, write_logs
 from engine.recipes import Recipe, TaskSpec
-from engine.runtime import Engine
-from engine.submit import insert_job
+from engine.runtime.supervisor import Engine
+from engine.store import prune
+from engine.store.db import Store
+from engine.store.log_store import LogItem, write_logs
+from engine.store.submit import insert_job
 from tests.proc_support import Deck, deck_in
 from tests.waiting import until
 
@@ -179,7 +179,7 @@ async def test_the_engine_prunes_with_keep_days_set(tmp_path: Path) -> None:
     try:
         old = _add(store)
         with store.write() as conn:
-            from engine import settings
+            from engine.store import settings
 
             settings.put(conn, "keep_days", "30")
         async with Engine(str(db), {"b": 1}) as engine:

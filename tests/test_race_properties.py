@@ -16,10 +16,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import batch, control
-from engine.db import Store
-from engine.recipes import Recipe, TaskSpec
-from engine.statuses import (
+from engine.core.statuses import (
     JOB_TERMINAL,
     JOB_TRANSITIONS,
     TASK_NOT_STARTED,
@@ -30,7 +27,11 @@ from engine.statuses import (
     TaskStatus,
     job_status_after,
 )
-from engine.submit import insert_job
+from engine.recipes import Recipe, TaskSpec
+from engine.runtime import tick as batch
+from engine.store import control
+from engine.store.db import Store
+from engine.store.submit import insert_job
 
 N_TASKS = 4
 OWNER = "test:1:abc"

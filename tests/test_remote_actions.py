@@ -14,15 +14,15 @@ from typing import Any
 
 import pytest
 
-from engine import control
+from engine.actions.context import TaskContext
 from engine.actions.remote.follow import Follower
 from engine.actions.remote.params import remote_for, timing
 from engine.actions.remote.salesforce import SalesforceJob
-from engine.context import TaskContext
-from engine.db import Store
 from engine.recipes import RecipeError, load_recipe, recipe_from_dict
 from engine.remote_emulator import Emulator
-from engine.submit import submit
+from engine.store import control
+from engine.store.db import Store
+from engine.store.submit import submit
 from tests.engine_support import (
     job_status,
     submit_tasks,
@@ -417,7 +417,7 @@ def test_bad_http_job_parameters_are_one_line(tmp_path, emu):
 
 
 def test_the_on_cancel_column_says_a_remote_job_is_aborted_there():
-    from engine.stopping import stops_by
+    from engine.flows.stopping import stops_by
 
     for action in ("salesforce_bulk", "http_job"):
         how = stops_by(action, {})

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from engine import batch, control, procs
-from engine.db import Store
-from engine.runtime import Engine, freeze_heap
+from engine.core import procs
+from engine.runtime import tick as batch
+from engine.runtime.supervisor import Engine, freeze_heap
+from engine.store import control
+from engine.store.db import Store
 from tests.engine_support import job_status, submit_tasks, task_row, task_statuses, until
 
 # The engine on both databases (tests/pg_support.py).
@@ -298,10 +300,10 @@ def test_runs_that_end_in_one_turn_are_reported_in_one_line():
     import subprocess
     import sys
 
-    from engine import wire
+    from engine.runtime import wire
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.server_proc", "batch-01"],
+        [sys.executable, "-m", "engine.runtime.server_proc", "batch-01"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         start_new_session=True,

@@ -34,7 +34,7 @@ BAD_CACHES = [
 
 
 def test_a_cache_of_the_wrong_shape_is_rebuilt_never_trusted(deck: Deck) -> None:
-    from engine.read_sql import FORMAT
+    from engine.sql.light import FORMAT
 
     recipe = 'name = "one"\n[[task]]\nname = "w"\naction = "wait"\nseconds = 0\n'
     deck.ok("submit", str(deck.recipe("one", recipe)))

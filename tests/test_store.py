@@ -8,21 +8,21 @@ import time
 
 import pytest
 
-from engine import batch
-from engine.db import DatabaseError, Store
-from engine.models import SCHEMA_VERSION
-from engine.recipes import Recipe, TaskSpec
-from engine.runtime import Engine
-from engine.statuses import (
+from engine.core.statuses import (
     TASK_TRANSITIONS,
     IllegalTransition,
     TaskStatus,
     check_task,
     resolve_outcome,
 )
-from engine.submit import insert_job
-from engine.tables import task
-from engine.writes import TaskMove
+from engine.recipes import Recipe, TaskSpec
+from engine.runtime import tick as batch
+from engine.runtime.supervisor import Engine
+from engine.store.db import DatabaseError, Store
+from engine.store.models import SCHEMA_VERSION
+from engine.store.submit import insert_job
+from engine.store.tables import task
+from engine.store.writes import TaskMove
 from tests.engine_support import job_status, submit_tasks, task_row, until
 
 
@@ -88,8 +88,8 @@ def _as_version_2(path) -> None:
 
 
 def test_a_version_2_database_is_upgraded_by_a_writer_and_its_recipes_kept(tmp_path):
-    from engine.flow_statements import flow_sql
-    from engine.rerun import _recipe
+    from engine.flows.rerun import _recipe
+    from engine.store.flow_statements import flow_sql
 
     path = tmp_path / "t.db"
     store = Store(path)
@@ -158,7 +158,7 @@ def _plan(raw: sqlite3.Connection, sql: str, params: dict) -> list[str]:
 
 
 def _rendered_plan(raw: sqlite3.Connection, text) -> list[str]:
-    """The plan of a statement as ``engine.read_sql`` renders it, every value empty."""
+    """The plan of a statement as ``engine.sql.light`` renders it, every value empty."""
     return _plan(
         raw, text.sql, text.bind({n: [] if n in text.as_json else None for n in text.needed})
     )
@@ -168,7 +168,7 @@ def test_the_queries_by_server_use_the_partial_index(tmp_path):
     """A task without a server is not in ``ix_task_on_server`` (so a cancel of not-started
     tasks never moves in it); the statements that look tasks up by server must still
     imply ``server IS NOT NULL``, or SQLite would scan the whole table."""
-    from engine.read_sql import FLOW, render
+    from engine.sql.light import FLOW, render
 
     path = tmp_path / "t.db"
     Store(path).dispose()
@@ -231,9 +231,9 @@ def test_claims_and_stuck_tasks_use_the_partial_status_indexes(tmp_path):
     """Only Ready, Canceling and Aborting tasks are in a status index; the claim and the
     stuck-job query must name those partial indexes' predicates term for term, or
     SQLite would read every task of the database."""
-    from engine.batch import _READY
-    from engine.prepared import CompiledText, _named_dialect
-    from engine.read_sql import render
+    from engine.runtime.tick import _READY
+    from engine.sql.light import render
+    from engine.store.prepared import CompiledText, _named_dialect
 
     path = tmp_path / "t.db"
     store = Store(path)
@@ -331,7 +331,7 @@ async def test_recovery_requeues_then_errors_when_attempts_run_out(tmp_path):
 
 
 async def test_recovery_finishes_a_job_left_canceling(tmp_path):
-    from engine import control
+    from engine.store import control
 
     path = tmp_path / "t.db"
     store = Store(path)
@@ -420,7 +420,8 @@ async def test_an_engine_hears_a_commit_through_its_own_store_at_once(tmp_path, 
     """A console and an engine in one process share a Store: the engine is woken by the
     console's cancel at its commit. With its look at ``data_version`` and its poll made
     an hour long, only that can make it wind the job down."""
-    from engine import control, runtime
+    from engine.runtime import supervisor as runtime
+    from engine.store import control
 
     monkeypatch.setattr(runtime, "WATCH_S", 3600.0)
     path = tmp_path / "t.db"
@@ -436,7 +437,7 @@ async def test_an_engine_hears_a_commit_through_its_own_store_at_once(tmp_path, 
 def test_a_watch_takes_its_writers_commit_as_seen_but_never_anothers(tmp_path):
     """``absorb`` after a commit: the writer's own commit is no news, but a commit by
     another connection that slips in between the commit and the look is reported."""
-    from engine.watch import data_version
+    from engine.store.watch import data_version
 
     path = tmp_path / "t.db"
     store, other = Store(path), Store(path)
@@ -490,7 +491,7 @@ async def test_a_failed_look_after_a_ticks_commit_does_not_undo_the_tick(tmp_pat
     """The tick has committed when its watch looks: an error there must not make the
     engine take the tick for failed (it would write its outcomes again and lose its
     claims)."""
-    from engine.watch import DataVersionWatch
+    from engine.store.watch import DataVersionWatch
 
     def broken(self, only_ours):
         raise sqlite3.OperationalError("disk I/O error")

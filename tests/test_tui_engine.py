@@ -13,9 +13,10 @@ import pytest
 from textual.screen import ModalScreen
 from textual.widgets import Button
 
-from engine import batch, control
-from engine.db import Store
-from engine.runtime import Engine
+from engine.runtime import tick as batch
+from engine.runtime.supervisor import Engine
+from engine.store import control
+from engine.store.db import Store
 from tests.screenshots import select, settle
 from tests.tui_support import (  # noqa: F401 - utc: autouse
     RecordingApp,

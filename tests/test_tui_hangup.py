@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import control
-from engine.db import Store
+from engine.store import control
+from engine.store.db import Store
 from tests.proc_support import BATCHDECK, pid_alive
 from tests.tui_support import RecordingApp, add, embedded, job_status, make_db, one, rows, utc  # noqa: F401 - utc: autouse
 from tests.waiting import until, until_sync

@@ -10,8 +10,8 @@ import pytest
 from textual.screen import ModalScreen
 from textual.widgets import Button, Footer
 
-from engine import control
-from engine.db import Store
+from engine.store import control
+from engine.store.db import Store
 from tests import scenario
 from tests.screenshots import make_app, select, settle
 from tests.tui_support import (
@@ -115,7 +115,7 @@ async def test_selection_follows_the_job_when_rows_move(db: str) -> None:
         # Two new jobs arrive on top: job 5 moves down two rows, and stays selected.
         store = Store(db)
         for _ in range(2):
-            from engine.submit import submit
+            from engine.store.submit import submit
 
             submit(
                 store, scenario.recipe("late", scenario.wait("x")), actor="dave", now=scenario.NOW

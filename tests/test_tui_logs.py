@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.db import Store
-from engine.log_store import LogItem, write_logs
-from engine.runtime import Engine
+from engine.runtime.supervisor import Engine
+from engine.store.db import Store
+from engine.store.log_store import LogItem, write_logs
 from tests.engine_support import job_status, submit_tasks
 from tests.screenshots import make_app, select, settle
 from tests.tui_support import RecordingApp, painted, press, said, shown, utc  # noqa: F401

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from textual.widgets import Button, Input
 
-from engine import batch, control, settings
-from engine.db import Store
+from engine.runtime import tick as batch
+from engine.store import control, settings
+from engine.store.db import Store
 from tests import scenario
 from tests.screenshots import make_app, select, settle
 from tests.tui_support import (  # noqa: F401 - utc: autouse

@@ -20,10 +20,10 @@ from textual.app import App, ComposeResult
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable
 
-from engine.db import Store
 from engine.recipes import load_recipe
-from engine.runtime import Engine
-from engine.submit import submit
+from engine.runtime.supervisor import Engine
+from engine.store.db import Store
+from engine.store.submit import submit
 from tests import scenario
 from tests.screenshots import make_app, select, settle
 from tests.tui_support import (  # noqa: F401 - utc: autouse
@@ -79,7 +79,7 @@ def db(tmp_path: Path) -> str:
 def big(tmp_path: Path) -> tuple[str, int]:
     """A database with one job of 300 tasks, 10 of them running since T0 (no engine)."""
     b = scenario.Builder(tmp_path / "big.db")
-    from engine import batch
+    from engine.runtime import tick as batch
 
     with b.store.write() as conn:
         batch.claim_leases(conn, scenario.SERVERS, scenario.OWNER, at=scenario.T0)

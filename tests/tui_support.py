@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from textual.notifications import SeverityLevel
 
-from engine.runtime import Engine
-from engine.safe_text import safe_block
+from engine.core.safe_text import safe_block
+from engine.runtime.supervisor import Engine
 from tui.app import BatchdeckApp, embedded_label
 from tui.host import EngineHost
 
@@ -137,7 +137,7 @@ def painted_job_row(app: Any, job_id: int) -> str:
 
 def make_db(directory: Path, recipes: dict[str, str], name: str = "batchdeck.db") -> str:
     """A fresh database beside recipe files written from ``recipes`` (file name -> TOML)."""
-    from engine.db import Store
+    from engine.store.db import Store
 
     for file, text in recipes.items():
         (directory / file).write_text(text)
@@ -148,9 +148,9 @@ def make_db(directory: Path, recipes: dict[str, str], name: str = "batchdeck.db"
 
 def add(db: str, recipe: str) -> int:
     """Submit the recipe file ``recipe`` (beside the database) as alice; its job id."""
-    from engine.db import Store
     from engine.recipes import load_recipe
-    from engine.submit import submit
+    from engine.store.db import Store
+    from engine.store.submit import submit
 
     store = Store(db)
     try:

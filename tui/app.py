@@ -18,9 +18,9 @@ from textual.content import Content
 from textual.notifications import SeverityLevel
 from textual.screen import ModalScreen, Screen
 
-from engine.db_outage import NOTE_PREFIX
-from engine.identity import current_actor
-from engine.safe_text import safe_block
+from engine.core.db_outage import NOTE_PREFIX
+from engine.core.identity import current_actor
+from engine.core.safe_text import safe_block
 from tui.data import Data, one_line, owner_pid
 from tui.keys import KEYS, scope_bindings
 from tui.screens.base import JobKeysMixin, LiveScreen
@@ -31,7 +31,7 @@ from tui.styles import set_plain
 # confirmations, the control and rerun requests) is imported when first used: see
 # the lazy imports in the flows below, and ``_after_first_paint``.
 if TYPE_CHECKING:
-    from engine.permissions import Who
+    from engine.store.permissions import Who
 
 
 def attached_label(live: dict[str, list[str]]) -> str:
@@ -63,7 +63,7 @@ def embedded_label(servers: Iterable[str]) -> str:
 
 def read_only_label(mode: str) -> str:
     """The header of a console on a database this user may not write."""
-    from engine.identity import os_user
+    from engine.core.identity import os_user
 
     if mode.startswith("no engine running"):
         mode = "no engine running"  # "control requests wait for one": there are none here
@@ -238,7 +238,7 @@ class BatchdeckApp(App[int]):
     async def check_health(self) -> None:
         """Who you are (the ``managers`` setting can change), an embedded engine's failed
         batch (shown until a batch succeeds), an attached engine gone: into the header."""
-        from engine.permissions import whoami
+        from engine.store.permissions import whoami
 
         try:
             who = await self.data.control(whoami, self.actor)
@@ -397,7 +397,7 @@ class BatchdeckApp(App[int]):
     def _reported(self, verb: str, *, nothing: bool = False) -> Iterator[None]:
         """A flow's reads and its request: a refusal or an error ends the flow with a
         notification (never a traceback: the console and its engine keep running)."""
-        from engine import control
+        from engine.store import control
 
         try:
             yield
@@ -409,7 +409,7 @@ class BatchdeckApp(App[int]):
 
     async def _control(self, fn: Callable[..., str], *args: Any, **kw: Any) -> str:
         """The request itself; a refusal or error propagates to ``_reported``."""
-        from engine import control
+        from engine.store import control
 
         if self.data.read_only:
             raise control.Refused("The database is read-only for you: nothing changed")
@@ -420,7 +420,7 @@ class BatchdeckApp(App[int]):
 
     @work(group="flows")
     async def flow_cancel(self, job_id: int) -> None:
-        from engine import control
+        from engine.store import control
         from tui.modals.cancel import ConfirmCancel
 
         with self._reported("cancel", nothing=True):
@@ -437,7 +437,7 @@ class BatchdeckApp(App[int]):
 
     @work(group="flows")
     async def flow_abort(self, job_id: int, *, enhanced: bool) -> None:
-        from engine import control
+        from engine.store import control
         from tui.modals.abort import ConfirmAbort
 
         with self._reported("abort", nothing=True):
@@ -457,7 +457,7 @@ class BatchdeckApp(App[int]):
 
     @work(group="flows")
     async def flow_cancel_tree(self, job_id: int) -> None:
-        from engine import control
+        from engine.store import control
         from tui.modals.cancel_tree import ConfirmCancelTree
 
         with self._reported("cancel with children"):
@@ -477,7 +477,7 @@ class BatchdeckApp(App[int]):
 
     @work(group="flows")
     async def flow_hold_release(self, job_id: int) -> None:
-        from engine import control
+        from engine.store import control
 
         with self._reported("hold or release"):
             job = await self.data.reader.job(job_id)
@@ -489,7 +489,7 @@ class BatchdeckApp(App[int]):
 
     @work(group="flows")
     async def flow_approval(self, job_id: int, task_id: int | None, *, approve: bool) -> None:
-        from engine import control
+        from engine.store import control
         from tui.modals.approval import ConfirmApproval
         from tui.screens.detail import waiting_approval
 
@@ -519,7 +519,7 @@ class BatchdeckApp(App[int]):
     @work(group="flows")
     async def flow_bulk(self, kind: str, job_ids: list[int]) -> None:
         """Cancel, abort or enhanced abort the marked jobs, through one confirmation."""
-        from engine import control
+        from engine.store import control
         from tui.modals.bulk import ConfirmBulk, refusal_line
 
         verb = {"cancel": "cancel", "abort": "abort"}.get(kind, "enhanced abort")
@@ -557,7 +557,8 @@ class BatchdeckApp(App[int]):
 
     @work(group="flows")
     async def flow_rerun(self, job_id: int) -> None:
-        from engine import control, rerun
+        from engine.flows import rerun
+        from engine.store import control
         from tui.modals.rerun import ConfirmRerun
 
         with self._reported("rerun"):

@@ -2,7 +2,7 @@
 and a cheap change counter fed by ``PRAGMA data_version``.
 
 Screens never talk SQL: they call ``Reader`` for what they show and the functions of
-``engine.control`` for what they ask, through this object.
+``engine.store.control`` for what they ask, through this object.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar, cast
 
-from engine.query import JobPage, Reader
-from engine.sqlite_file import writable
-from engine.statuses import STATUS_GROUPS
+from engine.core.statuses import STATUS_GROUPS
+from engine.reader.reader import JobPage, Reader
+from engine.sql.sqlite_file import writable
 
 R = TypeVar("R")
 
@@ -121,7 +121,7 @@ class Data:
         return self._store
 
     def _open(self) -> None:
-        from engine.db import shared_store
+        from engine.store.db import shared_store
 
         store = shared_store(self.path, readonly=None)
         with self._lock:
@@ -146,7 +146,7 @@ class Data:
         return self.version
 
     async def control(self, fn: Callable[..., R], *args: Any, **kw: Any) -> R:
-        """Run a synchronous ``engine.control`` function with our Store, off the loop."""
+        """Run a synchronous ``engine.store.control`` function with our Store, off the loop."""
         await self.open()
         return await asyncio.to_thread(fn, self.store, *args, **kw)
 
@@ -188,7 +188,7 @@ class Data:
 
 
 def user_name(actor: str | None) -> str:
-    from engine.identity import user_name as _user
+    from engine.core.identity import user_name as _user
 
     return _user(actor) if actor else "-"
 

@@ -45,11 +45,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from engine import control, settings
-from engine.db import Store, open_store
-from engine.identity import current_actor
+from engine.core.identity import current_actor
 from engine.recipes import load_recipe
-from engine.submit import submit
+from engine.store import control, settings
+from engine.store.db import Store, open_store
+from engine.store.submit import submit
 from tui.demo.data import remove, write_crm, write_leads
 from tui.demo.remote import RECIPE as REMOTE_RECIPE
 from tui.demo.remote import point_at_emulator
@@ -169,7 +169,7 @@ def _build_finished(store: Store, recipes: Path, actor: str) -> None:
 
 async def _run_finishing(store: Store, recipes: Path, actor: str) -> None:
     """A short-lived engine runs the jobs that must have run; stopped before returning."""
-    from engine.runtime import Engine
+    from engine.runtime.supervisor import Engine
 
     engine = Engine(store.path, dict(SERVERS))
     await engine.start()

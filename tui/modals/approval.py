@@ -7,7 +7,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
-from engine.query import JobView, TaskView
+from engine.reader.reader import JobView, TaskView
 from tui.modals.base import YesNoModal
 
 

@@ -7,9 +7,9 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
-from engine.format import label
-from engine.query import JobView
-from engine.safe_text import safe_line
+from engine.core.format import label
+from engine.core.safe_text import safe_line
+from engine.reader.reader import JobView
 from tui.modals.base import DialogList, YesNoModal
 from tui.styles import status_style
 

@@ -145,7 +145,7 @@ class JobKeysMixin:
             return
         for key_id in sorted(MANAGER_KEYS):
             if event.key in key_names(key_id, self._bd.keymap):
-                from engine.manager_rule import refusal
+                from engine.core.manager_rule import refusal
 
                 event.stop()
                 event.prevent_default()

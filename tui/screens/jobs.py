@@ -9,8 +9,8 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.widgets import Header, Input, Static
 
-from engine.format import label
-from engine.statuses import LABELS
+from engine.core.format import label
+from engine.core.statuses import LABELS
 from tui.data import JobQuery
 from tui.keys import bindings
 from tui.screens.base import JOB_BINDINGS, JobKeysMixin, LiveScreen

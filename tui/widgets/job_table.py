@@ -23,8 +23,8 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.worker import WorkerCancelled, WorkerFailed
 
-from engine.format import clock, duration, label, percent
-from engine.query import JobView
+from engine.core.format import clock, duration, label, percent
+from engine.reader.reader import JobView
 from tui.data import Data, JobQuery, join, user_name
 from tui.keys import scope_bindings
 from tui.styles import status_style

@@ -1,5 +1,5 @@
 """A log of any length on screen, read on demand: Textual's Line API over the chunks of
-``engine.log_store``.
+``engine.store.log_store``.
 
 ``LogSource`` holds the index of a log (every chunk's id, stream and line count, not
 its text: a few hundred rows for a million lines) and reads the text of the chunks
@@ -9,7 +9,7 @@ index read and the chunks of one screen. Wrapped, a row of the view is a piece o
 line, laid out from the top line down (and, for the bottom, from the last line up).
 
 Every line is made safe for the terminal: ANSI colour becomes colour (``Text.from_ansi``)
-and every other control character is shown escaped (``engine.safe_text``).
+and every other control character is shown escaped (``engine.core.safe_text``).
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from engine import log_reads, log_store
-from engine.flow_statements import flow_sql
-from engine.log_reads import ChunkRef
-from engine.safe_text import safe_line
+from engine.core.safe_text import safe_line
+from engine.flows import logs as log_reads
+from engine.flows.logs import ChunkRef
+from engine.store import log_store
+from engine.store.flow_statements import flow_sql
 
 CACHE_CHUNKS = 64
 STREAM_STYLES = {"err": "red", "cut": "bold reverse"}
