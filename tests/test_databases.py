@@ -354,7 +354,7 @@ def test_settings_rerun_and_hold_on_postgresql(pg_url: str) -> None:
         assert control.hold(store, job, actor="alice") == f"Job {job} Withhold"
         assert control.release(store, job, actor="alice") == f"Job {job} released (Waiting)"
         control.cancel(store, job, actor="alice")
-        again = rerun(store, job, actor="alice")
+        again = rerun(store.transaction, job, actor="alice")
         with store.read() as conn:
             rows = conn.execute(
                 task.select().where(task.c.job_id == again).order_by(task.c.seq)
@@ -500,21 +500,19 @@ def test_the_command_line_on_postgresql_imports_no_database_layer(
         control.cancel(store, first, actor="ops")
     finally:
         store.dispose()
-    cache = tmp_path / "cache"
-    probe(pg_url, cache, "list")  # the first run renders the text into the cache
-    got = probe(pg_url, cache, "list", "--json")
+    got = probe(pg_url, "list", "--json")
     assert got.heavy == "HEAVY - 0", got.err
     assert [(j["id"], j["status"]) for j in json.loads(got.out)] == [
         (second, "waiting"),
         (first, "canceled"),
     ]
-    got = probe(pg_url, cache, "show", str(first), "--json")
+    got = probe(pg_url, "show", str(first), "--json")
     assert got.heavy == "HEAVY - 0" and json.loads(got.out)["canceled_by"] == "ops"
-    got = probe(pg_url, cache, "servers", "--json")
+    got = probe(pg_url, "servers", "--json")
     assert got.heavy == "HEAVY - 0" and json.loads(got.out) == []
-    got = probe(pg_url, cache, "cancel", str(first))
+    got = probe(pg_url, "cancel", str(first))
     assert got.heavy == "HEAVY - 1" and f"Job {first} already Canceled" in got.err
-    got = probe(pg_url, cache, "cancel", str(second), "--reason", "typo")
+    got = probe(pg_url, "cancel", str(second), "--reason", "typo")
     assert got.heavy == "HEAVY - 0" and got.out.strip() == f"Job {second} Canceled"
-    got = probe(pg_url, cache, "show", str(second), "--json")
+    got = probe(pg_url, "show", str(second), "--json")
     assert json.loads(got.out)["cancel_reason"].endswith(": typo")

@@ -20,7 +20,6 @@ from engine.flows import abort as abort_flow
 from engine.flows import base as flows
 from engine.flows import requests as request_flows
 from engine.recipes import Recipe, TaskSpec
-from engine.sql import light as read_sql
 from engine.sql.light import NeedsGateway, SqliteReads
 from engine.store import control, settings, submit
 from engine.store.db import Store
@@ -33,14 +32,6 @@ AT = scenario.NOW + 5.0
 @pytest.fixture(scope="module")
 def scenario_db(tmp_path_factory: pytest.TempPathFactory) -> str:
     return scenario.build(tmp_path_factory.mktemp("light") / "scenario.db")
-
-
-@pytest.fixture(autouse=True)
-def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "cache"
-    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
-    monkeypatch.setattr(read_sql, "_LOADED", {})
-    return home
 
 
 def _copy(db: str, to: Path) -> str:
@@ -195,15 +186,15 @@ def test_a_database_the_light_path_cannot_take_as_it_is_goes_to_the_gateway(
 
 
 def test_reruns_are_submitted_and_refused_alike(scenario_db: str, tmp_path: Path) -> None:
-    from engine.flows.rerun import rerun, rerun_flow
+    from engine.flows.rerun import rerun
 
     said = {
         j: _alike(
             scenario_db,
             tmp_path,
             f"rerun-{j}",
-            lambda store, j=j: str(rerun(store, j, actor="bob", now=AT)),
-            lambda tx, j=j: str(rerun_flow(tx, j, actor="bob", at=AT)),
+            lambda store, j=j: str(rerun(store.transaction, j, actor="bob", at=AT)),
+            lambda tx, j=j: str(rerun(tx, j, actor="bob", at=AT)),
         )
         for j in (8, 3, 4, 1, 2, 15)
     }
@@ -330,13 +321,13 @@ def test_holds_releases_and_approvals_are_done_and_refused_alike(
 
 
 def test_batchdeck_cancel_writes_without_the_database_layer(
-    scenario_db: str, tmp_path: Path, cache_home: Path
+    scenario_db: str, tmp_path: Path
 ) -> None:
     db = _copy(scenario_db, tmp_path / "cli.db")
     heavy = _copy(scenario_db, tmp_path / "cli-heavy.db")
 
     def cancel(*argv: str) -> tuple[str, str, str]:
-        got = probe(db, cache_home, "cancel", *argv)
+        got = probe(db, "cancel", *argv)
         return got.out, got.err, got.heavy
 
     cancel("1")  # refused (Ended); the first command renders the text into the cache
@@ -374,7 +365,7 @@ def test_batchdeck_cancel_writes_without_the_database_layer(
 
 
 def test_batchdeck_submit_writes_without_the_database_layer(
-    scenario_db: str, tmp_path: Path, cache_home: Path
+    scenario_db: str, tmp_path: Path
 ) -> None:
     db = _copy(scenario_db, tmp_path / "submit.db")
     recipe = tmp_path / "r.toml"
@@ -383,8 +374,7 @@ def test_batchdeck_submit_writes_without_the_database_layer(
         '[[task]]\nname = "b"\naction = "wait"\nseconds = 1\nafter = ["a"]\n'
     )
 
-    probe(db, cache_home, "list")  # the first command renders the text into the cache
-    got = probe(db, cache_home, "submit", str(recipe))
+    got = probe(db, "submit", str(recipe))
     assert got.heavy == "HEAVY - 0", got.err
     job_id = int(got.out)
     with sqlite3.connect(db) as raw:
@@ -395,20 +385,19 @@ def test_batchdeck_submit_writes_without_the_database_layer(
     assert tasks == [("a", "ready"), ("b", "waiting")]
     # A database that does not exist yet is the gateway's: it creates the schema.
     fresh = tmp_path / "new.db"
-    got = probe(fresh, cache_home, "submit", str(recipe))
+    got = probe(fresh, "submit", str(recipe))
     assert got.out == "1\n" and "sqlalchemy" in got.heavy, got.err
 
 
 def test_batchdeck_abort_previews_and_writes_without_the_database_layer(
-    scenario_db: str, tmp_path: Path, cache_home: Path
+    scenario_db: str, tmp_path: Path
 ) -> None:
     db = _copy(scenario_db, tmp_path / "abort.db")
 
-    probe(db, cache_home, "list")  # the first command renders the text into the cache
-    got = probe(db, cache_home, "abort", "2")
+    got = probe(db, "abort", "2")
     assert "Tasks to force-stop" in got.out and "add --yes" in got.err, got.err
     assert got.heavy == "HEAVY - 1", got.err
-    got = probe(db, cache_home, "abort", "2", "--yes")
+    got = probe(db, "abort", "2", "--yes")
     assert got.out.startswith("Canceled and aborting job 2"), got.err
     assert got.heavy == "HEAVY - 0", got.err
     with sqlite3.connect(db) as raw:
@@ -418,7 +407,7 @@ def test_batchdeck_abort_previews_and_writes_without_the_database_layer(
 
 
 def test_a_cancel_dry_run_answers_alike_and_without_the_database_layer(
-    scenario_db: str, tmp_path: Path, cache_home: Path
+    scenario_db: str, tmp_path: Path
 ) -> None:
     """``cancel JOB --dry-run`` (and ``--with-children``) on the light path says what the
     same flow says on SQLAlchemy, for every job of the scenario and one that does not
@@ -446,7 +435,7 @@ def test_a_cancel_dry_run_answers_alike_and_without_the_database_layer(
         store.dispose()
     assert [job_id for job_id, _ in tree9] == [9, 10, 11]
     assert tree9[0][1] is None and "Ended" in (tree9[2][1] or "")
-    got = probe(db, cache_home, "cancel", "9", "--with-children", "--dry-run")
+    got = probe(db, "cancel", "9", "--with-children", "--dry-run")
     assert got.out == (
         "Job 9: would be canceled\nJob 10: would be canceled\n"
         f"Job 11: refused: {tree9[2][1]}\nDry run: nothing changed.\n"
@@ -454,7 +443,7 @@ def test_a_cancel_dry_run_answers_alike_and_without_the_database_layer(
     assert got.heavy == "HEAVY - 0", got.err
     # A job that does not exist is a refusal on one line, with or without its children.
     for argv in (("15", "--dry-run"), ("15", "--with-children", "--dry-run")):
-        got = probe(db, cache_home, "cancel", *argv)
+        got = probe(db, "cancel", *argv)
         assert got.out == "Job 15: refused: Job 15 does not exist\nDry run: nothing changed.\n"
         assert got.heavy == "HEAVY - 0" and "Traceback" not in got.err, got.err
     assert _rows(db) == before
@@ -517,13 +506,12 @@ def test_bulk_cancels_and_aborts_are_planned_and_done_alike(
 
 
 def test_batchdeck_cancel_all_plans_and_cancels_without_the_database_layer(
-    scenario_db: str, tmp_path: Path, cache_home: Path
+    scenario_db: str, tmp_path: Path
 ) -> None:
     db = _copy(scenario_db, tmp_path / "bulk-cli.db")
     heavy_db = _copy(scenario_db, tmp_path / "bulk-cli-heavy.db")
     before = _rows(db)
-    probe(db, cache_home, "list")  # the first command renders the text into the cache
-    got = probe(db, cache_home, "cancel", "--all", "--status", "executing", "--dry-run")
+    got = probe(db, "cancel", "--all", "--status", "executing", "--dry-run")
     store = Store(heavy_db, readonly=True)
     try:
         from engine.core.identity import current_actor
@@ -534,7 +522,7 @@ def test_batchdeck_cancel_all_plans_and_cancels_without_the_database_layer(
         store.dispose()
     assert got.out == bulk_plan_text(plan) + "\nDry run: nothing changed.\n", got.err
     assert got.heavy == "HEAVY - 0" and _rows(db) == before, got.err
-    got = probe(db, cache_home, "cancel", "--all", "--status", "executing", "--yes")
+    got = probe(db, "cancel", "--all", "--status", "executing", "--yes")
     store = Store(heavy_db)
     try:
         done = control.bulk_apply(store, plan, actor=current_actor())
@@ -543,7 +531,7 @@ def test_batchdeck_cancel_all_plans_and_cancels_without_the_database_layer(
     assert got.out.splitlines() == [r.text if r.done else f"refused: {r.text}" for r in done]
     assert got.heavy == f"HEAVY - {1 if plan.refused else 0}", got.err
     assert any(r.done for r in done) and "Canceling" in got.out, got.out
-    got = probe(db, cache_home, "abort", "--all", "--status", "canceling", "--dry-run")
+    got = probe(db, "abort", "--all", "--status", "canceling", "--dry-run")
     assert got.heavy == "HEAVY - 0" and "Abort: " in got.out, got.err
 
 
@@ -607,15 +595,14 @@ def _put(store: Store, key: str, value: str, actor: str) -> str:
 
 
 def test_batchdeck_settings_reads_and_writes_without_the_database_layer(
-    scenario_db: str, tmp_path: Path, cache_home: Path
+    scenario_db: str, tmp_path: Path
 ) -> None:
     db = _copy(scenario_db, tmp_path / "settings-cli.db")
-    probe(db, cache_home, "list")  # the first command renders the text into the cache
-    got = probe(db, cache_home, "settings")
+    got = probe(db, "settings")
     assert got.heavy == "HEAVY - 0" and "lease_seconds = " in got.out, got.err
-    got = probe(db, cache_home, "settings", "drain_seconds", "120")
+    got = probe(db, "settings", "drain_seconds", "120")
     assert (got.out, got.heavy) == ("drain_seconds = 120\n", "HEAVY - 0"), got.err
-    got = probe(db, cache_home, "settings", "drain_seconds")
+    got = probe(db, "settings", "drain_seconds")
     assert (got.out, got.heavy) == ("120\n", "HEAVY - 0"), got.err
-    got = probe(db, cache_home, "settings", "drain_seconds", "1e308")
+    got = probe(db, "settings", "drain_seconds", "1e308")
     assert got.heavy == "HEAVY - 2" and "at most 86400" in got.err, got.err

@@ -21,10 +21,11 @@ import pytest
 
 from engine.cli.main import main as cli_main
 from engine.core.format import clock
+from engine.core.views import StoppingTask
 from engine.flows import bulk as bulk_flow
-from engine.flows.rerun import rerun, rerun_preview
+from engine.flows.rerun import preview, rerun
 from engine.flows.stopping import stops_by
-from engine.reader.reader import Reader, StoppingTask, span, stuck_banner
+from engine.reader.reader import Reader, span, stuck_banner
 from engine.runtime import tick as batch
 from engine.store import control, permissions, settings
 from engine.store.db import Store
@@ -299,7 +300,7 @@ def test_rerun_is_refused_for_a_job_not_final_or_with_nothing_to_rerun(
 ) -> None:
     job = submit_tasks(store, tmp_path, "w", WAIT)
     with pytest.raises(control.Refused, match="is Waiting: only a job in a final status"):
-        rerun(store, job, actor="ops")
+        rerun(store.transaction, job, actor="ops")
     with store.write() as conn:  # every task Ended (as an engine leaves it)
         conn.exec_driver_sql("UPDATE task SET status='ended' WHERE job_id=?", (job,))
         conn.exec_driver_sql("UPDATE job SET status='ended' WHERE id=?", (job,))
@@ -329,10 +330,11 @@ async def test_rerun_carries_ended_tasks_and_runs_the_rest_end_to_end(engine, tm
     }
     # The recipe file changes after submit: the rerun runs the recipe as submitted.
     (tmp_path / "flaky.toml").write_text('name = "other"\n[[task]]\nname = "x"\naction = "fail"\n')
-    plan = rerun_preview(store, first)
+    with store.reading() as sql:
+        plan = preview(sql, first)
     assert (plan.carried, plan.rerun) == (("a", "d"), ("b", "c"))
     flag.touch()
-    second = rerun(store, first, actor="ops")
+    second = rerun(store.transaction, first, actor="ops")
     await until(lambda: job_status(store, second) in ("ended", "error"), "the rerun to finish")
     assert job_status(store, second) == "ended"
     assert task_statuses(store, second) == dict.fromkeys("abcd", "ended")

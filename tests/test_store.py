@@ -168,7 +168,8 @@ def test_the_queries_by_server_use_the_partial_index(tmp_path):
     """A task without a server is not in ``ix_task_on_server`` (so a cancel of not-started
     tasks never moves in it); the statements that look tasks up by server must still
     imply ``server IS NOT NULL``, or SQLite would scan the whole table."""
-    from engine.sql.light import FLOW, render
+    from engine.sql.keys import FLOW
+    from engine.store.render import render
 
     path = tmp_path / "t.db"
     Store(path).dispose()
@@ -232,8 +233,8 @@ def test_claims_and_stuck_tasks_use_the_partial_status_indexes(tmp_path):
     stuck-job query must name those partial indexes' predicates term for term, or
     SQLite would read every task of the database."""
     from engine.runtime.tick import _READY
-    from engine.sql.light import render
     from engine.store.prepared import CompiledText, _named_dialect
+    from engine.store.render import render
 
     path = tmp_path / "t.db"
     store = Store(path)

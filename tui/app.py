@@ -564,10 +564,10 @@ class BatchdeckApp(App[int]):
         with self._reported("rerun"):
             if self.data.read_only:
                 raise control.Refused("The database is read-only for you: nothing changed")
-            plan = await self.data.control(rerun.rerun_preview, job_id)
+            plan = await self.data.reading(rerun.preview, job_id)
             if not await self.push_screen_wait(ConfirmRerun(plan)):
                 return
-            new_id = await self.data.control(rerun.rerun, job_id, actor=self.actor, now=self._now())
+            new_id = await self.data.request(rerun.rerun, job_id, actor=self.actor, at=self._now())
             self.notify(f"Job {new_id} submitted: rerun of job {job_id}")
             self.reload_screens()
 

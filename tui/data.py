@@ -16,7 +16,8 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar, cast
 
 from engine.core.statuses import STATUS_GROUPS
-from engine.reader.reader import JobPage, Reader
+from engine.core.views import JobPage
+from engine.reader.reader import Reader
 from engine.sql.sqlite_file import writable
 
 R = TypeVar("R")
@@ -149,6 +150,23 @@ class Data:
         """Run a synchronous ``engine.store.control`` function with our Store, off the loop."""
         await self.open()
         return await asyncio.to_thread(fn, self.store, *args, **kw)
+
+    async def reading(self, flow: Callable[..., R], *args: Any, **kw: Any) -> R:
+        """Run a flow that only reads (``flow(sql, *args, **kw)``) in one read transaction
+        of our Store, off the loop."""
+        await self.open()
+
+        def run() -> R:
+            with self.store.reading() as sql:
+                return flow(sql, *args, **kw)
+
+        return await asyncio.to_thread(run)
+
+    async def request(self, flow: Callable[..., R], *args: Any, **kw: Any) -> R:
+        """Run an operator's request (``flow(transaction, *args, **kw)``: it opens its
+        own write transactions on our Store), off the loop."""
+        await self.open()
+        return await asyncio.to_thread(flow, self.store.transaction, *args, **kw)
 
     async def list_jobs(self, offset: int, limit: int, query: JobQuery) -> JobPage:
         return await self.reader.list_jobs(

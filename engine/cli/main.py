@@ -676,12 +676,12 @@ def cmd_abort(args: argparse.Namespace) -> int:
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
-    from engine.flows.rerun import rerun_flow
+    from engine.flows import rerun
 
-    def rerun(transaction: Any, at: float) -> int:
-        return rerun_flow(transaction, args.job, actor=_actor(), at=at)
+    def submit_rerun(transaction: Any, at: float) -> int:
+        return rerun.rerun(transaction, args.job, actor=_actor(), at=at)
 
-    print(_write_flow(args, rerun))
+    print(_write_flow(args, submit_rerun))
     return EXIT_OK
 
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field, fields
 from engine.core.manager_rule import refusal
 from engine.core.setting_values import bounded
 from engine.core.statuses import JOB_TERMINAL, LABELS
+from engine.core.views import JobView, TaskView
 from engine.flows.base import (
     Refused,
-    Sql,
     add_event,
     audit_refusal,
     cancel_in,
@@ -25,7 +25,7 @@ from engine.flows.base import (
     who,
 )
 from engine.flows.stopping import stops_by
-from engine.reader.reader import JobView, TaskView
+from engine.sql.protocol import Sql
 
 _TASK_VIEW = frozenset(f.name for f in fields(TaskView))
 

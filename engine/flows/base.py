@@ -14,40 +14,22 @@ No SQLAlchemy here.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from engine.core.manager_rule import Who, refusal, refused_by_rule, who_with
 from engine.core.setting_values import DEFAULTS
 from engine.core.statuses import LABELS, cancel_refused, job_status_after, no_such_job
-from engine.reader.reader import JobView
+from engine.core.views import JobView
+from engine.sql.protocol import Sql
 
 if TYPE_CHECKING:
     from engine.recipes import Recipe, TaskSpec
 
-Params = Mapping[str, Any]
-
 
 class Refused(Exception):
     """The request cannot be done; the message is one line for the operator."""
-
-
-class Sql(Protocol):
-    """The statements of ``engine.store.flow_statements``, run by key in one transaction."""
-
-    def rows(self, key: str, params: Params) -> list[Any]:
-        """A read's rows, their columns as attributes."""
-        ...
-
-    def run(self, key: str, params: Params | Sequence[Params]) -> int:
-        """A write (several parameter sets: one ``executemany``); its row count."""
-        ...
-
-    def db_now(self, fallback: float) -> float:
-        """The time leases are compared in: the database's clock on PostgreSQL,
-        ``fallback`` (the caller's clock, injectable in tests) on SQLite."""
-        ...
 
 
 def move(sql: Sql, key: str, *, at: float, actor: str, reason: str | None, **params: Any) -> int:

@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from engine.core.identity import user_name
 from engine.core.manager_rule import refusal, refused_by_rule
 from engine.core.statuses import LABELS, no_such_job
+from engine.core.views import JobView
 from engine.flows import abort as abort_flow
 from engine.flows import base as flows
 from engine.flows.abort import AbortPlan, DisruptedJob
-from engine.flows.base import Refused, Sql
-from engine.reader.reader import JobView
+from engine.flows.base import Refused
+from engine.sql.keys import jobs_key
+from engine.sql.protocol import Sql
 
 BULK_KINDS = ("cancel", "abort", "enhanced_abort")
 
@@ -87,12 +89,6 @@ class BulkResult:
     job_id: int
     done: bool
     text: str  # "Job 12 Canceling" or the refusal
-
-
-def jobs_key(*, ids: bool, statuses: bool, name: bool) -> str:
-    """The key of the statement selecting a bulk action's jobs by these filters
-    (``engine.store.flow_statements``: one statement per combination)."""
-    return "bulk.jobs/" + "".join(c for c, on in (("i", ids), ("s", statuses), ("n", name)) if on)
 
 
 def select_jobs(

@@ -9,7 +9,8 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 from engine.core.statuses import LABELS
-from engine.flows.base import Refused, Sql, add_event, job_view, move
+from engine.flows.base import Refused, add_event, job_view, move
+from engine.sql.protocol import Sql
 
 Transaction = Callable[[], AbstractContextManager[Sql]]
 

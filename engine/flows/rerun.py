@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from engine.core.statuses import JOB_TERMINAL, LABELS
-from engine.flows.base import Refused, Sql, insert_job, job_view
+from engine.flows.base import Refused, insert_job, job_view
 from engine.recipes import Recipe, TaskSpec, recipe_from_json
+from engine.sql.protocol import Sql
 
 if TYPE_CHECKING:
-    from engine.store.db import Store
+    pass
 
 
 @dataclass(frozen=True)
@@ -71,31 +72,22 @@ def plan(sql: Sql, job_id: int) -> tuple[RerunPlan, Recipe]:
     return RerunPlan(job_id, job.name, job.status, carried, rerun), recipe
 
 
-def rerun_flow(
+def preview(sql: Sql, job_id: int) -> RerunPlan:
+    """What a rerun of ``job_id`` would carry over and run; Refused as ``rerun`` is."""
+    return plan(sql, job_id)[0]
+
+
+def rerun(
     transaction: Callable[[], AbstractContextManager[Sql]],
     job_id: int,
     *,
     actor: str,
-    at: float,
+    at: float | None = None,
 ) -> int:
-    """Submit the rerun of job ``job_id`` in one transaction; the new job's id."""
+    """Submit the rerun of job ``job_id`` in one transaction (``at``: default now); the
+    new job's id. Refused if the job is not in a final status or every task Ended."""
     with transaction() as sql:
         p, recipe = plan(sql, job_id)
         carried = {name: f"carried over: Ended in job {job_id}" for name in p.carried}
-        return insert_job(sql, recipe, actor=actor, at=at, rerun_of=job_id, carried=carried)
-
-
-def rerun_preview(store: Store, job_id: int) -> RerunPlan:
-    """What ``rerun`` would carry over and run; raises Refused like rerun."""
-    from engine.store.flow_statements import flow_sql
-
-    with store.read() as conn:
-        return plan(flow_sql(conn), job_id)[0]
-
-
-def rerun(store: Store, job_id: int, *, actor: str, now: float | None = None) -> int:
-    """Submit the rerun of job ``job_id``; returns the new job's id."""
-    from engine.store.flow_statements import flow_transaction
-
-    at = time.time() if now is None else now
-    return rerun_flow(lambda: flow_transaction(store), job_id, actor=actor, at=at)
+        when = time.time() if at is None else at
+        return insert_job(sql, recipe, actor=actor, at=when, rerun_of=job_id, carried=carried)

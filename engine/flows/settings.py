@@ -10,7 +10,8 @@ from contextlib import AbstractContextManager
 from engine.core.identity import user_name
 from engine.core.manager_rule import is_manager, refusal
 from engine.core.setting_values import DEFAULTS, checked, known, parse_managers
-from engine.flows.base import Refused, Sql, add_event, audit_refusal, setting, who
+from engine.flows.base import Refused, add_event, audit_refusal, setting, who
+from engine.sql.protocol import Sql
 
 
 def get(sql: Sql, key: str) -> str:

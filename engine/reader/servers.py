@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.core.format import stamp
-from engine.reader.reader import ServerView
+from engine.core.views import ServerView
 
 
 def server_rows(servers: list[ServerView], ttl: float, now: float) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from engine.core.format import clock, duration, label, progress, stamp
 from engine.core.safe_text import safe_line
-from engine.reader.reader import EventView, JobDetail, JobView, TaskView
+from engine.core.views import EventView, JobDetail, JobView, TaskView
 
 if TYPE_CHECKING:  # the plans' types only: list and show never load the write path
     from engine.flows.abort import AbortPlan

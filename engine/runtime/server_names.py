@@ -14,7 +14,8 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 from engine.core.setting_values import bounded
-from engine.flows.base import Refused, Sql, add_event, setting
+from engine.flows.base import Refused, add_event, setting
+from engine.sql.protocol import Sql
 
 NAME_MAX = 64
 MAX_SLOTS = 1000  # more slots than this on one server is a typo, not a machine

@@ -1,298 +1,25 @@
-"""The read and flow statements as SQL text, and a light driver that runs them on SQLite.
-
-``engine.store.read_statements`` builds every read from the tables (SQLAlchemy), and
-``engine.store.flow_statements`` every statement of the operators' write flows
-(``engine.flows.base``); importing SQLAlchemy and SQLModel costs a command line ~0.6 s before
-it reads a row. So the statements are rendered once per dialect into SQL text with named
-parameters and kept in a cache file, and the standard library's ``sqlite3`` runs that
-text (``SqliteReads``; ``LightSql`` for a flow). Nothing here is a second copy of a
-statement: the text is always what the statements compile to.
-
-The cache file is named for a fingerprint of every source file that shapes the SQL
-(the statements, the tables and models, hence the schema version, the dialect
-constructs, the views' fields) and of the installed SQLAlchemy, so an edited statement
-can never run stale: a changed file gives another name, rendered afresh. It lives in
-``$XDG_CACHE_HOME/batchdeck`` (or ``~/.cache/batchdeck``), is written atomically, and is
-skipped silently where it cannot be written (the text is then rendered per process).
+"""A light driver for the statements' checked-in text (``engine.sql.text``): the standard
+library's ``sqlite3`` runs it, so a command line reads and runs a flow without importing
+SQLAlchemy and SQLModel (~0.6 s before the first row). ``SqliteReads`` is a connection
+for the reads (and, when asked, a flow's write transaction); ``LightSql`` is an
+``engine.flows.base.Sql`` over a sqlite3 or psycopg connection. A database this path
+cannot take as it is raises ``NeedsGateway``: the gateway (``engine.store.db``) opens it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import sqlite3
-import sys
-import tempfile
-import threading
 from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Any
 
-from engine.core.patterns import glob_to_regex
 from engine.sql import doorbell
-
-# The list's sort columns and the shapes of its text filter (see Reader.list_jobs).
-SORTS = ("id", "name", "status", "started", "submitted_by")
-TEXT_KINDS = ("none", "digits", "words")
-
-_ENGINE_DIR = Path(__file__).resolve().parent.parent
-# Every file whose content changes the SQL text of a read.
-SOURCES = (
-    "store/read_statements.py",
-    "sql/light.py",
-    "reader/reader.py",
-    "store/tables.py",
-    "store/models.py",
-    "store/dialect.py",
-    "core/statuses.py",
-    "store/prepared.py",
-    "store/flow_statements.py",
-    "store/writes.py",
-    "flows/bulk.py",
-    "store/log_statements.py",
-    "core/patterns.py",
-)
-FORMAT = 5  # of the cache file (4: the digest of its statements; 5: as_regex)
-# The keys of the flows' statements (``engine.store.flow_statements``) among the reads'.
-FLOW = "flow:"
-
-
-def variant_key(name: str, **variant: Any) -> str:
-    """A statement's name with the options that select its variant:
-    ``list_jobs|descending=1|sort=name|statuses=0|text=none``."""
-    parts = [f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in sorted(variant.items())]
-    return "|".join([name, *parts])
-
-
-@dataclass(frozen=True)
-class SqlText:
-    """One statement rendered for a dialect."""
-
-    sql: str
-    defaults: dict[str, Any]  # its constant parameters (a fixed list of statuses, ...)
-    needed: tuple[str, ...]  # the parameters given at execution
-    as_json: tuple[str, ...]  # of those, the lists bound as JSON text (``IdList``)
-    as_float: tuple[str, ...] = ()  # of those, the ones of a Float column (1 -> 1.0)
-    as_bool: tuple[str, ...] = ()  # of those, the ones of a Boolean column (True -> 1)
-    as_regex: tuple[str, ...] = ()  # of those, shell patterns matched as a regex (PostgreSQL)
-
-    def bind(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        missing = [n for n in self.needed if n not in params]
-        if missing:
-            raise TypeError(f"missing parameters {missing} for {self.sql[:60]!r}")
-        out = dict(self.defaults)
-        for name in self.needed:
-            value = params[name]
-            if name in self.as_json:
-                value = json.dumps(list(value))
-            elif value is None:
-                pass
-            elif name in self.as_float:
-                value = float(value)
-            elif name in self.as_bool:
-                value = int(bool(value))
-            elif name in self.as_regex:
-                value = glob_to_regex(value)
-            out[name] = value
-        return out
-
-
-@dataclass(frozen=True)
-class Rendered:
-    dialect: str
-    schema_version: int
-    statements: dict[str, SqlText]
-
-    def to_json(self) -> dict[str, Any]:
-        statements = {
-            k: {
-                "sql": s.sql,
-                "defaults": s.defaults,
-                "needed": s.needed,
-                "as_json": s.as_json,
-                "as_float": s.as_float,
-                "as_bool": s.as_bool,
-                "as_regex": s.as_regex,
-            }
-            for k, s in self.statements.items()
-        }
-        return {
-            "format": FORMAT,
-            "dialect": self.dialect,
-            "schema_version": self.schema_version,
-            "statements": statements,
-            "digest": _digest(statements),
-        }
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Rendered:
-        """Raises ValueError for a file that is not exactly what ``to_json`` wrote (valid
-        JSON of another shape, or statements that do not match their digest): such a
-        cache is rebuilt, never trusted."""
-        if not isinstance(d, dict) or d.get("format") != FORMAT:
-            raise ValueError("another format")
-        statements = d.get("statements")
-        if not isinstance(statements, dict) or not statements:
-            raise ValueError("no statements")
-        if d.get("digest") != _digest(statements):
-            raise ValueError("statements do not match their digest")
-        return cls(
-            d["dialect"],
-            int(d["schema_version"]),
-            {
-                k: SqlText(
-                    s["sql"],
-                    s["defaults"],
-                    tuple(s["needed"]),
-                    tuple(s["as_json"]),
-                    tuple(s["as_float"]),
-                    tuple(s["as_bool"]),
-                    tuple(s["as_regex"]),
-                )
-                for k, s in d["statements"].items()
-            },
-        )
-
-
-def _digest(statements: Any) -> str:
-    text = json.dumps(statements, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def fingerprint(dialect: str) -> str:
-    h = hashlib.sha256(f"{FORMAT}:{dialect}:{sys.version_info[:2]}".encode())
-    for name in SOURCES:
-        h.update(name.encode())
-        h.update((_ENGINE_DIR / name).read_bytes())
-    h.update(_sqlalchemy_stamp().encode())
-    return h.hexdigest()[:24]
-
-
-def _sqlalchemy_stamp() -> str:
-    """Which SQLAlchemy is installed (its compiler renders the text), without importing it."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("sqlalchemy")
-    origin = spec.origin if spec is not None else None
-    if origin is None:
-        return "none"
-    try:
-        text = Path(origin).read_text(encoding="utf-8")
-    except OSError:
-        return origin
-    version = next((ln for ln in text.splitlines() if ln.startswith("__version__")), "")
-    return f"{origin}:{version}"
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "batchdeck"
-
-
-def cache_file(dialect: str) -> Path:
-    return cache_dir() / f"reads-{dialect}-{fingerprint(dialect)}.json"
-
-
-def render(dialect: str = "sqlite") -> Rendered:
-    """Compile every read and flow statement for ``dialect`` (imports SQLAlchemy and the
-    tables)."""
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    from engine.store import flow_statements, read_statements
-    from engine.store.dialect import GlobPattern
-    from engine.store.models import SCHEMA_VERSION
-    from engine.store.prepared import CompiledText
-
-    if dialect == "sqlite":
-        d = sqlite.dialect(paramstyle="named")
-    elif dialect == "postgresql":
-        d = postgresql.psycopg.dialect()  # pyformat, as psycopg takes it
-    else:
-        raise ValueError(f"no rendered text for {dialect}")
-    pg = dialect == "postgresql"
-    out: dict[str, SqlText] = {}
-    every = {
-        **read_statements.statements(),
-        **{FLOW + k: s for k, s in flow_statements.statements().items()},
-    }
-    for key, stmt in every.items():
-        c = CompiledText(stmt, d)
-        regex: tuple[str, ...] = ()
-        if pg and c.processors:  # a shell pattern is matched as a regex there
-            binds = stmt.compile(dialect=d).binds
-            regex = tuple(n for n in c.processors if isinstance(binds[n].type, GlobPattern))
-        for name in c.processors:
-            if name not in (*c.lists, *c.floats, *c.bools, *regex):
-                raise TypeError(f"{key}: parameter {name} needs a bind processor")
-        # PostgreSQL takes a list as an array and a bool as a boolean, as they are.
-        lists, bools = ((), ()) if pg else (c.lists, c.bools)
-        out[key] = SqlText(c.sql, c.defaults, c.needed, lists, c.floats, bools, regex)
-    return Rendered(dialect, SCHEMA_VERSION, out)
-
-
-_LOADED: dict[str, Rendered] = {}
-_LOAD_LOCK = threading.Lock()
-
-
-def rendered(dialect: str = "sqlite") -> Rendered:
-    """The rendered reads for ``dialect``: from this process, the cache file, or rendered
-    now (and then written to the cache file when it can be)."""
-    with _LOAD_LOCK:
-        got = _LOADED.get(dialect)
-        if got is None:
-            got = _LOADED[dialect] = _load_or_render(dialect)
-        return got
-
-
-def _load_or_render(dialect: str) -> Rendered:
-    path = cache_file(dialect)
-    try:
-        return Rendered.from_json(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        pass  # none yet, unreadable, or not what we wrote: render it
-    fresh = render(dialect)
-    _write(path, json.dumps(fresh.to_json(), separators=(",", ":")))
-    _prune(path)
-    return fresh
-
-
-# Text rendered by other versions of the sources goes once it is this old: another
-# installed batchdeck may still use its own, and renders it again if it is gone.
-STALE_S = 7 * 86400
-
-
-def _prune(keep: Path) -> None:
-    import time
-
-    dialect = keep.name.split("-")[1]
-    try:
-        for other in keep.parent.glob(f"reads-{dialect}-*.json"):
-            if other != keep and other.stat().st_mtime < time.time() - STALE_S:
-                other.unlink()
-    except OSError:
-        return
-
-
-def _write(path: Path, text: str) -> None:
-    """Atomically, or not at all: a read never fails for want of a cache."""
-    try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".reads-", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-    except OSError:
-        return
+from engine.sql.keys import FLOW
+from engine.sql.text import Rendered, SqlText, rendered
 
 
 class NeedsGateway(Exception):
@@ -342,13 +69,7 @@ class SqliteReads(RenderedReads):
     writable and intact."""
 
     def __init__(self, path: str, *, write: bool = False) -> None:
-        from engine.sql.sqlite_file import (
-            BUSY_TIMEOUT_MS,
-            _companions_like_main,
-            _pragmas,
-            _ro_uri,
-            writable,
-        )
+        from engine.sql.sqlite_file import _companions_like_main, connect, writable
 
         self.path = path
         if not os.path.exists(path) or os.path.getsize(path) == 0:
@@ -356,22 +77,10 @@ class SqliteReads(RenderedReads):
         read_only = not write and not writable(path)
         self.sql = rendered("sqlite")
         try:
-            self.conn = sqlite3.connect(
-                _ro_uri(path) if read_only else path,
-                uri=read_only,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-        except sqlite3.Error as exc:
-            raise NeedsGateway(path) from exc
-        try:
+            self.conn = connect(path, write=write, read_only=read_only)
             if write:
-                _pragmas(self.conn)
                 _companions_like_main(path)  # as Store does when it opens a file to write
-            else:
-                self.conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         except sqlite3.Error as exc:
-            self.conn.close()
             raise NeedsGateway(path) from exc
         self._expect_schema(path, sqlite3.Error)
 

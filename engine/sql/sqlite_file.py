@@ -240,3 +240,29 @@ def wal_due(path: str) -> bool:
         return os.path.getsize(path + "-wal") > WAL_CHECKPOINT_BYTES
     except OSError:
         return False
+
+
+def connect(path: str, *, write: bool, read_only: bool | None = None) -> sqlite3.Connection:
+    """A sqlite3 connection as every batchdeck connection opens one: autocommit (each
+    transaction begun explicitly), usable from any one thread at a time, waiting out a
+    busy database up to ``BUSY_TIMEOUT_MS``. ``write``: with the pragmas every writer
+    sets (WAL, synchronous=NORMAL, checkpoints after commit, foreign keys). ``read_only``
+    opens the file read-only; by default, when this user may not write it. Raises
+    ``sqlite3.Error`` as SQLite does."""
+    if read_only is None:
+        read_only = not write and os.path.exists(path) and not writable(path)
+    conn = sqlite3.connect(
+        _ro_uri(path) if read_only else path,
+        uri=read_only,
+        isolation_level=None,
+        check_same_thread=False,
+    )
+    try:
+        if write:
+            _pragmas(conn)
+        else:
+            _ro_pragmas(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn

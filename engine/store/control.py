@@ -20,6 +20,7 @@ from sqlalchemy import (
 )
 
 from engine.core.identity import current_actor
+from engine.core.views import JobView
 from engine.flows import abort as abort_flow
 from engine.flows import base as flows
 from engine.flows import bulk as bulk_flow
@@ -27,7 +28,6 @@ from engine.flows import requests as request_flows
 from engine.flows.abort import AbortPlan, DisruptedJob  # noqa: F401 - their home before
 from engine.flows.base import Refused  # noqa: F401 - the requests' refusal, as before
 from engine.flows.bulk import BULK_KINDS, BulkJob, BulkPlan, BulkResult  # noqa: F401 - as before
-from engine.reader.reader import JobView
 from engine.store import permissions
 from engine.store.db import Store
 from engine.store.flow_statements import flow_sql, flow_transaction

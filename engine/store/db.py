@@ -44,22 +44,15 @@ from sqlmodel import SQLModel
 from engine.core.dburl import DbTarget, parse_db
 from engine.sql import doorbell
 from engine.sql.pg_light import NOTIFY_IF_WRITTEN, WRITE_LOCK
-
-# The file-level checks and messages need no SQLAlchemy: the command line's fast reads
-# use them too (engine.sqlite_file); imported here so engine.db still offers them.
-from engine.sql.sqlite_file import (  # noqa: F401
+from engine.sql.protocol import Sql
+from engine.sql.sqlite_file import (
     BUSY_TIMEOUT_MS,
     DB_FILE_MODE,
-    SQLITE_MAGIC,
-    WAL_CHECKPOINT_BYTES,
     DatabaseError,
     ReadOnlyError,
     _companions_like_main,
-    _pragmas,
-    _ro_pragmas,
     _ro_uri,
-    check_intact,
-    damaged_message,
+    connect,
     default_db_path,
     describe_sqlite_error,
     is_postgresql,
@@ -86,26 +79,13 @@ def _create_private(path: str) -> None:
 
 
 def _make_sync_engine(path: str, begin: str, *, readonly: bool = False) -> Engine:
-    if readonly:
-        eng = create_engine(
-            "sqlite://",
-            creator=lambda: sqlite3.connect(
-                _ro_uri(path), uri=True, check_same_thread=False, isolation_level=None
-            ),
-            poolclass=QueuePool,
-        )
-    else:
-        eng = create_engine(
-            f"sqlite:///{path}",
-            connect_args={"check_same_thread": False, "isolation_level": None},
-        )
-
-    @event.listens_for(eng, "connect")
-    def _on_connect(dbapi_conn, _record):  # noqa: ANN001
-        if readonly:
-            _ro_pragmas(dbapi_conn)
-        else:
-            _pragmas(dbapi_conn)
+    # A creator keeps the pragmas in ``connect``; "sqlite://" with a creator would
+    # otherwise get the pool of an in-memory database.
+    eng = create_engine(
+        "sqlite://",
+        creator=lambda: connect(path, write=not readonly, read_only=readonly),
+        poolclass=QueuePool,
+    )
 
     @event.listens_for(eng, "begin")
     def _on_begin(conn):  # noqa: ANN001
@@ -258,7 +238,7 @@ class Store:
                 return self._hub.watch()
         with self._lock:
             if self._watch_conn is None:
-                self._watch_conn = raw_connection(self.path)
+                self._watch_conn = connect(self.path, write=False)
             conn = self._watch_conn
         # Its own lock: reads of the one connection from several threads take turns.
         return DataVersionWatch(conn, self._watch_lock)
@@ -345,6 +325,23 @@ class Store:
     def read(self) -> Iterator[Connection]:
         with self.reader.begin() as conn:
             yield conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[Sql]:
+        """A write transaction for a flow (``engine.flows``): its statements by key,
+        committed when the block ends, rolled back on any exception."""
+        from engine.store.flow_statements import flow_sql
+
+        with self.write() as conn:
+            yield flow_sql(conn)
+
+    @contextmanager
+    def reading(self) -> Iterator[Sql]:
+        """A read transaction for a flow that only reads."""
+        from engine.store.flow_statements import flow_sql
+
+        with self.read() as conn:
+            yield flow_sql(conn)
 
     def dispose(self) -> None:
         """Close it; a shared Store closes when its last user has disposed of it."""
@@ -458,20 +455,6 @@ def open_store(
     readonly: bool | None = False,
 ) -> Store:
     return Store(path or default_db_path(), create=create, readonly=readonly)
-
-
-def raw_connection(path: str) -> sqlite3.Connection:
-    """A plain sqlite3 connection with the same pragmas (used to watch data_version);
-    read-only when this user may not write the database."""
-    if os.path.exists(path) and not writable(path):
-        conn = sqlite3.connect(
-            _ro_uri(path), uri=True, isolation_level=None, check_same_thread=False
-        )
-        _ro_pragmas(conn)
-        return conn
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    _pragmas(conn)
-    return conn
 
 
 def reader_url(path: str) -> str:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import fields
 from itertools import product
+from typing import TYPE_CHECKING
 
 from sqlalchemy import (
     Boolean,
@@ -32,15 +33,17 @@ from sqlalchemy import (
 from sqlalchemy.sql import ClauseElement
 
 from engine.core.statuses import JOB_TERMINAL
-from engine.flows.bulk import jobs_key
-from engine.reader.reader import JobView, TaskView
-from engine.store.db import Store
+from engine.core.views import JobView, TaskView
+from engine.sql.keys import jobs_key
 from engine.store.dialect import glob, in_list, one_of
 from engine.store.log_statements import LOG_READS
 from engine.store.prepared import Prepared, PreparedSql
 from engine.store.tables import job, job_recipe, meta, server, task, taskdep
 from engine.store.writes import AT, JobMove, TaskMove, statement_keys
 from engine.store.writes import STATEMENTS as WRITES
+
+if TYPE_CHECKING:
+    from engine.store.db import Store
 
 # The views' fields that are columns (engine.query): read by name.
 JOB_COLUMNS = [job.c[f.name] for f in fields(JobView) if f.name in job.c]
@@ -283,16 +286,16 @@ STATEMENTS: dict[str, Prepared] = {
 
 @contextmanager
 def flow_transaction(store: Store) -> Iterator[PreparedSql]:
-    """A write transaction of ``store`` for a flow."""
-    with store.write() as conn:
-        yield flow_sql(conn)
+    """A write transaction of ``store`` for a flow (``Store.transaction``)."""
+    with store.transaction() as sql:
+        yield sql
 
 
 @contextmanager
 def flow_reading(store: Store) -> Iterator[PreparedSql]:
-    """A read transaction of ``store`` for a flow that only reads."""
-    with store.read() as conn:
-        yield flow_sql(conn)
+    """A read transaction of ``store`` for a flow that only reads (``Store.reading``)."""
+    with store.reading() as sql:
+        yield sql
 
 
 def flow_sql(conn: Connection) -> PreparedSql:

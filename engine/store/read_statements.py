@@ -18,8 +18,8 @@ from typing import Any
 from sqlalchemy import Select, String, bindparam, case, func, over, select
 
 from engine.core.statuses import TASK_RUNNING
-from engine.reader.reader import EventView, JobView, ServerView, TaskView
-from engine.sql.light import SORTS, TEXT_KINDS, variant_key
+from engine.core.views import EventView, JobView, ServerView, TaskView
+from engine.sql.keys import SORTS, TEXT_KINDS, variant_key
 from engine.store.dialect import LikeCI, distinct_list, equals_any, in_list
 from engine.store.models import STOPPING_STATUSES
 from engine.store.tables import event as event_t

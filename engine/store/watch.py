@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from engine.store.db import raw_connection
+from engine.sql.sqlite_file import connect
 
 CHANNEL = "batchdeck"  # PostgreSQL's LISTEN/NOTIFY channel (see ``Store.write``)
 LISTEN_TIMEOUT_S = 0.5
@@ -35,7 +35,7 @@ class DataVersionWatch:
     ) -> None:
         # A path: a connection of its own, closed by ``close``; a connection: shared.
         self._own = isinstance(source, str)
-        self._conn = raw_connection(source) if isinstance(source, str) else source
+        self._conn = connect(source, write=False) if isinstance(source, str) else source
         self._lock = lock or threading.Lock()
         self._last = self._read()
 

@@ -12,7 +12,7 @@ from textual.widgets import Button, Input, Static
 
 from engine.core.format import label
 from engine.core.safe_text import safe_line
-from engine.reader.reader import JobView, TaskView
+from engine.core.views import JobView, TaskView
 from tui.modals.base import Dialog, DialogList
 
 

@@ -9,7 +9,7 @@ from textual.widgets import Static
 
 from engine.core.format import label
 from engine.core.safe_text import safe_line
-from engine.reader.reader import JobView
+from engine.core.views import JobView
 from tui.modals.base import DialogList, YesNoModal
 from tui.styles import status_style
 

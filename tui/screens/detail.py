@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Header, Static
 from textual.widgets.data_table import RowDoesNotExist
 
 from engine.core.format import clock, duration, label, progress, stamp
-from engine.reader.reader import JobDetail, JobView, TaskView
+from engine.core.views import JobDetail, JobView, TaskView
 from engine.reader.text import event_text
 from tui.data import join
 from tui.keys import bindings

@@ -24,7 +24,7 @@ from textual.strip import Strip
 from textual.worker import WorkerCancelled, WorkerFailed
 
 from engine.core.format import clock, duration, label, percent
-from engine.reader.reader import JobView
+from engine.core.views import JobView
 from tui.data import Data, JobQuery, join, user_name
 from tui.keys import scope_bindings
 from tui.styles import status_style
