@@ -221,6 +221,16 @@ def upsert(
     return conn.execute(stmt.on_conflict_do_update(index_elements=[key], set_=sets))
 
 
+def insert_new(conn: Connection, table: Table) -> Any:
+    """``INSERT`` that skips a row whose unique key is already there (``ON CONFLICT DO
+    NOTHING``): a write tried again after its commit was not acknowledged adds nothing."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql as mod
+    else:
+        from sqlalchemy.dialects import sqlite as mod
+    return mod.insert(table).on_conflict_do_nothing()
+
+
 # Hosts' clocks differ: leases written by several hosts are compared on the database's
 # clock. clock_timestamp(), not now(): now() is the transaction's start, which a long
 # transaction would hold back.

@@ -13,10 +13,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, select
+from sqlalchemy import Connection, and_, delete, func, select
 
 from engine.core.logs import cut_text
 from engine.flows.logs import ChunkRef
+from engine.store.dialect import insert_new
 from engine.store.tables import task, task_log
 
 
@@ -100,7 +101,7 @@ def write_logs(conn: Connection, items: list[LogItem], *, at: float) -> int:
     def flush() -> None:
         nonlocal rows, written
         if rows:
-            conn.execute(insert(task_log), rows)
+            conn.execute(insert_new(conn, task_log), rows)
             written += len(rows)
             rows = []
 
