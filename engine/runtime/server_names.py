@@ -13,8 +13,9 @@ import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
+from engine.core.refusal import Refusal
 from engine.core.setting_values import bounded
-from engine.flows.base import Refused, add_event, setting
+from engine.flows.base import add_event, setting
 from engine.sql.protocol import Sql
 
 NAME_MAX = 64
@@ -70,24 +71,26 @@ def forget(
     at: float,
 ) -> str:
     """Remove the server ``name`` from the servers table, with an event saying who did.
-    Refused (nothing changed) while an engine's lease on it is live or a task runs on
+    A Refusal (nothing changed) while an engine's lease on it is live or a task runs on
     it: forgetting is for servers no engine runs any more."""
     with transaction() as sql:
         rows = sql.rows("server.one", {"name": name})
         if not rows:
-            raise Refused(f"no server named {name!r}")
+            raise Refusal("missing", f"no server named {name!r}")
         row = rows[0]
         ttl = bounded("lease_seconds", setting(sql, "lease_seconds"))
         if row.lease_owner and (row.heartbeat_at or 0) > sql.db_now(at) - ttl:
-            raise Refused(
+            raise Refusal(
+                "busy",
                 f"server {name} is {str(row.status).capitalize()}: an engine serves it; "
-                "stop that engine first"
+                "stop that engine first",
             )
         busy = sql.rows("server.running_tasks", {"name": name})[0][0]
         if busy:
-            raise Refused(
+            raise Refusal(
+                "busy",
                 f"server {name} holds {busy} running task{'s' if busy != 1 else ''}: "
-                "an engine must recover them first"
+                "an engine must recover them first",
             )
         sql.run("server.forget", {"name": name})
         add_event(sql, at=at, actor=actor, kind="server", server=name, reason="forgotten")
