@@ -83,7 +83,7 @@ def _alike(
 
 
 def _read_both(db: str, heavy: Callable[[Store], Any], light: Callable[[Any], Any]) -> tuple:
-    """What a read flow answers through ``control`` (SQLAlchemy) and on the light path,
+    """What a read answers through SQLAlchemy (``Store``) and on the light path,
     a refusal as its text."""
     store = Store(db, readonly=True)
     try:
@@ -464,7 +464,7 @@ def test_a_cancel_dry_run_answers_alike_and_without_the_database_layer(
 
 
 def _bulk_plans(db: str, kind: str, actor: str, filters: dict[str, Any]) -> tuple[Any, Any]:
-    """The plan of a bulk action through ``control`` (SQLAlchemy) and on the light path."""
+    """The plan of a bulk action through SQLAlchemy and on the light path."""
     from engine.flows import bulk as bulk_flow
 
     return _read_both(
