@@ -195,7 +195,7 @@ async def test_a_failing_read_in_a_request_is_a_notification(db: str) -> None:
     before = state(db)
     async with app.run_test(size=(100, 30)) as pilot:
         await select(pilot, 14)
-        fail_once(app.data, "control")  # the cancel preview: one read
+        fail_once(app.data, "reading")  # the cancel preview: one read
         await press(pilot, "c")
         await until(
             lambda: said(app, "Could not cancel: (sqlite3.OperationalError) database is locked"),
@@ -210,7 +210,7 @@ async def test_a_failing_read_in_a_request_is_a_notification(db: str) -> None:
         # The abort preview goes through the same handling.
         await until(lambda: not isinstance(app.screen, ModalScreen), "no modal", pilot=pilot)
         await select(pilot, 13)
-        fail_once(app.data, "control")
+        fail_once(app.data, "reading")
         await press(pilot, "a")
         await until(
             lambda: said(app, "Could not abort: (sqlite3.OperationalError)"),

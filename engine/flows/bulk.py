@@ -149,9 +149,9 @@ def plan(
     return out
 
 
-def _for_job(job_id: int, why: Refusal) -> str:
+def _for_job(job_id: int, why: Refusal | None) -> str:
     """A refusal as one line naming the job once."""
-    text = str(why)
+    text = "" if why is None else str(why)
     return text if text.startswith(f"Job {job_id}") else f"Job {job_id}: {text}"
 
 
@@ -224,8 +224,7 @@ def apply(
     if bulk.kind == "cancel":
         done = _cancel_in_chunks(transaction, bulk, actor=actor, reason=reason, at=at)
         return [
-            done.get(j.job.id)
-            or BulkResult(j.job.id, False, _for_job(j.job.id, j.refusal or Refusal("status", "")))
+            done.get(j.job.id) or BulkResult(j.job.id, False, _for_job(j.job.id, j.refusal))
             for j in bulk.jobs
         ]
     results: list[BulkResult] = []

@@ -10,13 +10,10 @@ recorded in the audit. A flow (``engine.flows.base``): both paths, no SQLAlchemy
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 
 from engine.core.refusal import Refusal
 from engine.core.setting_values import bounded
-from engine.flows.base import add_event, setting
-from engine.sql.protocol import Sql
+from engine.flows.base import Transaction, add_event, at_or_now, setting
 
 NAME_MAX = 64
 MAX_SLOTS = 1000  # more slots than this on one server is a typo, not a machine
@@ -64,15 +61,16 @@ def parse_servers(specs: list[str] | None) -> dict[str, int]:
 
 
 def forget(
-    transaction: Callable[[], AbstractContextManager[Sql]],
+    transaction: Transaction,
     name: str,
     *,
     actor: str,
-    at: float,
+    at: float | None = None,
 ) -> str:
     """Remove the server ``name`` from the servers table, with an event saying who did.
     A Refusal (nothing changed) while an engine's lease on it is live or a task runs on
-    it: forgetting is for servers no engine runs any more."""
+    it: forgetting is for servers no engine runs any more. ``at``: default now."""
+    at = at_or_now(at)
     with transaction() as sql:
         rows = sql.rows("server.one", {"name": name})
         if not rows:
