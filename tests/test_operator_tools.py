@@ -561,6 +561,33 @@ def test_managers_rule_refusals_are_one_line_and_audited(store: Store, tmp_path:
     assert abort_flow.abort(store.transaction, job, actor="alice").startswith(f"Aborting job {job}")
 
 
+def test_a_refusal_names_its_kind_and_only_the_rules_are_audited(
+    store: Store, tmp_path: Path
+) -> None:
+    """One ``Refusal`` type: its kind says what refused (the managers rule, the job's
+    status, no such job), and the audit records exactly the rule's, decided by the kind."""
+    job = submit_tasks(store, tmp_path, "w", WAIT)  # submitted by "tester"
+    system = submit_tasks(store, tmp_path, "s", WAIT, system=True)
+    with store.transaction() as sql:
+        setting_flows.store(sql, "managers", "alice")
+    said = {}
+    for job_id, actor in ((job, "bob"), (system, "alice"), (999, "alice")):
+        with pytest.raises(Refusal) as exc:
+            flows.cancel(store.transaction, job_id, actor=actor)
+        said[job_id] = (exc.value.kind, exc.value.audited)
+        assert str(exc.value) == exc.value.text and len(exc.value.text.splitlines()) == 1
+    assert said == {job: ("rule", True), system: ("status", False), 999: ("missing", False)}
+    for job_id, actor in ((job, "bob"), (system, "alice")):
+        with store.reading() as sql:
+            ((_, why),) = flows.cancel_dry_run(sql, job_id, actor=actor, tree=False)
+        assert why is not None and why.kind == said[job_id][0]
+    refused = [
+        e["job_id"] for j in (job, system) for e in events(store, j) if e["kind"] == "refused"
+    ]
+    assert refused == [job]
+    assert Refusal("status", "x") == Refusal("status", "x") != Refusal("rule", "x")
+
+
 def test_group_managers_and_who_am_i(store: Store) -> None:
     me = pwd.getpwuid(os.getuid()).pw_name
     group = grp.getgrgid(os.getgid()).gr_name
