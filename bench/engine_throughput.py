@@ -51,10 +51,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from engine.flows import base as flows  # noqa: E402
 from engine.recipes import Recipe, TaskSpec  # noqa: E402
-from engine.runtime.supervisor import Engine, freeze_heap, parse_servers  # noqa: E402
-from engine.store import control  # noqa: E402
-from engine.store.submit import submit  # noqa: E402
+from engine.runtime.server_names import parse_servers  # noqa: E402
+from engine.runtime.supervisor import Engine, freeze_heap  # noqa: E402
 
 
 def noop_recipe(n: int, seconds: float = 0.0) -> Recipe:
@@ -102,7 +102,7 @@ async def throughput(db: str, n: int, servers: dict[str, int]) -> tuple[float, i
     await engine.start()
     try:
         t0 = time.perf_counter()
-        job = submit(engine.store, noop_recipe(n), actor="bench")
+        job = flows.submit(engine.store.transaction, noop_recipe(n), actor="bench")
         # Told by the engine the moment its tick commits the job's end: polling the
         # database from this loop took time from the engine it measures.
         status = await engine.wait_job(job)
@@ -119,13 +119,15 @@ async def cancel_latency(db: str) -> tuple[float, float]:
     await engine.start()
     try:
         tasks = tuple(TaskSpec(f"t{i}", "wait", (), {"seconds": 600}) for i in range(10_100))
-        job = submit(engine.store, Recipe("bench-cancel", None, False, tasks), actor="bench")
+        job = flows.submit(
+            engine.store.transaction, Recipe("bench-cancel", None, False, tasks), actor="bench"
+        )
         engine._wake.set()
         while executing_count(engine.store, job) != 100:
             await asyncio.sleep(0.01)
         t0 = time.perf_counter()
         # The command line's path: a separate connection, one transaction.
-        await asyncio.to_thread(control.cancel, engine.store, job, actor="bench")
+        await asyncio.to_thread(flows.cancel, engine.store.transaction, job, actor="bench")
         t_tx = time.perf_counter() - t0
         status = await engine.wait_job(job)
         t_done = time.perf_counter() - t0
@@ -167,11 +169,11 @@ def cross_process_ms(tmp: str, runs: int = 10) -> float:
     with serving(db, tmp):
         times = []
         for _ in range(runs):
-            job = submit(store, noop_recipe(1, seconds=600), actor="bench")
+            job = flows.submit(store.transaction, noop_recipe(1, seconds=600), actor="bench")
             while job_status(store, job) != "executing":
                 time.sleep(0.005)
             t0 = time.perf_counter()
-            control.cancel(store, job, actor="bench")
+            flows.cancel(store.transaction, job, actor="bench")
             while job_status(store, job) != "canceled":
                 time.sleep(0.001)
             times.append((time.perf_counter() - t0) * 1000)
@@ -201,7 +203,7 @@ def _job_with_tasks(db: str, n: int, seconds: float = 0.0) -> tuple[object, int]
     from engine.store.db import Store
 
     store = Store(db)
-    return store, submit(store, noop_recipe(n, seconds), actor="bench")
+    return store, flows.submit(store.transaction, noop_recipe(n, seconds), actor="bench")
 
 
 def stdlib_batched_tasks_per_s(tmp: str, n: int, batch: int = 256) -> float:

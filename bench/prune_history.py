@@ -26,10 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.make_jobs import make_jobs  # noqa: E402
-from engine.store import (
-    control,  # noqa: E402
-    prune,  # noqa: E402
-)
+from engine.flows import base as flows  # noqa: E402
+from engine.store import prune  # noqa: E402
 from engine.store.db import Store  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +79,7 @@ def main() -> None:
 
         canceler = Store(db)  # its own connections, as another process's would be
         # Its statements compiled before it is timed: the wait measured is the lock's.
-        control.cancel(canceler, waiting.pop(), actor="ops", reason="warm-up", now=time.time())
+        flows.cancel(canceler.transaction, waiting.pop(), actor="ops", words="warm-up")
         waits: list[float] = []
         done = threading.Event()
 
@@ -90,7 +88,7 @@ def main() -> None:
                 if done.is_set():
                     return
                 t0 = time.perf_counter()
-                control.cancel(canceler, job, actor="ops", reason="bench", now=time.time())
+                flows.cancel(canceler.transaction, job, actor="ops", words="bench")
                 waits.append(time.perf_counter() - t0)
                 time.sleep(0.02)
 

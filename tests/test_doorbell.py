@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from engine.flows import base as flows
 from engine.runtime import supervisor as runtime
 from engine.runtime.supervisor import Engine
 from engine.sql import doorbell
-from engine.store import control
 from engine.store.db import Store
 from tests.engine_support import job_status, submit_tasks, task_statuses, until
 
@@ -29,7 +29,7 @@ async def test_a_submit_and_a_cancel_from_another_process_wake_the_engine(
     try:
         job = submit_tasks(other, tmp_path, "long", LONG)
         await until(lambda: task_statuses(other, job) == {"w": "executing"}, "started", bound=20)
-        control.cancel(other, job, actor="ops")
+        flows.cancel(other.transaction, job, actor="ops")
         await until(lambda: job_status(other, job) == "canceled", "canceled", bound=20)
     finally:
         other.dispose()
@@ -92,7 +92,7 @@ async def test_a_cancel_reaches_the_running_task_before_the_engines_next_write(
         job = submit_tasks(other, tmp_path, "long", task)
         await until(lambda: task_statuses(other, job) == {"w": "executing"}, "started", bound=20)
         await until(lambda: bool(engine._runners), "the run on its server", bound=20)
-        control.cancel(other, job, actor="ops")
+        flows.cancel(other.transaction, job, actor="ops")
         await until(seen.exists, "the task told of its cancel while no tick may write", bound=20)
     finally:
         held.set()

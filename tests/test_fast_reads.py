@@ -236,9 +236,10 @@ def test_list_show_servers_and_cancel_import_no_database_layer(
 
 
 def test_a_refused_cancel_says_what_the_write_path_says(scenario_db: str, tmp_path: Path) -> None:
-    """The light refusal and ``engine.store.control`` word every refusal by status alike."""
+    """The light refusal and the console's cancel preview word every refusal by status
+    alike."""
     from engine.cli.main import cancel_refusal_of
-    from engine.store import control
+    from engine.flows import base as flows
     from engine.store.db import Store
 
     db = _copy(scenario_db, tmp_path)
@@ -258,8 +259,10 @@ def test_a_refused_cancel_says_what_the_write_path_says(scenario_db: str, tmp_pa
         seen = set()
         for job_id, view in jobs.items():
             light = cancel_refusal_of(job_id, view)
-            assert light == control.cancel_refusal(store, job_id, actor="alice"), job_id
-            seen.add(light.split()[-1] if light else None)
+            with store.reading() as sql:
+                heavy = flows.cancel_preview(sql, job_id, actor="alice").refusal
+            assert light == heavy, job_id
+            seen.add(str(light).split()[-1] if light else None)
     finally:
         store.dispose()
     # Ended, Canceled, Error, Canceling, a system job, no such job, and jobs it may cancel.

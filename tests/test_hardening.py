@@ -122,13 +122,13 @@ class Place:
 
 
 def _submit(db: Path, recipe: Path, actor: str = "alice") -> int:
+    from engine.flows import base as flows
     from engine.recipes import load_recipe
     from engine.store.db import Store
-    from engine.store.submit import submit
 
     store = Store(db)
     try:
-        return submit(store, load_recipe(recipe), actor=actor)
+        return flows.submit(store.transaction, load_recipe(recipe), actor=actor)
     finally:
         store.dispose()
 
@@ -159,9 +159,9 @@ def setup_damaged(place: Place) -> None:
     """600 jobs, then 64 KiB overwritten in the middle of the file."""
     import time
 
+    from engine.flows import base as flows
     from engine.recipes import recipe_from_dict
     from engine.store.db import Store
-    from engine.store.submit import insert_job
 
     recipe = recipe_from_dict(
         {
@@ -171,9 +171,9 @@ def setup_damaged(place: Place) -> None:
         "test",
     )
     store = Store(place.db)
-    with store.write() as conn:
+    with store.transaction() as sql:
         for _ in range(600):
-            insert_job(conn, recipe, actor="alice", at=time.time())
+            flows.insert_job(sql, recipe, actor="alice", at=time.time())
     store.dispose()
     size = place.db.stat().st_size
     with open(place.db, "r+b") as fh:

@@ -16,14 +16,17 @@ from typing import Any
 
 import pytest
 
+from engine.core.refusal import Refusal
 from engine.flows import abort as abort_flow
 from engine.flows import base as flows
+from engine.flows import bulk as bulk_flow
 from engine.flows import requests as request_flows
+from engine.flows import settings as setting_flows
 from engine.recipes import Recipe, TaskSpec
 from engine.sql.light import NeedsGateway, SqliteReads
-from engine.store import control, settings, submit
 from engine.store.db import Store
 from tests import scenario
+from tests.engine_support import reading
 from tests.probe_support import probe
 
 AT = scenario.NOW + 5.0
@@ -50,7 +53,7 @@ def _rows(path: str) -> list[str]:
 def _said(fn: Callable[[], Any]) -> Any:
     try:
         return fn()
-    except flows.Refused as exc:  # control.Refused is the same class
+    except Refusal as exc:
         return f"refused: {exc}"
 
 
@@ -61,7 +64,7 @@ def _alike(
     heavy: Callable[[Store], str],
     light: Callable[[Any], str],
 ) -> str:
-    """One request through ``control`` (SQLAlchemy) and through its flow on the light
+    """One request through its flow on SQLAlchemy (``Store.transaction``) and on the light
     path, each on a copy of ``db``: the same answer, byte-identical rows after."""
     heavy_db = _copy(db, tmp_path / f"heavy-{name}.db")
     light_db = _copy(db, tmp_path / f"light-{name}.db")
@@ -80,7 +83,7 @@ def _alike(
 
 
 def _read_both(db: str, heavy: Callable[[Store], Any], light: Callable[[Any], Any]) -> tuple:
-    """What a read flow answers through ``control`` (SQLAlchemy) and on the light path,
+    """What a read answers through SQLAlchemy (``Store``) and on the light path,
     a refusal as its text."""
     store = Store(db, readonly=True)
     try:
@@ -101,7 +104,7 @@ def _both(db: str, tmp_path: Path, job_id: int, actor: str, words: str | None = 
         db,
         tmp_path,
         f"cancel-{job_id}",
-        lambda store: control.cancel(store, job_id, actor=actor, reason=words, now=AT),
+        lambda store: flows.cancel(store.transaction, job_id, actor=actor, words=words, at=AT),
         lambda tx: flows.cancel(tx, job_id, actor=actor, words=words, at=AT),
     )
 
@@ -125,8 +128,8 @@ def test_a_tree_of_jobs_is_canceled_or_refused_alike(scenario_db: str, tmp_path:
             db,
             tmp_path,
             f"tree-{job_id}-{actor}",
-            lambda store: control.cancel_with_children(
-                store, job_id, actor=actor, reason="stop it all", now=AT
+            lambda store: flows.cancel_tree(
+                store.transaction, job_id, actor=actor, words="stop it all", at=AT
             ),
             lambda tx: flows.cancel_tree(tx, job_id, actor=actor, words="stop it all", at=AT),
         )
@@ -137,8 +140,8 @@ def test_a_tree_of_jobs_is_canceled_or_refused_alike(scenario_db: str, tmp_path:
     assert tree(15, "alice") == "refused: Job 15 does not exist"
     managed = _copy(scenario_db, tmp_path / "tree-managers.db")
     store = Store(managed)
-    with store.write() as conn:
-        settings.put(conn, "managers", "carol")
+    with store.transaction() as sql:
+        setting_flows.store(sql, "managers", "carol")
     store.dispose()
     assert tree(9, "mallory", managed).startswith("refused: No job in the tree of job 9")
 
@@ -158,8 +161,8 @@ def test_an_executing_job_with_nothing_running_is_finished_alike(
 def test_a_refusal_by_the_managers_rule_is_audited_alike(scenario_db: str, tmp_path: Path) -> None:
     db = _copy(scenario_db, tmp_path / "managers.db")
     store = Store(db)
-    with store.write() as conn:
-        settings.put(conn, "managers", "carol")
+    with store.transaction() as sql:
+        setting_flows.store(sql, "managers", "carol")
     store.dispose()
     said = _both(db, tmp_path, 14, "mallory")
     assert said.startswith("refused: Cancel needs the job's submitter"), said
@@ -218,7 +221,7 @@ def test_a_submit_inserts_alike(scenario_db: str, tmp_path: Path) -> None:
         light = _copy(scenario_db, tmp_path / f"light-submit-{system}.db")
         store = Store(heavy)
         try:
-            heavy_id = submit.submit(store, recipe, actor="alice", system=system, now=AT)
+            heavy_id = flows.submit(store.transaction, recipe, actor="alice", system=system, at=AT)
         finally:
             store.dispose()
         db = SqliteReads(light, write=True)
@@ -245,7 +248,9 @@ def _abort_both(db: str, tmp_path: Path, job_id: int, enhanced: bool, actor: str
         db,
         tmp_path,
         f"abort-{job_id}-{enhanced}",
-        lambda store: control.abort(store, job_id, actor=actor, enhanced=enhanced, now=AT),
+        lambda store: abort_flow.abort(
+            store.transaction, job_id, actor=actor, enhanced=enhanced, at=AT
+        ),
         lambda tx: abort_flow.abort(
             tx, job_id, actor=actor, enhanced=enhanced, confirmed=None, at=AT
         ),
@@ -260,8 +265,8 @@ def test_every_abort_of_the_scenario_is_planned_and_done_alike(
         for enhanced in (False, True):
             heavy_plan, light_plan = _read_both(
                 scenario_db,
-                lambda store, j=job_id, e=enhanced: control.abort_preview(
-                    store, j, enhanced=e, actor="alice"
+                lambda store, j=job_id, e=enhanced: reading(
+                    store, abort_flow.preview, j, enhanced=e, actor="alice"
                 ),
                 lambda sql, j=job_id, e=enhanced: abort_flow.preview(
                     sql, j, enhanced=e, actor="alice"
@@ -279,8 +284,8 @@ def test_an_abort_refused_by_the_managers_rule_is_audited_alike(
 ) -> None:
     db = _copy(scenario_db, tmp_path / "abort-managers.db")
     store = Store(db)
-    with store.write() as conn:
-        settings.put(conn, "managers", "carol")
+    with store.transaction() as sql:
+        setting_flows.store(sql, "managers", "carol")
     store.dispose()
     said = _abort_both(db, tmp_path, 2, True, "mallory")
     assert said.startswith("refused: Enhanced abort needs a batch job manager"), said
@@ -296,7 +301,9 @@ def test_holds_releases_and_approvals_are_done_and_refused_alike(
                 scenario_db,
                 tmp_path,
                 f"{name}-{job_id}",
-                lambda store, n=name, j=job_id: getattr(control, n)(store, j, actor="bob", now=AT),
+                lambda store, n=name, j=job_id: getattr(request_flows, n)(
+                    store.transaction, j, actor="bob", at=AT
+                ),
                 lambda tx, n=name, j=job_id: getattr(request_flows, n)(tx, j, actor="bob", at=AT),
             )
     assert said["hold", 14] == "Job 14 Withhold" and said["release", 7].startswith("Job 7 rel")
@@ -307,8 +314,8 @@ def test_holds_releases_and_approvals_are_done_and_refused_alike(
                 scenario_db,
                 tmp_path,
                 f"approval-{approve}-{job_id}-{task}",
-                lambda store, a=approve, j=job_id, k=task: control.decide_approval(
-                    store, j, k, approve=a, actor="bob", now=AT
+                lambda store, a=approve, j=job_id, k=task: request_flows.decide_approval(
+                    store.transaction, j, k, approve=a, actor="bob", at=AT
                 ),
                 lambda tx, a=approve, j=job_id, k=task: request_flows.decide_approval(
                     tx, j, k, approve=a, actor="bob", at=AT
@@ -346,7 +353,7 @@ def test_batchdeck_cancel_writes_without_the_database_layer(
     store = Store(heavy)
     from engine.core.identity import current_actor
 
-    control.cancel(store, 2, actor=current_actor(), reason="bad batch")
+    flows.cancel(store.transaction, 2, actor=current_actor(), words="bad batch")
     store.dispose()
     with sqlite3.connect(heavy) as raw:
         assert (
@@ -412,7 +419,13 @@ def test_a_cancel_dry_run_answers_alike_and_without_the_database_layer(
     """``cancel JOB --dry-run`` (and ``--with-children``) on the light path says what the
     same flow says on SQLAlchemy, for every job of the scenario and one that does not
     exist, and changes nothing."""
-    from engine.store.flow_statements import flow_sql
+
+    def dry_run(sql: Any, job_id: int, tree: bool) -> list[tuple[int, Refusal | None]]:
+        try:
+            jobs = flows.cancel_dry_run(sql, job_id, actor="alice", tree=tree)
+        except Refusal as exc:  # no such job
+            return [(job_id, exc)]
+        return [(j.id, why) for j, why in jobs]
 
     db = _copy(scenario_db, tmp_path / "dry.db")
     before = _rows(db)
@@ -421,20 +434,21 @@ def test_a_cancel_dry_run_answers_alike_and_without_the_database_layer(
     try:
         for job_id in range(1, 16):
             for tree in (False, True):
-                with store.read() as conn:
-                    heavy = flows.cancel_dry_run(flow_sql(conn), job_id, actor="alice", tree=tree)
+                with store.reading() as sql:
+                    heavy = dry_run(sql, job_id, tree)
                 with reads.reading() as sql:
-                    light = flows.cancel_dry_run(sql, job_id, actor="alice", tree=tree)
+                    light = dry_run(sql, job_id, tree)
                 assert light == heavy, (job_id, tree)
-                if not tree:  # what control.cancel_refusal says (the console's check)
-                    assert heavy[0][1] == control.cancel_refusal(store, job_id, actor="alice")
+                if not tree:  # what the console's cancel preview says
+                    preview = reading(store, flows.cancel_preview, job_id, actor="alice")
+                    assert heavy[0][1] == preview.refusal
         with reads.reading() as sql:
-            tree9 = flows.cancel_dry_run(sql, 9, actor="alice", tree=True)
+            tree9 = dry_run(sql, 9, True)
     finally:
         reads.close()
         store.dispose()
     assert [job_id for job_id, _ in tree9] == [9, 10, 11]
-    assert tree9[0][1] is None and "Ended" in (tree9[2][1] or "")
+    assert tree9[0][1] is None and "Ended" in str(tree9[2][1])
     got = probe(db, "cancel", "9", "--with-children", "--dry-run")
     assert got.out == (
         "Job 9: would be canceled\nJob 10: would be canceled\n"
@@ -450,12 +464,12 @@ def test_a_cancel_dry_run_answers_alike_and_without_the_database_layer(
 
 
 def _bulk_plans(db: str, kind: str, actor: str, filters: dict[str, Any]) -> tuple[Any, Any]:
-    """The plan of a bulk action through ``control`` (SQLAlchemy) and on the light path."""
+    """The plan of a bulk action through SQLAlchemy and on the light path."""
     from engine.flows import bulk as bulk_flow
 
     return _read_both(
         db,
-        lambda store: control.bulk_plan(store, kind, actor=actor, **filters),
+        lambda store: reading(store, bulk_flow.plan, kind, actor=actor, **filters),
         lambda sql: bulk_flow.plan(sql, kind, actor=actor, **filters),
     )
 
@@ -469,8 +483,8 @@ def test_bulk_cancels_and_aborts_are_planned_and_done_alike(
 
     managed = _copy(scenario_db, tmp_path / "bulk-managers.db")
     store = Store(managed)
-    with store.write() as conn:
-        settings.put(conn, "managers", "carol")
+    with store.transaction() as sql:
+        setting_flows.store(sql, "managers", "carol")
     store.dispose()
     cases: list[tuple[str, str, str, dict[str, Any]]] = [
         (scenario_db, "cancel", "alice", {}),
@@ -495,7 +509,7 @@ def test_bulk_cancels_and_aborts_are_planned_and_done_alike(
         acted.append(len(heavy.act))
 
         def by_control(store: Store, plan: Any = heavy, who: str = actor) -> str:
-            return repr(control.bulk_apply(store, plan, actor=who, reason="stop", now=AT))
+            return repr(bulk_flow.apply(store.transaction, plan, actor=who, reason="stop", at=AT))
 
         def by_flow(tx: Any, plan: Any = light, who: str = actor) -> str:
             return repr(bulk_flow.apply(tx, plan, actor=who, reason="stop", at=AT))
@@ -517,7 +531,9 @@ def test_batchdeck_cancel_all_plans_and_cancels_without_the_database_layer(
         from engine.core.identity import current_actor
         from engine.reader.text import bulk_plan_text
 
-        plan = control.bulk_plan(store, "cancel", actor=current_actor(), statuses=["executing"])
+        plan = reading(
+            store, bulk_flow.plan, "cancel", actor=current_actor(), statuses=["executing"]
+        )
     finally:
         store.dispose()
     assert got.out == bulk_plan_text(plan) + "\nDry run: nothing changed.\n", got.err
@@ -525,7 +541,7 @@ def test_batchdeck_cancel_all_plans_and_cancels_without_the_database_layer(
     got = probe(db, "cancel", "--all", "--status", "executing", "--yes")
     store = Store(heavy_db)
     try:
-        done = control.bulk_apply(store, plan, actor=current_actor())
+        done = bulk_flow.apply(store.transaction, plan, actor=current_actor())
     finally:
         store.dispose()
     assert got.out.splitlines() == [r.text if r.done else f"refused: {r.text}" for r in done]
@@ -538,9 +554,9 @@ def test_batchdeck_cancel_all_plans_and_cancels_without_the_database_layer(
 def test_settings_are_read_changed_and_refused_alike(scenario_db: str, tmp_path: Path) -> None:
     """``batchdeck settings``: the flows on both paths give the same values, store the
     same rows, refuse and audit alike, and reject a bad value before writing."""
+    from engine.core.refusal import Refusal
     from engine.core.setting_values import SettingError
     from engine.flows import settings as setting_flows
-    from engine.store import permissions
 
     heavy, light = _read_both(
         scenario_db,
@@ -572,26 +588,19 @@ def test_settings_are_read_changed_and_refused_alike(scenario_db: str, tmp_path:
     assert said.startswith("refused: Changing settings needs a batch job manager (carol)")
     store = Store(managed)
     try:
-        with pytest.raises(permissions.NotAllowed):
-            permissions.put_setting(store, "drain_seconds", "60", actor="mallory")
+        with pytest.raises(Refusal):
+            setting_flows.put(store.transaction, "drain_seconds", "60", actor="mallory")
     finally:
         store.dispose()
 
 
 def _all_settings(store: Store) -> dict[str, str]:
-    with store.read() as conn:
-        return settings.all_settings(conn)
+    return reading(store, setting_flows.all_settings)
 
 
 def _put(store: Store, key: str, value: str, actor: str) -> str:
-    from engine.store import permissions
-
-    try:
-        permissions.put_setting(store, key, value, actor=actor, now=AT)
-    except permissions.NotAllowed as exc:
-        raise flows.Refused(str(exc)) from None
-    with store.read() as conn:
-        return settings.get(conn, key)
+    setting_flows.put(store.transaction, key, value, actor=actor, at=AT)
+    return reading(store, setting_flows.get, key)
 
 
 def test_batchdeck_settings_reads_and_writes_without_the_database_layer(

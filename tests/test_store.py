@@ -15,12 +15,13 @@ from engine.core.statuses import (
     check_task,
     resolve_outcome,
 )
+from engine.flows import base as flows
 from engine.recipes import Recipe, TaskSpec
 from engine.runtime import tick as batch
 from engine.runtime.supervisor import Engine
 from engine.store.db import DatabaseError, Store
+from engine.store.flow_statements import flow_sql
 from engine.store.models import SCHEMA_VERSION
-from engine.store.submit import insert_job
 from engine.store.tables import task
 from engine.store.writes import TaskMove
 from tests.engine_support import job_status, submit_tasks, task_row, until
@@ -28,8 +29,8 @@ from tests.engine_support import job_status, submit_tasks, task_row, until
 
 def _job(store: Store, n: int = 2, at: float = 100.0) -> int:
     tasks = tuple(TaskSpec(f"t{i}", "wait", (), {"seconds": 1}) for i in range(n))
-    with store.write() as conn:
-        return insert_job(conn, Recipe("j", None, False, tasks), actor="t", at=at)
+    with store.transaction() as sql:
+        return flows.insert_job(sql, Recipe("j", None, False, tasks), actor="t", at=at)
 
 
 def test_a_large_write_is_checkpointed_after_its_commit_not_inside_it(tmp_path):
@@ -89,7 +90,6 @@ def _as_version_2(path) -> None:
 
 def test_a_version_2_database_is_upgraded_by_a_writer_and_its_recipes_kept(tmp_path):
     from engine.flows.rerun import _recipe
-    from engine.store.flow_statements import flow_sql
 
     path = tmp_path / "t.db"
     store = Store(path)
@@ -332,7 +332,7 @@ async def test_recovery_requeues_then_errors_when_attempts_run_out(tmp_path):
 
 
 async def test_recovery_finishes_a_job_left_canceling(tmp_path):
-    from engine.store import control
+    from engine.flows import base as flows
 
     path = tmp_path / "t.db"
     store = Store(path)
@@ -342,7 +342,7 @@ async def test_recovery_finishes_a_job_left_canceling(tmp_path):
         batch.claim(conn, {"batch-01": 1}, at=2.0)
     with store.write() as conn:  # the dead engine's lease is not live: keep it "live" for cancel
         conn.exec_driver_sql("UPDATE server SET heartbeat_at=1e12")
-    control.cancel(store, job, actor="op")
+    flows.cancel(store.transaction, job, actor="op")
     assert job_status(store, job) == "canceling"
     with store.write() as conn:
         conn.exec_driver_sql("UPDATE server SET heartbeat_at=1")
@@ -422,7 +422,6 @@ async def test_an_engine_hears_a_commit_through_its_own_store_at_once(tmp_path, 
     console's cancel at its commit. With its look at ``data_version`` and its poll made
     an hour long, only that can make it wind the job down."""
     from engine.runtime import supervisor as runtime
-    from engine.store import control
 
     monkeypatch.setattr(runtime, "WATCH_S", 3600.0)
     path = tmp_path / "t.db"
@@ -430,7 +429,7 @@ async def test_an_engine_hears_a_commit_through_its_own_store_at_once(tmp_path, 
     job = submit_tasks(store, tmp_path, "b", [{"name": "a", "action": "wait", "seconds": 600}])
     async with Engine(str(path), {"batch-01": 1}, poll_interval=3600.0) as eng:
         await until(lambda: task_row(store, job, "a")["status"] == "executing", "a started")
-        await asyncio.to_thread(control.cancel, eng.store, job, actor="op")
+        await asyncio.to_thread(flows.cancel, eng.store.transaction, job, actor="op")
         await until(lambda: job_status(store, job) == "canceled", "the cancel acted on")
         assert task_row(store, job, "a")["status"] == "canceled"
 

@@ -13,9 +13,9 @@ import pytest
 from textual.screen import ModalScreen
 from textual.widgets import Button
 
+from engine.flows import base as flows
 from engine.runtime import tick as batch
 from engine.runtime.supervisor import Engine
-from engine.store import control
 from engine.store.db import Store
 from tests.screenshots import select, settle
 from tests.tui_support import (  # noqa: F401 - utc: autouse
@@ -123,7 +123,7 @@ async def test_abort_from_the_detail_screen_yes(db: str) -> None:
             lambda: task_status(db, job, "sleeper") == "executing", "the start", pilot=pilot
         )
         store = Store(db)
-        control.cancel(store, job, actor="bob")  # on_cancel = finish: it keeps running
+        flows.cancel(store.transaction, job, actor="bob")  # on_cancel = finish: it keeps running
         store.dispose()
         await until(
             lambda: task_status(db, job, "sleeper") == "canceling", "canceling", pilot=pilot

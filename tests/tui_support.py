@@ -148,13 +148,13 @@ def make_db(directory: Path, recipes: dict[str, str], name: str = "batchdeck.db"
 
 def add(db: str, recipe: str) -> int:
     """Submit the recipe file ``recipe`` (beside the database) as alice; its job id."""
+    from engine.flows import base as flows
     from engine.recipes import load_recipe
     from engine.store.db import Store
-    from engine.store.submit import submit
 
     store = Store(db)
     try:
-        return submit(store, load_recipe(Path(db).parent / recipe), actor="alice")
+        return flows.submit(store.transaction, load_recipe(Path(db).parent / recipe), actor="alice")
     finally:
         store.dispose()
 

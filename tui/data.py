@@ -1,8 +1,9 @@
-"""The console's access to one database: reads (async), control requests (in a thread),
-and a cheap change counter fed by ``PRAGMA data_version``.
+"""The console's access to one database: reads (async), the flows (``engine.flows``: in
+a thread, on the Store's transactions), and a cheap change counter fed by
+``PRAGMA data_version``.
 
-Screens never talk SQL: they call ``Reader`` for what they show and the functions of
-``engine.store.control`` for what they ask, through this object.
+Screens never talk SQL: they call ``Reader`` for what they show and the flows for what
+they ask, through this object.
 """
 
 from __future__ import annotations
@@ -145,11 +146,6 @@ class Data:
         if self._watch is not None and self._watch.changed():
             self.version += 1
         return self.version
-
-    async def control(self, fn: Callable[..., R], *args: Any, **kw: Any) -> R:
-        """Run a synchronous ``engine.store.control`` function with our Store, off the loop."""
-        await self.open()
-        return await asyncio.to_thread(fn, self.store, *args, **kw)
 
     async def reading(self, flow: Callable[..., R], *args: Any, **kw: Any) -> R:
         """Run a flow that only reads (``flow(sql, *args, **kw)``) in one read transaction

@@ -483,6 +483,7 @@ def _bulk(args: argparse.Namespace, kind: str) -> int:
     path when the database allows it: ``engine.flows.bulk``)."""
     import time
 
+    from engine.core.refusal import Refusal
     from engine.flows import base as flows
     from engine.flows import bulk as bulk_flow
     from engine.reader.text import bulk_plan_text
@@ -496,7 +497,7 @@ def _bulk(args: argparse.Namespace, kind: str) -> int:
                 plan = bulk_flow.plan(
                     sql, kind, actor=actor, statuses=args.status, name=args.name, user=args.user
                 )
-        except flows.Refused as exc:
+        except Refusal as exc:
             if yes:
                 flows.audit_refusal(transaction, str(exc), actor=actor, job_id=None, at=time.time())
             raise
@@ -543,7 +544,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     if not args.with_children:
         why = _quick_cancel_refusal(args)
         if why is not None:
-            raise Fail(why)
+            raise Fail(str(why))
     flow = flows.cancel_tree if args.with_children else flows.cancel
 
     def cancel(transaction: Any, at: float) -> str:
@@ -556,11 +557,16 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def _cancel_dry_run(args: argparse.Namespace) -> int:
     """``cancel JOB --dry-run``: each job the cancel would reach, refused or not; a read,
     so a user who may only read the database may ask too."""
+    from engine.core.refusal import Refusal
     from engine.flows import base as flows
 
-    def plan(reading: Any, _transaction: Any) -> list[tuple[int, str | None]]:
+    def plan(reading: Any, _transaction: Any) -> list[tuple[int, Any]]:
         with reading() as sql:
-            return flows.cancel_dry_run(sql, args.job, actor=_actor(), tree=args.with_children)
+            try:
+                jobs = flows.cancel_dry_run(sql, args.job, actor=_actor(), tree=args.with_children)
+            except Refusal as exc:  # no such job: said as its refusal
+                return [(args.job, exc)]
+            return [(job.id, why) for job, why in jobs]
 
     for job_id, why in _flow(args, plan, write=False):
         print(f"Job {job_id}: " + (f"refused: {safe_line(why)}" if why else "would be canceled"))
@@ -574,9 +580,8 @@ def _flow(args: argparse.Namespace, go: Callable[[Any, Any], R], *, write: bool)
     open_light``: the statements' rendered text through ``sqlite3`` or psycopg, no
     SQLAlchemy) when the database allows it, else through SQLAlchemy (no file or schema
     yet, another schema version, an unreachable server). ``write``: the file is checked
-    and opened as for a write. A refusal (``flows.Refused``) is the command's one-line
-    Fail."""
-    from engine.flows.base import Refused
+    and opened as for a write. A ``Refusal`` is the command's one-line Fail."""
+    from engine.core.refusal import Refusal
 
     path = _usable(args, write=write)
     db = None
@@ -588,14 +593,12 @@ def _flow(args: argparse.Namespace, go: Callable[[Any, Any], R], *, write: bool)
     try:
         if db is not None:
             return go(db.reading, db.transaction)
-        from engine.store.flow_statements import flow_reading, flow_transaction
-
         store = _store(path, write=write)
         try:
-            return go(lambda: flow_reading(store), lambda: flow_transaction(store))
+            return go(store.reading, store.transaction)
         finally:
             store.dispose()  # waits for a checkpoint under way
-    except Refused as exc:
+    except Refusal as exc:
         raise Fail(str(exc)) from None
     finally:
         if db is not None:
@@ -611,22 +614,25 @@ def _write_flow(args: argparse.Namespace, flow: Callable[[Any, float], R]) -> R:
     return _flow(args, lambda _reading, transaction: flow(transaction, time.time()), write=True)
 
 
-def cancel_refusal_of(job_id: int, job: Any) -> str | None:
-    """Why a cancel of ``job`` (a ``JobView``, None: no such job) is refused by its
-    status alone, in ``engine.store.control``'s words, or None."""
-    from engine.core.statuses import cancel_refused, no_such_job
+def cancel_refusal_of(job_id: int, job: Any) -> Any:
+    """Why a cancel of ``job`` (a ``JobView``, None: no such job) is refused when everyone
+    is a manager (``engine.flows.base.cancel_refusal``), or None."""
+    from engine.core.manager_rule import who_with
+    from engine.core.refusal import Refusal
+    from engine.core.statuses import no_such_job
+    from engine.flows.base import cancel_refusal
 
     if job is None:
-        return no_such_job(job_id)
-    return cancel_refused(job.id, job.status, job.system)
+        return Refusal("missing", no_such_job(job_id))
+    return cancel_refusal(who_with(None, ""), job)
 
 
 def _quick_cancel_refusal(args: argparse.Namespace) -> str | None:
     """A cancel that would be refused, told from one light read before the write path is
     loaded: a job already ended is the common case. Only when everyone may cancel (no
     ``managers`` setting): a refusal by that rule is audited, which is a write. Nothing
-    is written here, so the file is checked as for a read; ``engine.store.control`` checks
-    again, in its write transaction, whatever this says."""
+    is written here, so the file is checked as for a read; ``engine.flows.base.cancel``
+    checks again, in its write transaction, whatever this says."""
     path = _usable(args, write=True, whole=False)
     if "://" in path:
         return None

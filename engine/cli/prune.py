@@ -55,11 +55,10 @@ def _must_manage(store: Any, actor: str) -> None:
     audited like theirs."""
     from engine.core.manager_rule import refusal
     from engine.flows.base import audit_refusal, who
-    from engine.store.flow_statements import flow_reading, flow_transaction
 
-    with flow_reading(store) as sql:
-        text = refusal(who(sql, actor), "prune")
-    if text is None:
+    with store.reading() as sql:
+        denied = refusal(who(sql, actor), "prune")
+    if denied is None:
         return
-    audit_refusal(lambda: flow_transaction(store), text, actor=actor, job_id=None, at=time.time())
-    raise Fail(text)
+    audit_refusal(store.transaction, denied.text, actor=actor, job_id=None, at=time.time())
+    raise Fail(denied.text)

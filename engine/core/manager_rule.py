@@ -1,6 +1,14 @@
-"""The ``managers`` rule itself, apart from how the setting is read (``engine.store.permissions``):
-who is a batch job manager, and why a user may not do an action. No database layer here,
-so the command line's light cancel applies the very same rule."""
+"""The ``managers`` rule (D365's "batch job manager"): who is a manager, and why a user
+may not do an action.
+
+Unset (the default), everyone is a manager. When set (Unix user names and ``@group``
+names, comma-separated): abort and enhanced abort, changing a setting and pruning need a
+manager; cancel needs the job's submitter or a manager. A refusal by the rule is a
+``Refusal`` of kind ``rule``, the one kind recorded in the audit.
+
+What this protects: an operator aborting other people's jobs by mistake or by habit.
+What it does not: on SQLite, anyone who can write the database file can write the rows
+directly (see README, "Who may abort")."""
 
 from __future__ import annotations
 
@@ -11,6 +19,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from engine.core.identity import current_actor, user_name
+from engine.core.refusal import Refusal
 from engine.core.setting_values import parse_managers
 
 Action = Literal["cancel", "abort", "enhanced_abort", "settings", "prune"]
@@ -22,10 +31,6 @@ _RULES: dict[str, str] = {
     "prune": "Pruning history",
     "cancel": "Cancel",
 }
-
-
-class NotAllowed(Exception):
-    """The user may not do this; the message is one line for the operator."""
 
 
 @dataclass(frozen=True)
@@ -76,33 +81,24 @@ def is_manager(user: str, managers: tuple[str, ...]) -> bool:
     return bool(wanted) and bool(wanted & user_groups(user))
 
 
-def _needs_manager(rule: str, w: Who) -> str:
-    return f"{rule} needs a batch job manager ({', '.join(w.managers)}); you are {w.user}"
-
-
-# How a cancel refused by this rule begins (``refused_by_rule``).
-_CANCEL_NEEDS = "Cancel needs"
-
-
-def refusal(w: Who, action: Action, submitted_by: str | None = None) -> str | None:
-    """Why ``w`` may not do ``action`` (to a job submitted by ``submitted_by``), or None."""
+def refusal(w: Who, action: Action, submitted_by: str | None = None) -> Refusal | None:
+    """Why ``w`` may not do ``action`` (to a job submitted by ``submitted_by``): a
+    Refusal of kind ``rule``; None: the rule allows it."""
     if w.manager:
         return None
+    managers = ", ".join(w.managers)
     if action == "cancel":
         submitter = user_name(submitted_by or "")
         if submitter and submitter == w.user:
             return None
-        return (
-            f"{_CANCEL_NEEDS} the job's submitter ({submitter or 'unknown'}) or a batch job "
-            f"manager ({', '.join(w.managers)}); you are {w.user}"
+        return Refusal(
+            "rule",
+            f"Cancel needs the job's submitter ({submitter or 'unknown'}) or a batch job "
+            f"manager ({managers}); you are {w.user}",
         )
-    return _needs_manager(_RULES[action], w)
-
-
-def refused_by_rule(why: str | None) -> bool:
-    """Whether a cancel's refusal (``refusal`` or the job's status) is this rule's: only
-    those are recorded in the audit."""
-    return why is not None and why.startswith(_CANCEL_NEEDS)
+    return Refusal(
+        "rule", f"{_RULES[action]} needs a batch job manager ({managers}); you are {w.user}"
+    )
 
 
 def who_with(actor: str | None, managers_setting: str) -> Who:

@@ -1,5 +1,5 @@
 """The settings' defaults and bounds, apart from how they are read and written
-(``engine.store.settings``): the command line's fast reads need them without SQLAlchemy."""
+(``engine.flows.settings``, ``engine.store.engine_settings``): no database layer here."""
 
 from __future__ import annotations
 

@@ -120,11 +120,6 @@ def task_sources(target: str) -> frozenset[str]:
     return frozenset(s.value for s, targets in TASK_TRANSITIONS.items() if target in targets)
 
 
-def check_job(current: str, target: str) -> None:
-    if target not in JOB_TRANSITIONS[JobStatus(current)]:
-        raise IllegalTransition(f"job {LABELS[current]} -> {LABELS[target]} is not allowed")
-
-
 def check_task(current: str, target: str) -> None:
     if target not in TASK_TRANSITIONS[TaskStatus(current)]:
         raise IllegalTransition(f"task {LABELS[current]} -> {LABELS[target]} is not allowed")
@@ -180,15 +175,3 @@ def job_status_after(current: str, counts: dict[str, int]) -> str | None:
 
 def no_such_job(job_id: int) -> str:
     return f"Job {job_id} does not exist"
-
-
-def cancel_refused(job_id: int, status: str, system: bool) -> str | None:
-    """Why a cancel of this job is refused by what it is and its status alone (one line),
-    or None: the words of ``engine.store.control`` and of the command line's quick check."""
-    if system:
-        return "System jobs cannot be canceled"
-    if status in JOB_TERMINAL:
-        return f"Job {job_id} already {LABELS[status]}"
-    if status == J.CANCELING:
-        return f"Job {job_id} is already Canceling: nothing to do"
-    return None

@@ -1,21 +1,19 @@
 """Abort and enhanced abort as flows (``engine.flows.base``): the plan an operator confirms,
-and the transaction that carries it out, written once for both paths (SQLAlchemy for
-the console and ``control``, the rendered text for the command line). No SQLAlchemy.
-"""
+and the transaction that carries it out."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 from engine.core.manager_rule import refusal
+from engine.core.refusal import Refusal
 from engine.core.setting_values import bounded
 from engine.core.statuses import JOB_TERMINAL, LABELS
 from engine.core.views import JobView, TaskView
 from engine.flows.base import (
-    Refused,
+    Transaction,
     add_event,
+    at_or_now,
     audit_refusal,
     cancel_in,
     finalize_jobs,
@@ -24,10 +22,8 @@ from engine.flows.base import (
     setting,
     who,
 )
-from engine.flows.stopping import stops_by
+from engine.flows.stopping import tasks_in
 from engine.sql.protocol import Sql
-
-_TASK_VIEW = frozenset(f.name for f in fields(TaskView))
 
 
 @dataclass(frozen=True)
@@ -50,44 +46,32 @@ class AbortPlan:
     drain_seconds: float = 0.0
 
 
-def tasks_in(sql: Sql, job_id: int, statuses: list[str]) -> list[TaskView]:
-    """The job's tasks in ``statuses``, each with how a cancel and an abort stop it."""
-    return _tasks(sql, job_id, statuses)
-
-
-def _tasks(sql: Sql, job_id: int, statuses: list[str]) -> list[TaskView]:
-    return [
-        TaskView(
-            **{k: v for k, v in r._asdict().items() if k in _TASK_VIEW},
-            stops_by=stops_by(r.action, r.params, r.recipe_path),
-        )
-        for r in sql.rows("abort.tasks", {"job_id": job_id, "statuses": statuses})
-    ]
-
-
 def plan(sql: Sql, job: JobView, enhanced: bool) -> AbortPlan:
-    """What an abort of ``job`` would stop now; raises Refused when it cannot."""
+    """What an abort of ``job`` would stop now; a Refusal when it cannot."""
     if job.system:
-        raise Refused("System jobs cannot be aborted")
+        raise Refusal("status", "System jobs cannot be aborted")
     if job.status in JOB_TERMINAL:
-        raise Refused(f"Job {job.id} already {LABELS[job.status]}")
+        raise Refusal("status", f"Job {job.id} already {LABELS[job.status]}")
     if job.status in ("waiting", "withhold"):
-        raise Refused(f"Job {job.id} is {LABELS[job.status]}: nothing is running to abort")
+        raise Refusal(
+            "status", f"Job {job.id} is {LABELS[job.status]}: nothing is running to abort"
+        )
     if enhanced and setting(sql, "enhanced_abort") != "on":
-        raise Refused("Enhanced abort is turned off in settings")
+        raise Refusal("setting", "Enhanced abort is turned off in settings")
     cancel_first = job.status == "executing"
     statuses = ["executing"] if cancel_first else ["canceling"]
     if enhanced:
         statuses.append("aborting")
-    tasks = _tasks(sql, job.id, statuses)
+    tasks = tasks_in(sql, job.id, statuses)
     if not tasks and not cancel_first:
-        stuck = _tasks(sql, job.id, ["aborting"])
+        stuck = tasks_in(sql, job.id, ["aborting"])
         if stuck:
-            raise Refused(
+            raise Refusal(
+                "status",
                 f"Job {job.id}: {', '.join(t.name for t in stuck)} already Aborting, "
-                "in an unmanaged wait; only an enhanced abort (restart) frees it"
+                "in an unmanaged wait; only an enhanced abort (restart) frees it",
             )
-        raise Refused(f"Job {job.id} has no Canceling task to abort")
+        raise Refusal("status", f"Job {job.id} has no Canceling task to abort")
     out = AbortPlan(job=job, enhanced=enhanced, cancel_first=cancel_first, tasks=tasks)
     if enhanced:
         out.servers = sorted({t.server for t in tasks if t.server})
@@ -104,18 +88,21 @@ def plan(sql: Sql, job: JobView, enhanced: bool) -> AbortPlan:
     return out
 
 
-def _denied(sql: Sql, actor: str, enhanced: bool) -> str | None:
+def _denied(sql: Sql, actor: str, enhanced: bool) -> Refusal | None:
     return refusal(who(sql, actor), "enhanced_abort" if enhanced else "abort")
 
 
-def preview(sql: Sql, job_id: int, *, enhanced: bool, actor: str | None) -> AbortPlan:
-    """The plan, read only; with ``actor``, refused (not recorded: nothing was tried)
-    when the ``managers`` setting does not let ``actor`` abort."""
+def preview(
+    sql: Sql, job_id: int, *, enhanced: bool = False, actor: str | None = None
+) -> AbortPlan:
+    """The plan, read only; a Refusal as ``abort`` would give. With ``actor``, also
+    refused (not recorded: nothing was tried) when the ``managers`` rule does not let
+    ``actor`` abort."""
     job = job_view(sql, job_id)
     if actor is not None:
         denied = _denied(sql, actor, enhanced)
         if denied:
-            raise Refused(denied)
+            raise denied
     return plan(sql, job, enhanced)
 
 
@@ -136,26 +123,28 @@ def live_servers(sql: Sql, at: float) -> list[str]:
 
 
 def abort(
-    transaction: Callable[[], AbstractContextManager[Sql]],
+    transaction: Transaction,
     job_id: int,
     *,
     actor: str,
-    enhanced: bool,
-    confirmed: AbortPlan | None,
-    at: float,
+    enhanced: bool = False,
+    confirmed: AbortPlan | None = None,
+    at: float | None = None,
 ) -> str:
-    """Abort as ``preview`` plans it, in one transaction. With ``confirmed`` (the plan the
-    operator read and accepted), refuse if the plan has grown since: the operator decides
-    on what will be stopped and disrupted, not on what it has become. A refusal by the
-    ``managers`` rule is recorded in the audit in a transaction of its own."""
+    """Abort as ``preview`` plans it, in one transaction (``at``: default now). With
+    ``confirmed`` (the plan the operator read and accepted), refuse if the plan has grown
+    since: the operator decides on what will be stopped and disrupted, not on what it has
+    become. Every refusal raises it; one by the ``managers`` rule is first recorded in the
+    audit, in a transaction of its own."""
+    at = at_or_now(at)
     with transaction() as sql:
         job = job_view(sql, job_id)
         denied = _denied(sql, actor, enhanced)
         if denied is None:
             done = _abort_in(sql, job, actor=actor, enhanced=enhanced, confirmed=confirmed, at=at)
     if denied is not None:
-        audit_refusal(transaction, denied, actor=actor, job_id=job_id, at=at)
-        raise Refused(denied)
+        audit_refusal(transaction, denied.text, actor=actor, job_id=job_id, at=at)
+        raise denied
     return done
 
 
@@ -172,9 +161,10 @@ def _abort_in(
     if confirmed is not None:
         grown = _beyond(now, confirmed)
         if grown:
-            raise Refused(
+            raise Refusal(
+                "changed",
                 "The abort plan changed since you confirmed it: it would now "
-                f"also stop or disrupt {', '.join(grown)}. Nothing done; look again"
+                f"also stop or disrupt {', '.join(grown)}. Nothing done; look again",
             )
     if now.cancel_first:
         cancel_in(sql, job.id, job.status, actor=actor, words=None, at=at)

@@ -14,22 +14,30 @@ No SQLAlchemy here.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from engine.core.manager_rule import Who, refusal, refused_by_rule, who_with
+from engine.core.manager_rule import Who, refusal, who_with
+from engine.core.refusal import Refusal
 from engine.core.setting_values import DEFAULTS
-from engine.core.statuses import LABELS, cancel_refused, job_status_after, no_such_job
-from engine.core.views import JobView
+from engine.core.statuses import JOB_TERMINAL, LABELS, job_status_after, no_such_job
+from engine.core.views import JobView, TaskView
 from engine.sql.protocol import Sql
 
 if TYPE_CHECKING:
     from engine.recipes import Recipe, TaskSpec
 
+# A write transaction of the caller's (``Store.transaction``, the light path's): each
+# call opens one, committed when its block ends, rolled back on any exception.
+Transaction = Callable[[], AbstractContextManager[Sql]]
 
-class Refused(Exception):
-    """The request cannot be done; the message is one line for the operator."""
+
+def at_or_now(at: float | None) -> float:
+    """A request's time: ``at`` as given, or now."""
+    return time.time() if at is None else at
 
 
 def move(sql: Sql, key: str, *, at: float, actor: str, reason: str | None, **params: Any) -> int:
@@ -71,23 +79,26 @@ def setting(sql: Sql, key: str) -> str:
     return value if value is not None else DEFAULTS[key]
 
 
-def who(sql: Sql, actor: str) -> Who:
-    """``actor`` under the ``managers`` setting as stored."""
+def who(sql: Sql, actor: str | None = None) -> Who:
+    """``actor`` (default: the current user) under the ``managers`` setting as stored:
+    who they are and whether they are a manager (the console's header)."""
     return who_with(actor, setting(sql, "managers"))
 
 
 def audit_refusal(
-    transaction: Callable[[], AbstractContextManager[Sql]],
+    transaction: Transaction,
     text: str,
     *,
     actor: str,
     job_id: int | None,
-    at: float,
+    at: float | None = None,
 ) -> None:
     """Record a refusal by the ``managers`` rule in the audit, in a transaction of its own:
     the refused request itself wrote nothing."""
     with transaction() as sql:
-        add_event(sql, at=at, actor=actor, kind="refused", job_id=job_id, reason=text)
+        add_event(
+            sql, at=at_or_now(at), actor=actor, kind="refused", job_id=job_id, reason=str(text)
+        )
 
 
 def finalize_jobs(sql: Sql, job_ids: Iterable[int], *, at: float) -> list[int]:
@@ -155,11 +166,11 @@ def cancel_many(
 
 
 def job_view(sql: Sql, job_id: int) -> JobView:
-    """The job as the console and the command line show it (its own columns); Refused
-    if there is no such job."""
+    """The job as the console and the command line show it (its own columns); a Refusal
+    (``missing``) if there is no such job."""
     rows = sql.rows("job.view", {"job_id": job_id})
     if not rows:
-        raise Refused(no_such_job(job_id))
+        raise Refusal("missing", no_such_job(job_id))
     return view_of(rows[0])
 
 
@@ -168,91 +179,138 @@ def view_of(r: Any) -> JobView:
     return JobView(**r._asdict() | {"system": bool(r.system), "orphaned": bool(r.orphaned)})
 
 
-def cancel_refusal_for(w: Who, job: Any) -> str | None:
+def cancel_refusal(w: Who, job: Any) -> Refusal | None:
     """Why ``w`` may not cancel ``job`` (a JobView, or a row of its id, status, system and
-    submitted_by) now, by the ``managers`` rule or by its status; None: the cancel goes
-    ahead."""
-    return refusal(w, "cancel", job.submitted_by) or cancel_refused(job.id, job.status, job.system)
+    submitted_by) now: the ``managers`` rule (kind ``rule``), else what the job is or its
+    status (kind ``status``). None: the cancel goes ahead."""
+    denied = refusal(w, "cancel", job.submitted_by)
+    if denied is not None:
+        return denied
+    if job.system:
+        return Refusal("status", "System jobs cannot be canceled")
+    if job.status in JOB_TERMINAL:
+        return Refusal("status", f"Job {job.id} already {LABELS[job.status]}")
+    if job.status == "canceling":
+        return Refusal("status", f"Job {job.id} is already Canceling: nothing to do")
+    return None
 
 
 def job_tree(sql: Sql, job_id: int) -> list[JobView]:
-    """The job and all its descendants, parents before children; Refused if no such job."""
+    """The job and all its descendants, parents before children; a Refusal (``missing``)
+    if there is no such job."""
     job_view(sql, job_id)
     return [view_of(r) for r in sql.rows("job.tree", {"job_id": job_id})]
 
 
 def cancel_dry_run(
-    sql: Sql, job_id: int, *, actor: str, tree: bool
-) -> list[tuple[int, str | None]]:
+    sql: Sql, job_id: int, *, actor: str | None = None, tree: bool
+) -> list[tuple[JobView, Refusal | None]]:
     """What a cancel would do, changing nothing: each job it would reach (``tree``: the job
-    and every job it called) with why it would be refused, None where it would go
-    ahead. A job that does not exist is a refusal in those words too."""
-    try:
-        jobs = job_tree(sql, job_id) if tree else [job_view(sql, job_id)]
-    except Refused as exc:
-        return [(job_id, str(exc))]
+    and every job it called, parents first) with why it would be refused for ``actor``
+    (default: the current user), None where it would go ahead. A Refusal (``missing``)
+    if there is no such job."""
+    jobs = job_tree(sql, job_id) if tree else [job_view(sql, job_id)]
     w = who(sql, actor)
-    return [(j.id, cancel_refusal_for(w, j)) for j in jobs]
+    return [(j, cancel_refusal(w, j)) for j in jobs]
+
+
+@dataclass(frozen=True)
+class CancelPreview:
+    """What the console needs before it asks: the job, why a cancel would be refused
+    now (None: it would not), and what it would do to the job's tasks."""
+
+    job: JobView | None  # None: there is no such job (the refusal says so)
+    refusal: Refusal | None
+    not_started: int = 0  # Waiting/Ready tasks: they become Didn't run
+    running: int = 0  # Executing tasks: they become Canceling and wind down
+    tasks: tuple[TaskView, ...] = ()  # those tasks, each with how a cancel stops it
+
+
+def cancel_preview(sql: Sql, job_id: int, *, actor: str | None = None) -> CancelPreview:
+    """One read for a cancel's confirmation: the job, the refusal for ``actor`` (default:
+    the current user) and the plan together. ``cancel`` checks again when it runs, in its
+    own transaction."""
+    # Imported here: the cancel itself (the command line's light path) needs no actions.
+    from engine.flows.stopping import tasks_in
+
+    try:
+        job = job_view(sql, job_id)
+    except Refusal as exc:
+        return CancelPreview(None, exc)
+    why = cancel_refusal(who(sql, actor), job)
+    counts = {r.status: r.n for r in sql.rows("cancel.task_counts", {"job_id": job_id})}
+    running = counts.get("executing", 0)
+    return CancelPreview(
+        job,
+        why,
+        not_started=counts.get("waiting", 0) + counts.get("ready", 0),
+        running=running,
+        tasks=tuple(tasks_in(sql, job_id, ["executing"]) if running else ()),
+    )
 
 
 def cancel(
-    transaction: Callable[[], AbstractContextManager[Sql]],
+    transaction: Transaction,
     job_id: int,
     *,
     actor: str,
-    words: str | None,
-    at: float,
+    words: str | None = None,
+    at: float | None = None,
 ) -> str:
     """Cancel one job: one transaction, after the ``managers`` rule and the job's status
-    allow it; returns what the job became. A refusal by the rule is recorded in the audit
-    in a transaction of its own (the refused cancel writes nothing); every refusal raises
-    Refused. ``transaction()``: a write transaction, committed when it ends."""
+    allow it (``cancel_refusal``); returns what the job became. ``at``: default now.
+    Every refusal raises it; one by the rule is first recorded in the audit, in a
+    transaction of its own (the refused cancel writes nothing)."""
+    at = at_or_now(at)
     with transaction() as sql:
         job = job_view(sql, job_id)
-        denied = refusal(who(sql, actor), "cancel", job.submitted_by)
-        if denied is None:
-            why = cancel_refused(job.id, job.status, job.system)
-            if why is not None:
-                raise Refused(why)
+        why = cancel_refusal(who(sql, actor), job)
+        if why is not None and not why.audited:
+            raise why
+        if why is None:
             cancel_in(sql, job.id, job.status, actor=actor, words=words, at=at)
             status = job_view(sql, job_id).status
-    if denied is not None:
-        audit_refusal(transaction, denied, actor=actor, job_id=job_id, at=at)
-        raise Refused(denied)
+    if why is not None:
+        audit_refusal(transaction, why.text, actor=actor, job_id=job_id, at=at)
+        raise why
     return f"Job {job_id} {LABELS[status]}"
 
 
 def cancel_tree(
-    transaction: Callable[[], AbstractContextManager[Sql]],
+    transaction: Transaction,
     job_id: int,
     *,
     actor: str,
-    words: str | None,
-    at: float,
+    words: str | None = None,
+    at: float | None = None,
 ) -> str:
     """Cancel the job and every job it called, in one transaction: each job the
-    ``managers`` rule and its status allow; the others are skipped and named. Refused
-    when none can be canceled (a refusal by the rule then recorded in the audit)."""
+    ``managers`` rule and its status allow; the others are skipped and named. A Refusal
+    when none can be canceled (one by the rule then recorded in the audit)."""
+    at = at_or_now(at)
     with transaction() as sql:
         tree = job_tree(sql, job_id)
         w = who(sql, actor)
-        why = {j.id: cancel_refusal_for(w, j) for j in tree}
+        why = {j.id: cancel_refusal(w, j) for j in tree}
         todo = [j for j in tree if why[j.id] is None]
         for j in todo:
             cancel_in(sql, j.id, j.status, actor=actor, words=words, at=at)
         if todo and not w.manager:
             for j in tree:
-                if refused_by_rule(why[j.id]):
+                refused = why[j.id]
+                if refused is not None and refused.audited:
                     add_event(
-                        sql, at=at, actor=actor, kind="refused", job_id=j.id, reason=why[j.id]
+                        sql, at=at, actor=actor, kind="refused", job_id=j.id, reason=refused.text
                     )
     if not todo:
         text = f"No job in the tree of job {job_id} can be canceled: " + "; ".join(
             f"{j.id}: {why[j.id]}" for j in tree
         )
-        if any(refused_by_rule(why[j.id]) for j in tree):
+        by_rule = any((r := why[j.id]) is not None and r.audited for j in tree)
+        if by_rule:
             audit_refusal(transaction, text, actor=actor, job_id=job_id, at=at)
-        raise Refused(text)
+        # Refused by the rule for one job at least: the whole refusal is the rule's.
+        raise Refusal("rule" if by_rule else "status", text)
     skipped = [f"job {j.id} ({why[j.id]})" for j in tree if j not in todo]
     text = f"Canceled {len(todo)} job{'s' if len(todo) != 1 else ''} of the tree of job {job_id}"
     return text + (f"; skipped {', '.join(skipped)}" if skipped else "")
@@ -335,13 +393,14 @@ def insert_job(
 
 
 def submit(
-    transaction: Callable[[], AbstractContextManager[Sql]],
+    transaction: Transaction,
     recipe: Recipe,
     *,
     actor: str,
-    system: bool | None,
-    at: float,
+    system: bool | None = None,
+    at: float | None = None,
 ) -> int:
-    """Submit a validated recipe: the new job's id."""
+    """Submit a validated recipe in one transaction (``at``: default now): the new job's
+    id. ``system``: None takes the recipe's own."""
     with transaction() as sql:
-        return insert_job(sql, recipe, actor=actor, at=at, system=system)
+        return insert_job(sql, recipe, actor=actor, at=at_or_now(at), system=system)

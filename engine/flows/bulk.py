@@ -1,24 +1,21 @@
 """Bulk cancel and abort as flows (``engine.flows.base``): the plan an operator confirms (the
 console's marked rows, ``batchdeck cancel/abort --all``), then the cancels in chunks of
 jobs, a transaction each, or one transaction per abort.
-Written once for both paths, SQLAlchemy (the console, ``control``) and the rendered
-text (the command line). No SQLAlchemy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from engine.core.identity import user_name
-from engine.core.manager_rule import refusal, refused_by_rule
+from engine.core.manager_rule import refusal
+from engine.core.refusal import Refusal
 from engine.core.statuses import LABELS, no_such_job
 from engine.core.views import JobView
 from engine.flows import abort as abort_flow
 from engine.flows import base as flows
 from engine.flows.abort import AbortPlan, DisruptedJob
-from engine.flows.base import Refused
+from engine.flows.base import Transaction, at_or_now
 from engine.sql.keys import jobs_key
 from engine.sql.protocol import Sql
 
@@ -28,7 +25,7 @@ BULK_KINDS = ("cancel", "abort", "enhanced_abort")
 @dataclass(frozen=True)
 class BulkJob:
     job: JobView
-    refusal: str | None  # None: it will be acted on
+    refusal: Refusal | None  # None: it will be acted on
     abort: AbortPlan | None = None  # abort kinds: what it will stop (the confirmed plan)
 
 
@@ -126,15 +123,15 @@ def plan(
     user: str | None = None,
 ) -> BulkPlan:
     """Plan a bulk ``kind`` (cancel, abort, enhanced_abort) on the jobs selected by ids
-    (marked rows) and/or filters. Changes nothing. Raises Refused when ``actor`` may
-    not do ``kind`` at all (abort without being a manager)."""
+    (marked rows) and/or filters. Changes nothing. Raises a Refusal (``rule``) when
+    ``actor`` may not do ``kind`` at all (abort without being a manager)."""
     if kind not in BULK_KINDS:
         raise ValueError(f"unknown bulk action {kind!r}")
     w = flows.who(sql, actor)
     if kind != "cancel":
         denied = refusal(w, kind)  # type: ignore[arg-type]
         if denied:
-            raise Refused(denied)
+            raise denied
     jobs = select_jobs(sql, job_ids=job_ids, statuses=statuses, name=name, user=user)
     out = BulkPlan(kind)
     if job_ids is not None:
@@ -143,17 +140,18 @@ def plan(
         out.missing = sorted(set(job_ids) - exist - found)
     for job in jobs:
         if kind == "cancel":
-            out.jobs.append(BulkJob(job, flows.cancel_refusal_for(w, job)))
+            out.jobs.append(BulkJob(job, flows.cancel_refusal(w, job)))
             continue
         try:
             out.jobs.append(BulkJob(job, None, abort_flow.plan(sql, job, kind != "abort")))
-        except Refused as exc:
-            out.jobs.append(BulkJob(job, str(exc)))
+        except Refusal as exc:
+            out.jobs.append(BulkJob(job, exc))
     return out
 
 
-def _for_job(job_id: int, text: str) -> str:
+def _for_job(job_id: int, why: Refusal | None) -> str:
     """A refusal as one line naming the job once."""
+    text = "" if why is None else str(why)
     return text if text.startswith(f"Job {job_id}") else f"Job {job_id}: {text}"
 
 
@@ -163,7 +161,7 @@ CHUNK_JOBS = 500
 
 
 def _cancel_in_chunks(
-    transaction: Callable[[], AbstractContextManager[Sql]],
+    transaction: Transaction,
     bulk: BulkPlan,
     *,
     actor: str,
@@ -175,28 +173,33 @@ def _cancel_in_chunks(
     the first transaction) or now, is recorded in the audit."""
     results: dict[int, BulkResult] = {}
     todo = [j.job.id for j in bulk.act]
-    audit = [(j.job.id, j.refusal) for j in bulk.refused if refused_by_rule(j.refusal)]
+    audit = [(j.job.id, j.refusal) for j in bulk.refused if j.refusal and j.refusal.audited]
     chunks = [todo[i : i + CHUNK_JOBS] for i in range(0, len(todo), CHUNK_JOBS)]
     if audit and not chunks:
         chunks = [[]]
     for n, chunk in enumerate(chunks):
         with transaction() as sql:
-            refused = list(audit) if n == 0 else []
+            refused: list[tuple[int, Refusal]] = list(audit) if n == 0 else []
             w = flows.who(sql, actor)
             now = {j.id: j for j in sql.rows("bulk.recheck", {"ids": chunk})} if chunk else {}
             running: list[int] = []
             waiting: list[int] = []
             for job_id in chunk:
                 job = now.get(job_id)
-                why = no_such_job(job_id) if job is None else flows.cancel_refusal_for(w, job)
+                if job is None:
+                    why: Refusal | None = Refusal("missing", no_such_job(job_id))
+                else:
+                    why = flows.cancel_refusal(w, job)
                 if why is None:
                     (running if job.status == "executing" else waiting).append(job_id)
                     continue
-                if refused_by_rule(why):
+                if why.audited:
                     refused.append((job_id, why))
                 results[job_id] = BulkResult(job_id, False, _for_job(job_id, why))
             for job_id, why in refused:
-                flows.add_event(sql, at=at, actor=actor, kind="refused", job_id=job_id, reason=why)
+                flows.add_event(
+                    sql, at=at, actor=actor, kind="refused", job_id=job_id, reason=why.text
+                )
             canceled = flows.cancel_many(sql, running, waiting, actor=actor, words=reason, at=at)
             for job_id in running + waiting:
                 status = "canceled" if job_id in canceled else "canceling"
@@ -205,30 +208,33 @@ def _cancel_in_chunks(
 
 
 def apply(
-    transaction: Callable[[], AbstractContextManager[Sql]],
+    transaction: Transaction,
     bulk: BulkPlan,
     *,
     actor: str,
-    reason: str | None,
-    at: float,
+    reason: str | None = None,
+    at: float | None = None,
 ) -> list[BulkResult]:
     """Carry out ``bulk`` on exactly the jobs it acts on (a job that matches the filter
     only now is left alone): a cancel in chunks of ``CHUNK_JOBS`` jobs, a transaction
     each; an abort, a transaction per job. Each job is checked again as it is reached;
     an abort whose tasks grew since the plan is refused for that job. Returns one result
-    per job of the plan, refused ones included."""
+    per job of the plan, refused ones included. ``at``: default now."""
+    at = at_or_now(at)
     if bulk.kind == "cancel":
         done = _cancel_in_chunks(transaction, bulk, actor=actor, reason=reason, at=at)
         return [
-            done.get(j.job.id) or BulkResult(j.job.id, False, _for_job(j.job.id, j.refusal or ""))
+            done.get(j.job.id) or BulkResult(j.job.id, False, _for_job(j.job.id, j.refusal))
             for j in bulk.jobs
         ]
     results: list[BulkResult] = []
     for item in bulk.jobs:
         job = item.job
         if item.refusal is not None:
-            if refused_by_rule(item.refusal):
-                flows.audit_refusal(transaction, item.refusal, actor=actor, job_id=job.id, at=at)
+            if item.refusal.audited:
+                flows.audit_refusal(
+                    transaction, item.refusal.text, actor=actor, job_id=job.id, at=at
+                )
             results.append(BulkResult(job.id, False, _for_job(job.id, item.refusal)))
             continue
         try:
@@ -243,8 +249,8 @@ def apply(
                     confirmed=item.abort,
                     at=at,
                 )
-        except Refused as exc:
-            results.append(BulkResult(job.id, False, _for_job(job.id, str(exc))))
+        except Refusal as exc:
+            results.append(BulkResult(job.id, False, _for_job(job.id, exc)))
         else:
             results.append(BulkResult(job.id, True, text))
     return results

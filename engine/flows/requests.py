@@ -1,18 +1,11 @@
-"""Hold, release and approval decisions as flows (``engine.flows.base``): one transaction each,
-written once for both paths (SQLAlchemy for the console and ``control``, the rendered
-text for the command line). No SQLAlchemy.
-"""
+"""Hold, release and approval decisions as flows (``engine.flows.base``): one transaction
+each; ``at`` defaults to now; a request that cannot be done raises a ``Refusal``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
-
+from engine.core.refusal import Refusal
 from engine.core.statuses import LABELS
-from engine.flows.base import Refused, add_event, job_view, move
-from engine.sql.protocol import Sql
-
-Transaction = Callable[[], AbstractContextManager[Sql]]
+from engine.flows.base import Transaction, add_event, at_or_now, job_view, move
 
 
 def _hold_move(
@@ -24,16 +17,23 @@ def _hold_move(
     actor: str,
     needs: str,
     verb: str,
-    at: float,
+    at: float | None,
 ) -> None:
     with transaction() as sql:
         job = job_view(sql, job_id)
         if job.status != source:
-            raise Refused(f"Job {job_id} is {LABELS[job.status]}: {needs}")
-        move(sql, f"job.{target}", at=at, actor=actor, reason=f"{verb} by {actor}", job_id=job_id)
+            raise Refusal("status", f"Job {job_id} is {LABELS[job.status]}: {needs}")
+        move(
+            sql,
+            f"job.{target}",
+            at=at_or_now(at),
+            actor=actor,
+            reason=f"{verb} by {actor}",
+            job_id=job_id,
+        )
 
 
-def hold(transaction: Transaction, job_id: int, *, actor: str, at: float) -> str:
+def hold(transaction: Transaction, job_id: int, *, actor: str, at: float | None = None) -> str:
     _hold_move(
         transaction,
         job_id,
@@ -47,7 +47,7 @@ def hold(transaction: Transaction, job_id: int, *, actor: str, at: float) -> str
     return f"Job {job_id} Withhold"
 
 
-def release(transaction: Transaction, job_id: int, *, actor: str, at: float) -> str:
+def release(transaction: Transaction, job_id: int, *, actor: str, at: float | None = None) -> str:
     _hold_move(
         transaction,
         job_id,
@@ -68,7 +68,7 @@ def decide_approval(
     *,
     approve: bool,
     actor: str,
-    at: float,
+    at: float | None = None,
 ) -> str:
     """Approve or reject the approval task ``task`` (its id, or its name) of the job."""
     with transaction() as sql:
@@ -78,21 +78,22 @@ def decide_approval(
         else:
             rows = sql.rows("approval.task_by_name", {"job_id": job_id, "name": str(task)})
         if not rows:
-            raise Refused(f"Job {job_id} has no task {task!r}")
+            raise Refusal("missing", f"Job {job_id} has no task {task!r}")
         tid, name, action, status, decided = rows[0]
         if action != "approval":
-            raise Refused(f"Task {name} of job {job_id} is not an approval task")
+            raise Refusal("input", f"Task {name} of job {job_id} is not an approval task")
         if status not in ("executing", "canceling"):
-            raise Refused(
-                f"Task {name} of job {job_id} is {LABELS[status]}: it is not waiting for approval"
+            raise Refusal(
+                "status",
+                f"Task {name} of job {job_id} is {LABELS[status]}: it is not waiting for approval",
             )
         if decided:
-            raise Refused(f"Task {name} of job {job_id} was already {decided}")
+            raise Refusal("status", f"Task {name} of job {job_id} was already {decided}")
         word = "approved" if approve else "rejected"
         sql.run("approval.decide", {"task_id": tid, "word": word, "by": actor})
         add_event(
             sql,
-            at=at,
+            at=at_or_now(at),
             actor=actor,
             kind="approval",
             job_id=job_id,

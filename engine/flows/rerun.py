@@ -9,19 +9,13 @@ them on SQLAlchemy, the command line on the rendered text. No SQLAlchemy at impo
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from engine.core.refusal import Refusal
 from engine.core.statuses import JOB_TERMINAL, LABELS
-from engine.flows.base import Refused, insert_job, job_view
+from engine.flows.base import Transaction, at_or_now, insert_job, job_view
 from engine.recipes import Recipe, TaskSpec, recipe_from_json
 from engine.sql.protocol import Sql
-
-if TYPE_CHECKING:
-    pass
 
 
 @dataclass(frozen=True)
@@ -56,38 +50,43 @@ def _recipe(sql: Sql, job_id: int) -> Recipe:
 
 
 def plan(sql: Sql, job_id: int) -> tuple[RerunPlan, Recipe]:
-    """What a rerun of ``job_id`` carries over and runs, and the recipe; Refused if none."""
+    """What a rerun of ``job_id`` carries over and runs, and the recipe; a Refusal if
+    there is nothing to rerun."""
     job = job_view(sql, job_id)
     if job.status not in JOB_TERMINAL:
-        raise Refused(
+        raise Refusal(
+            "status",
             f"Job {job_id} is {LABELS[job.status]}: only a job in a final status "
-            "(Canceled, Ended, Error) can be rerun"
+            "(Canceled, Ended, Error) can be rerun",
         )
     recipe = _recipe(sql, job_id)
     ended = {r.name for r in sql.rows("rerun.ended", {"job_id": job_id})}
     carried = tuple(t.name for t in recipe.tasks if t.name in ended)
     rerun = tuple(t.name for t in recipe.tasks if t.name not in ended)
     if not rerun:
-        raise Refused(f"Job {job_id} {LABELS[job.status]}: every task Ended, nothing to rerun")
+        raise Refusal(
+            "status", f"Job {job_id} {LABELS[job.status]}: every task Ended, nothing to rerun"
+        )
     return RerunPlan(job_id, job.name, job.status, carried, rerun), recipe
 
 
 def preview(sql: Sql, job_id: int) -> RerunPlan:
-    """What a rerun of ``job_id`` would carry over and run; Refused as ``rerun`` is."""
+    """What a rerun of ``job_id`` would carry over and run; a Refusal as ``rerun`` gives."""
     return plan(sql, job_id)[0]
 
 
 def rerun(
-    transaction: Callable[[], AbstractContextManager[Sql]],
+    transaction: Transaction,
     job_id: int,
     *,
     actor: str,
     at: float | None = None,
 ) -> int:
     """Submit the rerun of job ``job_id`` in one transaction (``at``: default now); the
-    new job's id. Refused if the job is not in a final status or every task Ended."""
+    new job's id. A Refusal if the job is not in a final status or every task Ended."""
     with transaction() as sql:
         p, recipe = plan(sql, job_id)
         carried = {name: f"carried over: Ended in job {job_id}" for name in p.carried}
-        when = time.time() if at is None else at
-        return insert_job(sql, recipe, actor=actor, at=when, rerun_of=job_id, carried=carried)
+        return insert_job(
+            sql, recipe, actor=actor, at=at_or_now(at), rerun_of=job_id, carried=carried
+        )

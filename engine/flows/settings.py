@@ -1,16 +1,13 @@
 """Settings as flows (``engine.flows.base``): read one or all, and a manager's change,
-audited either way, written once for the command line's light path and for SQLAlchemy
-(``permissions.put_setting``, the console). No SQLAlchemy."""
+audited either way."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
-
 from engine.core.identity import user_name
 from engine.core.manager_rule import is_manager, refusal
+from engine.core.refusal import Refusal
 from engine.core.setting_values import DEFAULTS, checked, known, parse_managers
-from engine.flows.base import Refused, add_event, audit_refusal, setting, who
+from engine.flows.base import Transaction, add_event, at_or_now, audit_refusal, setting, who
 from engine.sql.protocol import Sql
 
 
@@ -36,39 +33,42 @@ def store(sql: Sql, key: str, value: str) -> str:
 
 
 def put(
-    transaction: Callable[[], AbstractContextManager[Sql]],
+    transaction: Transaction,
     key: str,
     value: str,
     *,
     actor: str,
-    at: float,
+    at: float | None = None,
     force: bool = False,
 ) -> str:
     """Set ``key`` to ``value`` if ``actor`` is a manager: the value and its event in one
-    transaction; returns the value as stored. Refused (recorded in the audit, in a
-    transaction of its own) for anyone else; SettingError for a value the setting does
-    not take, nothing written. A ``managers`` value that leaves ``actor`` out is refused
-    unless ``force``: they could not change it back."""
+    transaction (``at``: default now); returns the value as stored. A Refusal (``rule``,
+    recorded in the audit, in a transaction of its own) for anyone else; SettingError
+    for a value the setting does not take, nothing written. A ``managers`` value that
+    leaves ``actor`` out is refused unless ``force``: they could not change it back."""
+    at = at_or_now(at)
     with transaction() as sql:
-        text = refusal(who(sql, actor), "settings")
-        if text is None:
+        denied = refusal(who(sql, actor), "settings")
+        if denied is None:
             if key == "managers" and not force:
                 locked_out(actor, checked(key, value))
             stored = store(sql, key, value)
             add_event(sql, at=at, actor=actor, kind="request", reason=f"setting {key} = {stored}")
             return stored
-    audit_refusal(transaction, text, actor=actor, job_id=None, at=at)
-    raise Refused(text)
+    audit_refusal(transaction, denied.text, actor=actor, job_id=None, at=at)
+    raise denied
 
 
 def locked_out(actor: str, managers: str) -> None:
-    """Refused when ``managers`` (as stored) would not make ``actor`` a manager."""
+    """A Refusal (``input``) when ``managers`` (as stored) would not make ``actor`` a
+    manager."""
     names = parse_managers(managers)
     user = user_name(actor)
     if names and not is_manager(user, names):
-        raise Refused(
+        raise Refusal(
+            "input",
             f"managers {', '.join(names)} would leave you ({user}) out: you could no longer "
-            "change settings or abort. Add yourself, or give --force"
+            "change settings or abort. Add yourself, or give --force",
         )
 
 

@@ -23,11 +23,13 @@ import json
 import os
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from typing import Any
 
 from engine.actions import get_action
+from engine.core.views import TaskView
+from engine.sql.protocol import Sql
 
 
 @dataclass(frozen=True)
@@ -180,3 +182,17 @@ def python_stops_by(function: str, recipe_path: str | None) -> StopsBy:
     if blocks:
         return StopsBy(SAFE_POINT.key, SAFE_POINT.cancel, CHECKPOINT.abort)
     return SAFE_POINT if checks else ASYNC_FINISHES
+
+
+_TASK_VIEW = frozenset(f.name for f in fields(TaskView))
+
+
+def tasks_in(sql: Sql, job_id: int, statuses: list[str]) -> list[TaskView]:
+    """The job's tasks in ``statuses``, each with how a cancel and an abort stop it."""
+    return [
+        TaskView(
+            **{k: v for k, v in r._asdict().items() if k in _TASK_VIEW},
+            stops_by=stops_by(r.action, r.params, r.recipe_path),
+        )
+        for r in sql.rows("abort.tasks", {"job_id": job_id, "statuses": statuses})
+    ]

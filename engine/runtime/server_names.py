@@ -10,12 +10,10 @@ recorded in the audit. A flow (``engine.flows.base``): both paths, no SQLAlchemy
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 
+from engine.core.refusal import Refusal
 from engine.core.setting_values import bounded
-from engine.flows.base import Refused, add_event, setting
-from engine.sql.protocol import Sql
+from engine.flows.base import Transaction, add_event, at_or_now, setting
 
 NAME_MAX = 64
 MAX_SLOTS = 1000  # more slots than this on one server is a typo, not a machine
@@ -63,31 +61,34 @@ def parse_servers(specs: list[str] | None) -> dict[str, int]:
 
 
 def forget(
-    transaction: Callable[[], AbstractContextManager[Sql]],
+    transaction: Transaction,
     name: str,
     *,
     actor: str,
-    at: float,
+    at: float | None = None,
 ) -> str:
     """Remove the server ``name`` from the servers table, with an event saying who did.
-    Refused (nothing changed) while an engine's lease on it is live or a task runs on
-    it: forgetting is for servers no engine runs any more."""
+    A Refusal (nothing changed) while an engine's lease on it is live or a task runs on
+    it: forgetting is for servers no engine runs any more. ``at``: default now."""
+    at = at_or_now(at)
     with transaction() as sql:
         rows = sql.rows("server.one", {"name": name})
         if not rows:
-            raise Refused(f"no server named {name!r}")
+            raise Refusal("missing", f"no server named {name!r}")
         row = rows[0]
         ttl = bounded("lease_seconds", setting(sql, "lease_seconds"))
         if row.lease_owner and (row.heartbeat_at or 0) > sql.db_now(at) - ttl:
-            raise Refused(
+            raise Refusal(
+                "busy",
                 f"server {name} is {str(row.status).capitalize()}: an engine serves it; "
-                "stop that engine first"
+                "stop that engine first",
             )
         busy = sql.rows("server.running_tasks", {"name": name})[0][0]
         if busy:
-            raise Refused(
+            raise Refusal(
+                "busy",
                 f"server {name} holds {busy} running task{'s' if busy != 1 else ''}: "
-                "an engine must recover them first"
+                "an engine must recover them first",
             )
         sql.run("server.forget", {"name": name})
         add_event(sql, at=at, actor=actor, kind="server", server=name, reason="forgotten")

@@ -38,9 +38,9 @@ from engine.core.statuses import JOB_TERMINAL
 from engine.runtime import tick as batch
 from engine.runtime.leases import PeerLeases, beat, note_outage, peer_leases, take_over
 from engine.runtime.server_handle import ServerProcess
-from engine.runtime.server_names import DEFAULT_SERVERS, parse_servers  # noqa: F401 - as before
+from engine.runtime.server_names import DEFAULT_SERVERS
 from engine.sql.doorbell import Doorbell
-from engine.store import prune, settings
+from engine.store import engine_settings, prune
 from engine.store.db import Store, is_postgresql, shared_store
 from engine.store.log_store import LogItem, LogQueue, write_logs
 
@@ -325,8 +325,8 @@ class Engine:
             self.outage = Outage(self.store.path, self.outage._say)
             at = self.clock()
             await self._db(self._write, batch.claim_leases, self.servers, self.owner, at=at)
-            self._lease_s = await self._db(self._read, settings.lease_seconds)
-            self._log_max = await self._db(self._read, settings.log_max_bytes)
+            self._lease_s = await self._db(self._read, engine_settings.lease_seconds)
+            self._log_max = await self._db(self._read, engine_settings.log_max_bytes)
             # Three beats per lease: one late beat never makes a live engine look dead.
             self.heartbeat_interval = min(self.heartbeat_interval, self._lease_s / 3)
             # A lease and a beat: a peer held up on its beat vouches its servers a lease
@@ -1136,8 +1136,9 @@ class Engine:
 
     # -- what task code asks of the engine -------------------------------------------------
     async def _submit_child(self, r: Runner, recipe_path: str, mode: str) -> int:
+        from engine.flows.base import insert_job
         from engine.recipes import RecipeError, load_recipe
-        from engine.store.submit import insert_job
+        from engine.store.flow_statements import flow_sql
 
         try:
             recipe = await asyncio.to_thread(load_recipe, recipe_path)
@@ -1156,7 +1157,7 @@ class Engine:
             if not batch.holds_claim(conn, c.task_id, c.token):
                 raise ActionError("this run no longer holds its task: nothing started")
             job_id = insert_job(
-                conn,
+                flow_sql(conn),
                 recipe,
                 actor=self.actor,
                 at=self.clock(),

@@ -29,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.elements import ColumnElement
 
 from engine.core.statuses import TASK_RUNNING, resolve_outcome
-from engine.store import settings
+from engine.store import engine_settings
 from engine.store.dialect import db_now, equals_any, in_list, one_of, upsert
 from engine.store.models import READY_STATUSES
 from engine.store.prepared import Prepared
@@ -445,7 +445,7 @@ class LeaseRefused(Exception):
 
 
 def claim_leases(conn: Connection, servers: dict[str, int], owner: str, *, at: float) -> None:
-    ttl = settings.lease_seconds(conn)
+    ttl = engine_settings.lease_seconds(conn)
     now = db_now(conn, at)
     for name, slots in servers.items():
         row = conn.execute(
@@ -549,7 +549,7 @@ def recover(conn: Connection, owner: str, *, at: float) -> dict[int, str]:
     from before) go back to Ready while attempts remain, else Error; Canceling ones
     finish canceling, Aborting ones are Aborted; their jobs are then finished.
     """
-    ttl = settings.lease_seconds(conn)
+    ttl = engine_settings.lease_seconds(conn)
     now = db_now(conn, at)
     live_other = list(
         conn.execute(
@@ -600,7 +600,7 @@ def _recover_tasks(
 
 def servers_without_engine(conn: Connection, owner: str, *, at: float) -> list[str]:
     """Servers no live engine holds (ours excepted): a dead engine's leftovers."""
-    ttl = settings.lease_seconds(conn)
+    ttl = engine_settings.lease_seconds(conn)
     now = db_now(conn, at)
     return list(
         conn.execute(

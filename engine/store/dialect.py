@@ -149,10 +149,6 @@ def _distinct_list_postgresql(element: distinct_list, compiler: Any, **kw: Any) 
     return f"string_agg(DISTINCT {compiler.process(element.clauses, **kw)}, ',')"
 
 
-def like_ci(column: ColumnElement[Any], pattern: str) -> LikeCI:
-    return LikeCI(column, bindparam(None, pattern, type_=String()))
-
-
 class GlobPattern(TypeDecorator[str]):
     """A shell pattern as SQLite's GLOB reads it, or as a POSIX regex for PostgreSQL."""
 

@@ -7,8 +7,6 @@ same text.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import fields
 from itertools import product
 from typing import TYPE_CHECKING
@@ -43,7 +41,7 @@ from engine.store.writes import AT, JobMove, TaskMove, statement_keys
 from engine.store.writes import STATEMENTS as WRITES
 
 if TYPE_CHECKING:
-    from engine.store.db import Store
+    pass
 
 # The views' fields that are columns (engine.query): read by name.
 JOB_COLUMNS = [job.c[f.name] for f in fields(JobView) if f.name in job.c]
@@ -112,6 +110,12 @@ STATEMENTS: dict[str, Prepared] = {
             ),
             # The job and its descendants, parents first (a recursive CTE over parent_id).
             "job.tree": Prepared(_job_tree()),
+            # A cancel's confirmation: the job's tasks by status.
+            "cancel.task_counts": Prepared(
+                select(task.c.status, func.count().label("n"))
+                .where(_OF_JOB)
+                .group_by(task.c.status)
+            ),
             # A cancel's moves, for the jobs ``:ids`` at once (one job, a tree, a bulk chunk).
             "cancel.didnt_run": TaskMove(
                 "didnt_run",
@@ -282,20 +286,6 @@ STATEMENTS: dict[str, Prepared] = {
     ),
     **LOG_READS,
 }
-
-
-@contextmanager
-def flow_transaction(store: Store) -> Iterator[PreparedSql]:
-    """A write transaction of ``store`` for a flow (``Store.transaction``)."""
-    with store.transaction() as sql:
-        yield sql
-
-
-@contextmanager
-def flow_reading(store: Store) -> Iterator[PreparedSql]:
-    """A read transaction of ``store`` for a flow that only reads (``Store.reading``)."""
-    with store.reading() as sql:
-        yield sql
 
 
 def flow_sql(conn: Connection) -> PreparedSql:

@@ -251,11 +251,11 @@ async def hourly(
     ``EVERY_S`` after (the setting read each time)."""
     import asyncio
 
-    from engine.store import settings
+    from engine.store.engine_settings import keep_days
 
     while True:
         try:
-            days = await read(settings.keep_days)
+            days = await read(keep_days)
             if days is not None:
                 cutoff = clock() - days * DAY_S
                 result = await run_async(read, write, cutoff, actor="engine")

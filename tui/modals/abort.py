@@ -9,8 +9,9 @@ from textual.widgets import Static
 
 from engine.core.format import duration, label
 from engine.core.safe_text import safe_line
+from engine.flows.abort import AbortPlan
+from engine.flows.bulk import BulkPlan
 from engine.reader.text import plan_task_line
-from engine.store.control import AbortPlan, BulkPlan
 from tui.modals.base import DialogList, YesNoModal
 
 

@@ -14,7 +14,7 @@ from textual.widgets import Button, Input, Static
 
 from engine.core.format import label
 from engine.core.safe_text import safe_line
-from engine.store.control import BulkJob, BulkPlan
+from engine.flows.bulk import BulkJob, BulkPlan
 from tui.modals.abort import restart_text
 from tui.modals.base import Dialog, DialogList
 

@@ -28,7 +28,6 @@ from engine.core.safe_text import safe_line
 from engine.flows import logs as log_reads
 from engine.flows.logs import ChunkRef
 from engine.store import log_store
-from engine.store.flow_statements import flow_sql
 
 CACHE_CHUNKS = 64
 STREAM_STYLES = {"err": "red", "cut": "bold reverse"}
@@ -74,8 +73,7 @@ class LogSource:
 
     def reload(self) -> bool:
         """Read the index again; True if it changed."""
-        with self.store.read() as conn:
-            sql = flow_sql(conn)
+        with self.store.reading() as sql:
             self.names = log_reads.task_refs(sql, self.job_id)
             if self.task_id is None:
                 refs = log_reads.job_index(sql, self.job_id)
@@ -110,8 +108,8 @@ class LogSource:
         if got is None:
             # The chunks around it too: scrolling reads a few rows, not one per chunk.
             wanted = [r.id for r in self.refs[index : index + 4] if r.id not in self._cache]
-            with self.store.read() as conn:
-                texts = log_reads.texts(flow_sql(conn), wanted)
+            with self.store.reading() as sql:
+                texts = log_reads.texts(sql, wanted)
             for cid, text in texts.items():
                 self._cache[cid] = text.split("\n")
             while len(self._cache) > CACHE_CHUNKS:
