@@ -54,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine.flows import base as flows  # noqa: E402
 from engine.recipes import Recipe, TaskSpec  # noqa: E402
 from engine.runtime.server_names import parse_servers  # noqa: E402
-from engine.runtime.supervisor import Engine, freeze_heap  # noqa: E402
+from engine.runtime.supervisor import Supervisor, freeze_heap  # noqa: E402
 
 
 def noop_recipe(n: int, seconds: float = 0.0) -> Recipe:
@@ -98,7 +98,7 @@ def status_counts(store, job_id: int) -> dict[str, int]:
 
 async def throughput(db: str, n: int, servers: dict[str, int]) -> tuple[float, int]:
     """Tasks a second, and the engine's ticks (transactions) for them."""
-    engine = Engine(db, servers)
+    engine = Supervisor(db, servers)
     await engine.start()
     try:
         t0 = time.perf_counter()
@@ -115,7 +115,7 @@ async def throughput(db: str, n: int, servers: dict[str, int]) -> tuple[float, i
 
 
 async def cancel_latency(db: str) -> tuple[float, float]:
-    engine = Engine(db, {"bench-wide": 100})
+    engine = Supervisor(db, {"bench-wide": 100})
     await engine.start()
     try:
         tasks = tuple(TaskSpec(f"t{i}", "wait", (), {"seconds": 600}) for i in range(10_100))

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.engine_throughput import noop_recipe  # noqa: E402
 from engine.flows import base as flows  # noqa: E402
 from engine.recipes import Recipe, TaskSpec  # noqa: E402
-from engine.runtime.supervisor import Engine, freeze_heap  # noqa: E402
+from engine.runtime.supervisor import Supervisor, freeze_heap  # noqa: E402
 
 SERVERS = {"batch-01": 256, "batch-02": 256}
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +55,7 @@ async def one_round(
 ) -> tuple[float, float | None, int]:
     """No-op tasks/s; the printing task's seconds and its kept log bytes (or None, 0).
     ``sink``: where the printing task's output goes (" > /dev/null": not to its log)."""
-    engine = Engine(db, SERVERS)
+    engine = Supervisor(db, SERVERS)
     await engine.start()
     try:
         noisy = None
@@ -106,7 +106,7 @@ def cli(*args: str) -> tuple[float, int]:
 
 
 async def million(db: str) -> int:
-    async with Engine(db, {"batch-01": 4}) as engine:
+    async with Supervisor(db, {"batch-01": 4}) as engine:
         job = flows.submit(
             engine.store.transaction, shell("million", "seq 1 1000000"), actor="bench"
         )

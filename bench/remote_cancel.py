@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from engine.flows import base as flows  # noqa: E402
 from engine.recipes import recipe_from_dict  # noqa: E402
 from engine.remote_emulator import Emulator  # noqa: E402
-from engine.runtime.supervisor import Engine  # noqa: E402
+from engine.runtime.supervisor import Supervisor  # noqa: E402
 
 TOKEN = "bench-token"
 
@@ -50,7 +50,7 @@ async def one_run(root: Path, records: int, rate: float) -> tuple[float, float, 
             out.writerows([f"E{i:07d}", f"Account {i}"] for i in range(records))
     (root / "token").write_text(TOKEN)
     with Emulator(tokens={TOKEN}, rate=rate, fail_every=97) as emu:
-        engine = Engine(
+        engine = Supervisor(
             str(root / f"b{time.monotonic_ns()}.db"), {"batch-01": 2}, poll_interval=0.02
         )
         await engine.start()

@@ -284,13 +284,13 @@ def _listening(store: Store) -> bool:
 
 
 def test_an_engine_on_postgresql_keeps_its_leases_in_database_time(pg_url: str) -> None:
-    from engine.runtime.supervisor import Engine
+    from engine.runtime.supervisor import Supervisor
 
     day = 86_400.0
 
     async def run() -> None:
         # This host's clock is a day behind the database's: leases must not care.
-        engine = Engine(
+        engine = Supervisor(
             pg_url, {"batch-01": 2}, poll_interval=0.02, clock=lambda: time.time() - day
         )
         await engine.start()

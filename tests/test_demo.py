@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from engine.recipes import check_path
-from engine.runtime.supervisor import Engine
+from engine.runtime.supervisor import Supervisor
 from engine.store.db import open_store
 from tests.waiting import until
 from tui.demo import (
@@ -194,7 +194,7 @@ def test_refuses_a_database_that_is_not_a_demo(tmp_path: Path) -> None:
 async def test_demo_runs(tmp_path: Path) -> None:
     # Called from inside a running loop: build_demo runs its own engine in a thread.
     db = build_demo(tmp_path / "demo")
-    engine = Engine(db, dict(SERVERS))
+    engine = Supervisor(db, dict(SERVERS))
     await engine.start()
     try:
 

@@ -10,7 +10,7 @@ import pytest
 
 from engine.flows import base as flows
 from engine.runtime import supervisor as runtime
-from engine.runtime.supervisor import Engine
+from engine.runtime.supervisor import Supervisor
 from engine.sql import doorbell
 from engine.store.db import Store
 from tests.engine_support import job_status, submit_tasks, task_statuses, until
@@ -23,7 +23,7 @@ async def test_a_submit_and_a_cancel_from_another_process_wake_the_engine(
     db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(runtime, "WATCH_S", 60.0)
-    engine = Engine(db, {"batch-01": 2}, poll_interval=60.0)
+    engine = Supervisor(db, {"batch-01": 2}, poll_interval=60.0)
     await engine.start()
     other = Store(db)  # not the engine's Store: its commits reach the engine only by signal
     try:
@@ -84,7 +84,7 @@ async def test_a_cancel_reaches_the_running_task_before_the_engines_next_write(
     monkeypatch.setattr(batch, "tick", tick_unless_canceling)
     seen = tmp_path / "seen"
     script = f"trap 'echo stopped > {seen}; exit 0' TERM; while :; do sleep 0.05; done"
-    engine = Engine(db, {"batch-01": 2}, poll_interval=0.02)
+    engine = Supervisor(db, {"batch-01": 2}, poll_interval=0.02)
     await engine.start()
     other = Store(db)
     try:

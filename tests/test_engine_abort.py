@@ -11,7 +11,7 @@ from engine.core.refusal import Refusal
 from engine.flows import abort as abort_flow
 from engine.flows import base as flows
 from engine.flows import settings as setting_flows
-from engine.runtime.supervisor import Engine
+from engine.runtime.supervisor import Supervisor
 from engine.store.db import Store
 from tests.engine_support import (
     events,
@@ -144,10 +144,10 @@ async def test_abort_refusals(tmp_path, kind, message):
         system=(kind == "system"),
     )
     if kind == "ended":
-        async with Engine(str(tmp_path / "t.db")) as _:
+        async with Supervisor(str(tmp_path / "t.db")) as _:
             await until(lambda: job_status(store, job) == "ended")
     if kind == "system":
-        async with Engine(str(tmp_path / "t.db")) as _:
+        async with Supervisor(str(tmp_path / "t.db")) as _:
             # Still refused while it runs.
             with pytest.raises(Refusal, match=message):
                 abort_flow.abort(store.transaction, job, actor="x")
@@ -269,7 +269,7 @@ async def test_enhanced_abort_can_be_turned_off(tmp_path):
     with store.transaction() as sql:
         setting_flows.store(sql, "enhanced_abort", "off")
     job = submit_tasks(store, tmp_path, "j", [{"name": "a", "action": "wait", "seconds": 60}])
-    async with Engine(str(tmp_path / "t.db")):
+    async with Supervisor(str(tmp_path / "t.db")):
         await until(lambda: task_statuses(store, job)["a"] == "executing")
         with pytest.raises(Refusal, match="Enhanced abort is turned off"):
             abort_flow.abort(store.transaction, job, actor="x", enhanced=True)

@@ -100,14 +100,14 @@ async def test_job_that_started_nothing_goes_straight_to_canceled(tmp_path):
 
 
 async def test_held_job_is_not_started_until_released(tmp_path):
-    from engine.runtime.supervisor import Engine
+    from engine.runtime.supervisor import Supervisor
     from engine.store.db import Store
 
     store = Store(tmp_path / "t.db")
     # Held before any engine runs, so no engine can start it first.
     job = submit_tasks(store, tmp_path, "held", [{"name": "a", "action": "wait", "seconds": 0}])
     request_flows.hold(store.transaction, job, actor="bob")
-    async with Engine(str(tmp_path / "t.db"), poll_interval=0.02):
+    async with Supervisor(str(tmp_path / "t.db"), poll_interval=0.02):
         other = submit_tasks(
             store, tmp_path, "other", [{"name": "a", "action": "wait", "seconds": 0}]
         )
@@ -217,7 +217,7 @@ async def test_events_record_who_with_ssh_address(tmp_path, monkeypatch):
 
 
 async def test_a_retried_sync_call_waits_for_the_child_it_started(tmp_path):
-    from engine.runtime.supervisor import Engine
+    from engine.runtime.supervisor import Supervisor
     from engine.store.db import Store
     from tests.engine_support import write_recipe
 
@@ -235,14 +235,14 @@ async def test_a_retried_sync_call_waits_for_the_child_it_started(tmp_path):
         with store.read() as conn:
             return [r[0] for r in sql(conn, "SELECT id FROM job WHERE parent_id=?", (parent,))]
 
-    async with Engine(path, {"batch-01": 4}, poll_interval=0.02):
+    async with Supervisor(path, {"batch-01": 4}, poll_interval=0.02):
         await until(
             lambda: len(children()) == 1 and job_status(store, children()[0]) == "executing",
             "child runs",
         )
     # The engine stopped: the call went back to Ready. The next run resumes the same child.
     assert task_row(store, parent, "call")["status"] == "ready"
-    async with Engine(path, {"batch-01": 4}, poll_interval=0.02):
+    async with Supervisor(path, {"batch-01": 4}, poll_interval=0.02):
         await until(
             lambda: (
                 task_row(store, parent, "call")["attempt"] == 2

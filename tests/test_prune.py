@@ -12,7 +12,7 @@ import pytest
 
 from engine.flows import base as flows
 from engine.recipes import Recipe, TaskSpec
-from engine.runtime.supervisor import Engine
+from engine.runtime.supervisor import Supervisor
 from engine.store import prune
 from engine.store.db import Store
 from engine.store.flow_statements import flow_sql
@@ -185,7 +185,7 @@ async def test_the_engine_prunes_with_keep_days_set(tmp_path: Path) -> None:
             from engine.flows import settings as setting_flows
 
             setting_flows.store(sql, "keep_days", "30")
-        async with Engine(str(db), {"b": 1}) as engine:
+        async with Supervisor(str(db), {"b": 1}) as engine:
             await until(lambda: _count(store, "job", old) == 0, "the old job to be pruned")
             await until(
                 lambda: any(e.startswith("pruned 1 jobs") for e in engine.stats.events),

@@ -19,7 +19,7 @@ import pytest
 from engine.core import procs
 from engine.flows import abort as abort_flow
 from engine.runtime import tick as batch
-from engine.runtime.supervisor import Engine, freeze_heap
+from engine.runtime.supervisor import Supervisor, freeze_heap
 from engine.store.db import Store
 from tests.engine_support import job_status, submit_tasks, task_row, task_statuses, until
 
@@ -174,7 +174,7 @@ async def test_a_restart_kills_processes_that_left_their_group(engine, tmp_path)
 
 async def test_stopping_the_engine_leaves_no_process_behind(tmp_path):
     pid_file = tmp_path / "child.pid"
-    engine = Engine(str(tmp_path / "t.db"), {"batch-01": 2}, poll_interval=0.02)
+    engine = Supervisor(str(tmp_path / "t.db"), {"batch-01": 2}, poll_interval=0.02)
     await engine.start()
     server_pid = engine.procs["batch-01"].pid
     try:

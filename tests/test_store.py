@@ -18,7 +18,7 @@ from engine.core.statuses import (
 from engine.flows import base as flows
 from engine.recipes import Recipe, TaskSpec
 from engine.runtime import tick as batch
-from engine.runtime.supervisor import Engine
+from engine.runtime.supervisor import Supervisor
 from engine.store.db import DatabaseError, Store
 from engine.store.flow_statements import flow_sql
 from engine.store.models import SCHEMA_VERSION
@@ -293,13 +293,13 @@ def test_abort_wins_over_a_late_result():
 
 async def test_a_second_engine_for_the_same_server_is_refused(tmp_path):
     path = str(tmp_path / "t.db")
-    async with Engine(path, {"batch-01": 2}):
-        second = Engine(path, {"batch-01": 2})
+    async with Supervisor(path, {"batch-01": 2}):
+        second = Supervisor(path, {"batch-01": 2})
         with pytest.raises(batch.LeaseRefused, match="server batch-01 is already served"):
             await second.start()
         assert second._writer._shutdown  # a refused start leaves no thread behind
         # Another server name on the same database is fine.
-        async with Engine(path, {"batch-02": 1}):
+        async with Supervisor(path, {"batch-02": 1}):
             pass
 
 
@@ -315,7 +315,7 @@ async def test_recovery_requeues_then_errors_when_attempts_run_out(tmp_path):
         batch.claim(conn, {"batch-01": 1}, at=2.0)
     assert task_row(store, job, "a")["status"] == "executing"
 
-    async with Engine(str(path), {"batch-01": 4}):
+    async with Supervisor(str(path), {"batch-01": 4}):
         row = task_row(store, job, "a")
         assert row["attempt"] == 2  # recovered to Ready, attempt + 1, and started again
         await until(lambda: task_row(store, job, "a")["status"] == "executing")
@@ -325,7 +325,7 @@ async def test_recovery_requeues_then_errors_when_attempts_run_out(tmp_path):
         conn.exec_driver_sql("UPDATE server SET lease_owner='dead:2:y', heartbeat_at=1")
         batch.claim(conn, {"batch-01": 1}, at=3.0)
         conn.exec_driver_sql("UPDATE task SET attempt=2")
-    async with Engine(str(path), {"batch-01": 4}):
+    async with Supervisor(str(path), {"batch-01": 4}):
         row = task_row(store, job, "a")
         assert row["status"] == "error" and row["error"] == "interrupted: engine stopped"
         assert job_status(store, job) == "error"
@@ -346,7 +346,7 @@ async def test_recovery_finishes_a_job_left_canceling(tmp_path):
     assert job_status(store, job) == "canceling"
     with store.write() as conn:
         conn.exec_driver_sql("UPDATE server SET heartbeat_at=1")
-    async with Engine(str(path), {"batch-01": 4}):
+    async with Supervisor(str(path), {"batch-01": 4}):
         assert job_status(store, job) == "canceled"
         assert task_row(store, job, "a")["status"] == "canceled"
 
@@ -355,7 +355,9 @@ async def test_an_engine_whose_lease_was_taken_stops_serving_that_server(tmp_pat
     path = tmp_path / "t.db"
     store = Store(path)
     job = submit_tasks(store, tmp_path, "w", [{"name": "a", "action": "wait", "seconds": 600}])
-    async with Engine(str(path), {"batch-01": 2, "batch-02": 1}, heartbeat_interval=0.05) as eng:
+    async with Supervisor(
+        str(path), {"batch-01": 2, "batch-02": 1}, heartbeat_interval=0.05
+    ) as eng:
         await until(lambda: task_row(store, job, "a")["status"] == "executing")
         assert task_row(store, job, "a")["server"] == "batch-01"
         # Another engine took batch-01 while this one stalled (its recovery requeued "a").
@@ -409,7 +411,7 @@ async def test_recovering_an_expired_peers_tasks_is_an_event_not_an_engine_error
     with store.write() as conn:  # another engine's server, alive for now, runs "a"
         batch.claim_leases(conn, {"ghost": 1}, "peer:1:x", at=time.time())
         batch.claim(conn, {"ghost": 1}, at=time.time())
-    async with Engine(str(path), {"batch-01": 1}, heartbeat_interval=0.05) as eng:
+    async with Supervisor(str(path), {"batch-01": 1}, heartbeat_interval=0.05) as eng:
         with store.write() as conn:  # ...then its engine stops beating
             conn.exec_driver_sql("UPDATE server SET heartbeat_at=1 WHERE name='ghost'")
         await until(lambda: task_row(store, job, "a")["server"] == "batch-01", "a run here")
@@ -427,7 +429,7 @@ async def test_an_engine_hears_a_commit_through_its_own_store_at_once(tmp_path, 
     path = tmp_path / "t.db"
     store = Store(path)
     job = submit_tasks(store, tmp_path, "b", [{"name": "a", "action": "wait", "seconds": 600}])
-    async with Engine(str(path), {"batch-01": 1}, poll_interval=3600.0) as eng:
+    async with Supervisor(str(path), {"batch-01": 1}, poll_interval=3600.0) as eng:
         await until(lambda: task_row(store, job, "a")["status"] == "executing", "a started")
         await asyncio.to_thread(flows.cancel, eng.store.transaction, job, actor="op")
         await until(lambda: job_status(store, job) == "canceled", "the cancel acted on")
@@ -479,7 +481,7 @@ async def test_an_engine_is_not_woken_by_its_own_ticks(db, tmp_path):
     steps = [{"name": f"t{i}", "action": "wait", "seconds": 0} for i in range(n)]
     job = submit_tasks(store, tmp_path, "seq", steps)
     try:
-        async with Engine(db, {"batch-01": 1}) as eng:
+        async with Supervisor(db, {"batch-01": 1}) as eng:
             assert await eng.wait_job(job) == "ended"
             ticks = eng.stats.ticks
     finally:
@@ -501,7 +503,7 @@ async def test_a_failed_look_after_a_ticks_commit_does_not_undo_the_tick(tmp_pat
     store = Store(path)
     steps = [{"name": f"t{i}", "action": "wait", "seconds": 0} for i in range(5)]
     job = submit_tasks(store, tmp_path, "seq", steps)
-    async with Engine(str(path), {"batch-01": 1}) as eng:
+    async with Supervisor(str(path), {"batch-01": 1}) as eng:
         # Bounded: taken for failed, the tick's claimed tasks stayed Executing for good.
         assert await asyncio.wait_for(eng.wait_job(job), 60) == "ended"
         assert eng.stats.errors == []

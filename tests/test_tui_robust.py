@@ -22,7 +22,7 @@ from textual.widgets import Button, DataTable
 
 from engine.flows import base as flows
 from engine.recipes import load_recipe
-from engine.runtime.supervisor import Engine
+from engine.runtime.supervisor import Supervisor
 from engine.store.db import Store
 from tests import scenario
 from tests.screenshots import make_app, select, settle
@@ -313,7 +313,7 @@ async def test_quitting_while_the_engine_starts_leaves_no_lease(tmp_path: Path) 
     flows.submit(store.transaction, load_recipe(tmp_path / "wait.toml"), actor="alice")
     store.dispose()
     servers = {"batch-01": 2}
-    engine = Engine(path, servers, poll_interval=0.02)
+    engine = Supervisor(path, servers, poll_interval=0.02)
     gate = asyncio.Event()
     started = engine.start
 

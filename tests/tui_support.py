@@ -14,7 +14,7 @@ import pytest
 from textual.notifications import SeverityLevel
 
 from engine.core.safe_text import safe_block
-from engine.runtime.supervisor import Engine
+from engine.runtime.supervisor import Supervisor
 from tui.app import BatchdeckApp, embedded_label
 from tui.host import EngineHost
 
@@ -85,7 +85,7 @@ class RecordingApp(BatchdeckApp):
 
 def embedded(db: str, servers: dict[str, int], **kw: Any) -> tuple[RecordingApp, EngineHost]:
     """A console embedding an engine on ``servers``, through the host tui.launch would make."""
-    engine = kw.pop("engine", None) or Engine(db, servers, poll_interval=0.02)
+    engine = kw.pop("engine", None) or Supervisor(db, servers, poll_interval=0.02)
     host = EngineHost(engine)
     kw.setdefault("actor", "alice")
     return RecordingApp(db, mode_label=embedded_label(servers), host=host, **kw), host

@@ -21,7 +21,7 @@ from textual.screen import ModalScreen, Screen
 from engine.core.db_outage import NOTE_PREFIX
 from engine.core.identity import current_actor
 from engine.core.safe_text import safe_block
-from tui.data import Data, one_line, owner_pid
+from tui.data import Database, one_line, owner_pid
 from tui.keys import KEYS, scope_bindings
 from tui.screens.base import JobKeysMixin, LiveScreen
 from tui.screens.jobs import JobListScreen
@@ -177,7 +177,7 @@ class BatchdeckApp(App[int]):
         super().__init__()
         set_plain(self.no_color)
         self.db_path = db_path
-        self.data = Data(db_path)
+        self.data = Database(db_path)
         self.mode_label = mode_label
         self.host = host
         self.clock = clock
@@ -324,7 +324,7 @@ class BatchdeckApp(App[int]):
         message = safe_block(message)  # may quote a job or task name
         super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
 
-    def busy_say(self) -> bool:
+    def refuse_if_busy(self) -> bool:
         """True (and says so) while another request is being prepared or confirmed."""
         if self.flow_busy():
             self.notify("Another request is in progress", severity="warning", timeout=3)
@@ -359,7 +359,7 @@ class BatchdeckApp(App[int]):
         self.push_screen(HelpScreen())
 
     async def action_quit(self) -> None:
-        if not self.busy_say():
+        if not self.refuse_if_busy():
             self.flow_quit()
 
     @work(group="flows")
@@ -415,7 +415,7 @@ class BatchdeckApp(App[int]):
             raise Refusal("read_only", "The database is read-only for you: nothing changed")
 
     async def _request(self, flow: Callable[..., str], *args: Any, **kw: Any) -> str:
-        """The request itself (``Data.request``); a refusal or error propagates to
+        """The request itself (``Database.request``); a refusal or error propagates to
         ``_reported``."""
         self._writable()
         text = await self.data.request(flow, *args, **kw)

@@ -97,7 +97,7 @@ class WholeReads:
             await asyncio.wait(list(self._running))
 
 
-class Data:
+class Database:
     """One database, as the console sees it."""
 
     def __init__(self, db_path: str) -> None:

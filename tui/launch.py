@@ -55,7 +55,7 @@ def _live_engines(db_path: str) -> dict[str, list[str]]:
 def placement(
     db_path: str, servers: dict[str, int] | None, *, embed: bool = True
 ) -> tuple[Any, str]:
-    """(an Engine to embed, or None to attach) and the words the header shows.
+    """(a Supervisor to embed, or None to attach) and the words the header shows.
     ``servers``: the embedded engine's (None: the default ones).
 
     A database this user may not write: never an embedded engine (it would have to
@@ -67,10 +67,10 @@ def placement(
     if not embed or live or (os.path.exists(db_path) and not writable(db_path)):
         return None, attached_label(live)
     from engine.cli.main import server_args
-    from engine.runtime.supervisor import Engine
+    from engine.runtime.supervisor import Supervisor
 
     servers = servers if servers is not None else server_args(None)
-    return Engine(db_path, servers), embedded_label(servers)
+    return Supervisor(db_path, servers), embedded_label(servers)
 
 
 def _tty_alive() -> bool:

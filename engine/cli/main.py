@@ -753,7 +753,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
     import signal
 
-    from engine.runtime.supervisor import Engine, freeze_heap
+    from engine.runtime.supervisor import Supervisor, freeze_heap
     from engine.runtime.tick import LeaseRefused
     from engine.service.serving import Service
     from engine.store.db import DatabaseError
@@ -773,7 +773,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             with contextlib.suppress(OSError):  # stderr's reader gone: serve all the same
                 print(f"batchdeck serve: {message}", file=sys.stderr, flush=True)
 
-        engine = Engine(path, servers, poll_interval=args.poll, server_stderr=sys.stderr, log=log)
+        engine = Supervisor(
+            path, servers, poll_interval=args.poll, server_stderr=sys.stderr, log=log
+        )
         started = engine.clock()
         try:
             await engine.start()

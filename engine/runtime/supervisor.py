@@ -112,7 +112,11 @@ class EngineStats:
     outage: str | None = None  # while the database is out of reach: its one line
 
 
-class Engine:
+class Supervisor:
+    """The engine of one process (embedded in a console, or ``batchdeck serve``): serves
+    the named batch servers on one database until ``stop``. Use it as an async context
+    manager, or ``start`` and ``stop`` it; ``wait_job`` waits for a job to end."""
+
     def __init__(
         self,
         db_path: str,
@@ -428,7 +432,7 @@ class Engine:
         self._writer.shutdown(wait=True)
         self._main = None
 
-    async def __aenter__(self) -> Engine:
+    async def __aenter__(self) -> Supervisor:
         await self.start()
         return self
 

@@ -172,9 +172,9 @@ def _build_finished(store: Store, recipes: Path, actor: str) -> None:
 
 async def _run_finishing(store: Store, recipes: Path, actor: str) -> None:
     """A short-lived engine runs the jobs that must have run; stopped before returning."""
-    from engine.runtime.supervisor import Engine
+    from engine.runtime.supervisor import Supervisor
 
-    engine = Engine(store.path, dict(SERVERS))
+    engine = Supervisor(store.path, dict(SERVERS))
     await engine.start()
     try:
         ids = {}

@@ -160,7 +160,7 @@ class JobKeysMixin:
         return None
 
     def _job_or_say(self) -> int | None:
-        if self._bd.busy_say():
+        if self._bd.refuse_if_busy():
             return None  # a request is being prepared or confirmed: one at a time
         return self._selected_or_say()
 

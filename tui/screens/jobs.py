@@ -139,7 +139,7 @@ class JobListScreen(JobKeysMixin, LiveScreen):
         """With marks, cancel / abort / enhanced abort act on the marked jobs."""
         kind = self.BULK_KEYS.get(key_id)
         if kind is not None and self.marks:
-            if not self.bd.busy_say():
+            if not self.bd.refuse_if_busy():
                 self.bd.flow_bulk(kind, sorted(self.marks))
             return
         super().action_job(key_id)
