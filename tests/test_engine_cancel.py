@@ -258,7 +258,7 @@ async def test_a_retried_sync_call_waits_for_the_child_it_started(tmp_path):
 
 
 async def test_a_recipe_that_ends_up_calling_itself_is_stopped(engine, tmp_path):
-    from engine.runtime.supervisor import MAX_CALL_DEPTH
+    from engine.runtime.runs import MAX_CALL_DEPTH
     from tests.engine_support import write_recipe
 
     store = engine.store

@@ -15,9 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import hashlib
 import os
-import signal
 import socket
 import sqlite3
 import threading
@@ -28,25 +26,26 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from engine.actions.context import ActionError
 from engine.core.db_outage import Outage, outage_of
-from engine.core.dburl import parse_db
 from engine.core.identity import current_actor
 from engine.core.logs import DEFAULT_MAX_BYTES
 from engine.core.procs import RUN_MARKER, kill_all
 from engine.core.statuses import JOB_TERMINAL
 from engine.runtime import tick as batch
-from engine.runtime.leases import PeerLeases, beat, note_outage, peer_leases, take_over
+from engine.runtime.heartbeat import Heartbeat
+from engine.runtime.leases import PeerLeases
+from engine.runtime.limits import OUTAGE_RETRY_S
+from engine.runtime.runs import Runner, TaskRuns
 from engine.runtime.server_handle import ServerProcess
 from engine.runtime.server_names import DEFAULT_SERVERS
+from engine.runtime.server_pool import ServerPool
 from engine.sql.doorbell import Doorbell
 from engine.store import engine_settings, prune
-from engine.store.db import Store, is_postgresql, shared_store
-from engine.store.log_store import LogItem, LogQueue, write_logs
+from engine.store.db import Store, shared_store
+from engine.store.log_store import LogQueue, write_logs
 
 R = TypeVar("R")
 
-HOST = socket.gethostname()
 PROGRESS_FLUSH_S = 0.1
 DRAIN_CHECK_S = 0.2
 # How often an idle engine asks whether another process wrote (a cancel, an abort, a
@@ -54,20 +53,7 @@ DRAIN_CHECK_S = 0.2
 # acted on in milliseconds, not in a poll interval. Measured: an idle `serve` uses
 # ~2% of a core at 10 ms, ~1% at 50 ms.
 WATCH_S = 0.01
-MAX_CALL_DEPTH = 20
-RESTART_GRACE_S = 2.0
-# A server whose process keeps dying at start is given up after this many tries in a row.
-MAX_START_FAILURES = 5
-# While the database is out of reach, a write the engine must make is tried this often;
-# past OUTAGE_LIMIT_S the engine gives up and exits non-zero (a service manager
-# restarts it) rather than stay up serving nothing.
-OUTAGE_RETRY_S = 0.25
 OUTAGE_LIMIT_S = 600.0
-# The exit status of a server process whose lease ran out (engine.server_proc).
-LEASE_EXIT = 75
-# Log chunks written per transaction of their own, between ticks: a tick waits for at
-# most one such write (a few ms), whatever a task prints.
-LOG_BATCH_BYTES = 256 * 1024
 
 
 def freeze_heap() -> None:
@@ -78,26 +64,6 @@ def freeze_heap() -> None:
     in all. What is frozen is never collected, so the garbage goes first."""
     gc.collect()
     gc.freeze()
-
-
-@dataclass
-class Runner:
-    """One run of a task on a server process, as the supervisor tracks it."""
-
-    claim: batch.Claimed
-    server: str
-    cancel_sent: bool = False
-    abort_sent: bool = False
-    detached: bool = False  # its result is not written (settled elsewhere, lease lost)
-    # Waiting for a child job (a sync call_job): its slot is free meanwhile, or callers
-    # as many as the slots (or a chain deeper than them) wait for ever on children that
-    # need a slot (issue 21).
-    waiting_child: int = 0
-    calls: dict[int, asyncio.Task[Any]] = field(default_factory=dict)
-
-    @property
-    def task_id(self) -> int:
-        return self.claim.task_id
 
 
 @dataclass
@@ -112,7 +78,7 @@ class EngineStats:
     outage: str | None = None  # while the database is out of reach: its one line
 
 
-class Supervisor:
+class Supervisor(TaskRuns, ServerPool, Heartbeat):
     """The engine of one process (embedded in a console, or ``batchdeck serve``): serves
     the named batch servers on one database until ``stop``. Use it as an async context
     manager, or ``start`` and ``stop`` it; ``wait_job`` waits for a job to end."""
@@ -286,41 +252,6 @@ class Supervisor:
             # the engine: what it says is kept in stats all the same.
             with contextlib.suppress(Exception):
                 self._log(message)
-
-    @property
-    def _run_prefix(self) -> str:
-        # Server processes of this database carry it in their marker, whatever engine
-        # started them: a recovery finds a dead engine's leftovers by it.
-        # A URL: a hash of it without its password, which has no business in every
-        # process's environment, and no "|" of its own to confuse the marker.
-        if is_postgresql(self.db_path):
-            identity = parse_db(self.db_path).identity()
-            return f"pg:{hashlib.sha256(identity.encode()).hexdigest()[:16]}|"
-        return f"{os.path.realpath(self.db_path)}|"
-
-    def _spawn(self, name: str) -> ServerProcess:
-        sp = ServerProcess(name, self._on_messages, self._on_server_exit, self._server_stderr)
-        sp.marker = f"{self._run_prefix}{name}|{uuid.uuid4().hex}"
-        return sp
-
-    async def _start_server(self, name: str) -> ServerProcess | None:
-        """A fresh server process, ready for work; None if it would not start."""
-        for _ in range(MAX_START_FAILURES):
-            if name not in self.servers or self._stopping:
-                return None  # lost meanwhile, or stopping: nothing to serve
-            sp = self._spawn(name)
-            await sp.start()
-            if await sp.wait_ready():
-                self.procs[name] = sp
-                sp.send([{"op": "lease", "valid_for": self._lease_valid_for(0.0)}])
-                await self._written(batch.note_server_process, name, self.owner, sp.pid, HOST)
-                return sp
-            sp.ending = True
-            await sp.end(graceful=False)
-            self.note(f"server {name}: process exited at start ({sp.returncode}); trying again")
-            await asyncio.sleep(0.2)
-        self.note(f"server {name}: process would not start; not serving it")
-        return None
 
     async def start(self) -> None:
         """Open the database, take the server leases, recover, and start the servers."""
@@ -552,178 +483,6 @@ class Supervisor:
 
         return ring
 
-    def _lease_valid_for(self, elapsed: float) -> float:
-        # The servers must have stopped before another engine may take the lease over:
-        # a margin below the lease, less what has passed since the beat was taken.
-        return max(0.1, self._lease_s - elapsed - min(1.0, self._lease_s * 0.2))
-
-    async def _heartbeat(self) -> None:
-        t0 = time.monotonic()
-        while True:
-            # Beats keep their cadence from when each began: after one the database held
-            # up, the next goes at once, before what that one vouched for runs out.
-            await asyncio.sleep(max(0.0, t0 + self.heartbeat_interval - time.monotonic()))
-            at = self.clock()
-            began = time.perf_counter()
-            t0 = self._beat_started = time.monotonic()
-            note = self.outage.note() if self.outage.down else None
-            # A server whose process is gone and whose restart is not yet written does
-            # not go on saying Online.
-            down = [n for n in self.servers if n in self._restarting and n not in self.procs]
-            try:
-                lost = await self._db(
-                    self._write, beat, list(self.servers), self.owner, at=at, down=down
-                )
-            except Exception as exc:  # noqa: BLE001 - a locked database: try next beat
-                self._wrote("heartbeat", False, began)
-                if outage_of(exc) is None:
-                    self.note(f"heartbeat: {exc}")
-                self._held_up(t0)
-                continue
-            finally:
-                self._beat_started = None
-            self._wrote("heartbeat", True, began)
-            took = time.monotonic() - t0
-            if note != self._outage_noted:
-                # Its own transaction, best effort: a longer row may not fit a full disk,
-                # and the lease must not wait on it.
-                with contextlib.suppress(Exception):
-                    await self._db(self._write, note_outage, list(self.servers), self.owner, note)
-                    self._outage_noted = note
-            if took > self.heartbeat_interval / 2:
-                self._held_up(t0)  # it went through, late: the database held everyone up
-            else:
-                self._stall_since = None
-            for name in lost:
-                self._lose(name)
-            self._vouch(t0 + self._lease_valid_for(0.0), always=True)
-            try:
-                await self._recover_peers(at)
-            except Exception as exc:  # noqa: BLE001 - try again next beat
-                if outage_of(exc) is None:
-                    self.note(f"recovery of other engines' servers: {exc}")
-
-    def _held_up(self, started: float) -> None:
-        """Our beat failed or was held up by the database: peers' clocks start again (the
-        database was out of their reach too), and on SQLite our servers' lease counts
-        from here (see ``_vouch_while_held_up``)."""
-        self._peers.forget()
-        if self._stall_since is None:
-            self._stall_since = started
-
-    def _vouch(self, until: float, *, always: bool = False) -> None:
-        """Tell our servers their lease runs until ``until`` (monotonic): after a beat,
-        ``always``; while held up, only if later than what they were told."""
-        if until <= self._vouched_until and not always:
-            return
-        self._vouched_until = until
-        msg = [{"op": "lease", "valid_for": max(0.1, until - time.monotonic())}]
-        for sp in self.procs.values():
-            sp.send(msg)
-
-    async def _vouch_while_held_up(self) -> None:
-        """SQLite: while our beat is held up by the database (another process's write
-        lock, a full disk), the lease our servers run on counts from when it began.
-        Sound because the one file is out of every engine's reach alike, and a peer
-        counts our lease only over time its own beats went through (``PeerLeases``): so
-        an outage shorter than the lease costs the running tasks nothing.
-        PostgreSQL: one host may lose the database while others reach it; there the
-        lease counts from the last beat that went through, as before."""
-        if self.store is None or self.store.is_postgresql:
-            return
-        while True:
-            await asyncio.sleep(0.05)
-            started = self._beat_started
-            if started is not None and time.monotonic() - started > self.heartbeat_interval / 2:
-                if self._stall_since is None:
-                    self._stall_since = started
-            if self._stall_since is not None:
-                self._vouch(self._stall_since + self._lease_valid_for(0.0))
-
-    def _unreachable_cause(self) -> str:
-        """Why our runs were stopped when our servers' lease ran out."""
-        now = time.monotonic()
-        since = [t for t in (self._stall_since, self._beat_started) if t is not None]
-        if not since and not self.outage.down:
-            return "interrupted: the engine stalled past its lease"  # SIGSTOP, say
-        took = max([self.outage.seconds()] + [now - t for t in since])
-        return f"interrupted: the engine could not reach its database for {took:.0f} s"
-
-    async def _recover_peers(self, at: float) -> None:
-        """Another engine let its lease expire (its host died): recover its tasks here
-        now, not at the next engine start. One small read per beat. The lease is judged
-        by our monotonic clock (``PeerLeases``), taken over only if unchanged in the
-        transaction that takes it, and what ran there is killed after that, not before."""
-        rows = await self._db(self._read, peer_leases, self.owner)
-        expired = self._peers.expired(rows, time.monotonic())
-        if not expired:
-            return
-        self._taking_over = True
-        try:
-            taken, changed = await self._db(self._write, take_over, self.owner, expired, at=at)
-            if not taken:
-                return
-            # Its server processes, if on this host, die before anything of theirs is
-            # claimed again: nothing runs twice.
-            await kill_all(markers=[(RUN_MARKER, f"{self._run_prefix}{n}|") for n in taken])
-        finally:
-            self._taking_over = False
-        self.note(
-            f"recovered {len(changed)} task(s) of expired server(s) {', '.join(taken)}",
-            error=False,
-        )
-        self._wake.set()
-
-    def _lose(self, name: str) -> None:
-        """Another engine took this server (we stalled past the lease): stop serving it.
-
-        Its recovery has already put our running tasks back to Ready, so running them on
-        here too would run them twice: they are killed without writing anything.
-        """
-        if name not in self.servers:
-            return  # already given up
-        self.note(
-            f"lease on {name} taken by another engine; stopped serving it and killed its tasks"
-        )
-        self.servers.pop(name, None)
-        if not self.servers:
-            self.nothing_to_serve.set()
-        for r in [r for r in self._runners.values() if r.server == name]:
-            r.detached = True
-            self._cancel_calls(r)
-            del self._runners[r.task_id]
-        sp = self.procs.pop(name, None)
-        if sp is not None:
-            self._own(sp.end(graceful=False), f"lose-{name}")
-        self._own(
-            self._db(self._write, batch.note_lease_lost, name, self.owner, at=self.clock()),
-            f"lost-{name}",
-        )
-
-    def _free_slots(self) -> dict[str, int]:
-        """Called by the tick in the writer thread while the loop runs on: it reads
-        copies (``list`` of a dict is taken whole under the GIL), never the live dicts."""
-        if self._stopping or self._taking_over:
-            return {}
-        servers = list(self.servers.items())
-        used: dict[str, int] = {}
-        for r in list(self._runners.values()):
-            if not r.waiting_child:
-                used[r.server] = used.get(r.server, 0) + 1
-        free = {}
-        for name, slots in servers:
-            status = self._server_state.get(name, ("online",))[0]
-            sp = self.procs.get(name)
-            if sp is None or not sp.ready.is_set() or sp.exited.is_set():
-                continue
-            if status == "online" and name not in self._restarting:
-                free[name] = slots - used.get(name, 0)
-        return free
-
-    def _take_outcomes(self) -> list[batch.Outcome]:
-        out, self._outcomes = self._outcomes, []
-        return out
-
     async def _tick(self) -> None:
         at = self.clock()
         dirty, self._dirty = self._dirty, {}
@@ -772,34 +531,6 @@ class Supervisor:
         self._tell_servers(out.task_state)
         self._react_jobs_and_servers(out)
 
-    def _tell_servers(self, task_state: dict[int, tuple[str, Any, Any]]) -> None:
-        """Stop our runs that an operator asked to stop (once each), and those settled
-        elsewhere; hand an approval decided to the run waiting for it."""
-        sends: dict[str, list[dict[str, Any]]] = {}
-        for tid, (status, approval, by) in task_state.items():
-            r = self._runners.get(tid)
-            if r is None or r.detached:
-                continue
-            if status == "canceling" and not r.cancel_sent:
-                r.cancel_sent = True
-                sends.setdefault(r.server, []).append({"op": "cancel", "task": tid})
-            elif status == "aborting" and not r.abort_sent:
-                r.abort_sent = True
-                sends.setdefault(r.server, []).append({"op": "abort", "task": tid})
-            elif status not in ("executing", "canceling", "aborting"):
-                # Someone else settled it (recovery by another engine): stop our copy,
-                # and write nothing of it. Its slot is free once its code has stopped.
-                r.detached = True
-                sends.setdefault(r.server, []).append({"op": "abort", "task": tid})
-            if approval and tid in self._approval_waiters:
-                fut = self._approval_waiters.pop(tid)
-                if not fut.done():
-                    fut.set_result((approval, by or "?"))
-        for name, msgs in sends.items():
-            sp = self.procs.get(name)
-            if sp is not None:
-                sp.send(msgs)
-
     def _react_jobs_and_servers(self, out: batch.TickOut) -> None:
         """Jobs ended that someone waits for; leases lost; drains that end in a restart."""
         for jid, status in out.job_status.items():
@@ -824,118 +555,6 @@ class Supervisor:
                 self._own(self._restart(name, why), f"restart-{name}")
 
     # -- running tasks on server processes ------------------------------------------------
-    def _start(self, claimed: list[batch.Claimed]) -> None:
-        sends: dict[str, list[dict[str, Any]]] = {}
-        for c in claimed:
-            self._runners[c.task_id] = Runner(claim=c, server=c.server)
-            sends.setdefault(c.server, []).append(
-                {
-                    "op": "run",
-                    "task": c.task_id,
-                    "token": c.token,
-                    "job": c.job_id,
-                    "name": c.name,
-                    "action": c.action,
-                    "params_json": c.params_json,
-                    "attempt": c.attempt,
-                    "recipe_path": c.recipe_path,
-                    "child": c.child_job_id,
-                    "remote_job": c.remote_job,
-                    "log_max": self._log_max,
-                }
-            )
-            self.stats.started += 1
-        for name, msgs in sends.items():
-            sp = self.procs.get(name)
-            if sp is not None:
-                sp.send(msgs)
-
-    def _on_messages(self, sp: ServerProcess, msgs: list[dict[str, Any]]) -> None:
-        if self.procs.get(sp.name) is not sp:
-            return  # a process we have already replaced or given up
-        wake = False
-        for m in msgs:
-            op = m["op"]
-            r = self._runners.get(m["task"]) if "task" in m else None
-            if r is not None and r.server != sp.name:
-                r = None
-            if op == "progress" and r is not None and not r.detached:
-                self._dirty[r.task_id] = self._progress(r, m["progress"])
-            elif op == "log" and r is not None and not r.detached:
-                c = r.claim
-                self.logs.add(
-                    LogItem(c.task_id, c.job_id, c.attempt, c.token, m.get("chunk"), m.get("cut"))
-                )
-                self._logs_waiting.set()
-            elif op == "done":
-                if r is None:
-                    continue
-                del self._runners[r.task_id]
-                sp.forget(r.task_id)
-                self._cancel_calls(r)
-                self.stats.finished += 1
-                wake = True
-                if r.detached:
-                    continue
-                outcome, message = m["outcome"], m.get("message")
-                why = "interrupted: engine stopped" if self._stopping else None
-                self._outcomes.append(
-                    batch.Outcome(
-                        r.task_id,
-                        outcome,
-                        message,
-                        reason=(
-                            f"aborted by request; {message}"
-                            if outcome == "aborted" and message
-                            else why
-                        ),
-                        requeue_always=outcome == "interrupted",
-                        token=r.claim.token,
-                    )
-                )
-                # The final progress rides with the outcome in the same batch.
-                self._dirty[r.task_id] = self._progress(r, m["progress"])
-            elif op == "call" and r is not None:
-                r.calls[m["id"]] = self._own(self._answer(sp, r, m), f"call-{r.task_id}-{m['fn']}")
-            elif op == "uncall":
-                for run in self._runners.values():
-                    t = run.calls.pop(m["id"], None)
-                    if t is not None:
-                        t.cancel()
-        if wake:
-            self._wake.set()
-
-    @staticmethod
-    def _progress(r: Runner, p: dict[str, Any]) -> batch.Progress:
-        return batch.Progress(
-            r.task_id,
-            p["done"],
-            p["total"],
-            p["unit"],
-            p["message"],
-            p["output"],
-            p.get("child"),
-            token=r.claim.token,
-        )
-
-    async def _write_logs(self) -> None:
-        """Log chunks, in transactions of their own between the ticks (the writer thread
-        takes them in turn): what a task prints never makes a tick wait for more than
-        one batch. A run's outcome waits for its last chunks (``_tick``)."""
-        while True:
-            await self._logs_waiting.wait()
-            self._logs_waiting.clear()
-            while self.logs.items:
-                items = self.logs.take(LOG_BATCH_BYTES)
-                try:
-                    await self._db(self._write_own, write_logs, items, at=self.clock())
-                except Exception as exc:  # noqa: BLE001 - a locked database: try again
-                    self.logs.put_back(items)
-                    if outage_of(exc) is None:  # an outage is said once, by its watch
-                        self.note(f"writing task logs: {exc}")
-                    await asyncio.sleep(max(self.poll_interval, OUTAGE_RETRY_S))
-                if self._outcomes:
-                    self._wake.set()  # outcomes held for their lines may go now
 
     async def _prune(self) -> None:
         """History older than ``keep_days``, hourly, a batch per transaction."""
@@ -948,256 +567,6 @@ class Supervisor:
 
         await prune.hourly(read, write, clock=self.clock, note=self.note)
 
-    def _cancel_calls(self, r: Runner) -> None:
-        for t in r.calls.values():
-            t.cancel()
-        r.calls.clear()
-
-    async def _answer(self, sp: ServerProcess, r: Runner, m: dict[str, Any]) -> None:
-        """Do what task code asked of the engine (a child job, a wait) and reply."""
-        fn, args = m["fn"], m["args"]
-        reply: dict[str, Any] = {"op": "reply", "id": m["id"]}
-        try:
-            if fn == "submit_child":
-                reply["value"] = await self._submit_child(r, *args)
-            elif fn == "record_remote_job":
-                reply["value"] = await self._record_remote_job(r, str(args[0]))
-            elif fn == "wait_job":
-                r.waiting_child += 1
-                self._wake.set()  # its slot is free: the child may take it at once
-                try:
-                    reply["value"] = await self.wait_job(int(args[0]))
-                finally:
-                    r.waiting_child -= 1
-            elif fn == "wait_approval":
-                reply["value"] = list(await self._wait_approval(r.task_id))
-            else:
-                reply["error"] = f"unknown request {fn!r}"
-        except ActionError as exc:
-            reply["error"] = str(exc)
-        except asyncio.CancelledError:
-            return
-        except Exception as exc:  # noqa: BLE001 - the task fails with it, not the engine
-            reply["error"] = f"{type(exc).__name__}: {exc}"
-        finally:
-            r.calls.pop(m["id"], None)
-        sp.send([reply])
-
     # -- a server process that died, and restarts ------------------------------------------
-    def _on_server_exit(self, sp: ServerProcess) -> None:
-        if self._stopping or self.procs.get(sp.name) is not sp:
-            return
-        self._restarting.add(sp.name)
-        self._own(self._server_died(sp), f"died-{sp.name}")
-
-    @staticmethod
-    def _death_cause(rc: int | None) -> str:
-        if rc is not None and rc < 0:
-            try:
-                name = signal.Signals(-rc).name
-            except ValueError:
-                name = "?"
-            return f"signal {-rc} ({name})"
-        return f"exit status {rc}"
-
-    async def _restart_begin(self, name: str, why: str) -> bool:
-        """Mark the server Restarting; False if another engine holds it now (then we
-        stop serving it: nothing of it is ours to write)."""
-        held = await self._written(batch.restart_begin, name, self.owner, at=self.clock(), why=why)
-        if not held:
-            self._lose(name)
-        return held
-
-    async def _restart_end(
-        self, name: str, victims: list[Runner], outcomes: list[batch.Outcome]
-    ) -> None:
-        """Start a fresh process, then write what happened to the old one's runs and
-        bring the server back Online (only once the new process is ready)."""
-        progress = [self._dirty.pop(r.task_id) for r in victims if r.task_id in self._dirty]
-        fresh = await self._start_server(name)
-
-        def end(conn: Any) -> None:
-            at = self.clock()
-            batch.write_runs(conn, outcomes, progress, at=at)  # fenced by claim tokens
-            if fresh is not None:
-                batch.restart_end(conn, name, self.owner, at=at)
-
-        await self._written(end)
-
-    async def _server_died(self, sp: ServerProcess) -> None:
-        """Its code is gone; so must be everything it started. Then say what happened to
-        each of its runs, and start a fresh process.
-
-        The dead process is forgotten first, before any write: a write that fails (the
-        database locked, full or gone) must not leave the engine counting on a process
-        that is not there. The writes are then tried until the database takes them."""
-        name = sp.name
-        self.stats.crashes += 1
-        if self.procs.get(name) is sp:
-            self.procs.pop(name, None)
-        victims = [r for r in self._runners.values() if r.server == name]
-        for r in victims:
-            del self._runners[r.task_id]
-            self._cancel_calls(r)
-        try:
-            left = await sp.sweep()
-            if left:
-                self.note(f"server {name}: pids {left} still alive after SIGKILL")
-            cause, outcomes = self._death_outcomes(sp, victims)
-            self.note(f"server {name}: {cause}")
-            if not await self._restart_begin(name, cause):
-                return
-            await self._restart_end(name, victims, outcomes)
-        except Exception as exc:  # noqa: BLE001 - given up (see _written): serve nothing, say so
-            if self.given_up is None and not self._stopping:
-                self._give_up(f"server {name} could not be restarted: {exc}")
-        finally:
-            self._restarting.discard(name)
-            self._server_state[name] = ("online", None, None)
-            self._wake.set()
-
-    def _death_outcomes(
-        self, sp: ServerProcess, victims: list[Runner]
-    ) -> tuple[str, list[batch.Outcome]]:
-        """Why the process died, and what each of its runs became."""
-        cause = f"server process died: {self._death_cause(sp.returncode)}"
-        if sp.returncode == LEASE_EXIT:
-            # The lease we vouched for ran out: our own failure to reach the database (or
-            # a stall), never a task's. Every run goes back to Ready with the true cause.
-            why = self._unreachable_cause()
-            cause = f"its lease ran out: {why.removeprefix('interrupted: ')}"
-            return cause, [
-                batch.Outcome(
-                    r.task_id, "interrupted", reason=why, requeue_always=True, token=r.claim.token
-                )
-                for r in victims
-                if not r.detached
-            ]
-        culprits: dict[int, str] = {
-            t: f"task code exited with status {code}" for t, code in sp.exit_blame.items()
-        }
-        if not culprits and len(victims) == 1:
-            culprits = {victims[0].task_id: cause}
-        outcomes = []
-        for r in victims:
-            if r.detached:
-                continue
-            token = r.claim.token
-            if r.task_id in culprits:
-                outcomes.append(batch.Outcome(r.task_id, "error", culprits[r.task_id], token=token))
-            elif culprits:
-                outcomes.append(
-                    batch.Outcome(
-                        r.task_id,
-                        "interrupted",
-                        reason="interrupted: another task's code ended the server process",
-                        requeue_always=True,
-                        token=token,
-                    )
-                )
-            else:
-                # Nobody to blame: each runs again while it has attempts left.
-                outcomes.append(
-                    batch.Outcome(
-                        r.task_id, "interrupted", reason=f"interrupted: {cause}", token=token
-                    )
-                )
-        return cause, outcomes
-
-    async def _restart(self, name: str, why: str) -> None:
-        """Enhanced abort: end the server process and everything it started, then report
-        its runs (Aborted, or back to Ready for other jobs) and bring it back Online."""
-        try:
-            if not await self._restart_begin(name, why):
-                return
-            sp = self.procs.pop(name, None)
-            if sp is None:
-                return
-            left = await sp.end(graceful=False, grace=RESTART_GRACE_S)
-            if left:
-                self.note(f"server {name}: pids {left} still alive after SIGKILL")
-            victims = [r for r in self._runners.values() if r.server == name]
-            outcomes = []
-            for r in victims:
-                del self._runners[r.task_id]
-                self._cancel_calls(r)
-                if not r.detached:
-                    outcomes.append(
-                        batch.Outcome(
-                            r.task_id,
-                            "interrupted",
-                            reason="interrupted by server restart",
-                            requeue_always=True,
-                            token=r.claim.token,
-                        )
-                    )
-            await self._restart_end(name, victims, outcomes)
-            self.stats.restarts += 1
-        finally:
-            self._restarting.discard(name)
-            self._server_state[name] = ("online", None, None)
-            self._wake.set()
 
     # -- what task code asks of the engine -------------------------------------------------
-    async def _submit_child(self, r: Runner, recipe_path: str, mode: str) -> int:
-        from engine.flows.base import insert_job
-        from engine.recipes import RecipeError, load_recipe
-        from engine.store.flow_statements import flow_sql
-
-        try:
-            recipe = await asyncio.to_thread(load_recipe, recipe_path)
-        except RecipeError as exc:
-            raise ActionError(str(exc)) from None
-        c = r.claim
-
-        def insert(conn: Any) -> int:
-            depth = conn.execute(batch.call_depth(c.job_id)).scalar_one()
-            if depth >= MAX_CALL_DEPTH:
-                # A recipe that ends up calling itself would otherwise fill the database.
-                raise ActionError(
-                    f"call depth {depth} reached (at most {MAX_CALL_DEPTH} "
-                    "nested jobs): does the recipe call itself?"
-                )
-            if not batch.holds_claim(conn, c.task_id, c.token):
-                raise ActionError("this run no longer holds its task: nothing started")
-            job_id = insert_job(
-                flow_sql(conn),
-                recipe,
-                actor=self.actor,
-                at=self.clock(),
-                parent_id=c.job_id,
-                parent_task_id=c.task_id,
-                call_mode=mode,
-            )
-            # Recorded at once, so that a retry of this task finds the child.
-            batch.record_child(conn, c.task_id, c.token, job_id)
-            return job_id
-
-        return await self._db(self._write, insert)
-
-    async def _record_remote_job(self, r: Runner, remote_job: str) -> None:
-        c = r.claim
-        if not await self._db(self._write, batch.record_remote_job, c.task_id, c.token, remote_job):
-            raise ActionError("this run no longer holds its task: the remote job was not recorded")
-
-    async def wait_job(self, job_id: int) -> str:
-        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._job_waiters.setdefault(job_id, []).append(fut)
-        self._wake.set()
-        try:
-            return await fut
-        finally:
-            waiters = self._job_waiters.get(job_id, [])
-            if fut in waiters:
-                waiters.remove(fut)
-            if not waiters:
-                self._job_waiters.pop(job_id, None)
-
-    async def _wait_approval(self, task_id: int) -> tuple[str, str]:
-        fut: asyncio.Future[tuple[str, str]] = asyncio.get_running_loop().create_future()
-        self._approval_waiters[task_id] = fut
-        self._wake.set()
-        try:
-            return await fut
-        finally:
-            self._approval_waiters.pop(task_id, None)
