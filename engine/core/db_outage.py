@@ -4,7 +4,7 @@ An outage is an error of the database's reach, not of the statement: SQLite's wr
 lock held by another process past the busy timeout, a full disk, an I/O error;
 PostgreSQL stopped, restarting, or our connection terminated. The engine rides it out
 (keeps what it must write, retries, resumes on its own); any other error is a bug,
-reported as before. ``Outage`` keeps the engine's view of one: since when, what, and the
+reported as any other. ``Outage`` keeps the engine's view of one: since when, what, and the
 one line an operator reads (the log, ``batchdeck servers``' note, the console's header).
 """
 

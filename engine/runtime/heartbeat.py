@@ -93,7 +93,7 @@ class Heartbeat:
         counts our lease only over time its own beats went through (``PeerLeases``): so
         an outage shorter than the lease costs the running tasks nothing.
         PostgreSQL: one host may lose the database while others reach it; there the
-        lease counts from the last beat that went through, as before."""
+        lease counts from the last beat that went through."""
         if self.store is None or self.store.is_postgresql:
             return
         while True:

@@ -31,7 +31,7 @@ class Runner:
     detached: bool = False  # its result is not written (settled elsewhere, lease lost)
     # Waiting for a child job (a sync call_job): its slot is free meanwhile, or callers
     # as many as the slots (or a chain deeper than them) wait for ever on children that
-    # need a slot (issue 21).
+    # need a slot.
     waiting_child: int = 0
     calls: dict[int, asyncio.Task[Any]] = field(default_factory=dict)
 

@@ -155,7 +155,7 @@ class Server:
         # Nothing stands between the decision and the kill: a word on stderr or the
         # channel comes after it, never before. A print to a pipe whose reader died
         # raises BrokenPipeError, one to a full pipe blocks: either would leave every task
-        # of a gone supervisor running on (issue 21), perhaps a second copy elsewhere.
+        # of a gone supervisor running on, perhaps a second copy elsewhere.
         # From here nothing more is said on the channel: the outcomes of the kill below
         # ("killed by SIGKILL") are not the tasks' own. Outcomes already said still
         # count; a writer that holds the lock (the pipe broke under it) is dying itself.

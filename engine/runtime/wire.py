@@ -17,8 +17,8 @@ from engine.actions.context import TaskContext
 
 # The most a text of a message (a task's message, its output's tail, its outcome's
 # words) may carry: past it, the text is cut in the server, before it is sent. The
-# supervisor reads lines of at most 16 MiB; a 20 MB ``ctx.log()`` used to overrun that
-# and have the whole server killed, with every other task on it (issue 21).
+# supervisor reads lines of at most 16 MiB: a longer one (a 20 MB ``ctx.log()``) would
+# have the whole server killed, with every other task on it.
 TEXT_MAX_BYTES = 64 * 1024
 CUT_MARK = "… (cut)"
 # A batch of messages is sent as one line up to this size, then as several.

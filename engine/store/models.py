@@ -5,24 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Index, text
 from sqlmodel import Field, SQLModel
 
-# 2: job.recipe_json (the recipe as submitted, for rerun), job.rerun_of, the partial
-# index on the events that start a task's winding down (stuck jobs); task.claim_token
-# (fencing); server.host, pid and note (server processes).
-# 3: the recipe as submitted moved from job.recipe_json to job_recipe: SQLite rewrites
-# a whole row on every update, so a 10,000-task job's ~0.8 MB of recipe made each of
-# its status moves cost milliseconds (``engine.store.upgrade`` moves a version 2 database).
-# 4: the index of tasks by server is partial (tasks that have a server): a cancel's
-# 10,000 not-started tasks, which have none, no longer move in it (an UPDATE of them
-# cost ~35% less).
-# 5: the index of tasks by status holds only the statuses looked up across jobs: Ready
-# (claims) and Canceling/Aborting (stuck jobs). Waiting, Executing and ended tasks are
-# not in it, so it no longer grows with the history, a task's end no longer moves in
-# it, and a cancel's 10,000 not-started tasks only leave it.
-# 6: task.remote_job, the id of the job a remote long action started on its remote
-# service, written the moment the remote returns it: a later attempt follows that job.
-# 7: on PostgreSQL, Ready tasks are indexed by id alone (ix_task_ready_by_id), so that a
-# claim's cost no longer grows with the tasks of its job already ended.
-# 8: task_log, every line a task wrote, in chunks per task and attempt.
+# The schema's versions and what each changed: docs/architecture.md, "Schema versions".
 SCHEMA_VERSION = 8
 
 # The tasks a server has had: only those are in its index. A query on the server (=, IN)
