@@ -1,14 +1,11 @@
-"""Transactions written once and run on either path: SQLAlchemy's or the light one.
+"""The operators' decisions, each one transaction over an ``Sql`` (``engine.sql.protocol``):
+the same code whichever path runs it, ``Store.transaction()`` on SQLAlchemy (the engine,
+the console) or the light path on the checked-in SQL text (the command line).
 
-A flow names its statements by key (``engine.store.flow_statements`` builds them from the
-tables) and runs them through an ``Sql``: ``PreparedSql`` on a SQLAlchemy connection
-(the engine, the console, every command), or ``engine.sql.light.LightSql`` on a plain
-``sqlite3`` connection running their rendered text, so that ``batchdeck cancel`` need
-not import SQLModel (~0.6 s) to write one transaction. The decisions (who may, which
-status may move, when a job has finished) live here once, whichever path runs them.
-Here: the core (``Sql``, ``move``, events, settings, a job's finish), cancel and submit;
-``engine.flows.abort``: abort; ``engine.flows.requests``: hold, release, approvals.
-No SQLAlchemy here.
+Here: what every flow shares (``move``, events, settings, a job's finish), cancel and
+submit. A request that cannot be done raises a ``Refusal``; nothing is written then.
+The other flows: ``abort``, ``bulk``, ``requests`` (hold, release, approvals),
+``rerun``, ``settings``, ``logs`` (reads), ``stopping`` (how each task stops).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Reading task logs (``engine.store.log_store`` writes them) through an ``engine.flows.base`` Sql:
-the command line's light path (``engine.sql.light``: no SQLAlchemy) or
-``flow_sql(conn)`` in the console. The statements are ``engine.store.log_statements``."""
+"""Reading task logs (``engine.store.log_store`` writes them) over an ``Sql``: the command
+line's light path or a store's ``reading()``. The statements are
+``engine.store.log_statements``."""
 
 from __future__ import annotations
 

@@ -2,8 +2,7 @@
 tasks that Ended are carried over as Ended (not run again) and every other task runs.
 
 Only ever on request: nothing in the engine reruns or retries a job after a deliberate
-cancel or abort. The plan and the rerun are flows (``engine.flows.base``): the console runs
-them on SQLAlchemy, the command line on the rendered text. No SQLAlchemy at import.
+cancel or abort. The plan and the rerun are flows (``engine.flows.base``).
 """
 
 from __future__ import annotations
