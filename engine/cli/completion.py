@@ -13,6 +13,7 @@ import argparse
 import sys
 from typing import Any
 
+from engine.cli.parser import build_parser
 from engine.cli.shared import EXIT_OK, EXIT_USAGE, Fail, db_path, read
 
 # The statuses a job id is offered for: jobs an operator can still act on.
@@ -41,7 +42,6 @@ def _job_ids() -> dict[str, Any]:
 
 def completion_parser() -> argparse.ArgumentParser:
     """The command line's parser, its arguments told what to complete with."""
-    from engine.cli.parser import build_parser
     from engine.core.setting_values import DEFAULTS
     from engine.core.statuses import LABELS
 

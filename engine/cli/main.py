@@ -22,8 +22,9 @@ Command = Callable[[argparse.Namespace], int]
 
 
 def _command(name: str) -> Command:
-    """The function that runs command ``name``. Its module is imported here, when the
-    command runs: ``--help`` and the light commands load no more than they use."""
+    """The function that runs command ``name`` (KeyError: not a command). Its module is
+    imported here, when the command runs: ``--help`` and the light commands load no more
+    than they use."""
     if name in ("cancel", "abort"):
         from engine.cli import cancel
 
@@ -64,7 +65,11 @@ def _command(name: str) -> Command:
         "list": jobs.cmd_list,
         "show": jobs.cmd_show,
         "rerun": jobs.cmd_rerun,
-    }.get(name, jobs.cmd_request)  # hold, release, approve, reject
+        "hold": jobs.cmd_request,
+        "release": jobs.cmd_request,
+        "approve": jobs.cmd_request,
+        "reject": jobs.cmd_request,
+    }[name]
 
 
 def _database_failure(args: argparse.Namespace, exc: BaseException) -> str | None:
