@@ -1,6 +1,6 @@
 """The result of an inline Reader's read (``Reader(path, inline=True)``) without an event
 loop: its coroutines never wait, so sending them ``None`` once runs them to the end. A
-command line then answers without importing asyncio."""
+command line then answers without starting an event loop."""
 
 from __future__ import annotations
 
