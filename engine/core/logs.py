@@ -16,6 +16,7 @@ server process a few thousand cuts, not a Python loop per line.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -68,7 +69,10 @@ def _char_boundary(buf: bytearray, cut: int, start: int = 0) -> int:
 
 
 class LogBuffer:
-    """One attempt's log, cut into chunks; ``take()`` hands over what is ready to send."""
+    """One attempt's log, cut into chunks; ``take()`` hands over what is ready to send.
+
+    Thread-safe: a plain Python task function runs in a thread and feeds its
+    ``ctx.log`` lines from there, while the server's loop takes chunks to send."""
 
     def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES, *, clock: Any = time.monotonic):
         max_bytes = max(MIN_MAX_BYTES, int(max_bytes))
@@ -88,10 +92,15 @@ class LogBuffer:
         self.dropped_lines = 0
         self._cut_sent = (0, 0)
         self._last_ring_send = clock()
+        self._lock = threading.Lock()
 
     # -- input --------------------------------------------------------------------
     def feed(self, stream: str, data: bytes) -> None:
         """Bytes of ``stream``; full chunks are cut at once, a partial line waits."""
+        with self._lock:
+            self._feed(stream, data)
+
+    def _feed(self, stream: str, data: bytes) -> None:
         for other, waiting in self._pending.items():
             if other != stream and waiting:
                 # Another stream's whole lines go first: the log keeps the order of lines.
@@ -192,6 +201,10 @@ class LogBuffer:
         Whole lines waiting are cut first (``final``: the partial ones too). A ring
         that drops is sent at most every ``TAIL_FLUSH_S``, its newest
         ``LIVE_TAIL_BYTES`` only; ``final``: all of it."""
+        with self._lock:
+            return self._take(final)
+
+    def _take(self, final: bool) -> tuple[list[Chunk], tuple[int, int, int, int] | None]:
         for stream, buf in self._pending.items():
             self._drain(stream, buf, "all" if final else "lines")
         out, self._ready = self._ready, []
