@@ -97,7 +97,7 @@ async def one_round(
 def cli(*args: str) -> tuple[float, int]:
     t = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, "-c", "from engine.cli import run; run()", *args],
+        [sys.executable, "-c", "from engine.cli.main import run; run()", *args],
         capture_output=True,
         check=True,
         cwd=ROOT,

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def cli_s(*args: str) -> float:
     t = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-c", "from engine.cli import run; run()", *args],
+        [sys.executable, "-c", "from engine.cli.main import run; run()", *args],
         capture_output=True,
         check=True,
         cwd=ROOT,

@@ -138,6 +138,24 @@ def test_help_exits_0_without_importing_the_database_layer_or_textual(deck: Deck
     assert proc.stdout.strip().splitlines()[-1] == "False False", proc.stdout
 
 
+def test_every_command_the_parser_takes_has_its_function() -> None:
+    """Each subcommand ``build_parser`` declares is run by a function of its own module
+    (the console commands by the console), and nothing else is taken for a command."""
+    import argparse
+
+    from engine.cli.main import _command
+    from engine.cli.parser import build_parser
+
+    subs = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name in subs.choices:
+        if name in ("console", "demo"):
+            continue
+        command = _command(name)
+        assert callable(command) and command.__module__.startswith("engine.cli."), name
+    with pytest.raises(KeyError):
+        _command("frobnicate")
+
+
 def test_command_help_and_bad_usage(deck: Deck) -> None:
     res = deck.ok("abort", "--help")
     assert "--yes" in res.out and "--enhanced" in res.out

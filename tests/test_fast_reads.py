@@ -238,7 +238,7 @@ def test_list_show_servers_and_cancel_import_no_database_layer(
 def test_a_refused_cancel_says_what_the_write_path_says(scenario_db: str, tmp_path: Path) -> None:
     """The light refusal and the console's cancel preview word every refusal by status
     alike."""
-    from engine.cli.main import cancel_refusal_of
+    from engine.cli.cancel import cancel_refusal_of
     from engine.flows import base as flows
     from engine.store.db import Store
 
@@ -252,9 +252,9 @@ def test_a_refused_cancel_says_what_the_write_path_says(scenario_db: str, tmp_pa
         finally:
             await reader.close()
 
-    from engine.cli.main import _complete
+    from engine.reader.inline import complete
 
-    jobs = _complete(views())
+    jobs = complete(views())
     try:
         seen = set()
         for job_id, view in jobs.items():

@@ -185,7 +185,6 @@ def test_managers_that_exclude_the_one_setting_them_are_refused_unless_forced(
     scenario_db: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("engine.core.identity.current_actor", lambda: "root")
-    monkeypatch.setattr("engine.cli.main._actor", lambda: "root")
     rc, out, err = run_cli(capsys, scenario_db, "settings", "managers", "alice, @batchops")
     assert rc == 1 and out == ""
     assert err == (
@@ -231,9 +230,9 @@ def test_serve_refuses_a_bad_server_name(
 
 
 def test_server_names_of_the_allowed_characters_parse() -> None:
-    from engine.cli.main import server_args
+    from engine.runtime.server_names import parse_servers
 
-    assert server_args(["batch-01.eu_2:3", "a" * 64]) == {"batch-01.eu_2": 3, "a" * 64: 4}
+    assert parse_servers(["batch-01.eu_2:3", "a" * 64]) == {"batch-01.eu_2": 3, "a" * 64: 4}
 
 
 def test_servers_forget_removes_an_offline_server_and_is_audited(

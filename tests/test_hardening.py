@@ -277,7 +277,7 @@ class Case:
     how: str = "inproc"  # "inproc", "proc" (a real process), "nobody" (as uid 65534)
     env: dict[str, str] = field(default_factory=dict)
     check: Callable[..., None] | None = None
-    patch: dict[str, Any] = field(default_factory=dict)  # engine.cli constants, in-process
+    patch: dict[str, Any] = field(default_factory=dict)  # engine.cli.shared constants, in-process
 
 
 def usage(cmd: str, what: str) -> str:
@@ -573,13 +573,14 @@ def run_inproc(
     argv: list[str], case: Case, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> tuple[int, str, str]:
     import engine.cli.main as cli_main
+    import engine.cli.shared as cli_shared
 
     for var in ("SSH_CONNECTION", "SSH_CLIENT", "BATCHDECK_DB"):
         monkeypatch.delenv(var, raising=False)
     for k, v in case.env.items():
         monkeypatch.setenv(k, v)
     for k, v in case.patch.items():
-        monkeypatch.setattr(cli_main, k, v, raising=False)
+        monkeypatch.setattr(cli_shared, k, v)
     capsys.readouterr()
     try:
         rc = cli_main.main(argv)

@@ -90,6 +90,24 @@ def test_a_line_longer_than_a_chunk_is_split_on_a_character_boundary():
     assert "".join(c.text for c in chunks) == "é" * 10_000
 
 
+def test_a_task_thread_feeding_while_the_loop_takes_never_sends_a_chunk_twice():
+    """A plain task function runs in a thread: its ``ctx.log`` feeds the buffer while the
+    server's loop takes chunks. Every chunk has a seq of its own (the database refuses a
+    second one, and the run's outcome waits for its lines forever)."""
+    import threading
+
+    for _ in range(5):
+        buf = LogBuffer(10 * 1024 * 1024)
+        feeder = threading.Thread(target=buf.line, args=("log", "x" * 20_000_000))
+        seqs: list[int] = []
+        feeder.start()
+        while feeder.is_alive():
+            seqs += [c.seq for c in buf.take()[0]]
+        feeder.join()
+        seqs += [c.seq for c in buf.take(final=True)[0]]
+        assert len(seqs) == len(set(seqs))
+
+
 def test_past_its_limit_the_buffer_keeps_the_first_and_last_parts_and_counts_the_rest():
     buf = LogBuffer(4096)
     total = b"".join(f"line {i}\n".encode() for i in range(1, 5001))

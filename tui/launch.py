@@ -66,10 +66,10 @@ def placement(
     live = _live_engines(db_path)
     if not embed or live or (os.path.exists(db_path) and not writable(db_path)):
         return None, attached_label(live)
-    from engine.cli.main import server_args
+    from engine.runtime.server_names import parse_servers
     from engine.runtime.supervisor import Supervisor
 
-    servers = servers if servers is not None else server_args(None)
+    servers = servers if servers is not None else parse_servers(None)
     return Supervisor(db_path, servers), embedded_label(servers)
 
 
@@ -198,8 +198,8 @@ def make_console(
     """The console app and its host, as ``run_console`` starts them (an exit code when
     it cannot start). ``embed=False``: never an embedded engine (bench/console_list.py
     measures the console alone, through this same path)."""
-    from engine.cli.main import server_args
     from engine.core.safe_text import safe_line
+    from engine.runtime.server_names import parse_servers
 
     command = getattr(args, "command", None) or "console"
     # The damage check reads every page (~0.15 s on 100,000 jobs). SQLite reads without
@@ -224,7 +224,7 @@ def make_console(
             intact = pool.submit(_checked, getattr(args, "db", None))
             try:
                 # The default servers are read only if an engine is embedded (placement).
-                servers = server_args(specs) if specs else None
+                servers = parse_servers(specs) if specs else None
             except ValueError as exc:
                 print(f"batchdeck: {exc}", file=sys.stderr)
                 return 2

@@ -17,23 +17,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from engine.cli.main import EXIT_OK, EXIT_USAGE, Fail, _flow
+from engine.cli.shared import EXIT_OK, EXIT_USAGE, Fail, flow
 from engine.core.safe_text import safe_line
 
 FOLLOW_POLL_S = 0.2
 MAX_TAIL = 100_000_000
-
-
-def add_parser(
-    cmd: Callable[[str, str], argparse.ArgumentParser], job_id: Any, task_ref: Any
-) -> None:
-    s = cmd("logs", "print a job's task logs (every task's, or one task's), or follow them")
-    s.add_argument("job", type=job_id, metavar="JOB")
-    s.add_argument("task", type=task_ref, metavar="TASK", nargs="?", help="task name or id")
-    s.add_argument("--attempt", type=int, metavar="N", help="this attempt (default: the latest)")
-    s.add_argument("-f", "--follow", action="store_true", help="print new lines until it ends")
-    s.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
-    s.add_argument("--json", action="store_true", help="one JSON object per line")
 
 
 class _Printer:
@@ -82,33 +70,33 @@ def cmd_logs(args: argparse.Namespace) -> int:
         else:
             _task_logs(reading, args)
 
-    # The light path (no SQLAlchemy) where the database allows it: ``cli._flow``.
-    _flow(args, go, write=False)
+    # The light path (no SQLAlchemy) where the database allows it: ``shared.flow``.
+    flow(args, go, write=False)
     return EXIT_OK
 
 
 def _job(sql: Any, job_id: int) -> tuple[str, dict[int, tuple[str, str, int]]]:
     from engine.core.statuses import no_such_job
-    from engine.flows import logs as log_reads
+    from engine.flows import logs
 
-    status = log_reads.job_status(sql, job_id)
+    status = logs.job_status(sql, job_id)
     if status is None:
         raise Fail(no_such_job(job_id))
-    return status, log_reads.task_refs(sql, job_id)
+    return status, logs.task_refs(sql, job_id)
 
 
 def _print_refs(
     sql: Any, printer: _Printer, refs: list[Any], names: dict[int, Any], tail: int | None
 ) -> None:
     """The chunks' lines; ``tail``: only the last so many of them."""
-    from engine.flows import logs as log_reads
+    from engine.flows import logs
 
     skip = 0
     if tail is not None:
         skip = max(0, sum(r.lines for r in refs) - tail)
     for start in range(0, len(refs), 256):
         part = refs[start : start + 256]
-        texts = log_reads.texts(sql, [r.id for r in part])
+        texts = logs.texts(sql, [r.id for r in part])
         for r in part:
             keep = None
             if skip:
@@ -123,7 +111,7 @@ def _print_refs(
 
 def _job_logs(reading: Callable[[], Any], args: argparse.Namespace) -> None:
     from engine.core.statuses import JOB_TERMINAL
-    from engine.flows import logs as log_reads
+    from engine.flows import logs
 
     printer = _Printer(args.json, prefix=True)
     last = 0
@@ -131,7 +119,7 @@ def _job_logs(reading: Callable[[], Any], args: argparse.Namespace) -> None:
     while True:
         with reading() as sql:
             status, names = _job(sql, args.job)
-            refs = log_reads.job_index(sql, args.job, after_id=last, attempt=args.attempt)
+            refs = logs.job_index(sql, args.job, after_id=last, attempt=args.attempt)
             _print_refs(sql, printer, refs, names, args.tail if first else None)
         first = False
         if refs:
@@ -143,7 +131,7 @@ def _job_logs(reading: Callable[[], Any], args: argparse.Namespace) -> None:
 
 def _task_logs(reading: Callable[[], Any], args: argparse.Namespace) -> None:
     from engine.core.statuses import TASK_TERMINAL
-    from engine.flows import logs as log_reads
+    from engine.flows import logs
 
     printer = _Printer(args.json, prefix=False)
     with reading() as sql:
@@ -151,19 +139,19 @@ def _task_logs(reading: Callable[[], Any], args: argparse.Namespace) -> None:
         tid = _task_id(names, args.task, args.job)
         attempt = args.attempt
         if attempt is None:
-            logged = log_reads.attempts(sql, tid)
+            logged = logs.attempts(sql, tid)
             attempt = logged[-1] if logged and not args.follow else names[tid][2]
         if args.tail is not None:
-            refs = log_reads.run_tail_index(sql, tid, attempt, args.tail)
+            refs = logs.run_tail_index(sql, tid, attempt, args.tail)
         else:
-            refs = log_reads.run_index(sql, tid, attempt)
+            refs = logs.run_index(sql, tid, attempt)
         _print_refs(sql, printer, refs, names, args.tail)
     last = refs[-1].seq if refs else 0
     while args.follow:
         with reading() as sql:
             _job_status, names = _job(sql, args.job)
             _name, status, current = names[tid]
-            refs = log_reads.run_index(sql, tid, attempt, after_seq=last)
+            refs = logs.run_index(sql, tid, attempt, after_seq=last)
             _print_refs(sql, printer, refs, names, None)
         if refs:
             last = refs[-1].seq

@@ -70,7 +70,9 @@ def _char_boundary(buf: bytearray, cut: int, start: int = 0) -> int:
 
 class LogBuffer:
     """One attempt's log, cut into chunks; ``take()`` hands over what is ready to send.
-    Thread-safe: a sync task feeds it from its own thread while the server takes."""
+
+    Thread-safe: a plain Python task function runs in a thread and feeds its
+    ``ctx.log`` lines from there, while the server's loop takes chunks to send."""
 
     def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES, *, clock: Any = time.monotonic):
         max_bytes = max(MIN_MAX_BYTES, int(max_bytes))

@@ -1,5 +1,6 @@
-"""batchdeck as a service: what ``serve`` tells systemd (``notify``), the Prometheus
-metrics it serves (``metrics``), the health check a monitor runs (``health``), the
-unit file (``unit``) and the shell completion (``completion``). ``attach`` joins the
-first two to a running engine; nothing here is imported unless asked for.
+"""What ``batchdeck serve`` runs around its engine as a service: the systemd notify link
+(``notify``), the Prometheus metrics (``metrics``), the pulse both read (``pulse``),
+``Service``, which joins them to a running engine (``serving``), and the ``--metrics``
+address and version (``options``). Nothing here imports the command line
+(``engine.cli``), and nothing is imported unless asked for.
 """

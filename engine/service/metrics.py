@@ -53,9 +53,9 @@ from engine.store.tables import event, job, task
 disable_created_metrics()
 
 COUNTS_EVERY_S = 5.0
-# The page is made at most this often; scrapes in between get the same bytes. A scrape
-# every 100 ms then costs the engine's process an HTTP exchange (~0.3 ms), not the
-# reads and the formatting (~1.5-2 ms, holding the GIL the engine's loop needs).
+# The page is made at most this often; scrapes in between get the same bytes. A frequent
+# scrape then costs the engine's process an HTTP exchange, not the reads and the
+# formatting (which hold the GIL the engine's loop needs).
 PAGE_EVERY_S = 1.0
 # Event rows read per statement while catching up (a long pause between scrapes).
 EVENT_BATCH = 5000
@@ -196,14 +196,14 @@ class EngineMetrics(Collector):
 
     def _read_now(self) -> list[Metric]:
         """Stuck jobs and servers, read at every scrape (small reads, on indexes)."""
-        from engine.cli.main import _complete
+        from engine.reader.inline import complete
         from engine.reader.reader import Reader
 
         now = time.time()
         if self._reader is None:
             self._reader = Reader(self.engine.db_path, inline=True)
-        stuck = _complete(self._reader.stuck_ages(now))
-        servers = _complete(self._reader.servers(now))
+        stuck = complete(self._reader.stuck_ages(now))
+        servers = complete(self._reader.servers(now))
         out: list[Metric] = []
         g = GaugeMetricFamily(
             "batchdeck_stuck_jobs",
@@ -230,11 +230,11 @@ class EngineMetrics(Collector):
         return out
 
     def close(self) -> None:
-        from engine.cli.main import _complete
+        from engine.reader.inline import complete
 
         with self._lock:
             if self._reader is not None:
-                _complete(self._reader.close())
+                complete(self._reader.close())
                 self._reader = None
 
     def _counted(self) -> list[Metric]:

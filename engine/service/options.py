@@ -8,12 +8,11 @@ DEFAULT_METRICS_HOST = "127.0.0.1"
 
 def version() -> str:
     """The installed distribution's version ("unknown" when run from a bare tree)."""
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as dist_version
+    import importlib.metadata
 
     try:
-        return dist_version("batchdeck")
-    except PackageNotFoundError:
+        return importlib.metadata.version("batchdeck")
+    except importlib.metadata.PackageNotFoundError:
         return "unknown"
 
 

@@ -16,6 +16,9 @@ SYSTEMD_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 
 class Service:
+    """What ``serve`` runs around one engine: the metrics server (or None), the systemd
+    notify link (when ``NOTIFY_SOCKET`` is set) and its watchdog period."""
+
     def __init__(self, metrics: Any, notifier: Notifier | None, watchdog_s: float | None) -> None:
         self.metrics_server = metrics
         self.notifier = notifier

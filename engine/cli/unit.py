@@ -15,7 +15,7 @@ import shutil
 import sys
 from urllib.parse import urlsplit
 
-from engine.cli.main import EXIT_OK, EXIT_USAGE, Fail, server_args
+from engine.cli.shared import EXIT_OK, EXIT_USAGE, Fail
 
 DEFAULT_WATCHDOG_S = 30
 
@@ -75,9 +75,6 @@ ExecStart={" ".join(systemd_quote(a) for a in argv)}
 # Secrets (PGPASSWORD, a remote action's credentials) go here, never in this file.
 EnvironmentFile=-/etc/batchdeck/batchdeck.env
 Environment=PYTHONUNBUFFERED=1
-# The read statements' cache (engine.read_sql) goes in /var/cache/batchdeck.
-CacheDirectory=batchdeck
-Environment=XDG_CACHE_HOME=%C/batchdeck
 # Restarted when it stops petting: no database write for the lease, or a stuck loop.
 WatchdogSec={watchdog_s}
 Restart=on-failure
@@ -116,10 +113,11 @@ WantedBy=multi-user.target
 
 def cmd_unit(args: argparse.Namespace) -> int:
     from engine.core.dburl import parse_db
+    from engine.runtime.server_names import parse_servers
     from engine.sql.sqlite_file import default_db_path
 
     try:
-        servers = server_args(args.server)
+        servers = parse_servers(args.server)
     except ValueError as exc:
         raise Fail(str(exc), EXIT_USAGE) from None
     try:

@@ -4,9 +4,9 @@ Exit 0 when every server with a live lease is serving; 1 when degraded, one line
 problem: no engine serves the database, a lease gone stale (its engine died), a server
 whose beat is late (its engine cannot write the database, or is stalled), a server
 Restarting or Offline under a live lease, more stuck jobs than ``--max-stuck``, or the
-database itself unreadable or damaged (``engine.cli.main``'s one line). 2: bad usage.
+database itself unreadable or damaged (one line). 2: bad usage.
 
-The light read path of ``list`` and ``servers`` (``engine.sql.light``): no SQLAlchemy.
+It reads as ``list`` and ``servers`` do, on the light path (``engine.sql.light``).
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import os
 import time
 from typing import Any
 
-from engine.cli import main as cli
-from engine.cli.main import EXIT_OK, EXIT_REFUSED, Fail
+from engine.cli import output
+from engine.cli.shared import EXIT_OK, EXIT_REFUSED, Fail, read, usable
+from engine.core.safe_text import safe_line
 
 # A live engine beats every third of the lease at most, and every second at least
 # (``Engine.heartbeat_interval``): a beat older than this share of the lease, and than
@@ -63,7 +64,7 @@ def problems_of(
 def cmd_health(args: argparse.Namespace) -> int:
     from engine.reader.servers import server_rows
 
-    path = cli._usable(args, write=False)
+    path = usable(args, write=False)
     if "://" not in path and not os.path.exists(path):
         raise Fail(f"{path}: no such database")  # create nothing for a mistyped --db
 
@@ -73,7 +74,7 @@ def cmd_health(args: argparse.Namespace) -> int:
         ttl = await reader.lease_seconds()
         return await reader.servers(now), await reader.stuck_ages(now), ttl
 
-    servers, stuck, ttl = cli._run(everything, args, path)
+    servers, stuck, ttl = read(everything, args, path)
     problems = problems_of(servers, stuck, ttl=ttl, max_stuck=args.max_stuck, now=now)
     if args.json:
         report = {
@@ -85,8 +86,8 @@ def cmd_health(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     elif problems:
         for line in problems:
-            print(cli.safe_line(line))
+            print(safe_line(line))
     else:
         live = [s.name for s in servers if s.live]
-        print(f"healthy: {len(live)} server{'s' if len(live) != 1 else ''} serving")
+        print(output.healthy_line(len(live)))
     return EXIT_REFUSED if problems else EXIT_OK

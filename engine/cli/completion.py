@@ -13,7 +13,8 @@ import argparse
 import sys
 from typing import Any
 
-from engine.cli.main import EXIT_OK, EXIT_USAGE, Fail
+from engine.cli.parser import build_parser
+from engine.cli.shared import EXIT_OK, EXIT_USAGE, Fail, db_path, read
 
 # The statuses a job id is offered for: jobs an operator can still act on.
 LIVE = ("waiting", "withhold", "executing", "canceling")
@@ -41,7 +42,6 @@ def _job_ids() -> dict[str, Any]:
 
 def completion_parser() -> argparse.ArgumentParser:
     """The command line's parser, its arguments told what to complete with."""
-    from engine.cli.main import build_parser
     from engine.core.setting_values import DEFAULTS
     from engine.core.statuses import LABELS
 
@@ -61,15 +61,14 @@ def completion_parser() -> argparse.ArgumentParser:
 
 
 def live_job_ids(args: argparse.Namespace) -> list[int]:
-    from engine.cli import main as cli
-
-    path = cli._db_path(args)
+    """The ids of the jobs an operator can still act on (none when there is no database)."""
+    path = db_path(args)
     if "://" not in path:
         import os
 
         if not os.path.exists(path):
             return []
-    page = cli._run(lambda r: r.list_jobs(0, MAX_IDS, statuses=LIVE, with_total=False), args)
+    page = read(lambda r: r.list_jobs(0, MAX_IDS, statuses=LIVE, with_total=False), args)
     return [j.id for j in page.rows]
 
 
