@@ -26,13 +26,14 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.elements import ColumnElement
 
 from engine import settings
 from engine.dialect import db_now, equals_any, in_list, one_of, upsert
 from engine.models import READY_STATUSES
 from engine.prepared import Prepared
-from engine.statuses import TASK_RUNNING, resolve_outcome
+from engine.statuses import TASK_RUNNING, resolve_outcome, task_sources
 from engine.tables import job, server, task
 from engine.writes import (
     AT,
@@ -149,6 +150,38 @@ _RUN_FINAL = Prepared(
         error=func.coalesce(bindparam("b_error", type_=String), task.c.error),
     )
 )
+# PostgreSQL: the same for every settled run of a tick in one statement, its values as
+# arrays (unnest), where an executemany of _RUN_FINAL cost 4-5 ms for a tick of 120 runs.
+_FINAL_COLUMNS = {
+    "done": Float,
+    "total": Float,
+    "unit": String,
+    "message": String,
+    "output": String,
+    "child": Integer,
+    "error": String,
+}
+_FINALS = (
+    func.unnest(
+        bindparam("a_id", type_=ARRAY(Integer)),
+        *(bindparam(f"a_{name}", type_=ARRAY(kind)) for name, kind in _FINAL_COLUMNS.items()),
+    )
+    .table_valued("id", *_FINAL_COLUMNS)
+    .render_derived(name="final")
+)
+_RUN_FINAL_PG = Prepared(
+    update(task)
+    .where(task.c.id == _FINALS.c.id)
+    .values(
+        progress_done=func.coalesce(_FINALS.c.done, task.c.progress_done),
+        progress_total=func.coalesce(_FINALS.c.total, task.c.progress_total),
+        progress_unit=func.coalesce(_FINALS.c.unit, task.c.progress_unit),
+        message=func.coalesce(_FINALS.c.message, task.c.message),
+        output=func.coalesce(_FINALS.c.output, task.c.output),
+        child_job_id=func.coalesce(_FINALS.c.child, task.c.child_job_id),
+        error=func.coalesce(_FINALS.c.error, task.c.error),
+    )
+)
 _ORPHAN = Prepared(
     update(job)
     .where(
@@ -227,6 +260,57 @@ _START = TaskMove(
     event_server=bindparam("server", type_=String),
 )
 _START_JOB = JobMove("executing", {"started_at": AT})
+# PostgreSQL: the claim, its event rows and its moves in one statement (one round trip
+# instead of three). Its shape needs no statistics: the job's status is read by key for
+# each Ready task walked in id order, where a join let a planner without statistics of
+# a new job's tasks (autovacuum's ANALYZE comes later) read every Ready task of the job
+# by ix_task_job_status and sort them all, on every claim (5-9 ms a claim at 10,000
+# Ready against 0.1-0.5). The transition table still decides: the rows are only those
+# it lets start.
+_JOB_STATUS = select(job.c.status).where(job.c.id == task.c.job_id).scalar_subquery()
+_CLAIMABLE = (
+    select(
+        task.c.id,
+        task.c.job_id,
+        task.c.status,
+        task.c.server,
+        task.c.name,
+        task.c.action,
+        task.c.params,
+        task.c.attempt,
+        task.c.child_job_id,
+        task.c.remote_job,
+        _JOB_STATUS.label("job_status"),
+    )
+    .where(
+        equals_any(task.c.status, READY_STATUSES),  # ix_task_ready_by_id
+        one_of(task.c.status, task_sources("executing")),
+        one_of(_JOB_STATUS, ["waiting", "executing"]),
+        ~in_list(task.c.id, "taken"),
+    )
+    .order_by(task.c.id)
+    .limit(bindparam("n", type_=Integer))
+    .with_for_update(skip_locked=True, of=task)
+    .cte("claimed")
+)
+_CLAIM_PG = Prepared(
+    _START.of_rows(
+        _CLAIMABLE,
+        _CLAIMABLE.c.id,
+        _CLAIMABLE.c.job_id,
+        _CLAIMABLE.c.name,
+        _CLAIMABLE.c.action,
+        _CLAIMABLE.c.params,
+        _CLAIMABLE.c.attempt,
+        select(job.c.recipe_path)
+        .where(job.c.id == _CLAIMABLE.c.job_id)
+        .scalar_subquery()
+        .label("recipe_path"),
+        _CLAIMABLE.c.child_job_id,
+        _CLAIMABLE.c.remote_job,
+        _CLAIMABLE.c.job_status,
+    ).order_by(_CLAIMABLE.c.id)
+)
 _SERVER_STATE = Prepared(
     select(
         server.c.name,
@@ -275,6 +359,15 @@ def _progress_params(p: Progress | None) -> dict[str, object]:
         "b_output": p.output,
         "b_child": p.child_job_id,
     }
+
+
+def _as_arrays(rows: list[dict[str, object]]) -> dict[str, list[object]]:
+    """_RUN_FINAL's rows as _RUN_FINAL_PG's arrays, one per column."""
+    out: dict[str, list[object]] = {"a_id": [r["b_id"] for r in rows]}
+    for name in _FINAL_COLUMNS:
+        key = "b_child" if name == "child" else f"b_{name}"
+        out[f"a_{name}"] = [r[key] for r in rows]
+    return out
 
 
 def write_progress(conn: Connection, items: Iterable[Progress]) -> None:
@@ -341,7 +434,9 @@ def apply_outcomes(
             row["b_message"] = o.message
         row["b_error"] = o.message if o.outcome == "error" and o.message else None
         last.append(row)
-    if last:
+    if last and conn.dialect.name == "postgresql":
+        _RUN_FINAL_PG(conn, _as_arrays(last))
+    elif last:
         _RUN_FINAL(conn, last)
     changed: dict[int, str] = {}
     by_move: dict[tuple[str, str], list[dict[str, object]]] = {}
@@ -373,20 +468,30 @@ def claim(conn: Connection, free: dict[str, int], *, at: float, token: str = "")
     for name, n in free.items():
         if n <= 0:
             continue
-        rows = _READY(conn, {"taken": taken, "n": n}).all()
-        if not rows:
-            break
-        ids = [r.id for r in rows]
-        taken.extend(ids)
-        _START(
-            conn,
-            at=at,
-            actor="engine",
-            reason=f"started on {name}",
-            ids=ids,
-            server=name,
-            token=token,
-        )
+        reason = f"started on {name}"
+        if conn.dialect.name == "postgresql":
+            rows = _CLAIM_PG(
+                conn,
+                {
+                    "taken": taken,
+                    "n": n,
+                    "server": name,
+                    "token": token,
+                    "m_at": at,
+                    "m_actor": "engine",
+                    "m_reason": reason,
+                },
+            ).all()
+            if not rows:
+                break
+            taken.extend(r.id for r in rows)
+        else:
+            rows = _READY(conn, {"taken": taken, "n": n}).all()
+            if not rows:
+                break
+            ids = [r.id for r in rows]
+            taken.extend(ids)
+            _START(conn, at=at, actor="engine", reason=reason, ids=ids, server=name, token=token)
         for r in rows:
             if r.job_status == "waiting":
                 starting.add(r.job_id)

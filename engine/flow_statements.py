@@ -33,7 +33,7 @@ from sqlalchemy.sql import ClauseElement
 
 from engine.bulk_flow import jobs_key
 from engine.db import Store
-from engine.dialect import glob, in_list, one_of
+from engine.dialect import TaskStatistics, glob, in_list, one_of
 from engine.log_statements import LOG_READS
 from engine.prepared import Prepared, PreparedSql
 from engine.query import JobView, TaskView
@@ -261,6 +261,8 @@ STATEMENTS: dict[str, Prepared] = {
                     task.c.job_id == bindparam("b_job_id", type_=Integer)
                 )
             ),
+            "submit.tasks_estimate": Prepared(TaskStatistics(estimate=True)),
+            "submit.analyze": Prepared(TaskStatistics(estimate=False)),
             "submit.dep": Prepared(
                 insert(taskdep).values(
                     task_id=bindparam("b_task_id", type_=Integer),

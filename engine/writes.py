@@ -16,9 +16,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
+    CTE,
     Connection,
     Float,
     Integer,
+    Select,
     String,
     Table,
     and_,
@@ -148,6 +150,7 @@ class TaskMove(_Move):
         event_server: ColumnElement[Any] | None = None,
     ) -> None:
         server_of = task.c.server if event_server is None else event_server
+        self.target, self.values, self.event_server = target, dict(values or {}), event_server
         row = [
             AT,
             task.c.job_id,
@@ -160,6 +163,32 @@ class TaskMove(_Move):
             _REASON,
         ]
         super().__init__(task, target, task_sources(target), where, row, values or {})
+
+    def of_rows(self, rows: CTE, *columns: ColumnElement[Any]) -> Select:
+        """PostgreSQL: this move of the tasks ``rows`` selects (a CTE of their ``id``,
+        ``job_id``, ``status`` and ``server``, locked by it), their event rows and the
+        moves in one statement, which returns ``columns``. The CTE must admit only
+        source statuses the transition table allows (``task_sources``)."""
+        server_of = rows.c.server if self.event_server is None else self.event_server
+        row = [
+            AT,
+            rows.c.job_id,
+            rows.c.id,
+            server_of,
+            literal("status", String),
+            rows.c.status,
+            literal(self.target, String),
+            _ACTOR,
+            _REASON,
+        ]
+        events = insert(event).from_select(_EVENT_COLS, select(*row)).cte("moved_events")
+        moves = (
+            update(task)
+            .where(task.c.id == rows.c.id)
+            .values(status=self.target, **self.values)
+            .cte("moved")
+        )
+        return select(*columns).add_cte(events, moves)
 
 
 class JobMove(_Move):
