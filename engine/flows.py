@@ -49,11 +49,18 @@ class Sql(Protocol):
         ``fallback`` (the caller's clock, injectable in tests) on SQLite."""
         ...
 
+    @property
+    def moves_in_one(self) -> bool:
+        """A move's event rows and rows in one statement (``KEY/both``): PostgreSQL."""
+        ...
+
 
 def move(sql: Sql, key: str, *, at: float, actor: str, reason: str | None, **params: Any) -> int:
     """A status move (``engine.writes.TaskMove`` / ``JobMove`` registered under ``key``):
     its event rows, then its rows; the count moved."""
     p = {**params, "m_at": at, "m_actor": actor, "m_reason": reason}
+    if sql.moves_in_one:
+        return sql.run(f"{key}/both", p)
     sql.run(f"{key}/events", p)
     return sql.run(f"{key}/update", p)
 

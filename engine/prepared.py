@@ -193,6 +193,10 @@ class PreparedSql:
     def rows(self, key: str, params: Mapping[str, Any]) -> list[Any]:
         return self._statements[key](self._conn, params).all()
 
+    @property
+    def moves_in_one(self) -> bool:
+        return self._conn.dialect.name == "postgresql"
+
     def run(self, key: str, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> int:
         return self._statements[key](self._conn, params).rowcount
 

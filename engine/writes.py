@@ -104,6 +104,16 @@ class _Move:
         events = insert(event).from_select(_EVENT_COLS, select(*event_row).where(cond))
         moves = update(table).where(cond).values(status=target, **values)
         self._events, self._update = Prepared(events), Prepared(moves)
+        # PostgreSQL: both in one statement (one round trip): the event rows inserted
+        # return the rows' ids, which the update moves. Its parts see one snapshot, so
+        # they are the rows the WHERE clause matched, as in the two statements.
+        moved = event.c.task_id if table is task else event.c.job_id
+        written = events.returning(moved).cte("moved_events")
+        self._both = Prepared(
+            update(table)
+            .where(table.c.id.in_(select(written.c[moved.name])))
+            .values(status=target, **values)
+        )
 
     def __call__(
         self, conn: Connection, *, at: float, actor: str, reason: str | None, **params: Any
@@ -120,17 +130,21 @@ class _Move:
         return self._run(conn, ps) if ps else 0
 
     def _run(self, conn: Connection, p: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> int:
+        if conn.dialect.name == "postgresql":
+            return self._both(conn, p).rowcount
         self._events(conn, p)
         return self._update(conn, p).rowcount
 
 
 def statement_keys(items: Mapping[str, Prepared | _Move]) -> dict[str, Prepared]:
     """Statements by key for ``engine.flows``: a move's two under ``KEY/events`` and
-    ``KEY/update`` (the order ``flows.move`` runs them in, as ``_Move`` does)."""
+    ``KEY/update`` (the order ``flows.move`` runs them in, as ``_Move`` does), and on
+    PostgreSQL both in one under ``KEY/both``."""
     out: dict[str, Prepared] = {}
     for key, item in items.items():
         if isinstance(item, _Move):
             out[f"{key}/events"], out[f"{key}/update"] = item._events, item._update
+            out[f"{key}/both"] = item._both
         else:
             out[key] = item
     return out
