@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import (
     Connection,
@@ -32,7 +33,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from engine import settings
 from engine.dialect import db_now, equals_any, in_list, one_of, upsert
 from engine.models import READY_STATUSES
-from engine.prepared import Prepared
+from engine.prepared import Prepared, together
 from engine.statuses import TASK_RUNNING, resolve_outcome, task_sources
 from engine.tables import job, server, task
 from engine.writes import (
@@ -380,12 +381,17 @@ def write_progress(conn: Connection, items: Iterable[Progress]) -> None:
 
 
 def write_runs(
-    conn: Connection, outcomes: list[Outcome], progress: Iterable[Progress], *, at: float
+    conn: Connection,
+    outcomes: list[Outcome],
+    progress: Iterable[Progress],
+    *,
+    at: float,
+    current: list[Any] | None = None,
 ) -> dict[int, str]:
     """Runs' progress and outcomes: a run that settles its task has its final progress
     written with its message (``apply_outcomes``), every other report as progress."""
     reports = {p.task_id: p for p in progress}
-    changed = apply_outcomes(conn, outcomes, at=at, final=reports)
+    changed = apply_outcomes(conn, outcomes, at=at, final=reports, current=current)
     write_progress(conn, [p for p in reports.values() if p.task_id not in changed])
     return changed
 
@@ -397,13 +403,16 @@ def apply_outcomes(
     at: float,
     actor: str = "engine",
     final: Mapping[int, Progress] | None = None,
+    current: list[Any] | None = None,
 ) -> dict[int, str]:
     """Resolve each run's outcome against the task's current status and write it.
-    ``final``: the runs' last progress reports, written for the tasks that move."""
+    ``final``: the runs' last progress reports, written for the tasks that move;
+    ``current``: the tasks' rows as ``_OUTCOME_STATE`` reads them, if read already."""
     if not outcomes:
         return {}
     by_id = {o.task_id: o for o in outcomes}
-    current = _OUTCOME_STATE(conn, {"ids": list(by_id)}).all()
+    if current is None:
+        current = _OUTCOME_STATE(conn, {"ids": list(by_id)}).all()
     groups: dict[tuple[str, str, str | None], list[int]] = {}
     jobs: set[int] = set()
     orphans: list[tuple[int, int]] = []
@@ -516,13 +525,27 @@ def claim(conn: Connection, free: dict[str, int], *, at: float, token: str = "")
 
 
 def tick(conn: Connection, inp: TickIn) -> TickOut:
-    write_runs(conn, inp.outcomes, inp.progress, at=inp.at)
-    out = TickOut()
+    # The reads that need nothing this tick writes go first, together (one round trip on
+    # PostgreSQL): the settled runs' tasks, the servers, and the running tasks an
+    # operator acted on (the tasks this tick claims are not among them: just moved to
+    # Executing by this engine, there is nothing yet to tell their runs).
+    reads: list[tuple[Prepared, dict[str, Any]]] = []
+    if inp.outcomes:
+        reads.append((_OUTCOME_STATE, {"ids": [o.task_id for o in inp.outcomes]}))
     if inp.servers:
-        for r in _SERVER_STATE(conn, {"names": inp.servers}):
-            out.servers[r.name] = (r.status, r.drain_deadline, r.restart_job_id)
-            if inp.owner and r.lease_owner != inp.owner:
-                out.lost.append(r.name)
+        reads.append((_SERVER_STATE, {"names": inp.servers}))
+    if inp.running:
+        reads.append((_TASK_STATE, {"ids": inp.running}))
+    results = iter(together(conn, *reads))
+    current = next(results).all() if inp.outcomes else None
+    servers = next(results) if inp.servers else []
+    task_state = next(results) if inp.running else []
+    write_runs(conn, inp.outcomes, inp.progress, at=inp.at, current=current)
+    out = TickOut()
+    for r in servers:
+        out.servers[r.name] = (r.status, r.drain_deadline, r.restart_job_id)
+        if inp.owner and r.lease_owner != inp.owner:
+            out.lost.append(r.name)
     # A drain written since the engine last looked must stop claims in this very batch,
     # and an engine claims only where it holds the lease (fencing).
     free = {
@@ -531,10 +554,8 @@ def tick(conn: Connection, inp: TickIn) -> TickOut:
         if out.servers.get(s, ("online",))[0] == "online" and s not in out.lost
     }
     out.claimed = claim(conn, free, at=inp.at, token=inp.token)
-    running = inp.running + [c.task_id for c in out.claimed]
-    if running:
-        for r in _TASK_STATE(conn, {"ids": running}):
-            out.task_state[r.id] = (r.status, r.approval, r.approval_by)
+    for r in task_state:
+        out.task_state[r.id] = (r.status, r.approval, r.approval_by)
     if inp.watched_jobs:
         for r in _JOB_STATE(conn, {"ids": inp.watched_jobs}):
             out.job_status[r.id] = r.status
