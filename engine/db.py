@@ -302,8 +302,13 @@ class Store:
                 if self.is_postgresql:
                     # Watchers on every host learn of the change at commit (NOTIFY is
                     # transactional and deduplicated); a transaction that wrote nothing
-                    # has no transaction id and wakes nobody.
-                    conn.exec_driver_sql(NOTIFY_IF_WRITTEN, {"tag": tag})
+                    # has no transaction id and wakes nobody. The NOTIFY and the COMMIT
+                    # go in one round trip (psycopg's pipeline mode); the commit of
+                    # conn.begin() then finds nothing left to commit.
+                    raw: Any = conn.connection.driver_connection
+                    with raw.pipeline():
+                        raw.execute(NOTIFY_IF_WRITTEN, {"tag": tag})
+                        raw.commit()
             if after_commit is not None:
                 after_commit(conn)
         for bell in self._bells:
