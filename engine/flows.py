@@ -171,9 +171,12 @@ def cancel_many(
     move(sql, "cancel.didnt_run", **said, ids=running + waiting)
     done = set(waiting)
     if running:
-        move(sql, "cancel.canceling", **said, ids=running)
+        stopping = move(sql, "cancel.canceling", **said, ids=running)
         move(sql, "cancel.job_canceling", **said, ids=running, by=actor)
-        done.update(finalize_jobs(sql, running, at=at))
+        # One job with a task now Canceling cannot finish yet: no need to read whether
+        # it does (a third of a one-job cancel's statement time on PostgreSQL).
+        if len(running) > 1 or not stopping:
+            done.update(finalize_jobs(sql, running, at=at))
     if waiting:
         move(sql, "cancel.job_canceled", **said, ids=waiting, by=actor)
     return done
