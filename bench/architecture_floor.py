@@ -46,8 +46,8 @@ _EVENT = (
 
 async def _serve() -> None:
     """A server: runs each ``run`` as an asyncio task, answers ``done`` once per turn.
-    The messages are encoded and decoded by the engine's own ``engine.wire``."""
-    from engine import wire
+    The messages are encoded and decoded by the engine's own ``engine.runtime.wire``."""
+    from engine.runtime import wire
 
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue[list[dict] | None] = asyncio.Queue()
@@ -87,7 +87,7 @@ async def _serve() -> None:
 
 
 def _new_db(path: str) -> None:
-    from engine.db import Store
+    from engine.store.db import Store
 
     Store(path).dispose()  # our schema and indexes
 
@@ -164,7 +164,7 @@ class _Writer:
 async def floor(path: str, n: int, servers: dict[str, int]) -> tuple[float, float]:
     """Tasks a second from submit to the last task's end, and the supervisor's CPU µs
     per task."""
-    from engine import wire
+    from engine.runtime import wire
 
     _new_db(path)
     writer = _Writer(path)

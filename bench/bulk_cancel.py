@@ -26,10 +26,9 @@ from urllib.parse import urlsplit, urlunsplit
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.db import Store  # noqa: E402
-from engine.flow_statements import flow_transaction  # noqa: E402
-from engine.flows import submit  # noqa: E402
+from engine.flows.base import submit  # noqa: E402
 from engine.recipes import Recipe, TaskSpec  # noqa: E402
+from engine.store.db import Store  # noqa: E402
 
 BATCHDECK = Path(sys.executable).parent / "batchdeck"
 ONE_TASK = Recipe(
@@ -41,13 +40,7 @@ def make_jobs(url: str, n: int) -> None:
     store = Store(url)
     try:
         for _ in range(n):
-            submit(
-                lambda: flow_transaction(store),
-                ONE_TASK,
-                actor="bench",
-                system=False,
-                at=time.time(),
-            )
+            submit(store.transaction, ONE_TASK, actor="bench", system=False, at=time.time())
     finally:
         store.dispose()
 

@@ -23,10 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine import control  # noqa: E402
-from engine.db import Store  # noqa: E402
+from engine.flows import base as flows  # noqa: E402
 from engine.recipes import Recipe, TaskSpec  # noqa: E402
-from engine.submit import submit  # noqa: E402
+from engine.store.db import Store  # noqa: E402
 
 PROBE = ROOT / "bench" / "probes" / "cancel_probe.py"
 
@@ -62,7 +61,7 @@ def cancel_seen_ms(db: str, runs: int, tmp: Path) -> list[float]:
         times = []
         for i in range(runs):
             out = tmp / f"seen-{i}"
-            job = submit(store, probe_recipe(out), actor="bench")
+            job = flows.submit(store.transaction, probe_recipe(out), actor="bench")
             while True:
                 with store.read() as conn:
                     done = conn.exec_driver_sql(
@@ -72,7 +71,7 @@ def cancel_seen_ms(db: str, runs: int, tmp: Path) -> list[float]:
                     break
                 time.sleep(0.005)
             time.sleep(0.05)  # the engine idle again, as an operator's cancel finds it
-            control.cancel(store, job, actor="bench")
+            flows.cancel(store.transaction, job, actor="bench")
             committed = time.time()
             while not out.exists() or not out.read_text():
                 time.sleep(0.001)

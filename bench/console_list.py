@@ -2,7 +2,7 @@
 
     python bench/console_list.py [--jobs 100000] [--db PATH] [--runs 3]
 
-The console starts as ``batchdeck console --db PATH`` does (``engine.cli.main`` ->
+The console starts as ``batchdeck console --db PATH`` does (``engine.cli.main.main`` ->
 ``tui.launch.make_console``: keymap, damage check, placement, the app and its host),
 with no embedded engine, in a fresh process, headless (``App.run_test``). A database
 given with ``--db`` is copied first: the bench never changes it.
@@ -10,7 +10,7 @@ given with ``--db`` is copied first: the bench never changes it.
 Prints one figure per line (medians over ``--runs`` processes):
 - first_list_from_process_start_s: from the process's spawn until a frame showing the
   first window of rows has been painted (interpreter start and imports included);
-- first_list_in_process_s: the same, from the start of ``engine.cli.main``;
+- first_list_in_process_s: the same, from the start of ``engine.cli.main.main``;
 - imports_s: the start path's imports (Textual, the console, the engine's reader);
 - keypress_down_ms / keypress_page_down_ms / keypress_open_filter_ms: median over
   20 presses, from the key until it is processed, the rows it needs are loaded and
@@ -142,7 +142,7 @@ def child(db: str, spawned_at: float) -> None:
     """One console process: the real start path, then the measures; one JSON line."""
     t_main = time.perf_counter()
     t_wall = time.time()
-    from engine.cli import main
+    from engine.cli.main import main
 
     result: dict[str, float] = {}
 

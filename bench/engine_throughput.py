@@ -26,7 +26,7 @@
    - stdlib_10k_row_update_ms: one UPDATE of a job's 10,000 tasks by plain sqlite3;
    and our ratios to them.
 
-What the process imported is frozen first (``engine.runtime.freeze_heap``), as
+What the process imported is frozen first (``engine.runtime.supervisor.freeze_heap``), as
 ``batchdeck serve`` does once it serves: full garbage collections then skip it.
 
 ``--db postgresql://…`` runs 1 and 2 on that PostgreSQL server (its database is used
@@ -51,10 +51,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine import control  # noqa: E402
+from engine.flows import base as flows  # noqa: E402
 from engine.recipes import Recipe, TaskSpec  # noqa: E402
-from engine.runtime import Engine, freeze_heap, parse_servers  # noqa: E402
-from engine.submit import submit  # noqa: E402
+from engine.runtime.server_names import parse_servers  # noqa: E402
+from engine.runtime.supervisor import Supervisor, freeze_heap  # noqa: E402
 
 
 def noop_recipe(n: int, seconds: float = 0.0) -> Recipe:
@@ -65,7 +65,7 @@ def noop_recipe(n: int, seconds: float = 0.0) -> Recipe:
 def job_status(store, job_id: int) -> str:
     from sqlalchemy import select
 
-    from engine.tables import job
+    from engine.store.tables import job
 
     with store.read() as conn:
         return conn.execute(select(job.c.status).where(job.c.id == job_id)).scalar_one()
@@ -74,7 +74,7 @@ def job_status(store, job_id: int) -> str:
 def executing_count(store, job_id: int) -> int:
     from sqlalchemy import func, select
 
-    from engine.tables import task
+    from engine.store.tables import task
 
     with store.read() as conn:
         return conn.execute(
@@ -85,7 +85,7 @@ def executing_count(store, job_id: int) -> int:
 def status_counts(store, job_id: int) -> dict[str, int]:
     from sqlalchemy import func, select
 
-    from engine.tables import task
+    from engine.store.tables import task
 
     with store.read() as conn:
         rows = conn.execute(
@@ -98,11 +98,11 @@ def status_counts(store, job_id: int) -> dict[str, int]:
 
 async def throughput(db: str, n: int, servers: dict[str, int]) -> tuple[float, int]:
     """Tasks a second, and the engine's ticks (transactions) for them."""
-    engine = Engine(db, servers)
+    engine = Supervisor(db, servers)
     await engine.start()
     try:
         t0 = time.perf_counter()
-        job = submit(engine.store, noop_recipe(n), actor="bench")
+        job = flows.submit(engine.store.transaction, noop_recipe(n), actor="bench")
         # Told by the engine the moment its tick commits the job's end: polling the
         # database from this loop took time from the engine it measures.
         status = await engine.wait_job(job)
@@ -115,17 +115,19 @@ async def throughput(db: str, n: int, servers: dict[str, int]) -> tuple[float, i
 
 
 async def cancel_latency(db: str) -> tuple[float, float]:
-    engine = Engine(db, {"bench-wide": 100})
+    engine = Supervisor(db, {"bench-wide": 100})
     await engine.start()
     try:
         tasks = tuple(TaskSpec(f"t{i}", "wait", (), {"seconds": 600}) for i in range(10_100))
-        job = submit(engine.store, Recipe("bench-cancel", None, False, tasks), actor="bench")
+        job = flows.submit(
+            engine.store.transaction, Recipe("bench-cancel", None, False, tasks), actor="bench"
+        )
         engine._wake.set()
         while executing_count(engine.store, job) != 100:
             await asyncio.sleep(0.01)
         t0 = time.perf_counter()
         # The command line's path: a separate connection, one transaction.
-        await asyncio.to_thread(control.cancel, engine.store, job, actor="bench")
+        await asyncio.to_thread(flows.cancel, engine.store.transaction, job, actor="bench")
         t_tx = time.perf_counter() - t0
         status = await engine.wait_job(job)
         t_done = time.perf_counter() - t0
@@ -160,18 +162,18 @@ def serving(db: str, tmp: str) -> Iterator[subprocess.Popen]:
 
 
 def cross_process_ms(tmp: str, runs: int = 10) -> float:
-    from engine.db import Store
+    from engine.store.db import Store
 
     db = f"{tmp}/x.db"
     store = Store(db)
     with serving(db, tmp):
         times = []
         for _ in range(runs):
-            job = submit(store, noop_recipe(1, seconds=600), actor="bench")
+            job = flows.submit(store.transaction, noop_recipe(1, seconds=600), actor="bench")
             while job_status(store, job) != "executing":
                 time.sleep(0.005)
             t0 = time.perf_counter()
-            control.cancel(store, job, actor="bench")
+            flows.cancel(store.transaction, job, actor="bench")
             while job_status(store, job) != "canceled":
                 time.sleep(0.001)
             times.append((time.perf_counter() - t0) * 1000)
@@ -198,10 +200,10 @@ def stdlib_single_row_commits_per_s(tmp: str, seconds: float = 1.0) -> float:
 
 
 def _job_with_tasks(db: str, n: int, seconds: float = 0.0) -> tuple[object, int]:
-    from engine.db import Store
+    from engine.store.db import Store
 
     store = Store(db)
-    return store, submit(store, noop_recipe(n, seconds), actor="bench")
+    return store, flows.submit(store.transaction, noop_recipe(n, seconds), actor="bench")
 
 
 def stdlib_batched_tasks_per_s(tmp: str, n: int, batch: int = 256) -> float:
@@ -242,7 +244,7 @@ async def naive_async_session_tasks_per_s(tmp: str, n: int) -> float:
     from sqlmodel import select
     from sqlmodel.ext.asyncio.session import AsyncSession
 
-    from engine.models import Event, Task
+    from engine.store.models import Event, Task
 
     db = f"{tmp}/naive.db"
     store, job_id = _job_with_tasks(db, n)

@@ -26,9 +26,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.engine_throughput import noop_recipe  # noqa: E402
+from engine.flows import base as flows  # noqa: E402
 from engine.recipes import Recipe, TaskSpec  # noqa: E402
-from engine.runtime import Engine, freeze_heap  # noqa: E402
-from engine.submit import submit  # noqa: E402
+from engine.runtime.supervisor import Supervisor, freeze_heap  # noqa: E402
 
 SERVERS = {"batch-01": 256, "batch-02": 256}
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,14 +55,14 @@ async def one_round(
 ) -> tuple[float, float | None, int]:
     """No-op tasks/s; the printing task's seconds and its kept log bytes (or None, 0).
     ``sink``: where the printing task's output goes (" > /dev/null": not to its log)."""
-    engine = Engine(db, SERVERS)
+    engine = Supervisor(db, SERVERS)
     await engine.start()
     try:
         noisy = None
         if mb is not None:
             line = "x" * 99  # 100 bytes a line with its newline
             script = f"echo started; yes {line} | head -c {mb * 1_000_000}{sink}"
-            noisy = submit(engine.store, shell("noisy", script), actor="bench")
+            noisy = flows.submit(engine.store.transaction, shell("noisy", script), actor="bench")
             t_noisy = time.perf_counter()
             # Measured once it prints: its first chunks are in the database.
             while True:
@@ -76,7 +76,7 @@ async def one_round(
                         raise RuntimeError(f"the printing task failed: {failed}")
                 await asyncio.sleep(0.005)
         t0 = time.perf_counter()
-        job = submit(engine.store, noop_recipe(n), actor="bench")
+        job = flows.submit(engine.store.transaction, noop_recipe(n), actor="bench")
         status = await engine.wait_job(job)
         rate = n / (time.perf_counter() - t0)
         assert status == "ended", status
@@ -106,8 +106,10 @@ def cli(*args: str) -> tuple[float, int]:
 
 
 async def million(db: str) -> int:
-    async with Engine(db, {"batch-01": 4}) as engine:
-        job = submit(engine.store, shell("million", "seq 1 1000000"), actor="bench")
+    async with Supervisor(db, {"batch-01": 4}) as engine:
+        job = flows.submit(
+            engine.store.transaction, shell("million", "seq 1 1000000"), actor="bench"
+        )
         assert await engine.wait_job(job) == "ended"
     return job
 

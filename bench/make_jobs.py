@@ -18,8 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine import batch, control  # noqa: E402
-from engine.db import Store  # noqa: E402
+from engine.flows import base as flows  # noqa: E402
+from engine.runtime import tick as batch  # noqa: E402
+from engine.store.db import Store  # noqa: E402
 
 NAMES = [
     "nightly-import",
@@ -90,7 +91,7 @@ def make_jobs(path: str, n: int = 100_000, seed: int = 7) -> Store:
             )
         ]
     for job in running[:100]:
-        control.cancel(store, job, actor="ops", reason="bench", now=t0 + 30)
+        flows.cancel(store.transaction, job, actor="ops", words="bench", at=t0 + 30)
     return store
 
 

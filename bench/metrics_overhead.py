@@ -28,9 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.db import Store  # noqa: E402
+from engine.flows import base as flows  # noqa: E402
 from engine.recipes import Recipe, TaskSpec  # noqa: E402
-from engine.submit import submit  # noqa: E402
+from engine.store.db import Store  # noqa: E402
 
 BATCHDECK = [sys.executable, "-c", "from tui.cli import main; main()"]
 
@@ -61,7 +61,7 @@ def job_rate(store: Store, db: str, n: int) -> float:
     """Tasks/s of one job of ``n`` no-op tasks, from its submit to its Ended."""
     tasks = tuple(TaskSpec(f"t{i}", "wait", (), {"seconds": 0.0}) for i in range(n))
     t0 = time.perf_counter()
-    job = submit(store, Recipe(f"bench-{n}", None, False, tasks), actor="bench")
+    job = flows.submit(store.transaction, Recipe(f"bench-{n}", None, False, tasks), actor="bench")
     conn = sqlite3.connect(db)
     try:
         while conn.execute("SELECT status FROM job WHERE id = ?", (job,)).fetchone()[0] != "ended":

@@ -39,7 +39,7 @@ A running task sees a cancel made from another process (median of ``--cancels`` 
 round, all rounds pooled), ms from the cancel call until the task itself tells this
 process (a datagram; bench/peers_probe.py):
 - batchdeck: a ``batchdeck serve`` process (4 slots) runs a ``python`` task that awaits
-  ``ctx.wait_cancel()``; this process cancels the job (``engine.control.cancel``, its
+  ``ctx.wait_cancel()``; this process cancels the job (``engine.flows.base.cancel``, its
   commit included);
 - pgqueuer: a worker process runs a job that sleeps inside its context's
   ``cancellation`` scope; this process calls ``Queries.mark_job_as_cancelled([id])``
@@ -80,9 +80,9 @@ import bulk_cancel  # noqa: E402
 from engine_throughput import serving, throughput  # noqa: E402
 from peers_probe import pgqueuer_connect  # noqa: E402
 
-from engine import control  # noqa: E402
-from engine.runtime import freeze_heap, parse_servers  # noqa: E402
-from engine.submit import submit  # noqa: E402
+from engine.flows import base as flows  # noqa: E402
+from engine.runtime.server_names import parse_servers  # noqa: E402
+from engine.runtime.supervisor import freeze_heap  # noqa: E402
 
 PROBE = BENCH / "peers_probe.py"
 # mark_job_as_cancelled's NOTIFY carries the ids, and PostgreSQL refuses a payload over
@@ -181,9 +181,9 @@ def _cancel_probe_recipe(tmp: str, port: int) -> object:
 
 
 def batchdeck_cancel_seen_ms(url: str, tmp: str, runs: int) -> list[float]:
-    """ms from ``control.cancel`` until the running task has seen it, ``runs`` times,
+    """ms from ``flows.cancel`` until the running task has seen it, ``runs`` times,
     the task run by a ``batchdeck serve`` process."""
-    from engine.db import Store
+    from engine.store.db import Store
 
     dgrams = Datagrams()
     recipe = _cancel_probe_recipe(tmp, dgrams.port)
@@ -192,10 +192,10 @@ def batchdeck_cancel_seen_ms(url: str, tmp: str, runs: int) -> list[float]:
         with serving(url, tmp):
             times = []
             for _ in range(runs):
-                job = submit(store, recipe, actor="bench")
+                job = flows.submit(store.transaction, recipe, actor="bench")
                 dgrams.expect("started", job)
                 t0 = time.perf_counter()
-                control.cancel(store, job, actor="bench")
+                flows.cancel(store.transaction, job, actor="bench")
                 dgrams.expect("seen", job)
                 times.append((time.perf_counter() - t0) * 1000)
             return times

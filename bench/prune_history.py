@@ -6,7 +6,7 @@ Builds the database (``bench/make_jobs.py``; its finished jobs' ends are spread 
 time, one a minute, so that a date cuts them), then:
 1. ``batchdeck logs JOB`` on it, as a fresh process (median of 5): the log command on a
    large database;
-2. ``--prune`` of its finished jobs pruned (``engine.prune``, as ``batchdeck prune``
+2. ``--prune`` of its finished jobs pruned (``engine.store.prune``, as ``batchdeck prune``
    runs it) while another connection cancels a Waiting job every 20 ms: the prune's
    total time, its batches, the longest and the median write-lock hold of a batch,
    and the longest a cancel took (waiting for the lock included).
@@ -26,8 +26,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.make_jobs import make_jobs  # noqa: E402
-from engine import control, prune  # noqa: E402
-from engine.db import Store  # noqa: E402
+from engine.flows import base as flows  # noqa: E402
+from engine.store import prune  # noqa: E402
+from engine.store.db import Store  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,7 +79,7 @@ def main() -> None:
 
         canceler = Store(db)  # its own connections, as another process's would be
         # Its statements compiled before it is timed: the wait measured is the lock's.
-        control.cancel(canceler, waiting.pop(), actor="ops", reason="warm-up", now=time.time())
+        flows.cancel(canceler.transaction, waiting.pop(), actor="ops", words="warm-up")
         waits: list[float] = []
         done = threading.Event()
 
@@ -87,7 +88,7 @@ def main() -> None:
                 if done.is_set():
                     return
                 t0 = time.perf_counter()
-                control.cancel(canceler, job, actor="ops", reason="bench", now=time.time())
+                flows.cancel(canceler.transaction, job, actor="ops", words="bench")
                 waits.append(time.perf_counter() - t0)
                 time.sleep(0.02)
 

@@ -5,7 +5,7 @@ reach the remote and to settle the task. One figure a line.
 
 Each run: an embedded engine (one batch server process) runs a ``salesforce_bulk``
 upsert of ``--records`` rows against ``engine.remote_emulator`` on 127.0.0.1; once the
-remote has processed some records, ``control.cancel`` is called. Medians over the runs:
+remote has processed some records, ``flows.cancel`` is called. Medians over the runs:
 - remote_upload_ms: submit -> the remote job InProgress (create, the CSV's PUT, close)
 - cancel_to_remote_aborted_ms: cancel -> the remote job Aborted
 - cancel_to_task_canceled_ms: cancel -> the task Canceled in the database
@@ -26,11 +26,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine import control  # noqa: E402
+from engine.flows import base as flows  # noqa: E402
 from engine.recipes import recipe_from_dict  # noqa: E402
 from engine.remote_emulator import Emulator  # noqa: E402
-from engine.runtime import Engine  # noqa: E402
-from engine.submit import submit  # noqa: E402
+from engine.runtime.supervisor import Supervisor  # noqa: E402
 
 TOKEN = "bench-token"
 
@@ -51,7 +50,7 @@ async def one_run(root: Path, records: int, rate: float) -> tuple[float, float, 
             out.writerows([f"E{i:07d}", f"Account {i}"] for i in range(records))
     (root / "token").write_text(TOKEN)
     with Emulator(tokens={TOKEN}, rate=rate, fail_every=97) as emu:
-        engine = Engine(
+        engine = Supervisor(
             str(root / f"b{time.monotonic_ns()}.db"), {"batch-01": 2}, poll_interval=0.02
         )
         await engine.start()
@@ -68,14 +67,14 @@ async def one_run(root: Path, records: int, rate: float) -> tuple[float, float, 
                 "bench",
             )
             t0 = time.perf_counter()
-            job = submit(engine.store, recipe, actor="bench")
+            job = flows.submit(engine.store.transaction, recipe, actor="bench")
             while not (jobs := emu.created()) or jobs[0].state != "InProgress":
                 await asyncio.sleep(0.005)
             upload = time.perf_counter() - t0
             while emu.created()[0].processed < rate:  # a second's worth of records
                 await asyncio.sleep(0.01)
             t1 = time.perf_counter()
-            control.cancel(engine.store, job, actor="bench")
+            flows.cancel(engine.store.transaction, job, actor="bench")
             aborted = canceled = None
             while canceled is None:
                 now = time.perf_counter()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.runtime import Engine
+from engine.runtime.supervisor import Supervisor
 from tests.pg_support import backend, db, deck_db, pg_server, pg_url, pytest_generate_tests
 
 __all__ = ["backend", "db", "deck_db", "pg_server", "pg_url", "pytest_generate_tests"]
@@ -23,7 +23,7 @@ def servers() -> dict[str, int]:
 
 @pytest.fixture
 async def engine(db, servers):
-    eng = Engine(db, servers, poll_interval=0.02)
+    eng = Supervisor(db, servers, poll_interval=0.02)
     await eng.start()
     try:
         yield eng

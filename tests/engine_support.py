@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from engine.db import Store
+from engine.flows import base as flows
 from engine.recipes import load_recipe
-from engine.submit import submit
+from engine.store.db import Store
 from tests.waiting import until  # noqa: F401 - the engine tests import it from here
+
+R = TypeVar("R")
+
+
+def reading(store: Store, flow: Callable[..., R], *args: Any, **kw: Any) -> R:
+    """``flow(sql, *args, **kw)`` in one read transaction of ``store`` (``Store.reading``)."""
+    with store.reading() as sql:
+        return flow(sql, *args, **kw)
 
 
 def _toml_value(v: Any) -> str:
@@ -38,7 +47,9 @@ def write_recipe(directory: Path, name: str, tasks: list[dict[str, Any]], **top:
 def submit_tasks(
     store: Store, directory: Path, name: str, tasks: list[dict[str, Any]], **top: Any
 ) -> int:
-    return submit(store, load_recipe(write_recipe(directory, name, tasks, **top)), actor="tester")
+    return flows.submit(
+        store.transaction, load_recipe(write_recipe(directory, name, tasks, **top)), actor="tester"
+    )
 
 
 def sql(conn: Any, query: str, params: tuple = ()) -> Any:

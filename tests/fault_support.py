@@ -8,8 +8,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from engine import settings
-from engine.db import Store
+from engine.flows import settings as setting_flows
+from engine.store.db import Store
 from tests.proc_support import pid_alive
 
 OUTAGE_CAUSE = "interrupted: the engine could not reach its database for "
@@ -43,8 +43,8 @@ def shells_recipe(names: list[str], runs: Path, go: Path) -> str:
 
 def store_with_lease(path: Path, seconds: str) -> Store:
     store = Store(path)
-    with store.write() as conn:
-        settings.put(conn, "lease_seconds", seconds)
+    with store.transaction() as sql:
+        setting_flows.store(sql, "lease_seconds", seconds)
     return store
 
 

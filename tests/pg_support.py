@@ -30,7 +30,7 @@ _names = itertools.count()
 def pg_server() -> Iterator[Any]:
     import pgserver
 
-    from engine.db import Store
+    from engine.store.db import Store
 
     data = tempfile.mkdtemp(prefix="batchdeck-pg-")
     server = pgserver.get_server(data, cleanup_mode="delete")  # data dir too

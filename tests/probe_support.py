@@ -13,7 +13,7 @@ HEAVY = ("sqlalchemy", "sqlmodel", "pydantic", "textual", "aiosqlite")
 
 PROBE = f"""\
 import sys
-from engine.cli import main
+from engine.cli.main import main
 rc = main(sys.argv[1:])
 heavy = sorted({{m.split(".")[0] for m in sys.modules}} & {set(HEAVY)!r})
 print("HEAVY", ",".join(heavy) or "-", rc, file=sys.stderr)
@@ -27,14 +27,14 @@ class Probed:
     heavy: str  # "HEAVY <packages or -> <exit status>"
 
 
-def probe(db: str | Path, cache: Path, *argv: str) -> Probed:
-    """``batchdeck --db DB ARGV`` with its own cache directory."""
+def probe(db: str | Path, *argv: str) -> Probed:
+    """``batchdeck --db DB ARGV`` in a fresh process."""
     proc = subprocess.run(
         [sys.executable, "-c", PROBE, "--db", str(db), *argv],
         capture_output=True,
         text=True,
         cwd=ROOT,
-        env={"XDG_CACHE_HOME": str(cache), "PATH": "/usr/bin:/bin"},
+        env={"PATH": "/usr/bin:/bin"},
         timeout=60,
     )
     last = proc.stderr.strip().splitlines()[-1]

@@ -30,7 +30,7 @@ CLI_TIMEOUT_S = 60.0
 def user() -> str:
     """The actor the command line records, with no SSH_CONNECTION in its environment:
     the name of the process's uid (never LOGNAME or USER)."""
-    from engine.identity import os_user
+    from engine.core.identity import os_user
 
     return os_user()
 

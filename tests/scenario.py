@@ -25,11 +25,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine import batch, control, settings
-from engine.batch import Outcome, Progress
-from engine.db import Store
+from engine.flows import abort as abort_flow
+from engine.flows import base as flows
+from engine.flows import requests as request_flows
+from engine.flows import settings as setting_flows
 from engine.recipes import Recipe, TaskSpec, recipe_from_dict
-from engine.submit import insert_job
+from engine.runtime import tick as batch
+from engine.runtime.tick import Outcome, Progress
+from engine.store.db import Store
+from engine.store.flow_statements import flow_sql
 
 T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
 NOW = T0 + 1800.0  # the console's fixed clock: 22:43:20 the same day
@@ -67,8 +71,8 @@ class Builder:
             }
 
     def submit(self, r: Recipe, at: float, actor: str = ALICE, **kw) -> int:
-        with self.store.write() as conn:
-            return insert_job(conn, r, actor=actor, at=at, **kw)
+        with self.store.transaction() as sql:
+            return flows.insert_job(sql, r, actor=actor, at=at, **kw)
 
     def beat(self, at: float) -> None:
         with self.store.write() as conn:
@@ -102,9 +106,9 @@ class Builder:
 
 
 def _log(b: Builder, job_id: int, task: str, data: list[tuple[str, str]], limit: int) -> None:
-    """A task's log as its server process would have sent it (``engine.logs``)."""
-    from engine.log_store import LogItem, write_logs
-    from engine.logs import LogBuffer
+    """A task's log as its server process would have sent it (``engine.core.logs``)."""
+    from engine.core.logs import LogBuffer
+    from engine.store.log_store import LogItem, write_logs
 
     buf = LogBuffer(limit)
     for stream, line in data:
@@ -143,9 +147,9 @@ def build(path: str | Path) -> str:
     """Write the scenario database at ``path``; returns its path as a string."""
     b = Builder(Path(path))
     with b.store.write() as conn:
-        settings.put(conn, "drain_seconds", str(DRAIN_SECONDS))
+        setting_flows.store(flow_sql(conn), "drain_seconds", str(DRAIN_SECONDS))
         # Jobs 12 (Aborting 100 s) and 13 (Canceling 50 s) are stuck at NOW.
-        settings.put(conn, "stuck_seconds", str(STUCK_SECONDS))
+        setting_flows.store(flow_sql(conn), "stuck_seconds", str(STUCK_SECONDS))
         batch.claim_leases(conn, SERVERS, OWNER, at=T0)
         for n, name in enumerate(SERVERS):  # each server's own process, on a fixed host
             batch.note_server_process(conn, name, OWNER, 4100 + n, "host-01")
@@ -183,7 +187,7 @@ def build(path: str | Path) -> str:
     b.start("batch-02", T0 + 505, ["copy"])
     b.progress(t["copy"], 120, 400, "tables")
     b.beat(T0 + 1199)
-    control.cancel(b.store, j, actor=BOB, reason="wrong sandbox", now=T0 + 1200)
+    flows.cancel(b.store.transaction, j, actor=BOB, words="wrong sandbox", at=T0 + 1200)
     b.outcome(t["copy"], "canceled", T0 + 1210, "copied 120 of 400 tables")
 
     # 4 stuck-export: canceled and aborted in one step by carol
@@ -195,7 +199,7 @@ def build(path: str | Path) -> str:
     b.start("batch-01", T0 + 600, ["export"])
     b.progress(t["export"], 0, None, None, "blocking for 3600 s in a thread")
     b.beat(T0 + 1299)
-    control.abort(b.store, j, actor=CAROL, now=T0 + 1300)
+    abort_flow.abort(b.store.transaction, j, actor=CAROL, at=T0 + 1300)
     b.outcome(t["export"], "aborted", T0 + 1302)
 
     # 5 approve-release: the approval task waits
@@ -224,7 +228,7 @@ def build(path: str | Path) -> str:
 
     # 7 held-report: Withhold
     j = b.submit(recipe("held-report", wait("render")), T0 + 850)
-    control.hold(b.store, j, actor=ALICE, now=T0 + 860)
+    request_flows.hold(b.store.transaction, j, actor=ALICE, at=T0 + 860)
 
     # 8 failing-job: Error
     j = b.submit(
@@ -283,7 +287,7 @@ def build(path: str | Path) -> str:
     )
     b.start("batch-02", T0 + 1105, ["query"])
     b.beat(T0 + 1699)
-    control.abort(b.store, j, actor=CAROL, enhanced=True, now=T0 + 1700)
+    abort_flow.abort(b.store.transaction, j, actor=CAROL, enhanced=True, at=T0 + 1700)
 
     # 13 stuck-canceling: a Canceling task (for a plain abort)
     j = b.submit(
@@ -305,7 +309,7 @@ def build(path: str | Path) -> str:
         output="sending incremental file list\nfile-001.dat\nfile-002.dat\nfile-003.dat\n",
     )
     b.beat(T0 + 1749)
-    control.cancel(b.store, j, actor=BOB, now=T0 + 1750)
+    flows.cancel(b.store.transaction, j, actor=BOB, at=T0 + 1750)
 
     # 14 quarterly-ledger-export: Waiting (no slot asked for it)
     b.submit(recipe("quarterly-ledger-export", wait("export")), T0 + 1790)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from engine.actions import ACTIONS, shell
-from engine.context import ActionError, TaskCanceled, TaskContext, run_in_daemon_thread
+from engine.actions.context import ActionError, TaskCanceled, TaskContext, run_in_daemon_thread
 from engine.recipes import recipe_from_dict
 
 # -- a context without an engine -----------------------------------------------------

@@ -8,9 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from engine import batch, bulk_flow, control, settings
-from engine.db import Store
-from tests.engine_support import events, job_row, job_status, sql, submit_tasks, task_statuses
+from engine.flows import base as flows
+from engine.flows import bulk as bulk_flow
+from engine.flows import settings as setting_flows
+from engine.runtime import tick as batch
+from engine.store.db import Store
+from tests.engine_support import (
+    events,
+    job_row,
+    job_status,
+    reading,
+    sql,
+    submit_tasks,
+    task_statuses,
+)
 
 BACKENDS = ("sqlite", "postgresql")
 WAIT = [{"name": "sleep", "action": "wait", "seconds": 60}]
@@ -50,10 +61,12 @@ def test_a_bulk_cancel_moves_every_job_with_its_events_chunk_by_chunk(
     running = submit_tasks(store, tmp_path, "run", WAIT)
     _start(store, running)
     system = submit_tasks(store, tmp_path, "sys", WAIT, system=True)
-    plan = control.bulk_plan(store, "cancel", actor="ops")
+    plan = reading(store, bulk_flow.plan, "cancel", actor="ops")
     assert len(plan.act) == 8 and [j.job.id for j in plan.refused] == [system]
-    control.cancel(store, waiting[4], actor="someone")  # between the plan and the yes
-    results = {r.job_id: r for r in control.bulk_apply(store, plan, actor="ops", reason="bad")}
+    flows.cancel(store.transaction, waiting[4], actor="someone")  # between the plan and the yes
+    results = {
+        r.job_id: r for r in bulk_flow.apply(store.transaction, plan, actor="ops", reason="bad")
+    }
 
     assert not results[waiting[4]].done
     assert results[waiting[4]].text == f"Job {waiting[4]} already Canceled"
@@ -78,11 +91,13 @@ def test_a_bulk_cancel_moves_every_job_with_its_events_chunk_by_chunk(
 
 def test_the_rules_refusals_are_audited_once_each(store: Store, tmp_path: Path) -> None:
     theirs = [submit_tasks(store, tmp_path, f"t{i}", WAIT) for i in range(5)]
-    with store.write() as conn:
-        settings.put(conn, "managers", "alice")
-    plan = control.bulk_plan(store, "cancel", actor="bob")
+    with store.transaction() as sql:
+        setting_flows.store(sql, "managers", "alice")
+    plan = reading(store, bulk_flow.plan, "cancel", actor="bob")
     assert plan.act == [] and len(plan.refused) == 5
-    results = {r.job_id: r for r in control.bulk_apply(store, plan, actor="bob", reason=None)}
+    results = {
+        r.job_id: r for r in bulk_flow.apply(store.transaction, plan, actor="bob", reason=None)
+    }
     assert sorted(results) == theirs and not any(r.done for r in results.values())
     for job_id in theirs:
         why = results[job_id].text.removeprefix(f"Job {job_id}: ")
@@ -103,7 +118,7 @@ def test_cancel_all_on_the_light_path_imports_no_action(store: Store, tmp_path: 
 
     waiting = [submit_tasks(store, tmp_path, f"w{i}", WAIT) for i in range(3)]
     probe = (
-        "import sys; from engine.cli import main; rc = main(sys.argv[1:]); "
+        "import sys; from engine.cli.main import main; rc = main(sys.argv[1:]); "
         "print(rc, [m for m in ('httpx', 'engine.actions') if m in sys.modules], "
         "file=sys.stderr)"
     )

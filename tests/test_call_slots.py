@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.db import Store
-from engine.runtime import Engine
+from engine.runtime.supervisor import Supervisor
+from engine.store.db import Store
 from tests.engine_support import job_status, submit_tasks, write_recipe
 from tests.waiting import until
 
@@ -20,7 +20,7 @@ async def test_as_many_sync_callers_as_slots_finish(tmp_path: Path) -> None:
         for i in range(2)
     ]
     job = submit_tasks(store, tmp_path, "parent", callers)
-    async with Engine(str(tmp_path / "t.db"), {"batch-01": 2}):
+    async with Supervisor(str(tmp_path / "t.db"), {"batch-01": 2}):
         await until(lambda: job_status(store, job) in ("ended", "error"), "the parent to end")
     assert job_status(store, job) == "ended"
 
@@ -40,6 +40,6 @@ async def test_a_chain_of_sync_calls_deeper_than_the_slots_finishes(tmp_path: Pa
         "top",
         [{"name": "call", "action": "call_job", "recipe": str(callee), "mode": "sync"}],
     )
-    async with Engine(str(tmp_path / "t.db"), {"batch-01": 2}):
+    async with Supervisor(str(tmp_path / "t.db"), {"batch-01": 2}):
         await until(lambda: job_status(store, job) in ("ended", "error"), "the chain to end")
     assert job_status(store, job) == "ended"

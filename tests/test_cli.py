@@ -66,7 +66,7 @@ def in_process(deck: Deck) -> None:
     command, which imports SQLAlchemy) is not what these tests are about."""
 
     def run(*args: str, env: dict[str, str] | None = None) -> Result:
-        from engine.cli import main
+        from engine.cli.main import main
         from tui.cli import _console
 
         saved_env, saved_cwd = dict(os.environ), os.getcwd()
@@ -589,15 +589,15 @@ def test_a_fresh_database_locked_by_another_process_is_waited_for(deck: Deck) ->
 
 def test_a_reader_that_goes_away_is_no_traceback(deck: Deck) -> None:
     """`batchdeck list --json | head -c 10`: the pipe closes under the command."""
-    from engine.db import Store
+    from engine.flows import base as flows
     from engine.recipes import Recipe, TaskSpec
-    from engine.submit import submit
+    from engine.store.db import Store
 
     store = Store(deck.db)
     try:
         recipe = Recipe("many", None, False, (TaskSpec("t", "wait", (), {"seconds": 1}),))
         for _ in range(400):
-            submit(store, recipe, actor="tester")
+            flows.submit(store.transaction, recipe, actor="tester")
     finally:
         store.dispose()
     cmd = " ".join(f"'{a}'" for a in BATCHDECK)

@@ -21,14 +21,21 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from engine import cli, control
-from engine.db import DatabaseError, Store, normalize_db, shared_store
-from engine.dburl import parse_db
-from engine.models import SCHEMA_VERSION
-from engine.query import Reader
+from engine.cli import main as cli
+from engine.core.dburl import parse_db
+from engine.core.refusal import Refusal
+from engine.core.setting_values import bounded
+from engine.flows import abort as abort_flow
+from engine.flows import base as flows
+from engine.flows import bulk as bulk_flow
+from engine.flows import requests as request_flows
+from engine.flows import settings as setting_flows
+from engine.reader.reader import Reader
 from engine.recipes import Recipe, TaskSpec
-from engine.submit import submit
-from engine.tables import task
+from engine.store.db import DatabaseError, Store, normalize_db, shared_store
+from engine.store.models import SCHEMA_VERSION
+from engine.store.tables import task
+from tests.engine_support import reading
 from tests.waiting import until, until_sync
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,7 +112,7 @@ async def test_one_store_reader_and_watch_connection_per_database(tmp_path: Path
     watch = a.watcher()
     other = a.watcher()
     assert a._watch_conn is not None
-    job = submit(Store(db), two_tasks(), actor="t")  # another connection commits
+    job = flows.submit(Store(db).transaction, two_tasks(), actor="t")  # another connection commits
     assert watch.changed() and other.changed()  # each watch sees it once
     assert not watch.changed()
     assert (await reader.job(job)).status == "waiting"
@@ -135,23 +142,23 @@ def test_postgresql_schema_is_created_once_and_versioned(pg_url: str) -> None:
 def test_cancel_and_abort_run_the_same_statements_on_postgresql(pg_url: str) -> None:
     store = Store(pg_url)
     try:
-        job = submit(store, two_tasks(), actor="alice")
+        job = flows.submit(store.transaction, two_tasks(), actor="alice")
         with store.read() as conn:
             rows = conn.execute(
                 task.select().where(task.c.job_id == job).order_by(task.c.seq)
             ).all()
         assert [(r.name, r.status) for r in rows] == [("first", "ready"), ("second", "waiting")]
-        with pytest.raises(control.Refused, match="nothing is running to abort"):
-            control.abort_preview(store, job)
-        assert control.cancel(store, job, actor="alice", reason="wrong data") == (
+        with pytest.raises(Refusal, match="nothing is running to abort"):
+            reading(store, abort_flow.preview, job)
+        assert flows.cancel(store.transaction, job, actor="alice", words="wrong data") == (
             f"Job {job} Canceled"
         )
-        with pytest.raises(control.Refused, match="already Canceled"):
-            control.cancel(store, job, actor="alice")
-        other = submit(store, two_tasks(), actor="alice")
-        plan = control.bulk_plan(store, "cancel", actor="alice", name="pa*")
+        with pytest.raises(Refusal, match="already Canceled"):
+            flows.cancel(store.transaction, job, actor="alice")
+        other = flows.submit(store.transaction, two_tasks(), actor="alice")
+        plan = reading(store, bulk_flow.plan, "cancel", actor="alice", name="pa*")
         assert [j.job.id for j in plan.act] == [other]  # the canceled job is not listed
-        assert control.bulk_plan(store, "cancel", actor="alice", name="x*").jobs == []
+        assert reading(store, bulk_flow.plan, "cancel", actor="alice", name="x*").jobs == []
     finally:
         store.dispose()
     # The command line's dry run of a cancel: the same flow, on SQLAlchemy here.
@@ -224,7 +231,7 @@ def test_only_a_transaction_that_wrote_notifies_and_at_commit(pg_url: str) -> No
         # would come before the sentinel.
         got = [n.payload for n in listener.notifies(stop_after=1)]
         assert got == ["sentinel"]
-        job = submit(store, two_tasks(), actor="t")
+        job = flows.submit(store.transaction, two_tasks(), actor="t")
         assert job > 0
         assert [n.payload for n in listener.notifies(stop_after=1)] == [""]
     finally:
@@ -240,7 +247,7 @@ def test_every_watch_sees_a_commit_and_a_lost_listen_connection_counts_as_a_chan
     try:
         a, b = store.watcher(), store.watcher()
         assert a.changed() and b.changed()  # a first look always reads
-        submit(other, two_tasks(), actor="t")
+        flows.submit(other.transaction, two_tasks(), actor="t")
         until_sync(a.changed, "watch a to see the commit")
         until_sync(b.changed, "watch b to see the commit")
         assert not a.changed()
@@ -257,7 +264,7 @@ def test_every_watch_sees_a_commit_and_a_lost_listen_connection_counts_as_a_chan
             lambda: other.writer is not None and _listening(other), "the watch to listen again"
         )
         b.changed()
-        submit(other, two_tasks(), actor="t")
+        flows.submit(other.transaction, two_tasks(), actor="t")
         until_sync(b.changed, "watch b to see a commit after the reconnect")
         a.close()
         b.close()
@@ -277,18 +284,18 @@ def _listening(store: Store) -> bool:
 
 
 def test_an_engine_on_postgresql_keeps_its_leases_in_database_time(pg_url: str) -> None:
-    from engine.runtime import Engine
+    from engine.runtime.supervisor import Supervisor
 
     day = 86_400.0
 
     async def run() -> None:
         # This host's clock is a day behind the database's: leases must not care.
-        engine = Engine(
+        engine = Supervisor(
             pg_url, {"batch-01": 2}, poll_interval=0.02, clock=lambda: time.time() - day
         )
         await engine.start()
         try:
-            job = submit(engine.store, two_tasks(), actor="t")
+            job = flows.submit(engine.store.transaction, two_tasks(), actor="t")
             await until(lambda: _job_status(engine.store, job) == "ended", "the job to end")
             with engine.store.read() as conn:
                 beat, now = conn.exec_driver_sql(
@@ -305,14 +312,14 @@ def test_an_engine_on_postgresql_keeps_its_leases_in_database_time(pg_url: str) 
 
 
 def _job_status(store: Store, job: int) -> str:
-    from engine.tables import job as job_table
+    from engine.store.tables import job as job_table
 
     with store.read() as conn:
         return conn.execute(select(job_table.c.status).where(job_table.c.id == job)).scalar_one()
 
 
 def test_db_now_is_the_engines_clock_on_sqlite(tmp_path: Path) -> None:
-    from engine.dialect import db_now
+    from engine.store.dialect import db_now
 
     store = Store(tmp_path / "t.db")
     try:
@@ -340,20 +347,24 @@ def test_serve_on_an_unreachable_postgresql_fails_in_one_line_without_the_passwo
 
 
 def test_settings_rerun_and_hold_on_postgresql(pg_url: str) -> None:
-    from engine import settings
-    from engine.rerun import rerun
+    from engine.flows import base as flows
+    from engine.flows.rerun import rerun
 
     store = Store(pg_url)
     try:
-        with store.write() as conn:
-            settings.put(conn, "stuck_seconds", "60")
-            settings.put(conn, "stuck_seconds", "90")  # the upsert updates the row
-            assert settings.stuck_seconds(conn) == 90.0
-        job = submit(store, two_tasks(), actor="alice")
-        assert control.hold(store, job, actor="alice") == f"Job {job} Withhold"
-        assert control.release(store, job, actor="alice") == f"Job {job} released (Waiting)"
-        control.cancel(store, job, actor="alice")
-        again = rerun(store, job, actor="alice")
+        with store.transaction() as sql:
+            setting_flows.store(sql, "stuck_seconds", "60")
+            setting_flows.store(sql, "stuck_seconds", "90")  # the upsert updates the row
+            stuck = setting_flows.get(sql, "stuck_seconds")
+            assert bounded("stuck_seconds", stuck) == 90.0
+        job = flows.submit(store.transaction, two_tasks(), actor="alice")
+        assert request_flows.hold(store.transaction, job, actor="alice") == f"Job {job} Withhold"
+        assert (
+            request_flows.release(store.transaction, job, actor="alice")
+            == f"Job {job} released (Waiting)"
+        )
+        flows.cancel(store.transaction, job, actor="alice")
+        again = rerun(store.transaction, job, actor="alice")
         with store.read() as conn:
             rows = conn.execute(
                 task.select().where(task.c.job_id == again).order_by(task.c.seq)
@@ -370,7 +381,7 @@ def test_a_console_whose_clock_is_off_judges_leases_on_the_database_clock(
     """Engines on PostgreSQL renew their leases in the database's time: a console on a
     host a day ahead or behind still sees a fresh lease as live, with its true age, and
     an old one as gone."""
-    from engine import batch
+    from engine.runtime import tick as batch
 
     day = 86_400.0
     store = Store(pg_url)
@@ -430,13 +441,15 @@ def test_a_claim_on_postgresql_does_not_walk_the_ended_tasks_of_its_job(pg_url: 
     the statistics say."""
     from sqlalchemy.dialects import postgresql
 
-    from engine.batch import _READY
-    from engine.prepared import CompiledText
+    from engine.runtime.tick import _READY
+    from engine.store.prepared import CompiledText
 
     store = Store(pg_url)
     try:
         tasks = tuple(TaskSpec(f"t{i}", "wait", (), {"seconds": 0}) for i in range(2000))
-        submit(store, Recipe(name="wide", path=None, system=False, tasks=tasks), actor="t")
+        flows.submit(
+            store.transaction, Recipe(name="wide", path=None, system=False, tasks=tasks), actor="t"
+        )
         with store.write() as conn:
             conn.exec_driver_sql("ANALYZE task")
             conn.exec_driver_sql("ANALYZE job")
@@ -495,27 +508,25 @@ def test_the_command_line_on_postgresql_imports_no_database_layer(
         name="nightly", path=None, system=False, tasks=(TaskSpec("t", "wait", (), {"seconds": 60}),)
     )
     try:
-        first, second = (submit(store, recipe, actor="ops") for _ in range(2))
-        control.cancel(store, first, actor="ops")
+        first, second = (flows.submit(store.transaction, recipe, actor="ops") for _ in range(2))
+        flows.cancel(store.transaction, first, actor="ops")
     finally:
         store.dispose()
-    cache = tmp_path / "cache"
-    probe(pg_url, cache, "list")  # the first run renders the text into the cache
-    got = probe(pg_url, cache, "list", "--json")
+    got = probe(pg_url, "list", "--json")
     assert got.heavy == "HEAVY - 0", got.err
     assert [(j["id"], j["status"]) for j in json.loads(got.out)] == [
         (second, "waiting"),
         (first, "canceled"),
     ]
-    got = probe(pg_url, cache, "show", str(first), "--json")
+    got = probe(pg_url, "show", str(first), "--json")
     assert got.heavy == "HEAVY - 0" and json.loads(got.out)["canceled_by"] == "ops"
-    got = probe(pg_url, cache, "servers", "--json")
+    got = probe(pg_url, "servers", "--json")
     assert got.heavy == "HEAVY - 0" and json.loads(got.out) == []
-    got = probe(pg_url, cache, "cancel", str(first))
+    got = probe(pg_url, "cancel", str(first))
     assert got.heavy == "HEAVY - 1" and f"Job {first} already Canceled" in got.err
-    got = probe(pg_url, cache, "cancel", str(second), "--reason", "typo")
+    got = probe(pg_url, "cancel", str(second), "--reason", "typo")
     assert got.heavy == "HEAVY - 0" and got.out.strip() == f"Job {second} Canceled"
-    got = probe(pg_url, cache, "show", str(second), "--json")
+    got = probe(pg_url, "show", str(second), "--json")
     assert json.loads(got.out)["cancel_reason"].endswith(": typo")
 
 
@@ -525,9 +536,13 @@ def test_a_big_job_submitted_on_postgresql_has_the_task_statistics_taken(pg_url:
     store = Store(pg_url)
     try:
         tasks = tuple(TaskSpec(f"t{i}", "wait", (), {"seconds": 0}) for i in range(1500))
-        submit(store, Recipe(name="wide", path=None, system=False, tasks=tasks), actor="t")
+        flows.submit(
+            store.transaction, Recipe(name="wide", path=None, system=False, tasks=tasks), actor="t"
+        )
         small = (TaskSpec("one", "wait", (), {"seconds": 0}),)
-        submit(store, Recipe(name="small", path=None, system=False, tasks=small), actor="t")
+        flows.submit(
+            store.transaction, Recipe(name="small", path=None, system=False, tasks=small), actor="t"
+        )
         with store.read() as conn:
             rows = conn.exec_driver_sql(
                 "SELECT reltuples FROM pg_class WHERE oid = 'task'::regclass"
@@ -547,13 +562,15 @@ def test_a_claim_on_postgresql_walks_the_ready_tasks_in_order_without_sorting_th
     import psycopg
     from sqlalchemy.dialects import postgresql
 
-    from engine.batch import _CLAIM_PG, claim
-    from engine.prepared import CompiledText
+    from engine.runtime.tick import _CLAIM_PG, claim
+    from engine.store.prepared import CompiledText
 
     store = Store(pg_url)
     try:
         tasks = tuple(TaskSpec(f"t{i}", "wait", (), {"seconds": 0}) for i in range(2000))
-        job_id = submit(store, Recipe(name="wide", path=None, system=False, tasks=tasks), actor="t")
+        job_id = flows.submit(
+            store.transaction, Recipe(name="wide", path=None, system=False, tasks=tasks), actor="t"
+        )
         with store.write() as conn:
             conn.exec_driver_sql("UPDATE task SET status = 'ended' WHERE id <= 1500")
         statement = CompiledText(_CLAIM_PG.stmt, postgresql.psycopg.dialect())

@@ -20,8 +20,8 @@ from typing import Any
 
 from sqlalchemy import event
 
-from engine.db import Store
-from engine.runtime import Engine
+from engine.runtime.supervisor import Supervisor
+from engine.store.db import Store
 from tests.engine_support import submit_tasks, task_row, until
 from tests.fault_support import sqlite_row, store_with_lease, wait_for_go
 from tests.proc_support import pid_alive
@@ -72,7 +72,7 @@ async def test_a_full_disk_pauses_writing_says_so_once_and_resumes(tmp_path: Pat
         if cap["pages"] is not None:
             dbapi_conn.execute(f"PRAGMA max_page_count={cap['pages']}")
 
-    async with Engine(str(path), {"batch-01": 2}, log=lines.append) as eng:
+    async with Supervisor(str(path), {"batch-01": 2}, log=lines.append) as eng:
         for n in ("one", "two"):
             await until(lambda n=n: task_row(store, job, n)["status"] == "executing", n)
         await until(lambda: runs.exists() and len(runs.read_text().split()) == 2, "both started")
@@ -132,7 +132,7 @@ async def test_an_engine_that_cannot_write_for_too_long_gives_up_and_says_so(
         if cap["pages"] is not None:
             dbapi_conn.execute(f"PRAGMA max_page_count={cap['pages']}")
 
-    eng = Engine(str(path), {"batch-01": 1}, log=lines.append)
+    eng = Supervisor(str(path), {"batch-01": 1}, log=lines.append)
     eng.outage_limit = 1.0  # ten minutes for a service; a second here
     async with eng:
         await until(lambda: task_row(store, job, "one")["status"] == "executing", "one started")

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from engine.db import open_store
 from engine.recipes import check_path
-from engine.runtime import Engine
+from engine.runtime.supervisor import Supervisor
+from engine.store.db import open_store
 from tests.waiting import until
 from tui.demo import (
     CANCEL_REASON,
@@ -194,7 +194,7 @@ def test_refuses_a_database_that_is_not_a_demo(tmp_path: Path) -> None:
 async def test_demo_runs(tmp_path: Path) -> None:
     # Called from inside a running loop: build_demo runs its own engine in a thread.
     db = build_demo(tmp_path / "demo")
-    engine = Engine(db, dict(SERVERS))
+    engine = Supervisor(db, dict(SERVERS))
     await engine.start()
     try:
 
@@ -270,7 +270,7 @@ def test_the_demo_has_a_stuck_job_as_soon_as_it_opens(tmp_path: Path) -> None:
 
 
 async def _stuck_at_once(mode: str, host: Any, db: str) -> None:
-    from engine.query import Reader
+    from engine.reader.reader import Reader
     from tests.tui_support import RecordingApp, painted
     from tui.screens.detail import JobDetailScreen
 

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from engine import control, doorbell, runtime
-from engine.db import Store
-from engine.runtime import Engine
+from engine.flows import base as flows
+from engine.runtime import supervisor as runtime
+from engine.runtime.supervisor import Supervisor
+from engine.sql import doorbell
+from engine.store.db import Store
 from tests.engine_support import job_status, submit_tasks, task_statuses, until
 
 LONG = [{"name": "w", "action": "wait", "seconds": 600}]
@@ -21,13 +23,13 @@ async def test_a_submit_and_a_cancel_from_another_process_wake_the_engine(
     db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(runtime, "WATCH_S", 60.0)
-    engine = Engine(db, {"batch-01": 2}, poll_interval=60.0)
+    engine = Supervisor(db, {"batch-01": 2}, poll_interval=60.0)
     await engine.start()
     other = Store(db)  # not the engine's Store: its commits reach the engine only by signal
     try:
         job = submit_tasks(other, tmp_path, "long", LONG)
         await until(lambda: task_statuses(other, job) == {"w": "executing"}, "started", bound=20)
-        control.cancel(other, job, actor="ops")
+        flows.cancel(other.transaction, job, actor="ops")
         await until(lambda: job_status(other, job) == "canceled", "canceled", bound=20)
     finally:
         other.dispose()
@@ -69,7 +71,7 @@ async def test_a_cancel_reaches_the_running_task_before_the_engines_next_write(
     tick that would see the cancel is held back, and the task still stops."""
     import threading
 
-    from engine import batch
+    from engine.runtime import tick as batch
 
     held = threading.Event()
     real_tick = batch.tick
@@ -82,7 +84,7 @@ async def test_a_cancel_reaches_the_running_task_before_the_engines_next_write(
     monkeypatch.setattr(batch, "tick", tick_unless_canceling)
     seen = tmp_path / "seen"
     script = f"trap 'echo stopped > {seen}; exit 0' TERM; while :; do sleep 0.05; done"
-    engine = Engine(db, {"batch-01": 2}, poll_interval=0.02)
+    engine = Supervisor(db, {"batch-01": 2}, poll_interval=0.02)
     await engine.start()
     other = Store(db)
     try:
@@ -90,7 +92,7 @@ async def test_a_cancel_reaches_the_running_task_before_the_engines_next_write(
         job = submit_tasks(other, tmp_path, "long", task)
         await until(lambda: task_statuses(other, job) == {"w": "executing"}, "started", bound=20)
         await until(lambda: bool(engine._runners), "the run on its server", bound=20)
-        control.cancel(other, job, actor="ops")
+        flows.cancel(other.transaction, job, actor="ops")
         await until(seen.exists, "the task told of its cancel while no tick may write", bound=20)
     finally:
         held.set()

@@ -7,13 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from engine import control, settings
-from engine.db import Store
-from engine.runtime import Engine
+from engine.core.refusal import Refusal
+from engine.flows import abort as abort_flow
+from engine.flows import base as flows
+from engine.flows import settings as setting_flows
+from engine.runtime.supervisor import Supervisor
+from engine.store.db import Store
 from tests.engine_support import (
     events,
     job_row,
     job_status,
+    reading,
     submit_tasks,
     task_row,
     task_statuses,
@@ -62,15 +66,15 @@ async def test_abort_kills_shell_process_group(engine, tmp_path):
     await until(lambda: (tmp_path / "child.pid").read_text().strip() != "")
     pids = [int((tmp_path / f).read_text()) for f in ("child.pid", "parent.pid")]
 
-    control.cancel(store, job, actor="alice")
+    flows.cancel(store.transaction, job, actor="alice")
     await until(lambda: task_statuses(store, job)["sh"] == "canceling")
     assert not any(_gone(p) for p in pids)  # "finish": cancel lets it run
 
-    plan = control.abort_preview(store, job)
+    plan = reading(store, abort_flow.preview, job)
     assert [t.name for t in plan.tasks] == ["sh"] and plan.tasks[0].server == "batch-01"
     assert not plan.cancel_first
 
-    control.abort(store, job, actor="alice")
+    abort_flow.abort(store.transaction, job, actor="alice")
     await until(lambda: all(_gone(p) for p in pids), "process group killed")
     await until(lambda: job_status(store, job) == "canceled")
     assert task_statuses(store, job) == {"sh": "aborted"}
@@ -101,9 +105,9 @@ async def test_blocking_wait_shows_aborting_until_the_block_returns(engine, tmp_
     await until(lambda: (tmp_path / "release.started").exists(), "in the unmanaged wait")
 
     # On an Executing job, abort cancels and aborts in one step.
-    plan = control.abort_preview(store, job)
+    plan = reading(store, abort_flow.preview, job)
     assert plan.cancel_first and [t.name for t in plan.tasks] == ["block"]
-    text = control.abort(store, job, actor="alice")
+    text = abort_flow.abort(store.transaction, job, actor="alice")
     assert text.startswith(f"Canceled and aborting job {job}")
     assert task_statuses(store, job) == {"block": "aborting", "next": "didnt_run"}
     # The engine has seen the abort (several ticks later) but the thread still blocks.
@@ -118,8 +122,8 @@ async def test_blocking_wait_shows_aborting_until_the_block_returns(engine, tmp_
     # Its result was discarded: nothing after the wait ran.
     assert not (tmp_path / "release.after").exists()
     # A second plain abort is refused: nothing left to abort.
-    with pytest.raises(control.Refused, match="already Canceled"):
-        control.abort(store, job, actor="alice")
+    with pytest.raises(Refusal, match="already Canceled"):
+        abort_flow.abort(store.transaction, job, actor="alice")
 
 
 @pytest.mark.parametrize(
@@ -140,26 +144,26 @@ async def test_abort_refusals(tmp_path, kind, message):
         system=(kind == "system"),
     )
     if kind == "ended":
-        async with Engine(str(tmp_path / "t.db")) as _:
+        async with Supervisor(str(tmp_path / "t.db")) as _:
             await until(lambda: job_status(store, job) == "ended")
     if kind == "system":
-        async with Engine(str(tmp_path / "t.db")) as _:
+        async with Supervisor(str(tmp_path / "t.db")) as _:
             # Still refused while it runs.
-            with pytest.raises(control.Refused, match=message):
-                control.abort(store, job, actor="x")
+            with pytest.raises(Refusal, match=message):
+                abort_flow.abort(store.transaction, job, actor="x")
         return
     before = (job_row(store, job), task_statuses(store, job))
-    with pytest.raises(control.Refused, match=message):
-        control.abort_preview(store, job)
-    with pytest.raises(control.Refused, match=message):
-        control.abort(store, job, actor="x")
+    with pytest.raises(Refusal, match=message):
+        reading(store, abort_flow.preview, job)
+    with pytest.raises(Refusal, match=message):
+        abort_flow.abort(store.transaction, job, actor="x")
     assert (job_row(store, job), task_statuses(store, job)) == before
 
 
 async def test_enhanced_abort_lists_disrupted_jobs_and_requeues_their_tasks(engine, tmp_path):
     store = engine.store
-    with store.write() as conn:
-        settings.put(conn, "drain_seconds", "60")
+    with store.transaction() as sql:
+        setting_flows.store(sql, "drain_seconds", "60")
     release = tmp_path / "release"
     # Fill batch-01 (4 slots) first with the stuck job and a victim, both long.
     stuck = submit_tasks(
@@ -183,18 +187,20 @@ async def test_enhanced_abort_lists_disrupted_jobs_and_requeues_their_tasks(engi
     server = task_row(store, stuck, "block")["server"]
     assert task_row(store, victim, "v")["server"] == server == "batch-01"
 
-    control.abort(store, stuck, actor="alice")  # plain: stays Aborting (unmanaged wait)
+    abort_flow.abort(
+        store.transaction, stuck, actor="alice"
+    )  # plain: stays Aborting (unmanaged wait)
     await until(lambda: engine.stats.ticks > 3)
     assert task_statuses(store, stuck)["block"] == "aborting"
-    with pytest.raises(control.Refused, match="only an enhanced abort"):
-        control.abort(store, stuck, actor="alice")
+    with pytest.raises(Refusal, match="only an enhanced abort"):
+        abort_flow.abort(store.transaction, stuck, actor="alice")
 
-    plan = control.abort_preview(store, stuck, enhanced=True)
+    plan = reading(store, abort_flow.preview, stuck, enhanced=True)
     assert plan.servers == ["batch-01"]
     assert [(d.id, d.tasks) for d in plan.disrupted] == [(victim, ("v",))]
     assert plan.drain_seconds == 60
 
-    text = control.abort(store, stuck, actor="alice", enhanced=True)
+    text = abort_flow.abort(store.transaction, stuck, actor="alice", enhanced=True)
     assert "restarting batch-01" in text
     # The victim's task is executing, so the server drains; shorten the period to see
     # the restart (a new enhanced abort is the operator's way; here we move the deadline).
@@ -250,9 +256,9 @@ async def test_enhanced_abort_restarts_at_once_when_nothing_else_runs(engine, tm
         ],
     )
     await until(lambda: (tmp_path / "release.started").exists())
-    plan = control.abort_preview(store, stuck, enhanced=True)
+    plan = reading(store, abort_flow.preview, stuck, enhanced=True)
     assert plan.cancel_first and plan.disrupted == []
-    control.abort(store, stuck, actor="alice", enhanced=True)
+    abort_flow.abort(store.transaction, stuck, actor="alice", enhanced=True)
     await until(lambda: job_status(store, stuck) == "canceled", "restart frees the stuck task")
     assert task_statuses(store, stuck) == {"block": "aborted"}
     release.touch()
@@ -260,15 +266,15 @@ async def test_enhanced_abort_restarts_at_once_when_nothing_else_runs(engine, tm
 
 async def test_enhanced_abort_can_be_turned_off(tmp_path):
     store = Store(tmp_path / "t.db")
-    with store.write() as conn:
-        settings.put(conn, "enhanced_abort", "off")
+    with store.transaction() as sql:
+        setting_flows.store(sql, "enhanced_abort", "off")
     job = submit_tasks(store, tmp_path, "j", [{"name": "a", "action": "wait", "seconds": 60}])
-    async with Engine(str(tmp_path / "t.db")):
+    async with Supervisor(str(tmp_path / "t.db")):
         await until(lambda: task_statuses(store, job)["a"] == "executing")
-        with pytest.raises(control.Refused, match="Enhanced abort is turned off"):
-            control.abort(store, job, actor="x", enhanced=True)
+        with pytest.raises(Refusal, match="Enhanced abort is turned off"):
+            abort_flow.abort(store.transaction, job, actor="x", enhanced=True)
         assert job_status(store, job) == "executing"
-        control.abort(store, job, actor="x")  # plain abort still works
+        abort_flow.abort(store.transaction, job, actor="x")  # plain abort still works
         await until(lambda: job_status(store, job) == "canceled")
     assert task_statuses(store, job) == {"a": "aborted"}
 
@@ -289,7 +295,7 @@ async def test_aborting_a_sync_caller_orphans_the_child(engine, tmp_path):
         return task_row(store, parent, "call")["child_job_id"]
 
     await until(lambda: child_id() is not None and job_status(store, child_id()) == "executing")
-    control.abort(store, parent, actor="alice")
+    abort_flow.abort(store.transaction, parent, actor="alice")
     await until(lambda: job_status(store, parent) == "canceled")
     assert task_statuses(store, parent) == {"call": "aborted"}
     kid = job_row(store, child_id())
@@ -302,7 +308,7 @@ async def test_abort_refuses_when_the_plan_grew_since_it_was_confirmed(engine, t
         store, tmp_path, "stuck", [{"name": "s", "action": "wait", "seconds": 600}]
     )
     await until(lambda: task_statuses(store, stuck)["s"] == "executing")
-    control.cancel(store, stuck, actor="alice")
+    flows.cancel(store.transaction, stuck, actor="alice")
     # "wait" stops at its next safe point: until it is Canceled it still runs on batch-01,
     # and the plans below would list it as a disrupted job.
     await until(lambda: task_statuses(store, stuck)["s"] == "canceled", "the wait canceled")
@@ -314,18 +320,18 @@ async def test_abort_refuses_when_the_plan_grew_since_it_was_confirmed(engine, t
         [{"name": "sh", "action": "shell", "on_cancel": "finish", "command": ["sleep", "600"]}],
     )
     await until(lambda: task_statuses(store, job)["sh"] == "executing")
-    control.cancel(store, job, actor="alice")
+    flows.cancel(store.transaction, job, actor="alice")
     await until(lambda: task_statuses(store, job)["sh"] == "canceling")
-    seen = control.abort_preview(store, job, enhanced=True)
+    seen = reading(store, abort_flow.preview, job, enhanced=True)
     assert seen.disrupted == []
     # While the operator reads the modal, another job starts on the same server.
     late = submit_tasks(store, tmp_path, "late", [{"name": "l", "action": "wait", "seconds": 600}])
     await until(lambda: task_statuses(store, late)["l"] == "executing")
     before = (job_row(store, job), task_statuses(store, job))
-    with pytest.raises(control.Refused, match=f"changed since you confirmed.*job {late} late"):
-        control.abort(store, job, actor="alice", enhanced=True, confirmed=seen)
+    with pytest.raises(Refusal, match=f"changed since you confirmed.*job {late} late"):
+        abort_flow.abort(store.transaction, job, actor="alice", enhanced=True, confirmed=seen)
     assert (job_row(store, job), task_statuses(store, job)) == before
     # Confirmed against the current plan, it goes ahead.
-    plan = control.abort_preview(store, job, enhanced=True)
-    control.abort(store, job, actor="alice", enhanced=True, confirmed=plan)
+    plan = reading(store, abort_flow.preview, job, enhanced=True)
+    abort_flow.abort(store.transaction, job, actor="alice", enhanced=True, confirmed=plan)
     await until(lambda: task_statuses(store, job)["sh"] == "aborted", "the shell aborted")

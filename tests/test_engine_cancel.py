@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from engine import control
+from engine.core.refusal import Refusal
+from engine.flows import base as flows
+from engine.flows import requests as request_flows
 from tests.engine_support import (
     events,
     job_row,
     job_status,
+    reading,
     sql,
     submit_tasks,
     task_row,
@@ -34,7 +37,7 @@ async def test_not_started_tasks_become_didnt_run_and_wait_is_canceled_at_once(e
     )
     await until(lambda: task_statuses(store, job)["long"] == "executing", "long starts")
 
-    result = control.cancel(store, job, actor="alice", reason="wrong sandbox")
+    result = flows.cancel(store.transaction, job, actor="alice", words="wrong sandbox")
 
     assert result == f"Job {job} Canceling"
     st = task_statuses(store, job)
@@ -71,7 +74,7 @@ async def test_started_non_long_task_finishes_ended_while_job_canceling(engine, 
     )
     await until(lambda: task_statuses(store, job)["work"] == "executing", "work starts")
 
-    control.cancel(store, job, actor="alice")
+    flows.cancel(store.transaction, job, actor="alice")
     await until(lambda: engine.stats.ticks > 0 and job_status(store, job) == "canceling")
     assert task_statuses(store, job) == {"work": "canceling", "after": "didnt_run"}
     # Still canceling while the task runs on.
@@ -85,11 +88,11 @@ async def test_started_non_long_task_finishes_ended_while_job_canceling(engine, 
 
 
 async def test_job_that_started_nothing_goes_straight_to_canceled(tmp_path):
-    from engine.db import Store
+    from engine.store.db import Store
 
     store = Store(tmp_path / "t.db")
     job = submit_tasks(store, tmp_path, "queued", [{"name": "a", "action": "wait", "seconds": 1}])
-    control.cancel(store, job, actor="bob")
+    flows.cancel(store.transaction, job, actor="bob")
     assert job_status(store, job) == "canceled"
     assert task_statuses(store, job) == {"a": "didnt_run"}
     moves = [(e["from_status"], e["to_status"]) for e in events(store, job) if e["to_status"]]
@@ -97,20 +100,20 @@ async def test_job_that_started_nothing_goes_straight_to_canceled(tmp_path):
 
 
 async def test_held_job_is_not_started_until_released(tmp_path):
-    from engine.db import Store
-    from engine.runtime import Engine
+    from engine.runtime.supervisor import Supervisor
+    from engine.store.db import Store
 
     store = Store(tmp_path / "t.db")
     # Held before any engine runs, so no engine can start it first.
     job = submit_tasks(store, tmp_path, "held", [{"name": "a", "action": "wait", "seconds": 0}])
-    control.hold(store, job, actor="bob")
-    async with Engine(str(tmp_path / "t.db"), poll_interval=0.02):
+    request_flows.hold(store.transaction, job, actor="bob")
+    async with Supervisor(str(tmp_path / "t.db"), poll_interval=0.02):
         other = submit_tasks(
             store, tmp_path, "other", [{"name": "a", "action": "wait", "seconds": 0}]
         )
         await until(lambda: job_status(store, other) == "ended", "other job ends")
         assert job_status(store, job) == "withhold"
-        control.release(store, job, actor="bob")
+        request_flows.release(store.transaction, job, actor="bob")
         await until(lambda: job_status(store, job) == "ended", "released job runs")
 
 
@@ -137,7 +140,7 @@ async def test_cancel_refusals_change_nothing(engine, tmp_path, setup, message):
             [{"name": "s", "action": "shell", "on_cancel": "finish", "command": ["sleep", "600"]}],
         )
         await until(lambda: task_statuses(store, job2)["s"] == "executing")
-        control.cancel(store, job2, actor="x")
+        flows.cancel(store.transaction, job2, actor="x")
         job = job2
     if setup in ("system", "missing"):
         # Settled before the snapshot: the engine is not to change it in between.
@@ -145,8 +148,8 @@ async def test_cancel_refusals_change_nothing(engine, tmp_path, setup, message):
     target = 9999 if setup == "missing" else job
     before = (job_row(store, job), task_statuses(store, job), len(events(store, job)))
 
-    with pytest.raises(control.Refused, match=message):
-        control.cancel(store, target, actor="mallory")
+    with pytest.raises(Refusal, match=message):
+        flows.cancel(store.transaction, target, actor="mallory")
 
     assert (job_row(store, job), task_statuses(store, job), len(events(store, job))) == before
 
@@ -178,17 +181,17 @@ async def test_children_are_not_canceled_with_the_parent(engine, tmp_path):
     await until(lambda: all(job_status(store, k) == "executing" for k in kids))
     await until(lambda: task_statuses(store, parent)["call-async"] == "ended")
 
-    control.cancel(store, parent, actor="alice")
+    flows.cancel(store.transaction, parent, actor="alice")
     await until(lambda: task_statuses(store, parent)["call-sync"] == "canceling")
     # The sync caller waits for its child; neither child is canceled.
     assert job_status(store, parent) == "canceling"
     assert all(job_status(store, k) == "executing" for k in kids)
 
     # Cancel the tree: the children go too, and then the parent finishes canceling.
-    preview = control.cancel_tree_preview(store, parent)
+    preview = reading(store, flows.cancel_dry_run, parent, tree=True)
     assert [j.id for j, _ in preview] == [parent, *kids]
-    assert preview[0][1] == f"Job {parent} is already Canceling: nothing to do"
-    text = control.cancel_with_children(store, parent, actor="alice")
+    assert str(preview[0][1]) == f"Job {parent} is already Canceling: nothing to do"
+    text = flows.cancel_tree(store.transaction, parent, actor="alice")
     assert "Canceled 2 jobs" in text and f"job {parent}" in text
     await until(lambda: all(job_status(store, k) == "canceled" for k in kids))
     await until(lambda: job_status(store, parent) == "canceled")
@@ -197,15 +200,15 @@ async def test_children_are_not_canceled_with_the_parent(engine, tmp_path):
 
 
 async def test_events_record_who_with_ssh_address(tmp_path, monkeypatch):
-    from engine.db import Store
-    from engine.identity import current_actor
+    from engine.core.identity import current_actor
+    from engine.store.db import Store
 
     monkeypatch.setenv("SSH_CONNECTION", "10.1.2.3 50000 10.0.0.1 22")
     actor = current_actor()
     assert actor.endswith(" from 10.1.2.3")
     store = Store(tmp_path / "t.db")
     job = submit_tasks(store, tmp_path, "q", [{"name": "a", "action": "wait", "seconds": 1}])
-    control.cancel(store, job, actor=actor, reason="because")
+    flows.cancel(store.transaction, job, actor=actor, words="because")
     evs = events(store, job)
     assert {e["actor"] for e in evs if e["to_status"]} == {actor}
     assert all(
@@ -214,8 +217,8 @@ async def test_events_record_who_with_ssh_address(tmp_path, monkeypatch):
 
 
 async def test_a_retried_sync_call_waits_for_the_child_it_started(tmp_path):
-    from engine.db import Store
-    from engine.runtime import Engine
+    from engine.runtime.supervisor import Supervisor
+    from engine.store.db import Store
     from tests.engine_support import write_recipe
 
     path = str(tmp_path / "t.db")
@@ -232,14 +235,14 @@ async def test_a_retried_sync_call_waits_for_the_child_it_started(tmp_path):
         with store.read() as conn:
             return [r[0] for r in sql(conn, "SELECT id FROM job WHERE parent_id=?", (parent,))]
 
-    async with Engine(path, {"batch-01": 4}, poll_interval=0.02):
+    async with Supervisor(path, {"batch-01": 4}, poll_interval=0.02):
         await until(
             lambda: len(children()) == 1 and job_status(store, children()[0]) == "executing",
             "child runs",
         )
     # The engine stopped: the call went back to Ready. The next run resumes the same child.
     assert task_row(store, parent, "call")["status"] == "ready"
-    async with Engine(path, {"batch-01": 4}, poll_interval=0.02):
+    async with Supervisor(path, {"batch-01": 4}, poll_interval=0.02):
         await until(
             lambda: (
                 task_row(store, parent, "call")["attempt"] == 2
@@ -249,13 +252,13 @@ async def test_a_retried_sync_call_waits_for_the_child_it_started(tmp_path):
         kid = children()[0]
         await until(lambda: task_row(store, parent, "call")["message"] == f"waiting for job {kid}")
         assert children() == [kid]
-        control.cancel(store, children()[0], actor="alice")
+        flows.cancel(store.transaction, children()[0], actor="alice")
         await until(lambda: job_status(store, parent) == "error")
     assert task_row(store, parent, "call")["error"] == f"child job {children()[0]} canceled"
 
 
 async def test_a_recipe_that_ends_up_calling_itself_is_stopped(engine, tmp_path):
-    from engine.runtime import MAX_CALL_DEPTH
+    from engine.runtime.runs import MAX_CALL_DEPTH
     from tests.engine_support import write_recipe
 
     store = engine.store

@@ -6,8 +6,8 @@ import csv
 import shutil
 from pathlib import Path
 
+from engine.flows import base as flows
 from engine.recipes import load_recipe
-from engine.submit import submit
 from tests.engine_support import job_status, sql, task_statuses, until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,7 +28,7 @@ async def test_the_example_recipe_runs_to_its_end(engine, tmp_path: Path) -> Non
     # A copy: the recipe writes its data, database and report beside itself.
     folder = shutil.copytree(EXAMPLE, tmp_path / "nightly-import")
     db = engine.store
-    job = submit(db, load_recipe(folder / "nightly-import.toml"), actor="tester")
+    job = flows.submit(db.transaction, load_recipe(folder / "nightly-import.toml"), actor="tester")
     await until(lambda: job_status(db, job) == "ended", "the example job ends", bound=60)
     assert task_statuses(db, job) == {"extract": "ended", "load": "ended", "report": "ended"}
     with db.read() as conn:

@@ -1,10 +1,11 @@
-"""The command line's light reads: the SQL text cached from the statements, and what it
-reads, held to the statements themselves.
+"""The command line's light reads: the SQL text checked into the tree, and what it reads,
+held to the statements themselves.
 
-``engine.read_sql`` runs the rendered text of ``engine.read_statements`` through the
-standard library's sqlite3. These tests prove the cached text is exactly what the
-statements compile to now, that an edited source file can never run stale text, and
-that the light path returns the same views as the SQLAlchemy path on one database.
+``engine.sql.light`` runs the checked-in text (``engine.sql.text``) of
+``engine.store.read_statements`` through the standard library's sqlite3. These tests
+prove the files are exactly what the statements compile to now (so an edited statement
+cannot run stale text: this test fails until ``python -m engine.store.render`` is run),
+and that the light path returns the same views as the SQLAlchemy path on one database.
 """
 
 from __future__ import annotations
@@ -19,22 +20,16 @@ from typing import Any
 
 import pytest
 
-from engine import read_sql
-from engine.query import JobDetail, JobPage, JobView, Reader
-from engine.read_sql import SORTS, TEXT_KINDS, Rendered, render
+from engine.core.views import JobDetail, JobPage, JobView
+from engine.reader.reader import Reader
+from engine.sql import text as text_module
+from engine.sql.keys import SORTS, TEXT_KINDS, variant_key
+from engine.sql.text import Rendered
+from engine.store.render import file_text, render
 from tests import scenario
 from tests.probe_support import probe
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A cache directory of the test's own, and no text loaded by this process yet."""
-    home = tmp_path / "cache"
-    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
-    monkeypatch.setattr(read_sql, "_LOADED", {})
-    return home
 
 
 @pytest.fixture(scope="module")
@@ -43,23 +38,38 @@ def scenario_db(tmp_path_factory: pytest.TempPathFactory) -> str:
     return scenario.build(tmp_path_factory.mktemp("reads") / "scenario.db")
 
 
-# -- the cached text is what the statements compile to -----------------------------------
+# -- the checked-in text is what the statements compile to -------------------------------
 
 
-def test_the_cached_text_is_what_the_statements_compile_to_now(cache_home: Path) -> None:
-    first = read_sql.rendered("sqlite")  # renders, and writes the cache file
-    path = read_sql.cache_file("sqlite")
-    assert path.parent == cache_home / "batchdeck" and path.exists()
-    read_sql._LOADED.clear()
-    cached = Rendered.from_json(json.loads(path.read_text()))
-    fresh = render("sqlite")
-    assert cached.schema_version == fresh.schema_version
-    assert set(cached.statements) == set(fresh.statements)
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_the_checked_in_text_is_what_the_statements_compile_to_now(dialect: str) -> None:
+    checked_in = (ROOT / "engine" / "sql" / "rendered" / f"{dialect}.json").read_text()
+    fresh = render(dialect)
+    loaded = Rendered.from_json(json.loads(checked_in))
+    assert loaded.schema_version == fresh.schema_version
+    assert set(loaded.statements) == set(fresh.statements)
     for key, text in fresh.statements.items():
-        assert cached.statements[key] == text, key
-    assert read_sql.rendered("sqlite") == first  # read back from the file
-    # No temporary file left behind by the atomic write.
-    assert [p.name for p in path.parent.iterdir()] == [path.name]
+        assert loaded.statements[key] == text, f"{key}: run python -m engine.store.render"
+    assert checked_in == file_text(dialect)  # byte for byte, as the command writes it
+    assert text_module.rendered(dialect) == fresh
+
+
+def test_the_render_command_checks_and_writes_the_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--check`` says which file is stale and exits 1; without it the file is written."""
+    from engine.store import render as render_module
+
+    for dialect in ("sqlite", "postgresql"):
+        shutil.copy(ROOT / "engine" / "sql" / "rendered" / f"{dialect}.json", tmp_path)
+    monkeypatch.setattr(render_module, "RENDERED_DIR", tmp_path)
+    assert render_module.main(["--check"]) == 0
+    stale = tmp_path / "sqlite.json"
+    stale.write_text(stale.read_text().replace("SELECT", "SELECT  ", 1))
+    assert render_module.main(["--check"]) == 1
+    assert "sqlite.json: run python -m engine.store.render" in capsys.readouterr().err
+    assert render_module.main([]) == 0
+    assert stale.read_text() == file_text("sqlite")
 
 
 def test_every_variant_of_the_list_is_rendered() -> None:
@@ -68,63 +78,15 @@ def test_every_variant_of_the_list_is_rendered() -> None:
         for text, statuses, sort, descending in product(
             TEXT_KINDS, (False, True), SORTS, (False, True)
         ):
-            key = read_sql.variant_key(
-                name, text=text, statuses=statuses, sort=sort, descending=descending
-            )
+            key = variant_key(name, text=text, statuses=statuses, sort=sort, descending=descending)
             assert key in keys
     # Values are parameters, never text: the list's filter is bound, not spliced in.
     words = render("sqlite").statements[
-        read_sql.variant_key(
-            "list_jobs", text="words", statuses=True, sort="name", descending=False
-        )
+        variant_key("list_jobs", text="words", statuses=True, sort="name", descending=False)
     ]
     assert set(words.needed) == {"pattern", "prefix", "statuses", "limit", "offset"}
     assert words.as_json == ("statuses",)  # a list bound as one JSON text on SQLite
     assert "json_each(:statuses)" in words.sql
-
-
-def test_an_edited_source_file_gets_another_cache_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    engine_dir = tmp_path / "engine"
-    engine_dir.mkdir()
-    for name in read_sql.SOURCES:
-        shutil.copy(ROOT / "engine" / name, engine_dir / name)
-    monkeypatch.setattr(read_sql, "_ENGINE_DIR", engine_dir)
-    before = read_sql.fingerprint("sqlite")
-    assert read_sql.fingerprint("sqlite") == before  # stable while nothing changes
-    for name in read_sql.SOURCES:
-        path = engine_dir / name
-        original = path.read_text()
-        path.write_text(original + "\n# edited\n")
-        assert read_sql.fingerprint("sqlite") != before, name
-        path.write_text(original)
-    assert read_sql.fingerprint("postgresql") != before
-
-
-def test_a_cache_that_cannot_be_written_is_skipped(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scenario_db: str
-) -> None:
-    blocked = tmp_path / "not-a-dir"
-    blocked.write_text("")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
-    monkeypatch.setattr(read_sql, "_LOADED", {})
-    reads = read_sql.SqliteReads(scenario_db)
-    try:
-        assert reads.rows("job", {"job_id": 1})[0]["name"] == "nightly-import"
-    finally:
-        reads.close()
-
-
-def test_a_damaged_cache_file_is_rendered_afresh(cache_home: Path) -> None:
-    path = read_sql.cache_file("sqlite")
-    path.parent.mkdir(parents=True)
-    path.write_text('{"format": 1, "statements": ')
-    assert read_sql.rendered("sqlite") == render("sqlite")
-    assert Rendered.from_json(json.loads(path.read_text())) == render("sqlite")
-
-
-# -- the light path reads what the statements read ---------------------------------------
 
 
 async def _everything(reader: Reader) -> dict[str, Any]:
@@ -175,9 +137,7 @@ def _without_live_times(value: Any) -> Any:
     return value
 
 
-async def test_the_light_path_returns_what_the_statements_return(
-    scenario_db: str, cache_home: Path
-) -> None:
+async def test_the_light_path_returns_what_the_statements_return(scenario_db: str) -> None:
     readers = {
         "statements": Reader(scenario_db, gateway=True, terminal_text=True),
         "light, own thread": Reader(scenario_db, terminal_text=True),
@@ -226,7 +186,7 @@ async def test_a_new_file_goes_through_the_gateway_which_creates_it(tmp_path: Pa
 async def test_another_schema_version_is_left_to_the_gateway_to_refuse(
     tmp_path: Path,
 ) -> None:
-    from engine.db import DatabaseError
+    from engine.store.db import DatabaseError
 
     db = scenario.build(tmp_path / "old.db")
     with sqlite3.connect(db) as conn:
@@ -253,35 +213,34 @@ def _copy(db: str, where: Path) -> str:
 # -- the command line imports only what a read needs --------------------------------------
 
 
-def _probe(db: str, cache: Path, *argv: str) -> tuple[str, str]:
-    got = probe(db, cache, *argv)
+def _probe(db: str, *argv: str) -> tuple[str, str]:
+    got = probe(db, *argv)
     return got.out, got.heavy
 
 
 def test_list_show_servers_and_cancel_import_no_database_layer(
     scenario_db: str, tmp_path: Path
 ) -> None:
-    cache = tmp_path / "cache"
     db = _copy(scenario_db, tmp_path)
-    _probe(db, cache, "list")  # the first run renders the text into the cache
-    out, heavy = _probe(db, cache, "list", "--limit", "3")
+    out, heavy = _probe(db, "list", "--limit", "3")
     assert heavy == "HEAVY - 0" and "quarterly-ledger-export" in out
-    out, heavy = _probe(db, cache, "show", "1", "--json")
+    out, heavy = _probe(db, "show", "1", "--json")
     assert heavy == "HEAVY - 0" and json.loads(out)["name"] == "nightly-import"
-    out, heavy = _probe(db, cache, "servers", "--json")
+    out, heavy = _probe(db, "servers", "--json")
     assert heavy == "HEAVY - 0" and [r["name"] for r in json.loads(out)] == list(scenario.SERVERS)
-    out, heavy = _probe(db, cache, "cancel", "1")
+    out, heavy = _probe(db, "cancel", "1")
     assert heavy == "HEAVY - 1"  # refused: already Ended, decided by the light read
     # A cancel that goes ahead writes on the light path too (tests/test_light_cancel.py).
-    out, heavy = _probe(db, cache, "cancel", "14")
+    out, heavy = _probe(db, "cancel", "14")
     assert heavy == "HEAVY - 0" and "Canceled" in out
 
 
 def test_a_refused_cancel_says_what_the_write_path_says(scenario_db: str, tmp_path: Path) -> None:
-    """The light refusal and ``engine.control`` word every refusal by status alike."""
-    from engine import control
-    from engine.cli import cancel_refusal_of
-    from engine.db import Store
+    """The light refusal and the console's cancel preview word every refusal by status
+    alike."""
+    from engine.cli.main import cancel_refusal_of
+    from engine.flows import base as flows
+    from engine.store.db import Store
 
     db = _copy(scenario_db, tmp_path)
     store = Store(db)
@@ -293,32 +252,18 @@ def test_a_refused_cancel_says_what_the_write_path_says(scenario_db: str, tmp_pa
         finally:
             await reader.close()
 
-    from engine.cli import _complete
+    from engine.cli.main import _complete
 
     jobs = _complete(views())
     try:
         seen = set()
         for job_id, view in jobs.items():
             light = cancel_refusal_of(job_id, view)
-            assert light == control.cancel_refusal(store, job_id, actor="alice"), job_id
-            seen.add(light.split()[-1] if light else None)
+            with store.reading() as sql:
+                heavy = flows.cancel_preview(sql, job_id, actor="alice").refusal
+            assert light == heavy, job_id
+            seen.add(str(light).split()[-1] if light else None)
     finally:
         store.dispose()
     # Ended, Canceled, Error, Canceling, a system job, no such job, and jobs it may cancel.
     assert {"Ended", "Canceled", "Error", "do", "canceled", "exist", None} <= seen
-
-
-def test_text_of_other_sources_is_pruned_once_stale(cache_home: Path) -> None:
-    import os
-    import time
-
-    where = cache_home / "batchdeck"
-    where.mkdir(parents=True)
-    old, recent = where / "reads-sqlite-old.json", where / "reads-sqlite-recent.json"
-    for p in (old, recent):
-        p.write_text("{}")
-    stale = time.time() - read_sql.STALE_S - 60
-    os.utime(old, (stale, stale))
-    read_sql.rendered("sqlite")
-    names = sorted(p.name for p in where.iterdir())
-    assert names == sorted([read_sql.cache_file("sqlite").name, recent.name])

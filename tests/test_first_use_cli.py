@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import batch
-from engine.cli import main as cli_main
-from engine.db import Store
+from engine.cli.main import main as cli_main
+from engine.runtime import tick as batch
+from engine.store.db import Store
 from tests import scenario
 
 
@@ -184,8 +184,8 @@ def test_only_writes_of_their_own_create_a_database(
 def test_managers_that_exclude_the_one_setting_them_are_refused_unless_forced(
     scenario_db: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("engine.identity.current_actor", lambda: "root")
-    monkeypatch.setattr("engine.cli._actor", lambda: "root")
+    monkeypatch.setattr("engine.core.identity.current_actor", lambda: "root")
+    monkeypatch.setattr("engine.cli.main._actor", lambda: "root")
     rc, out, err = run_cli(capsys, scenario_db, "settings", "managers", "alice, @batchops")
     assert rc == 1 and out == ""
     assert err == (
@@ -231,7 +231,7 @@ def test_serve_refuses_a_bad_server_name(
 
 
 def test_server_names_of_the_allowed_characters_parse() -> None:
-    from engine.cli import server_args
+    from engine.cli.main import server_args
 
     assert server_args(["batch-01.eu_2:3", "a" * 64]) == {"batch-01.eu_2": 3, "a" * 64: 4}
 

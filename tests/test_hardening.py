@@ -4,7 +4,7 @@ its exit code, nothing is corrupted, nothing in the audit can be spoofed.
 One table, one row per case: the command, the database it runs on, who runs it, the
 exit code, and the one line it prints (matched whole). Every row also checks that no
 traceback and no raw control character reaches the terminal. Rows run in-process
-(``engine.cli.main``) unless the process itself matters: a command that would run on
+(``engine.cli.main.main``) unless the process itself matters: a command that would run on
 forever if the check were missing (``serve``, the console), or one that must run as a
 user without root's override of file permissions (through ``setpriv``).
 """
@@ -122,13 +122,13 @@ class Place:
 
 
 def _submit(db: Path, recipe: Path, actor: str = "alice") -> int:
-    from engine.db import Store
+    from engine.flows import base as flows
     from engine.recipes import load_recipe
-    from engine.submit import submit
+    from engine.store.db import Store
 
     store = Store(db)
     try:
-        return submit(store, load_recipe(recipe), actor=actor)
+        return flows.submit(store.transaction, load_recipe(recipe), actor=actor)
     finally:
         store.dispose()
 
@@ -159,9 +159,9 @@ def setup_damaged(place: Place) -> None:
     """600 jobs, then 64 KiB overwritten in the middle of the file."""
     import time
 
-    from engine.db import Store
+    from engine.flows import base as flows
     from engine.recipes import recipe_from_dict
-    from engine.submit import insert_job
+    from engine.store.db import Store
 
     recipe = recipe_from_dict(
         {
@@ -171,9 +171,9 @@ def setup_damaged(place: Place) -> None:
         "test",
     )
     store = Store(place.db)
-    with store.write() as conn:
+    with store.transaction() as sql:
         for _ in range(600):
-            insert_job(conn, recipe, actor="alice", at=time.time())
+            flows.insert_job(sql, recipe, actor="alice", at=time.time())
     store.dispose()
     size = place.db.stat().st_size
     with open(place.db, "r+b") as fh:
@@ -572,17 +572,17 @@ def clean_env(extra: dict[str, str]) -> dict[str, str]:
 def run_inproc(
     argv: list[str], case: Case, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> tuple[int, str, str]:
-    import engine.cli
+    import engine.cli.main as cli_main
 
     for var in ("SSH_CONNECTION", "SSH_CLIENT", "BATCHDECK_DB"):
         monkeypatch.delenv(var, raising=False)
     for k, v in case.env.items():
         monkeypatch.setenv(k, v)
     for k, v in case.patch.items():
-        monkeypatch.setattr(engine.cli, k, v, raising=False)
+        monkeypatch.setattr(cli_main, k, v, raising=False)
     capsys.readouterr()
     try:
-        rc = engine.cli.main(argv)
+        rc = cli_main.main(argv)
     except SystemExit as exc:
         rc = exc.code if isinstance(exc.code, int) else 1
     out, err = capsys.readouterr()
@@ -718,7 +718,7 @@ ACTION_CASES = [
 async def test_action_errors(
     action: str, files: dict[str, str], given: dict[str, Any], error: str, tmp_path: Path
 ) -> None:
-    from engine.context import ActionError
+    from engine.actions.context import ActionError
     from tests.test_actions import make_ctx, run
 
     for name, text in files.items():

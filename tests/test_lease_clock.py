@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from engine.runtime import Engine
+from engine.runtime.supervisor import Supervisor
 from tests.engine_support import submit_tasks, task_row, until
 from tests.fault_support import sqlite_row, store_with_lease, wait_for_go
 
@@ -27,8 +27,8 @@ async def test_a_wall_clock_jump_takes_no_live_engines_servers_over(tmp_path: Pa
     tasks = [{"name": n, "action": "shell", "command": wait_for_go(n, runs, go)} for n in names]
     job = submit_tasks(store, tmp_path, "jump", tasks)
     jump = [0.0]
-    jumpy = Engine(str(path), {"batch-a": 2}, clock=lambda: time.time() + jump[0])
-    steady = Engine(str(path), {"batch-b": 2})
+    jumpy = Supervisor(str(path), {"batch-a": 2}, clock=lambda: time.time() + jump[0])
+    steady = Supervisor(str(path), {"batch-b": 2})
     async with jumpy, steady:
         for n in names:
             await until(lambda n=n: task_row(store, job, n)["status"] == "executing", n)
@@ -55,8 +55,8 @@ async def test_a_wall_clock_jump_takes_no_live_engines_servers_over(tmp_path: Pa
 def test_a_takeover_takes_only_the_lease_it_saw(tmp_path: Path) -> None:
     """The re-check in the transaction that takes over: a peer that beat since it was
     seen keeps its server (and nothing of it is killed, which happens only after)."""
-    from engine import batch
-    from engine.lease_watch import peer_leases, take_over
+    from engine.runtime import tick as batch
+    from engine.runtime.leases import peer_leases, take_over
     from tests.engine_support import submit_tasks, task_row
 
     store = store_with_lease(tmp_path / "t.db", "1")

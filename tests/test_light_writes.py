@@ -1,4 +1,4 @@
-"""The command line's light writes: ``engine.flows`` (cancel, submit) on the statements'
+"""The command line's light writes: ``engine.flows.base`` (cancel, submit) on the statements'
 rendered text through ``sqlite3``, held to the same flows on SQLAlchemy
 (``control.cancel``, ``submit.submit``).
 
@@ -16,11 +16,17 @@ from typing import Any
 
 import pytest
 
-from engine import abort_flow, control, flows, read_sql, request_flows, settings, submit
-from engine.db import Store
-from engine.read_sql import NeedsGateway, SqliteReads
+from engine.core.refusal import Refusal
+from engine.flows import abort as abort_flow
+from engine.flows import base as flows
+from engine.flows import bulk as bulk_flow
+from engine.flows import requests as request_flows
+from engine.flows import settings as setting_flows
 from engine.recipes import Recipe, TaskSpec
+from engine.sql.light import NeedsGateway, SqliteReads
+from engine.store.db import Store
 from tests import scenario
+from tests.engine_support import reading
 from tests.probe_support import probe
 
 AT = scenario.NOW + 5.0
@@ -29,14 +35,6 @@ AT = scenario.NOW + 5.0
 @pytest.fixture(scope="module")
 def scenario_db(tmp_path_factory: pytest.TempPathFactory) -> str:
     return scenario.build(tmp_path_factory.mktemp("light") / "scenario.db")
-
-
-@pytest.fixture(autouse=True)
-def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "cache"
-    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
-    monkeypatch.setattr(read_sql, "_LOADED", {})
-    return home
 
 
 def _copy(db: str, to: Path) -> str:
@@ -55,7 +53,7 @@ def _rows(path: str) -> list[str]:
 def _said(fn: Callable[[], Any]) -> Any:
     try:
         return fn()
-    except flows.Refused as exc:  # control.Refused is the same class
+    except Refusal as exc:
         return f"refused: {exc}"
 
 
@@ -66,7 +64,7 @@ def _alike(
     heavy: Callable[[Store], str],
     light: Callable[[Any], str],
 ) -> str:
-    """One request through ``control`` (SQLAlchemy) and through its flow on the light
+    """One request through its flow on SQLAlchemy (``Store.transaction``) and on the light
     path, each on a copy of ``db``: the same answer, byte-identical rows after."""
     heavy_db = _copy(db, tmp_path / f"heavy-{name}.db")
     light_db = _copy(db, tmp_path / f"light-{name}.db")
@@ -85,7 +83,7 @@ def _alike(
 
 
 def _read_both(db: str, heavy: Callable[[Store], Any], light: Callable[[Any], Any]) -> tuple:
-    """What a read flow answers through ``control`` (SQLAlchemy) and on the light path,
+    """What a read answers through SQLAlchemy (``Store``) and on the light path,
     a refusal as its text."""
     store = Store(db, readonly=True)
     try:
@@ -106,7 +104,7 @@ def _both(db: str, tmp_path: Path, job_id: int, actor: str, words: str | None = 
         db,
         tmp_path,
         f"cancel-{job_id}",
-        lambda store: control.cancel(store, job_id, actor=actor, reason=words, now=AT),
+        lambda store: flows.cancel(store.transaction, job_id, actor=actor, words=words, at=AT),
         lambda tx: flows.cancel(tx, job_id, actor=actor, words=words, at=AT),
     )
 
@@ -130,8 +128,8 @@ def test_a_tree_of_jobs_is_canceled_or_refused_alike(scenario_db: str, tmp_path:
             db,
             tmp_path,
             f"tree-{job_id}-{actor}",
-            lambda store: control.cancel_with_children(
-                store, job_id, actor=actor, reason="stop it all", now=AT
+            lambda store: flows.cancel_tree(
+                store.transaction, job_id, actor=actor, words="stop it all", at=AT
             ),
             lambda tx: flows.cancel_tree(tx, job_id, actor=actor, words="stop it all", at=AT),
         )
@@ -142,8 +140,8 @@ def test_a_tree_of_jobs_is_canceled_or_refused_alike(scenario_db: str, tmp_path:
     assert tree(15, "alice") == "refused: Job 15 does not exist"
     managed = _copy(scenario_db, tmp_path / "tree-managers.db")
     store = Store(managed)
-    with store.write() as conn:
-        settings.put(conn, "managers", "carol")
+    with store.transaction() as sql:
+        setting_flows.store(sql, "managers", "carol")
     store.dispose()
     assert tree(9, "mallory", managed).startswith("refused: No job in the tree of job 9")
 
@@ -163,8 +161,8 @@ def test_an_executing_job_with_nothing_running_is_finished_alike(
 def test_a_refusal_by_the_managers_rule_is_audited_alike(scenario_db: str, tmp_path: Path) -> None:
     db = _copy(scenario_db, tmp_path / "managers.db")
     store = Store(db)
-    with store.write() as conn:
-        settings.put(conn, "managers", "carol")
+    with store.transaction() as sql:
+        setting_flows.store(sql, "managers", "carol")
     store.dispose()
     said = _both(db, tmp_path, 14, "mallory")
     assert said.startswith("refused: Cancel needs the job's submitter"), said
@@ -191,15 +189,15 @@ def test_a_database_the_light_path_cannot_take_as_it_is_goes_to_the_gateway(
 
 
 def test_reruns_are_submitted_and_refused_alike(scenario_db: str, tmp_path: Path) -> None:
-    from engine.rerun import rerun, rerun_flow
+    from engine.flows.rerun import rerun
 
     said = {
         j: _alike(
             scenario_db,
             tmp_path,
             f"rerun-{j}",
-            lambda store, j=j: str(rerun(store, j, actor="bob", now=AT)),
-            lambda tx, j=j: str(rerun_flow(tx, j, actor="bob", at=AT)),
+            lambda store, j=j: str(rerun(store.transaction, j, actor="bob", at=AT)),
+            lambda tx, j=j: str(rerun(tx, j, actor="bob", at=AT)),
         )
         for j in (8, 3, 4, 1, 2, 15)
     }
@@ -223,7 +221,7 @@ def test_a_submit_inserts_alike(scenario_db: str, tmp_path: Path) -> None:
         light = _copy(scenario_db, tmp_path / f"light-submit-{system}.db")
         store = Store(heavy)
         try:
-            heavy_id = submit.submit(store, recipe, actor="alice", system=system, now=AT)
+            heavy_id = flows.submit(store.transaction, recipe, actor="alice", system=system, at=AT)
         finally:
             store.dispose()
         db = SqliteReads(light, write=True)
@@ -250,7 +248,9 @@ def _abort_both(db: str, tmp_path: Path, job_id: int, enhanced: bool, actor: str
         db,
         tmp_path,
         f"abort-{job_id}-{enhanced}",
-        lambda store: control.abort(store, job_id, actor=actor, enhanced=enhanced, now=AT),
+        lambda store: abort_flow.abort(
+            store.transaction, job_id, actor=actor, enhanced=enhanced, at=AT
+        ),
         lambda tx: abort_flow.abort(
             tx, job_id, actor=actor, enhanced=enhanced, confirmed=None, at=AT
         ),
@@ -265,8 +265,8 @@ def test_every_abort_of_the_scenario_is_planned_and_done_alike(
         for enhanced in (False, True):
             heavy_plan, light_plan = _read_both(
                 scenario_db,
-                lambda store, j=job_id, e=enhanced: control.abort_preview(
-                    store, j, enhanced=e, actor="alice"
+                lambda store, j=job_id, e=enhanced: reading(
+                    store, abort_flow.preview, j, enhanced=e, actor="alice"
                 ),
                 lambda sql, j=job_id, e=enhanced: abort_flow.preview(
                     sql, j, enhanced=e, actor="alice"
@@ -284,8 +284,8 @@ def test_an_abort_refused_by_the_managers_rule_is_audited_alike(
 ) -> None:
     db = _copy(scenario_db, tmp_path / "abort-managers.db")
     store = Store(db)
-    with store.write() as conn:
-        settings.put(conn, "managers", "carol")
+    with store.transaction() as sql:
+        setting_flows.store(sql, "managers", "carol")
     store.dispose()
     said = _abort_both(db, tmp_path, 2, True, "mallory")
     assert said.startswith("refused: Enhanced abort needs a batch job manager"), said
@@ -301,7 +301,9 @@ def test_holds_releases_and_approvals_are_done_and_refused_alike(
                 scenario_db,
                 tmp_path,
                 f"{name}-{job_id}",
-                lambda store, n=name, j=job_id: getattr(control, n)(store, j, actor="bob", now=AT),
+                lambda store, n=name, j=job_id: getattr(request_flows, n)(
+                    store.transaction, j, actor="bob", at=AT
+                ),
                 lambda tx, n=name, j=job_id: getattr(request_flows, n)(tx, j, actor="bob", at=AT),
             )
     assert said["hold", 14] == "Job 14 Withhold" and said["release", 7].startswith("Job 7 rel")
@@ -312,8 +314,8 @@ def test_holds_releases_and_approvals_are_done_and_refused_alike(
                 scenario_db,
                 tmp_path,
                 f"approval-{approve}-{job_id}-{task}",
-                lambda store, a=approve, j=job_id, k=task: control.decide_approval(
-                    store, j, k, approve=a, actor="bob", now=AT
+                lambda store, a=approve, j=job_id, k=task: request_flows.decide_approval(
+                    store.transaction, j, k, approve=a, actor="bob", at=AT
                 ),
                 lambda tx, a=approve, j=job_id, k=task: request_flows.decide_approval(
                     tx, j, k, approve=a, actor="bob", at=AT
@@ -326,13 +328,13 @@ def test_holds_releases_and_approvals_are_done_and_refused_alike(
 
 
 def test_batchdeck_cancel_writes_without_the_database_layer(
-    scenario_db: str, tmp_path: Path, cache_home: Path
+    scenario_db: str, tmp_path: Path
 ) -> None:
     db = _copy(scenario_db, tmp_path / "cli.db")
     heavy = _copy(scenario_db, tmp_path / "cli-heavy.db")
 
     def cancel(*argv: str) -> tuple[str, str, str]:
-        got = probe(db, cache_home, "cancel", *argv)
+        got = probe(db, "cancel", *argv)
         return got.out, got.err, got.heavy
 
     cancel("1")  # refused (Ended); the first command renders the text into the cache
@@ -349,9 +351,9 @@ def test_batchdeck_cancel_writes_without_the_database_layer(
         tasks = raw.execute("SELECT id, status FROM task WHERE job_id = 2 ORDER BY id").fetchall()
     raw.close()
     store = Store(heavy)
-    from engine.identity import current_actor
+    from engine.core.identity import current_actor
 
-    control.cancel(store, 2, actor=current_actor(), reason="bad batch")
+    flows.cancel(store.transaction, 2, actor=current_actor(), words="bad batch")
     store.dispose()
     with sqlite3.connect(heavy) as raw:
         assert (
@@ -370,7 +372,7 @@ def test_batchdeck_cancel_writes_without_the_database_layer(
 
 
 def test_batchdeck_submit_writes_without_the_database_layer(
-    scenario_db: str, tmp_path: Path, cache_home: Path
+    scenario_db: str, tmp_path: Path
 ) -> None:
     db = _copy(scenario_db, tmp_path / "submit.db")
     recipe = tmp_path / "r.toml"
@@ -379,8 +381,7 @@ def test_batchdeck_submit_writes_without_the_database_layer(
         '[[task]]\nname = "b"\naction = "wait"\nseconds = 1\nafter = ["a"]\n'
     )
 
-    probe(db, cache_home, "list")  # the first command renders the text into the cache
-    got = probe(db, cache_home, "submit", str(recipe))
+    got = probe(db, "submit", str(recipe))
     assert got.heavy == "HEAVY - 0", got.err
     job_id = int(got.out)
     with sqlite3.connect(db) as raw:
@@ -391,20 +392,19 @@ def test_batchdeck_submit_writes_without_the_database_layer(
     assert tasks == [("a", "ready"), ("b", "waiting")]
     # A database that does not exist yet is the gateway's: it creates the schema.
     fresh = tmp_path / "new.db"
-    got = probe(fresh, cache_home, "submit", str(recipe))
+    got = probe(fresh, "submit", str(recipe))
     assert got.out == "1\n" and "sqlalchemy" in got.heavy, got.err
 
 
 def test_batchdeck_abort_previews_and_writes_without_the_database_layer(
-    scenario_db: str, tmp_path: Path, cache_home: Path
+    scenario_db: str, tmp_path: Path
 ) -> None:
     db = _copy(scenario_db, tmp_path / "abort.db")
 
-    probe(db, cache_home, "list")  # the first command renders the text into the cache
-    got = probe(db, cache_home, "abort", "2")
+    got = probe(db, "abort", "2")
     assert "Tasks to force-stop" in got.out and "add --yes" in got.err, got.err
     assert got.heavy == "HEAVY - 1", got.err
-    got = probe(db, cache_home, "abort", "2", "--yes")
+    got = probe(db, "abort", "2", "--yes")
     assert got.out.startswith("Canceled and aborting job 2"), got.err
     assert got.heavy == "HEAVY - 0", got.err
     with sqlite3.connect(db) as raw:
@@ -414,12 +414,18 @@ def test_batchdeck_abort_previews_and_writes_without_the_database_layer(
 
 
 def test_a_cancel_dry_run_answers_alike_and_without_the_database_layer(
-    scenario_db: str, tmp_path: Path, cache_home: Path
+    scenario_db: str, tmp_path: Path
 ) -> None:
     """``cancel JOB --dry-run`` (and ``--with-children``) on the light path says what the
     same flow says on SQLAlchemy, for every job of the scenario and one that does not
     exist, and changes nothing."""
-    from engine.flow_statements import flow_sql
+
+    def dry_run(sql: Any, job_id: int, tree: bool) -> list[tuple[int, Refusal | None]]:
+        try:
+            jobs = flows.cancel_dry_run(sql, job_id, actor="alice", tree=tree)
+        except Refusal as exc:  # no such job
+            return [(job_id, exc)]
+        return [(j.id, why) for j, why in jobs]
 
     db = _copy(scenario_db, tmp_path / "dry.db")
     before = _rows(db)
@@ -428,21 +434,22 @@ def test_a_cancel_dry_run_answers_alike_and_without_the_database_layer(
     try:
         for job_id in range(1, 16):
             for tree in (False, True):
-                with store.read() as conn:
-                    heavy = flows.cancel_dry_run(flow_sql(conn), job_id, actor="alice", tree=tree)
+                with store.reading() as sql:
+                    heavy = dry_run(sql, job_id, tree)
                 with reads.reading() as sql:
-                    light = flows.cancel_dry_run(sql, job_id, actor="alice", tree=tree)
+                    light = dry_run(sql, job_id, tree)
                 assert light == heavy, (job_id, tree)
-                if not tree:  # what control.cancel_refusal says (the console's check)
-                    assert heavy[0][1] == control.cancel_refusal(store, job_id, actor="alice")
+                if not tree:  # what the console's cancel preview says
+                    preview = reading(store, flows.cancel_preview, job_id, actor="alice")
+                    assert heavy[0][1] == preview.refusal
         with reads.reading() as sql:
-            tree9 = flows.cancel_dry_run(sql, 9, actor="alice", tree=True)
+            tree9 = dry_run(sql, 9, True)
     finally:
         reads.close()
         store.dispose()
     assert [job_id for job_id, _ in tree9] == [9, 10, 11]
-    assert tree9[0][1] is None and "Ended" in (tree9[2][1] or "")
-    got = probe(db, cache_home, "cancel", "9", "--with-children", "--dry-run")
+    assert tree9[0][1] is None and "Ended" in str(tree9[2][1])
+    got = probe(db, "cancel", "9", "--with-children", "--dry-run")
     assert got.out == (
         "Job 9: would be canceled\nJob 10: would be canceled\n"
         f"Job 11: refused: {tree9[2][1]}\nDry run: nothing changed.\n"
@@ -450,19 +457,19 @@ def test_a_cancel_dry_run_answers_alike_and_without_the_database_layer(
     assert got.heavy == "HEAVY - 0", got.err
     # A job that does not exist is a refusal on one line, with or without its children.
     for argv in (("15", "--dry-run"), ("15", "--with-children", "--dry-run")):
-        got = probe(db, cache_home, "cancel", *argv)
+        got = probe(db, "cancel", *argv)
         assert got.out == "Job 15: refused: Job 15 does not exist\nDry run: nothing changed.\n"
         assert got.heavy == "HEAVY - 0" and "Traceback" not in got.err, got.err
     assert _rows(db) == before
 
 
 def _bulk_plans(db: str, kind: str, actor: str, filters: dict[str, Any]) -> tuple[Any, Any]:
-    """The plan of a bulk action through ``control`` (SQLAlchemy) and on the light path."""
-    from engine import bulk_flow
+    """The plan of a bulk action through SQLAlchemy and on the light path."""
+    from engine.flows import bulk as bulk_flow
 
     return _read_both(
         db,
-        lambda store: control.bulk_plan(store, kind, actor=actor, **filters),
+        lambda store: reading(store, bulk_flow.plan, kind, actor=actor, **filters),
         lambda sql: bulk_flow.plan(sql, kind, actor=actor, **filters),
     )
 
@@ -472,12 +479,12 @@ def test_bulk_cancels_and_aborts_are_planned_and_done_alike(
 ) -> None:
     """``cancel/abort --all`` and the console's marked rows: every filter, plans equal,
     then each plan carried out on copies of the database, answers and rows alike."""
-    from engine import bulk_flow
+    from engine.flows import bulk as bulk_flow
 
     managed = _copy(scenario_db, tmp_path / "bulk-managers.db")
     store = Store(managed)
-    with store.write() as conn:
-        settings.put(conn, "managers", "carol")
+    with store.transaction() as sql:
+        setting_flows.store(sql, "managers", "carol")
     store.dispose()
     cases: list[tuple[str, str, str, dict[str, Any]]] = [
         (scenario_db, "cancel", "alice", {}),
@@ -502,7 +509,7 @@ def test_bulk_cancels_and_aborts_are_planned_and_done_alike(
         acted.append(len(heavy.act))
 
         def by_control(store: Store, plan: Any = heavy, who: str = actor) -> str:
-            return repr(control.bulk_apply(store, plan, actor=who, reason="stop", now=AT))
+            return repr(bulk_flow.apply(store.transaction, plan, actor=who, reason="stop", at=AT))
 
         def by_flow(tx: Any, plan: Any = light, who: str = actor) -> str:
             return repr(bulk_flow.apply(tx, plan, actor=who, reason="stop", at=AT))
@@ -513,41 +520,43 @@ def test_bulk_cancels_and_aborts_are_planned_and_done_alike(
 
 
 def test_batchdeck_cancel_all_plans_and_cancels_without_the_database_layer(
-    scenario_db: str, tmp_path: Path, cache_home: Path
+    scenario_db: str, tmp_path: Path
 ) -> None:
     db = _copy(scenario_db, tmp_path / "bulk-cli.db")
     heavy_db = _copy(scenario_db, tmp_path / "bulk-cli-heavy.db")
     before = _rows(db)
-    probe(db, cache_home, "list")  # the first command renders the text into the cache
-    got = probe(db, cache_home, "cancel", "--all", "--status", "executing", "--dry-run")
+    got = probe(db, "cancel", "--all", "--status", "executing", "--dry-run")
     store = Store(heavy_db, readonly=True)
     try:
-        from engine.identity import current_actor
-        from engine.text_views import bulk_plan_text
+        from engine.core.identity import current_actor
+        from engine.reader.text import bulk_plan_text
 
-        plan = control.bulk_plan(store, "cancel", actor=current_actor(), statuses=["executing"])
+        plan = reading(
+            store, bulk_flow.plan, "cancel", actor=current_actor(), statuses=["executing"]
+        )
     finally:
         store.dispose()
     assert got.out == bulk_plan_text(plan) + "\nDry run: nothing changed.\n", got.err
     assert got.heavy == "HEAVY - 0" and _rows(db) == before, got.err
-    got = probe(db, cache_home, "cancel", "--all", "--status", "executing", "--yes")
+    got = probe(db, "cancel", "--all", "--status", "executing", "--yes")
     store = Store(heavy_db)
     try:
-        done = control.bulk_apply(store, plan, actor=current_actor())
+        done = bulk_flow.apply(store.transaction, plan, actor=current_actor())
     finally:
         store.dispose()
     assert got.out.splitlines() == [r.text if r.done else f"refused: {r.text}" for r in done]
     assert got.heavy == f"HEAVY - {1 if plan.refused else 0}", got.err
     assert any(r.done for r in done) and "Canceling" in got.out, got.out
-    got = probe(db, cache_home, "abort", "--all", "--status", "canceling", "--dry-run")
+    got = probe(db, "abort", "--all", "--status", "canceling", "--dry-run")
     assert got.heavy == "HEAVY - 0" and "Abort: " in got.out, got.err
 
 
 def test_settings_are_read_changed_and_refused_alike(scenario_db: str, tmp_path: Path) -> None:
     """``batchdeck settings``: the flows on both paths give the same values, store the
     same rows, refuse and audit alike, and reject a bad value before writing."""
-    from engine import permissions, setting_flows
-    from engine.setting_values import SettingError
+    from engine.core.refusal import Refusal
+    from engine.core.setting_values import SettingError
+    from engine.flows import settings as setting_flows
 
     heavy, light = _read_both(
         scenario_db,
@@ -579,38 +588,30 @@ def test_settings_are_read_changed_and_refused_alike(scenario_db: str, tmp_path:
     assert said.startswith("refused: Changing settings needs a batch job manager (carol)")
     store = Store(managed)
     try:
-        with pytest.raises(permissions.NotAllowed):
-            permissions.put_setting(store, "drain_seconds", "60", actor="mallory")
+        with pytest.raises(Refusal):
+            setting_flows.put(store.transaction, "drain_seconds", "60", actor="mallory")
     finally:
         store.dispose()
 
 
 def _all_settings(store: Store) -> dict[str, str]:
-    with store.read() as conn:
-        return settings.all_settings(conn)
+    return reading(store, setting_flows.all_settings)
 
 
 def _put(store: Store, key: str, value: str, actor: str) -> str:
-    from engine import permissions
-
-    try:
-        permissions.put_setting(store, key, value, actor=actor, now=AT)
-    except permissions.NotAllowed as exc:
-        raise flows.Refused(str(exc)) from None
-    with store.read() as conn:
-        return settings.get(conn, key)
+    setting_flows.put(store.transaction, key, value, actor=actor, at=AT)
+    return reading(store, setting_flows.get, key)
 
 
 def test_batchdeck_settings_reads_and_writes_without_the_database_layer(
-    scenario_db: str, tmp_path: Path, cache_home: Path
+    scenario_db: str, tmp_path: Path
 ) -> None:
     db = _copy(scenario_db, tmp_path / "settings-cli.db")
-    probe(db, cache_home, "list")  # the first command renders the text into the cache
-    got = probe(db, cache_home, "settings")
+    got = probe(db, "settings")
     assert got.heavy == "HEAVY - 0" and "lease_seconds = " in got.out, got.err
-    got = probe(db, cache_home, "settings", "drain_seconds", "120")
+    got = probe(db, "settings", "drain_seconds", "120")
     assert (got.out, got.heavy) == ("drain_seconds = 120\n", "HEAVY - 0"), got.err
-    got = probe(db, cache_home, "settings", "drain_seconds")
+    got = probe(db, "settings", "drain_seconds")
     assert (got.out, got.heavy) == ("120\n", "HEAVY - 0"), got.err
-    got = probe(db, cache_home, "settings", "drain_seconds", "1e308")
+    got = probe(db, "settings", "drain_seconds", "1e308")
     assert got.heavy == "HEAVY - 2" and "at most 86400" in got.err, got.err

@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from engine import log_reads
-from engine.db import Store
-from engine.flow_statements import flow_sql
-from engine.log_store import LogItem, write_logs
-from engine.logs import LogBuffer, cut_text, log_messages
-from engine.models import SCHEMA_VERSION
+from engine.core.logs import LogBuffer, cut_text, log_messages
+from engine.flows import logs as log_reads
+from engine.store.db import Store
+from engine.store.flow_statements import flow_sql
+from engine.store.log_store import LogItem, write_logs
+from engine.store.models import SCHEMA_VERSION
 from tests.pg_support import new_pg_database, pg_deck
 from tests.proc_support import BATCHDECK, Deck, deck_in
 from tests.test_store import _as_version, _job
@@ -45,6 +45,39 @@ def test_the_buffer_keeps_streams_apart_and_cuts_whole_lines():
         ("log", "said"),
     ]
     assert _lines_of(buf) == [("out", "three")]
+
+
+def test_a_task_thread_feeding_while_the_server_takes_never_repeats_a_chunk() -> None:
+    """A sync task logs from its own thread while the server's loop takes chunks to send:
+    every chunk is sent once, each seq once (a repeated seq made the supervisor's log
+    write fail for good, and the run's outcome wait for it). Threads switch every
+    microsecond here, so that the two meet inside the buffer as a loaded machine has
+    them do."""
+    import sys
+    import threading
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(5):
+            buf = LogBuffer()
+            sent: list[int] = []
+            done = threading.Event()
+
+            def task(buf: LogBuffer = buf, done: threading.Event = done) -> None:
+                buf.feed("log", b"x" * 20_000_000)
+                done.set()
+
+            thread = threading.Thread(target=task)
+            thread.start()
+            while not done.is_set():
+                sent.extend(c.seq for c in buf.take()[0])
+            thread.join()
+            sent.extend(c.seq for c in buf.take(final=True)[0])
+            assert len(sent) == len(set(sent)), "a chunk was sent twice"
+            assert sent == sorted(sent)
+    finally:
+        sys.setswitchinterval(interval)
 
 
 def test_a_line_longer_than_a_chunk_is_split_on_a_character_boundary():
@@ -102,6 +135,26 @@ def test_each_log_message_holds_one_chunk_and_the_cut_rides_on_the_last():
 
 
 # -- fencing and the schema ---------------------------------------------------------------
+
+
+def test_chunks_written_again_are_skipped_not_refused(tmp_path: Path) -> None:
+    """A batch tried again after its commit (the acknowledgement lost) adds nothing and
+    fails nothing: the run's outcome never waits on a log write that cannot succeed."""
+    store = Store(tmp_path / "t.db")
+    job_id = _job(store, n=1)
+    try:
+        with store.write() as conn:
+            tid = conn.exec_driver_sql("SELECT id FROM task").scalar_one()
+            conn.exec_driver_sql("UPDATE task SET claim_token='run' WHERE id=?", (tid,))
+        items = [LogItem(tid, job_id, 1, "run", [n, "out", 1, f"line {n}"]) for n in (1, 2)]
+        for _ in range(2):
+            with store.write() as conn:
+                write_logs(conn, items, at=1.0)
+        with store.read() as conn:
+            rows = conn.exec_driver_sql("SELECT seq, text FROM task_log ORDER BY seq").all()
+        assert [tuple(r) for r in rows] == [(1, "line 1"), (2, "line 2")]
+    finally:
+        store.dispose()
 
 
 def test_chunks_of_a_run_that_lost_its_claim_are_not_written(tmp_path):

@@ -1,7 +1,7 @@
 """Operator tools beyond one job at a time (issue 11): bulk cancel and abort by filter,
 rerun what did not end, stuck jobs, how each task stops, who may abort, engine health.
 
-Most command-line cases run ``engine.cli.main`` in-process against a real SQLite file
+Most command-line cases run ``engine.cli.main.main`` in-process against a real SQLite file
 (the subprocess is not what they test); a few run the real command for its exit codes.
 Waiting is always for a condition, polled; nothing asserts on how long anything took.
 """
@@ -19,17 +19,26 @@ from pathlib import Path
 
 import pytest
 
-from engine import batch, bulk_flow, control, permissions, settings
-from engine.cli import main as cli_main
-from engine.db import Store
-from engine.format import clock
-from engine.query import Reader, StoppingTask, span, stuck_banner
-from engine.rerun import rerun, rerun_preview
-from engine.stopping import stops_by
+from engine.cli.main import main as cli_main
+from engine.core.format import clock
+from engine.core.manager_rule import is_manager, refusal
+from engine.core.refusal import Refusal
+from engine.core.setting_values import SettingError
+from engine.core.views import StoppingTask
+from engine.flows import abort as abort_flow
+from engine.flows import base as flows
+from engine.flows import bulk as bulk_flow
+from engine.flows import settings as setting_flows
+from engine.flows.rerun import preview, rerun
+from engine.flows.stopping import stops_by
+from engine.reader.reader import Reader, span, stuck_banner
+from engine.runtime import tick as batch
+from engine.store.db import Store
 from tests.engine_support import (
     events,
     job_row,
     job_status,
+    reading,
     submit_tasks,
     task_row,
     task_statuses,
@@ -60,8 +69,8 @@ def run_cli(capsys: pytest.CaptureFixture[str], db: str, *args: str) -> tuple[in
 
 def as_user(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     """Make the command line see ``name`` as the user asking."""
-    monkeypatch.setattr("engine.identity.current_actor", lambda: name)
-    monkeypatch.setattr("engine.permissions.current_actor", lambda: name)
+    monkeypatch.setattr("engine.core.identity.current_actor", lambda: name)
+    monkeypatch.setattr("engine.core.manager_rule.current_actor", lambda: name)
 
 
 def all_rows(path: str) -> list[str]:
@@ -96,10 +105,10 @@ def mixed_jobs(store: Store, tmp_path: Path) -> dict[str, int]:
     ids["waiting"] = submit_tasks(store, tmp_path, "wai", WAIT)
     ids["system"] = submit_tasks(store, tmp_path, "sys", WAIT, system=True)
     ids["ended"] = submit_tasks(store, tmp_path, "end", WAIT)
-    control.cancel(store, ids["ended"], actor="ops")  # a final status: Canceled
+    flows.cancel(store.transaction, ids["ended"], actor="ops")  # a final status: Canceled
     ids["canceling"] = submit_tasks(store, tmp_path, "cng", WAIT)
     start_one_task(store, ids["canceling"])
-    control.cancel(store, ids["canceling"], actor="ops")
+    flows.cancel(store.transaction, ids["canceling"], actor="ops")
     assert job_status(store, ids["canceling"]) == "canceling"
     return ids
 
@@ -111,9 +120,9 @@ def test_bulk_cancel_plan_acts_on_some_and_refuses_the_others_with_their_reasons
     store: Store, tmp_path: Path
 ) -> None:
     ids = mixed_jobs(store, tmp_path)
-    plan = control.bulk_plan(store, "cancel", actor="ops", job_ids=[*ids.values(), 999])
+    plan = reading(store, bulk_flow.plan, "cancel", actor="ops", job_ids=[*ids.values(), 999])
     assert sorted(j.job.id for j in plan.act) == sorted([ids["executing"], ids["waiting"]])
-    refused = {j.job.id: j.refusal for j in plan.refused}
+    refused = {j.job.id: str(j.refusal) for j in plan.refused}
     assert refused == {
         ids["system"]: "System jobs cannot be canceled",
         ids["ended"]: f"Job {ids['ended']} already Canceled",
@@ -123,12 +132,12 @@ def test_bulk_cancel_plan_acts_on_some_and_refuses_the_others_with_their_reasons
     assert plan.counts() == {"executing": 1, "waiting": 1}
 
     # Filters: without a status, only jobs not in a final status are considered.
-    by_filter = control.bulk_plan(store, "cancel", actor="ops")
+    by_filter = reading(store, bulk_flow.plan, "cancel", actor="ops")
     assert ids["ended"] not in {j.job.id for j in by_filter.jobs}
-    named = control.bulk_plan(store, "cancel", actor="ops", name="w*", statuses=["waiting"])
+    named = reading(store, bulk_flow.plan, "cancel", actor="ops", name="w*", statuses=["waiting"])
     assert [j.job.id for j in named.jobs] == [ids["waiting"]]
-    assert control.bulk_plan(store, "cancel", actor="ops", user="nobody").jobs == []
-    mine = control.bulk_plan(store, "cancel", actor="ops", user="tester")
+    assert reading(store, bulk_flow.plan, "cancel", actor="ops", user="nobody").jobs == []
+    mine = reading(store, bulk_flow.plan, "cancel", actor="ops", user="tester")
     assert {j.job.id for j in mine.jobs} == {
         ids[k] for k in ("executing", "waiting", "system", "canceling")
     }
@@ -138,13 +147,13 @@ def test_bulk_abort_plan_lists_the_tasks_of_each_job_and_refuses_jobs_with_nothi
     store: Store, tmp_path: Path
 ) -> None:
     ids = mixed_jobs(store, tmp_path)
-    plan = control.bulk_plan(store, "abort", actor="ops", job_ids=list(ids.values()))
+    plan = reading(store, bulk_flow.plan, "abort", actor="ops", job_ids=list(ids.values()))
     act = {j.job.id: j for j in plan.act}
     assert set(act) == {ids["executing"], ids["canceling"]}
     assert act[ids["executing"]].abort.cancel_first
     assert [t.name for t in act[ids["canceling"]].abort.tasks] == ["sleep"]
     assert act[ids["canceling"]].abort.tasks[0].stops_by.key == "safe_point"
-    refused = {j.job.id: j.refusal for j in plan.refused}
+    refused = {j.job.id: str(j.refusal) for j in plan.refused}
     assert (
         refused[ids["waiting"]] == f"Job {ids['waiting']} is Waiting: nothing is running to abort"
     )
@@ -157,11 +166,11 @@ def test_bulk_cancel_goes_in_chunks_of_jobs_and_acts_only_on_the_confirmed_jobs(
     a = submit_tasks(store, tmp_path, "a", WAIT)
     b = submit_tasks(store, tmp_path, "b", WAIT)
     c = submit_tasks(store, tmp_path, "c", WAIT)
-    plan = control.bulk_plan(store, "cancel", actor="ops", job_ids=[a, b, c])
+    plan = reading(store, bulk_flow.plan, "cancel", actor="ops", job_ids=[a, b, c])
     assert len(plan.act) == 3
     # Between the plan and the confirmation: b is canceled by someone else, and a new
     # job appears that the filter would select now.
-    control.cancel(store, b, actor="someone")
+    flows.cancel(store.transaction, b, actor="someone")
     late = submit_tasks(store, tmp_path, "late", WAIT)
 
     writes: list[int] = []
@@ -173,7 +182,7 @@ def test_bulk_cancel_goes_in_chunks_of_jobs_and_acts_only_on_the_confirmed_jobs(
 
     monkeypatch.setattr(store, "write", counting_write)
     monkeypatch.setattr(bulk_flow, "CHUNK_JOBS", 2)
-    results = control.bulk_apply(store, plan, actor="ops", reason="bulk")
+    results = bulk_flow.apply(store.transaction, plan, actor="ops", reason="bulk")
     assert [(r.job_id, r.done) for r in results] == [(a, True), (b, False), (c, True)]
     assert results[1].text == f"Job {b} already Canceled"
     assert results[0].text == f"Job {a} Canceled"
@@ -296,8 +305,8 @@ def test_rerun_is_refused_for_a_job_not_final_or_with_nothing_to_rerun(
     store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     job = submit_tasks(store, tmp_path, "w", WAIT)
-    with pytest.raises(control.Refused, match="is Waiting: only a job in a final status"):
-        rerun(store, job, actor="ops")
+    with pytest.raises(Refusal, match="is Waiting: only a job in a final status"):
+        rerun(store.transaction, job, actor="ops")
     with store.write() as conn:  # every task Ended (as an engine leaves it)
         conn.exec_driver_sql("UPDATE task SET status='ended' WHERE job_id=?", (job,))
         conn.exec_driver_sql("UPDATE job SET status='ended' WHERE id=?", (job,))
@@ -327,10 +336,11 @@ async def test_rerun_carries_ended_tasks_and_runs_the_rest_end_to_end(engine, tm
     }
     # The recipe file changes after submit: the rerun runs the recipe as submitted.
     (tmp_path / "flaky.toml").write_text('name = "other"\n[[task]]\nname = "x"\naction = "fail"\n')
-    plan = rerun_preview(store, first)
+    with store.reading() as sql:
+        plan = preview(sql, first)
     assert (plan.carried, plan.rerun) == (("a", "d"), ("b", "c"))
     flag.touch()
-    second = rerun(store, first, actor="ops")
+    second = rerun(store.transaction, first, actor="ops")
     await until(lambda: job_status(store, second) in ("ended", "error"), "the rerun to finish")
     assert job_status(store, second) == "ended"
     assert task_statuses(store, second) == dict.fromkeys("abcd", "ended")
@@ -367,7 +377,7 @@ async def test_a_canceled_job_is_never_retried_by_recovery(engine, tmp_path) -> 
         ],
     )
     await until(lambda: task_statuses(store, job)["s"] == "executing", "s to start")
-    control.cancel(store, job, actor="ops")
+    flows.cancel(store.transaction, job, actor="ops")
     await until(lambda: job_status(store, job) == "canceled", "the cancel to finish")
     with store.write() as conn:
         batch.recover(conn, "another:2:y", at=1e10)
@@ -414,8 +424,8 @@ async def test_stuck_for_appears_after_stuck_seconds_and_list_stuck_shows_the_jo
     engine, tmp_path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     store = engine.store
-    with store.write() as conn:
-        settings.put(conn, "stuck_seconds", "1")
+    with store.transaction() as sql:
+        setting_flows.store(sql, "stuck_seconds", "1")
     gate = tmp_path / "gate"
     job = submit_tasks(
         store,
@@ -435,7 +445,7 @@ async def test_stuck_for_appears_after_stuck_seconds_and_list_stuck_shows_the_jo
     reader = Reader(store.path)
     try:
         assert (await reader.job(job)).stuck_for is None
-        control.cancel(store, job, actor="ops")
+        flows.cancel(store.transaction, job, actor="ops")
 
         stuck_now: dict[int, float] = {}
 
@@ -499,29 +509,29 @@ def test_stops_by_follows_the_action_table() -> None:
 def test_managers_rule_refusals_are_one_line_and_audited(store: Store, tmp_path: Path) -> None:
     job = submit_tasks(store, tmp_path, "w", WAIT)  # submitted by "tester"
     start_one_task(store, job)
-    with store.write() as conn:
-        settings.put(conn, "managers", "alice,  @batchops")
-        assert settings.get(conn, "managers") == "alice, @batchops"
-    with pytest.raises(control.Refused) as exc:
-        control.abort(store, job, actor="bob")
+    with store.transaction() as sql:
+        setting_flows.store(sql, "managers", "alice,  @batchops")
+        assert setting_flows.get(sql, "managers") == "alice, @batchops"
+    with pytest.raises(Refusal) as exc:
+        abort_flow.abort(store.transaction, job, actor="bob")
     assert str(exc.value) == "Abort needs a batch job manager (alice, @batchops); you are bob"
-    with pytest.raises(control.Refused) as exc:
-        control.abort(store, job, actor="bob from 10.0.0.5", enhanced=True)
+    with pytest.raises(Refusal) as exc:
+        abort_flow.abort(store.transaction, job, actor="bob from 10.0.0.5", enhanced=True)
     assert str(exc.value) == (
         "Enhanced abort needs a batch job manager (alice, @batchops); you are bob"
     )
-    with pytest.raises(control.Refused) as exc:
-        control.cancel(store, job, actor="bob")
+    with pytest.raises(Refusal) as exc:
+        flows.cancel(store.transaction, job, actor="bob")
     assert str(exc.value) == (
         "Cancel needs the job's submitter (tester) or a batch job manager "
         "(alice, @batchops); you are bob"
     )
-    with pytest.raises(control.Refused, match="Abort needs a batch job manager"):
-        control.bulk_plan(store, "abort", actor="bob")
-    plan = control.bulk_plan(store, "cancel", actor="bob", job_ids=[job])
-    assert plan.act == [] and plan.refused[0].refusal.startswith("Cancel needs the job's")
-    with pytest.raises(permissions.NotAllowed) as exc:
-        permissions.put_setting(store, "managers", "", actor="bob")
+    with pytest.raises(Refusal, match="Abort needs a batch job manager"):
+        reading(store, bulk_flow.plan, "abort", actor="bob")
+    plan = reading(store, bulk_flow.plan, "cancel", actor="bob", job_ids=[job])
+    assert plan.act == [] and str(plan.refused[0].refusal).startswith("Cancel needs the job's")
+    with pytest.raises(Refusal) as exc:
+        setting_flows.put(store.transaction, "managers", "", actor="bob")
     assert str(exc.value) == (
         "Changing settings needs a batch job manager (alice, @batchops); you are bob"
     )
@@ -545,36 +555,65 @@ def test_managers_rule_refusals_are_one_line_and_audited(store: Store, tmp_path:
     assert refused_settings == [("bob",)]
     assert job_status(store, job) == "executing"  # nothing changed
     # The submitter may cancel; a manager may abort.
-    assert control.cancel(store, job, actor="tester from 10.0.0.9") == f"Job {job} Canceling"
-    assert control.abort(store, job, actor="alice").startswith(f"Aborting job {job}")
+    assert (
+        flows.cancel(store.transaction, job, actor="tester from 10.0.0.9") == f"Job {job} Canceling"
+    )
+    assert abort_flow.abort(store.transaction, job, actor="alice").startswith(f"Aborting job {job}")
+
+
+def test_a_refusal_names_its_kind_and_only_the_rules_are_audited(
+    store: Store, tmp_path: Path
+) -> None:
+    """One ``Refusal`` type: its kind says what refused (the managers rule, the job's
+    status, no such job), and the audit records exactly the rule's, decided by the kind."""
+    job = submit_tasks(store, tmp_path, "w", WAIT)  # submitted by "tester"
+    system = submit_tasks(store, tmp_path, "s", WAIT, system=True)
+    with store.transaction() as sql:
+        setting_flows.store(sql, "managers", "alice")
+    said = {}
+    for job_id, actor in ((job, "bob"), (system, "alice"), (999, "alice")):
+        with pytest.raises(Refusal) as exc:
+            flows.cancel(store.transaction, job_id, actor=actor)
+        said[job_id] = (exc.value.kind, exc.value.audited)
+        assert str(exc.value) == exc.value.text and len(exc.value.text.splitlines()) == 1
+    assert said == {job: ("rule", True), system: ("status", False), 999: ("missing", False)}
+    for job_id, actor in ((job, "bob"), (system, "alice")):
+        with store.reading() as sql:
+            ((_, why),) = flows.cancel_dry_run(sql, job_id, actor=actor, tree=False)
+        assert why is not None and why.kind == said[job_id][0]
+    refused = [
+        e["job_id"] for j in (job, system) for e in events(store, j) if e["kind"] == "refused"
+    ]
+    assert refused == [job]
+    assert Refusal("status", "x") == Refusal("status", "x") != Refusal("rule", "x")
 
 
 def test_group_managers_and_who_am_i(store: Store) -> None:
     me = pwd.getpwuid(os.getuid()).pw_name
     group = grp.getgrgid(os.getgid()).gr_name
-    assert permissions.is_manager(me, (f"@{group}",))
-    assert not permissions.is_manager(me, ("@no-such-group-here", "someone-else"))
-    assert permissions.is_manager(me, ())  # unset: everyone
-    w = permissions.whoami(store, actor=me)
+    assert is_manager(me, (f"@{group}",))
+    assert not is_manager(me, ("@no-such-group-here", "someone-else"))
+    assert is_manager(me, ())  # unset: everyone
+    w = reading(store, flows.who, actor=me)
     assert (w.user, w.manager, w.restricted) == (me, True, False)
-    with store.write() as conn:
-        settings.put(conn, "managers", "someone-else")
-    assert permissions.whoami(store, actor=me).manager is False
-    assert permissions.may(store, "abort", actor=me) == (
+    with store.transaction() as sql:
+        setting_flows.store(sql, "managers", "someone-else")
+    assert reading(store, flows.who, actor=me).manager is False
+    assert str(refusal(reading(store, flows.who, me), "abort")) == (
         f"Abort needs a batch job manager (someone-else); you are {me}"
     )
-    assert permissions.may(store, "abort", actor="someone-else") is None
-    with pytest.raises(settings.SettingError):
-        with store.write() as conn:
-            settings.put(conn, "managers", "bad name;rm")
+    assert refusal(reading(store, flows.who, "someone-else"), "abort") is None
+    with pytest.raises(SettingError):
+        with store.transaction() as sql:
+            setting_flows.store(sql, "managers", "bad name;rm")
 
 
 def test_cli_refusal_by_the_managers_rule_is_one_line_exit_1(
     store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
 ) -> None:
     job = submit_tasks(store, tmp_path, "w", WAIT)
-    with store.write() as conn:
-        settings.put(conn, "managers", "alice")
+    with store.transaction() as sql:
+        setting_flows.store(sql, "managers", "alice")
     as_user(monkeypatch, "bob")
     for args, rule in (
         (("abort", str(job), "--yes"), "Abort needs"),

@@ -750,7 +750,7 @@ def test_servers_lists_each_server_process(deck: Deck) -> None:
     assert row["host"] == socket.gethostname() and row["lease_age"] is not None
     # The pid is the server process, not the engine: task code runs there.
     assert row["pid"] != deck.servers[0].pid and pid_alive(row["pid"])
-    assert "engine.server_proc" in Path(f"/proc/{row['pid']}/cmdline").read_text()
+    assert "engine.runtime.server_proc" in Path(f"/proc/{row['pid']}/cmdline").read_text()
     text = deck.ok("servers").out.splitlines()
     assert text[0].split() == [
         "NAME",

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from engine import prune
-from engine.db import Store
-from engine.log_store import LogItem, write_logs
+from engine.flows import base as flows
 from engine.recipes import Recipe, TaskSpec
-from engine.runtime import Engine
-from engine.submit import insert_job
+from engine.runtime.supervisor import Supervisor
+from engine.store import prune
+from engine.store.db import Store
+from engine.store.flow_statements import flow_sql
+from engine.store.log_store import LogItem, write_logs
 from tests.proc_support import Deck, deck_in
 from tests.waiting import until
 
@@ -30,7 +31,9 @@ def _add(store: Store, *, status: str = "ended", at: float = OLD, **how: object)
         TaskSpec("b", "wait", ("a",), {"seconds": 1}),
     )
     with store.write() as conn:
-        job_id = insert_job(conn, Recipe("j", None, False, tasks), actor="t", at=at, **how)
+        job_id = flows.insert_job(
+            flow_sql(conn), Recipe("j", None, False, tasks), actor="t", at=at, **how
+        )
         conn.exec_driver_sql(
             "UPDATE job SET status=?, ended_at=? WHERE id=?",
             (status, at if status in ("ended", "error", "canceled") else None, job_id),
@@ -155,7 +158,7 @@ def test_a_cancel_goes_through_while_a_prune_of_many_batches_runs(deck: Deck) ->
         with store.write() as conn:
             recipe = Recipe("j", None, False, (TaskSpec("a", "wait", (), {"seconds": 1}),))
             for _ in range(3000):
-                insert_job(conn, recipe, actor="t", at=OLD)
+                flows.insert_job(flow_sql(conn), recipe, actor="t", at=OLD)
             conn.exec_driver_sql("UPDATE job SET status='ended', ended_at=?", (OLD,))
         live = _add(store, status="waiting", at=4_000_000_000.0)
         results: list[prune.PruneResult] = []
@@ -178,11 +181,11 @@ async def test_the_engine_prunes_with_keep_days_set(tmp_path: Path) -> None:
     store = Store(db)
     try:
         old = _add(store)
-        with store.write() as conn:
-            from engine import settings
+        with store.transaction() as sql:
+            from engine.flows import settings as setting_flows
 
-            settings.put(conn, "keep_days", "30")
-        async with Engine(str(db), {"b": 1}) as engine:
+            setting_flows.store(sql, "keep_days", "30")
+        async with Supervisor(str(db), {"b": 1}) as engine:
             await until(lambda: _count(store, "job", old) == 0, "the old job to be pruned")
             await until(
                 lambda: any(e.startswith("pruned 1 jobs") for e in engine.stats.events),

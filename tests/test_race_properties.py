@@ -16,10 +16,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import batch, control
-from engine.db import Store
-from engine.recipes import Recipe, TaskSpec
-from engine.statuses import (
+from engine.core.refusal import Refusal
+from engine.core.statuses import (
     JOB_TERMINAL,
     JOB_TRANSITIONS,
     TASK_NOT_STARTED,
@@ -30,7 +28,13 @@ from engine.statuses import (
     TaskStatus,
     job_status_after,
 )
-from engine.submit import insert_job
+from engine.flows import abort as abort_flow
+from engine.flows import base as flows
+from engine.flows import requests as request_flows
+from engine.recipes import Recipe, TaskSpec
+from engine.runtime import tick as batch
+from engine.store.db import Store
+from engine.store.flow_statements import flow_sql
 
 N_TASKS = 4
 OWNER = "test:1:abc"
@@ -106,16 +110,18 @@ def _apply(store: Store, step: tuple, ids: list[int], job_id: int, at: float) ->
             batch.claim_leases(conn, {"s1": 4}, OWNER, at=time.time())
     else:
         fn = {
-            "cancel": lambda: control.cancel(store, job_id, actor="op"),
-            "abort": lambda: control.abort(store, job_id, actor="op"),
-            "enhanced": lambda: control.abort(store, job_id, actor="op", enhanced=True),
-            "hold": lambda: control.hold(store, job_id, actor="op"),
-            "release": lambda: control.release(store, job_id, actor="op"),
+            "cancel": lambda: flows.cancel(store.transaction, job_id, actor="op"),
+            "abort": lambda: abort_flow.abort(store.transaction, job_id, actor="op"),
+            "enhanced": lambda: abort_flow.abort(
+                store.transaction, job_id, actor="op", enhanced=True
+            ),
+            "hold": lambda: request_flows.hold(store.transaction, job_id, actor="op"),
+            "release": lambda: request_flows.release(store.transaction, job_id, actor="op"),
         }[kind]
         before = _snapshot(store)
         try:
             fn()
-        except control.Refused:
+        except Refusal:
             assert _snapshot(store) == before, f"{kind} refused but wrote"
 
 
@@ -136,8 +142,11 @@ def test_random_interleavings_keep_the_database_legal(deps, steps):
             )
             at = 1_000.0
             with store.write() as conn:
-                job_id = insert_job(
-                    conn, Recipe("race", None, False, tasks, max_attempts=2), actor="t", at=at
+                job_id = flows.insert_job(
+                    flow_sql(conn),
+                    Recipe("race", None, False, tasks, max_attempts=2),
+                    actor="t",
+                    at=at,
                 )
                 ids = [
                     r[0]

@@ -14,15 +14,15 @@ from typing import Any
 
 import pytest
 
-from engine import control
+from engine.actions.context import TaskContext
 from engine.actions.remote.follow import Follower
 from engine.actions.remote.params import remote_for, timing
 from engine.actions.remote.salesforce import SalesforceJob
-from engine.context import TaskContext
-from engine.db import Store
+from engine.flows import abort as abort_flow
+from engine.flows import base as flows
 from engine.recipes import RecipeError, load_recipe, recipe_from_dict
 from engine.remote_emulator import Emulator
-from engine.submit import submit
+from engine.store.db import Store
 from tests.engine_support import (
     job_status,
     submit_tasks,
@@ -141,7 +141,7 @@ async def test_cancel_aborts_the_remote_job_and_the_task_has_the_remote_counts(
     await until(lambda: remote_running(emu, 300), "the remote job to be under way")
     await until(lambda: task_row(store, job, "upsert")["progress_done"] > 0, "progress")
 
-    control.cancel(store, job, actor="alice")
+    flows.cancel(store.transaction, job, actor="alice")
     await until(lambda: job_status(store, job) == "canceled", "the job to be Canceled")
     (remote,) = emu.created()
     assert remote.state == "Aborted" and remote.abort_asked
@@ -163,7 +163,7 @@ async def test_cancel_of_a_remote_that_ignores_the_abort_says_so(engine, emu, tm
     )
     await until(lambda: remote_running(emu), "the remote job to be under way")
     emu.faults.ignore_abort = True
-    control.cancel(store, job, actor="alice")
+    flows.cancel(store.transaction, job, actor="alice")
     await until(lambda: job_status(store, job) == "canceled", "the job to end")
     row = task_row(store, job, "upsert")
     (remote,) = emu.created()
@@ -187,7 +187,7 @@ async def test_abort_with_a_remote_that_ignores_it_says_the_job_may_still_run(
     )
     await until(lambda: remote_running(emu), "the remote job to be under way")
     emu.faults.ignore_abort = True
-    control.abort(store, job, actor="alice")  # cancel and abort in one step
+    abort_flow.abort(store.transaction, job, actor="alice")  # cancel and abort in one step
     await until(lambda: task_statuses(store, job)["upsert"] == "aborted", "Aborted")
     (remote,) = emu.created()
     message = task_row(store, job, "upsert")["message"]
@@ -204,7 +204,7 @@ async def test_abort_confirmed_by_the_remote_says_so(engine, emu, tmp_path):
         store, tmp_path, "sf", [sf_task(emu, tmp_path, 100_000, cancel_wait_seconds=600)]
     )
     await until(lambda: remote_running(emu), "the remote job to be under way")
-    control.abort(store, job, actor="alice")
+    abort_flow.abort(store.transaction, job, actor="alice")
     await until(lambda: task_statuses(store, job)["upsert"] == "aborted", "Aborted")
     (remote,) = emu.created()
     assert remote.state == "Aborted"
@@ -360,7 +360,7 @@ async def test_http_job_follows_and_cancels_a_generic_remote_job(engine, emu, tm
     sub.mkdir()
     job = submit_tasks(store, sub, "long", [http_task(emu, 1_000_000, sub)])
     await until(lambda: task_row(store, job, "reindex")["progress_done"] > 0, "progress")
-    control.cancel(store, job, actor="alice")
+    flows.cancel(store.transaction, job, actor="alice")
     await until(lambda: job_status(store, job) == "canceled", "Canceled")
     remote = emu.created("generic")[1]
     row = task_row(store, job, "reindex")
@@ -417,7 +417,7 @@ def test_bad_http_job_parameters_are_one_line(tmp_path, emu):
 
 
 def test_the_on_cancel_column_says_a_remote_job_is_aborted_there():
-    from engine.stopping import stops_by
+    from engine.flows.stopping import stops_by
 
     for action in ("salesforce_bulk", "http_job"):
         how = stops_by(action, {})
@@ -530,7 +530,7 @@ async def test_the_console_shows_the_remote_counts_and_its_cancel_aborts_the_rem
     store = Store(db)
     try:
         recipe = load_recipe(write_recipe(tmp_path, "crm", [sf_task(emu, tmp_path, 100_000)]))
-        job = submit(store, recipe, actor="alice")
+        job = flows.submit(store.transaction, recipe, actor="alice")
     finally:
         store.dispose()
     app, _host = embedded(db, {"batch-01": 2})

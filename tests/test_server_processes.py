@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from engine import batch, control, procs
-from engine.db import Store
-from engine.runtime import Engine, freeze_heap
+from engine.core import procs
+from engine.flows import abort as abort_flow
+from engine.runtime import tick as batch
+from engine.runtime.supervisor import Supervisor, freeze_heap
+from engine.store.db import Store
 from tests.engine_support import job_status, submit_tasks, task_row, task_statuses, until
 
 # The engine on both databases (tests/pg_support.py).
@@ -128,12 +130,12 @@ async def test_enhanced_abort_restart_stops_a_plain_function_for_good(engine, tm
     job = submit_tasks(store, tmp_path, "appender", [_py("x", "append_forever", path=str(out))])
     await until(lambda: out.exists() and out.stat().st_size >= 2, "the function to append")
     old_pid = engine.procs["batch-01"].pid
-    control.abort(store, job, actor="alice")
+    abort_flow.abort(store.transaction, job, actor="alice")
     # A plain abort cannot stop an unmanaged wait: Aborting, and it keeps appending.
     assert task_statuses(store, job) == {"x": "aborting"}
     size = out.stat().st_size
     await until(lambda: out.stat().st_size > size, "the function to go on appending")
-    control.abort(store, job, actor="alice", enhanced=True)
+    abort_flow.abort(store.transaction, job, actor="alice", enhanced=True)
     await until(lambda: task_statuses(store, job) == {"x": "aborted"}, "the restart")
     # Aborted means its code runs nowhere: the process that ran it is gone, and so the
     # file stops growing.
@@ -164,7 +166,7 @@ async def test_a_restart_kills_processes_that_left_their_group(engine, tmp_path)
     await until(lambda: pid_file.exists() and pid_file.read_text().strip() != "")
     escaped = int(pid_file.read_text())
     assert procs.alive(escaped)
-    control.abort(store, job, actor="alice", enhanced=True)
+    abort_flow.abort(store.transaction, job, actor="alice", enhanced=True)
     await until(lambda: job_status(store, job) == "canceled", "the restart")
     assert task_statuses(store, job) == {"sh": "aborted"}
     assert not procs.alive(escaped)
@@ -172,7 +174,7 @@ async def test_a_restart_kills_processes_that_left_their_group(engine, tmp_path)
 
 async def test_stopping_the_engine_leaves_no_process_behind(tmp_path):
     pid_file = tmp_path / "child.pid"
-    engine = Engine(str(tmp_path / "t.db"), {"batch-01": 2}, poll_interval=0.02)
+    engine = Supervisor(str(tmp_path / "t.db"), {"batch-01": 2}, poll_interval=0.02)
     await engine.start()
     server_pid = engine.procs["batch-01"].pid
     try:
@@ -298,10 +300,10 @@ def test_runs_that_end_in_one_turn_are_reported_in_one_line():
     import subprocess
     import sys
 
-    from engine import wire
+    from engine.runtime import wire
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.server_proc", "batch-01"],
+        [sys.executable, "-m", "engine.runtime.server_proc", "batch-01"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         start_new_session=True,

@@ -280,7 +280,7 @@ def test_health_with_no_engine_and_bad_usage(deck: Deck) -> None:
 def test_health_names_a_late_beat_and_a_server_not_serving() -> None:
     """The lines for what a live test cannot hold still: a beat late but within the
     lease (writes failing), a server Restarting under a live lease."""
-    from engine.query import ServerView
+    from engine.core.views import ServerView
     from engine.service.health import problems_of
 
     def server(name: str, status: str, beat: float) -> ServerView:

@@ -4,7 +4,6 @@ SQL cache of valid JSON but the wrong shape, keymaps that are not files or name 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -19,32 +18,7 @@ from tests.proc_support import BATCHDECK, Deck, deck_in, wait_for
 @pytest.fixture
 def deck(tmp_path: Path) -> Iterator[Deck]:
     with deck_in(tmp_path) as d:
-        d.env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
         yield d
-
-
-BAD_CACHES = [
-    "[]",
-    "null",
-    '{"statements": {}}',
-    '{"format": FORMAT, "dialect": "sqlite", "schema_version": 5, "statements": {}}',
-    '{"format": FORMAT, "dialect": "sqlite", "schema_version": 5, "digest": "x", '
-    '"statements": {"job": {"sql": "SELECT 1"}}}',
-]
-
-
-def test_a_cache_of_the_wrong_shape_is_rebuilt_never_trusted(deck: Deck) -> None:
-    from engine.read_sql import FORMAT
-
-    recipe = 'name = "one"\n[[task]]\nname = "w"\naction = "wait"\nseconds = 0\n'
-    deck.ok("submit", str(deck.recipe("one", recipe)))
-    assert "one" in deck.ok("list").out  # writes the cache file
-    (cache,) = (deck.dir / "cache" / "batchdeck").glob("reads-sqlite-*.json")
-    for text in BAD_CACHES:
-        cache.write_text(text.replace("FORMAT", str(FORMAT)))
-        res = deck.ok("list")
-        assert "one" in res.out and "Traceback" not in res.err, (text, str(res))
-        assert json.loads(cache.read_text())["statements"], f"{text}: not rebuilt"
 
 
 def run_console(deck: Deck, keymap: str) -> subprocess.CompletedProcess[str]:

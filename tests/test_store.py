@@ -8,28 +8,29 @@ import time
 
 import pytest
 
-from engine import batch
-from engine.db import DatabaseError, Store
-from engine.models import SCHEMA_VERSION
-from engine.recipes import Recipe, TaskSpec
-from engine.runtime import Engine
-from engine.statuses import (
+from engine.core.statuses import (
     TASK_TRANSITIONS,
     IllegalTransition,
     TaskStatus,
     check_task,
     resolve_outcome,
 )
-from engine.submit import insert_job
-from engine.tables import task
-from engine.writes import TaskMove
+from engine.flows import base as flows
+from engine.recipes import Recipe, TaskSpec
+from engine.runtime import tick as batch
+from engine.runtime.supervisor import Supervisor
+from engine.store.db import DatabaseError, Store
+from engine.store.flow_statements import flow_sql
+from engine.store.models import SCHEMA_VERSION
+from engine.store.tables import task
+from engine.store.writes import TaskMove
 from tests.engine_support import job_status, submit_tasks, task_row, until
 
 
 def _job(store: Store, n: int = 2, at: float = 100.0) -> int:
     tasks = tuple(TaskSpec(f"t{i}", "wait", (), {"seconds": 1}) for i in range(n))
-    with store.write() as conn:
-        return insert_job(conn, Recipe("j", None, False, tasks), actor="t", at=at)
+    with store.transaction() as sql:
+        return flows.insert_job(sql, Recipe("j", None, False, tasks), actor="t", at=at)
 
 
 def test_a_large_write_is_checkpointed_after_its_commit_not_inside_it(tmp_path):
@@ -88,8 +89,7 @@ def _as_version_2(path) -> None:
 
 
 def test_a_version_2_database_is_upgraded_by_a_writer_and_its_recipes_kept(tmp_path):
-    from engine.flow_statements import flow_sql
-    from engine.rerun import _recipe
+    from engine.flows.rerun import _recipe
 
     path = tmp_path / "t.db"
     store = Store(path)
@@ -158,7 +158,7 @@ def _plan(raw: sqlite3.Connection, sql: str, params: dict) -> list[str]:
 
 
 def _rendered_plan(raw: sqlite3.Connection, text) -> list[str]:
-    """The plan of a statement as ``engine.read_sql`` renders it, every value empty."""
+    """The plan of a statement as ``engine.sql.light`` renders it, every value empty."""
     return _plan(
         raw, text.sql, text.bind({n: [] if n in text.as_json else None for n in text.needed})
     )
@@ -168,7 +168,8 @@ def test_the_queries_by_server_use_the_partial_index(tmp_path):
     """A task without a server is not in ``ix_task_on_server`` (so a cancel of not-started
     tasks never moves in it); the statements that look tasks up by server must still
     imply ``server IS NOT NULL``, or SQLite would scan the whole table."""
-    from engine.read_sql import FLOW, render
+    from engine.sql.keys import FLOW
+    from engine.store.render import render
 
     path = tmp_path / "t.db"
     Store(path).dispose()
@@ -231,9 +232,9 @@ def test_claims_and_stuck_tasks_use_the_partial_status_indexes(tmp_path):
     """Only Ready, Canceling and Aborting tasks are in a status index; the claim and the
     stuck-job query must name those partial indexes' predicates term for term, or
     SQLite would read every task of the database."""
-    from engine.batch import _READY
-    from engine.prepared import CompiledText, _named_dialect
-    from engine.read_sql import render
+    from engine.runtime.tick import _READY
+    from engine.store.prepared import CompiledText, _named_dialect
+    from engine.store.render import render
 
     path = tmp_path / "t.db"
     store = Store(path)
@@ -292,13 +293,13 @@ def test_abort_wins_over_a_late_result():
 
 async def test_a_second_engine_for_the_same_server_is_refused(tmp_path):
     path = str(tmp_path / "t.db")
-    async with Engine(path, {"batch-01": 2}):
-        second = Engine(path, {"batch-01": 2})
+    async with Supervisor(path, {"batch-01": 2}):
+        second = Supervisor(path, {"batch-01": 2})
         with pytest.raises(batch.LeaseRefused, match="server batch-01 is already served"):
             await second.start()
         assert second._writer._shutdown  # a refused start leaves no thread behind
         # Another server name on the same database is fine.
-        async with Engine(path, {"batch-02": 1}):
+        async with Supervisor(path, {"batch-02": 1}):
             pass
 
 
@@ -314,7 +315,7 @@ async def test_recovery_requeues_then_errors_when_attempts_run_out(tmp_path):
         batch.claim(conn, {"batch-01": 1}, at=2.0)
     assert task_row(store, job, "a")["status"] == "executing"
 
-    async with Engine(str(path), {"batch-01": 4}):
+    async with Supervisor(str(path), {"batch-01": 4}):
         row = task_row(store, job, "a")
         assert row["attempt"] == 2  # recovered to Ready, attempt + 1, and started again
         await until(lambda: task_row(store, job, "a")["status"] == "executing")
@@ -324,14 +325,14 @@ async def test_recovery_requeues_then_errors_when_attempts_run_out(tmp_path):
         conn.exec_driver_sql("UPDATE server SET lease_owner='dead:2:y', heartbeat_at=1")
         batch.claim(conn, {"batch-01": 1}, at=3.0)
         conn.exec_driver_sql("UPDATE task SET attempt=2")
-    async with Engine(str(path), {"batch-01": 4}):
+    async with Supervisor(str(path), {"batch-01": 4}):
         row = task_row(store, job, "a")
         assert row["status"] == "error" and row["error"] == "interrupted: engine stopped"
         assert job_status(store, job) == "error"
 
 
 async def test_recovery_finishes_a_job_left_canceling(tmp_path):
-    from engine import control
+    from engine.flows import base as flows
 
     path = tmp_path / "t.db"
     store = Store(path)
@@ -341,11 +342,11 @@ async def test_recovery_finishes_a_job_left_canceling(tmp_path):
         batch.claim(conn, {"batch-01": 1}, at=2.0)
     with store.write() as conn:  # the dead engine's lease is not live: keep it "live" for cancel
         conn.exec_driver_sql("UPDATE server SET heartbeat_at=1e12")
-    control.cancel(store, job, actor="op")
+    flows.cancel(store.transaction, job, actor="op")
     assert job_status(store, job) == "canceling"
     with store.write() as conn:
         conn.exec_driver_sql("UPDATE server SET heartbeat_at=1")
-    async with Engine(str(path), {"batch-01": 4}):
+    async with Supervisor(str(path), {"batch-01": 4}):
         assert job_status(store, job) == "canceled"
         assert task_row(store, job, "a")["status"] == "canceled"
 
@@ -354,7 +355,9 @@ async def test_an_engine_whose_lease_was_taken_stops_serving_that_server(tmp_pat
     path = tmp_path / "t.db"
     store = Store(path)
     job = submit_tasks(store, tmp_path, "w", [{"name": "a", "action": "wait", "seconds": 600}])
-    async with Engine(str(path), {"batch-01": 2, "batch-02": 1}, heartbeat_interval=0.05) as eng:
+    async with Supervisor(
+        str(path), {"batch-01": 2, "batch-02": 1}, heartbeat_interval=0.05
+    ) as eng:
         await until(lambda: task_row(store, job, "a")["status"] == "executing")
         assert task_row(store, job, "a")["server"] == "batch-01"
         # Another engine took batch-01 while this one stalled (its recovery requeued "a").
@@ -408,7 +411,7 @@ async def test_recovering_an_expired_peers_tasks_is_an_event_not_an_engine_error
     with store.write() as conn:  # another engine's server, alive for now, runs "a"
         batch.claim_leases(conn, {"ghost": 1}, "peer:1:x", at=time.time())
         batch.claim(conn, {"ghost": 1}, at=time.time())
-    async with Engine(str(path), {"batch-01": 1}, heartbeat_interval=0.05) as eng:
+    async with Supervisor(str(path), {"batch-01": 1}, heartbeat_interval=0.05) as eng:
         with store.write() as conn:  # ...then its engine stops beating
             conn.exec_driver_sql("UPDATE server SET heartbeat_at=1 WHERE name='ghost'")
         await until(lambda: task_row(store, job, "a")["server"] == "batch-01", "a run here")
@@ -420,15 +423,15 @@ async def test_an_engine_hears_a_commit_through_its_own_store_at_once(tmp_path, 
     """A console and an engine in one process share a Store: the engine is woken by the
     console's cancel at its commit. With its look at ``data_version`` and its poll made
     an hour long, only that can make it wind the job down."""
-    from engine import control, runtime
+    from engine.runtime import supervisor as runtime
 
     monkeypatch.setattr(runtime, "WATCH_S", 3600.0)
     path = tmp_path / "t.db"
     store = Store(path)
     job = submit_tasks(store, tmp_path, "b", [{"name": "a", "action": "wait", "seconds": 600}])
-    async with Engine(str(path), {"batch-01": 1}, poll_interval=3600.0) as eng:
+    async with Supervisor(str(path), {"batch-01": 1}, poll_interval=3600.0) as eng:
         await until(lambda: task_row(store, job, "a")["status"] == "executing", "a started")
-        await asyncio.to_thread(control.cancel, eng.store, job, actor="op")
+        await asyncio.to_thread(flows.cancel, eng.store.transaction, job, actor="op")
         await until(lambda: job_status(store, job) == "canceled", "the cancel acted on")
         assert task_row(store, job, "a")["status"] == "canceled"
 
@@ -436,7 +439,7 @@ async def test_an_engine_hears_a_commit_through_its_own_store_at_once(tmp_path, 
 def test_a_watch_takes_its_writers_commit_as_seen_but_never_anothers(tmp_path):
     """``absorb`` after a commit: the writer's own commit is no news, but a commit by
     another connection that slips in between the commit and the look is reported."""
-    from engine.watch import data_version
+    from engine.store.watch import data_version
 
     path = tmp_path / "t.db"
     store, other = Store(path), Store(path)
@@ -478,7 +481,7 @@ async def test_an_engine_is_not_woken_by_its_own_ticks(db, tmp_path):
     steps = [{"name": f"t{i}", "action": "wait", "seconds": 0} for i in range(n)]
     job = submit_tasks(store, tmp_path, "seq", steps)
     try:
-        async with Engine(db, {"batch-01": 1}) as eng:
+        async with Supervisor(db, {"batch-01": 1}) as eng:
             assert await eng.wait_job(job) == "ended"
             ticks = eng.stats.ticks
     finally:
@@ -490,7 +493,7 @@ async def test_a_failed_look_after_a_ticks_commit_does_not_undo_the_tick(tmp_pat
     """The tick has committed when its watch looks: an error there must not make the
     engine take the tick for failed (it would write its outcomes again and lose its
     claims)."""
-    from engine.watch import DataVersionWatch
+    from engine.store.watch import DataVersionWatch
 
     def broken(self, only_ours):
         raise sqlite3.OperationalError("disk I/O error")
@@ -500,7 +503,7 @@ async def test_a_failed_look_after_a_ticks_commit_does_not_undo_the_tick(tmp_pat
     store = Store(path)
     steps = [{"name": f"t{i}", "action": "wait", "seconds": 0} for i in range(5)]
     job = submit_tasks(store, tmp_path, "seq", steps)
-    async with Engine(str(path), {"batch-01": 1}) as eng:
+    async with Supervisor(str(path), {"batch-01": 1}) as eng:
         # Bounded: taken for failed, the tick's claimed tasks stayed Executing for good.
         assert await asyncio.wait_for(eng.wait_job(job), 60) == "ended"
         assert eng.stats.errors == []
@@ -513,8 +516,6 @@ def test_a_tick_reads_settles_claims_and_reports_the_runs_an_operator_stopped(db
     """The tick's first reads go together (one round trip on PostgreSQL): the settled
     runs' tasks, the servers, the running tasks an operator acted on; then it writes the
     outcomes and claims. What it reports is what the database says after the cancel."""
-    from engine import control
-
     store = Store(db)
     try:
         wait = [{"name": n, "action": "wait", "seconds": 60} for n in ("a", "b")]
@@ -523,7 +524,7 @@ def test_a_tick_reads_settles_claims_and_reports_the_runs_an_operator_stopped(db
             batch.claim_leases(conn, {"batch-01": 4}, "me:1:x", at=1.0)
             a, b = batch.claim(conn, {"batch-01": 2}, at=2.0, token="t1")
         second = submit_tasks(store, tmp_path, "second", [wait[0] | {"name": "x"}])
-        control.cancel(store, first, actor="ops")
+        flows.cancel(store.transaction, first, actor="ops")
         with store.write() as conn:
             out = batch.tick(
                 conn,

@@ -13,9 +13,10 @@ import pytest
 from textual.screen import ModalScreen
 from textual.widgets import Button
 
-from engine import batch, control
-from engine.db import Store
-from engine.runtime import Engine
+from engine.flows import base as flows
+from engine.runtime import tick as batch
+from engine.runtime.supervisor import Supervisor
+from engine.store.db import Store
 from tests.screenshots import select, settle
 from tests.tui_support import (  # noqa: F401 - utc: autouse
     RecordingApp,
@@ -122,7 +123,7 @@ async def test_abort_from_the_detail_screen_yes(db: str) -> None:
             lambda: task_status(db, job, "sleeper") == "executing", "the start", pilot=pilot
         )
         store = Store(db)
-        control.cancel(store, job, actor="bob")  # on_cancel = finish: it keeps running
+        flows.cancel(store.transaction, job, actor="bob")  # on_cancel = finish: it keeps running
         store.dispose()
         await until(
             lambda: task_status(db, job, "sleeper") == "canceling", "canceling", pilot=pilot
@@ -261,7 +262,7 @@ async def test_the_embedded_engine_stops_with_the_console(db: str) -> None:
 
 async def test_falls_back_to_attached_when_the_lease_is_taken(db: str) -> None:
     job = add(db, "wait.toml")
-    other = Engine(db, {"batch-01": 2})
+    other = Supervisor(db, {"batch-01": 2})
     await other.start()
     try:
         app = embedded(db)
@@ -290,7 +291,7 @@ async def test_falls_back_to_attached_when_the_lease_is_taken(db: str) -> None:
 
 def test_placement_attaches_to_a_live_engine(db: str) -> None:
     engine, label = placement(db, SERVERS)
-    assert isinstance(engine, Engine) and label == "embedded engine: batch-01"
+    assert isinstance(engine, Supervisor) and label == "embedded engine: batch-01"
     store = Store(db)
     with store.write() as conn:
         batch.claim_leases(

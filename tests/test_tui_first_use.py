@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import batch
-from engine.db import Store
+from engine.runtime import tick as batch
+from engine.store.db import Store
 from tests import scenario
 from tests.screenshots import make_app, marked, on_job, select, settle
 from tests.tui_support import (  # noqa: F401 - utc: autouse
@@ -159,9 +159,9 @@ def after_the_engine(path: Path) -> tuple[str, int, int]:
         batch.claim_leases(conn, {"batch-01": 4}, scenario.OWNER, at=scenario.T0)
     two = scenario.recipe("never-ran", scenario.wait("first"), scenario.wait("second"))
     canceled = b.submit(two, scenario.T0 + 1)
-    from engine import control
+    from engine.flows import base as flows
 
-    control.cancel(b.store, canceled, actor="alice", now=scenario.T0 + 2)
+    flows.cancel(b.store.transaction, canceled, actor="alice", at=scenario.T0 + 2)
     chain = scenario.recipe(
         "half-done", scenario.wait("first"), scenario.wait("second", after=["first"])
     )
@@ -267,14 +267,14 @@ async def test_bulk_enhanced_abort_dialog_lists_servers_and_every_other_job(
 
 
 async def test_a_non_manager_pressing_abort_is_told_why(scenario_db: str) -> None:
-    from engine import settings
+    from engine.flows import settings as setting_flows
     from tests.tui_support import one
     from tui.screens.jobs import JobListScreen
 
     store = Store(scenario_db)
     try:
-        with store.write() as conn:
-            settings.put(conn, "managers", "carol, @batchops")
+        with store.transaction() as sql:
+            setting_flows.store(sql, "managers", "carol, @batchops")
     finally:
         store.dispose()
     app = RecordingApp(

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import control
-from engine.db import Store
+from engine.flows import requests as request_flows
+from engine.store.db import Store
 from tests.proc_support import BATCHDECK, pid_alive
 from tests.tui_support import RecordingApp, add, embedded, job_status, make_db, one, rows, utc  # noqa: F401 - utc: autouse
 from tests.waiting import until, until_sync
@@ -77,7 +77,9 @@ async def test_a_hangup_hands_the_engine_over_and_it_runs_until_the_work_is_done
     job = add(db, "wait.toml")
     held = add(db, "long.toml")
     store = Store(db)
-    control.hold(store, held, actor="alice")  # a held job is no work: it does not keep it
+    request_flows.hold(
+        store.transaction, held, actor="alice"
+    )  # a held job is no work: it does not keep it
     store.dispose()
     app, host = embedded(db, SERVERS)
     engine = host.engine
@@ -218,7 +220,7 @@ def test_an_ssh_drop_does_not_kill_the_jobs(db: str, console) -> None:  # noqa: 
     assert engine is None and label.startswith("attached to 1 engine: ")
     # The operator approves from elsewhere; the job ends, and then the process exits.
     store = Store(db)
-    control.decide_approval(store, job, "approve", approve=True, actor="bob")
+    request_flows.decide_approval(store.transaction, job, "approve", approve=True, actor="bob")
     store.dispose()
     until_sync(lambda: c.proc.poll() is not None, "the headless console to exit by itself")
     assert c.proc.returncode == 0

@@ -10,9 +10,11 @@ import pytest
 from textual.screen import ModalScreen
 from textual.widgets import Button, Footer
 
-from engine import control
-from engine.db import Store
+from engine.core.refusal import Refusal
+from engine.flows import base as flows
+from engine.store.db import Store
 from tests import scenario
+from tests.engine_support import reading
 from tests.screenshots import make_app, select, settle
 from tests.tui_support import (
     RecordingApp,
@@ -115,10 +117,14 @@ async def test_selection_follows_the_job_when_rows_move(db: str) -> None:
         # Two new jobs arrive on top: job 5 moves down two rows, and stays selected.
         store = Store(db)
         for _ in range(2):
-            from engine.submit import submit
+            from engine.flows import base as flows
+            from engine.flows import requests as request_flows
 
-            submit(
-                store, scenario.recipe("late", scenario.wait("x")), actor="dave", now=scenario.NOW
+            flows.submit(
+                store.transaction,
+                scenario.recipe("late", scenario.wait("x")),
+                actor="dave",
+                at=scenario.NOW,
             )
         await app.screen.reload_now()
         assert t.selected_id == 5 and t.cursor == before + 2
@@ -128,7 +134,7 @@ async def test_selection_follows_the_job_when_rows_move(db: str) -> None:
         await settle(pilot)
         assert t.query_spec.sort == "status"
         await select(pilot, 14)
-        control.hold(store, 14, actor="alice", now=scenario.NOW)
+        request_flows.hold(store.transaction, 14, actor="alice", at=scenario.NOW)
         store.dispose()
         await app.screen.reload_now()
         assert t.selected_id == 14 and t.row_at(t.cursor).id == 14
@@ -430,17 +436,18 @@ def test_down_reads_nothing_in_the_window_and_the_next_page_is_read_ahead(
 def test_one_preview_read_gives_the_job_the_refusal_and_the_plan(db: str) -> None:
     store = Store(db)
     try:
-        bulk = control.cancel_preview(store, 2)  # extract Ended, load running, report waits
+        bulk = reading(store, flows.cancel_preview, 2)  # extract Ended, load running, report waits
         assert (bulk.job.name, bulk.refusal, bulk.not_started, bulk.running) == (
             "bulk-leads",
             None,
             1,
             1,
         )
-        assert control.cancel_preview(store, 6).refusal == "System jobs cannot be canceled"
-        assert control.cancel_preview(store, 1).refusal == "Job 1 already Ended"
-        assert control.cancel_preview(store, 99) == control.CancelPreview(
-            None, "Job 99 does not exist"
+        system = reading(store, flows.cancel_preview, 6).refusal
+        assert str(system) == "System jobs cannot be canceled"
+        assert str(reading(store, flows.cancel_preview, 1).refusal) == "Job 1 already Ended"
+        assert reading(store, flows.cancel_preview, 99) == flows.CancelPreview(
+            None, Refusal("missing", "Job 99 does not exist")
         )
     finally:
         store.dispose()

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.db import Store
-from engine.log_store import LogItem, write_logs
-from engine.runtime import Engine
+from engine.runtime.supervisor import Supervisor
+from engine.store.db import Store
+from engine.store.log_store import LogItem, write_logs
 from tests.engine_support import job_status, submit_tasks
 from tests.screenshots import make_app, select, settle
 from tests.tui_support import RecordingApp, painted, press, said, shown, utc  # noqa: F401
@@ -35,7 +35,7 @@ async def test_a_million_lines_are_all_readable_in_the_console_in_order(tmp_path
         "million",
         [{"name": "t", "action": "shell", "command": ["seq", "1000000"]}],
     )
-    async with Engine(str(db), {"b": 1}) as engine:
+    async with Supervisor(str(db), {"b": 1}) as engine:
         await until(lambda: job_status(store, job) == "ended", "the job to end")
         await engine.wait_idle(30)
     store.dispose()
@@ -70,7 +70,7 @@ async def test_the_log_screen_follows_a_running_task_live(tmp_path: Path) -> Non
     job = submit_tasks(
         store, tmp_path, "live", [{"name": "t", "action": "shell", "command": ["sh", "-c", script]}]
     )
-    async with Engine(str(db), {"b": 1}, poll_interval=0.02):
+    async with Supervisor(str(db), {"b": 1}, poll_interval=0.02):
         app = RecordingApp(str(db), mode_label="test", live=True)
         async with app.run_test(size=(80, 24)) as pilot:
             await shown(pilot, JobListScreen)

@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 from textual.widgets import Button, Input
 
-from engine import batch, control, settings
-from engine.db import Store
+from engine.flows import base as flows
+from engine.flows import settings as setting_flows
+from engine.runtime import tick as batch
+from engine.store.db import Store
 from tests import scenario
 from tests.screenshots import make_app, select, settle
 from tests.tui_support import (  # noqa: F401 - utc: autouse
@@ -76,8 +78,8 @@ def marked_rows(app: RecordingApp) -> set[int]:
 def set_setting(db: str, key: str, value: str) -> None:
     store = Store(db)
     try:
-        with store.write() as conn:
-            settings.put(conn, key, value)
+        with store.transaction() as sql:
+            setting_flows.store(sql, key, value)
     finally:
         store.dispose()
 
@@ -270,7 +272,7 @@ def canceled_after_one_task(path: Path) -> tuple[str, int]:
     b.start("batch-01", t0 + 1, ["first"])
     b.outcome(t["first"], "ended", t0 + 61, "waited 60 s")
     b.beat(t0 + 62)
-    control.cancel(b.store, j, actor="alice", now=t0 + 62)
+    flows.cancel(b.store.transaction, j, actor="alice", at=t0 + 62)
     b.store.dispose()
     return str(path), j
 

@@ -20,10 +20,10 @@ from textual.app import App, ComposeResult
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable
 
-from engine.db import Store
+from engine.flows import base as flows
 from engine.recipes import load_recipe
-from engine.runtime import Engine
-from engine.submit import submit
+from engine.runtime.supervisor import Supervisor
+from engine.store.db import Store
 from tests import scenario
 from tests.screenshots import make_app, select, settle
 from tests.tui_support import (  # noqa: F401 - utc: autouse
@@ -79,7 +79,7 @@ def db(tmp_path: Path) -> str:
 def big(tmp_path: Path) -> tuple[str, int]:
     """A database with one job of 300 tasks, 10 of them running since T0 (no engine)."""
     b = scenario.Builder(tmp_path / "big.db")
-    from engine import batch
+    from engine.runtime import tick as batch
 
     with b.store.write() as conn:
         batch.claim_leases(conn, scenario.SERVERS, scenario.OWNER, at=scenario.T0)
@@ -195,7 +195,7 @@ async def test_a_failing_read_in_a_request_is_a_notification(db: str) -> None:
     before = state(db)
     async with app.run_test(size=(100, 30)) as pilot:
         await select(pilot, 14)
-        fail_once(app.data, "control")  # the cancel preview: one read
+        fail_once(app.data, "reading")  # the cancel preview: one read
         await press(pilot, "c")
         await until(
             lambda: said(app, "Could not cancel: (sqlite3.OperationalError) database is locked"),
@@ -210,7 +210,7 @@ async def test_a_failing_read_in_a_request_is_a_notification(db: str) -> None:
         # The abort preview goes through the same handling.
         await until(lambda: not isinstance(app.screen, ModalScreen), "no modal", pilot=pilot)
         await select(pilot, 13)
-        fail_once(app.data, "control")
+        fail_once(app.data, "reading")
         await press(pilot, "a")
         await until(
             lambda: said(app, "Could not abort: (sqlite3.OperationalError)"),
@@ -310,10 +310,10 @@ async def test_quitting_while_the_engine_starts_leaves_no_lease(tmp_path: Path) 
         'name = "w"\n[[task]]\nname = "sleep"\naction = "wait"\nseconds = 60\n'
     )
     store = Store(path)
-    submit(store, load_recipe(tmp_path / "wait.toml"), actor="alice")
+    flows.submit(store.transaction, load_recipe(tmp_path / "wait.toml"), actor="alice")
     store.dispose()
     servers = {"batch-01": 2}
-    engine = Engine(path, servers, poll_interval=0.02)
+    engine = Supervisor(path, servers, poll_interval=0.02)
     gate = asyncio.Event()
     started = engine.start
 

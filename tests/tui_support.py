@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from textual.notifications import SeverityLevel
 
-from engine.runtime import Engine
-from engine.safe_text import safe_block
+from engine.core.safe_text import safe_block
+from engine.runtime.supervisor import Supervisor
 from tui.app import BatchdeckApp, embedded_label
 from tui.host import EngineHost
 
@@ -85,7 +85,7 @@ class RecordingApp(BatchdeckApp):
 
 def embedded(db: str, servers: dict[str, int], **kw: Any) -> tuple[RecordingApp, EngineHost]:
     """A console embedding an engine on ``servers``, through the host tui.launch would make."""
-    engine = kw.pop("engine", None) or Engine(db, servers, poll_interval=0.02)
+    engine = kw.pop("engine", None) or Supervisor(db, servers, poll_interval=0.02)
     host = EngineHost(engine)
     kw.setdefault("actor", "alice")
     return RecordingApp(db, mode_label=embedded_label(servers), host=host, **kw), host
@@ -137,7 +137,7 @@ def painted_job_row(app: Any, job_id: int) -> str:
 
 def make_db(directory: Path, recipes: dict[str, str], name: str = "batchdeck.db") -> str:
     """A fresh database beside recipe files written from ``recipes`` (file name -> TOML)."""
-    from engine.db import Store
+    from engine.store.db import Store
 
     for file, text in recipes.items():
         (directory / file).write_text(text)
@@ -148,13 +148,13 @@ def make_db(directory: Path, recipes: dict[str, str], name: str = "batchdeck.db"
 
 def add(db: str, recipe: str) -> int:
     """Submit the recipe file ``recipe`` (beside the database) as alice; its job id."""
-    from engine.db import Store
+    from engine.flows import base as flows
     from engine.recipes import load_recipe
-    from engine.submit import submit
+    from engine.store.db import Store
 
     store = Store(db)
     try:
-        return submit(store, load_recipe(Path(db).parent / recipe), actor="alice")
+        return flows.submit(store.transaction, load_recipe(Path(db).parent / recipe), actor="alice")
     finally:
         store.dispose()
 

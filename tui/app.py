@@ -18,10 +18,10 @@ from textual.content import Content
 from textual.notifications import SeverityLevel
 from textual.screen import ModalScreen, Screen
 
-from engine.db_outage import NOTE_PREFIX
-from engine.identity import current_actor
-from engine.safe_text import safe_block
-from tui.data import Data, one_line, owner_pid
+from engine.core.db_outage import NOTE_PREFIX
+from engine.core.identity import current_actor
+from engine.core.safe_text import safe_block
+from tui.data import Database, one_line, owner_pid
 from tui.keys import KEYS, scope_bindings
 from tui.screens.base import JobKeysMixin, LiveScreen
 from tui.screens.jobs import JobListScreen
@@ -31,7 +31,7 @@ from tui.styles import set_plain
 # confirmations, the control and rerun requests) is imported when first used: see
 # the lazy imports in the flows below, and ``_after_first_paint``.
 if TYPE_CHECKING:
-    from engine.permissions import Who
+    from engine.core.manager_rule import Who
 
 
 def attached_label(live: dict[str, list[str]]) -> str:
@@ -63,7 +63,7 @@ def embedded_label(servers: Iterable[str]) -> str:
 
 def read_only_label(mode: str) -> str:
     """The header of a console on a database this user may not write."""
-    from engine.identity import os_user
+    from engine.core.identity import os_user
 
     if mode.startswith("no engine running"):
         mode = "no engine running"  # "control requests wait for one": there are none here
@@ -177,7 +177,7 @@ class BatchdeckApp(App[int]):
         super().__init__()
         set_plain(self.no_color)
         self.db_path = db_path
-        self.data = Data(db_path)
+        self.data = Database(db_path)
         self.mode_label = mode_label
         self.host = host
         self.clock = clock
@@ -238,10 +238,10 @@ class BatchdeckApp(App[int]):
     async def check_health(self) -> None:
         """Who you are (the ``managers`` setting can change), an embedded engine's failed
         batch (shown until a batch succeeds), an attached engine gone: into the header."""
-        from engine.permissions import whoami
+        from engine.flows.base import who as whoami
 
         try:
-            who = await self.data.control(whoami, self.actor)
+            who = await self.data.reading(whoami, self.actor)
         except Exception:  # noqa: BLE001 - keep what the header said
             who = self.who
         if who != self.who:
@@ -324,7 +324,7 @@ class BatchdeckApp(App[int]):
         message = safe_block(message)  # may quote a job or task name
         super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
 
-    def busy_say(self) -> bool:
+    def refuse_if_busy(self) -> bool:
         """True (and says so) while another request is being prepared or confirmed."""
         if self.flow_busy():
             self.notify("Another request is in progress", severity="warning", timeout=3)
@@ -359,7 +359,7 @@ class BatchdeckApp(App[int]):
         self.push_screen(HelpScreen())
 
     async def action_quit(self) -> None:
-        if not self.busy_say():
+        if not self.refuse_if_busy():
             self.flow_quit()
 
     @work(group="flows")
@@ -397,71 +397,76 @@ class BatchdeckApp(App[int]):
     def _reported(self, verb: str, *, nothing: bool = False) -> Iterator[None]:
         """A flow's reads and its request: a refusal or an error ends the flow with a
         notification (never a traceback: the console and its engine keep running)."""
-        from engine import control
+        from engine.core.refusal import Refusal
 
         try:
             yield
-        except control.Refused as exc:
+        except Refusal as exc:
             text = str(exc)
             self.notify(nothing_to(text, verb) if nothing else text, severity="warning")
         except Exception as exc:  # noqa: BLE001 - shown to the operator, not swallowed
             self.notify(f"Could not {verb}: {one_line(exc)}", severity="error", timeout=10)
 
-    async def _control(self, fn: Callable[..., str], *args: Any, **kw: Any) -> str:
-        """The request itself; a refusal or error propagates to ``_reported``."""
-        from engine import control
+    def _writable(self) -> None:
+        """A Refusal (``read_only``) when the database is read-only for this user."""
+        from engine.core.refusal import Refusal
 
         if self.data.read_only:
-            raise control.Refused("The database is read-only for you: nothing changed")
-        text = await self.data.control(fn, *args, **kw)
+            raise Refusal("read_only", "The database is read-only for you: nothing changed")
+
+    async def _request(self, flow: Callable[..., str], *args: Any, **kw: Any) -> str:
+        """The request itself (``Database.request``); a refusal or error propagates to
+        ``_reported``."""
+        self._writable()
+        text = await self.data.request(flow, *args, **kw)
         self.notify(text)
         self.reload_screens()
         return text
 
     @work(group="flows")
     async def flow_cancel(self, job_id: int) -> None:
-        from engine import control
+        from engine.flows import base as flows
         from tui.modals.cancel import ConfirmCancel
 
         with self._reported("cancel", nothing=True):
-            preview = await self.data.control(control.cancel_preview, job_id)
+            preview = await self.data.reading(flows.cancel_preview, job_id)
             if preview.refusal is not None or preview.job is None:
                 self.notify(nothing_to(str(preview.refusal), "cancel"), severity="warning")
                 return
             reason = await self.push_screen_wait(ConfirmCancel(preview.job, preview.tasks))
             if reason is None:
                 return
-            await self._control(
-                control.cancel, job_id, actor=self.actor, reason=reason or None, now=self._now()
+            await self._request(
+                flows.cancel, job_id, actor=self.actor, words=reason or None, at=self._now()
             )
 
     @work(group="flows")
     async def flow_abort(self, job_id: int, *, enhanced: bool) -> None:
-        from engine import control
+        from engine.flows import abort as abort_flow
         from tui.modals.abort import ConfirmAbort
 
         with self._reported("abort", nothing=True):
-            plan = await self.data.control(control.abort_preview, job_id, enhanced=enhanced)
+            plan = await self.data.reading(abort_flow.preview, job_id, enhanced=enhanced)
             if not await self.push_screen_wait(ConfirmAbort(plan, self._now())):
                 return
             # Refused if the plan grew since the operator read it (more tasks, servers or
             # disrupted jobs): they decide on what they saw.
-            await self._control(
-                control.abort,
+            await self._request(
+                abort_flow.abort,
                 job_id,
                 actor=self.actor,
                 enhanced=enhanced,
                 confirmed=plan,
-                now=self._now(),
+                at=self._now(),
             )
 
     @work(group="flows")
     async def flow_cancel_tree(self, job_id: int) -> None:
-        from engine import control
+        from engine.flows import base as flows
         from tui.modals.cancel_tree import ConfirmCancelTree
 
         with self._reported("cancel with children"):
-            tree = await self.data.control(control.cancel_tree_preview, job_id)
+            tree = await self.data.reading(flows.cancel_dry_run, job_id, tree=True)
             if all(skip is not None for _, skip in tree):
                 # Nothing to confirm: the job's own refusal says why (its children's are
                 # listed by `batchdeck cancel --with-children` and in the detail screen).
@@ -471,25 +476,23 @@ class BatchdeckApp(App[int]):
                 return
             if not await self.push_screen_wait(ConfirmCancelTree(job_id, tree)):
                 return
-            await self._control(
-                control.cancel_with_children, job_id, actor=self.actor, now=self._now()
-            )
+            await self._request(flows.cancel_tree, job_id, actor=self.actor, at=self._now())
 
     @work(group="flows")
     async def flow_hold_release(self, job_id: int) -> None:
-        from engine import control
+        from engine.flows import requests
 
         with self._reported("hold or release"):
             job = await self.data.reader.job(job_id)
             if job is None:
                 self.notify(f"Job {job_id} does not exist", severity="warning")
                 return
-            fn = control.release if job.status == "withhold" else control.hold
-            await self._control(fn, job_id, actor=self.actor, now=self._now())
+            flow = requests.release if job.status == "withhold" else requests.hold
+            await self._request(flow, job_id, actor=self.actor, at=self._now())
 
     @work(group="flows")
     async def flow_approval(self, job_id: int, task_id: int | None, *, approve: bool) -> None:
-        from engine import control
+        from engine.flows import requests
         from tui.modals.approval import ConfirmApproval
         from tui.screens.detail import waiting_approval
 
@@ -507,28 +510,25 @@ class BatchdeckApp(App[int]):
                 return
             if not await self.push_screen_wait(ConfirmApproval(detail.job, task, approve=approve)):
                 return
-            await self._control(
-                control.decide_approval,
+            await self._request(
+                requests.decide_approval,
                 job_id,
                 task.id,
                 approve=approve,
                 actor=self.actor,
-                now=self._now(),
+                at=self._now(),
             )
 
     @work(group="flows")
     async def flow_bulk(self, kind: str, job_ids: list[int]) -> None:
         """Cancel, abort or enhanced abort the marked jobs, through one confirmation."""
-        from engine import control
+        from engine.flows import bulk
         from tui.modals.bulk import ConfirmBulk, refusal_line
 
         verb = {"cancel": "cancel", "abort": "abort"}.get(kind, "enhanced abort")
         with self._reported(verb):
-            if self.data.read_only:
-                raise control.Refused("The database is read-only for you: nothing changed")
-            plan = await self.data.control(
-                control.bulk_plan, kind, actor=self.actor, job_ids=job_ids
-            )
+            self._writable()
+            plan = await self.data.reading(bulk.plan, kind, actor=self.actor, job_ids=job_ids)
             if not plan.act:
                 why = "; ".join(refusal_line(j) for j in plan.refused[:3])
                 why = why or "they no longer exist"
@@ -539,8 +539,8 @@ class BatchdeckApp(App[int]):
             reason = await self.push_screen_wait(ConfirmBulk(plan))
             if reason is None:
                 return
-            results = await self.data.control(
-                control.bulk_apply, plan, actor=self.actor, reason=reason or None, now=self._now()
+            results = await self.data.request(
+                bulk.apply, plan, actor=self.actor, reason=reason or None, at=self._now()
             )
             done = sum(1 for r in results if r.done)
             refused = [r for r in results if not r.done]
@@ -557,16 +557,15 @@ class BatchdeckApp(App[int]):
 
     @work(group="flows")
     async def flow_rerun(self, job_id: int) -> None:
-        from engine import control, rerun
+        from engine.flows import rerun
         from tui.modals.rerun import ConfirmRerun
 
         with self._reported("rerun"):
-            if self.data.read_only:
-                raise control.Refused("The database is read-only for you: nothing changed")
-            plan = await self.data.control(rerun.rerun_preview, job_id)
+            self._writable()
+            plan = await self.data.reading(rerun.preview, job_id)
             if not await self.push_screen_wait(ConfirmRerun(plan)):
                 return
-            new_id = await self.data.control(rerun.rerun, job_id, actor=self.actor, now=self._now())
+            new_id = await self.data.request(rerun.rerun, job_id, actor=self.actor, at=self._now())
             self.notify(f"Job {new_id} submitted: rerun of job {job_id}")
             self.reload_screens()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine.cli import main as engine_main
+from engine.cli.main import main as engine_main
 
 
 def _console(args: argparse.Namespace) -> int:

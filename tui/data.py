@@ -1,8 +1,9 @@
-"""The console's access to one database: reads (async), control requests (in a thread),
-and a cheap change counter fed by ``PRAGMA data_version``.
+"""The console's access to one database: reads (async), the flows (``engine.flows``: in
+a thread, on the Store's transactions), and a cheap change counter fed by
+``PRAGMA data_version``.
 
-Screens never talk SQL: they call ``Reader`` for what they show and the functions of
-``engine.control`` for what they ask, through this object.
+Screens never talk SQL: they call ``Reader`` for what they show and the flows for what
+they ask, through this object.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar, cast
 
-from engine.query import JobPage, Reader
-from engine.sqlite_file import writable
-from engine.statuses import STATUS_GROUPS
+from engine.core.statuses import STATUS_GROUPS
+from engine.core.views import JobPage
+from engine.reader.reader import Reader
+from engine.sql.sqlite_file import writable
 
 R = TypeVar("R")
 
@@ -95,7 +97,7 @@ class WholeReads:
             await asyncio.wait(list(self._running))
 
 
-class Data:
+class Database:
     """One database, as the console sees it."""
 
     def __init__(self, db_path: str) -> None:
@@ -121,7 +123,7 @@ class Data:
         return self._store
 
     def _open(self) -> None:
-        from engine.db import shared_store
+        from engine.store.db import shared_store
 
         store = shared_store(self.path, readonly=None)
         with self._lock:
@@ -145,10 +147,22 @@ class Data:
             self.version += 1
         return self.version
 
-    async def control(self, fn: Callable[..., R], *args: Any, **kw: Any) -> R:
-        """Run a synchronous ``engine.control`` function with our Store, off the loop."""
+    async def reading(self, flow: Callable[..., R], *args: Any, **kw: Any) -> R:
+        """Run a flow that only reads (``flow(sql, *args, **kw)``) in one read transaction
+        of our Store, off the loop."""
         await self.open()
-        return await asyncio.to_thread(fn, self.store, *args, **kw)
+
+        def run() -> R:
+            with self.store.reading() as sql:
+                return flow(sql, *args, **kw)
+
+        return await asyncio.to_thread(run)
+
+    async def request(self, flow: Callable[..., R], *args: Any, **kw: Any) -> R:
+        """Run an operator's request (``flow(transaction, *args, **kw)``: it opens its
+        own write transactions on our Store), off the loop."""
+        await self.open()
+        return await asyncio.to_thread(flow, self.store.transaction, *args, **kw)
 
     async def list_jobs(self, offset: int, limit: int, query: JobQuery) -> JobPage:
         return await self.reader.list_jobs(
@@ -188,7 +202,7 @@ class Data:
 
 
 def user_name(actor: str | None) -> str:
-    from engine.identity import user_name as _user
+    from engine.core.identity import user_name as _user
 
     return _user(actor) if actor else "-"
 

@@ -101,7 +101,7 @@ class EngineHost:
         return task
 
     async def _start_engine(self) -> None:
-        from engine.batch import LeaseRefused
+        from engine.runtime.tick import LeaseRefused
 
         console, engine = self._console, self.engine
         assert console is not None

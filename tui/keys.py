@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import stat
 import tomllib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -432,7 +432,3 @@ def key_names(key_id: str, keymap: Mapping[str, str]) -> list[str]:
 
 def effective_key(key: Key, keymap: Mapping[str, str]) -> str:
     return shown(keymap.get(key.id, key.key_display or key.key))
-
-
-def palette_titles(keys: Iterable[Key], job_id: int) -> list[tuple[Key, str]]:
-    return [(k, (k.palette or k.description).format(job=job_id)) for k in keys]

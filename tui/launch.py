@@ -40,7 +40,7 @@ WORK_STATUSES = ("waiting", "executing", "canceling")  # held (Withhold) jobs do
 
 
 def _live_engines(db_path: str) -> dict[str, list[str]]:
-    from engine.query import Reader
+    from engine.reader.reader import Reader
 
     async def ask() -> dict[str, list[str]]:
         reader = Reader(db_path)
@@ -55,22 +55,22 @@ def _live_engines(db_path: str) -> dict[str, list[str]]:
 def placement(
     db_path: str, servers: dict[str, int] | None, *, embed: bool = True
 ) -> tuple[Any, str]:
-    """(an Engine to embed, or None to attach) and the words the header shows.
+    """(a Supervisor to embed, or None to attach) and the words the header shows.
     ``servers``: the embedded engine's (None: the default ones).
 
     A database this user may not write: never an embedded engine (it would have to
     write); the console opens read-only and shows what the engines write."""
-    from engine.sqlite_file import writable
+    from engine.sql.sqlite_file import writable
     from tui.app import attached_label, embedded_label
 
     live = _live_engines(db_path)
     if not embed or live or (os.path.exists(db_path) and not writable(db_path)):
         return None, attached_label(live)
-    from engine.cli import server_args
-    from engine.runtime import Engine
+    from engine.cli.main import server_args
+    from engine.runtime.supervisor import Supervisor
 
     servers = servers if servers is not None else server_args(None)
-    return Engine(db_path, servers), embedded_label(servers)
+    return Supervisor(db_path, servers), embedded_label(servers)
 
 
 def _tty_alive() -> bool:
@@ -122,7 +122,7 @@ async def run_headless(
 ) -> None:
     """Keep an engine whose console lost its terminal running until its work is done
     (or SIGTERM/SIGINT), then stop it cleanly (running tasks, if any, go back to Ready)."""
-    from engine.query import Reader
+    from engine.reader.reader import Reader
 
     stop = asyncio.Event()
     if stop_now:
@@ -181,7 +181,7 @@ def run_console(args: argparse.Namespace) -> int:
 
 def _checked(db: str | None) -> str:
     """The database's path, its file checked for damage (``check_intact``)."""
-    from engine.sqlite_file import check_intact, default_db_path
+    from engine.sql.sqlite_file import check_intact, default_db_path
 
     path = db or default_db_path()
     check_intact(path)
@@ -198,8 +198,8 @@ def make_console(
     """The console app and its host, as ``run_console`` starts them (an exit code when
     it cannot start). ``embed=False``: never an embedded engine (bench/console_list.py
     measures the console alone, through this same path)."""
-    from engine.cli import server_args
-    from engine.safe_text import safe_line
+    from engine.cli.main import server_args
+    from engine.core.safe_text import safe_line
 
     command = getattr(args, "command", None) or "console"
     # The damage check reads every page (~0.15 s on 100,000 jobs). SQLite reads without
@@ -228,7 +228,7 @@ def make_console(
             except ValueError as exc:
                 print(f"batchdeck: {exc}", file=sys.stderr)
                 return 2
-        from engine.sqlite_file import DatabaseError
+        from engine.sql.sqlite_file import DatabaseError
         from tui.app import BatchdeckApp
 
         try:

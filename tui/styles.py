@@ -9,7 +9,7 @@ from __future__ import annotations
 from rich.style import Style
 from rich.text import Text
 
-from engine.format import label
+from engine.core.format import label
 
 STATUS_STYLES: dict[str, str] = {
     "waiting": "dim",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from engine.context import TaskCanceled
+from engine.actions.context import TaskCanceled
 
 
 async def watch(ctx, out: str) -> None:  # noqa: ANN001 - the engine's TaskContext

@@ -7,7 +7,7 @@ import time
 
 from engine.actions._tasks import fmt_seconds
 from engine.actions.base import ONE_YEAR_S, Action, Param
-from engine.context import ActionError, TaskContext
+from engine.actions.context import ActionError, TaskContext
 
 
 async def run_fail(ctx: TaskContext, message: str, delay: float) -> str:

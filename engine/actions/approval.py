@@ -6,7 +6,7 @@ import asyncio
 
 from engine.actions._tasks import cancel_and_wait
 from engine.actions.base import Action, Param
-from engine.context import ActionError, TaskCanceled, TaskContext
+from engine.actions.context import ActionError, TaskCanceled, TaskContext
 
 
 async def run(ctx: TaskContext, prompt: str) -> str:

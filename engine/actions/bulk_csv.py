@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from engine.actions.base import MAX_CHUNK_ROWS, Action, Param
-from engine.context import ActionError, TaskCanceled, TaskContext
+from engine.actions.context import ActionError, TaskCanceled, TaskContext
 
 SUB_BATCH = 50
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

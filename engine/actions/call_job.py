@@ -10,7 +10,7 @@ import os
 from typing import Any
 
 from engine.actions.base import Action, Param
-from engine.context import ActionError, TaskContext
+from engine.actions.context import ActionError, TaskContext
 
 
 async def run(ctx: TaskContext, recipe: str, mode: str) -> str:

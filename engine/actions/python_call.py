@@ -21,7 +21,7 @@ from types import ModuleType
 from typing import Any
 
 from engine.actions.base import Action, Param
-from engine.context import ActionError, TaskContext
+from engine.actions.context import ActionError, TaskContext
 
 _DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
 _TARGET = re.compile(rf"^({_DOTTED}):({_DOTTED})$")

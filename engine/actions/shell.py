@@ -12,8 +12,8 @@ from typing import Any
 
 from engine.actions._tasks import cancel_and_wait, fmt_seconds
 from engine.actions.base import Action, Param
-from engine.context import ActionError, TaskCanceled, TaskContext
-from engine.procs import CLAIM_MARKER, kill_all
+from engine.actions.context import ActionError, TaskCanceled, TaskContext
+from engine.core.procs import CLAIM_MARKER, kill_all
 
 TAIL_LINES = 20
 TAIL_CHARS = 4000

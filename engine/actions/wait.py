@@ -6,7 +6,7 @@ import asyncio
 
 from engine.actions._tasks import cancel_and_wait, fmt_seconds
 from engine.actions.base import ONE_YEAR_S, Action, Param
-from engine.context import TaskCanceled, TaskContext
+from engine.actions.context import TaskCanceled, TaskContext
 
 # Progress is worth refreshing about once a second: finer would only add writes.
 _TICK = 1.0

@@ -1,6 +1,6 @@
 """The service commands on the command line: ``--version``, ``health``, ``service
 unit`` and ``completion``. Their arguments are declared here and hooked into
-``engine.cli.build_parser``; each command's module is imported only when it runs."""
+``engine.cli.main.build_parser``; each command's module is imported only when it runs."""
 
 from __future__ import annotations
 
@@ -104,7 +104,7 @@ def add_service_commands(
 
 
 def run_service_command(args: argparse.Namespace) -> int:
-    """Run ``health``, ``service unit`` or ``completion`` (``engine.cli.main`` turns a
+    """Run ``health``, ``service unit`` or ``completion`` (``engine.cli.main.main`` turns a
     ``Fail`` into its one line and exit code)."""
     if args.command == "health":
         from engine.service.health import cmd_health

@@ -13,7 +13,7 @@ import argparse
 import sys
 from typing import Any
 
-from engine.cli import EXIT_OK, EXIT_USAGE, Fail
+from engine.cli.main import EXIT_OK, EXIT_USAGE, Fail
 
 # The statuses a job id is offered for: jobs an operator can still act on.
 LIVE = ("waiting", "withhold", "executing", "canceling")
@@ -41,9 +41,9 @@ def _job_ids() -> dict[str, Any]:
 
 def completion_parser() -> argparse.ArgumentParser:
     """The command line's parser, its arguments told what to complete with."""
-    from engine.cli import build_parser
-    from engine.setting_values import DEFAULTS
-    from engine.statuses import LABELS
+    from engine.cli.main import build_parser
+    from engine.core.setting_values import DEFAULTS
+    from engine.core.statuses import LABELS
 
     parser = build_parser()
     statuses = _words("statuses", sorted(LABELS))
@@ -61,7 +61,7 @@ def completion_parser() -> argparse.ArgumentParser:
 
 
 def live_job_ids(args: argparse.Namespace) -> list[int]:
-    from engine import cli
+    from engine.cli import main as cli
 
     path = cli._db_path(args)
     if "://" not in path:

@@ -4,9 +4,9 @@ Exit 0 when every server with a live lease is serving; 1 when degraded, one line
 problem: no engine serves the database, a lease gone stale (its engine died), a server
 whose beat is late (its engine cannot write the database, or is stalled), a server
 Restarting or Offline under a live lease, more stuck jobs than ``--max-stuck``, or the
-database itself unreadable or damaged (``engine.cli``'s one line). 2: bad usage.
+database itself unreadable or damaged (``engine.cli.main``'s one line). 2: bad usage.
 
-The light read path of ``list`` and ``servers`` (``engine.read_sql``): no SQLAlchemy.
+The light read path of ``list`` and ``servers`` (``engine.sql.light``): no SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import os
 import time
 from typing import Any
 
-from engine import cli
-from engine.cli import EXIT_OK, EXIT_REFUSED, Fail
+from engine.cli import main as cli
+from engine.cli.main import EXIT_OK, EXIT_REFUSED, Fail
 
 # A live engine beats every third of the lease at most, and every second at least
 # (``Engine.heartbeat_interval``): a beat older than this share of the lease, and than
@@ -61,7 +61,7 @@ def problems_of(
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    from engine.servers_view import server_rows
+    from engine.reader.servers import server_rows
 
     path = cli._usable(args, write=False)
     if "://" not in path and not os.path.exists(path):

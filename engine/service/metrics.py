@@ -43,10 +43,10 @@ from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import bindparam, func, select
 
+from engine.core.statuses import TASK_TERMINAL, JobStatus, TaskStatus
 from engine.service.options import version
 from engine.service.pulse import Pulse
-from engine.statuses import TASK_TERMINAL, JobStatus, TaskStatus
-from engine.tables import event, job, task
+from engine.store.tables import event, job, task
 
 # The ``_created`` series of each counter and histogram: a second series per metric that
 # says when this process started, which ``batchdeck_build_info`` and ``up`` say already.
@@ -196,8 +196,8 @@ class EngineMetrics(Collector):
 
     def _read_now(self) -> list[Metric]:
         """Stuck jobs and servers, read at every scrape (small reads, on indexes)."""
-        from engine.cli import _complete
-        from engine.query import Reader
+        from engine.cli.main import _complete
+        from engine.reader.reader import Reader
 
         now = time.time()
         if self._reader is None:
@@ -230,7 +230,7 @@ class EngineMetrics(Collector):
         return out
 
     def close(self) -> None:
-        from engine.cli import _complete
+        from engine.cli.main import _complete
 
         with self._lock:
             if self._reader is not None:

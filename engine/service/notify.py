@@ -64,7 +64,7 @@ def watchdog_seconds(env: Mapping[str, str] = os.environ) -> float | None:
 
 
 class SystemdLink:
-    """READY, STATUS and the watchdog for one engine (``engine.runtime.Engine``).
+    """READY, STATUS and the watchdog for one engine (``engine.runtime.supervisor.Engine``).
 
     ``waiting()``: how many jobs wait to start, read off the loop; a read that fails or
     hangs leaves the last figure (the watchdog never waits on it).

@@ -47,7 +47,7 @@ class Service:
         counting what the engine did from ``since`` (when it started)."""
         if self.metrics_server is None and self.notifier is None:
             return
-        from engine.query import Reader
+        from engine.reader.reader import Reader
 
         self._reader = Reader(engine.db_path)  # reads on a thread of its own
         lease_s = await self._reader.lease_seconds()

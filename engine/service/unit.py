@@ -15,7 +15,7 @@ import shutil
 import sys
 from urllib.parse import urlsplit
 
-from engine.cli import EXIT_OK, EXIT_USAGE, Fail, server_args
+from engine.cli.main import EXIT_OK, EXIT_USAGE, Fail, server_args
 
 DEFAULT_WATCHDOG_S = 30
 
@@ -115,8 +115,8 @@ WantedBy=multi-user.target
 
 
 def cmd_unit(args: argparse.Namespace) -> int:
-    from engine.dburl import parse_db
-    from engine.sqlite_file import default_db_path
+    from engine.core.dburl import parse_db
+    from engine.sql.sqlite_file import default_db_path
 
     try:
         servers = server_args(args.server)

@@ -45,11 +45,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from engine import control, settings
-from engine.db import Store, open_store
-from engine.identity import current_actor
+from engine.core.identity import current_actor
+from engine.core.refusal import Refusal
+from engine.flows import abort as abort_flow
+from engine.flows import base as flows
+from engine.flows import requests
+from engine.flows import settings as setting_flows
 from engine.recipes import load_recipe
-from engine.submit import submit
+from engine.store.db import Store, open_store
 from tui.demo.data import remove, write_crm, write_leads
 from tui.demo.remote import RECIPE as REMOTE_RECIPE
 from tui.demo.remote import point_at_emulator
@@ -111,8 +114,8 @@ def build_demo(directory: str | os.PathLike[str]) -> str:
     recipes = _write_files(root)
     store = open_store(db)
     try:
-        with store.write() as conn:
-            settings.put(conn, "drain_seconds", DRAIN_SECONDS)
+        with store.transaction() as sql:
+            setting_flows.store(sql, "drain_seconds", DRAIN_SECONDS)
         actor = current_actor()
         _build_finished(store, recipes, actor)
         _submit_live(store, recipes, actor)
@@ -150,28 +153,28 @@ def _write_files(root: Path) -> Path:
 
 
 def _submit(store: Store, recipes: Path, name: str, actor: str) -> int:
-    return submit(store, load_recipe(recipes / f"{name}.toml"), actor=actor)
+    return flows.submit(store.transaction, load_recipe(recipes / f"{name}.toml"), actor=actor)
 
 
 def _submit_live(store: Store, recipes: Path, actor: str) -> None:
     for name in LIVE:
         job_id = _submit(store, recipes, name, actor)
         if name == HELD:
-            control.hold(store, job_id, actor=actor)
+            requests.hold(store.transaction, job_id, actor=actor)
 
 
 def _build_finished(store: Store, recipes: Path, actor: str) -> None:
     # Canceled while Waiting: no engine is running yet, so nothing has started.
     sandbox = _submit(store, recipes, "sandbox-refresh", actor)
-    control.cancel(store, sandbox, actor=actor, reason=CANCEL_REASON)
+    flows.cancel(store.transaction, sandbox, actor=actor, words=CANCEL_REASON)
     _run_async(lambda: _run_finishing(store, recipes, actor))
 
 
 async def _run_finishing(store: Store, recipes: Path, actor: str) -> None:
     """A short-lived engine runs the jobs that must have run; stopped before returning."""
-    from engine.runtime import Engine
+    from engine.runtime.supervisor import Supervisor
 
-    engine = Engine(store.path, dict(SERVERS))
+    engine = Supervisor(store.path, dict(SERVERS))
     await engine.start()
     try:
         ids = {}
@@ -184,7 +187,7 @@ async def _run_finishing(store: Store, recipes: Path, actor: str) -> None:
 
         await _until(warming, "cache-warmup waiting its first second")
         await asyncio.to_thread(
-            control.cancel, store, ids["cache-warmup"], actor=actor, reason=WARMUP_REASON
+            flows.cancel, store.transaction, ids["cache-warmup"], actor=actor, words=WARMUP_REASON
         )
 
         def migrating() -> bool:
@@ -192,7 +195,9 @@ async def _run_finishing(store: Store, recipes: Path, actor: str) -> None:
             return status == "executing" and done >= 2000
 
         await _until(migrating, "legacy-migration importing its first rows")
-        await asyncio.to_thread(control.abort, store, ids["legacy-migration"], actor=actor)
+        await asyncio.to_thread(
+            abort_flow.abort, store.transaction, ids["legacy-migration"], actor=actor
+        )
 
         await _until(
             lambda: all(
@@ -224,14 +229,14 @@ async def stage_stuck(db_path: str) -> None:
             ).scalar_one()
         await _until(lambda: _task(store, job_id, STUCK_TASK)[0] == "executing", STUCK_JOB)
         await asyncio.to_thread(
-            control.cancel,
-            store,
+            flows.cancel,
+            store.transaction,
             job_id,
             actor=current_actor(),
-            reason=STUCK_REASON,
-            now=time.time() - STUCK_AGO_S,
+            words=STUCK_REASON,
+            at=time.time() - STUCK_AGO_S,
         )
-    except (DemoError, control.Refused):
+    except (DemoError, Refusal):
         pass  # the operator acted on it first, or it never started: nothing to stage
     finally:
         store.dispose()

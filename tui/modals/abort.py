@@ -7,10 +7,11 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
-from engine.control import AbortPlan, BulkPlan
-from engine.format import duration, label
-from engine.safe_text import safe_line
-from engine.text_views import plan_task_line
+from engine.core.format import duration, label
+from engine.core.safe_text import safe_line
+from engine.flows.abort import AbortPlan
+from engine.flows.bulk import BulkPlan
+from engine.reader.text import plan_task_line
 from tui.modals.base import DialogList, YesNoModal
 
 

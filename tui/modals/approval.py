@@ -7,7 +7,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
-from engine.query import JobView, TaskView
+from engine.core.views import JobView, TaskView
 from tui.modals.base import YesNoModal
 
 

@@ -12,9 +12,9 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Static
 
-from engine.control import BulkJob, BulkPlan
-from engine.format import label
-from engine.safe_text import safe_line
+from engine.core.format import label
+from engine.core.safe_text import safe_line
+from engine.flows.bulk import BulkJob, BulkPlan
 from tui.modals.abort import restart_text
 from tui.modals.base import Dialog, DialogList
 

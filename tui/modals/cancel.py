@@ -10,9 +10,9 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Static
 
-from engine.format import label
-from engine.query import JobView, TaskView
-from engine.safe_text import safe_line
+from engine.core.format import label
+from engine.core.safe_text import safe_line
+from engine.core.views import JobView, TaskView
 from tui.modals.base import Dialog, DialogList
 
 

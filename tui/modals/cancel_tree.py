@@ -7,14 +7,15 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
-from engine.format import label
-from engine.query import JobView
-from engine.safe_text import safe_line
+from engine.core.format import label
+from engine.core.refusal import Refusal
+from engine.core.safe_text import safe_line
+from engine.core.views import JobView
 from tui.modals.base import DialogList, YesNoModal
 from tui.styles import status_style
 
 
-def tree_lines(tree: list[tuple[JobView, str | None]]) -> Text:
+def tree_lines(tree: list[tuple[JobView, Refusal | None]]) -> Text:
     depth: dict[int, int] = {}
     text = Text()
     for i, (job, skip) in enumerate(tree):
@@ -33,7 +34,7 @@ def tree_lines(tree: list[tuple[JobView, str | None]]) -> Text:
 
 
 class ConfirmCancelTree(YesNoModal):
-    def __init__(self, job_id: int, tree: list[tuple[JobView, str | None]]) -> None:
+    def __init__(self, job_id: int, tree: list[tuple[JobView, Refusal | None]]) -> None:
         super().__init__()
         self.job_id = job_id
         self.jobs = tree

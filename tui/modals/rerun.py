@@ -7,9 +7,9 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
-from engine.format import label
-from engine.rerun import RerunPlan
-from engine.safe_text import safe_line
+from engine.core.format import label
+from engine.core.safe_text import safe_line
+from engine.flows.rerun import RerunPlan
 from tui.modals.base import DialogList, YesNoModal
 
 

@@ -145,7 +145,7 @@ class JobKeysMixin:
             return
         for key_id in sorted(MANAGER_KEYS):
             if event.key in key_names(key_id, self._bd.keymap):
-                from engine.manager_rule import refusal
+                from engine.core.manager_rule import refusal
 
                 event.stop()
                 event.prevent_default()
@@ -160,7 +160,7 @@ class JobKeysMixin:
         return None
 
     def _job_or_say(self) -> int | None:
-        if self._bd.busy_say():
+        if self._bd.refuse_if_busy():
             return None  # a request is being prepared or confirmed: one at a time
         return self._selected_or_say()
 

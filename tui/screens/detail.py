@@ -11,9 +11,9 @@ from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Header, Static
 from textual.widgets.data_table import RowDoesNotExist
 
-from engine.format import clock, duration, label, progress, stamp
-from engine.query import JobDetail, JobView, TaskView
-from engine.text_views import event_text
+from engine.core.format import clock, duration, label, progress, stamp
+from engine.core.views import JobDetail, JobView, TaskView
+from engine.reader.text import event_text
 from tui.data import join
 from tui.keys import bindings
 from tui.screens.base import JOB_BINDINGS, JobKeysMixin, LiveScreen

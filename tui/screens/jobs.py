@@ -9,8 +9,8 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.widgets import Header, Input, Static
 
-from engine.format import label
-from engine.statuses import LABELS
+from engine.core.format import label
+from engine.core.statuses import LABELS
 from tui.data import JobQuery
 from tui.keys import bindings
 from tui.screens.base import JOB_BINDINGS, JobKeysMixin, LiveScreen
@@ -139,7 +139,7 @@ class JobListScreen(JobKeysMixin, LiveScreen):
         """With marks, cancel / abort / enhanced abort act on the marked jobs."""
         kind = self.BULK_KEYS.get(key_id)
         if kind is not None and self.marks:
-            if not self.bd.busy_say():
+            if not self.bd.refuse_if_busy():
                 self.bd.flow_bulk(kind, sorted(self.marks))
             return
         super().action_job(key_id)

@@ -9,7 +9,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.widgets import Header, Input, Static
 
-from engine.safe_text import safe_line
+from engine.core.safe_text import safe_line
 from tui.keys import scope_bindings
 from tui.screens.base import LiveScreen
 from tui.widgets.footer import KeyFooter

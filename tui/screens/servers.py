@@ -7,8 +7,8 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Header, Static
 
-from engine.format import duration
-from engine.query import ServerView
+from engine.core.format import duration
+from engine.core.views import ServerView
 from tui.data import owner_pid
 from tui.keys import bindings
 from tui.screens.base import LiveScreen

@@ -23,9 +23,9 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.worker import WorkerCancelled, WorkerFailed
 
-from engine.format import clock, duration, label, percent
-from engine.query import JobView
-from tui.data import Data, JobQuery, join, user_name
+from engine.core.format import clock, duration, label, percent
+from engine.core.views import JobView
+from tui.data import Database, JobQuery, join, user_name
 from tui.keys import scope_bindings
 from tui.styles import status_style
 
@@ -151,7 +151,9 @@ class JobTable(ScrollView, can_focus=True):
     query_spec: reactive[JobQuery] = reactive(JobQuery, init=False)
     selected_id: reactive[int | None] = reactive(None)  # the cursor is drawn on this job
 
-    def __init__(self, data: Data, clock: Callable[[], float], *, id: str | None = None) -> None:
+    def __init__(
+        self, data: Database, clock: Callable[[], float], *, id: str | None = None
+    ) -> None:
         super().__init__(id=id)
         self.data = data
         self.clock = clock

@@ -1,5 +1,5 @@
 """A log of any length on screen, read on demand: Textual's Line API over the chunks of
-``engine.log_store``.
+``engine.store.log_store``.
 
 ``LogSource`` holds the index of a log (every chunk's id, stream and line count, not
 its text: a few hundred rows for a million lines) and reads the text of the chunks
@@ -9,7 +9,7 @@ index read and the chunks of one screen. Wrapped, a row of the view is a piece o
 line, laid out from the top line down (and, for the bottom, from the last line up).
 
 Every line is made safe for the terminal: ANSI colour becomes colour (``Text.from_ansi``)
-and every other control character is shown escaped (``engine.safe_text``).
+and every other control character is shown escaped (``engine.core.safe_text``).
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from engine import log_reads, log_store
-from engine.flow_statements import flow_sql
-from engine.log_reads import ChunkRef
-from engine.safe_text import safe_line
+from engine.core.safe_text import safe_line
+from engine.flows import logs as log_reads
+from engine.flows.logs import ChunkRef
+from engine.store import log_store
 
 CACHE_CHUNKS = 64
 STREAM_STYLES = {"err": "red", "cut": "bold reverse"}
@@ -73,8 +73,7 @@ class LogSource:
 
     def reload(self) -> bool:
         """Read the index again; True if it changed."""
-        with self.store.read() as conn:
-            sql = flow_sql(conn)
+        with self.store.reading() as sql:
             self.names = log_reads.task_refs(sql, self.job_id)
             if self.task_id is None:
                 refs = log_reads.job_index(sql, self.job_id)
@@ -109,8 +108,8 @@ class LogSource:
         if got is None:
             # The chunks around it too: scrolling reads a few rows, not one per chunk.
             wanted = [r.id for r in self.refs[index : index + 4] if r.id not in self._cache]
-            with self.store.read() as conn:
-                texts = log_reads.texts(flow_sql(conn), wanted)
+            with self.store.reading() as sql:
+                texts = log_reads.texts(sql, wanted)
             for cid, text in texts.items():
                 self._cache[cid] = text.split("\n")
             while len(self._cache) > CACHE_CHUNKS:

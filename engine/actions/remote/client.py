@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from engine.actions._tasks import cancel_and_wait
-from engine.context import ActionError, TaskContext
+from engine.actions.context import ActionError, TaskContext
 
 # Backoff between tries while the remote is unreachable: doubling, capped.
 BACKOFF_FIRST_S = 0.5

@@ -20,8 +20,8 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
+from engine.actions.context import ActionError, TaskCanceled, TaskContext
 from engine.actions.remote.client import CancelSeen, RemoteError, wait_or
-from engine.context import ActionError, TaskCanceled, TaskContext
 
 # While waiting for an abort to be confirmed, look this often (or the poll, if shorter).
 _CONFIRM_POLL_S = 0.25

@@ -24,10 +24,10 @@ from typing import Any
 from urllib.parse import quote
 
 from engine.actions.base import Action, Param
+from engine.actions.context import ActionError, TaskContext
 from engine.actions.remote.client import Remote, RemoteError
 from engine.actions.remote.follow import Follower, RemoteState, counts
 from engine.actions.remote.params import COMMON, check_common, check_url, remote_for, timing
-from engine.context import ActionError, TaskContext
 
 _MISSING = object()
 

@@ -7,9 +7,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from engine.actions.base import ONE_YEAR_S, Param
+from engine.actions.context import TaskContext
 from engine.actions.remote.client import Remote, Token
 from engine.actions.remote.follow import Timing
-from engine.context import TaskContext
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

@@ -16,10 +16,10 @@ import re
 from typing import Any
 
 from engine.actions.base import Action, Param
+from engine.actions.context import ActionError, TaskContext
 from engine.actions.remote.client import Remote, RemoteError
 from engine.actions.remote.follow import Follower, RemoteState, counts
 from engine.actions.remote.params import COMMON, check_common, remote_for, timing
-from engine.context import ActionError, TaskContext
 
 OPERATIONS = ("insert", "update", "upsert", "delete")
 # Salesforce's own job states, and what each means here.
