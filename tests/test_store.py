@@ -509,3 +509,40 @@ async def test_a_failed_look_after_a_ticks_commit_does_not_undo_the_tick(tmp_pat
         assert eng.stats.errors == []
     for i in range(5):
         assert task_row(store, job, f"t{i}")["attempt"] == 1
+
+
+@pytest.mark.both_databases
+def test_a_tick_reads_settles_claims_and_reports_the_runs_an_operator_stopped(db, tmp_path):
+    """The tick's first reads go together (one round trip on PostgreSQL): the settled
+    runs' tasks, the servers, the running tasks an operator acted on; then it writes the
+    outcomes and claims. What it reports is what the database says after the cancel."""
+    store = Store(db)
+    try:
+        wait = [{"name": n, "action": "wait", "seconds": 60} for n in ("a", "b")]
+        first = submit_tasks(store, tmp_path, "first", wait)
+        with store.write() as conn:
+            batch.claim_leases(conn, {"batch-01": 4}, "me:1:x", at=1.0)
+            a, b = batch.claim(conn, {"batch-01": 2}, at=2.0, token="t1")
+        second = submit_tasks(store, tmp_path, "second", [wait[0] | {"name": "x"}])
+        flows.cancel(store.transaction, first, actor="ops")
+        with store.write() as conn:
+            out = batch.tick(
+                conn,
+                batch.TickIn(
+                    at=3.0,
+                    outcomes=[batch.Outcome(a.task_id, "canceled", token="t1")],
+                    free=lambda: {"batch-01": 2},
+                    running=[b.task_id],
+                    servers=["batch-01"],
+                    owner="me:1:x",
+                    token="t2",
+                ),
+            )
+        assert out.task_state == {b.task_id: ("canceling", None, None)}
+        assert out.servers == {"batch-01": ("online", None, None)} and out.lost == []
+        assert [(c.job_id, c.name, c.token) for c in out.claimed] == [(second, "x", "t2")]
+        assert task_row(store, first, "a")["status"] == "canceled"
+        assert task_row(store, first, "b")["status"] == "canceling"
+        assert job_status(store, second) == "executing"
+    finally:
+        store.dispose()

@@ -41,6 +41,8 @@ def move(sql: Sql, key: str, *, at: float, actor: str, reason: str | None, **par
     """A status move (``engine.store.writes.TaskMove`` / ``JobMove`` registered under ``key``):
     its event rows, then its rows; the count moved."""
     p = {**params, "m_at": at, "m_actor": actor, "m_reason": reason}
+    if sql.moves_in_one:
+        return sql.run(f"{key}/both", p)
     sql.run(f"{key}/events", p)
     return sql.run(f"{key}/update", p)
 
@@ -154,9 +156,12 @@ def cancel_many(
     move(sql, "cancel.didnt_run", **said, ids=running + waiting)
     done = set(waiting)
     if running:
-        move(sql, "cancel.canceling", **said, ids=running)
+        stopping = move(sql, "cancel.canceling", **said, ids=running)
         move(sql, "cancel.job_canceling", **said, ids=running, by=actor)
-        done.update(finalize_jobs(sql, running, at=at))
+        # One job with a task now Canceling cannot finish yet: no need to read whether
+        # it does (a third of a one-job cancel's statement time on PostgreSQL).
+        if len(running) > 1 or not stopping:
+            done.update(finalize_jobs(sql, running, at=at))
     if waiting:
         move(sql, "cancel.job_canceled", **said, ids=waiting, by=actor)
     return done
@@ -315,6 +320,11 @@ def cancel_tree(
 
 # -- submit -------------------------------------------------------------------------------
 
+# A job of at least this many tasks that adds a tenth or more to the task table has
+# PostgreSQL's statistics of it taken again in its submit (``TaskStatistics``): 20-40
+# ms for 20,000 tasks, within the submit's own cost of a few hundred.
+STATISTICS_MIN_TASKS = 1000
+
 
 def insert_job(
     sql: Sql,
@@ -373,6 +383,12 @@ def insert_job(
     ]
     if rows:
         sql.run("submit.task", rows)
+    if len(rows) >= STATISTICS_MIN_TASKS:
+        # PostgreSQL: a job this size in a table the planner knows little of would be
+        # claimed by a plan that sorts every Ready task of it on each claim.
+        (known,) = sql.rows("submit.tasks_estimate", {})
+        if known.n is not None and (known.n < 0 or len(rows) * 10 >= known.n):
+            sql.run("submit.analyze", {})
     deps = [(spec.name, dep) for spec in recipe.tasks for dep in spec.after]
     if deps:
         ids = {r.name: r.id for r in sql.rows("submit.task_ids", {"b_job_id": job_id})}

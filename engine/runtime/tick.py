@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import (
     Connection,
@@ -26,13 +27,14 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.elements import ColumnElement
 
-from engine.core.statuses import TASK_RUNNING, resolve_outcome
+from engine.core.statuses import TASK_RUNNING, resolve_outcome, task_sources
 from engine.store import engine_settings
 from engine.store.dialect import db_now, equals_any, in_list, one_of, upsert
 from engine.store.models import READY_STATUSES
-from engine.store.prepared import Prepared
+from engine.store.prepared import Prepared, together
 from engine.store.tables import job, server, task
 from engine.store.writes import (
     AT,
@@ -149,6 +151,38 @@ _RUN_FINAL = Prepared(
         error=func.coalesce(bindparam("b_error", type_=String), task.c.error),
     )
 )
+# PostgreSQL: the same for every settled run of a tick in one statement, its values as
+# arrays (unnest), where an executemany of _RUN_FINAL cost 4-5 ms for a tick of 120 runs.
+_FINAL_COLUMNS = {
+    "done": Float,
+    "total": Float,
+    "unit": String,
+    "message": String,
+    "output": String,
+    "child": Integer,
+    "error": String,
+}
+_FINALS = (
+    func.unnest(
+        bindparam("a_id", type_=ARRAY(Integer)),
+        *(bindparam(f"a_{name}", type_=ARRAY(kind)) for name, kind in _FINAL_COLUMNS.items()),
+    )
+    .table_valued("id", *_FINAL_COLUMNS)
+    .render_derived(name="final")
+)
+_RUN_FINAL_PG = Prepared(
+    update(task)
+    .where(task.c.id == _FINALS.c.id)
+    .values(
+        progress_done=func.coalesce(_FINALS.c.done, task.c.progress_done),
+        progress_total=func.coalesce(_FINALS.c.total, task.c.progress_total),
+        progress_unit=func.coalesce(_FINALS.c.unit, task.c.progress_unit),
+        message=func.coalesce(_FINALS.c.message, task.c.message),
+        output=func.coalesce(_FINALS.c.output, task.c.output),
+        child_job_id=func.coalesce(_FINALS.c.child, task.c.child_job_id),
+        error=func.coalesce(_FINALS.c.error, task.c.error),
+    )
+)
 _ORPHAN = Prepared(
     update(job)
     .where(
@@ -227,6 +261,57 @@ _START = TaskMove(
     event_server=bindparam("server", type_=String),
 )
 _START_JOB = JobMove("executing", {"started_at": AT})
+# PostgreSQL: the claim, its event rows and its moves in one statement (one round trip
+# instead of three). Its shape needs no statistics: the job's status is read by key for
+# each Ready task walked in id order, where a join let a planner without statistics of
+# a new job's tasks (autovacuum's ANALYZE comes later) read every Ready task of the job
+# by ix_task_job_status and sort them all, on every claim (5-9 ms a claim at 10,000
+# Ready against 0.1-0.5). The transition table still decides: the rows are only those
+# it lets start.
+_JOB_STATUS = select(job.c.status).where(job.c.id == task.c.job_id).scalar_subquery()
+_CLAIMABLE = (
+    select(
+        task.c.id,
+        task.c.job_id,
+        task.c.status,
+        task.c.server,
+        task.c.name,
+        task.c.action,
+        task.c.params,
+        task.c.attempt,
+        task.c.child_job_id,
+        task.c.remote_job,
+        _JOB_STATUS.label("job_status"),
+    )
+    .where(
+        equals_any(task.c.status, READY_STATUSES),  # ix_task_ready_by_id
+        one_of(task.c.status, task_sources("executing")),
+        one_of(_JOB_STATUS, ["waiting", "executing"]),
+        ~in_list(task.c.id, "taken"),
+    )
+    .order_by(task.c.id)
+    .limit(bindparam("n", type_=Integer))
+    .with_for_update(skip_locked=True, of=task)
+    .cte("claimed")
+)
+_CLAIM_PG = Prepared(
+    _START.of_rows(
+        _CLAIMABLE,
+        _CLAIMABLE.c.id,
+        _CLAIMABLE.c.job_id,
+        _CLAIMABLE.c.name,
+        _CLAIMABLE.c.action,
+        _CLAIMABLE.c.params,
+        _CLAIMABLE.c.attempt,
+        select(job.c.recipe_path)
+        .where(job.c.id == _CLAIMABLE.c.job_id)
+        .scalar_subquery()
+        .label("recipe_path"),
+        _CLAIMABLE.c.child_job_id,
+        _CLAIMABLE.c.remote_job,
+        _CLAIMABLE.c.job_status,
+    ).order_by(_CLAIMABLE.c.id)
+)
 _SERVER_STATE = Prepared(
     select(
         server.c.name,
@@ -277,6 +362,15 @@ def _progress_params(p: Progress | None) -> dict[str, object]:
     }
 
 
+def _as_arrays(rows: list[dict[str, object]]) -> dict[str, list[object]]:
+    """_RUN_FINAL's rows as _RUN_FINAL_PG's arrays, one per column."""
+    out: dict[str, list[object]] = {"a_id": [r["b_id"] for r in rows]}
+    for name in _FINAL_COLUMNS:
+        key = "b_child" if name == "child" else f"b_{name}"
+        out[f"a_{name}"] = [r[key] for r in rows]
+    return out
+
+
 def write_progress(conn: Connection, items: Iterable[Progress]) -> None:
     rows = [
         {"b_id": p.task_id, "b_token": p.token, "b_token2": p.token, **_progress_params(p)}
@@ -287,12 +381,17 @@ def write_progress(conn: Connection, items: Iterable[Progress]) -> None:
 
 
 def write_runs(
-    conn: Connection, outcomes: list[Outcome], progress: Iterable[Progress], *, at: float
+    conn: Connection,
+    outcomes: list[Outcome],
+    progress: Iterable[Progress],
+    *,
+    at: float,
+    current: list[Any] | None = None,
 ) -> dict[int, str]:
     """Runs' progress and outcomes: a run that settles its task has its final progress
     written with its message (``apply_outcomes``), every other report as progress."""
     reports = {p.task_id: p for p in progress}
-    changed = apply_outcomes(conn, outcomes, at=at, final=reports)
+    changed = apply_outcomes(conn, outcomes, at=at, final=reports, current=current)
     write_progress(conn, [p for p in reports.values() if p.task_id not in changed])
     return changed
 
@@ -304,13 +403,16 @@ def apply_outcomes(
     at: float,
     actor: str = "engine",
     final: Mapping[int, Progress] | None = None,
+    current: list[Any] | None = None,
 ) -> dict[int, str]:
     """Resolve each run's outcome against the task's current status and write it.
-    ``final``: the runs' last progress reports, written for the tasks that move."""
+    ``final``: the runs' last progress reports, written for the tasks that move;
+    ``current``: the tasks' rows as ``_OUTCOME_STATE`` reads them, if read already."""
     if not outcomes:
         return {}
     by_id = {o.task_id: o for o in outcomes}
-    current = _OUTCOME_STATE(conn, {"ids": list(by_id)}).all()
+    if current is None:
+        current = _OUTCOME_STATE(conn, {"ids": list(by_id)}).all()
     groups: dict[tuple[str, str, str | None], list[int]] = {}
     jobs: set[int] = set()
     orphans: list[tuple[int, int]] = []
@@ -341,7 +443,9 @@ def apply_outcomes(
             row["b_message"] = o.message
         row["b_error"] = o.message if o.outcome == "error" and o.message else None
         last.append(row)
-    if last:
+    if last and conn.dialect.name == "postgresql":
+        _RUN_FINAL_PG(conn, _as_arrays(last))
+    elif last:
         _RUN_FINAL(conn, last)
     changed: dict[int, str] = {}
     by_move: dict[tuple[str, str], list[dict[str, object]]] = {}
@@ -373,20 +477,30 @@ def claim(conn: Connection, free: dict[str, int], *, at: float, token: str = "")
     for name, n in free.items():
         if n <= 0:
             continue
-        rows = _READY(conn, {"taken": taken, "n": n}).all()
-        if not rows:
-            break
-        ids = [r.id for r in rows]
-        taken.extend(ids)
-        _START(
-            conn,
-            at=at,
-            actor="engine",
-            reason=f"started on {name}",
-            ids=ids,
-            server=name,
-            token=token,
-        )
+        reason = f"started on {name}"
+        if conn.dialect.name == "postgresql":
+            rows = _CLAIM_PG(
+                conn,
+                {
+                    "taken": taken,
+                    "n": n,
+                    "server": name,
+                    "token": token,
+                    "m_at": at,
+                    "m_actor": "engine",
+                    "m_reason": reason,
+                },
+            ).all()
+            if not rows:
+                break
+            taken.extend(r.id for r in rows)
+        else:
+            rows = _READY(conn, {"taken": taken, "n": n}).all()
+            if not rows:
+                break
+            ids = [r.id for r in rows]
+            taken.extend(ids)
+            _START(conn, at=at, actor="engine", reason=reason, ids=ids, server=name, token=token)
         for r in rows:
             if r.job_status == "waiting":
                 starting.add(r.job_id)
@@ -411,13 +525,27 @@ def claim(conn: Connection, free: dict[str, int], *, at: float, token: str = "")
 
 
 def tick(conn: Connection, inp: TickIn) -> TickOut:
-    write_runs(conn, inp.outcomes, inp.progress, at=inp.at)
-    out = TickOut()
+    # The reads that need nothing this tick writes go first, together (one round trip on
+    # PostgreSQL): the settled runs' tasks, the servers, and the running tasks an
+    # operator acted on (the tasks this tick claims are not among them: just moved to
+    # Executing by this engine, there is nothing yet to tell their runs).
+    reads: list[tuple[Prepared, dict[str, Any]]] = []
+    if inp.outcomes:
+        reads.append((_OUTCOME_STATE, {"ids": [o.task_id for o in inp.outcomes]}))
     if inp.servers:
-        for r in _SERVER_STATE(conn, {"names": inp.servers}):
-            out.servers[r.name] = (r.status, r.drain_deadline, r.restart_job_id)
-            if inp.owner and r.lease_owner != inp.owner:
-                out.lost.append(r.name)
+        reads.append((_SERVER_STATE, {"names": inp.servers}))
+    if inp.running:
+        reads.append((_TASK_STATE, {"ids": inp.running}))
+    results = iter(together(conn, *reads))
+    current = next(results).all() if inp.outcomes else None
+    servers = next(results) if inp.servers else []
+    task_state = next(results) if inp.running else []
+    write_runs(conn, inp.outcomes, inp.progress, at=inp.at, current=current)
+    out = TickOut()
+    for r in servers:
+        out.servers[r.name] = (r.status, r.drain_deadline, r.restart_job_id)
+        if inp.owner and r.lease_owner != inp.owner:
+            out.lost.append(r.name)
     # A drain written since the engine last looked must stop claims in this very batch,
     # and an engine claims only where it holds the lease (fencing).
     free = {
@@ -426,10 +554,8 @@ def tick(conn: Connection, inp: TickIn) -> TickOut:
         if out.servers.get(s, ("online",))[0] == "online" and s not in out.lost
     }
     out.claimed = claim(conn, free, at=inp.at, token=inp.token)
-    running = inp.running + [c.task_id for c in out.claimed]
-    if running:
-        for r in _TASK_STATE(conn, {"ids": running}):
-            out.task_state[r.id] = (r.status, r.approval, r.approval_by)
+    for r in task_state:
+        out.task_state[r.id] = (r.status, r.approval, r.approval_by)
     if inp.watched_jobs:
         for r in _JOB_STATE(conn, {"ids": inp.watched_jobs}):
             out.job_status[r.id] = r.status

@@ -133,6 +133,10 @@ class LightSql:
         row = _row_type(tuple(d[0] for d in cur.description))
         return [row._make(r) for r in cur.fetchall()]
 
+    @property
+    def moves_in_one(self) -> bool:
+        return self._sql.dialect == "postgresql"
+
     def run(self, key: str, params: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> int:
         text = self._text(key)
         if isinstance(params, Mapping):

@@ -26,3 +26,8 @@ class Sql(Protocol):
         """The time leases are compared in: the database's clock on PostgreSQL,
         ``fallback`` (the caller's clock, injectable in tests) on SQLite."""
         ...
+
+    @property
+    def moves_in_one(self) -> bool:
+        """A move's event rows and rows in one statement (``KEY/both``): PostgreSQL."""
+        ...

@@ -9,7 +9,9 @@ constructs SQLite and PostgreSQL spell differently are compiled here per dialect
 - the upsert of a row by its key (``INSERT … ON CONFLICT … DO UPDATE``), whose
   SQLAlchemy construct is dialect-specific;
 - how a write transaction starts (SQLite: ``BEGIN IMMEDIATE``, taking the write lock
-  up front so a transaction never fails half way on a lock upgrade).
+  up front so a transaction never fails half way on a lock upgrade);
+- the planner's statistics of the task table, which only PostgreSQL keeps
+  (``TaskStatistics``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from sqlalchemy import (
     or_,
 )
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.base import Executable
+from sqlalchemy.sql.elements import ClauseElement, ColumnElement
 from sqlalchemy.sql.functions import GenericFunction
 from sqlalchemy.sql.visitors import InternalTraversal
 from sqlalchemy.types import TypeDecorator
@@ -239,3 +242,31 @@ def db_now(conn: Connection, fallback: float) -> float:
     if conn.dialect.name == "postgresql":
         return float(conn.exec_driver_sql(_PG_NOW).scalar_one())
     return fallback
+
+
+class TaskStatistics(Executable, ClauseElement):
+    """PostgreSQL's statistics of the task table: ``estimate`` reads how many rows the
+    planner believes it holds (-1: never analyzed; NULL on SQLite, which keeps none),
+    else the statistics are taken again (``ANALYZE``; a no-op on SQLite). A new job of
+    thousands of Ready tasks in a table the planner has no statistics of, or far fewer
+    rows, is claimed by a plan that reads and sorts all of them on every claim until
+    autovacuum's ANALYZE comes (``engine.batch``)."""
+
+    inherit_cache = True
+
+    def __init__(self, *, estimate: bool) -> None:
+        self.estimate = estimate
+
+    _traverse_internals = [("estimate", InternalTraversal.dp_boolean)]
+
+
+@compiles(TaskStatistics, "postgresql")
+def _task_statistics_postgresql(element: TaskStatistics, compiler: Any, **kw: Any) -> str:
+    if element.estimate:
+        return "SELECT reltuples::bigint AS n FROM pg_class WHERE oid = 'task'::regclass"
+    return "ANALYZE task (status, job_id)"
+
+
+@compiles(TaskStatistics, "sqlite")
+def _task_statistics_sqlite(element: TaskStatistics, compiler: Any, **kw: Any) -> str:
+    return "SELECT NULL AS n"

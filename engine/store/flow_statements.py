@@ -33,7 +33,7 @@ from sqlalchemy.sql import ClauseElement
 from engine.core.statuses import JOB_TERMINAL
 from engine.core.views import JobView, TaskView
 from engine.sql.keys import jobs_key
-from engine.store.dialect import glob, in_list, one_of
+from engine.store.dialect import TaskStatistics, glob, in_list, one_of
 from engine.store.log_statements import LOG_READS
 from engine.store.prepared import Prepared, PreparedSql
 from engine.store.tables import job, job_recipe, meta, server, task, taskdep
@@ -268,6 +268,8 @@ STATEMENTS: dict[str, Prepared] = {
                     task.c.job_id == bindparam("b_job_id", type_=Integer)
                 )
             ),
+            "submit.tasks_estimate": Prepared(TaskStatistics(estimate=True)),
+            "submit.analyze": Prepared(TaskStatistics(estimate=False)),
             "submit.dep": Prepared(
                 insert(taskdep).values(
                     task_id=bindparam("b_task_id", type_=Integer),

@@ -16,9 +16,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
+    CTE,
     Connection,
     Float,
     Integer,
+    Select,
     String,
     Table,
     and_,
@@ -102,6 +104,16 @@ class _Move:
         events = insert(event).from_select(_EVENT_COLS, select(*event_row).where(cond))
         moves = update(table).where(cond).values(status=target, **values)
         self._events, self._update = Prepared(events), Prepared(moves)
+        # PostgreSQL: both in one statement (one round trip): the event rows inserted
+        # return the rows' ids, which the update moves. Its parts see one snapshot, so
+        # they are the rows the WHERE clause matched, as in the two statements.
+        moved = event.c.task_id if table is task else event.c.job_id
+        written = events.returning(moved).cte("moved_events")
+        self._both = Prepared(
+            update(table)
+            .where(table.c.id.in_(select(written.c[moved.name])))
+            .values(status=target, **values)
+        )
 
     def __call__(
         self, conn: Connection, *, at: float, actor: str, reason: str | None, **params: Any
@@ -118,17 +130,21 @@ class _Move:
         return self._run(conn, ps) if ps else 0
 
     def _run(self, conn: Connection, p: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> int:
+        if conn.dialect.name == "postgresql":
+            return self._both(conn, p).rowcount
         self._events(conn, p)
         return self._update(conn, p).rowcount
 
 
 def statement_keys(items: Mapping[str, Prepared | _Move]) -> dict[str, Prepared]:
     """Statements by key for ``engine.flows.base``: a move's two under ``KEY/events`` and
-    ``KEY/update`` (the order ``flows.move`` runs them in, as ``_Move`` does)."""
+    ``KEY/update`` (the order ``flows.move`` runs them in, as ``_Move`` does), and on
+    PostgreSQL both in one under ``KEY/both``."""
     out: dict[str, Prepared] = {}
     for key, item in items.items():
         if isinstance(item, _Move):
             out[f"{key}/events"], out[f"{key}/update"] = item._events, item._update
+            out[f"{key}/both"] = item._both
         else:
             out[key] = item
     return out
@@ -148,6 +164,7 @@ class TaskMove(_Move):
         event_server: ColumnElement[Any] | None = None,
     ) -> None:
         server_of = task.c.server if event_server is None else event_server
+        self.target, self.values, self.event_server = target, dict(values or {}), event_server
         row = [
             AT,
             task.c.job_id,
@@ -160,6 +177,32 @@ class TaskMove(_Move):
             _REASON,
         ]
         super().__init__(task, target, task_sources(target), where, row, values or {})
+
+    def of_rows(self, rows: CTE, *columns: ColumnElement[Any]) -> Select:
+        """PostgreSQL: this move of the tasks ``rows`` selects (a CTE of their ``id``,
+        ``job_id``, ``status`` and ``server``, locked by it), their event rows and the
+        moves in one statement, which returns ``columns``. The CTE must admit only
+        source statuses the transition table allows (``task_sources``)."""
+        server_of = rows.c.server if self.event_server is None else self.event_server
+        row = [
+            AT,
+            rows.c.job_id,
+            rows.c.id,
+            server_of,
+            literal("status", String),
+            rows.c.status,
+            literal(self.target, String),
+            _ACTOR,
+            _REASON,
+        ]
+        events = insert(event).from_select(_EVENT_COLS, select(*row)).cte("moved_events")
+        moves = (
+            update(task)
+            .where(task.c.id == rows.c.id)
+            .values(status=self.target, **self.values)
+            .cte("moved")
+        )
+        return select(*columns).add_cte(events, moves)
 
 
 class JobMove(_Move):
