@@ -23,6 +23,7 @@ from engine.flows.base import (
     who,
 )
 from engine.flows.stopping import tasks_in
+from engine.sql import keys
 from engine.sql.protocol import Sql
 
 
@@ -80,7 +81,7 @@ def plan(sql: Sql, job: JobView, enhanced: bool) -> AbortPlan:
             names: dict[int, list[str]] = {}
             job_names: dict[int, str] = {}
             for jid, jname, tname in sql.rows(
-                "abort.disrupted", {"servers": out.servers, "job_id": job.id}
+                keys.ABORT_DISRUPTED, {"servers": out.servers, "job_id": job.id}
             ):
                 names.setdefault(jid, []).append(tname)
                 job_names[jid] = jname
@@ -119,7 +120,7 @@ def _beyond(now: AbortPlan, confirmed: AbortPlan) -> list[str]:
 def live_servers(sql: Sql, at: float) -> list[str]:
     """Servers an engine holds a live lease on (leases in the database's time)."""
     ttl = bounded("lease_seconds", setting(sql, "lease_seconds"))
-    return [r.name for r in sql.rows("abort.live_servers", {"since": sql.db_now(at) - ttl})]
+    return [r.name for r in sql.rows(keys.ABORT_LIVE_SERVERS, {"since": sql.db_now(at) - ttl})]
 
 
 def abort(
@@ -169,16 +170,18 @@ def _abort_in(
     if now.cancel_first:
         cancel_in(sql, job.id, job.status, actor=actor, words=None, at=at)
     how = "enhanced abort" if enhanced else "abort"
-    n = move(sql, "abort.aborting", at=at, actor=actor, reason=f"{how} by {actor}", job_id=job.id)
+    n = move(
+        sql, keys.ABORT_ABORTING, at=at, actor=actor, reason=f"{how} by {actor}", job_id=job.id
+    )
     # With no engine behind a server, the abort stays requested (Aborting): only an
     # engine can make sure the task's code runs nowhere, and its start-up recovery does
     # that before the task is reported Aborted.
     live = live_servers(sql, at)
-    sql.run("abort.job", {"job_id": job.id, "by": actor, "at": at})
+    sql.run(keys.ABORT_JOB, {"job_id": job.id, "by": actor, "at": at})
     if enhanced:
         for name in [s for s in now.servers if s in live]:
             sql.run(
-                "abort.drain",
+                keys.ABORT_DRAIN,
                 {"name": name, "deadline": at + now.drain_seconds, "job_id": job.id},
             )
             add_event(

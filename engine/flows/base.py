@@ -22,6 +22,7 @@ from engine.core.refusal import Refusal
 from engine.core.setting_values import DEFAULTS
 from engine.core.statuses import JOB_TERMINAL, LABELS, job_status_after, no_such_job
 from engine.core.views import JobView, TaskView
+from engine.sql import keys
 from engine.sql.protocol import Sql
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ def add_event(
     server: str | None = None,
 ) -> None:
     sql.run(
-        "event",
+        keys.EVENT,
         {
             "at": at,
             "job_id": job_id,
@@ -73,7 +74,7 @@ def add_event(
 
 
 def setting(sql: Sql, key: str) -> str:
-    rows = sql.rows("setting", {"key": f"setting.{key}"})
+    rows = sql.rows(keys.SETTING, {"key": f"setting.{key}"})
     value = rows[0].value if rows else None
     return value if value is not None else DEFAULTS[key]
 
@@ -105,7 +106,7 @@ def finalize_jobs(sql: Sql, job_ids: Iterable[int], *, at: float) -> list[int]:
     ids = sorted(set(job_ids))
     if not ids:
         return []
-    jobs = sql.rows("finalize.finishing", {"ids": ids})
+    jobs = sql.rows(keys.FINALIZE_FINISHING, {"ids": ids})
     if not jobs:
         return []
     moved = []
@@ -117,10 +118,16 @@ def finalize_jobs(sql: Sql, job_ids: Iterable[int], *, at: float) -> list[int]:
             continue
         error = None
         if target == "error":
-            first = sql.rows("finalize.first_failure", {"job_id": j.id})
+            first = sql.rows(keys.FINALIZE_FIRST_FAILURE, {"job_id": j.id})
             error = f"task {first[0].name}: {first[0].why}" if first else "a task did not end"
         if move(
-            sql, f"finalize.{target}", at=at, actor="engine", reason=error, job_id=j.id, error=error
+            sql,
+            keys.FINALIZE_MOVES[target],
+            at=at,
+            actor="engine",
+            reason=error,
+            job_id=j.id,
+            error=error,
         ):
             moved.append(j.id)
     return moved
@@ -153,24 +160,24 @@ def cancel_many(
     said = {"at": at, "actor": actor, "reason": cancel_reason(actor, words)}
     if not running and not waiting:
         return set()
-    move(sql, "cancel.didnt_run", **said, ids=running + waiting)
+    move(sql, keys.CANCEL_DIDNT_RUN, **said, ids=running + waiting)
     done = set(waiting)
     if running:
-        stopping = move(sql, "cancel.canceling", **said, ids=running)
-        move(sql, "cancel.job_canceling", **said, ids=running, by=actor)
+        stopping = move(sql, keys.CANCEL_CANCELING, **said, ids=running)
+        move(sql, keys.CANCEL_JOB_CANCELING, **said, ids=running, by=actor)
         # One job with a task now Canceling cannot finish yet: no need to read whether
         # it does (a third of a one-job cancel's statement time on PostgreSQL).
         if len(running) > 1 or not stopping:
             done.update(finalize_jobs(sql, running, at=at))
     if waiting:
-        move(sql, "cancel.job_canceled", **said, ids=waiting, by=actor)
+        move(sql, keys.CANCEL_JOB_CANCELED, **said, ids=waiting, by=actor)
     return done
 
 
 def job_view(sql: Sql, job_id: int) -> JobView:
     """The job as the console and the command line show it (its own columns); a Refusal
     (``missing``) if there is no such job."""
-    rows = sql.rows("job.view", {"job_id": job_id})
+    rows = sql.rows(keys.JOB_VIEW, {"job_id": job_id})
     if not rows:
         raise Refusal("missing", no_such_job(job_id))
     return view_of(rows[0])
@@ -201,7 +208,7 @@ def job_tree(sql: Sql, job_id: int) -> list[JobView]:
     """The job and all its descendants, parents before children; a Refusal (``missing``)
     if there is no such job."""
     job_view(sql, job_id)
-    return [view_of(r) for r in sql.rows("job.tree", {"job_id": job_id})]
+    return [view_of(r) for r in sql.rows(keys.JOB_TREE, {"job_id": job_id})]
 
 
 def cancel_dry_run(
@@ -240,7 +247,7 @@ def cancel_preview(sql: Sql, job_id: int, *, actor: str | None = None) -> Cancel
     except Refusal as exc:
         return CancelPreview(None, exc)
     why = cancel_refusal(who(sql, actor), job)
-    counts = {r.status: r.n for r in sql.rows("cancel.task_counts", {"job_id": job_id})}
+    counts = {r.status: r.n for r in sql.rows(keys.CANCEL_TASK_COUNTS, {"job_id": job_id})}
     running = counts.get("executing", 0)
     return CancelPreview(
         job,
@@ -345,7 +352,7 @@ def insert_job(
 
     carried = carried or {}
     (row,) = sql.rows(
-        "submit.job",
+        keys.SUBMIT_JOB,
         {
             "name": recipe.name,
             "recipe_path": recipe.path,
@@ -359,7 +366,7 @@ def insert_job(
         },
     )
     job_id = row.id
-    sql.run("submit.recipe", {"job_id": job_id, "recipe_json": recipe_to_json(recipe)})
+    sql.run(keys.SUBMIT_RECIPE, {"job_id": job_id, "recipe_json": recipe_to_json(recipe)})
 
     def status(spec: TaskSpec) -> str:
         if spec.name in carried:
@@ -382,17 +389,17 @@ def insert_job(
         for seq, spec in enumerate(recipe.tasks)
     ]
     if rows:
-        sql.run("submit.task", rows)
+        sql.run(keys.SUBMIT_TASK, rows)
     if len(rows) >= STATISTICS_MIN_TASKS:
         # PostgreSQL: a job this size in a table the planner knows little of would be
         # claimed by a plan that sorts every Ready task of it on each claim.
-        (known,) = sql.rows("submit.tasks_estimate", {})
+        (known,) = sql.rows(keys.SUBMIT_TASKS_ESTIMATE, {})
         if known.n is not None and (known.n < 0 or len(rows) * 10 >= known.n):
-            sql.run("submit.analyze", {})
+            sql.run(keys.SUBMIT_ANALYZE, {})
     deps = [(spec.name, dep) for spec in recipe.tasks for dep in spec.after]
     if deps:
-        ids = {r.name: r.id for r in sql.rows("submit.task_ids", {"b_job_id": job_id})}
-        sql.run("submit.dep", [{"b_task_id": ids[t], "b_dep_id": ids[d]} for t, d in deps])
+        ids = {r.name: r.id for r in sql.rows(keys.SUBMIT_TASK_IDS, {"b_job_id": job_id})}
+        sql.run(keys.SUBMIT_DEP, [{"b_task_id": ids[t], "b_dep_id": ids[d]} for t, d in deps])
     how = f"called by job {parent_id} ({call_mode})" if parent_id else "submitted"
     what = f"{len(rows)} task{'s' if len(rows) != 1 else ''}"
     if rerun_of is not None:

@@ -16,6 +16,7 @@ from engine.flows import abort as abort_flow
 from engine.flows import base as flows
 from engine.flows.abort import AbortPlan, DisruptedJob
 from engine.flows.base import Transaction, at_or_now
+from engine.sql import keys
 from engine.sql.keys import jobs_key
 from engine.sql.protocol import Sql
 
@@ -136,7 +137,7 @@ def plan(
     out = BulkPlan(kind)
     if job_ids is not None:
         found = {j.id for j in jobs}
-        exist = {r.id for r in sql.rows("bulk.exist", {"ids": job_ids})}
+        exist = {r.id for r in sql.rows(keys.BULK_EXIST, {"ids": job_ids})}
         out.missing = sorted(set(job_ids) - exist - found)
     for job in jobs:
         if kind == "cancel":
@@ -181,7 +182,7 @@ def _cancel_in_chunks(
         with transaction() as sql:
             refused: list[tuple[int, Refusal]] = list(audit) if n == 0 else []
             w = flows.who(sql, actor)
-            now = {j.id: j for j in sql.rows("bulk.recheck", {"ids": chunk})} if chunk else {}
+            now = {j.id: j for j in sql.rows(keys.BULK_RECHECK, {"ids": chunk})} if chunk else {}
             running: list[int] = []
             waiting: list[int] = []
             for job_id in chunk:

@@ -8,6 +8,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from engine.sql import keys
+
 
 @dataclass(frozen=True)
 class ChunkRef:
@@ -24,13 +26,13 @@ class ChunkRef:
 def attempts(sql: Any, task_id: int) -> list[int]:
     """The attempts of a task that have a log, in order. ``sql``: an ``engine.flows.base``
     Sql (the light path's or ``flow_sql(conn)``), here and below."""
-    return [r.attempt for r in sql.rows("logs.attempts", {"task_id": task_id})]
+    return [r.attempt for r in sql.rows(keys.LOGS_ATTEMPTS, {"task_id": task_id})]
 
 
 def run_index(sql: Any, task_id: int, attempt: int, *, after_seq: int = 0) -> list[ChunkRef]:
     """The chunks of one attempt, in order (``after_seq``: only those after it)."""
     params = {"task_id": task_id, "attempt": attempt, "after": after_seq}
-    return [ChunkRef(*r) for r in sql.rows("logs.run", params)]
+    return [ChunkRef(*r) for r in sql.rows(keys.LOGS_RUN, params)]
 
 
 def job_index(
@@ -38,10 +40,10 @@ def job_index(
 ) -> list[ChunkRef]:
     """The chunks of every task of a job, in the order they were written."""
     if attempt is None:
-        rows = sql.rows("logs.job", {"job_id": job_id, "after": after_id})
+        rows = sql.rows(keys.LOGS_JOB, {"job_id": job_id, "after": after_id})
     else:
         params = {"job_id": job_id, "after": after_id, "attempt": attempt}
-        rows = sql.rows("logs.job_attempt", params)
+        rows = sql.rows(keys.LOGS_JOB_ATTEMPT, params)
     return [ChunkRef(*r) for r in rows]
 
 
@@ -52,7 +54,7 @@ def run_tail_index(sql: Any, task_id: int, attempt: int, lines: int) -> list[Chu
     got, before, page = 0, 2**62, 16
     while got < lines:
         params = {"task_id": task_id, "attempt": attempt, "before": before, "n": page}
-        rows = [ChunkRef(*r) for r in sql.rows("logs.run_back", params)]
+        rows = [ChunkRef(*r) for r in sql.rows(keys.LOGS_RUN_BACK, params)]
         if not rows:
             break
         for r in rows:
@@ -71,16 +73,18 @@ def texts(sql: Any, ids: Iterable[int]) -> dict[int, str]:
     wanted = list(ids)
     out: dict[int, str] = {}
     for start in range(0, len(wanted), 500):
-        rows = sql.rows("logs.texts", {"ids": wanted[start : start + 500]})
+        rows = sql.rows(keys.LOGS_TEXTS, {"ids": wanted[start : start + 500]})
         out.update({r.id: r.text for r in rows})
     return out
 
 
 def job_status(sql: Any, job_id: int) -> str | None:
-    rows = sql.rows("logs.job_status", {"job_id": job_id})
+    rows = sql.rows(keys.LOGS_JOB_STATUS, {"job_id": job_id})
     return rows[0].status if rows else None
 
 
 def task_refs(sql: Any, job_id: int) -> dict[int, tuple[str, str, int]]:
     """The tasks of a job: id -> (name, status, current attempt)."""
-    return {r.id: (r.name, r.status, r.attempt) for r in sql.rows("logs.tasks", {"job_id": job_id})}
+    return {
+        r.id: (r.name, r.status, r.attempt) for r in sql.rows(keys.LOGS_TASKS, {"job_id": job_id})
+    }

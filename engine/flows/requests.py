@@ -6,6 +6,7 @@ from __future__ import annotations
 from engine.core.refusal import Refusal
 from engine.core.statuses import LABELS
 from engine.flows.base import Transaction, add_event, at_or_now, job_view, move
+from engine.sql import keys
 
 
 def _hold_move(
@@ -25,7 +26,7 @@ def _hold_move(
             raise Refusal("status", f"Job {job_id} is {LABELS[job.status]}: {needs}")
         move(
             sql,
-            f"job.{target}",
+            keys.JOB_MOVES[target],
             at=at_or_now(at),
             actor=actor,
             reason=f"{verb} by {actor}",
@@ -74,9 +75,9 @@ def decide_approval(
     with transaction() as sql:
         job_view(sql, job_id)
         if str(task).isdigit():
-            rows = sql.rows("approval.task_by_id", {"job_id": job_id, "task_id": int(task)})
+            rows = sql.rows(keys.APPROVAL_TASK_BY_ID, {"job_id": job_id, "task_id": int(task)})
         else:
-            rows = sql.rows("approval.task_by_name", {"job_id": job_id, "name": str(task)})
+            rows = sql.rows(keys.APPROVAL_TASK_BY_NAME, {"job_id": job_id, "name": str(task)})
         if not rows:
             raise Refusal("missing", f"Job {job_id} has no task {task!r}")
         tid, name, action, status, decided = rows[0]
@@ -90,7 +91,7 @@ def decide_approval(
         if decided:
             raise Refusal("status", f"Task {name} of job {job_id} was already {decided}")
         word = "approved" if approve else "rejected"
-        sql.run("approval.decide", {"task_id": tid, "word": word, "by": actor})
+        sql.run(keys.APPROVAL_DECIDE, {"task_id": tid, "word": word, "by": actor})
         add_event(
             sql,
             at=at_or_now(at),

@@ -14,6 +14,7 @@ from engine.core.refusal import Refusal
 from engine.core.statuses import JOB_TERMINAL, LABELS
 from engine.flows.base import Transaction, at_or_now, insert_job, job_view
 from engine.recipes import Recipe, TaskSpec, recipe_from_json
+from engine.sql import keys
 from engine.sql.protocol import Sql
 
 
@@ -28,13 +29,13 @@ class RerunPlan:
 
 def _recipe(sql: Sql, job_id: int) -> Recipe:
     """The recipe as stored at submit; for a job stored without one, its task rows."""
-    row = sql.rows("rerun.recipe", {"job_id": job_id})[0]
+    row = sql.rows(keys.RERUN_RECIPE, {"job_id": job_id})[0]
     if row.recipe_json:
         return recipe_from_json(row.recipe_json)
-    tasks = sql.rows("rerun.tasks", {"job_id": job_id})
+    tasks = sql.rows(keys.RERUN_TASKS, {"job_id": job_id})
     names = {t.id: t.name for t in tasks}
     after: dict[int, list[str]] = {}
-    for d in sql.rows("rerun.deps", {"job_id": job_id}):
+    for d in sql.rows(keys.RERUN_DEPS, {"job_id": job_id}):
         after.setdefault(d.task_id, []).append(names[d.dep_id])
     return Recipe(
         name=row.name,
@@ -59,7 +60,7 @@ def plan(sql: Sql, job_id: int) -> tuple[RerunPlan, Recipe]:
             "(Canceled, Ended, Error) can be rerun",
         )
     recipe = _recipe(sql, job_id)
-    ended = {r.name for r in sql.rows("rerun.ended", {"job_id": job_id})}
+    ended = {r.name for r in sql.rows(keys.RERUN_ENDED, {"job_id": job_id})}
     carried = tuple(t.name for t in recipe.tasks if t.name in ended)
     rerun = tuple(t.name for t in recipe.tasks if t.name not in ended)
     if not rerun:

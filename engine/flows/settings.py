@@ -8,6 +8,7 @@ from engine.core.manager_rule import is_manager, refusal
 from engine.core.refusal import Refusal
 from engine.core.setting_values import DEFAULTS, checked, known, parse_managers
 from engine.flows.base import Transaction, add_event, at_or_now, audit_refusal, setting, who
+from engine.sql import keys
 from engine.sql.protocol import Sql
 
 
@@ -27,8 +28,8 @@ def store(sql: Sql, key: str, value: str) -> str:
     stored = checked(key, value)
     row = {"key": f"setting.{key}", "value": stored}
     # Writers take turns (the write lock): nobody inserts it in between.
-    if not sql.run("setting.update", row):
-        sql.run("setting.insert", row)
+    if not sql.run(keys.SETTING_UPDATE, row):
+        sql.run(keys.SETTING_INSERT, row)
     return stored
 
 

@@ -28,6 +28,7 @@ from functools import lru_cache
 from typing import Any
 
 from engine.core.views import TaskView
+from engine.sql import keys
 from engine.sql.protocol import Sql
 
 
@@ -197,5 +198,5 @@ def tasks_in(sql: Sql, job_id: int, statuses: list[str]) -> list[TaskView]:
             **{k: v for k, v in r._asdict().items() if k in _TASK_VIEW},
             stops_by=stops_by(r.action, r.params, r.recipe_path),
         )
-        for r in sql.rows("abort.tasks", {"job_id": job_id, "statuses": statuses})
+        for r in sql.rows(keys.ABORT_TASKS, {"job_id": job_id, "statuses": statuses})
     ]

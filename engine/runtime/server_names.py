@@ -14,6 +14,7 @@ import re
 from engine.core.refusal import Refusal
 from engine.core.setting_values import bounded
 from engine.flows.base import Transaction, add_event, at_or_now, setting
+from engine.sql import keys
 
 NAME_MAX = 64
 MAX_SLOTS = 1000  # more slots than this on one server is a typo, not a machine
@@ -72,7 +73,7 @@ def forget(
     it: forgetting is for servers no engine runs any more. ``at``: default now."""
     at = at_or_now(at)
     with transaction() as sql:
-        rows = sql.rows("server.one", {"name": name})
+        rows = sql.rows(keys.SERVER_ONE, {"name": name})
         if not rows:
             raise Refusal("missing", f"no server named {name!r}")
         row = rows[0]
@@ -83,13 +84,13 @@ def forget(
                 f"server {name} is {str(row.status).capitalize()}: an engine serves it; "
                 "stop that engine first",
             )
-        busy = sql.rows("server.running_tasks", {"name": name})[0][0]
+        busy = sql.rows(keys.SERVER_RUNNING_TASKS, {"name": name})[0][0]
         if busy:
             raise Refusal(
                 "busy",
                 f"server {name} holds {busy} running task{'s' if busy != 1 else ''}: "
                 "an engine must recover them first",
             )
-        sql.run("server.forget", {"name": name})
+        sql.run(keys.SERVER_FORGET, {"name": name})
         add_event(sql, at=at, actor=actor, kind="server", server=name, reason="forgotten")
     return f"Server {name} forgotten"

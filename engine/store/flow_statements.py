@@ -32,6 +32,7 @@ from sqlalchemy.sql import ClauseElement
 
 from engine.core.statuses import JOB_TERMINAL
 from engine.core.views import JobView, TaskView
+from engine.sql import keys
 from engine.sql.keys import jobs_key
 from engine.store.dialect import TaskStatistics, glob, in_list, one_of
 from engine.store.log_statements import LOG_READS
@@ -91,52 +92,54 @@ STATEMENTS: dict[str, Prepared] = {
     **WRITES,
     **statement_keys(
         {
-            "setting": Prepared(
+            keys.SETTING: Prepared(
                 select(meta.c.value).where(meta.c.key == bindparam("key", type_=String))
             ),
-            "setting.update": Prepared(
+            keys.SETTING_UPDATE: Prepared(
                 update(meta)
                 .where(meta.c.key == bindparam("key", type_=String))
                 .values(value=bindparam("value", type_=String))
             ),
-            "setting.insert": Prepared(
+            keys.SETTING_INSERT: Prepared(
                 insert(meta).values(
                     key=bindparam("key", type_=String), value=bindparam("value", type_=String)
                 )
             ),
             # A job as the views show it: its columns named as JobView's fields.
-            "job.view": Prepared(
+            keys.JOB_VIEW: Prepared(
                 select(*JOB_COLUMNS).where(job.c.id == bindparam("job_id", type_=Integer))
             ),
             # The job and its descendants, parents first (a recursive CTE over parent_id).
-            "job.tree": Prepared(_job_tree()),
+            keys.JOB_TREE: Prepared(_job_tree()),
             # A cancel's confirmation: the job's tasks by status.
-            "cancel.task_counts": Prepared(
+            keys.CANCEL_TASK_COUNTS: Prepared(
                 select(task.c.status, func.count().label("n"))
                 .where(_OF_JOB)
                 .group_by(task.c.status)
             ),
             # A cancel's moves, for the jobs ``:ids`` at once (one job, a tree, a bulk chunk).
-            "cancel.didnt_run": TaskMove(
+            keys.CANCEL_DIDNT_RUN: TaskMove(
                 "didnt_run",
                 and_(_OF_JOBS, one_of(task.c.status, ["waiting", "ready"])),
                 {"ended_at": AT},
             ),
-            "cancel.canceling": TaskMove("canceling", and_(_OF_JOBS, task.c.status == "executing")),
-            "cancel.job_canceling": JobMove(
+            keys.CANCEL_CANCELING: TaskMove(
+                "canceling", and_(_OF_JOBS, task.c.status == "executing")
+            ),
+            keys.CANCEL_JOB_CANCELING: JobMove(
                 "canceling", _CANCEL_FIELDS, where=in_list(job.c.id, "ids")
             ),
-            "cancel.job_canceled": JobMove(
+            keys.CANCEL_JOB_CANCELED: JobMove(
                 "canceled", {**_CANCEL_FIELDS, "ended_at": AT}, where=in_list(job.c.id, "ids")
             ),
-            "abort.tasks": Prepared(
+            keys.ABORT_TASKS: Prepared(
                 select(*_TASK_COLUMNS, task.c.params, job.c.recipe_path)
                 .join(job, job.c.id == task.c.job_id)
                 .where(_OF_JOB, in_list(task.c.status, "statuses"))
                 .order_by(task.c.id)
             ),
             # Jobs whose tasks run on the servers an enhanced abort restarts.
-            "abort.disrupted": Prepared(
+            keys.ABORT_DISRUPTED: Prepared(
                 select(job.c.id, job.c.name, task.c.name)
                 .join(job, job.c.id == task.c.job_id)
                 .where(
@@ -146,14 +149,14 @@ STATEMENTS: dict[str, Prepared] = {
                 )
                 .order_by(job.c.id, task.c.id)
             ),
-            "abort.aborting": TaskMove("aborting", and_(_OF_JOB, task.c.status == "canceling")),
-            "abort.live_servers": Prepared(
+            keys.ABORT_ABORTING: TaskMove("aborting", and_(_OF_JOB, task.c.status == "canceling")),
+            keys.ABORT_LIVE_SERVERS: Prepared(
                 select(server.c.name).where(
                     server.c.lease_owner.is_not(None),
                     server.c.heartbeat_at > bindparam("since", type_=Float),
                 )
             ),
-            "abort.job": Prepared(
+            keys.ABORT_JOB: Prepared(
                 update(job)
                 .where(job.c.id == bindparam("job_id", type_=Integer))
                 .values(
@@ -161,7 +164,7 @@ STATEMENTS: dict[str, Prepared] = {
                     aborted_at=bindparam("at", type_=Float),
                 )
             ),
-            "abort.drain": Prepared(
+            keys.ABORT_DRAIN: Prepared(
                 update(server)
                 .where(server.c.name == bindparam("name", type_=String))
                 .values(
@@ -171,22 +174,22 @@ STATEMENTS: dict[str, Prepared] = {
                 )
             ),
             # servers --forget (engine.server_names)
-            "server.one": Prepared(
+            keys.SERVER_ONE: Prepared(
                 select(
                     server.c.name, server.c.status, server.c.lease_owner, server.c.heartbeat_at
                 ).where(server.c.name == bindparam("name", type_=String))
             ),
-            "server.running_tasks": Prepared(
+            keys.SERVER_RUNNING_TASKS: Prepared(
                 select(func.count()).where(
                     task.c.server == bindparam("name", type_=String),
                     one_of(task.c.status, ["executing", "canceling", "aborting"]),
                 )
             ),
-            "server.forget": Prepared(
+            keys.SERVER_FORGET: Prepared(
                 delete(server).where(server.c.name == bindparam("name", type_=String))
             ),
-            "job.withhold": JobMove("withhold"),
-            "job.waiting": JobMove("waiting"),
+            keys.JOB_WITHHOLD: JobMove("withhold"),
+            keys.JOB_WAITING: JobMove("waiting"),
             **{
                 f"approval.task_by_{by}": Prepared(
                     select(
@@ -198,7 +201,7 @@ STATEMENTS: dict[str, Prepared] = {
                     ("name", task.c.name, "name", String),
                 )
             },
-            "approval.decide": Prepared(
+            keys.APPROVAL_DECIDE: Prepared(
                 update(task)
                 .where(task.c.id == bindparam("task_id", type_=Integer))
                 .values(
@@ -206,24 +209,26 @@ STATEMENTS: dict[str, Prepared] = {
                     approval_by=bindparam("by", type_=String),
                 )
             ),
-            "rerun.recipe": Prepared(
+            keys.RERUN_RECIPE: Prepared(
                 select(job.c.name, job.c.recipe_path, job.c.system, job_recipe.c.recipe_json)
                 .outerjoin(job_recipe, job_recipe.c.job_id == job.c.id)
                 .where(job.c.id == bindparam("job_id", type_=Integer))
             ),
-            "rerun.tasks": Prepared(
+            keys.RERUN_TASKS: Prepared(
                 select(task.c.id, task.c.name, task.c.action, task.c.params, task.c.max_attempts)
                 .where(_OF_JOB)
                 .order_by(task.c.seq, task.c.id)
             ),
-            "rerun.deps": Prepared(
+            keys.RERUN_DEPS: Prepared(
                 select(taskdep.c.task_id, taskdep.c.dep_id)
                 .join(task, task.c.id == taskdep.c.task_id)
                 .where(_OF_JOB)
                 .order_by(taskdep.c.task_id, taskdep.c.dep_id)
             ),
-            "rerun.ended": Prepared(select(task.c.name).where(_OF_JOB, task.c.status == "ended")),
-            "submit.job": Prepared(
+            keys.RERUN_ENDED: Prepared(
+                select(task.c.name).where(_OF_JOB, task.c.status == "ended")
+            ),
+            keys.SUBMIT_JOB: Prepared(
                 insert(job)
                 .values(
                     name=bindparam("name", type_=String),
@@ -240,7 +245,7 @@ STATEMENTS: dict[str, Prepared] = {
                 )
                 .returning(job.c.id)
             ),
-            "submit.recipe": Prepared(
+            keys.SUBMIT_RECIPE: Prepared(
                 insert(job_recipe).values(
                     job_id=bindparam("job_id", type_=Integer),
                     recipe_json=bindparam("recipe_json", type_=String),
@@ -248,7 +253,7 @@ STATEMENTS: dict[str, Prepared] = {
             ),
             # One executemany for a job's tasks: a 20,000-task job spent most of its
             # submit in SQLAlchemy's per-row parameter handling before this was prepared.
-            "submit.task": Prepared(
+            keys.SUBMIT_TASK: Prepared(
                 insert(task).values(
                     job_id=bindparam("b_job_id", type_=Integer),
                     seq=bindparam("b_seq", type_=Integer),
@@ -263,23 +268,23 @@ STATEMENTS: dict[str, Prepared] = {
                     ended_at=bindparam("b_ended_at", type_=Float),
                 )
             ),
-            "submit.task_ids": Prepared(
+            keys.SUBMIT_TASK_IDS: Prepared(
                 select(task.c.id, task.c.name).where(
                     task.c.job_id == bindparam("b_job_id", type_=Integer)
                 )
             ),
-            "submit.tasks_estimate": Prepared(TaskStatistics(estimate=True)),
-            "submit.analyze": Prepared(TaskStatistics(estimate=False)),
-            "submit.dep": Prepared(
+            keys.SUBMIT_TASKS_ESTIMATE: Prepared(TaskStatistics(estimate=True)),
+            keys.SUBMIT_ANALYZE: Prepared(TaskStatistics(estimate=False)),
+            keys.SUBMIT_DEP: Prepared(
                 insert(taskdep).values(
                     task_id=bindparam("b_task_id", type_=Integer),
                     dep_id=bindparam("b_dep_id", type_=Integer),
                 )
             ),
             **_bulk_jobs(),
-            "bulk.exist": Prepared(select(job.c.id).where(in_list(job.c.id, "ids"))),
+            keys.BULK_EXIST: Prepared(select(job.c.id).where(in_list(job.c.id, "ids"))),
             # What a chunk of a bulk cancel checks again: the columns a refusal reads.
-            "bulk.recheck": Prepared(
+            keys.BULK_RECHECK: Prepared(
                 select(job.c.id, job.c.status, job.c.system, job.c.submitted_by).where(
                     in_list(job.c.id, "ids")
                 )

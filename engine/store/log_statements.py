@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from sqlalchemy import Integer, bindparam, select
 
+from engine.sql import keys
 from engine.store.dialect import in_list
 from engine.store.prepared import Prepared
 from engine.store.tables import job, task, task_log
@@ -28,39 +29,39 @@ _REF = select(
 _RUN = (task_log.c.task_id == _int("task_id"), task_log.c.attempt == _int("attempt"))
 
 LOG_READS: dict[str, Prepared] = {
-    "logs.job_status": Prepared(select(job.c.status).where(job.c.id == _int("job_id"))),
-    "logs.tasks": Prepared(
+    keys.LOGS_JOB_STATUS: Prepared(select(job.c.status).where(job.c.id == _int("job_id"))),
+    keys.LOGS_TASKS: Prepared(
         select(task.c.id, task.c.name, task.c.status, task.c.attempt).where(
             task.c.job_id == _int("job_id")
         )
     ),
-    "logs.attempts": Prepared(
+    keys.LOGS_ATTEMPTS: Prepared(
         select(task_log.c.attempt)
         .where(task_log.c.task_id == _int("task_id"))
         .group_by(task_log.c.attempt)
         .order_by(task_log.c.attempt)
     ),
-    "logs.run": Prepared(
+    keys.LOGS_RUN: Prepared(
         _REF.where(*_RUN, task_log.c.seq > _int("after")).order_by(task_log.c.seq)
     ),
-    "logs.run_back": Prepared(
+    keys.LOGS_RUN_BACK: Prepared(
         _REF.where(*_RUN, task_log.c.seq < _int("before"))
         .order_by(task_log.c.seq.desc())
         .limit(_int("n"))
     ),
-    "logs.job": Prepared(
+    keys.LOGS_JOB: Prepared(
         _REF.where(task_log.c.job_id == _int("job_id"), task_log.c.id > _int("after")).order_by(
             task_log.c.id
         )
     ),
-    "logs.job_attempt": Prepared(
+    keys.LOGS_JOB_ATTEMPT: Prepared(
         _REF.where(
             task_log.c.job_id == _int("job_id"),
             task_log.c.id > _int("after"),
             task_log.c.attempt == _int("attempt"),
         ).order_by(task_log.c.id)
     ),
-    "logs.texts": Prepared(
+    keys.LOGS_TEXTS: Prepared(
         select(task_log.c.id, task_log.c.text).where(in_list(task_log.c.id, "ids"))
     ),
 }

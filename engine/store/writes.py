@@ -45,6 +45,7 @@ from engine.core.statuses import (
     task_sources,
 )
 from engine.flows import base as flows
+from engine.sql import keys
 from engine.store.dialect import in_list, one_of
 from engine.store.prepared import Prepared, PreparedSql
 from engine.store.tables import event, job, task, taskdep
@@ -330,10 +331,10 @@ _FINISH = {
 # The statements of the flows (``engine.flows.base``) defined here, by key.
 STATEMENTS = statement_keys(
     {
-        "event": _ADD_EVENT,
-        "finalize.finishing": _FINISHING_JOBS,
-        "finalize.first_failure": _FIRST_FAILURE,
-        **{f"finalize.{target}": m for target, m in _FINISH.items()},
+        keys.EVENT: _ADD_EVENT,
+        keys.FINALIZE_FINISHING: _FINISHING_JOBS,
+        keys.FINALIZE_FIRST_FAILURE: _FIRST_FAILURE,
+        **{keys.FINALIZE_MOVES[target]: m for target, m in _FINISH.items()},
     }
 )
 
