@@ -13,7 +13,6 @@ import pytest
 from engine.flows import base as flows
 from engine.recipes import Recipe, TaskSpec
 from engine.runtime.supervisor import Supervisor
-from engine.sql import keys
 from engine.store import prune
 from engine.store.db import Store
 from engine.store.flow_statements import flow_sql
@@ -92,7 +91,7 @@ def test_prune_deletes_old_finished_jobs_with_everything_of_theirs(deck: Deck) -
                 "job": 1,
                 "task": 2,
                 "taskdep": 1,
-                keys.EVENT: _count(store, "event", j),
+                "event": _count(store, "event", j),
                 "job_recipe": 1,
                 "task_log": 1,
             }
