@@ -11,15 +11,13 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from functools import cache
 from typing import Any
 
 from engine.sql import doorbell
 from engine.sql.keys import FLOW
-from engine.sql.text import Rendered, SqlText, rendered
+from engine.sql.text import Rendered, SqlText, fetch_rows, rendered
 
 
 class NeedsGateway(Exception):
@@ -129,9 +127,7 @@ class LightSql:
 
     def rows(self, key: str, params: Mapping[str, Any]) -> list[Any]:
         text = self._text(key)
-        cur = self._conn.execute(text.sql, text.bind(params))
-        row = _row_type(tuple(d[0] for d in cur.description))
-        return [row._make(r) for r in cur.fetchall()]
+        return fetch_rows(self._conn.execute(text.sql, text.bind(params)))
 
     @property
     def moves_in_one(self) -> bool:
@@ -148,8 +144,3 @@ class LightSql:
     def db_now(self, fallback: float) -> float:
         # SQLite: one host, one clock; PostgreSQL: the database's (``engine.sql.pg_light``).
         return fallback if self._now is None else self._now(fallback)
-
-
-@cache
-def _row_type(names: tuple[str, ...]) -> Any:
-    return namedtuple("Row", names, rename=True)  # type: ignore[misc]

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import namedtuple
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +116,17 @@ def rendered(dialect: str = "sqlite") -> Rendered:
             path = RENDERED_DIR / f"{dialect}.json"
             got = _LOADED[dialect] = Rendered.from_json(json.loads(path.read_text("utf-8")))
         return got
+
+
+@cache
+def row_type(names: tuple[str, ...]) -> Any:
+    """The rows a statement gives on either path: a named tuple of its columns."""
+    return namedtuple("Row", names, rename=True)  # type: ignore[misc]
+
+
+def fetch_rows(cur: Any) -> list[Any]:
+    """A DB-API cursor's rows as ``row_type`` tuples (none for a statement without)."""
+    if cur.description is None:
+        return []
+    make = row_type(tuple(d[0] for d in cur.description))._make
+    return [make(r) for r in cur.fetchall()]

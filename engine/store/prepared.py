@@ -15,12 +15,13 @@ hot-path statements read ids, names, statuses, numbers and text only.
 from __future__ import annotations
 
 import threading
-from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Boolean, Connection, Float
 from sqlalchemy.sql import ClauseElement
+
+from engine.sql.text import row_type
 
 _NAMED_DIALECTS: dict[str, Any] = {}
 _LOCK = threading.Lock()
@@ -179,7 +180,7 @@ def _result(c: CompiledText, cur: Any) -> Result:
     if cur.description is None:
         return Result([], cur.rowcount)
     if c.row is None:
-        c.row = namedtuple("Row", [d[0] for d in cur.description], rename=True)  # type: ignore[misc]
+        c.row = row_type(tuple(d[0] for d in cur.description))
     make = c.row._make
     return Result([make(r) for r in cur.fetchall()], cur.rowcount)
 
