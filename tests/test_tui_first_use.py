@@ -233,7 +233,9 @@ async def test_bulk_cancel_buttons_say_what_they_do_and_take_a_reason(scenario_d
         assert buttons == ["Cancel 3 jobs", "Back"]
         assert "Cancel 3 jobs" in painted(app) and " Back " in painted(app)
         assert app.focused is not None and app.focused.id == "no"
-        await pilot.click("#reason")
+        reason = app.screen.query_one("#reason")
+        reason.focus()  # not clicked: a click lands on whatever is drawn there then
+        await until(lambda: app.focused is reason, "the reason field focused", pilot=pilot)
         await press(pilot, *"bad data")
         await press(pilot, "enter")
         await until(lambda: said(app, "Cancel: 3 done"), "the result", pilot=pilot)
