@@ -7,8 +7,7 @@ operator types it, imports included), in milliseconds. An installed batchdeck ha
 bytecode compiled, so PYTHONDONTWRITEBYTECODE is dropped for the commands measured
 (``--no-bytecode`` keeps it: where no ``__pycache__`` was written yet, every process
 then compiles batchdeck's modules again, ~20 ms more).
-The first, unmeasured run of each command also renders the read statements' SQL text
-into the cache, as an operator's first command does once (``engine.sql.light``).
+The first run of each command is not measured (the disk cache warms up).
 The database is a copy: a cancel that would not be refused changes nothing of yours.
 - cli_list_limit_20_ms: ``list --limit 20``
 - cli_show_json_ms: ``show ID --json`` of a job with tasks and events
