@@ -6,3 +6,4 @@ from __future__ import annotations
 # past OUTAGE_LIMIT_S the engine gives up and exits non-zero (a service manager
 # restarts it) rather than stay up serving nothing.
 OUTAGE_RETRY_S = 0.25
+OUTAGE_LIMIT_S = 600.0

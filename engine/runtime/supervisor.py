@@ -34,7 +34,7 @@ from engine.core.statuses import JOB_TERMINAL
 from engine.runtime import tick as batch
 from engine.runtime.heartbeat import Heartbeat
 from engine.runtime.leases import PeerLeases
-from engine.runtime.limits import OUTAGE_RETRY_S
+from engine.runtime.limits import OUTAGE_LIMIT_S, OUTAGE_RETRY_S
 from engine.runtime.runs import Runner, TaskRuns
 from engine.runtime.server_handle import ServerProcess
 from engine.runtime.server_names import DEFAULT_SERVERS
@@ -53,7 +53,6 @@ DRAIN_CHECK_S = 0.2
 # acted on in milliseconds, not in a poll interval. Measured: an idle `serve` uses
 # ~2% of a core at 10 ms, ~1% at 50 ms.
 WATCH_S = 0.01
-OUTAGE_LIMIT_S = 600.0
 
 
 def freeze_heap() -> None:

@@ -67,15 +67,14 @@ class SqliteReads(RenderedReads):
     writable and intact."""
 
     def __init__(self, path: str, *, write: bool = False) -> None:
-        from engine.sql.sqlite_file import _companions_like_main, connect, writable
+        from engine.sql.sqlite_file import _companions_like_main, connect
 
         self.path = path
         if not os.path.exists(path) or os.path.getsize(path) == 0:
             raise NeedsGateway(path)
-        read_only = not write and not writable(path)
         self.sql = rendered("sqlite")
         try:
-            self.conn = connect(path, write=write, read_only=read_only)
+            self.conn = connect(path, write=write)  # read-only where this user may not write
             if write:
                 _companions_like_main(path)  # as Store does when it opens a file to write
         except sqlite3.Error as exc:

@@ -206,16 +206,21 @@ def in_list(column: ColumnElement[Any], values: Iterable[Any] | str) -> InList:
     return InList(column, bindparam(None, list(values), type_=kind))
 
 
+def _insert(conn: Connection, table: Table) -> Any:
+    """The dialect's own INSERT, the one that takes ``ON CONFLICT``."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql as mod
+    else:
+        from sqlalchemy.dialects import sqlite as mod
+    return mod.insert(table)
+
+
 def upsert(
     conn: Connection, table: Table, values: Mapping[str, Any], key: str, update: Mapping[str, Any]
 ) -> Any:
     """``INSERT values ON CONFLICT (key) DO UPDATE SET update``; in ``update``, the
     proposed row is ``stmt.excluded`` (pass a callable taking it for such values)."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects import postgresql as mod
-    else:
-        from sqlalchemy.dialects import sqlite as mod
-    stmt = mod.insert(table).values(**values)
+    stmt = _insert(conn, table).values(**values)
     sets = {k: (v(stmt.excluded) if callable(v) else v) for k, v in update.items()}
     return conn.execute(stmt.on_conflict_do_update(index_elements=[key], set_=sets))
 
@@ -223,11 +228,7 @@ def upsert(
 def insert_new(conn: Connection, table: Table) -> Any:
     """``INSERT`` that skips a row whose unique key is already there (``ON CONFLICT DO
     NOTHING``): a write tried again after its commit was not acknowledged adds nothing."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects import postgresql as mod
-    else:
-        from sqlalchemy.dialects import sqlite as mod
-    return mod.insert(table).on_conflict_do_nothing()
+    return _insert(conn, table).on_conflict_do_nothing()
 
 
 # Hosts' clocks differ: leases written by several hosts are compared on the database's

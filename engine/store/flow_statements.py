@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import fields
 from itertools import product
-from typing import TYPE_CHECKING
 
 from sqlalchemy import (
     Boolean,
@@ -40,9 +39,6 @@ from engine.store.prepared import Prepared, PreparedSql
 from engine.store.tables import job, job_recipe, meta, server, task, taskdep
 from engine.store.writes import AT, JobMove, TaskMove, statement_keys
 from engine.store.writes import STATEMENTS as WRITES
-
-if TYPE_CHECKING:
-    pass
 
 # The views' fields that are columns (engine.query): read by name.
 JOB_COLUMNS = [job.c[f.name] for f in fields(JobView) if f.name in job.c]
